@@ -1,0 +1,1 @@
+"""sdft: fine-tune Stable Diffusion 1.x with LoRA/DreamBooth."""

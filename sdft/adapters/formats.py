@@ -1,0 +1,71 @@
+"""Writing trained weights: LoRA files diffusers loads exactly, and full pipelines.
+
+The LoRA file is the raw peft state dict plus the peft adapter config as safetensors metadata: diffusers'
+`load_lora_weights` rebuilds exactly the trained layers from it, also when alpha != rank (see ../shared STACK_NOTES:
+the convert_state_dict_to_diffusers path silently drops layers when feed-forward targets are included).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from diffusers import StableDiffusionPipeline
+from peft.utils import get_peft_model_state_dict
+from torch import nn
+
+from sdft.adapters.lora import ADAPTER_NAME, has_lora
+from sdft.errors import ConfigError
+
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+def _adapter_state(model: nn.Module) -> tuple[dict | None, dict | None]:
+    if not has_lora(model):
+        return None, None
+    state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME).items()}
+    return state, model.peft_config[ADAPTER_NAME].to_dict()
+
+
+def save_lora(unet: nn.Module, text_encoder: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the LoRA of `unet` and `text_encoder` (whichever has one) to `path`, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    unet_sd, unet_meta = _adapter_state(unet)
+    te_sd, te_meta = _adapter_state(text_encoder)
+    if unet_sd is None and te_sd is None:
+        raise ConfigError("save_lora: neither the U-Net nor the text encoder has a LoRA adapter.")
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-lora-") as tmp:
+        StableDiffusionPipeline.save_lora_weights(
+            tmp,
+            unet_lora_layers=unet_sd,
+            text_encoder_lora_layers=te_sd,
+            unet_lora_adapter_metadata=unet_meta,
+            text_encoder_lora_adapter_metadata=te_meta,
+            weight_name=path.name,
+            safe_serialization=True,
+        )
+        os.replace(Path(tmp) / path.name, path)
+    return path
+
+
+def save_pipeline(pipe: StableDiffusionPipeline, directory: str | os.PathLike) -> Path:
+    """Write a whole pipeline as a diffusers folder (safetensors), replacing `directory` only once complete."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".tmp-{directory.name}-"))
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if directory.exists():
+            old = directory.with_name(f".old-{directory.name}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory

@@ -1,0 +1,60 @@
+"""Save what was trained: LoRA files (or a full pipeline) every N steps, keeping the last K, and at the end."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from sdft.adapters.formats import LORA_WEIGHT_NAME, save_lora, save_pipeline
+from sdft.config import AdapterKind
+from sdft.models.assemble import assemble_pipeline
+
+log = logging.getLogger(__name__)
+
+
+class LoraCheckpoint(L.Callback):
+    """Writes <phase_dir>/checkpoints/step_<N>/ during training and <phase_dir>/lora (or model) at the end."""
+
+    def __init__(self, phase_dir: Path, kind: AdapterKind, every_n_steps: int, keep_last_k: int, tokenizer, scheduler):
+        self.phase_dir, self.kind = Path(phase_dir), kind
+        self.every_n_steps, self.keep_last_k = every_n_steps, keep_last_k
+        self.tokenizer, self.scheduler = tokenizer, scheduler
+        self.final_path: Path | None = None
+        self._last_step = -1  # with gradient accumulation several batches end on one step
+
+    def save(self, module: L.LightningModule, target: Path) -> Path:
+        """Save into `target` (a folder); refuses weights that are not finite."""
+        trained = [p for p in module.parameters() if p.requires_grad]
+        if not all(torch.isfinite(p).all() for p in trained):
+            raise FloatingPointError(f"Trained weights are not finite; not overwriting anything at {target}.")
+        if self.kind == AdapterKind.lora:
+            return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)
+        pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
+        return save_pipeline(pipe, target)
+
+    def _prune(self) -> None:
+        steps = sorted((self.phase_dir / "checkpoints").glob("step_*"))
+        for old in steps[: max(len(steps) - self.keep_last_k, 0)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not self.every_n_steps or step == 0 or step % self.every_n_steps or not trainer.is_global_zero:
+            return
+        if step >= trainer.max_steps or step == self._last_step:
+            return  # the final save covers the last step
+        self._last_step = step
+        path = self.save(module, self.phase_dir / "checkpoints" / f"step_{step:06d}")
+        log.info("Checkpoint at step %d: %s", step, path)
+        self._prune()
+
+    def on_train_end(self, trainer: L.Trainer, module) -> None:
+        if not trainer.is_global_zero:
+            return
+        folder = self.phase_dir / ("lora" if self.kind == AdapterKind.lora else "model")
+        self.final_path = self.save(module, folder)
+        log.info("Saved the trained %s to %s", "LoRA" if self.kind == AdapterKind.lora else "pipeline", self.final_path)

@@ -1,0 +1,116 @@
+"""Validation grids: fixed prompts x fixed seeds rendered with the current weights, one labelled PNG."""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from sdft.models.assemble import assemble_pipeline
+
+log = logging.getLogger(__name__)
+
+LABEL_WIDTH = 200  # left column with the prompt
+HEADER_HEIGHT = 24  # top row with the seeds
+MIN_TILE = 128  # small images are upscaled (nearest) to at least this, so grids stay legible
+
+
+def tile_size(resolution: int) -> int:
+    return max(resolution, MIN_TILE)
+
+
+def make_grid(images: list[list[Image.Image]], prompts: list[str], seeds: list[int], tile: int) -> Image.Image:
+    """rows = prompts, columns = seeds; size (LABEL_WIDTH + cols*tile, HEADER_HEIGHT + rows*tile)."""
+    grid = Image.new("RGB", (LABEL_WIDTH + len(seeds) * tile, HEADER_HEIGHT + len(prompts) * tile), "white")
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=12)
+    for c, seed in enumerate(seeds):
+        draw.text((LABEL_WIDTH + c * tile + 4, 5), f"seed {seed}", fill="black", font=font)
+    for r, prompt in enumerate(prompts):
+        top = HEADER_HEIGHT + r * tile
+        draw.multiline_text((4, top + 4), "\n".join(textwrap.wrap(prompt, 30)[:8]), fill="black", font=font)
+        for c, image in enumerate(images[r]):
+            grid.paste(image.resize((tile, tile), Image.Resampling.NEAREST), (LABEL_WIDTH + c * tile, top))
+    return grid
+
+
+class ValidationGrid(L.Callback):
+    """Renders the grid every N steps, at the end (and optionally before training); writes <phase_dir>/grids/*.png."""
+
+    def __init__(self, phase_dir: Path, prompts: list[str], seeds: list[int], resolution: int, steps: int,
+                 guidance: float, negative_prompt: str, every_n_steps: int, at_start: bool, tokenizer, scheduler):
+        self.grid_dir = Path(phase_dir) / "grids"
+        self.prompts, self.seeds, self.resolution = list(prompts), list(seeds), resolution
+        self.steps, self.guidance, self.negative_prompt = steps, guidance, negative_prompt
+        self.every_n_steps, self.at_start = every_n_steps, at_start
+        self.tokenizer, self.scheduler = tokenizer, scheduler
+        self.written: list[Path] = []
+        self._last_step = -1
+
+    @torch.no_grad()
+    def render(self, module: L.LightningModule) -> Image.Image:
+        """The grid for the module's current weights (models put in eval for sampling, then restored)."""
+        was_training = module.training
+        module.eval()
+        frozen_dtype = module.vae.dtype  # mixed frozen/trained dtypes need autocast
+        autocast = torch.autocast(module.device.type, dtype=frozen_dtype, enabled=frozen_dtype != torch.float32)
+        try:
+            with autocast:
+                pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
+                rows = [self._row(pipe, prompt) for prompt in self.prompts]
+        finally:
+            module.train(was_training)
+        return make_grid(rows, self.prompts, self.seeds, tile_size(self.resolution))
+
+    def _row(self, pipe, prompt: str) -> list[Image.Image]:
+        generators = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
+        return pipe(
+            [prompt] * len(self.seeds),
+            negative_prompt=[self.negative_prompt] * len(self.seeds) if self.negative_prompt else None,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance,
+            height=self.resolution,
+            width=self.resolution,
+            generator=generators,
+        ).images
+
+    def write(self, trainer: L.Trainer, module: L.LightningModule, tag: str) -> Path:
+        grid = self.render(module)
+        self.grid_dir.mkdir(parents=True, exist_ok=True)
+        path = self.grid_dir / f"{tag}.png"
+        grid.save(path)
+        self.written.append(path)
+        log_grid(trainer, grid, tag)
+        log.info("Validation grid: %s", path)
+        return path
+
+    def on_train_start(self, trainer: L.Trainer, module) -> None:
+        if self.at_start and trainer.is_global_zero:
+            self.write(trainer, module, f"step_{trainer.global_step:06d}")
+
+    def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if (not self.every_n_steps or step == 0 or step % self.every_n_steps or step == self._last_step
+                or step >= trainer.max_steps or not trainer.is_global_zero):
+            return
+        self._last_step = step
+        self.write(trainer, module, f"step_{step:06d}")
+
+    def on_train_end(self, trainer: L.Trainer, module) -> None:
+        if trainer.is_global_zero:
+            self.write(trainer, module, f"step_{trainer.global_step:06d}_final")
+
+
+def log_grid(trainer: L.Trainer, grid: Image.Image, tag: str) -> None:
+    """Send the grid to loggers that take images (W&B, TensorBoard); CSV keeps only the PNG on disk."""
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_image"):  # WandbLogger
+            logger.log_image(key="validation/grid", images=[grid], caption=[tag], step=trainer.global_step)
+        elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoardLogger
+            import numpy as np
+
+            logger.experiment.add_image("validation/grid", np.asarray(grid), trainer.global_step, dataformats="HWC")

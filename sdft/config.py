@@ -1,0 +1,212 @@
+"""Typed configuration schemas, registered in Hydra's ConfigStore.
+
+Every YAML file under ``conf/`` is merged onto these dataclasses, so a misspelt key or a value of the wrong type
+fails when the config is composed, before anything is loaded, with Hydra's message naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+TINY_MODEL = "tiny"  # model.path value that selects the offline tiny SD1-shaped model
+
+
+class WeightDtype(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Attention(str, Enum):
+    sdpa = "sdpa"
+    xformers = "xformers"
+
+
+class PredictionType(str, Enum):
+    epsilon = "epsilon"
+    v_prediction = "v_prediction"
+
+
+class AdapterKind(str, Enum):
+    lora = "lora"
+    full = "full"
+
+
+class OptimizerName(str, Enum):
+    adamw = "adamw"
+    adamw8bit = "adamw8bit"
+
+
+class LoggerKind(str, Enum):
+    csv = "csv"
+    wandb = "wandb"
+    tensorboard = "tensorboard"
+    none = "none"
+
+
+@dataclass
+class ModelConfig:
+    """Which base model to load and how to hold it."""
+
+    path: str = MISSING  # "tiny", a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or a local diffusers folder
+    revision: Optional[str] = None
+    variant: Optional[str] = None  # e.g. "fp16" for hub repos that ship fp16 weight files
+    local_files_only: bool = False  # never touch the network; also set by HF_HUB_OFFLINE=1
+    cache_dir: Optional[str] = None  # where the tiny model is built (default: $SDFT_CACHE_DIR or ~/.cache/sdft)
+    weight_dtype: WeightDtype = WeightDtype.fp32  # dtype of the frozen weights: fp32 | fp16 | bf16 (trained params stay fp32)
+    prediction_type: Optional[PredictionType] = None  # override the scheduler's: epsilon | v_prediction
+    gradient_checkpointing: bool = False
+    attention: Attention = Attention.sdpa  # sdpa | xformers (CUDA only)
+
+
+@dataclass
+class DataConfig:
+    """Instance images, their prompts, and the class prompt for prior preservation."""
+
+    instance_dir: str = MISSING
+    instance_prompt: str = MISSING  # e.g. "photo of sks person"; used for images without a caption file
+    class_prompt: Optional[str] = None  # e.g. "photo of a person"; required when prior preservation is on
+    class_dir: Optional[str] = None  # default: datasets/class_images/<model>/<class prompt>
+    recursive: bool = True  # also take images from sub-folders of instance_dir
+    use_captions: bool = True  # read <image>.<caption_extension> when present
+    caption_extension: str = ".txt"
+    resolution: int = 512
+    center_crop: bool = True  # False: random crop
+    random_flip: bool = False
+    batch_size: int = 1  # instance images per batch; with prior preservation as many class images are added
+    repeats: int = 1  # an epoch shows each instance image this many times
+    num_workers: int = 0
+
+
+@dataclass
+class AdapterConfig:
+    """What is trained: LoRA on named target groups, or the full U-Net (DreamBooth)."""
+
+    kind: AdapterKind = AdapterKind.lora
+    rank: int = 4
+    alpha: Optional[float] = None  # LoRA scale = alpha / rank; default alpha = rank
+    dropout: float = 0.0
+    train_unet: bool = True
+    train_text_encoder: bool = True
+    unet_targets: List[str] = field(default_factory=lambda: ["attn1", "attn2"])  # see sdft/adapters/targets.py
+    text_encoder_targets: List[str] = field(default_factory=lambda: ["attn"])
+
+
+@dataclass
+class PhaseConfig:
+    """One training phase; its name is the output sub-folder."""
+
+    name: str = "main"
+
+
+@dataclass
+class PriorConfig:
+    """Prior preservation: class images in every batch, their loss weighted in."""
+
+    enabled: bool = False
+    loss_weight: float = 1.0
+    num_class_images: int = 100
+    generation_batch_size: int = 4
+    generation_steps: int = 30
+    generation_guidance: float = 7.5
+    negative_prompt: str = ""
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule."""
+
+    name: OptimizerName = OptimizerName.adamw  # adamw8bit needs bitsandbytes
+    lr: float = 1e-4
+    text_encoder_lr: Optional[float] = None  # default: lr
+    weight_decay: float = 1e-2
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    scheduler: str = "constant"  # any name diffusers.optimization.get_scheduler knows: constant, linear, cosine, ...
+    warmup_steps: int = 0
+
+
+@dataclass
+class LossConfig:
+    """Diffusion loss options."""
+
+    min_snr_gamma: Optional[float] = None  # e.g. 5.0 (Hang et al. 2023); None = plain MSE
+    noise_offset: float = 0.0  # e.g. 0.05; adds per-channel offset noise
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to lightning.Trainer as keyword arguments."""
+
+    max_steps: int = 400
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"  # e.g. bf16-mixed, 16-mixed
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = 1.0
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+    deterministic: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking: csv | wandb | tensorboard | none."""
+
+    kind: LoggerKind = LoggerKind.csv
+    project: str = "sdft"
+    entity: Optional[str] = None
+    run_name: Optional[str] = None  # default: the run's name
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    offline: bool = True  # wandb: set false (and WANDB_API_KEY in the environment) to upload live
+
+
+@dataclass
+class CallbacksConfig:
+    """LoRA checkpoints and validation grids."""
+
+    checkpoint_every_n_steps: int = 0  # 0: only the final save
+    keep_last_k: int = 3
+    validation_every_n_steps: int = 0  # 0: only at the end
+    validation_prompts: List[str] = field(default_factory=list)  # default: instance and class prompt
+    validation_seeds: List[int] = field(default_factory=lambda: [0, 1])
+    validation_steps: int = 20
+    validation_guidance: float = 7.5
+    validation_negative_prompt: str = ""
+    validation_resolution: Optional[int] = None  # default: data.resolution
+    validation_at_start: bool = False  # also render the untrained model, for a before/after comparison
+
+
+@dataclass
+class SdftConfig:
+    """The whole run."""
+
+    name: str = "sdft"
+    seed: int = 42
+    output_dir: Optional[str] = None  # default: Hydra's run directory
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    phase: PhaseConfig = field(default_factory=PhaseConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+
+
+def register_configs() -> None:
+    """Register the schema that conf/config.yaml names first in its defaults list."""
+    ConfigStore.instance().store(name="sdft_schema", node=SdftConfig)
+
+
+register_configs()

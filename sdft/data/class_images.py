@@ -1,0 +1,78 @@
+"""Class (prior-preservation) images: generated once with the base model, kept, reused and topped up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+from PIL.PngImagePlugin import PngInfo
+from tqdm.auto import tqdm
+
+from sdft.data.images import list_images
+
+log = logging.getLogger(__name__)
+
+
+def slug(text: str, max_len: int = 60) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:max_len] or "untitled"
+
+
+def default_class_dir(model_path: str, class_prompt: str, resolution: int, root: Path = Path("datasets")) -> Path:
+    """datasets/class_images/<model>/<prompt>_<resolution>: class images depend on all three."""
+    model = slug(Path(model_path.rstrip("/")).name if Path(model_path).exists() else model_path)
+    return root / "class_images" / model / f"{slug(class_prompt)}_{resolution}"
+
+
+def ensure_class_images(
+    pipe,
+    class_dir: Path,
+    prompt: str,
+    num_images: int,
+    resolution: int,
+    seed: int,
+    batch_size: int = 4,
+    steps: int = 30,
+    guidance: float = 7.5,
+    negative_prompt: str = "",
+) -> list[Path]:
+    """Make sure `class_dir` holds at least `num_images` images; generate only the missing ones.
+
+    Image k is generated from seed + k and written as class_<k>.png via a temp name, so an interrupted run resumes
+    where it stopped and produces the same images.
+    """
+    class_dir.mkdir(parents=True, exist_ok=True)
+    existing = list_images(class_dir, recursive=False)
+    missing = num_images - len(existing)
+    if missing <= 0:
+        log.info("Prior preservation: using %d existing class images in %s.", num_images, class_dir)
+        return existing[:num_images]
+    taken = {p.stem for p in existing}
+    todo = [k for k in range(num_images + len(existing)) if f"class_{k:05d}" not in taken][:missing]
+    log.info("Prior preservation: generating %d class images for %r into %s.", missing, prompt, class_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    for start in tqdm(range(0, len(todo), batch_size), desc="class images", unit="batch"):
+        ks = todo[start : start + batch_size]
+        generators = [torch.Generator(device).manual_seed(seed + k) for k in ks]
+        with torch.no_grad():
+            images = pipe(
+                [prompt] * len(ks),
+                negative_prompt=[negative_prompt] * len(ks) if negative_prompt else None,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                height=resolution,
+                width=resolution,
+                generator=generators,
+            ).images
+        for k, image in zip(ks, images):
+            info = PngInfo()
+            info.add_text("parameters", f"{prompt}\nSteps: {steps}, CFG scale: {guidance}, Seed: {seed + k}")
+            final = class_dir / f"class_{k:05d}.png"
+            tmp = final.with_name(f".{final.name}.tmp")
+            image.save(tmp, format="PNG", pnginfo=info)
+            os.replace(tmp, final)
+    return list_images(class_dir, recursive=False)

@@ -1,0 +1,21 @@
+"""Errors meant for people: each says what is wrong and how to fix it. train.py prints them without a traceback."""
+
+
+class SdftError(Exception):
+    """Base class of the errors sdft raises for bad input or configuration."""
+
+
+class ConfigError(SdftError, ValueError):
+    """A configuration value is missing or does not make sense with the others."""
+
+
+class DataError(SdftError, ValueError):
+    """A problem with the user's data; the message names the files."""
+
+
+class ModelLoadError(SdftError, RuntimeError):
+    """The base model could not be found or loaded."""
+
+
+class NonFiniteLossError(SdftError, FloatingPointError):
+    """The loss became NaN/inf; training stops before the weights are corrupted."""

@@ -1,0 +1,1 @@
+"""Model builders: tiny offline pipeline and SD 1.5 architecture."""

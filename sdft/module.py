@@ -1,0 +1,121 @@
+"""The LightningModule: one diffusion training step for DreamBooth / LoRA, with prior preservation."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import compute_snr
+
+from sdft.config import LossConfig, OptimConfig, OptimizerName
+from sdft.errors import ConfigError, NonFiniteLossError
+
+
+class DreamBoothModule(L.LightningModule):
+    """Wraps U-Net, text encoder and VAE; trains whatever parameters require grad."""
+
+    def __init__(self, unet, text_encoder, vae, noise_scheduler, optim: OptimConfig, loss: LossConfig,
+                 prior_loss_weight: float = 1.0, train_text_encoder: bool = False):
+        super().__init__()
+        self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
+        self.noise_scheduler = noise_scheduler
+        self.optim_cfg, self.loss_cfg = optim, loss
+        self.prior_loss_weight = prior_loss_weight
+        self.train_text_encoder = train_text_encoder
+        self.vae_scale = vae.config.scaling_factor
+
+    # -- modes: trained parts train, frozen parts stay in eval (Lightning would otherwise flip them all) --
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vae.eval()
+        self.text_encoder.train(mode and self.train_text_encoder)
+        return self
+
+    # -- the step --
+    def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):
+            return self.text_encoder(input_ids)[0]
+
+    def diffusion_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample MSE (B,) between the U-Net prediction and its target, and the timesteps used."""
+        with torch.no_grad():
+            pixels = batch["pixel_values"].to(self.vae.dtype)
+            latents = self.vae.encode(pixels).latent_dist.sample() * self.vae_scale
+        latents = latents.float()
+        noise = torch.randn_like(latents)
+        if self.loss_cfg.noise_offset:
+            noise = noise + self.loss_cfg.noise_offset * torch.randn(
+                latents.shape[0], latents.shape[1], 1, 1, device=latents.device
+            )
+        steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device).long()
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        text = self.encode_text(batch["input_ids"])
+        pred = self.unet(noisy.to(self.unet.dtype), timesteps, text.to(self.unet.dtype)).sample.float()
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        return per_sample, timesteps
+
+    def snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """min-SNR-gamma loss weights (Hang et al. 2023), via diffusers' compute_snr."""
+        snr = compute_snr(self.noise_scheduler, timesteps)
+        clipped = torch.clamp(snr, max=self.loss_cfg.min_snr_gamma)
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            return clipped / (snr + 1)
+        return clipped / snr
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        per_sample, timesteps = self.diffusion_loss(batch)
+        if self.loss_cfg.min_snr_gamma:
+            per_sample = per_sample * self.snr_weights(timesteps)
+        is_prior = batch["is_prior"]
+        instance_loss = per_sample[~is_prior].mean()
+        loss = instance_loss
+        size = int((~is_prior).sum())
+        self.log("train/instance_loss", instance_loss, prog_bar=False, batch_size=size)
+        if bool(is_prior.any()):
+            prior_loss = per_sample[is_prior].mean()
+            loss = instance_loss + self.prior_loss_weight * prior_loss
+            self.log("train/prior_loss", prior_loss, batch_size=size)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"Loss is {loss.item()} at step {self.global_step}. Nothing was updated by this step and the last "
+                "saved LoRA checkpoint is intact. Lower optim.lr, keep trainer.gradient_clip_val set, or use "
+                "trainer.precision=32-true / bf16-mixed instead of 16-mixed."
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        return loss
+
+    # -- optimizer --
+    def param_groups(self) -> list[dict]:
+        groups = []
+        unet_params = [p for p in self.unet.parameters() if p.requires_grad]
+        te_params = [p for p in self.text_encoder.parameters() if p.requires_grad]
+        if unet_params:
+            groups.append({"params": unet_params, "lr": self.optim_cfg.lr, "name": "unet"})
+        if te_params:
+            lr = self.optim_cfg.text_encoder_lr if self.optim_cfg.text_encoder_lr is not None else self.optim_cfg.lr
+            groups.append({"params": te_params, "lr": lr, "name": "text_encoder"})
+        if not groups:
+            raise ConfigError("No parameter requires grad: check the adapter config.")
+        return groups
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        kwargs = dict(betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        if cfg.name == OptimizerName.adamw8bit:
+            try:
+                import bitsandbytes as bnb
+            except ImportError as err:
+                raise ImportError("optim=adamw8bit needs bitsandbytes: pip install bitsandbytes") from err
+            optimizer = bnb.optim.AdamW8bit(self.param_groups(), **kwargs)
+        else:
+            optimizer = torch.optim.AdamW(self.param_groups(), **kwargs)
+        total = max(int(self.trainer.max_steps), 1) if self.trainer else 1
+        scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+

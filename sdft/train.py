@@ -1,0 +1,173 @@
+"""run(cfg): wire config, models, data, callbacks and the Lightning Trainer together, then train."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sdft.adapters.lora import count_params, setup_trainable
+from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
+from sdft.callbacks.lora_checkpoint import LoraCheckpoint
+from sdft.callbacks.validation_grid import ValidationGrid
+from sdft.config import AdapterKind, SdftConfig
+from sdft.data.class_images import default_class_dir, ensure_class_images
+from sdft.data.datamodule import DreamBoothDataModule, class_examples, instance_examples
+from sdft.errors import ConfigError
+from sdft.loggers import make_logger
+from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
+from sdft.module import DreamBoothModule
+
+log = logging.getLogger(__name__)
+# Frozen models stay in eval mode on purpose (DreamBoothModule.train); Lightning's warning about it is noise here.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+
+def as_config(cfg: DictConfig | dict | SdftConfig) -> DictConfig:
+    """A typed config: plain dicts/DictConfigs are merged onto the schema, so unknown keys fail here too."""
+    return OmegaConf.merge(OmegaConf.structured(SdftConfig), cfg)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    raise ConfigError("output_dir is not set and no Hydra run is active: pass output_dir=<folder>.")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Checks that need no model or data: fail before any long work."""
+    if cfg.prior.enabled and not cfg.data.class_prompt:
+        raise ConfigError("prior.enabled=true needs data.class_prompt (e.g. 'photo of a person'); or set prior=none.")
+    if cfg.adapter.kind == AdapterKind.lora:
+        check_target_names(cfg.adapter.unet_targets, UNET_TARGETS, "adapter.unet_targets")
+        check_target_names(cfg.adapter.text_encoder_targets, TEXT_ENCODER_TARGETS, "adapter.text_encoder_targets")
+    if cfg.trainer.max_steps <= 0:
+        raise ConfigError("trainer.max_steps must be > 0.")
+
+
+def report_params(unet, text_encoder) -> dict:
+    counts = {}
+    for name, model in (("unet", unet), ("text_encoder", text_encoder)):
+        trainable, total = count_params(model)
+        counts[name] = {"trainable": trainable, "total": total}
+        log.info("%-12s trainable %12s of %14s parameters (%.3f%%)", name, f"{trainable:,}", f"{total:,}",
+                 100 * trainable / max(total, 1))
+    return counts
+
+
+def validation_prompts(cfg: DictConfig) -> list[str]:
+    if cfg.callbacks.validation_prompts:
+        return list(cfg.callbacks.validation_prompts)
+    return [p for p in (cfg.data.instance_prompt, cfg.data.class_prompt) if p]
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunParts:
+    """Everything a run needs, wired but not started (tests drive these directly)."""
+
+    cfg: DictConfig
+    out_dir: Path
+    module: DreamBoothModule
+    datamodule: DreamBoothDataModule
+    trainer: L.Trainer
+    checkpoint: LoraCheckpoint
+    grids: ValidationGrid
+    params: dict
+
+
+def prepare(cfg: DictConfig | dict) -> RunParts:
+    """Check config and data, load the model, make class images, inject adapters, build the Trainer."""
+    cfg = as_config(cfg)
+    out_dir = output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    phase_dir = out_dir / cfg.phase.name
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    instances = instance_examples(cfg.data)  # bad folders and images fail here, before the model loads
+    log.info("Instance images: %d from %s", len(instances), cfg.data.instance_dir)
+
+    pipe = load_pipeline(cfg.model)
+    prepare_models(pipe, cfg.model)
+    classes = []
+    if cfg.prior.enabled:
+        class_dir = Path(cfg.data.class_dir or default_class_dir(cfg.model.path, cfg.data.class_prompt, cfg.data.resolution))
+        paths = ensure_class_images(
+            pipe, class_dir, cfg.data.class_prompt, cfg.prior.num_class_images, cfg.data.resolution, cfg.seed,
+            cfg.prior.generation_batch_size, cfg.prior.generation_steps, cfg.prior.generation_guidance,
+            cfg.prior.negative_prompt,
+        )
+        classes = class_examples(paths, cfg.data.class_prompt)
+        pipe.to("cpu")  # Lightning moves what it trains; keep the start state uniform
+
+    setup_trainable(pipe.unet, pipe.text_encoder, cfg.adapter)
+    params = report_params(pipe.unet, pipe.text_encoder)
+    train_te = any(p.requires_grad for p in pipe.text_encoder.parameters())
+    module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
+                              cfg.prior.loss_weight, train_te)
+    datamodule = DreamBoothDataModule(cfg.data, pipe.tokenizer, instances, classes, cfg.seed)
+
+    cb = cfg.callbacks
+    checkpoint = LoraCheckpoint(phase_dir, cfg.adapter.kind, cb.checkpoint_every_n_steps, cb.keep_last_k,
+                                pipe.tokenizer, pipe.scheduler)
+    grids = ValidationGrid(phase_dir, validation_prompts(cfg), list(cb.validation_seeds),
+                           cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
+                           cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
+                           pipe.tokenizer, pipe.scheduler)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, enum_to_str=True),
+        max_epochs=-1,
+        logger=make_logger(cfg.logger, out_dir, cfg.name, resolved),
+        callbacks=[checkpoint, grids],
+        enable_checkpointing=False,
+        default_root_dir=str(out_dir),
+    )
+    return RunParts(cfg, out_dir, module, datamodule, trainer, checkpoint, grids, params)
+
+
+def run(cfg: DictConfig | dict) -> dict:
+    """Train one run as configured; returns (and writes to <output_dir>/summary.json) the run summary."""
+    parts = prepare(cfg)
+    cfg, trainer = parts.cfg, parts.trainer
+    start = time.perf_counter()
+    trainer.fit(parts.module, datamodule=parts.datamodule)
+    wall = time.perf_counter() - start
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    final = parts.checkpoint.final_path
+    summary = {
+        "name": cfg.name,
+        "model": cfg.model.path,
+        "adapter": cfg.adapter.kind.value,
+        "phase": cfg.phase.name,
+        "steps": trainer.global_step,
+        "instance_images": len(parts.datamodule.instances),
+        "class_images": len(parts.datamodule.classes),
+        "parameters": parts.params,
+        "final_metrics": metrics,
+        "train_seconds": round(wall, 2),
+        "output": str(final) if final else None,
+        "grids": [str(p) for p in parts.grids.written],
+    }
+    write_json(parts.out_dir / "summary.json", summary)
+    log.info("Done in %.1f s. Summary: %s", wall, parts.out_dir / "summary.json")
+    return summary

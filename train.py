@@ -1,0 +1,25 @@
+"""Train with DreamBooth / LoRA: `python train.py +experiment=quickstart` (see README.md)."""
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+import sdft.config  # noqa: F401  (registers the config schema)
+from sdft.errors import SdftError
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from sdft.train import run
+
+    try:
+        run(cfg)
+    except SdftError as err:  # a problem with the user's input: the message says what to do, no traceback
+        logging.getLogger("sdft").error("%s", err)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
