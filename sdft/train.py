@@ -32,7 +32,10 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def as_config(cfg: DictConfig | dict | SdftConfig) -> DictConfig:
-    """A typed config: plain dicts/DictConfigs are merged onto the schema, so unknown keys fail here too."""
+    """A typed config. Plain containers are merged onto the schema, so unknown keys fail here too (Hydra's `+key=`
+    can add keys to typed nodes; going through a plain container re-checks every key)."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=False)
     return OmegaConf.merge(OmegaConf.structured(SdftConfig), cfg)
 
 

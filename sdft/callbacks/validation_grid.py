@@ -78,7 +78,9 @@ class ValidationGrid(L.Callback):
             generator=generators,
         ).images
 
-    def write(self, trainer: L.Trainer, module: L.LightningModule, tag: str) -> Path:
+    def write(self, trainer: L.Trainer, module: L.LightningModule, tag: str) -> Path | None:
+        if not (self.prompts and self.seeds):
+            return None  # validation_seeds=[] turns grids off
         grid = self.render(module)
         self.grid_dir.mkdir(parents=True, exist_ok=True)
         path = self.grid_dir / f"{tag}.png"

@@ -1,0 +1,626 @@
+#!/usr/bin/env python
+"""Training-step benchmark: the framework's step against a bare PyTorch loop, same model, same process.
+
+Framework: ``sdft.module.DreamBoothModule`` driven by a real ``lightning.Trainer`` (``fit`` with ``max_steps``, no
+logger, no checkpointing, no progress bar, no model summary; only a timing callback) on synthetic in-memory batches
+shaped like the DataModule's (``pixel_values`` in [-1, 1], ``input_ids`` of length 77, ``is_prior``).
+Bare: a plain loop doing the same math on the same modules: VAE encode, ``add_noise``, text encoder, U-Net, MSE,
+backward, gradient clipping (when ``--grad-clip`` > 0, as the framework's default ``trainer.gradient_clip_val=1.0``),
+AdamW step, LR-scheduler step, ``zero_grad``.
+
+Throughput is steady state: images / second between the end of the last warm-up step and the end of the last step.
+Peak memory: on CPU the process' peak RSS (``VmHWM`` from /proc/self/status, reset before each phase through
+/proc/self/clear_refs after ``malloc_trim``); on CUDA ``torch.cuda.max_memory_allocated`` (and reserved).
+
+Examples::
+
+    python bench/train_step.py --model tiny --resolution 64 --batch 2 --steps 20
+    python bench/train_step.py --model sd15 --resolution 256 --batch 1 --adapter lora_attn --steps 3 --warmup 1
+    python bench/train_step.py --model sd15 --resolution 512 --precision bf16-mixed --rank 16 --out results.jsonl
+
+Output: one human-readable line per config, then one JSON line (starts with ``{``); ``--out`` appends the JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime as _dt
+import gc
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from sdft.adapters.lora import count_params, setup_trainable  # noqa: E402
+from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, OptimizerName, WeightDtype  # noqa: E402
+from sdft.models.loading import make_noise_scheduler, prepare_models  # noqa: E402
+from sdft.module import DreamBoothModule  # noqa: E402
+
+CACHE_NOTE = ("cache-latents: bench-side emulation of latent/text-state caching (VAE encode and text encoder "
+              "skipped, text encoder frozen)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# memory
+# ----------------------------------------------------------------------------------------------------------------
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class PeakMemory:
+    """Peak RSS (CPU) or peak allocated/reserved CUDA memory over a `with` block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.rss_reset = False
+
+    def __enter__(self):
+        gc.collect()
+        _malloc_trim()
+        try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self.rss_reset = True
+        except OSError:
+            self.rss_reset = False
+        self.rss_start_mb = _status_kb("VmRSS") / 1024
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            self.cuda_start_gb = torch.cuda.memory_allocated() / 2**30
+        return self
+
+    def __exit__(self, *exc):
+        self.peak_rss_mb = _status_kb("VmHWM") / 1024
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_alloc_gb = torch.cuda.max_memory_allocated() / 2**30
+            self.peak_reserved_gb = torch.cuda.max_memory_reserved() / 2**30
+        return False
+
+    def as_dict(self) -> dict:
+        out = {"peak_rss_mb": round(self.peak_rss_mb, 1), "rss_start_mb": round(self.rss_start_mb, 1),
+               "peak_rss_is_phase_peak": self.rss_reset}
+        if self.device.type == "cuda":
+            out.update(peak_alloc_gb=round(self.peak_alloc_gb, 3), peak_reserved_gb=round(self.peak_reserved_gb, 3),
+                       alloc_start_gb=round(self.cuda_start_gb, 3))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# models and data
+# ----------------------------------------------------------------------------------------------------------------
+def build_models(name: str):
+    """(unet, vae, text_encoder, noise_scheduler, vocab_size): the tiny model or the SD 1.5 architecture (random)."""
+    from diffusers import PNDMScheduler
+
+    from sdft.models.tiny import SD15_SCHEDULER_CONFIG
+
+    if name == "tiny":
+        from sdft.models.tiny import build_tiny_pipeline
+
+        pipe = build_tiny_pipeline()
+        unet, vae, te = pipe.unet, pipe.vae, pipe.text_encoder
+    else:
+        from sdft.models.sd15_arch import build_sd15_text_encoder, build_sd15_unet, build_sd15_vae
+
+        unet, vae, te = build_sd15_unet(), build_sd15_vae(), build_sd15_text_encoder()
+    holder = SimpleNamespace(unet=unet, vae=vae, text_encoder=te, scheduler=PNDMScheduler(**SD15_SCHEDULER_CONFIG))
+    return holder, make_noise_scheduler(holder), te.config.vocab_size
+
+
+def load_group(group: str, name: str, schema):
+    """conf/<group>/<name>.yaml merged onto its dataclass schema, as Hydra would."""
+    path = REPO / "conf" / group / f"{name}.yaml"
+    merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path))
+    return OmegaConf.to_object(merged)
+
+
+def make_batches(n: int, batch: int, resolution: int, vocab: int, seed: int) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        out.append({
+            "pixel_values": torch.rand(batch, 3, resolution, resolution, generator=gen) * 2 - 1,
+            "input_ids": torch.randint(0, vocab, (batch, 77), generator=gen),
+            "is_prior": torch.zeros(batch, dtype=torch.bool),
+        })
+    return out
+
+
+@torch.no_grad()
+def cache_batches(batches: list[dict], vae, te, device) -> list[dict]:
+    """What a latent-caching DataModule would yield: scaled VAE latents and text states instead of pixels and ids."""
+    out = []
+    for b in batches:
+        pixels = b["pixel_values"].to(device, vae.dtype)
+        latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+        text = te(b["input_ids"].to(device))[0]
+        out.append({"latents": latents.float().cpu(), "encoder_hidden_states": text.float().cpu(),
+                    "is_prior": b["is_prior"]})
+    return out
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, batches: list[dict], length: int):
+        self.batches, self.length = batches, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        return self.batches[i % len(self.batches)]
+
+
+class CachedBatchModule(DreamBoothModule):
+    """DreamBoothModule fed precomputed latents/text states (bench-side emulation; the DataModule will do this)."""
+
+    def diffusion_loss(self, batch: dict):
+        if "latents" not in batch:
+            return super().diffusion_loss(batch)
+        latents = batch["latents"].float()
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                  device=latents.device).long()
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        text = batch["encoder_hidden_states"]
+        pred = self.unet(noisy.to(self.unet.dtype), timesteps, text.to(self.unet.dtype)).sample.float()
+        target = (self.noise_scheduler.get_velocity(latents, noise, timesteps)
+                  if self.noise_scheduler.config.prediction_type == "v_prediction" else noise)
+        return F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)), timesteps
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the bare loop
+# ----------------------------------------------------------------------------------------------------------------
+def autocast_for(precision: str, device: torch.device):
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def bare_loss(m: SimpleNamespace, batch: dict, device: torch.device) -> torch.Tensor:
+    """The framework's math with no framework: encode, noise, text encoder, U-Net, MSE (all samples are instances)."""
+    if "latents" in batch:
+        latents = batch["latents"].to(device, non_blocking=True).float()
+        text = batch["encoder_hidden_states"].to(device, non_blocking=True)
+    else:
+        with torch.no_grad():
+            pixels = batch["pixel_values"].to(device, m.vae.dtype, non_blocking=True)
+            latents = (m.vae.encode(pixels).latent_dist.sample() * m.vae.config.scaling_factor).float()
+        with torch.set_grad_enabled(m.train_te):
+            text = m.text_encoder(batch["input_ids"].to(device, non_blocking=True))[0]
+    noise = torch.randn_like(latents)
+    timesteps = torch.randint(0, m.sched.config.num_train_timesteps, (latents.shape[0],), device=device).long()
+    noisy = m.sched.add_noise(latents, noise, timesteps)
+    pred = m.unet(noisy.to(m.unet.dtype), timesteps, text.to(m.unet.dtype)).sample.float()
+    return F.mse_loss(pred, noise)
+
+
+def make_optimizer(param_groups: list[dict], optim: OptimConfig, max_steps: int):
+    from diffusers.optimization import get_scheduler
+
+    kwargs = dict(betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay)
+    if optim.name == OptimizerName.adamw8bit:
+        import bitsandbytes as bnb
+
+        opt = bnb.optim.AdamW8bit(param_groups, **kwargs)
+    else:
+        opt = torch.optim.AdamW(param_groups, **kwargs)
+    return opt, get_scheduler(optim.scheduler, opt, num_warmup_steps=optim.warmup_steps, num_training_steps=max_steps)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_round(m: SimpleNamespace, param_groups, batches, args, device) -> list[float]:
+    total = args.warmup + args.steps
+    opt, sched = make_optimizer(param_groups, m.optim, total)
+    params = [p for g in param_groups for p in g["params"]]
+    scaler = torch.amp.GradScaler(device.type) if args.precision == "16-mixed" else None
+    times = []
+    for i in range(total):
+        with autocast_for(args.precision, device):
+            loss = bare_loss(m, batches[i % len(batches)], device)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if args.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            if args.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+            opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if i == args.warmup - 1 or i == total - 1:
+            sync(device)
+        times.append((time.perf_counter(), time.process_time()))
+    del opt, sched
+    return times
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the framework
+# ----------------------------------------------------------------------------------------------------------------
+class StepTimer(L.Callback):
+    """perf_counter() at the end of every training batch; CUDA is synchronised only at the two ends measured."""
+
+    def __init__(self, warmup: int, total: int, device: torch.device):
+        self.warmup, self.total, self.device = warmup, total, device
+        self.times: list[tuple[float, float]] = []  # (wall, process CPU) seconds
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        n = len(self.times) + 1
+        if n == self.warmup or n == self.total:
+            sync(self.device)
+        self.times.append((time.perf_counter(), time.process_time()))
+
+
+def framework_round(module: DreamBoothModule, batches, args, device) -> list[float]:
+    total = args.warmup + args.steps
+    timer = StepTimer(args.warmup, total, device)
+    root = tempfile.mkdtemp(prefix="sdft-bench-")
+    try:
+        trainer = L.Trainer(
+            accelerator=device.type if device.type == "cpu" else "gpu",
+            devices=1,
+            precision=args.precision,
+            max_steps=total,
+            max_epochs=-1,
+            gradient_clip_val=args.grad_clip if args.grad_clip > 0 else None,
+            log_every_n_steps=10,  # the framework's default (conf/trainer/default.yaml)
+            logger=False,
+            callbacks=[timer],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=root,
+        )
+        loader = torch.utils.data.DataLoader(ListDataset(batches, total), batch_size=None, shuffle=False,
+                                             num_workers=0, pin_memory=device.type == "cuda")
+        trainer.fit(module, train_dataloaders=loader)
+        if trainer.global_step != total:
+            raise RuntimeError(f"framework ran {trainer.global_step} steps, expected {total}")
+    finally:
+        module._trainer = None
+        shutil.rmtree(root, ignore_errors=True)
+    return timer.times
+
+
+def clear_grads(*models) -> None:
+    for model in models:
+        for p in model.parameters():
+            p.grad = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# FLOPs
+# ----------------------------------------------------------------------------------------------------------------
+def count_flops_per_image(m: SimpleNamespace, batch: dict, device: torch.device) -> int:
+    """FLOPs of one forward + backward (VAE encode, text encoder, U-Net) for one image, before gradient
+    checkpointing and xformers are switched on (so recomputation is not counted: model FLOPs, for MFU)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    one = {k: v[:1] for k, v in batch.items()}
+    with FlopCounterMode(display=False) as counter:
+        loss = bare_loss(m, one, device)
+        loss.backward()
+    clear_grads(m.unet, m.text_encoder)
+    return int(counter.get_total_flops())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------------------------
+def cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def summarize(times: list[tuple[float, float]], warmup: int, steps: int, batch: int) -> dict:
+    """Steady-state figures; cpu_util = process CPU seconds / wall seconds over the measured steps (on a quiet
+    machine about the number of torch threads; much lower means other processes took the cores)."""
+    wall = [t[0] for t in times]
+    span = wall[-1] - wall[warmup - 1]
+    per_step = [b - a for a, b in zip(wall[warmup - 1:-1], wall[warmup:])]
+    cpu = times[-1][1] - times[warmup - 1][1]
+    return {"img_s": round(steps * batch / span, 4), "s_per_step": round(span / steps, 4),
+            "s_per_step_median": round(statistics.median(per_step), 4), "cpu_util": round(cpu / span, 2)}
+
+
+def loadavg() -> float:
+    with contextlib.suppress(OSError):
+        with open("/proc/loadavg") as fh:
+            return float(fh.read().split()[0])
+    return -1.0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=["tiny", "sd15"], default="tiny",
+                   help="tiny: the offline tiny SD1-shaped model; sd15: SD 1.5 architecture, random weights")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--adapter", choices=["lora_attn", "lora_attn_ff", "full"], default="lora_attn",
+                   help="conf/adapter/<name>.yaml")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default: the adapter file's)")
+    p.add_argument("--freeze-text-encoder", action="store_true", help="LoRA on the U-Net only")
+    p.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true")
+    p.add_argument("--weight-dtype", choices=[d.value for d in WeightDtype], default="fp32",
+                   help="dtype of the frozen weights (model.weight_dtype)")
+    p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--optim", choices=["adamw", "adamw8bit"], default="adamw", help="conf/optim/<name>.yaml")
+    p.add_argument("--attention", choices=["sdpa", "xformers"], default="sdpa")
+    p.add_argument("--grad-clip", type=float, default=1.0,
+                   help="gradient clipping in both loops (framework default trainer.gradient_clip_val=1.0); 0: off")
+    p.add_argument("--steps", type=int, default=10, help="measured steps (after warm-up)")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up steps, not measured (>= 1)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="framework/bare pairs to run; the reported figures are medians over rounds")
+    p.add_argument("--compile", action="store_true", help="torch.compile the U-Net (nn.Module.compile, in place)")
+    p.add_argument("--cache-latents", action="store_true",
+                   help="feed precomputed latents and text states (emulates the DataModule's caching)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--flops", choices=["auto", "on", "off"], default="auto", help="count FLOPs (auto: on CUDA)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak TFLOP/s for MFU (default on CUDA: 989, H100/H200 dense bf16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", default="", help="free text stored in the JSON line")
+    p.add_argument("--out", type=Path, default=None, help="append the JSON line to this file")
+    p.add_argument("--verbose", action="store_true", help="keep Lightning's and the libraries' messages")
+    args = p.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
+        p.error("--warmup, --steps and --rounds must be >= 1")
+    return args
+
+
+def quiet() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "diffusers",
+                 "transformers", "peft", "torch._dynamo", "torch._inductor"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with contextlib.suppress(Exception):
+        import diffusers.utils.logging as dlog
+
+        dlog.set_verbosity_error()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.verbose:
+        quiet()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    L.seed_everything(args.seed, workers=False, verbose=False)
+
+    t0 = time.perf_counter()
+    holder, sched, vocab = build_models(args.model)
+    adapter = load_group("adapter", args.adapter, AdapterConfig)
+    if args.rank is not None:
+        adapter.rank = args.rank
+    notes = []
+    if args.cache_latents or args.freeze_text_encoder:
+        adapter.train_text_encoder = False
+        if args.adapter != "full":
+            notes.append("text encoder frozen")
+    if args.cache_latents:
+        notes.append(CACHE_NOTE)
+    if adapter.kind.value == "lora" and not adapter.train_unet and not adapter.train_text_encoder:
+        raise SystemExit("nothing to train")
+    # the framework's order (sdft.train.prepare): prepare_models (frozen dtype, attention, checkpointing), then
+    # setup_trainable. Checkpointing and xformers are switched on after the FLOP count, so that it counts model FLOPs.
+    prepare_models(holder, ModelConfig(path=args.model, weight_dtype=WeightDtype(args.weight_dtype)))
+    setup_trainable(holder.unet, holder.text_encoder, adapter)
+    optim = load_group("optim", args.optim, OptimConfig)
+    train_te = any(p.requires_grad for p in holder.text_encoder.parameters())
+    trainable = {name: count_params(m)[0] for name, m in (("unet", holder.unet), ("text_encoder", holder.text_encoder))}
+
+    m = SimpleNamespace(unet=holder.unet, vae=holder.vae, text_encoder=holder.text_encoder, sched=sched,
+                        train_te=train_te, optim=optim)
+    raw_batches = make_batches(4, args.batch, args.resolution, vocab, args.seed)
+
+    flops = None
+    if args.flops == "on" or (args.flops == "auto" and device.type == "cuda"):
+        for model in (m.unet, m.vae, m.text_encoder):
+            model.to(device)
+        m.unet.train()
+        m.text_encoder.train(train_te)
+        one = raw_batches[0]
+        if args.cache_latents:  # VAE encode and text encoder are not run per step then
+            one = cache_batches([{k: v[:1] for k, v in one.items()}], m.vae, m.text_encoder, device)[0]
+        flops = count_flops_per_image(m, one, device)
+
+    # the rest of prepare_models(): the same calls it makes for model.attention and model.gradient_checkpointing
+    if args.attention == Attention.xformers.value:
+        if device.type != "cuda":
+            raise SystemExit("--attention xformers needs CUDA")
+        m.unet.enable_xformers_memory_efficient_attention()
+    if args.grad_checkpointing:
+        m.unet.enable_gradient_checkpointing()
+        m.text_encoder.gradient_checkpointing_enable()
+    if args.compile:
+        m.unet.compile()
+
+    batches = raw_batches
+    if args.cache_latents:
+        for model in (m.vae, m.text_encoder):
+            model.to(device)
+        batches = cache_batches(raw_batches, m.vae, m.text_encoder, device)
+    for model in (m.unet, m.vae, m.text_encoder):
+        model.to("cpu")  # the framework round starts from CPU, as in sdft.train.prepare(); Lightning moves it
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    build_s = time.perf_counter() - t0
+
+    module = CachedBatchModule(m.unet, m.text_encoder, m.vae, sched, optim, LossConfig(), 1.0, train_te)
+    param_groups = module.param_groups()
+
+    fw_runs, bare_runs, fw_mem, bare_mem = [], [], [], []
+    load_before = loadavg()
+    status = "ok"
+    try:
+        for _ in range(args.rounds):
+            with PeakMemory(device) as mem:
+                times = framework_round(module, batches, args, device)
+            fw_runs.append(summarize(times, args.warmup, args.steps, args.batch))
+            fw_mem.append(mem.as_dict())
+            clear_grads(m.unet, m.text_encoder)
+            for model in (m.unet, m.vae, m.text_encoder):
+                model.to(device)  # Lightning's teardown moves the module back to the CPU
+            # the same modes the framework's module sets (DreamBoothModule.train)
+            m.unet.train()
+            m.vae.eval()
+            m.text_encoder.train(train_te)
+            with PeakMemory(device) as mem:
+                times = bare_round(m, param_groups, batches, args, device)
+            bare_runs.append(summarize(times, args.warmup, args.steps, args.batch))
+            bare_mem.append(mem.as_dict())
+            clear_grads(m.unet, m.text_encoder)
+    except torch.cuda.OutOfMemoryError:
+        status = "oom"
+
+    fw = _median_run(fw_runs)
+    bare = _median_run(bare_runs)
+    ratios = [f["img_s"] / b["img_s"] for f, b in zip(fw_runs, bare_runs)]
+    result = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "status": status,
+        "label": args.label,
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                   if k not in ("out", "verbose", "label")},
+        "adapter_rank": adapter.rank if adapter.kind.value == "lora" else None,
+        "train_text_encoder": train_te,
+        "trainable_params": trainable,
+        "notes": notes,
+        "build_s": round(build_s, 1),
+        "loadavg_1min": {"before": load_before, "after": loadavg()},
+        "torch_threads": torch.get_num_threads(),
+        "framework": dict(fw, **_max_mem(fw_mem), rounds=fw_runs) if fw else None,
+        "bare": dict(bare, **_max_mem(bare_mem), rounds=bare_runs) if bare else None,
+        "ratio_framework_over_bare_throughput": round(statistics.median(ratios), 4) if ratios else None,
+        "command": "python bench/train_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    if fw and bare:
+        key = "peak_alloc_gb" if device.type == "cuda" else "peak_rss_mb"
+        result["ratio_framework_over_bare_peak_memory"] = round(result["framework"][key] / result["bare"][key], 4)
+    if flops is not None:
+        result["flops_per_image"] = flops
+        peak = args.peak_tflops if args.peak_tflops is not None else (989.0 if device.type == "cuda" else None)
+        if peak and fw and bare:
+            result["peak_tflops"] = peak
+            result["mfu_framework"] = round(flops * fw["img_s"] / (peak * 1e12), 4)
+            result["mfu_bare"] = round(flops * bare["img_s"] / (peak * 1e12), 4)
+
+    print(human_line(result), flush=True)
+    line = json.dumps(result, sort_keys=False)
+    print(line, flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "a") as fh:
+            fh.write(line + "\n")
+    return 3 if status == "oom" else 0
+
+
+def _median_run(runs: list[dict]) -> dict | None:
+    if not runs:
+        return None
+    return {k: round(statistics.median(r[k] for r in runs), 4) for k in runs[0]}
+
+
+def _max_mem(mems: list[dict]) -> dict:
+    out = {}
+    for k in mems[0]:
+        vals = [mm[k] for mm in mems]
+        out[k] = max(vals) if not isinstance(vals[0], bool) else all(vals)
+    return out
+
+
+def human_line(r: dict) -> str:
+    c = r["config"]
+    rank = f" r{r['adapter_rank']}" if r["adapter_rank"] else ""
+    head = (f"{c['model']} {c['resolution']}px b{c['batch']} {c['adapter']}{rank} {c['precision']}"
+            f"{' gc' if c['grad_checkpointing'] else ''} {c['optim']} {c['attention']}"
+            f"{' compile' if c['compile'] else ''}{' cache-latents' if c['cache_latents'] else ''}"
+            f" [{r['device_type']}]")
+    if r["status"] != "ok" and not r["framework"]:
+        return f"{head} | {r['status'].upper()}"
+
+    def part(name: str, d: dict) -> str:
+        mem = (f"peak {d['peak_alloc_gb']:.2f} GB alloc" if "peak_alloc_gb" in d
+               else f"peak RSS {d['peak_rss_mb'] / 1024:.2f} GB")
+        return f"{name} {d['img_s']:.3g} img/s ({d['s_per_step']:.3g} s/step), {mem}"
+
+    parts = [head, part("framework", r["framework"]), part("bare", r["bare"]),
+             f"framework/bare throughput {r['ratio_framework_over_bare_throughput']:.3f}"
+             f", peak memory {r['ratio_framework_over_bare_peak_memory']:.3f}"]
+    if "flops_per_image" in r:
+        extra = f"{r['flops_per_image'] / 1e9:.1f} GFLOP/img (fwd+bwd)"
+        if "mfu_framework" in r:
+            extra += f", MFU framework {100 * r['mfu_framework']:.1f}% bare {100 * r['mfu_bare']:.1f}%" \
+                     f" of {r['peak_tflops']:g} TFLOP/s"
+        parts.append(extra)
+    if r["device_type"] == "cpu":
+        util = min(r["framework"]["cpu_util"], r["bare"]["cpu_util"])
+        if util < 0.85 * r["torch_threads"]:
+            parts.append(f"WARNING cpu_util {r['framework']['cpu_util']}/{r['bare']['cpu_util']} of "
+                         f"{r['torch_threads']} threads: other processes took the cores, repeat")
+    if r["notes"]:
+        parts.append("; ".join(r["notes"]))
+    return " | ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Write a diffusers SD 1.x pipeline as one original-layout (A1111 / civitai / ComfyUI) `.safetensors` file.
+
+diffusers ships only the original -> diffusers direction (`diffusers.loaders.single_file_utils`:
+convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint); this module is its inverse.
+The block numbering is derived from each model's config (number of blocks, layers_per_block, which up blocks
+have attentions), so it holds for SD 1.5 and for the tiny test model alike. Every key must map: nothing is dropped.
+A LoRA injected with peft is merged into the written weights (peft's own `get_delta_weight` does the maths).
+
+Load the file back with `StableDiffusionPipeline.from_single_file(path, config=<diffusers folder>)`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from diffusers import StableDiffusionPipeline
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import save_file
+from torch import nn
+
+from sdft.errors import SdftError
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+TEXT_ENCODER_PREFIX = "cond_stage_model.transformer.text_model."
+
+# Inner renames inside one block (diffusers name -> original name)
+UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
+               "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+VAE_RESNET = {"conv_shortcut": "nin_shortcut"}
+VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+Rule = tuple[str, dict[str, str]]  # (original module prefix, inner renames)
+
+
+class SingleFileError(SdftError, ValueError):
+    """A model cannot be written in the original single-file layout."""
+
+
+def _layers_per_block(config) -> int:
+    lpb = config.layers_per_block
+    if isinstance(lpb, (list, tuple)):
+        if len(set(lpb)) != 1:
+            raise SingleFileError(f"layers_per_block={lpb} differs per block; the original SD layout cannot hold it.")
+        lpb = lpb[0]
+    return int(lpb)
+
+
+def unet_rules(config) -> dict[str, Rule]:
+    """Diffusers U-Net module prefix -> (original prefix, inner renames), for an SD 1.x-style U-Net config."""
+    n, per = len(config.down_block_types), _layers_per_block(config)
+    rules: dict[str, Rule] = {
+        "conv_in": ("input_blocks.0.0", {}),
+        "time_embedding.linear_1": ("time_embed.0", {}),
+        "time_embedding.linear_2": ("time_embed.2", {}),
+        "conv_norm_out": ("out.0", {}),
+        "conv_out": ("out.2", {}),
+        "mid_block.resnets.0": ("middle_block.0", UNET_RESNET),
+        "mid_block.attentions.0": ("middle_block.1", {}),
+        "mid_block.resnets.1": ("middle_block.2", UNET_RESNET),
+    }
+    for b in range(n):
+        for j in range(per):
+            i = 1 + b * (per + 1) + j
+            rules[f"down_blocks.{b}.resnets.{j}"] = (f"input_blocks.{i}.0", UNET_RESNET)
+            rules[f"down_blocks.{b}.attentions.{j}"] = (f"input_blocks.{i}.1", {})
+        rules[f"down_blocks.{b}.downsamplers.0.conv"] = (f"input_blocks.{1 + b * (per + 1) + per}.0.op", {})
+    for b, block_type in enumerate(config.up_block_types):
+        for j in range(per + 1):
+            i = b * (per + 1) + j
+            rules[f"up_blocks.{b}.resnets.{j}"] = (f"output_blocks.{i}.0", UNET_RESNET)
+            rules[f"up_blocks.{b}.attentions.{j}"] = (f"output_blocks.{i}.1", {})
+        slot = 2 if "CrossAttn" in block_type else 1  # the upsampler follows the attention when there is one
+        rules[f"up_blocks.{b}.upsamplers.0.conv"] = (f"output_blocks.{b * (per + 1) + per}.{slot}.conv", {})
+    return rules
+
+
+def vae_rules(config) -> dict[str, Rule]:
+    """Diffusers AutoencoderKL module prefix -> (original prefix, inner renames)."""
+    n, per = len(config.down_block_types), int(config.layers_per_block)
+    rules: dict[str, Rule] = {"quant_conv": ("quant_conv", {}), "post_quant_conv": ("post_quant_conv", {})}
+    for part in ("encoder", "decoder"):
+        rules[f"{part}.conv_in"] = (f"{part}.conv_in", {})
+        rules[f"{part}.conv_out"] = (f"{part}.conv_out", {})
+        rules[f"{part}.conv_norm_out"] = (f"{part}.norm_out", {})
+        rules[f"{part}.mid_block.attentions.0"] = (f"{part}.mid.attn_1", VAE_ATTENTION)
+        for k in range(2):
+            rules[f"{part}.mid_block.resnets.{k}"] = (f"{part}.mid.block_{k + 1}", VAE_RESNET)
+    for i in range(n):
+        up = n - 1 - i  # the original decoder numbers its up blocks from the bottom
+        rules[f"encoder.down_blocks.{i}.downsamplers.0.conv"] = (f"encoder.down.{i}.downsample.conv", {})
+        rules[f"decoder.up_blocks.{i}.upsamplers.0.conv"] = (f"decoder.up.{up}.upsample.conv", {})
+        for j in range(per):
+            rules[f"encoder.down_blocks.{i}.resnets.{j}"] = (f"encoder.down.{i}.block.{j}", VAE_RESNET)
+        for j in range(per + 1):
+            rules[f"decoder.up_blocks.{i}.resnets.{j}"] = (f"decoder.up.{up}.block.{j}", VAE_RESNET)
+    return rules
+
+
+def _rename(state_dict: dict[str, torch.Tensor], rules: dict[str, Rule], what: str) -> dict[str, torch.Tensor]:
+    """Apply prefix rules to every key; unmapped keys are an error, never silently dropped."""
+    out, unmapped = {}, []
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        for cut in range(len(parts) - 1, 0, -1):  # longest matching module prefix wins
+            rule = rules.get(".".join(parts[:cut]))
+            if rule is not None:
+                prefix, inner = rule
+                rest = ".".join(parts[cut:])
+                module, _, param = rest.rpartition(".")
+                out[f"{prefix}.{inner.get(module, module) + '.' if module else ''}{param}"] = value
+                break
+        else:
+            unmapped.append(key)
+    if unmapped:
+        raise SingleFileError(f"{what}: {len(unmapped)} key(s) have no original-layout name: {unmapped[:10]}")
+    return out
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with any peft LoRA merged in and its own keys restored (no base_layer/lora_*)."""
+    state = {k: v for k, v in model.state_dict().items() if ".lora_" not in k}
+    for name, module in model.named_modules():
+        if isinstance(module, BaseTunerLayer):
+            key = f"{name}.base_layer.weight"
+            base = state.pop(key)
+            weight = base.float()
+            if not (module.merged or module.disable_adapters):
+                for adapter in module.active_adapters:
+                    if adapter in getattr(module, "lora_A", {}):
+                        weight = weight + module.get_delta_weight(adapter).float()
+            state[f"{name}.weight"] = weight.to(base.dtype)
+    return {k.replace(".base_layer.", "."): v for k, v in state.items()}
+
+
+def unet_to_original(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """Diffusers U-Net keys -> original keys (without the model.diffusion_model. prefix)."""
+    return _rename(state_dict, unet_rules(config), "unet")
+
+
+def vae_to_original(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """Diffusers VAE keys -> original keys; mid-block attention weights become 1x1 convs as in the original."""
+    out = _rename(state_dict, vae_rules(config), "vae")
+    for key, value in out.items():
+        if ".mid.attn_1." in key and key.endswith(".weight") and value.ndim == 2:
+            out[key] = value[:, :, None, None]
+    return out
+
+
+def text_encoder_to_original(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CLIP text model keys (transformers 4 `text_model.*` or 5 flat) -> original keys without the prefix."""
+    return {k.removeprefix("text_model."): v for k, v in state_dict.items() if not k.endswith("position_ids")}
+
+
+def pipeline_to_original(pipe: StableDiffusionPipeline, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """All weights of `pipe` under their original single-file names (LoRA merged), optionally cast to `dtype`."""
+    parts: list[tuple[str, Callable[[dict], dict], nn.Module]] = [
+        (UNET_PREFIX, lambda sd: unet_to_original(sd, pipe.unet.config), pipe.unet),
+        (VAE_PREFIX, lambda sd: vae_to_original(sd, pipe.vae.config), pipe.vae),
+        (TEXT_ENCODER_PREFIX, text_encoder_to_original, pipe.text_encoder),
+    ]
+    out: dict[str, torch.Tensor] = {}
+    for prefix, convert, model in parts:
+        for key, value in convert(merged_state_dict(model)).items():
+            value = value.detach().to("cpu", dtype=dtype if dtype is not None and value.is_floating_point() else None)
+            out[prefix + key] = value.contiguous()
+    return out
+
+
+def save_single_file(
+    pipe: StableDiffusionPipeline, path: str | os.PathLike, dtype: torch.dtype | None = torch.float16
+) -> Path:
+    """Write `pipe` as one original-layout `.safetensors` checkpoint, atomically (temp name + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = pipeline_to_original(pipe, dtype)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
