@@ -175,6 +175,7 @@ class CallbacksConfig:
 
     checkpoint_every_n_steps: int = 0  # 0: only the final save
     keep_last_k: int = 3
+    kohya_fp16: bool = False  # the kohya/A1111 LoRA file in fp16 (half the size); the diffusers file stays fp32
     validation_every_n_steps: int = 0  # 0: only at the end
     validation_prompts: List[str] = field(default_factory=list)  # default: instance and class prompt
     validation_seeds: List[int] = field(default_factory=lambda: [0, 1])

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sdft.adapters.kohya import kohya_metadata, tag_frequency
 from sdft.adapters.lora import count_params, setup_trainable
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
@@ -76,6 +77,24 @@ def validation_prompts(cfg: DictConfig) -> list[str]:
     return [p for p in (cfg.data.instance_prompt, cfg.data.class_prompt) if p]
 
 
+def kohya_file_name(cfg: DictConfig) -> str:
+    """The kohya/A1111 file's name is what A1111 shows as the LoRA's name: the run name (and phase, if not main)."""
+    return cfg.name if cfg.phase.name == "main" else f"{cfg.name}_{cfg.phase.name}"
+
+
+def kohya_metadata_fn(cfg: DictConfig, instances: list, resolved: dict):
+    """ss_* metadata for the kohya file at a given (step, epoch): rank, alpha, base, resolution, tags, config."""
+    tags = {Path(cfg.data.instance_dir).name: tag_frequency([e.prompt for e in instances])}
+    alpha = cfg.adapter.alpha if cfg.adapter.alpha is not None else cfg.adapter.rank
+
+    def metadata(step: int, epoch: int) -> dict:
+        return kohya_metadata(rank=cfg.adapter.rank, alpha=alpha, base_model=cfg.model.path, steps=step, epoch=epoch,
+                              resolution=cfg.data.resolution, tag_frequencies=tags,
+                              training_comment=f"sdft: {cfg.data.instance_prompt}", config=resolved)
+
+    return metadata
+
+
 def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -128,13 +147,14 @@ def prepare(cfg: DictConfig | dict) -> RunParts:
     datamodule = DreamBoothDataModule(cfg.data, pipe.tokenizer, instances, classes, cfg.seed)
 
     cb = cfg.callbacks
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     checkpoint = LoraCheckpoint(phase_dir, cfg.adapter.kind, cb.checkpoint_every_n_steps, cb.keep_last_k,
-                                pipe.tokenizer, pipe.scheduler)
+                                pipe.tokenizer, pipe.scheduler, kohya_file_name(cfg),
+                                kohya_metadata_fn(cfg, instances, resolved), cb.kohya_fp16)
     grids = ValidationGrid(phase_dir, validation_prompts(cfg), list(cb.validation_seeds),
                            cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
                            cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
                            pipe.tokenizer, pipe.scheduler)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, enum_to_str=True),
@@ -169,6 +189,7 @@ def run(cfg: DictConfig | dict) -> dict:
         "final_metrics": metrics,
         "train_seconds": round(wall, 2),
         "output": str(final) if final else None,
+        "output_kohya": str(parts.checkpoint.final_kohya_path) if parts.checkpoint.final_kohya_path else None,
         "grids": [str(p) for p in parts.grids.written],
     }
     write_json(parts.out_dir / "summary.json", summary)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 import sdft.config  # noqa: F401  (registers the schema)
@@ -13,6 +14,15 @@ import sdft.config  # noqa: F401  (registers the schema)
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 EXAMPLE_SUBJECT = ROOT / "datasets" / "example_subject"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models are dominated by per-op overhead: one thread is as fast and never stalls under CPU contention."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

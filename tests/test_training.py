@@ -35,9 +35,24 @@ def test_lora_run_writes_lora_grid_and_summary(preset, fast_config, tiny_pipe_fa
     assert any(k.startswith("unet.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
     assert any(".ff.net." in k for k in keys) == (preset == "lora_attn_ff")
     assert any(u.abs().max() > 0 for u in ups), "lora_B is still zero: nothing was trained"
-    pipe = tiny_pipe_factory()
-    pipe.load_lora_weights(str(lora))  # loads in diffusers as it is
     assert len(summary["grids"]) == 1 and summary["grids"][0].endswith("step_000003_final.png")
+
+    # the kohya/A1111 file beside it: same outputs through diffusers, kohya metadata
+    kohya = out / "main" / "lora" / "sdft.safetensors"
+    assert summary["output_kohya"] == str(kohya)
+    with safe_open(str(kohya), "pt") as f:
+        meta = f.metadata()
+        assert all(k.startswith(("lora_unet_", "lora_te_text_model_")) for k in f.keys())
+    assert meta["ss_steps"] == "3" and meta["ss_network_dim"] == str(4 if preset == "lora_attn" else 8)
+    assert "sks" in meta["ss_tag_frequency"]
+    images = []
+    for path in (lora, kohya):
+        pipe = tiny_pipe_factory()
+        pipe.set_progress_bar_config(disable=True)
+        pipe.load_lora_weights(str(path))
+        images.append(pipe("photo of sks character", num_inference_steps=2, height=64, width=64, output_type="np",
+                           generator=torch.Generator().manual_seed(0)).images)
+    assert np.abs(images[0] - images[1]).max() <= 1e-4
 
 
 def test_full_dreambooth_run_saves_a_loadable_pipeline(fast_config, tiny_pipe_factory, tmp_path):

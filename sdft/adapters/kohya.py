@@ -14,7 +14,6 @@ import json
 import os
 import re
 import tempfile
-from io import BytesIO
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,6 +31,7 @@ from sdft.errors import SdftError
 
 UNET_PREFIX = "lora_unet_"
 TE_PREFIX = "lora_te_"
+PREFIXES = {"unet": UNET_PREFIX, "text_encoder": TE_PREFIX}
 SDXL_PREFIXES = ("lora_te1_", "lora_te2_")
 SECRET_NAME = re.compile(r"token|key|secret|password", re.IGNORECASE)
 PEFT_KEY = re.compile(r"(?P<module>.+)\.lora_(?P<part>[AB])\.weight")
@@ -251,11 +251,11 @@ def _from_kohya(sd: Mapping[str, torch.Tensor], tables: dict[str, dict[str, str]
         if lora_name.startswith(SDXL_PREFIXES):
             errors.append(f"{key}: SDXL text encoder key (lora_te1_/lora_te2_); this file is an SDXL LoRA, not SD 1.x")
             continue
-        kind = "unet" if lora_name.startswith(UNET_PREFIX) else "text_encoder" if lora_name.startswith(TE_PREFIX) else None
+        kind = next((k for k, prefix in PREFIXES.items() if lora_name.startswith(prefix)), None)
         if kind is None or (part not in KOHYA_PARTS and part != "alpha"):
             errors.append(f"{key}: not a kohya LoRA key (lora_unet_/lora_te_ + .lora_down/.lora_up/.alpha)")
             continue
-        stem = lora_name.removeprefix(UNET_PREFIX if kind == "unet" else TE_PREFIX)
+        stem = lora_name.removeprefix(PREFIXES[kind])
         module = _resolve(kind, stem, tables[kind])
         if module is None:
             errors.append(f"{key}: no such layer in the {kind}")
@@ -327,17 +327,20 @@ def _check_shapes(kind: str, sd: dict[str, torch.Tensor], modules: dict[str, nn.
             )
 
 
+def _name_table(model: nn.Module | None, kind: str) -> dict[str, str] | None:
+    """kohya name (without prefix) -> module name, built from the model's layers as kohya itself does."""
+    if model is None:
+        return None
+    cut = len(PREFIXES[kind])
+    return {_kohya_name(name, kind == "text_encoder")[cut:]: name for name in _lora_modules(model)}
+
+
 def _convert(sd, metadata, unet, text_encoder, errors):
     if not sd:
         errors.append("the file holds no tensors")
         return {}, {}, {}
     if all(k.startswith("lora_") for k in sd):
-        tables = {
-            "unet": None if unet is None else {_kohya_name(n, False)[len(UNET_PREFIX):]: n for n in _lora_modules(unet)},
-            "text_encoder": None
-            if text_encoder is None
-            else {_kohya_name(n, True)[len(TE_PREFIX):]: n for n in _lora_modules(text_encoder)},
-        }
+        tables = {"unet": _name_table(unet, "unet"), "text_encoder": _name_table(text_encoder, "text_encoder")}
         return _from_kohya(sd, tables, errors)
     if all(k.startswith(("unet.", "text_encoder.")) for k in sd):
         return _from_diffusers(sd, metadata, errors)

@@ -1,15 +1,21 @@
-"""Save what was trained: LoRA files (or a full pipeline) every N steps, keeping the last K, and at the end."""
+"""Save what was trained: LoRA files (or a full pipeline) every N steps, keeping the last K, and at the end.
+
+Each LoRA save writes two files side by side: the diffusers/peft file (pytorch_lora_weights.safetensors) and the
+kohya/A1111/ComfyUI file (<run name>.safetensors, with ss_* metadata); see docs/formats.md.
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 import torch
 
 from sdft.adapters.formats import LORA_WEIGHT_NAME, save_lora, save_pipeline
+from sdft.adapters.kohya import save_kohya_lora
 from sdft.config import AdapterKind
 from sdft.models.assemble import assemble_pipeline
 
@@ -19,19 +25,25 @@ log = logging.getLogger(__name__)
 class LoraCheckpoint(L.Callback):
     """Writes <phase_dir>/checkpoints/step_<N>/ during training and <phase_dir>/lora (or model) at the end."""
 
-    def __init__(self, phase_dir: Path, kind: AdapterKind, every_n_steps: int, keep_last_k: int, tokenizer, scheduler):
+    def __init__(self, phase_dir: Path, kind: AdapterKind, every_n_steps: int, keep_last_k: int, tokenizer, scheduler,
+                 kohya_name: str = "lora", kohya_metadata: Callable[[int, int], dict] | None = None,
+                 kohya_fp16: bool = False):
         self.phase_dir, self.kind = Path(phase_dir), kind
+        self.kohya_name, self.kohya_metadata, self.kohya_fp16 = kohya_name, kohya_metadata, kohya_fp16
         self.every_n_steps, self.keep_last_k = every_n_steps, keep_last_k
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.final_path: Path | None = None
+        self.final_kohya_path: Path | None = None
         self._last_step = -1  # with gradient accumulation several batches end on one step
 
-    def save(self, module: L.LightningModule, target: Path) -> Path:
-        """Save into `target` (a folder); refuses weights that are not finite."""
+    def save(self, module: L.LightningModule, target: Path, name: str, step: int = 0, epoch: int = 0) -> Path:
+        """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""
         trained = [p for p in module.parameters() if p.requires_grad]
         if not all(torch.isfinite(p).all() for p in trained):
             raise FloatingPointError(f"Trained weights are not finite; not overwriting anything at {target}.")
         if self.kind == AdapterKind.lora:
+            meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
+            save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
             return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)
         pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
         return save_pipeline(pipe, target)
@@ -48,7 +60,8 @@ class LoraCheckpoint(L.Callback):
         if step >= trainer.max_steps or step == self._last_step:
             return  # the final save covers the last step
         self._last_step = step
-        path = self.save(module, self.phase_dir / "checkpoints" / f"step_{step:06d}")
+        path = self.save(module, self.phase_dir / "checkpoints" / f"step_{step:06d}", f"{self.kohya_name}-step{step:06d}",
+                         step, trainer.current_epoch)
         log.info("Checkpoint at step %d: %s", step, path)
         self._prune()
 
@@ -56,5 +69,7 @@ class LoraCheckpoint(L.Callback):
         if not trainer.is_global_zero:
             return
         folder = self.phase_dir / ("lora" if self.kind == AdapterKind.lora else "model")
-        self.final_path = self.save(module, folder)
+        self.final_path = self.save(module, folder, self.kohya_name, trainer.global_step, trainer.current_epoch)
+        if self.kind == AdapterKind.lora:
+            self.final_kohya_path = folder / f"{self.kohya_name}.safetensors"
         log.info("Saved the trained %s to %s", "LoRA" if self.kind == AdapterKind.lora else "pipeline", self.final_path)
