@@ -10,20 +10,23 @@ from sdft.config import LoggerConfig, LoggerKind
 from sdft.errors import ConfigError
 
 
-def make_logger(cfg: LoggerConfig, out_dir: Path, run_name: str, hparams: dict) -> Logger | bool:
-    """The configured logger, with the resolved run config logged as hyper-parameters."""
+def make_logger(cfg: LoggerConfig, out_dir: Path, run_name: str, phase: str, hparams: dict) -> Logger | bool:
+    """The configured logger for one phase, with the resolved config logged as hyper-parameters.
+
+    CSV/TensorBoard: <out_dir>/logs/<phase>/. W&B: one run per phase, grouped by the run's name.
+    """
     if cfg.kind == LoggerKind.none:
         return False
     if cfg.kind == LoggerKind.csv:
-        logger = CSVLogger(save_dir=str(out_dir), name="logs", version="")
+        logger = CSVLogger(save_dir=str(out_dir), name="logs", version=phase)
     elif cfg.kind == LoggerKind.wandb:
         from lightning.pytorch.loggers import WandbLogger  # the API key, if any, comes from WANDB_API_KEY
 
         logger = WandbLogger(
             project=cfg.project,
             entity=cfg.entity,
-            name=cfg.run_name or run_name,
-            group=cfg.group,
+            name=f"{cfg.run_name or run_name}-{phase}" if phase != "main" else (cfg.run_name or run_name),
+            group=cfg.group or run_name,
             tags=list(cfg.tags),
             offline=cfg.offline,
             save_dir=str(out_dir),
@@ -32,8 +35,15 @@ def make_logger(cfg: LoggerConfig, out_dir: Path, run_name: str, hparams: dict) 
         try:
             from lightning.pytorch.loggers import TensorBoardLogger
 
-            logger = TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version="")
+            logger = TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version=phase)
         except ModuleNotFoundError as err:
             raise ConfigError("logger=tensorboard needs the tensorboard package: pip install tensorboard") from err
     logger.log_hyperparams(hparams)
     return logger
+
+
+def close_loggers(trainer) -> None:
+    """End the phase's W&B run so the next phase starts its own (steps restart at 0 in each phase)."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sdft.adapters.kohya import kohya_metadata, tag_frequency
-from sdft.adapters.lora import count_params, setup_trainable
+from sdft.adapters.lora import count_params, start_phase
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
 from sdft.callbacks.validation_grid import ValidationGrid
@@ -23,9 +23,10 @@ from sdft.config import AdapterKind, SdftConfig
 from sdft.data.class_images import default_class_dir, ensure_class_images
 from sdft.data.datamodule import DreamBoothDataModule, class_examples, instance_examples
 from sdft.errors import ConfigError
-from sdft.loggers import make_logger
+from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
 from sdft.module import DreamBoothModule
+from sdft.phases import phase_configs
 
 log = logging.getLogger(__name__)
 # Frozen models stay in eval mode on purpose (DreamBoothModule.train); Lightning's warning about it is noise here.
@@ -57,6 +58,8 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.adapter.kind == AdapterKind.lora:
         check_target_names(cfg.adapter.unet_targets, UNET_TARGETS, "adapter.unet_targets")
         check_target_names(cfg.adapter.text_encoder_targets, TEXT_ENCODER_TARGETS, "adapter.text_encoder_targets")
+    if cfg.phase.init_lora and not Path(cfg.phase.init_lora).expanduser().is_file():
+        raise ConfigError(f"phase {cfg.phase.name!r}: init_lora={cfg.phase.init_lora} is not a file.")
     if cfg.trainer.max_steps <= 0:
         raise ConfigError("trainer.max_steps must be > 0.")
 
@@ -103,10 +106,11 @@ def write_json(path: Path, data: dict) -> None:
 
 @dataclass
 class RunParts:
-    """Everything a run needs, wired but not started (tests drive these directly)."""
+    """One phase, wired but not started (tests drive these directly)."""
 
     cfg: DictConfig
     out_dir: Path
+    pipe: object
     module: DreamBoothModule
     datamodule: DreamBoothDataModule
     trainer: L.Trainer
@@ -115,8 +119,25 @@ class RunParts:
     params: dict
 
 
-def prepare(cfg: DictConfig | dict) -> RunParts:
-    """Check config and data, load the model, make class images, inject adapters, build the Trainer."""
+def class_images(cfg: DictConfig, pipe) -> list:
+    """The phase's class examples (generated with the current weights if missing; None without prior)."""
+    if not cfg.prior.enabled:
+        return []
+    class_dir = Path(cfg.data.class_dir or default_class_dir(cfg.model.path, cfg.data.class_prompt, cfg.data.resolution))
+    paths = ensure_class_images(
+        pipe, class_dir, cfg.data.class_prompt, cfg.prior.num_class_images, cfg.data.resolution, cfg.seed,
+        cfg.prior.generation_batch_size, cfg.prior.generation_steps, cfg.prior.generation_guidance,
+        cfg.prior.negative_prompt,
+    )
+    pipe.to("cpu")  # Lightning moves what it trains; keep the start state uniform
+    return class_examples(paths, cfg.data.class_prompt)
+
+
+def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None) -> RunParts:
+    """Check config and data, load the model (unless given), make class images, set up adapters, build the Trainer.
+
+    `previous` names the phase whose adapter the given `pipe` holds (see sdft.adapters.lora.start_phase).
+    """
     cfg = as_config(cfg)
     out_dir = output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,22 +145,18 @@ def prepare(cfg: DictConfig | dict) -> RunParts:
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     instances = instance_examples(cfg.data)  # bad folders and images fail here, before the model loads
-    log.info("Instance images: %d from %s", len(instances), cfg.data.instance_dir)
+    log.info("Phase %r: %d instance images from %s", cfg.phase.name, len(instances), cfg.data.instance_dir)
 
-    pipe = load_pipeline(cfg.model)
-    prepare_models(pipe, cfg.model)
-    classes = []
-    if cfg.prior.enabled:
-        class_dir = Path(cfg.data.class_dir or default_class_dir(cfg.model.path, cfg.data.class_prompt, cfg.data.resolution))
-        paths = ensure_class_images(
-            pipe, class_dir, cfg.data.class_prompt, cfg.prior.num_class_images, cfg.data.resolution, cfg.seed,
-            cfg.prior.generation_batch_size, cfg.prior.generation_steps, cfg.prior.generation_guidance,
-            cfg.prior.negative_prompt,
-        )
-        classes = class_examples(paths, cfg.data.class_prompt)
-        pipe.to("cpu")  # Lightning moves what it trains; keep the start state uniform
+    if pipe is None:
+        pipe = load_pipeline(cfg.model)
+        prepare_models(pipe, cfg.model)
+    classes = class_images(cfg, pipe)
+    if cfg.phase.init_lora and previous is None:
+        from sdft.adapters.load import load_lora_into
 
-    setup_trainable(pipe.unet, pipe.text_encoder, cfg.adapter)
+        load_lora_into(pipe.unet, pipe.text_encoder, cfg.phase.init_lora)
+        previous = "init"
+    start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start, previous)
     params = report_params(pipe.unet, pipe.text_encoder)
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters())
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
@@ -155,33 +172,34 @@ def prepare(cfg: DictConfig | dict) -> RunParts:
                            cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
                            cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
                            pipe.tokenizer, pipe.scheduler)
-    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, phase_dir / "config.yaml", resolve=True)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, enum_to_str=True),
         max_epochs=-1,
-        logger=make_logger(cfg.logger, out_dir, cfg.name, resolved),
+        logger=make_logger(cfg.logger, out_dir, cfg.name, cfg.phase.name, resolved),
         callbacks=[checkpoint, grids],
         enable_checkpointing=False,
         default_root_dir=str(out_dir),
     )
-    return RunParts(cfg, out_dir, module, datamodule, trainer, checkpoint, grids, params)
+    return RunParts(cfg, out_dir, pipe, module, datamodule, trainer, checkpoint, grids, params)
 
 
-def run(cfg: DictConfig | dict) -> dict:
-    """Train one run as configured; returns (and writes to <output_dir>/summary.json) the run summary."""
-    parts = prepare(cfg)
+def fit(parts: RunParts) -> dict:
+    """Train one phase; returns its summary."""
     cfg, trainer = parts.cfg, parts.trainer
     start = time.perf_counter()
     trainer.fit(parts.module, datamodule=parts.datamodule)
     wall = time.perf_counter() - start
-
+    close_loggers(trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-    final = parts.checkpoint.final_path
-    summary = {
+    final, kohya = parts.checkpoint.final_path, parts.checkpoint.final_kohya_path
+    return {
         "name": cfg.name,
         "model": cfg.model.path,
         "adapter": cfg.adapter.kind.value,
         "phase": cfg.phase.name,
+        "start": cfg.phase.start,
         "steps": trainer.global_step,
         "instance_images": len(parts.datamodule.instances),
         "class_images": len(parts.datamodule.classes),
@@ -189,9 +207,35 @@ def run(cfg: DictConfig | dict) -> dict:
         "final_metrics": metrics,
         "train_seconds": round(wall, 2),
         "output": str(final) if final else None,
-        "output_kohya": str(parts.checkpoint.final_kohya_path) if parts.checkpoint.final_kohya_path else None,
+        "output_kohya": str(kohya) if kohya else None,
         "grids": [str(p) for p in parts.grids.written],
     }
-    write_json(parts.out_dir / "summary.json", summary)
-    log.info("Done in %.1f s. Summary: %s", wall, parts.out_dir / "summary.json")
+
+
+def run(cfg: DictConfig | dict) -> dict:
+    """Train every phase in order on one loaded base; writes <output_dir>/summary.json and returns it.
+
+    One phase: the summary is that phase's. Several: {"name", "phases": [phase summaries], "train_seconds"}.
+    """
+    cfg = as_config(cfg)
+    phases = phase_configs(cfg)
+    for phase_cfg in phases:  # every phase's config and data are checked before the first one trains
+        check_config(phase_cfg)
+        instance_examples(phase_cfg.data)
+    out_dir = output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    pipe, previous, summaries = None, None, []
+    for phase_cfg in phases:
+        parts = prepare(phase_cfg, pipe, previous)
+        summaries.append(fit(parts))
+        write_json(parts.out_dir / phase_cfg.phase.name / "summary.json", summaries[-1])
+        pipe, previous = parts.pipe, phase_cfg.phase.name
+    if len(summaries) == 1:
+        summary = summaries[0]
+    else:
+        summary = {"name": cfg.name, "phases": summaries,
+                   "train_seconds": round(sum(s["train_seconds"] for s in summaries), 2)}
+    write_json(out_dir / "summary.json", summary)
+    log.info("Done in %.1f s. Summary: %s", summary["train_seconds"], out_dir / "summary.json")
     return summary

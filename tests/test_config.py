@@ -46,7 +46,7 @@ def instantiate_parts(cfg, pipe, tmp_path) -> None:
     logger_cfg = cfg.logger
     if logger_cfg.kind == LoggerKind.tensorboard:
         logger_cfg = OmegaConf.merge(logger_cfg, {"kind": "csv"})
-    trainer = L.Trainer(**trainer_kwargs, logger=make_logger(logger_cfg, tmp_path, cfg.name, {}), enable_checkpointing=False)
+    trainer = L.Trainer(**trainer_kwargs, logger=make_logger(logger_cfg, tmp_path, cfg.name, "main", {}), enable_checkpointing=False)
     module.trainer = trainer
     optim = module.configure_optimizers()
     assert optim["optimizer"].param_groups, "optimizer has no parameter groups"

@@ -17,7 +17,7 @@ from sdft.train import prepare, run
 
 
 def read_metrics(out_dir) -> list[dict]:
-    with open(out_dir / "logs" / "metrics.csv") as f:
+    with open(out_dir / "logs" / "main" / "metrics.csv") as f:
         return list(csv.DictReader(f))
 
 

@@ -5,10 +5,13 @@ peft does the LoRA layers; this module only decides targets, casts trained param
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
-from peft import LoraConfig
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, resolve_targets
@@ -71,3 +74,91 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 def trainable_parameters(model: nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+# -- phases: what happens to the previous phase's adapter ---------------------------------------------------------
+# peft has no "rename", "freeze one of two active adapters" or "merge then drop" for a model that keeps training, so
+# these few helpers work on peft's layer API (BaseTunerLayer) directly.
+
+
+def _tuner_layers(model: nn.Module) -> list[BaseTunerLayer]:
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    return list(getattr(model, "peft_config", {}) or {})
+
+
+def delete_adapter(model: nn.Module, name: str) -> None:
+    for layer in _tuner_layers(model):
+        if name in layer.lora_A:
+            layer.delete_adapter(name)
+    model.peft_config.pop(name, None)
+
+
+def merge_adapter_into_base(model: nn.Module, name: str = ADAPTER_NAME) -> None:
+    """Add the adapter's delta (B @ A * alpha/r) to the base weights, then remove the adapter."""
+    with torch.no_grad():
+        for layer in _tuner_layers(model):
+            if name in layer.lora_A:
+                base = layer.get_base_layer()
+                base.weight.data += layer.get_delta_weight(name).to(base.weight.dtype)
+    delete_adapter(model, name)
+
+
+def freeze_as(model: nn.Module, new_name: str) -> None:
+    """Move the trained adapter to `new_name`, frozen (the slot ADAPTER_NAME is then free for a new one)."""
+    config = copy.deepcopy(model.peft_config[ADAPTER_NAME])
+    state = get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME)
+    inject_adapter_in_model(config, model, adapter_name=new_name)
+    model.peft_config[new_name] = config
+    set_peft_model_state_dict(model, state, adapter_name=new_name)
+    delete_adapter(model, ADAPTER_NAME)
+    activate(model, adapter_names(model), trainable=[])
+
+
+def activate(model: nn.Module, names: list[str], trainable: list[str]) -> None:
+    """Make `names` the active adapters (their outputs add up); only `trainable` ones get gradients."""
+    for layer in _tuner_layers(model):
+        layer.set_adapter([n for n in names if n in layer.lora_A])
+    for pname, param in model.named_parameters():
+        if "lora_" in pname:
+            param.requires_grad_(any(f".{n}." in pname for n in trainable))
+            if param.requires_grad:
+                param.data = param.data.float()
+
+
+def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mode: str, previous: str | None) -> None:
+    """Set up the adapters for a phase. `previous` names the phase whose adapter is in the models (or None).
+
+    fresh: drop any previous adapter, new one on the base. continue: keep training the previous adapter.
+    stack: freeze the previous adapter (kept active under the previous phase's name), train a new one on top.
+    merge: merge the previous adapter into the base weights, train a new one.
+    """
+    models = ((unet, cfg.train_unet, cfg.unet_targets, UNET_TARGETS, "adapter.unet_targets"),
+              (text_encoder, cfg.train_text_encoder, cfg.text_encoder_targets, TEXT_ENCODER_TARGETS,
+               "adapter.text_encoder_targets"))
+    has_previous = previous is not None and any(ADAPTER_NAME in adapter_names(m) for m, *_ in models)
+    if mode == "fresh" or not has_previous:
+        for model, *_ in models:
+            for name in adapter_names(model):
+                delete_adapter(model, name)
+        setup_trainable(unet, text_encoder, cfg)
+        return
+    if cfg.kind != AdapterKind.lora:
+        raise ConfigError(f"phase start={mode} needs LoRA adapters; adapter.kind=full phases start fresh.")
+    for model, train, groups, known, where in models:
+        if mode == "continue":
+            if ADAPTER_NAME in adapter_names(model):
+                activate(model, adapter_names(model), trainable=[ADAPTER_NAME] if train else [])
+            elif train:
+                add_lora(model, list(groups), known, cfg, where)
+            continue
+        if ADAPTER_NAME in adapter_names(model):
+            if mode == "stack":
+                freeze_as(model, previous)
+            else:  # merge
+                merge_adapter_into_base(model)
+        if train:
+            add_lora(model, list(groups), known, cfg, where)
+        activate(model, adapter_names(model), trainable=[ADAPTER_NAME] if train else [])

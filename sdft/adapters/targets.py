@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from sdft.errors import ConfigError
@@ -38,7 +39,7 @@ def check_target_names(names: Iterable[str], known: dict[str, str], where: str) 
 
 
 def resolve_targets(model: nn.Module, groups: Iterable[str], known: dict[str, str], where: str) -> list[str]:
-    """Full names of the nn.Linear/Conv modules of `model` that the target `groups` cover, in model order."""
+    """Full names of the Linear/Conv modules (or peft layers wrapping them) that the target `groups` cover."""
     groups = list(groups)
     check_target_names(groups, known, where)
     if not groups:
@@ -47,7 +48,7 @@ def resolve_targets(model: nn.Module, groups: Iterable[str], known: dict[str, st
     names = [
         name
         for name, module in model.named_modules()
-        if pattern.search(name) and isinstance(module, (nn.Linear, nn.Conv2d))
+        if pattern.search(name) and isinstance(module, (nn.Linear, nn.Conv2d, BaseTunerLayer))  # already adapted: stack
     ]
     if not names:
         raise ConfigError(f"{where}: target groups {groups} match no layer of {type(model).__name__}.")
