@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -97,11 +97,20 @@ class AdapterConfig:
     text_encoder_targets: List[str] = field(default_factory=lambda: ["attn"])
 
 
+PHASE_SECTIONS = ("data", "adapter", "prior", "optim", "loss", "trainer", "callbacks")
+START_MODES = ("fresh", "continue", "stack", "merge")
+
+
 @dataclass
 class PhaseConfig:
-    """One training phase; its name is the output sub-folder."""
+    """One training phase; its name is the output sub-folder (and the name its frozen adapter gets when stacked)."""
 
     name: str = "main"
+    start: str = "fresh"  # fresh | continue (the previous adapter) | stack (freeze it, new one on top) | merge (into base)
+    init_lora: Optional[str] = None  # start from a saved LoRA file (ours or kohya/A1111), treated as the previous adapter
+    # per-phase values for the sections in PHASE_SECTIONS, merged onto the run's config (unknown keys fail), e.g.
+    # {data: {instance_dir: datasets/x/face}, adapter: {unet_targets: [attn1, attn2]}, trainer: {max_steps: 300}}
+    overrides: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,6 +206,7 @@ class SdftConfig:
     data: DataConfig = field(default_factory=DataConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     phase: PhaseConfig = field(default_factory=PhaseConfig)
+    phases: List[PhaseConfig] = field(default_factory=list)  # several phases in order; empty: the single `phase`
     prior: PriorConfig = field(default_factory=PriorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
