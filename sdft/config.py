@@ -193,6 +193,7 @@ class CallbacksConfig:
     validation_negative_prompt: str = ""
     validation_resolution: Optional[int] = None  # default: data.resolution
     validation_at_start: bool = False  # also render the untrained model, for a before/after comparison
+    fixed_noise_loss: bool = True  # log val/fixed_noise_loss (instance images, fixed noise/timesteps): comparable
 
 
 @dataclass

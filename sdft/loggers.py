@@ -20,13 +20,14 @@ def make_logger(cfg: LoggerConfig, out_dir: Path, run_name: str, phase: str, hpa
     if cfg.kind == LoggerKind.csv:
         logger = CSVLogger(save_dir=str(out_dir), name="logs", version=phase)
     elif cfg.kind == LoggerKind.wandb:
+        group = cfg.group or sweep_group(run_name)
         from lightning.pytorch.loggers import WandbLogger  # the API key, if any, comes from WANDB_API_KEY
 
         logger = WandbLogger(
             project=cfg.project,
             entity=cfg.entity,
             name=f"{cfg.run_name or run_name}-{phase}" if phase != "main" else (cfg.run_name or run_name),
-            group=cfg.group or run_name,
+            group=group,
             tags=list(cfg.tags),
             offline=cfg.offline,
             save_dir=str(out_dir),
@@ -47,3 +48,16 @@ def close_loggers(trainer) -> None:
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.finish()
+
+
+def sweep_group(run_name: str) -> str:
+    """Jobs of one Hydra multirun share a W&B group named after the sweep; a single run groups by its name."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return f"{run_name}-{Path(HydraConfig.get().sweep.dir).name}"
+    except ImportError:
+        pass
+    return run_name

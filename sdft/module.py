@@ -37,12 +37,27 @@ class DreamBoothModule(L.LightningModule):
         with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):
             return self.text_encoder(input_ids)[0]
 
-    def diffusion_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample MSE (B,) between the U-Net prediction and its target, and the timesteps used."""
+    def encode_latents(self, pixels: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        """VAE latents (times the scaling factor), fp32; `sample=False` takes the distribution's mean."""
         with torch.no_grad():
-            pixels = batch["pixel_values"].to(self.vae.dtype)
-            latents = self.vae.encode(pixels).latent_dist.sample() * self.vae_scale
-        latents = latents.float()
+            dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+            return (dist.sample() if sample else dist.mode()).float() * self.vae_scale
+
+    def loss_at(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                input_ids: torch.Tensor) -> torch.Tensor:
+        """Per-sample MSE (B,) of the U-Net's prediction at the given noise and timesteps."""
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        text = self.encode_text(input_ids)
+        pred = self.unet(noisy.to(self.unet.dtype), timesteps, text.to(self.unet.dtype)).sample.float()
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        return F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+
+    def diffusion_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample loss (B,) at random noise and timesteps, and the timesteps used."""
+        latents = self.encode_latents(batch["pixel_values"])
         noise = torch.randn_like(latents)
         if self.loss_cfg.noise_offset:
             noise = noise + self.loss_cfg.noise_offset * torch.randn(
@@ -50,15 +65,7 @@ class DreamBoothModule(L.LightningModule):
             )
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device).long()
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        text = self.encode_text(batch["input_ids"])
-        pred = self.unet(noisy.to(self.unet.dtype), timesteps, text.to(self.unet.dtype)).sample.float()
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        return per_sample, timesteps
+        return self.loss_at(latents, noise, timesteps, batch["input_ids"]), timesteps
 
     def snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
         """min-SNR-gamma loss weights (Hang et al. 2023), via diffusers' compute_snr."""

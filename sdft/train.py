@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from sdft.adapters.kohya import kohya_metadata, tag_frequency
 from sdft.adapters.lora import count_params, start_phase
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
+from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
 from sdft.callbacks.validation_grid import ValidationGrid
 from sdft.config import AdapterKind, SdftConfig
@@ -172,13 +173,16 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None) -> R
                            cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
                            cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
                            pipe.tokenizer, pipe.scheduler)
+    callbacks = [checkpoint, grids]
+    if cb.fixed_noise_loss:
+        callbacks.append(FixedNoiseLoss(cb.validation_every_n_steps, cfg.data.resolution, seed=cfg.seed))
     phase_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, phase_dir / "config.yaml", resolve=True)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, enum_to_str=True),
         max_epochs=-1,
         logger=make_logger(cfg.logger, out_dir, cfg.name, cfg.phase.name, resolved),
-        callbacks=[checkpoint, grids],
+        callbacks=callbacks,
         enable_checkpointing=False,
         default_root_dir=str(out_dir),
     )
@@ -193,6 +197,9 @@ def fit(parts: RunParts) -> dict:
     wall = time.perf_counter() - start
     close_loggers(trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    fixed = next((c for c in trainer.callbacks if isinstance(c, FixedNoiseLoss)), None)
+    if fixed is not None and fixed.last is not None:
+        metrics["val/fixed_noise_loss_start"], metrics["val/fixed_noise_loss"] = fixed.first, fixed.last
     final, kohya = parts.checkpoint.final_path, parts.checkpoint.final_kohya_path
     return {
         "name": cfg.name,

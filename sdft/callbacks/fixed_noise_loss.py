@@ -1,0 +1,72 @@
+"""A loss that is comparable across steps and runs: the diffusion loss on the instance images at fixed noise and
+fixed timesteps (seeded), so only the weights change between two measurements."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from sdft.data.images import load_rgb, resize_crop, to_tensor
+
+TIMESTEPS = (100, 300, 500, 700, 900)  # spread over the schedule; every image is measured at each of them
+
+
+class FixedNoiseLoss(L.Callback):
+    """Logs `val/fixed_noise_loss` before training, every N steps (0: never in between) and at the end;
+    `self.first` and `self.last` keep the first and last values for the run summary."""
+
+    def __init__(self, every_n_steps: int, resolution: int, max_images: int = 8, seed: int = 1234):
+        self.every_n_steps, self.resolution, self.max_images, self.seed = every_n_steps, resolution, max_images, seed
+        self.first: float | None = None
+        self.last: float | None = None
+        self._batch: dict | None = None
+        self._last_step = -1
+
+    def _fixed_batch(self, trainer: L.Trainer, module) -> dict:
+        if self._batch is None:
+            examples = trainer.datamodule.instances[: self.max_images]
+            tokenizer = trainer.datamodule.tokenizer
+            pixels = torch.stack([to_tensor(resize_crop(load_rgb(e.path), self.resolution, True)) for e in examples])
+            ids = tokenizer([e.prompt for e in examples], padding="max_length", truncation=True,
+                            max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+            self._batch = {"pixel_values": pixels, "input_ids": ids}
+        return {k: v.to(module.device) for k, v in self._batch.items()}
+
+    @torch.no_grad()
+    def measure(self, trainer: L.Trainer, module) -> float:
+        batch = self._fixed_batch(trainer, module)
+        was_training = module.training
+        module.eval()
+        try:
+            gen = torch.Generator("cpu").manual_seed(self.seed)
+            losses = []
+            for t in TIMESTEPS:
+                n = batch["pixel_values"].shape[0]
+                latents = module.encode_latents(batch["pixel_values"], sample=False)
+                noise = torch.randn(latents.shape, generator=gen).to(latents.device)
+                timesteps = torch.full((n,), t, device=latents.device, dtype=torch.long)
+                losses.append(module.loss_at(latents, noise, timesteps, batch["input_ids"]).mean())
+            value = float(torch.stack(losses).mean())
+        finally:
+            module.train(was_training)
+        self.last = value
+        return value
+
+    def on_train_start(self, trainer, module) -> None:
+        self.first = self.measure(trainer, module)
+        for logger in trainer.loggers:
+            logger.log_metrics({"val/fixed_noise_loss": self.first}, step=trainer.global_step)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step and step % self.every_n_steps == 0 and step != self._last_step:
+            self._last_step = step
+            module.log("val/fixed_noise_loss", self.measure(trainer, module), on_step=True, batch_size=1)
+
+    def on_train_end(self, trainer, module) -> None:
+        if self._last_step == trainer.global_step:
+            return
+        value = self.measure(trainer, module)  # module.log is not allowed here: write to the loggers directly
+        for logger in trainer.loggers:
+            logger.log_metrics({"val/fixed_noise_loss": value}, step=trainer.global_step)
+            logger.save()

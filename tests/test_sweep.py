@@ -1,0 +1,48 @@
+"""Hydra multirun: every job in its own folder, then one sweep summary (CSV, markdown, PNG)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import ROOT
+from sdft.sweep import write_sweep_summary
+
+
+def fake_job(sweep, n, rank, lr, loss):
+    job = sweep / str(n)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(f"- model=tiny\n- adapter.rank={rank}\n- optim.lr={lr}\n")
+    (job / "summary.json").write_text(json.dumps({"final_metrics": {"val/fixed_noise_loss": loss}, "train_seconds": 1.0}))
+
+
+def test_summary_ranks_jobs_and_plots_a_grid(tmp_path):
+    for n, (rank, lr, loss) in enumerate([(4, 1e-4, 0.5), (4, 1e-3, 0.3), (8, 1e-4, 0.4), (8, 1e-3, 0.2)]):
+        fake_job(tmp_path, n, rank, lr, loss)
+    paths = write_sweep_summary(tmp_path)
+    assert [p.name for p in paths] == ["sweep_summary.csv", "sweep_summary.md", "sweep_summary.png"]
+    rows = list(csv.DictReader(open(tmp_path / "sweep_summary.csv")))
+    assert [r["adapter.rank"] for r in rows] == ["4", "4", "8", "8"] and "model" not in rows[0]  # only swept keys
+    table = (tmp_path / "sweep_summary.md").read_text().splitlines()
+    assert "| 3 | 8 | 0.001 | 0.2 |" in table[4]  # best first
+    assert Image.open(paths[2]).size[0] > 300
+
+
+def test_two_by_two_multirun_writes_four_runs_and_the_summary(tiny_cache, tmp_path):
+    cmd = [sys.executable, "train.py", "-m", "model=tiny", "trainer=cpu", "trainer.enable_progress_bar=false",
+           "data.resolution=64", "trainer.max_steps=1", "callbacks.validation_seeds=[]",
+           "callbacks.checkpoint_every_n_steps=0", f"model.cache_dir={tiny_cache}",
+           "adapter.rank=2,4", "optim.lr=1e-3,1e-4", f"hydra.sweep.dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = sorted(p.parent.name for p in tmp_path.glob("*/summary.json"))
+    assert jobs == ["0", "1", "2", "3"]
+    assert all((tmp_path / j / "main" / "lora" / "pytorch_lora_weights.safetensors").is_file() for j in jobs)
+    rows = list(csv.DictReader(open(tmp_path / "sweep_summary.csv")))
+    assert {(r["adapter.rank"], r["optim.lr"]) for r in rows} == {("2", "0.001"), ("2", "0.0001"), ("4", "0.001"), ("4", "0.0001")}
+    assert all(float(r["val/fixed_noise_loss"]) > 0 for r in rows)
+    assert (tmp_path / "sweep_summary.png").is_file()
