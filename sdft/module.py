@@ -10,19 +10,21 @@ from diffusers.training_utils import compute_snr
 
 from sdft.config import LossConfig, OptimConfig, OptimizerName
 from sdft.errors import ConfigError, NonFiniteLossError
+from sdft.models.text import text_states
 
 
 class DreamBoothModule(L.LightningModule):
     """Wraps U-Net, text encoder and VAE; trains whatever parameters require grad."""
 
     def __init__(self, unet, text_encoder, vae, noise_scheduler, optim: OptimConfig, loss: LossConfig,
-                 prior_loss_weight: float = 1.0, train_text_encoder: bool = False):
+                 prior_loss_weight: float = 1.0, train_text_encoder: bool = False, clip_skip: int = 1):
         super().__init__()
         self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
         self.noise_scheduler = noise_scheduler
         self.optim_cfg, self.loss_cfg = optim, loss
         self.prior_loss_weight = prior_loss_weight
         self.train_text_encoder = train_text_encoder
+        self.clip_skip = clip_skip
         self.vae_scale = vae.config.scaling_factor
 
     # -- modes: trained parts train, frozen parts stay in eval (Lightning would otherwise flip them all) --
@@ -35,7 +37,7 @@ class DreamBoothModule(L.LightningModule):
     # -- the step --
     def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):
-            return self.text_encoder(input_ids)[0]
+            return text_states(self.text_encoder, input_ids, self.clip_skip)
 
     def encode_latents(self, pixels: torch.Tensor, sample: bool = True) -> torch.Tensor:
         """VAE latents (times the scaling factor), fp32; `sample=False` takes the distribution's mean."""

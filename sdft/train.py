@@ -155,13 +155,15 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None) -> R
     if cfg.phase.init_lora and previous is None:
         from sdft.adapters.load import load_lora_into
 
-        load_lora_into(pipe.unet, pipe.text_encoder, cfg.phase.init_lora)
+        imported = load_lora_into(pipe.unet, pipe.text_encoder, cfg.phase.init_lora, train_unet=cfg.adapter.train_unet,
+                                  train_text_encoder=cfg.adapter.train_text_encoder, dropout=cfg.adapter.dropout)
+        log.info("Phase %r starts from %s (%s)", cfg.phase.name, cfg.phase.init_lora, imported)
         previous = "init"
     start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start, previous)
     params = report_params(pipe.unet, pipe.text_encoder)
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters())
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
-                              cfg.prior.loss_weight, train_te)
+                              cfg.prior.loss_weight, train_te, cfg.model.clip_skip)
     datamodule = DreamBoothDataModule(cfg.data, pipe.tokenizer, instances, classes, cfg.seed)
 
     cb = cfg.callbacks
@@ -172,7 +174,7 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None) -> R
     grids = ValidationGrid(phase_dir, validation_prompts(cfg), list(cb.validation_seeds),
                            cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
                            cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
-                           pipe.tokenizer, pipe.scheduler)
+                           pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip)
     callbacks = [checkpoint, grids]
     if cb.fixed_noise_loss:
         callbacks.append(FixedNoiseLoss(cb.validation_every_n_steps, cfg.data.resolution, seed=cfg.seed))

@@ -23,6 +23,7 @@ from diffusers.utils import convert_state_dict_to_peft, convert_unet_state_dict_
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
+from peft.utils.other import get_pattern_key
 from safetensors import safe_open
 from torch import nn
 
@@ -33,7 +34,11 @@ UNET_PREFIX = "lora_unet_"
 TE_PREFIX = "lora_te_"
 PREFIXES = {"unet": UNET_PREFIX, "text_encoder": TE_PREFIX}
 SDXL_PREFIXES = ("lora_te1_", "lora_te2_")
-SECRET_NAME = re.compile(r"token|key|secret|password", re.IGNORECASE)
+# Names of secrets (config keys, environment variables): HF_TOKEN, hf_token, WANDB_API_KEY, *_SECRET, *_PASSWORD...
+# but not e.g. data.keep_tokens or caption_key-like settings.
+SECRET_NAME = re.compile(
+    r"(^|_)(token|auth_?token|api_?key|access_?key|secret(_?key)?|password|passwd|credentials?)$", re.IGNORECASE
+)
 PEFT_KEY = re.compile(r"(?P<module>.+)\.lora_(?P<part>[AB])\.weight")
 KOHYA_PARTS = {"lora_down.weight": "A", "lora_up.weight": "B"}
 # Names whose underscores are part of the module name (diffusers SD U-Net, CLIP text model). Only used to decode
@@ -74,20 +79,26 @@ def to_kohya(
     unet_alpha: float,
     te_alpha: float,
     dtype: torch.dtype = torch.float32,
+    alphas: Alphas | None = None,
 ) -> dict[str, torch.Tensor]:
-    """peft state dicts (keys `<module>.lora_A.weight`) -> kohya SD1 tensors, with one `.alpha` per module."""
+    """peft state dicts (keys `<module>.lora_A.weight`) -> kohya SD1 tensors, with one `.alpha` per module.
+
+    `alphas` ("unet.<module>" / "text_encoder.<module>" -> alpha, as `load_kohya_lora` returns) overrides the
+    per-model alpha module by module (resized or extracted LoRAs have per-module ranks and alphas)."""
     out: dict[str, torch.Tensor] = {}
     bad: list[str] = []
-    for sd, alpha, is_te in ((unet_sd, unet_alpha, False), (te_sd, te_alpha, True)):
+    alphas = alphas or {}
+    for sd, alpha, kind in ((unet_sd, unet_alpha, "unet"), (te_sd, te_alpha, "text_encoder")):
         for key, value in (sd or {}).items():
             match = PEFT_KEY.fullmatch(key)
             if match is None:  # e.g. DoRA magnitudes or LoRA biases: kohya's LoRA has no place for them
                 bad.append(key)
                 continue
-            name = _kohya_name(match["module"], is_te)
+            name = _kohya_name(match["module"], kind == "text_encoder")
             part = "lora_down" if match["part"] == "A" else "lora_up"
             out[f"{name}.{part}.weight"] = value.detach().to("cpu", dtype).contiguous()
-            out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
+            module_alpha = alphas.get(f"{kind}.{match['module']}", alpha)
+            out[f"{name}.alpha"] = torch.tensor(float(module_alpha), dtype=dtype)
     if bad:
         raise LoraFormatError(f"{len(bad)} LoRA tensor(s) have no kohya equivalent:{_listing(bad)}")
     return out
@@ -172,16 +183,22 @@ def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: Mapping[str, 
     return model_hash, legacy_hash
 
 
-def _adapter(model: nn.Module | None) -> tuple[dict | None, float]:
+def _adapter(model: nn.Module | None, kind: str) -> tuple[dict | None, Alphas]:
+    """The adapter's peft state dict and each module's alpha (read from the layers, so rank/alpha patterns hold)."""
     if model is None or not has_lora(model):
-        return None, 1.0
+        return None, {}
     cfg = model.peft_config[ADAPTER_NAME]
-    if cfg.use_dora or cfg.use_rslora or cfg.alpha_pattern:
+    if cfg.use_dora or cfg.use_rslora:
         raise LoraFormatError(
-            f"{type(model).__name__}: DoRA, rsLoRA and per-module alpha_pattern have no kohya SD1 equivalent; "
+            f"{type(model).__name__}: DoRA and rsLoRA have no kohya SD1 equivalent; "
             "save this adapter with sdft.adapters.formats.save_lora instead."
         )
-    return get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME), float(cfg.lora_alpha)
+    alphas = {
+        f"{kind}.{name}": float(module.lora_alpha[ADAPTER_NAME])
+        for name, module in model.named_modules()
+        if isinstance(module, LoraLayer) and ADAPTER_NAME in module.lora_alpha
+    }
+    return get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME), alphas
 
 
 def save_kohya_lora(
@@ -193,11 +210,18 @@ def save_kohya_lora(
 ) -> Path:
     """Write the LoRA of `unet`/`text_encoder` as a kohya SD1 `.safetensors` file, atomically, with sshs_* hashes."""
     path = Path(path)
-    (unet_sd, unet_alpha), (te_sd, te_alpha) = _adapter(unet), _adapter(text_encoder)
+    (unet_sd, unet_alphas), (te_sd, te_alphas) = _adapter(unet, "unet"), _adapter(text_encoder, "text_encoder")
     if unet_sd is None and te_sd is None:
         raise LoraFormatError("save_kohya_lora: neither the U-Net nor the text encoder has a LoRA adapter.")
-    tensors = to_kohya(unet_sd, te_sd, unet_alpha, te_alpha, torch.float16 if fp16 else torch.float32)
-    meta = {str(k): str(v) for k, v in metadata.items()}
+    dtype = torch.float16 if fp16 else torch.float32
+    tensors = to_kohya(unet_sd, te_sd, 1.0, 1.0, dtype, alphas={**unet_alphas, **te_alphas})
+    return write_kohya_file(tensors, path, metadata)
+
+
+def write_kohya_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str]) -> Path:
+    """Write kohya tensors with string metadata (old sshs_* hashes replaced by fresh ones), atomically."""
+    path = Path(path)
+    meta = {str(k): str(v) for k, v in metadata.items() if not str(k).startswith("sshs_")}
     meta["sshs_model_hash"], meta["sshs_legacy_hash"] = safetensors_hashes(tensors, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
@@ -291,7 +315,8 @@ def _from_diffusers(sd: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
         for key, value in state.items():
             module, _, part = key.partition(".lora_")
             if part == "A.weight":  # without metadata diffusers uses alpha = rank (scale 1)
-                alphas[f"{kind}.{module}"] = float(pattern.get(module, alpha if alpha is not None else value.shape[0]))
+                default = alpha if alpha is not None else value.shape[0]
+                alphas[f"{kind}.{module}"] = float(pattern.get(get_pattern_key(list(pattern), module), default))
     return unet_sd, te_sd, alphas
 
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from sdft.models.assemble import assemble_pipeline
+from sdft.models.text import prompt_embeds
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,13 @@ class ValidationGrid(L.Callback):
     """Renders the grid every N steps, at the end (and optionally before training); writes <phase_dir>/grids/*.png."""
 
     def __init__(self, phase_dir: Path, prompts: list[str], seeds: list[int], resolution: int, steps: int,
-                 guidance: float, negative_prompt: str, every_n_steps: int, at_start: bool, tokenizer, scheduler):
+                 guidance: float, negative_prompt: str, every_n_steps: int, at_start: bool, tokenizer, scheduler,
+                 clip_skip: int = 1):
         self.grid_dir = Path(phase_dir) / "grids"
         self.prompts, self.seeds, self.resolution = list(prompts), list(seeds), resolution
         self.steps, self.guidance, self.negative_prompt = steps, guidance, negative_prompt
         self.every_n_steps, self.at_start = every_n_steps, at_start
-        self.tokenizer, self.scheduler = tokenizer, scheduler
+        self.tokenizer, self.scheduler, self.clip_skip = tokenizer, scheduler, clip_skip
         self.written: list[Path] = []
         self._last_step = -1
 
@@ -68,9 +70,10 @@ class ValidationGrid(L.Callback):
 
     def _row(self, pipe, prompt: str) -> list[Image.Image]:
         generators = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
+        n = len(self.seeds)
+        embeds = prompt_embeds(pipe, [prompt] * n, [self.negative_prompt] * n, self.clip_skip)  # clip skip as in A1111
         return pipe(
-            [prompt] * len(self.seeds),
-            negative_prompt=[self.negative_prompt] * len(self.seeds) if self.negative_prompt else None,
+            **embeds,
             num_inference_steps=self.steps,
             guidance_scale=self.guidance,
             height=self.resolution,

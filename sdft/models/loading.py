@@ -1,22 +1,34 @@
-"""All the ways to get a base pipeline: the offline tiny model, a local diffusers folder, a hub id."""
+"""All the ways to get a base pipeline: the offline tiny model, a local diffusers folder, a hub id, or a single-file
+checkpoint in the original (A1111 / civitai) layout; optionally with another VAE (`model.vae`)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler, StableDiffusionPipeline
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 
 from sdft.config import TINY_MODEL, Attention, ModelConfig, WeightDtype
 from sdft.errors import ModelLoadError
+from sdft.models.text import check_clip_skip
 
 log = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 DTYPES = {WeightDtype.fp32: torch.float32, WeightDtype.fp16: torch.float16, WeightDtype.bf16: torch.bfloat16}
+SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # default architecture for single files
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+CONFIG_PATTERNS = ["**/*.json", "*.json", "*.txt", "**/*.txt", "**/*.model"]  # what diffusers fetches for a config
+NO_SAFETY_CHECKER = dict(safety_checker=None, requires_safety_checker=False)
+
+
+def is_offline(cfg: ModelConfig) -> bool:
+    return cfg.local_files_only or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
 
 
 def _from_folder(folder: Path) -> StableDiffusionPipeline:
@@ -25,21 +37,14 @@ def _from_folder(folder: Path) -> StableDiffusionPipeline:
             f"model.path={folder} is a folder but not a diffusers pipeline (no model_index.json). "
             "Point model.path at the folder that holds model_index.json, unet/, vae/, text_encoder/, tokenizer/."
         )
-    return StableDiffusionPipeline.from_pretrained(
-        folder, local_files_only=True, safety_checker=None, requires_safety_checker=False
-    )
+    return StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, **NO_SAFETY_CHECKER)
 
 
 def _from_hub(cfg: ModelConfig) -> StableDiffusionPipeline:
-    offline = cfg.local_files_only or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+    offline = is_offline(cfg)
     try:  # the token, if any, comes from HF_TOKEN or `huggingface-cli login`, never from the config
         return StableDiffusionPipeline.from_pretrained(
-            cfg.path,
-            revision=cfg.revision,
-            variant=cfg.variant,
-            local_files_only=offline,
-            safety_checker=None,
-            requires_safety_checker=False,
+            cfg.path, revision=cfg.revision, variant=cfg.variant, local_files_only=offline, **NO_SAFETY_CHECKER
         )
     except (OSError, ValueError) as err:
         raise ModelLoadError(
@@ -48,6 +53,105 @@ def _from_hub(cfg: ModelConfig) -> StableDiffusionPipeline:
             "Alternatives: model=tiny (offline tiny model), model.path=<local diffusers folder>, or go online "
             "(and set HF_TOKEN in the environment for gated repos)."
         ) from err
+
+
+def check_weights_file(path: Path, allow_pickle: bool, option: str) -> None:
+    """Only .safetensors, or pickle formats when explicitly allowed (unpickling can run arbitrary code)."""
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"{option}={path} is a pickle file ({suffix}). Loading a pickle can run arbitrary code hidden in it, "
+                "so it is refused by default. Prefer the model's .safetensors file; if you trust this file, pass "
+                "model.allow_pickle=true (diffusers then loads it with torch.load(weights_only=True))."
+            )
+        log.warning("Loading pickle file %s (model.allow_pickle=true): only do this with files you trust.", path)
+    elif suffix not in SAFE_SUFFIXES:
+        raise ModelLoadError(
+            f"{option}={path}: unknown weights file type {suffix!r}; expected .safetensors "
+            f"(or {', '.join(PICKLE_SUFFIXES)} with model.allow_pickle=true)."
+        )
+
+
+def resolve_config(cfg: ModelConfig) -> str:
+    """The local diffusers folder that gives a single file its architecture: model.config, default SD 1.5's hub id.
+
+    A hub id is resolved to its cached config files (only json/txt, no weights) so that diffusers never goes to
+    the network on its own; offline and not cached is an error that says what to pass instead.
+    """
+    config = cfg.config or SD15_HUB_ID
+    local = Path(config).expanduser()
+    if local.is_dir():
+        if not (local / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"model.config={config} is a folder but not a diffusers pipeline (no model_index.json)."
+            )
+        return str(local)
+    if not HUB_ID.match(config):
+        raise ModelLoadError(f"model.config={config!r} is neither an existing folder nor a hub id (owner/name).")
+    from huggingface_hub import snapshot_download
+
+    offline = is_offline(cfg)
+    try:
+        return snapshot_download(config, allow_patterns=CONFIG_PATTERNS, local_files_only=offline)
+    except (OSError, ValueError) as err:
+        where = "is not in the local Hugging Face cache (offline)" if offline else "could not be fetched from the hub"
+        raise ModelLoadError(
+            f"model.path={cfg.path} is a single-file checkpoint; its architecture comes from the diffusers config "
+            f"{config!r}{'' if cfg.config else ' (the default, SD 1.5)'}, which {where}: {err}\n"
+            "Pass model.config=<local diffusers folder of the same architecture> (e.g. any SD 1.5 diffusers folder "
+            "for SD 1.5 fine-tunes such as Realistic Vision), or go online once so the config files are cached."
+        ) from err
+
+
+def _from_single_file(path: Path, cfg: ModelConfig) -> StableDiffusionPipeline:
+    check_weights_file(path, cfg.allow_pickle, "model.path")
+    config = resolve_config(cfg)
+    try:
+        return StableDiffusionPipeline.from_single_file(
+            str(path), config=config, local_files_only=True, **NO_SAFETY_CHECKER
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise ModelLoadError(
+            f"Could not load the single-file checkpoint model.path={path} with the architecture of {config}: {err}\n"
+            "Is it an SD 1.x checkpoint in the original layout (model.diffusion_model.*, first_stage_model.*, "
+            "cond_stage_model.*)? Does model.config name a diffusers folder of the same architecture?"
+        ) from err
+
+
+def load_vae(spec: str, cfg: ModelConfig, base_vae: AutoencoderKL) -> AutoencoderKL:
+    """model.vae: a diffusers VAE folder (or pipeline folder with vae/), a hub id, or a single file (original or
+    diffusers key layout; its architecture is the base model's VAE, e.g. sd-vae-ft-mse for SD 1.5)."""
+    local = Path(spec).expanduser()
+    try:
+        if local.is_file():
+            check_weights_file(local, cfg.allow_pickle, "model.vae")
+            with tempfile.TemporaryDirectory(prefix="sdft-vae-config-") as tmp:
+                base_vae.save_config(tmp)
+                vae = AutoencoderKL.from_single_file(str(local), config=tmp, local_files_only=True)
+        elif local.is_dir():
+            sub = None if (local / "config.json").is_file() else "vae"
+            if sub and not (local / "vae" / "config.json").is_file():
+                raise ModelLoadError(f"model.vae={spec}: no config.json in the folder nor in its vae/ sub-folder.")
+            vae = AutoencoderKL.from_pretrained(local, subfolder=sub, local_files_only=True)
+        elif HUB_ID.match(spec):
+            offline = is_offline(cfg)
+            try:  # a VAE repo (e.g. stabilityai/sd-vae-ft-mse) or a pipeline repo with a vae/ sub-folder
+                vae = AutoencoderKL.from_pretrained(spec, local_files_only=offline)
+            except (OSError, ValueError):
+                vae = AutoencoderKL.from_pretrained(spec, subfolder="vae", local_files_only=offline)
+        else:
+            raise ModelLoadError(f"model.vae={spec!r} is neither an existing file or folder nor a hub id (owner/name).")
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise ModelLoadError(f"Could not load the VAE model.vae={spec!r}: {err}") from err
+    if vae.config.latent_channels != base_vae.config.latent_channels:
+        raise ModelLoadError(
+            f"model.vae={spec}: {vae.config.latent_channels} latent channels, the base model's U-Net expects "
+            f"{base_vae.config.latent_channels}; use a VAE of the same model family."
+        )
+    return vae
 
 
 def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
@@ -61,19 +165,23 @@ def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
         if local.is_dir():
             pipe = _from_folder(local)
         elif local.is_file():
-            raise ModelLoadError(
-                f"model.path={cfg.path} is a single file. Single-file (.safetensors/.ckpt) checkpoints are not "
-                "supported yet; use the model's diffusers folder or hub id."
-            )
+            pipe = _from_single_file(local, cfg)
         elif HUB_ID.match(cfg.path):
             pipe = _from_hub(cfg)
         else:
             raise ModelLoadError(
-                f"model.path={cfg.path!r} is neither an existing folder (looked in {Path.cwd()}) nor a hub id "
-                "of the form owner/name. Use model=tiny, model=sd15, or model.path=<diffusers folder>."
+                f"model.path={cfg.path!r} is neither an existing folder or file (looked in {Path.cwd()}) nor a hub "
+                "id of the form owner/name. Use model=tiny, model=sd15, model.path=<diffusers folder> or "
+                "model.path=<checkpoint>.safetensors."
             )
+    if cfg.config and not (cfg.path != TINY_MODEL and Path(cfg.path).expanduser().is_file()):
+        log.warning("model.config=%s is only used for single-file checkpoints; ignored for %s.", cfg.config, cfg.path)
+    if cfg.vae:
+        pipe.register_modules(vae=load_vae(cfg.vae, cfg, pipe.vae))
+        log.info("VAE replaced by %s", cfg.vae)
     if cfg.prediction_type is not None:
         pipe.scheduler.register_to_config(prediction_type=cfg.prediction_type.value)
+    check_clip_skip(cfg.clip_skip, pipe.text_encoder)
     return pipe
 
 

@@ -1,0 +1,115 @@
+"""Import a LoRA file (kohya / A1111 / ComfyUI or diffusers format, ours or third-party) as a trainable peft adapter.
+
+The file is first checked to fit the models (`check_lora_fits`: every key must land on a layer of the right shape,
+else one error lists what does not fit). Each module keeps the file's own rank and alpha (peft `rank_pattern` /
+`alpha_pattern` where they differ between modules), so the imported model computes exactly what the file means;
+training then continues from those weights, and `save_lora` / `save_kohya_lora` write them back out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
+from peft.utils import set_peft_model_state_dict
+from torch import nn
+
+from sdft.adapters.kohya import PEFT_KEY, Alphas, LoraFormatError, load_kohya_lora
+from sdft.adapters.lora import ADAPTER_NAME, has_lora
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportedLora:
+    """What was injected, per model: module count, ranks and alphas found in the file."""
+
+    modules: dict[str, int] = field(default_factory=dict)  # "unet"/"text_encoder" -> number of LoRA modules
+    ranks: dict[str, list[int]] = field(default_factory=dict)  # distinct ranks per model
+    alphas: dict[str, list[float]] = field(default_factory=dict)  # distinct alphas per model
+
+
+def _lora_config(sd: dict[str, torch.Tensor], alphas: Alphas, kind: str, dropout: float) -> LoraConfig:
+    ranks = {}
+    for key, value in sd.items():
+        match = PEFT_KEY.fullmatch(key)
+        if match and match["part"] == "A":
+            ranks[match["module"]] = int(value.shape[0])
+    module_alphas = {m: alphas.get(f"{kind}.{m}", float(r)) for m, r in ranks.items()}
+    rank = Counter(ranks.values()).most_common(1)[0][0]
+    alpha = Counter(module_alphas.values()).most_common(1)[0][0]
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=sorted(ranks),  # full module names: exact matches only
+        rank_pattern={m: r for m, r in ranks.items() if r != rank},
+        alpha_pattern={m: a for m, a in module_alphas.items() if a != alpha},
+        init_lora_weights=True,
+    )
+
+
+def _inject(model: nn.Module, sd: dict[str, torch.Tensor], config: LoraConfig, trainable: bool, kind: str) -> None:
+    if has_lora(model) and ADAPTER_NAME in model.peft_config:
+        raise LoraFormatError(
+            f"The {kind} already has a LoRA adapter named {ADAPTER_NAME!r}; import a LoRA file into a fresh model "
+            "(or merge the first one with `sdft export`)."
+        )
+    model.requires_grad_(False)
+    model.add_adapter(config, adapter_name=ADAPTER_NAME)
+    device = next(model.parameters()).device
+    state = {k: v.to(device=device, dtype=torch.float32) for k, v in sd.items()}
+    result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER_NAME)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    missing = [k for k in getattr(result, "missing_keys", []) or [] if ".lora_" in k]
+    if unexpected or missing:
+        raise LoraFormatError(
+            f"{kind}: LoRA tensors did not load into the injected layers: unexpected {unexpected[:5]}, "
+            f"missing {missing[:5]}"
+        )
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.data = param.data.float()  # trained params stay fp32 whatever the frozen weights are
+            param.requires_grad_(trainable)
+
+
+def load_lora_into(
+    unet: nn.Module | None,
+    text_encoder: nn.Module | None,
+    path: str | os.PathLike,
+    *,
+    train_unet: bool = True,
+    train_text_encoder: bool = True,
+    dropout: float = 0.0,
+) -> ImportedLora:
+    """Inject the LoRA in `path` into `unet` / `text_encoder` as peft adapter "default", with the file's ranks and
+    alphas, so the models compute what the file means and training can continue from it.
+
+    Every tensor must fit (else `LoraFormatError` lists the keys that do not). The LoRA parameters of a model
+    require grad when its `train_*` flag is true (only they do: the base weights are frozen); parts the file
+    has no tensors for get no adapter. Returns a summary of what was injected.
+    """
+    unet_sd, te_sd, alphas = load_kohya_lora(path, unet, text_encoder)
+    if not unet_sd and not te_sd:
+        raise LoraFormatError(f"{path}: no LoRA tensors for the U-Net or the text encoder.")
+    summary = ImportedLora()
+    for kind, model, sd, trainable in (
+        ("unet", unet, unet_sd, train_unet),
+        ("text_encoder", text_encoder, te_sd, train_text_encoder),
+    ):
+        if not sd:
+            continue
+        config = _lora_config(sd, alphas, kind, dropout)
+        _inject(model, sd, config, trainable, kind)
+        layers = [m for m in model.modules() if isinstance(m, LoraLayer) and ADAPTER_NAME in m.r]
+        summary.modules[kind] = len(layers)
+        summary.ranks[kind] = sorted({m.r[ADAPTER_NAME] for m in layers})
+        summary.alphas[kind] = sorted({float(m.lora_alpha[ADAPTER_NAME]) for m in layers})
+        log.info("Imported %d LoRA modules into the %s from %s (ranks %s, alphas %s)", len(layers), kind, path,
+                 summary.ranks[kind], summary.alphas[kind])
+    return summary
