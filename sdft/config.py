@@ -71,22 +71,59 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    """Instance images, their prompts, and the class prompt for prior preservation."""
+class ConceptConfig:
+    """One subject (or one class/regularisation set) of a multi-concept dataset, like DreamBooth's concepts_list."""
 
-    instance_dir: str = MISSING
-    instance_prompt: str = MISSING  # e.g. "photo of sks person"; used for images without a caption file
+    instance_dir: str = MISSING  # its images (kohya `<repeats>_<trigger> <class>` sub-folders are read too)
+    instance_prompt: Optional[str] = None  # e.g. "photo of sks dog"; default: from the folder name
+    class_prompt: Optional[str] = None  # e.g. "photo of a dog"; its class images get this prompt
+    class_dir: Optional[str] = None  # existing class images, or where generated ones go
+    repeats: Optional[int] = None  # default: the folder's `<repeats>_` prefix, else data.repeats
+    loss_weight: float = 1.0  # multiplies this concept's per-sample loss
+    trigger: Optional[str] = None  # ensured in every caption; default: from the folder name / instance prompt
+    is_reg: bool = False  # this entry is a class (regularisation) set, not a subject
+    caption_extension: Optional[str] = None  # default: data.caption_extension
+    keep_tokens: Optional[int] = None  # default: data.keep_tokens
+    shuffle_caption: Optional[bool] = None  # default: data.shuffle_caption
+    flip: Optional[bool] = None  # default: data.random_flip
+
+
+@dataclass
+class DataConfig:
+    """Instance images, their prompts, and the class prompt for prior preservation (see docs/data.md)."""
+
+    instance_dir: Optional[str] = None  # a folder of images, or of kohya `<repeats>_<trigger> <class>` folders
+    instance_prompt: Optional[str] = None  # e.g. "photo of sks person"; used for images without a caption file
     class_prompt: Optional[str] = None  # e.g. "photo of a person"; required when prior preservation is on
     class_dir: Optional[str] = None  # default: datasets/class_images/<model>/<class prompt>
+    trigger: Optional[str] = None  # e.g. "sks": prepended to captions that lack it (data.ensure_trigger)
+    concepts: List[ConceptConfig] = field(default_factory=list)  # several subjects; replaces instance_dir/prompts
+    kohya_toml: Optional[str] = None  # a kohya-ss dataset config ([general] / [[datasets]] / [[datasets.subsets]])
     recursive: bool = True  # also take images from sub-folders of instance_dir
     use_captions: bool = True  # read <image>.<caption_extension> when present
-    caption_extension: str = ".txt"
+    caption_extension: str = ".txt"  # .txt or .caption (or any)
+    missing_captions: str = "warn"  # warn | error: when the caption extension matches no file but others exist
+    ensure_trigger: bool = True  # prepend the concept's trigger word to captions that lack it
+    shuffle_caption: bool = False  # shuffle comma-separated tags (after the first keep_tokens)
+    keep_tokens: int = 0  # tags kept in place at the start when shuffling
+    caption_dropout: float = 0.0  # probability of training a sample on the empty prompt
     resolution: int = 512
     center_crop: bool = True  # False: random crop
     random_flip: bool = False
+    enable_bucket: bool = False  # aspect-ratio buckets instead of square crops
+    min_bucket_reso: int = 256
+    max_bucket_reso: int = 1024
+    bucket_reso_steps: int = 64
+    bucket_no_upscale: bool = False  # images smaller than resolution^2 keep their size (rounded to the step)
     batch_size: int = 1  # instance images per batch; with prior preservation as many class images are added
     repeats: int = 1  # an epoch shows each instance image this many times
     num_workers: int = 0
+    on_bad_images: str = "error"  # error: stop with the list of unreadable files | skip: leave them out, with a warning
+    background: List[int] = field(default_factory=lambda: [255, 255, 255])  # transparency is composited on this
+    cache_latents: bool = False  # encode each image with the VAE once (memory, or disk with cache_to_disk)
+    cache_to_disk: bool = False
+    cache_dir: Optional[str] = None  # default: $SDFT_CACHE_DIR/latents or ~/.cache/sdft/latents
+    cache_text_encoder_outputs: bool = False  # only used when the text encoder is frozen and captions are fixed
 
 
 @dataclass

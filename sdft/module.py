@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_snr
 
@@ -49,7 +50,7 @@ class DreamBoothModule(L.LightningModule):
                 input_ids: torch.Tensor) -> torch.Tensor:
         """Per-sample MSE (B,) of the U-Net's prediction at the given noise and timesteps."""
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        text = self.encode_text(input_ids)
+        text = input_ids if input_ids.is_floating_point() else self.encode_text(input_ids)  # cached states
         pred = self.unet(noisy.to(self.unet.dtype), timesteps, text.to(self.unet.dtype)).sample.float()
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -59,7 +60,13 @@ class DreamBoothModule(L.LightningModule):
 
     def diffusion_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample loss (B,) at random noise and timesteps, and the timesteps used."""
-        latents = self.encode_latents(batch["pixel_values"])
+        if "latent_dist" in batch:  # cached by the data module: the VAE encoder's mean and log-variance
+            with torch.no_grad():
+                dist = DiagonalGaussianDistribution(batch["latent_dist"].to(self.vae.dtype))
+                latents = dist.sample().float() * self.vae_scale
+        else:
+            latents = self.encode_latents(batch["pixel_values"])
+        latents = latents.contiguous()  # the noise's layout follows the latents'; the VAE may return another layout
         noise = torch.randn_like(latents)
         if self.loss_cfg.noise_offset:
             noise = noise + self.loss_cfg.noise_offset * torch.randn(
@@ -67,7 +74,8 @@ class DreamBoothModule(L.LightningModule):
             )
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device).long()
-        return self.loss_at(latents, noise, timesteps, batch["input_ids"]), timesteps
+        text = batch["encoder_hidden_states"] if "encoder_hidden_states" in batch else batch["input_ids"]
+        return self.loss_at(latents, noise, timesteps, text), timesteps
 
     def snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
         """min-SNR-gamma loss weights (Hang et al. 2023), via diffusers' compute_snr."""
@@ -81,6 +89,8 @@ class DreamBoothModule(L.LightningModule):
         per_sample, timesteps = self.diffusion_loss(batch)
         if self.loss_cfg.min_snr_gamma:
             per_sample = per_sample * self.snr_weights(timesteps)
+        if "loss_weight" in batch:  # per-concept loss weights (1 for class samples)
+            per_sample = per_sample * batch["loss_weight"].to(per_sample)
         is_prior = batch["is_prior"]
         instance_loss = per_sample[~is_prior].mean()
         loss = instance_loss

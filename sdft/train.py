@@ -21,8 +21,9 @@ from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
 from sdft.callbacks.validation_grid import ValidationGrid
 from sdft.config import AdapterKind, SdftConfig
-from sdft.data.class_images import default_class_dir, ensure_class_images
-from sdft.data.datamodule import DreamBoothDataModule, class_examples, instance_examples
+from sdft.data.class_images import prior_examples
+from sdft.data.datamodule import DreamBoothDataModule, instance_examples
+from sdft.data.folders import check_data_config, default_validation_prompts
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
@@ -54,8 +55,7 @@ def output_dir(cfg: DictConfig) -> Path:
 
 def check_config(cfg: DictConfig) -> None:
     """Checks that need no model or data: fail before any long work."""
-    if cfg.prior.enabled and not cfg.data.class_prompt:
-        raise ConfigError("prior.enabled=true needs data.class_prompt (e.g. 'photo of a person'); or set prior=none.")
+    check_data_config(cfg.data, cfg.prior.enabled)
     if cfg.adapter.kind == AdapterKind.lora:
         check_target_names(cfg.adapter.unet_targets, UNET_TARGETS, "adapter.unet_targets")
         check_target_names(cfg.adapter.text_encoder_targets, TEXT_ENCODER_TARGETS, "adapter.text_encoder_targets")
@@ -78,7 +78,7 @@ def report_params(unet, text_encoder) -> dict:
 def validation_prompts(cfg: DictConfig) -> list[str]:
     if cfg.callbacks.validation_prompts:
         return list(cfg.callbacks.validation_prompts)
-    return [p for p in (cfg.data.instance_prompt, cfg.data.class_prompt) if p]
+    return default_validation_prompts(cfg.data)
 
 
 def kohya_file_name(cfg: DictConfig) -> str:
@@ -88,7 +88,10 @@ def kohya_file_name(cfg: DictConfig) -> str:
 
 def kohya_metadata_fn(cfg: DictConfig, instances: list, resolved: dict):
     """ss_* metadata for the kohya file at a given (step, epoch): rank, alpha, base, resolution, tags, config."""
-    tags = {Path(cfg.data.instance_dir).name: tag_frequency([e.prompt for e in instances])}
+    by_folder: dict[str, list[str]] = {}
+    for e in instances:
+        by_folder.setdefault(e.concept.name if e.concept else e.path.parent.name, []).append(e.prompt)
+    tags = {name: tag_frequency(prompts) for name, prompts in by_folder.items()}
     alpha = cfg.adapter.alpha if cfg.adapter.alpha is not None else cfg.adapter.rank
 
     def metadata(step: int, epoch: int) -> dict:
@@ -122,16 +125,9 @@ class RunParts:
 
 def class_images(cfg: DictConfig, pipe) -> list:
     """The phase's class examples (generated with the current weights if missing; None without prior)."""
-    if not cfg.prior.enabled:
-        return []
-    class_dir = Path(cfg.data.class_dir or default_class_dir(cfg.model.path, cfg.data.class_prompt, cfg.data.resolution))
-    paths = ensure_class_images(
-        pipe, class_dir, cfg.data.class_prompt, cfg.prior.num_class_images, cfg.data.resolution, cfg.seed,
-        cfg.prior.generation_batch_size, cfg.prior.generation_steps, cfg.prior.generation_guidance,
-        cfg.prior.negative_prompt,
-    )
+    classes = prior_examples(cfg, pipe)  # per concept; kohya is_reg sets are used even without prior.enabled
     pipe.to("cpu")  # Lightning moves what it trains; keep the start state uniform
-    return class_examples(paths, cfg.data.class_prompt)
+    return classes
 
 
 def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None) -> RunParts:

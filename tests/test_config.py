@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -103,7 +104,7 @@ def test_typo_in_yaml_file_fails(tmp_path):
 
 def test_cli_reports_unknown_key_without_traceback():
     proc = subprocess.run(
-        [sys.executable, "train.py", "data.instance_dirr=x"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "train.py", "data.instance_dirr=x"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode != 0
     assert "instance_dirr" in proc.stderr

@@ -12,7 +12,6 @@ from PIL import Image
 
 from sdft.data.captions import read_captions
 from sdft.data.class_images import ensure_class_images
-from sdft.data.dataset import PairedSampler, collate
 from sdft.data.images import collect_images, load_rgb, resize_crop, to_tensor
 from sdft.errors import DataError
 
@@ -89,24 +88,6 @@ def test_caption_extension_matching_nothing_warns(tmp_path, caplog):
     assert "caption_extension" in caplog.text
 
 
-def test_paired_sampler_covers_each_instance_and_cycles_classes():
-    sampler = PairedSampler(num_instances=3, num_classes=5, repeats=2, seed=0)
-    first, second = list(sampler), list(sampler)
-    assert sorted(i for i, _ in first) == [0, 0, 1, 1, 2, 2]
-    assert first != second  # reshuffled each epoch
-    assert {j for _, j in first + second} == set(range(5))  # class images cycle across epochs
-    again = PairedSampler(3, 5, 2, seed=0)
-    assert list(again) == first  # deterministic under the seed
-    assert all(j == -1 for _, j in PairedSampler(3, 0, 1, seed=0))
-
-
-def test_collate_puts_class_samples_last():
-    s = {"pixel_values": torch.zeros(3, 8, 8), "input_ids": torch.zeros(77, dtype=torch.long)}
-    batch = collate([{"instance": s, "class": s}, {"instance": s, "class": s}])
-    assert batch["pixel_values"].shape == (4, 3, 8, 8)
-    assert batch["is_prior"].tolist() == [False, False, True, True]
-
-
 class FakePipe:
     """Counts generated images; returns a solid colour per seed so files are comparable."""
 
@@ -148,3 +129,50 @@ def test_class_images_with_the_tiny_model(tiny_pipe_factory, tmp_path):
     paths = ensure_class_images(tiny_pipe_factory(), tmp_path, "photo of a character", 2, 64, 0, batch_size=2, steps=2)
     assert [p.name for p in paths] == ["class_00000.png", "class_00001.png"]
     assert Image.open(paths[0]).size == (64, 64)
+
+
+def test_class_images_per_concept_and_loss_weights(tmp_path):
+    from omegaconf import OmegaConf
+
+    from sdft.config import ConceptConfig, SdftConfig
+    from sdft.data.class_images import prior_examples
+    from sdft.data.datamodule import DreamBoothDataModule, scan_dataset
+
+    for k in range(2):
+        write_image(tmp_path / "dog" / f"{k}.png", color=(10 * k, 0, 0))
+        write_image(tmp_path / "cat" / f"{k}.png", color=(0, 10 * k, 0))
+    cfg = OmegaConf.structured(SdftConfig)
+    cfg.model.path = "tiny"
+    cfg.prior.enabled, cfg.prior.num_class_images, cfg.prior.generation_steps = True, 2, 1
+    cfg.data.resolution = 16
+    cfg.data.concepts = [
+        ConceptConfig(instance_dir=str(tmp_path / "dog"), instance_prompt="photo of sks dog",
+                      class_prompt="photo of a dog", class_dir=str(tmp_path / "cls_dog"), loss_weight=2.0),
+        ConceptConfig(instance_dir=str(tmp_path / "cat"), instance_prompt="photo of ohwx cat",
+                      class_prompt="photo of a cat", class_dir=str(tmp_path / "cls_cat")),
+    ]
+    pipe = FakePipe()
+    classes = prior_examples(cfg, pipe)
+    assert pipe.generated == 4 and len(classes) == 4
+    assert {(ex.path.parent.name, ex.prompt) for ex in classes} == {("cls_dog", "photo of a dog"),
+                                                                    ("cls_cat", "photo of a cat")}
+    assert "photo of a cat" in Image.open(tmp_path / "cls_cat" / "class_00000.png").text["parameters"]
+    prior_examples(cfg, pipe)
+    assert pipe.generated == 4  # reused across runs
+
+    class Tok:
+        model_max_length = 4
+
+        def __call__(self, prompt, **kw):
+            return type("T", (), {"input_ids": torch.tensor([[len(prompt)] * 4])})()
+
+    dm = DreamBoothDataModule(cfg.data, Tok(), scan_dataset(cfg.data).examples, classes, seed=0)
+    dm.setup()
+    for batch in dm.train_dataloader():
+        n = int((~batch["is_prior"]).sum())
+        prompts = batch["input_ids"][:, 0].tolist()
+        for k in range(n):  # each instance sample is paired with a class image of its own class
+            dog = prompts[k] == len("photo of sks dog")
+            assert prompts[n + k] == len("photo of a dog" if dog else "photo of a cat")
+            assert batch["loss_weight"][k] == (2.0 if dog else 1.0)
+        assert batch["loss_weight"][n:].tolist() == [1.0] * n

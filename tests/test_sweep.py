@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -37,7 +38,8 @@ def test_two_by_two_multirun_writes_four_runs_and_the_summary(tiny_cache, tmp_pa
            "data.resolution=64", "trainer.max_steps=1", "callbacks.validation_seeds=[]",
            "callbacks.checkpoint_every_n_steps=0", f"model.cache_dir={tiny_cache}",
            "adapter.rank=2,4", "optim.lr=1e-3,1e-4", f"hydra.sweep.dir={tmp_path}"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: one thread is as fast and never oversubscribes
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = sorted(p.parent.name for p in tmp_path.glob("*/summary.json"))
     assert jobs == ["0", "1", "2", "3"]

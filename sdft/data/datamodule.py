@@ -1,53 +1,226 @@
-"""The LightningDataModule: instance images (+ captions) and class images, in paired batches."""
+"""The LightningDataModule: concepts -> examples (+ report), buckets, caches, and the bucketed batch plan."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from sdft.config import DataConfig
-from sdft.data.captions import read_captions
-from sdft.data.dataset import DreamBoothDataset, Example, ImageTransform, PairedSampler, collate
-from sdft.data.images import collect_images
+from sdft.data.buckets import BucketBatchSampler, needs_upscale, plan_buckets
+from sdft.data.cache import LatentCache, default_cache_dir, fill_latent_cache, latent_key, text_cache, vae_identity
+from sdft.data.captions import CaptionReport, ensure_trigger, read_captions_report
+from sdft.data.dataset import BucketDataset, Example, ImageTransform, center_crop_of
+from sdft.data.folders import Concept, class_dir_concepts, data_settings, require_images, resolve_concepts
+from sdft.data.images import (check_image, file_digest, handle_bad, list_ignored, list_images, no_images_error,
+                              report_duplicates, scan_images)
+from sdft.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class DatasetReport:
+    """What `instance_examples` found: printed by `sdft data check`, logged at the start of training."""
+
+    concepts: list[Concept] = field(default_factory=list)
+    examples: list[Example] = field(default_factory=list)  # instance examples (good images only)
+    reg_examples: list[Example] = field(default_factory=list)  # class images given as folders (kohya is_reg)
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+    duplicates: list[list[Path]] = field(default_factory=list)
+    captions: dict[str, CaptionReport] = field(default_factory=dict)
+    total_files: int = 0
+
+
+def examples_of(concepts: list[Concept], settings, report: DatasetReport, what: str) -> list[Example]:
+    out = []
+    for c in concepts:
+        paths = list_images(c.folder, c.recursive)
+        report.ignored += list_ignored(c.folder, c.recursive)
+        if not paths:
+            raise no_images_error(c.folder, c.recursive, f"{what} ({c.name})")
+        report.total_files += len(paths)
+        scan = scan_images(paths)
+        report.bad += scan.bad
+        report.duplicates += scan.duplicates
+        good = scan.good
+        prompts, cap = read_captions_report(good, c.prompt, c.caption_extension, settings.use_captions,
+                                            settings.missing_captions)
+        report.captions[str(c.folder)] = cap
+        if settings.ensure_trigger and c.trigger:
+            prompts = [ensure_trigger(p, c.trigger) for p in prompts]
+        out += [Example(p, t, c, scan.sizes[p]) for p, t in zip(good, prompts)]
+    return out
+
+
+def scan_dataset(cfg: DataConfig, on_bad: str | None = None) -> DatasetReport:
+    """Resolve concepts, check every image, read captions. Bad images: error (listing all) or skip (warning)."""
+    settings = data_settings(cfg)
+    concepts = resolve_concepts(settings)
+    require_images(concepts)
+    if settings.class_dir and not settings.kohya_toml and not settings.concepts:
+        class_dir = Path(settings.class_dir).expanduser()
+        concepts += class_dir_concepts(class_dir, settings) if class_dir.is_dir() else []
+    report = DatasetReport(concepts=concepts)
+    report.examples = examples_of([c for c in concepts if not c.is_reg], settings, report, "data")
+    report.reg_examples = examples_of([c for c in concepts if c.is_reg], settings, report, "class images")
+    if on_bad != "report":
+        handle_bad(report.bad, report.total_files, "data", on_bad or settings.on_bad_images)
+    report_duplicates(report.duplicates, "data")
+    if report.ignored:
+        log.warning("data: %d files that are not images were ignored: %s", len(report.ignored),
+                    ", ".join(str(p) for p in report.ignored[:20]))
+    if not report.examples:
+        raise DataError("data: no readable instance images.")
+    return report
+
+
 def instance_examples(cfg: DataConfig) -> list[Example]:
-    """Instance images with their prompts; raises DataError on a missing/empty/broken folder."""
-    paths = collect_images(cfg.instance_dir, cfg.recursive, "data.instance_dir")
-    prompts = read_captions(paths, cfg.instance_prompt, cfg.caption_extension, cfg.use_captions)
-    return [Example(p, t) for p, t in zip(paths, prompts)]
+    """Instance images with their prompts; raises DataError on a missing/empty folder or unreadable images."""
+    return scan_dataset(cfg).examples
+
+
+def reg_examples(cfg: DataConfig) -> list[Example]:
+    """Class images given as image sets (kohya is_reg subsets, `<repeats>_<class>` folders under data.class_dir)."""
+    return scan_dataset(cfg).reg_examples
+
+
+def class_examples(paths: list[Path], prompt: str, concept: Concept | None = None) -> list[Example]:
+    return [Example(p, prompt, concept) for p in paths]
+
+
+def class_pools(instances: list[Example], classes: list[Example]) -> list[tuple[int, ...]]:
+    """For each instance, the class images it is paired with: those of its class, else all of them."""
+    everything = tuple(range(len(classes)))
+    by_key: dict[str | None, list[int]] = {}
+    for j, ex in enumerate(classes):
+        by_key.setdefault(ex.class_key, []).append(j)
+    return [tuple(by_key.get(ex.class_key, ())) if ex.class_key in by_key else everything for ex in instances]
+
+
+class LatentLookup:
+    """(example, spec) -> cached latent distribution; picklable for DataLoader workers."""
+
+    def __init__(self, cache: LatentCache, digests: dict[Path, str], background, vae_id: str):
+        self.cache, self.digests, self.background, self.vae_id = cache, digests, tuple(background), vae_id
+
+    def key(self, example: Example, size, crop, flip) -> str:
+        return latent_key(self.digests[example.path], size, crop, flip, self.background, self.vae_id)
+
+    def __call__(self, example: Example, spec) -> torch.Tensor:
+        return self.cache[self.key(example, spec.size, spec.crop, spec.flip)]
 
 
 class DreamBoothDataModule(L.LightningDataModule):
-    """Batches of `batch_size` instance samples plus, with prior preservation, as many class samples."""
+    """Batches of up to `batch_size` instance samples of one bucket plus, with class images, as many class samples."""
 
     def __init__(self, cfg: DataConfig, tokenizer, instances: list[Example], classes: list[Example], seed: int):
         super().__init__()
-        self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
-        self.instances, self.classes = instances, classes
-        self.dataset: DreamBoothDataset | None = None
+        self.cfg, self.tokenizer, self.seed = data_settings(cfg), tokenizer, seed
+        self.instances = [ex if ex.size else _sized(ex) for ex in instances]
+        self.classes = [ex if ex.size else _sized(ex) for ex in classes]
+        self.buckets = plan_buckets([ex.size for ex in self.instances], self.cfg)
+        self.pools = class_pools(self.instances, self.classes)
+        self.dataset: BucketDataset | None = None
+        self.latents: LatentLookup | None = None
+        self.texts: dict | None = None
+        self._warn_upscale()
 
+    def _warn_upscale(self) -> None:
+        small = [ex.path for ex, b in zip(self.instances, self.buckets) if needs_upscale(ex.size, b)]
+        if small:
+            log.warning("data: %d of %d images are smaller than their training size and will be upscaled "
+                        "(consider larger images, or data.bucket_no_upscale=true with buckets): %s", len(small),
+                        len(self.instances),
+                        ", ".join(str(p) for p in small[:10]) + (" ..." if len(small) > 10 else ""))
+
+    def bucket_counts(self) -> dict[tuple[int, int], int]:
+        counts: dict = {}
+        for b in self.buckets:
+            counts[b] = counts.get(b, 0) + 1
+        return dict(sorted(counts.items()))
+
+    # -- caches --
+    def build_caches(self, module, device: torch.device | str = "cpu") -> None:
+        """Fill the latent / text-encoder caches the config asks for, with the module's own VAE and encode_text."""
+        cfg = self.cfg
+        if cfg.cache_latents:
+            if not cfg.center_crop:
+                log.warning("data.cache_latents: random crops cannot be cached; latents are computed every step.")
+            else:
+                self.latents = self._latent_cache(module.vae, device)
+        if cfg.cache_text_encoder_outputs:
+            fixed = all(ex.caption_options.fixed for ex in self.instances + self.classes)
+            if getattr(module, "train_text_encoder", True):
+                log.warning("data.cache_text_encoder_outputs: the text encoder is trained; not cached.")
+            elif not fixed:
+                log.warning("data.cache_text_encoder_outputs: captions change (shuffle/dropout); not cached.")
+            else:
+                ds = BucketDataset([], [], self.tokenizer, self.seed)
+                original = next(module.text_encoder.parameters()).device
+                module.text_encoder.to(device)
+                try:
+                    self.texts = text_cache([ex.prompt for ex in self.instances + self.classes], ds.tokens,
+                                            module.encode_text, device)
+                finally:
+                    module.text_encoder.to(original)
+
+    def _latent_cache(self, vae, device) -> LatentLookup:
+        cfg = self.cfg
+        folder = None
+        if cfg.cache_to_disk:
+            folder = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        cache = LatentCache(folder)
+        examples = {ex.path: ex for ex in self.instances + self.classes}
+        digests = {p: file_digest(p) for p in examples}
+        lookup = LatentLookup(cache, digests, cfg.background, vae_identity(vae))
+        transform = ImageTransform(tuple(cfg.background))
+        jobs = {}
+
+        def add(ex: Example, size) -> None:
+            crop = center_crop_of(ex.size, size)
+            for flip in ((False, True) if ex.concept and ex.concept.flip else (False,)):
+                jobs[lookup.key(ex, size, crop, flip)] = (
+                    lambda ex=ex, size=size, crop=crop, flip=flip: transform(ex.path, size, crop, flip, ex.size))
+
+        for i, ex in enumerate(self.instances):
+            add(ex, self.buckets[i])
+            for j in set(self.pools[i]):
+                add(self.classes[j], self.buckets[i])
+        fill_latent_cache(cache, jobs, vae, device)
+        return lookup
+
+    # -- Lightning hooks --
     def setup(self, stage: str | None = None) -> None:
-        transform = ImageTransform(self.cfg.resolution, self.cfg.center_crop, self.cfg.random_flip)
-        self.dataset = DreamBoothDataset(self.instances, self.classes, transform, self.tokenizer)
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is not None and (self.cfg.cache_latents or self.cfg.cache_text_encoder_outputs):
+            self.build_caches(module, self.trainer.strategy.root_device)
+        self.dataset = BucketDataset(self.instances, self.classes, self.tokenizer, self.seed, self.cfg.center_crop,
+                                     tuple(self.cfg.background), self.latents, self.texts)
+
+    def sampler(self) -> BucketBatchSampler:
+        return BucketBatchSampler(self.buckets, [ex.repeats * 1 for ex in self.instances], self.pools,
+                                  self.cfg.batch_size, self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = PairedSampler(len(self.instances), len(self.classes), self.cfg.repeats, self.seed)
+        if self.dataset is None:
+            self.setup("fit")
         return DataLoader(
             self.dataset,
-            batch_size=self.cfg.batch_size,
-            sampler=sampler,
-            collate_fn=collate,
+            batch_size=None,  # the sampler yields whole batches (BatchPlan); Lightning can shard them across ranks
+            sampler=self.sampler(),
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
-            drop_last=False,
         )
 
 
-def class_examples(paths: list[Path], prompt: str) -> list[Example]:
-    return [Example(p, prompt) for p in paths]
+def _sized(ex: Example) -> Example:
+    size = check_image(ex.path)
+    if isinstance(size, str):
+        raise DataError(f"class image {ex.path} cannot be read: {size}")
+    return Example(ex.path, ex.prompt, ex.concept, size)

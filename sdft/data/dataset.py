@@ -1,95 +1,151 @@
-"""Instance + class (prior-preservation) samples, paired so every batch holds both kinds."""
+"""Samples and batches: instance + class (prior-preservation) images of one bucket, collated together.
+
+A batch dict holds (docs/data.md):
+  pixel_values (B,3,H,W) in [-1,1]           -- or latent_dist (B,8,H/8,W/8) when latents are cached
+  input_ids (B,77)                            -- or encoder_hidden_states (B,77,D) when text outputs are cached
+  is_prior (B,) bool: class samples, after the instance samples
+  loss_weight (B,) float: the concept's loss weight (instance samples), 1 for class samples
+"""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from PIL import Image
+from torch.utils.data import Dataset
 
-from sdft.data.images import load_rgb, resize_crop, to_tensor
+from sdft.data.buckets import BatchPlan
+from sdft.data.captions import CaptionOptions, process_caption
+from sdft.data.folders import Concept
+from sdft.data.images import crop_box, load_rgb, to_tensor
 
 
 @dataclass(frozen=True)
 class Example:
     path: Path
-    prompt: str
+    prompt: str  # the caption (trigger ensured) or the concept's prompt
+    concept: Concept | None = None
+    size: tuple[int, int] | None = None  # upright (w, h), when known
+
+    @property
+    def repeats(self) -> int:
+        return self.concept.repeats if self.concept else 1
+
+    @property
+    def loss_weight(self) -> float:
+        return self.concept.loss_weight if self.concept else 1.0
+
+    @property
+    def class_key(self) -> str | None:
+        return self.concept.class_key if self.concept else None
+
+    @property
+    def caption_options(self) -> CaptionOptions:
+        return self.concept.captions if self.concept else CaptionOptions()
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """Everything that decides a sample's pixels and text: the cache key's ingredients."""
+
+    size: tuple[int, int]
+    crop: tuple[int, int]  # (left, top) in the resized image
+    flip: bool
+    caption: str
 
 
 class ImageTransform:
-    """Load, resize/crop and optionally flip one image into a [-1, 1] tensor."""
+    """Load (size-aware), resize to cover, crop and flip one image into a [-1, 1] tensor."""
 
-    def __init__(self, resolution: int, center_crop: bool, random_flip: bool):
-        self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
+    def __init__(self, background: tuple[int, int, int] = (255, 255, 255)):
+        self.background = tuple(background)
 
-    def __call__(self, path: Path) -> torch.Tensor:
-        img = resize_crop(load_rgb(path), self.resolution, self.center_crop)
+    def __call__(self, path: Path, size: tuple[int, int], crop: tuple[int, int], flip: bool,
+                 full_size: tuple[int, int] | None = None) -> torch.Tensor:
+        img = load_rgb(path, self.background, target=size)
+        nw, nh = cover(full_size or img.size, size)  # from the file's full size, even if it was decoded reduced
+        up = nw > img.size[0]
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC if up else Image.Resampling.LANCZOS)
+        img = img.crop((crop[0], crop[1], crop[0] + size[0], crop[1] + size[1]))
         pixels = to_tensor(img)
-        if self.random_flip and torch.rand(()) < 0.5:
-            pixels = pixels.flip(-1)
-        return pixels
+        return pixels.flip(-1) if flip else pixels
 
 
-class DreamBoothDataset(Dataset):
-    """Indexed by (instance index, class index or -1); returns pixels, token ids and whether it is a prior sample."""
+def sample_rng(seed: int, epoch: int, number: int, position: int) -> random.Random:
+    """Per-sample randomness (flip, random crop, caption shuffle/dropout): the same with or without caches."""
+    return random.Random(f"{seed}/{epoch}/{number}/{position}")
 
-    def __init__(self, instances: list[Example], classes: list[Example], transform: ImageTransform, tokenizer):
-        self.instances, self.classes, self.transform, self.tokenizer = instances, classes, transform, tokenizer
+
+class BucketDataset(Dataset):
+    """Indexed by a BatchPlan; returns the collated batch (see the module docstring)."""
+
+    def __init__(self, instances: list[Example], classes: list[Example], tokenizer, seed: int, center_crop: bool = True,
+                 background=(255, 255, 255), latents=None, texts: dict | None = None):
+        self.instances, self.classes, self.tokenizer, self.seed = instances, classes, tokenizer, seed
+        self.center_crop = center_crop
+        self.transform = ImageTransform(background)
+        self.latents = latents  # callable (example, spec) -> latent_dist tensor, or None
+        self.texts = texts  # caption -> encoder hidden states, or None
 
     def __len__(self) -> int:
         return len(self.instances)
 
-    def _tokens(self, prompt: str) -> torch.Tensor:
+    def tokens(self, prompt: str) -> torch.Tensor:
         return self.tokenizer(
             prompt, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt"
         ).input_ids[0]
 
-    def _sample(self, example: Example) -> dict:
-        return {"pixel_values": self.transform(example.path), "input_ids": self._tokens(example.prompt)}
+    def spec(self, example: Example, size: tuple[int, int], rng: random.Random) -> SampleSpec:
+        flip = bool(example.concept.flip) if example.concept else False
+        flip = flip and rng.random() < 0.5
+        if self.center_crop or example.size is None:
+            crop = center_crop_of(example.size, size) if example.size else (0, 0)
+        else:
+            nw, nh = cover(example.size, size)
+            crop = (rng.randint(0, nw - size[0]), rng.randint(0, nh - size[1]))
+        caption = process_caption(example.prompt, example.caption_options, rng)
+        return SampleSpec(size, crop, flip, caption)
 
-    def __getitem__(self, index: tuple[int, int]) -> dict:
-        i, j = index
-        item = {"instance": self._sample(self.instances[i])}
-        if j >= 0:
-            item["class"] = self._sample(self.classes[j])
-        return item
+    def sample(self, example: Example, spec: SampleSpec) -> dict:
+        out = {}
+        if self.latents is not None:
+            out["latent_dist"] = self.latents(example, spec)
+        else:
+            out["pixel_values"] = self.transform(example.path, spec.size, spec.crop, spec.flip, example.size)
+        if self.texts is not None:
+            out["encoder_hidden_states"] = self.texts[spec.caption]
+        else:
+            out["input_ids"] = self.tokens(spec.caption)
+        return out
+
+    def __getitem__(self, plan: BatchPlan) -> dict:
+        samples, weights = [], []
+        for k, (i, _) in enumerate(plan.pairs):
+            ex = self.instances[i]
+            samples.append(self.sample(ex, self.spec(ex, plan.size, sample_rng(self.seed, plan.epoch, plan.number, k))))
+            weights.append(ex.loss_weight)
+        n_instance = len(samples)
+        for k, (_, j) in enumerate(plan.pairs):
+            if j >= 0:
+                ex = self.classes[j]
+                rng = sample_rng(self.seed, plan.epoch, plan.number, 10_000 + k)
+                samples.append(self.sample(ex, self.spec(ex, plan.size, rng)))
+                weights.append(1.0)
+        batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+        batch["is_prior"] = torch.arange(len(samples)) >= n_instance
+        batch["loss_weight"] = torch.tensor(weights, dtype=torch.float32)
+        return batch
 
 
-class PairedSampler(Sampler):
-    """Each epoch: every instance image `repeats` times in a shuffled order, each paired with the next class image.
-
-    Class images cycle across epochs, so an epoch's length depends only on the instance images and repeats
-    (class images never lengthen it). Deterministic for a seed; each new epoch reshuffles.
-    """
-
-    def __init__(self, num_instances: int, num_classes: int, repeats: int, seed: int, shuffle: bool = True):
-        self.num_instances, self.num_classes, self.repeats = num_instances, num_classes, repeats
-        self.seed, self.shuffle, self.epoch = seed, shuffle, 0
-
-    def __len__(self) -> int:
-        return self.num_instances * self.repeats
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.arange(len(self)) % self.num_instances
-        if self.shuffle:
-            order = order[torch.randperm(len(order), generator=gen)]
-        class_order = torch.randperm(self.num_classes, generator=gen) if self.num_classes else None
-        start = self.epoch * len(self)
-        self.epoch += 1
-        for k, i in enumerate(order.tolist()):
-            j = int(class_order[(start + k) % self.num_classes]) if class_order is not None else -1
-            yield i, j
+def cover(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """The size an image of `size` is resized to so that it covers `box`."""
+    _, _, scale = crop_box(size, box)
+    return max(box[0], round(size[0] * scale)), max(box[1], round(size[1] * scale))
 
 
-def collate(items: list[dict]) -> dict:
-    """Instance samples first, then class samples; `is_prior` marks the latter."""
-    samples = [it["instance"] for it in items] + [it["class"] for it in items if "class" in it]
-    n_instance = len(items)
-    return {
-        "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
-        "input_ids": torch.stack([s["input_ids"] for s in samples]),
-        "is_prior": torch.arange(len(samples)) >= n_instance,
-    }
+def center_crop_of(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    left, top, _ = crop_box(size, box, center=True)
+    return left, top

@@ -1,7 +1,15 @@
-"""Finding, checking and loading images; the resize/crop/flip transform (PIL + numpy, no torchvision)."""
+"""Finding, checking and loading images; the resize/crop transform (PIL + numpy, no torchvision).
+
+Loading rules: EXIF orientation applied; RGBA/LA/PA/P-with-transparency composited on a background colour;
+grayscale, CMYK and 16-bit/float images converted to 8-bit RGB; huge JPEGs decoded at a reduced scale (PIL draft)
+and other huge images reduced by an integer factor right after decoding, so memory stays bounded.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +18,11 @@ from PIL import Image, ImageOps
 
 from sdft.errors import DataError
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+# Files that are expected next to images and are not reported as "ignored".
+SIDECAR_EXTENSIONS = {".txt", ".caption", ".json", ".toml", ".yaml", ".yml", ".npz", ".md"}
 
 
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
@@ -19,65 +31,207 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     return sorted(
         p for p in folder.glob(pattern)
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
     )
 
 
-def find_unreadable(paths: list[Path]) -> list[tuple[Path, str]]:
-    """(path, reason) for each file PIL cannot decode."""
-    bad = []
+def list_ignored(folder: Path, recursive: bool = True) -> list[Path]:
+    """Files that are neither images nor expected sidecars: reported, so nothing is dropped silently."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in folder.glob(pattern)
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_EXTENSIONS | SIDECAR_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
+    )
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of the file's bytes (cache keys and duplicate detection)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_image(path: Path) -> tuple[int, int] | str:
+    """The upright (w, h) of a readable image, or why it cannot be read."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:
+            size = img.size
+            if img.format == "JPEG":
+                img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # fast full decode at 1/8 scale
+            img.load()  # catches truncated data that verify() does not
+            orientation = img.getexif().get(0x0112, 1)
+        return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+    except Image.DecompressionBombError as err:
+        return f"too many pixels ({err})"
+    except Exception as err:  # PIL raises many types for broken files
+        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+@dataclass
+class ImageScan:
+    """What a set of image files holds: readable sizes, problems by file, duplicates."""
+
+    sizes: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+    duplicates: list[list[Path]] = field(default_factory=list)
+    digests: dict[Path, str] = field(default_factory=dict)
+
+    @property
+    def good(self) -> list[Path]:
+        return list(self.sizes)
+
+
+# (path, mtime_ns, size) -> (upright size or why unreadable, sha256): a run checks its data several times (early
+# check, phase setup, class images); each file is decoded and hashed once while it is unchanged.
+_SCAN_MEMO: dict[tuple[str, int, int], tuple[tuple[int, int] | str, str | None]] = {}
+
+
+def _scan_one(path: Path) -> tuple[tuple[int, int] | str, str | None]:
+    try:
+        st = path.stat()
+    except OSError as err:
+        return f"{type(err).__name__}: {err}", None
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _SCAN_MEMO:
+        result = check_image(path)
+        _SCAN_MEMO[key] = (result, None if isinstance(result, str) else file_digest(path))
+    return _SCAN_MEMO[key]
+
+
+def scan_images(paths: list[Path]) -> ImageScan:
+    scan = ImageScan()
+    by_digest: dict[str, list[Path]] = {}
     for path in paths:
-        try:
-            with Image.open(path) as img:
-                img.verify()
-        except Exception as err:  # PIL raises many types for broken files
-            bad.append((path, f"{type(err).__name__}: {err}" if str(err) else type(err).__name__))
-    return bad
+        result, digest = _scan_one(path)
+        if isinstance(result, str):
+            scan.bad.append((path, result))
+            continue
+        scan.sizes[path] = result
+        scan.digests[path] = digest
+        by_digest.setdefault(digest, []).append(path)
+    scan.duplicates = [group for group in by_digest.values() if len(group) > 1]
+    return scan
 
 
-def collect_images(folder: str | Path, recursive: bool, what: str) -> list[Path]:
-    """The readable images of a folder, or a DataError that says what is wrong before any training starts."""
+def handle_bad(bad: list[tuple[Path, str]], total: int, what: str, on_bad: str = "error") -> None:
+    """on_bad=error: raise with every bad file named; skip: warn with the same list."""
+    if not bad:
+        return
+    listing = "\n".join(f"  {p}: {why}" for p, why in bad)
+    if on_bad == "skip":
+        log.warning("%s: skipping %d of %d images that cannot be read:\n%s", what, len(bad), total, listing)
+        return
+    if on_bad != "error":
+        raise DataError(f"data.on_bad_images must be 'error' or 'skip', not {on_bad!r}.")
+    raise DataError(
+        f"{what}: {len(bad)} of {total} images cannot be read; remove or replace them "
+        f"(or set data.on_bad_images=skip to train without them):\n{listing}"
+    )
+
+
+def check_folder(folder: str | Path, what: str) -> Path:
     folder = Path(folder).expanduser()
     if not folder.exists():
         raise DataError(f"{what}: folder {folder} does not exist (relative paths are from {Path.cwd()}).")
     if not folder.is_dir():
         raise DataError(f"{what}: {folder} is a file, not a folder of images.")
+    return folder
+
+
+def no_images_error(folder: Path, recursive: bool, what: str) -> DataError:
+    others = sorted(p.name for p in folder.iterdir())[:10]
+    return DataError(
+        f"{what}: no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
+        f"{', sub-folders included' if recursive else ''}). Found instead: {others or 'nothing'}."
+    )
+
+
+def collect_images(folder: str | Path, recursive: bool, what: str, on_bad: str = "error") -> list[Path]:
+    """The readable images of a folder, or a DataError that says what is wrong before any training starts."""
+    folder = check_folder(folder, what)
     paths = list_images(folder, recursive)
     if not paths:
-        others = sorted(p.name for p in folder.iterdir())[:10]
-        raise DataError(
-            f"{what}: no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
-            f"{', sub-folders included' if recursive else ''}). Found instead: {others or 'nothing'}."
-        )
-    bad = find_unreadable(paths)
-    if bad:
-        listing = "\n".join(f"  {p}: {why}" for p, why in bad)
-        raise DataError(f"{what}: {len(bad)} of {len(paths)} images cannot be read; remove or replace them:\n{listing}")
-    return paths
+        raise no_images_error(folder, recursive, what)
+    scan = scan_images(paths)
+    handle_bad(scan.bad, len(paths), what, on_bad)
+    report_duplicates(scan.duplicates, what)
+    if not scan.good:
+        raise DataError(f"{what}: none of the {len(paths)} images in {folder} can be read.")
+    return scan.good
 
 
-def load_rgb(path: Path, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Open an image upright (EXIF orientation applied) as RGB, transparency composited on `background`."""
+def report_duplicates(duplicates: list[list[Path]], what: str) -> None:
+    for group in duplicates:
+        log.warning("%s: identical files (same bytes, trained on as separate images): %s", what,
+                    ", ".join(str(p) for p in group))
+
+
+def _to_8bit_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit / 32-bit grayscale: scale to 0..255
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if mode == "F" and arr.max() <= 1.0:
+            top = 1.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, P without transparency, RGB
+
+
+def load_rgb(path: Path, background: tuple[int, int, int] = (255, 255, 255),
+             target: tuple[int, int] | None = None) -> Image.Image:
+    """Open an image upright (EXIF orientation applied) as 8-bit RGB, transparency composited on `background`.
+
+    `target` (w, h): the size it will be resized to. Huge images are then decoded/reduced to no less than twice
+    that size (JPEG: PIL draft, decoding at 1/2..1/8 scale; others: Image.reduce right after decoding).
+    """
     with Image.open(path) as img:
+        if target is not None and img.format == "JPEG":
+            side = 2 * max(target)  # both sides stay >= 2x the larger target side, whatever the EXIF orientation
+            img.draft("RGB", (side, side))
+        img.load()
+        if target is not None:
+            factor = min(img.size[0] // (2 * max(target)), img.size[1] // (2 * max(target)))
+            if factor >= 2:
+                img = img.reduce(factor)
         img = ImageOps.exif_transpose(img)
-        if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            canvas = Image.new("RGBA", rgba.size, background + (255,))
-            return Image.alpha_composite(canvas, rgba).convert("RGB")
-        return img.convert("RGB")
+        return _to_8bit_rgb(img, background)
 
 
-def resize_crop(img: Image.Image, size: int, center: bool, gen: torch.Generator | None = None) -> Image.Image:
-    """Resize the short side to `size`, then crop a `size` square (centre or random)."""
+def resize_crop(img: Image.Image, size: int | tuple[int, int], center: bool = True,
+                gen: torch.Generator | None = None) -> Image.Image:
+    """Resize to cover `size` (w, h) keeping the aspect ratio, then crop it (centre or random)."""
+    box_w, box_h = (size, size) if isinstance(size, int) else size
+    left, top, scale = crop_box(img.size, (box_w, box_h), center, gen)
     w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+    nw, nh = max(box_w, round(w * scale)), max(box_h, round(h * scale))
+    img = img.resize((nw, nh), Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
+    return img.crop((left, top, left + box_w, top + box_h))
+
+
+def crop_box(size: tuple[int, int], box: tuple[int, int], center: bool = True,
+             gen: torch.Generator | None = None) -> tuple[int, int, float]:
+    """(left, top, scale): where the `box` crop lies in the image resized by `scale` to cover it."""
+    w, h = size
+    box_w, box_h = box
+    scale = max(box_w / w, box_h / h)
+    nw, nh = max(box_w, round(w * scale)), max(box_h, round(h * scale))
     if center:
-        left, top = (nw - size) // 2, (nh - size) // 2
-    else:
-        left = int(torch.randint(0, nw - size + 1, (1,), generator=gen))
-        top = int(torch.randint(0, nh - size + 1, (1,), generator=gen))
-    return img.crop((left, top, left + size, top + size))
+        return (nw - box_w) // 2, (nh - box_h) // 2, scale
+    left = int(torch.randint(0, nw - box_w + 1, (1,), generator=gen))
+    top = int(torch.randint(0, nh - box_h + 1, (1,), generator=gen))
+    return left, top, scale
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

@@ -1,0 +1,131 @@
+"""Aspect-ratio buckets and the batch plan (which samples form each batch, epoch by epoch).
+
+Buckets (kohya's scheme): every (w, h) with both sides multiples of `step` in [min_reso, max_reso] and
+w * h <= resolution², plus the square resolution. An image goes to the bucket whose aspect ratio is closest (in log
+space) to its own; it is resized to cover the bucket and cropped. With `no_upscale`, an image smaller than
+resolution² gets its own bucket: its size rounded down to the step. Without buckets, every image is a square.
+
+Epoch: every instance image `repeats` times (its concept's repeats). Samples are grouped by bucket, shuffled within
+it, cut into batches of `batch_size` instance samples (a bucket's last batch may be smaller), and the batches are
+shuffled. With class images, each instance sample is paired with the next class image of its concept's class
+(class images cycle across epochs and are cropped to the instance sample's bucket). Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Iterator, NamedTuple
+
+import torch
+from torch.utils.data import Sampler
+
+log = logging.getLogger(__name__)
+
+Size = tuple[int, int]
+
+
+def make_buckets(resolution: int, min_reso: int = 256, max_reso: int = 1024, step: int = 64) -> list[Size]:
+    if step <= 0 or min_reso > max_reso:
+        raise ValueError(f"bad bucket settings: min {min_reso}, max {max_reso}, step {step}")
+    max_area = resolution * resolution
+    square = max(step, resolution // step * step)
+    buckets = {(square, square)}
+    w = max(step, math.ceil(min_reso / step) * step)
+    while w <= max_reso:
+        h = min(max_reso, (max_area // w) // step * step)
+        if h >= min_reso:
+            buckets.add((w, h))
+            buckets.add((h, w))
+        w += step
+    return sorted(buckets)
+
+
+def assign_bucket(size: Size, buckets: list[Size], resolution: int, step: int = 64, no_upscale: bool = False) -> Size:
+    """The bucket (w, h) an image of `size` (upright) trains at."""
+    w, h = size
+    if no_upscale and w * h <= resolution * resolution:
+        return max(step, w // step * step), max(step, h // step * step)
+    aspect = math.log(w / h)
+    return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - aspect), -b[0] * b[1]))
+
+
+def needs_upscale(size: Size, bucket: Size) -> bool:
+    """True when covering the bucket enlarges the image."""
+    return max(bucket[0] / size[0], bucket[1] / size[1]) > 1.0
+
+
+def plan_buckets(sizes: list[Size], cfg) -> list[Size]:
+    """One bucket per image for the data settings (enable_bucket, resolution, min/max, step, no_upscale)."""
+    if not cfg.enable_bucket:
+        return [(cfg.resolution, cfg.resolution)] * len(sizes)
+    buckets = make_buckets(cfg.resolution, cfg.min_bucket_reso, cfg.max_bucket_reso, cfg.bucket_reso_steps)
+    return [assign_bucket(s, buckets, cfg.resolution, cfg.bucket_reso_steps, cfg.bucket_no_upscale) for s in sizes]
+
+
+class BatchPlan(NamedTuple):
+    """One batch: its epoch and number (they seed per-sample randomness), bucket and (instance, class or -1) pairs."""
+
+    epoch: int
+    number: int
+    size: Size
+    pairs: tuple[tuple[int, int], ...]
+
+
+class BucketBatchSampler(Sampler):
+    """Yields one BatchPlan per batch; see the module docstring for the epoch semantics.
+
+    `pools[i]` lists the class-image indices instance i may be paired with (empty: no class images).
+    Used as a DataLoader *sampler* with batch_size=None, so Lightning can shard the batches across DDP ranks.
+    """
+
+    def __init__(self, buckets: list[Size], repeats: list[int], pools: list[tuple[int, ...]], batch_size: int,
+                 seed: int, shuffle: bool = True):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.buckets, self.repeats, self.pools = buckets, repeats, pools
+        self.batch_size, self.seed, self.shuffle, self.epoch = batch_size, seed, shuffle, 0
+        counts: dict[Size, int] = {}
+        for b, r in zip(buckets, repeats):
+            counts[b] = counts.get(b, 0) + r
+        self._len = sum(math.ceil(n / batch_size) for n in counts.values())
+        self._pool_uses: dict[tuple[int, ...], int] = {}
+        for pool, r in zip(pools, repeats):
+            if pool:
+                self._pool_uses[pool] = self._pool_uses.get(pool, 0) + r
+
+    def __len__(self) -> int:
+        return self._len
+
+    def plan(self, epoch: int) -> list[BatchPlan]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        entries = [i for i, r in enumerate(self.repeats) for _ in range(r)]
+        if self.shuffle:
+            entries = [entries[k] for k in torch.randperm(len(entries), generator=gen).tolist()]
+        by_bucket: dict[Size, list[int]] = {}
+        for i in entries:
+            by_bucket.setdefault(self.buckets[i], []).append(i)
+        batches = [(size, items[k : k + self.batch_size]) for size, items in sorted(by_bucket.items())
+                   for k in range(0, len(items), self.batch_size)]
+        if self.shuffle:
+            batches = [batches[k] for k in torch.randperm(len(batches), generator=gen).tolist()]
+        orders = {pool: (torch.randperm(len(pool), generator=gen).tolist() if self.shuffle else list(range(len(pool))))
+                  for pool in sorted(self._pool_uses)}
+        used = {pool: epoch * n for pool, n in self._pool_uses.items()}  # class images continue across epochs
+        plans = []
+        for number, (size, items) in enumerate(batches):
+            pairs = []
+            for i in items:
+                pool = self.pools[i]
+                j = -1
+                if pool:
+                    j = pool[orders[pool][used[pool] % len(pool)]]
+                    used[pool] += 1
+                pairs.append((i, j))
+            plans.append(BatchPlan(epoch, number, size, tuple(pairs)))
+        return plans
+
+    def __iter__(self) -> Iterator[BatchPlan]:
+        plans = self.plan(self.epoch)
+        self.epoch += 1
+        return iter(plans)

@@ -1,0 +1,211 @@
+"""Concepts: which folders hold which subject, with what prompt, repeats and loss weight.
+
+Three ways to describe a dataset, all resolved here into a list of `Concept`s (docs/data.md):
+  * data.instance_dir (+ instance_prompt): a plain folder, or a kohya tree of `<repeats>_<trigger> <class>` folders;
+  * data.concepts: a list like DreamBooth's concepts_list (instance dir, prompts, class dir, repeats, loss weight);
+  * data.kohya_toml: a kohya-ss dataset config (see sdft/data/kohya_toml.py).
+Class/regularisation folders use kohya's `<repeats>_<class>` naming (or are plain folders).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from sdft.config import DataConfig
+from sdft.data.captions import CaptionOptions, normalize_extension
+from sdft.errors import ConfigError, DataError
+
+KOHYA_FOLDER = re.compile(r"^(\d+)_(.+)$")
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One resolved image set. `class_key` pairs instance sets with the class sets of the same class."""
+
+    name: str
+    folder: Path
+    prompt: str  # for images without a caption file
+    trigger: str | None = None  # ensured in every caption
+    class_prompt: str | None = None
+    class_dir: Path | None = None
+    class_key: str | None = None
+    repeats: int = 1
+    loss_weight: float = 1.0
+    caption_extension: str = ".txt"
+    captions: CaptionOptions = field(default_factory=CaptionOptions)
+    flip: bool = False
+    is_reg: bool = False
+    recursive: bool = True
+
+
+def parse_kohya_name(name: str) -> tuple[int, str] | None:
+    """'10_sks dog' -> (10, 'sks dog'); None for a plain folder name."""
+    match = KOHYA_FOLDER.match(name)
+    if not match or not match.group(2).strip():
+        return None
+    return int(match.group(1)), match.group(2).strip()
+
+
+def split_tokens(tokens: str) -> tuple[str | None, str]:
+    """'sks dog' -> trigger 'sks', class 'dog'; a single word is a class with no trigger."""
+    words = tokens.split()
+    if len(words) < 2:
+        return None, tokens.strip()
+    return words[0], " ".join(words[1:])
+
+
+def class_key_of(text: str | None) -> str | None:
+    return " ".join(text.lower().split()) if text else None
+
+
+def kohya_subfolders(folder: Path) -> list[tuple[Path, int, str]]:
+    """(folder, repeats, tokens) for each `<repeats>_<tokens>` sub-folder, sorted by name."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        parsed = parse_kohya_name(sub.name)
+        if parsed:
+            found.append((sub, *parsed))
+    return found
+
+
+def data_settings(cfg: DataConfig | DictConfig) -> DictConfig:
+    """The data config with a kohya TOML's dataset-level settings (resolution, buckets, batch size...) merged in."""
+    base = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)
+    if base.kohya_toml:
+        from sdft.data.kohya_toml import load_kohya_toml
+
+        base = OmegaConf.merge(base, load_kohya_toml(base.kohya_toml).settings)
+    return base
+
+
+def _options(cfg, concept_cfg=None) -> dict:
+    def pick(name, default):
+        value = getattr(concept_cfg, name, None) if concept_cfg is not None else None
+        return default if value is None else value
+
+    return dict(
+        caption_extension=normalize_extension(pick("caption_extension", cfg.caption_extension)),
+        captions=CaptionOptions(bool(pick("shuffle_caption", cfg.shuffle_caption)),
+                                int(pick("keep_tokens", cfg.keep_tokens)), float(cfg.caption_dropout)),
+        flip=bool(pick("flip", cfg.random_flip)),
+        recursive=bool(cfg.recursive),
+    )
+
+
+def concepts_in_folder(folder: Path, cfg, prompt: str | None, class_prompt: str | None, repeats: int | None,
+                       loss_weight: float = 1.0, trigger: str | None = None, class_dir: Path | None = None,
+                       is_reg: bool = False, what: str = "data.instance_dir", concept_cfg=None) -> list[Concept]:
+    """A folder named `<n>_<tokens>`, a folder of such folders (plus loose images), or a plain folder."""
+    opts = _options(cfg, concept_cfg)
+    own = parse_kohya_name(folder.name)
+    subs = kohya_subfolders(folder) if not own else []
+    if subs:
+        concepts = [_kohya_concept(sub, n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt)
+                    for sub, n, tokens in subs]
+        from sdft.data.images import list_images
+
+        if list_images(folder, recursive=False):  # loose images next to the kohya folders
+            if not prompt:
+                raise ConfigError(f"{what}: {folder} holds images outside its `<repeats>_<tokens>` folders; set a "
+                                  "prompt for them (data.instance_prompt) or move them into such a folder.")
+            concepts.append(Concept(folder.name, folder, prompt, trigger, class_prompt, class_dir,
+                                    class_key_of(class_prompt), repeats or cfg.repeats, loss_weight,
+                                    **{**opts, "recursive": False}, is_reg=is_reg))
+        return concepts
+    if own:
+        n, tokens = own
+        return [_kohya_concept(folder, repeats or n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt,
+                               class_prompt, trigger)]
+    if not prompt:
+        raise ConfigError(f"{what}: {folder} is a plain folder; set its prompt (data.instance_prompt, or the concept's "
+                          "instance_prompt), or name it kohya-style `<repeats>_<trigger> <class>`.")
+    key = class_key_of(class_prompt if not is_reg else (class_prompt or prompt))
+    return [Concept(folder.name, folder, prompt, trigger, class_prompt, class_dir, key, repeats or cfg.repeats,
+                    loss_weight, **opts, is_reg=is_reg)]
+
+
+def _kohya_concept(folder, n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt,
+                   trigger=None) -> Concept:
+    word, cls = split_tokens(tokens)
+    if is_reg:
+        return Concept(folder.name, folder, tokens, None, tokens, None, class_key_of(tokens), n, loss_weight, **opts,
+                       is_reg=True)
+    return Concept(folder.name, folder, tokens, trigger or word, class_prompt or cls, class_dir,
+                   class_key_of(cls), n, loss_weight, **opts)
+
+
+def resolve_concepts(cfg: DataConfig | DictConfig) -> list[Concept]:
+    """Every image set of the data config, instance and class (is_reg) sets alike; checks that folders exist."""
+    from sdft.data.images import check_folder
+
+    cfg = data_settings(cfg)
+    if cfg.kohya_toml:
+        from sdft.data.kohya_toml import load_kohya_toml
+
+        return load_kohya_toml(cfg.kohya_toml).concepts(cfg)
+    if cfg.concepts:
+        concepts = []
+        for k, c in enumerate(cfg.concepts):
+            what = f"data.concepts[{k}].instance_dir"
+            folder = check_folder(c.instance_dir, what)
+            class_dir = Path(c.class_dir).expanduser() if c.class_dir else None
+            concepts += concepts_in_folder(folder, cfg, c.instance_prompt, c.class_prompt, c.repeats, c.loss_weight,
+                                           c.trigger or cfg.trigger, class_dir, c.is_reg, what, c)
+        return concepts
+    if not cfg.instance_dir:
+        raise ConfigError("No data: set data.instance_dir (a folder of images), data.concepts, or data.kohya_toml.")
+    folder = check_folder(cfg.instance_dir, "data.instance_dir")
+    class_dir = Path(cfg.class_dir).expanduser() if cfg.class_dir else None
+    return concepts_in_folder(folder, cfg, cfg.instance_prompt, cfg.class_prompt, None, 1.0, cfg.trigger, class_dir)
+
+
+def class_dir_concepts(class_dir: Path, cfg) -> list[Concept]:
+    """A class folder holding kohya `<repeats>_<class>` folders: its sets as reg concepts (else [])."""
+    opts = _options(cfg)
+    return [_kohya_concept(sub, n, tokens, cfg, opts, True, 1.0, None, None, None)
+            for sub, n, tokens in kohya_subfolders(class_dir)]
+
+
+def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None:
+    """Checks that need no images: prior preservation needs a class prompt somewhere."""
+    cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)
+    if cfg.on_bad_images not in ("error", "skip"):
+        raise ConfigError(f"data.on_bad_images must be 'error' or 'skip', not {cfg.on_bad_images!r}.")
+    if cfg.missing_captions not in ("warn", "error"):
+        raise ConfigError(f"data.missing_captions must be 'warn' or 'error', not {cfg.missing_captions!r}.")
+    if not 0.0 <= cfg.caption_dropout < 1.0:
+        raise ConfigError("data.caption_dropout must be in [0, 1).")
+    folder = Path(cfg.instance_dir).expanduser() if cfg.instance_dir else None
+    kohya_named = folder is not None and bool(parse_kohya_name(folder.name) or kohya_subfolders(folder))
+    concept_classes = any(c.class_prompt or c.is_reg for c in cfg.concepts)
+    if prior_enabled and not (cfg.class_prompt or cfg.kohya_toml or concept_classes or kohya_named):
+        raise ConfigError("prior.enabled=true needs data.class_prompt (e.g. 'photo of a person'), class prompts in "
+                          "data.concepts, or kohya-named folders; or set prior=none.")
+
+
+def require_images(concepts: list[Concept]) -> None:
+    if not any(not c.is_reg for c in concepts):
+        raise DataError("The dataset has only class (is_reg) image sets and no instance images.")
+
+
+def default_validation_prompts(cfg: DataConfig | DictConfig, limit: int = 4) -> list[str]:
+    """Instance and class prompts of the data config (each concept's, for concepts / kohya folders / TOML)."""
+    cfg = data_settings(cfg)
+    if cfg.instance_prompt and not cfg.concepts and not cfg.kohya_toml:
+        return [p for p in (cfg.instance_prompt, cfg.class_prompt) if p]
+    try:
+        concepts = resolve_concepts(cfg)
+    except (ConfigError, DataError):
+        return [p for p in (cfg.instance_prompt, cfg.class_prompt) if p]
+    prompts: list[str] = []
+    for c in concepts:
+        for p in ((c.prompt, c.class_prompt) if not c.is_reg else ()):
+            if p and p not in prompts:
+                prompts.append(p)
+    return prompts[:limit]
