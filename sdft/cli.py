@@ -16,6 +16,7 @@ import sys
 COMMANDS: dict[str | None, tuple[str, list[str]]] = {
     None: ("", ["sdft.generate", "sdft.export"]),
     "lora": ("LoRA file tools: resize, extract", ["sdft.adapters.resize", "sdft.adapters.extract"]),
+    "data": ("Dataset tools: check", ["sdft.data.check"]),
 }
 
 

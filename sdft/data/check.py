@@ -110,15 +110,30 @@ def write_preview(dm: DreamBoothDataModule, out: Path, background, limit: int = 
     return out
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sdft data check", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a folder of images, a kohya dataset .toml, or a .yaml data / run config")
     parser.add_argument("--prompt", help="instance prompt for a plain folder (default: the folder's name)")
     parser.add_argument("--preview", default=None, help="PNG to write (default: <source folder>/data_check.png)")
     parser.add_argument("--report", default=None, help="also write the report to this text file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="data config values, e.g. --set enable_bucket=true --set resolution=768")
-    args = parser.parse_args(argv)
+
+
+def register(subparsers) -> None:
+    """`sdft data check` (see sdft/cli.py)."""
+    parser = subparsers.add_parser("check", help="report on a dataset and preview its crops, without training",
+                                   description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.set_defaults(func=run_from_args)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="sdft data check", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         settings = load_data_config(args.source, args.prompt, args.overrides)
