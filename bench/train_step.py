@@ -48,6 +48,7 @@ if str(REPO) not in sys.path:
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from sdft.adapters.lora import count_params, setup_trainable  # noqa: E402
@@ -55,8 +56,8 @@ from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, Optim
 from sdft.models.loading import make_noise_scheduler, prepare_models  # noqa: E402
 from sdft.module import DreamBoothModule  # noqa: E402
 
-CACHE_NOTE = ("cache-latents: bench-side emulation of latent/text-state caching (VAE encode and text encoder "
-              "skipped, text encoder frozen)")
+CACHE_NOTE = ("cache-latents: bench-made batches of latent_dist + encoder_hidden_states, shaped as the DataModule's "
+              "latent/text cache yields them (VAE encoder and text encoder skipped, text encoder frozen)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -159,13 +160,13 @@ def make_batches(n: int, batch: int, resolution: int, vocab: int, seed: int) -> 
 
 @torch.no_grad()
 def cache_batches(batches: list[dict], vae, te, device) -> list[dict]:
-    """What a latent-caching DataModule would yield: scaled VAE latents and text states instead of pixels and ids."""
+    """What the DataModule yields with latents and text outputs cached (sdft/data/cache.py, dataset.py): the VAE
+    encoder's distribution parameters (B, 8, H/8, W/8), sampled each step, and the text states (B, 77, D)."""
     out = []
     for b in batches:
-        pixels = b["pixel_values"].to(device, vae.dtype)
-        latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+        params = vae.encode(b["pixel_values"].to(device, vae.dtype)).latent_dist.parameters
         text = te(b["input_ids"].to(device))[0]
-        out.append({"latents": latents.float().cpu(), "encoder_hidden_states": text.float().cpu(),
+        out.append({"latent_dist": params.float().cpu(), "encoder_hidden_states": text.float().cpu(),
                     "is_prior": b["is_prior"]})
     return out
 
@@ -181,24 +182,6 @@ class ListDataset(torch.utils.data.Dataset):
         return self.batches[i % len(self.batches)]
 
 
-class CachedBatchModule(DreamBoothModule):
-    """DreamBoothModule fed precomputed latents/text states (bench-side emulation; the DataModule will do this)."""
-
-    def diffusion_loss(self, batch: dict):
-        if "latents" not in batch:
-            return super().diffusion_loss(batch)
-        latents = batch["latents"].float()
-        noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                  device=latents.device).long()
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        text = batch["encoder_hidden_states"]
-        pred = self.unet(noisy.to(self.unet.dtype), timesteps, text.to(self.unet.dtype)).sample.float()
-        target = (self.noise_scheduler.get_velocity(latents, noise, timesteps)
-                  if self.noise_scheduler.config.prediction_type == "v_prediction" else noise)
-        return F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)), timesteps
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the bare loop
 # ----------------------------------------------------------------------------------------------------------------
@@ -211,20 +194,27 @@ def autocast_for(precision: str, device: torch.device):
 
 
 def bare_loss(m: SimpleNamespace, batch: dict, device: torch.device) -> torch.Tensor:
-    """The framework's math with no framework: encode, noise, text encoder, U-Net, MSE (all samples are instances)."""
-    if "latents" in batch:
-        latents = batch["latents"].to(device, non_blocking=True).float()
+    """The framework's math with no framework: encode, noise, text encoder, U-Net, MSE (all samples are instances).
+
+    Model dtypes are read once per round (m.unet_dtype, m.vae_dtype): diffusers' ``ModelMixin.dtype`` walks every
+    sub-module on each access, which the framework's step does three times per step.
+    """
+    if "latent_dist" in batch:
+        with torch.no_grad():
+            dist = DiagonalGaussianDistribution(batch["latent_dist"].to(device, m.vae_dtype, non_blocking=True))
+            latents = dist.sample().float() * m.vae.config.scaling_factor
         text = batch["encoder_hidden_states"].to(device, non_blocking=True)
     else:
         with torch.no_grad():
-            pixels = batch["pixel_values"].to(device, m.vae.dtype, non_blocking=True)
+            pixels = batch["pixel_values"].to(device, m.vae_dtype, non_blocking=True)
             latents = (m.vae.encode(pixels).latent_dist.sample() * m.vae.config.scaling_factor).float()
         with torch.set_grad_enabled(m.train_te):
             text = m.text_encoder(batch["input_ids"].to(device, non_blocking=True))[0]
+    latents = latents.contiguous()
     noise = torch.randn_like(latents)
     timesteps = torch.randint(0, m.sched.config.num_train_timesteps, (latents.shape[0],), device=device).long()
     noisy = m.sched.add_noise(latents, noise, timesteps)
-    pred = m.unet(noisy.to(m.unet.dtype), timesteps, text.to(m.unet.dtype)).sample.float()
+    pred = m.unet(noisy.to(m.unet_dtype), timesteps, text.to(m.unet_dtype)).sample.float()
     return F.mse_loss(pred, noise)
 
 
@@ -248,6 +238,7 @@ def sync(device: torch.device) -> None:
 
 def bare_round(m: SimpleNamespace, param_groups, batches, args, device) -> list[float]:
     total = args.warmup + args.steps
+    m.unet_dtype, m.vae_dtype = m.unet.dtype, m.vae.dtype
     opt, sched = make_optimizer(param_groups, m.optim, total)
     params = [p for g in param_groups for p in g["params"]]
     scaler = torch.amp.GradScaler(device.type) if args.precision == "16-mixed" else None
@@ -285,6 +276,11 @@ class StepTimer(L.Callback):
     def __init__(self, warmup: int, total: int, device: torch.device):
         self.warmup, self.total, self.device = warmup, total, device
         self.times: list[tuple[float, float]] = []  # (wall, process CPU) seconds
+        self.modes: dict[str, bool] = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if not self.times:  # the train/eval modes the framework actually trains in
+            self.modes = {name: getattr(module, name).training for name in ("unet", "text_encoder", "vae")}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         n = len(self.times) + 1
@@ -316,13 +312,17 @@ def framework_round(module: DreamBoothModule, batches, args, device) -> list[flo
         )
         loader = torch.utils.data.DataLoader(ListDataset(batches, total), batch_size=None, shuffle=False,
                                              num_workers=0, pin_memory=device.type == "cuda")
+        # Lightning 2.6 never calls module.train() in fit; in a default sdft run the fixed_noise_loss callback's
+        # eval()/train() round trip at train start sets DreamBoothModule's modes (trained parts train, VAE eval).
+        # Do the same here, so the benchmark trains in the modes a default run trains in.
+        module.train()
         trainer.fit(module, train_dataloaders=loader)
         if trainer.global_step != total:
             raise RuntimeError(f"framework ran {trainer.global_step} steps, expected {total}")
     finally:
         module._trainer = None
         shutil.rmtree(root, ignore_errors=True)
-    return timer.times
+    return timer.times, timer.modes
 
 
 def clear_grads(*models) -> None:
@@ -405,10 +405,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="measured steps (after warm-up)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up steps, not measured (>= 1)")
     p.add_argument("--rounds", type=int, default=1,
-                   help="framework/bare pairs to run; the reported figures are medians over rounds")
+                   help="framework/bare pairs to run, alternating which goes first; figures are medians over rounds")
+    p.add_argument("--retry-busy", type=int, default=0,
+                   help="CPU: run a round again (up to this many times) when other processes took the cores")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net (nn.Module.compile, in place)")
     p.add_argument("--cache-latents", action="store_true",
-                   help="feed precomputed latents and text states (emulates the DataModule's caching)")
+                   help="batches of cached latent_dist + text states, computed here as the DataModule's cache "
+                        "computes them; the module's real cached path (no VAE encode, no text encoder)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--flops", choices=["auto", "on", "off"], default="auto", help="count FLOPs (auto: on CUDA)")
     p.add_argument("--peak-tflops", type=float, default=None,
@@ -441,6 +445,8 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     L.seed_everything(args.seed, workers=False, verbose=False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     holder, sched, vocab = build_models(args.model)
@@ -472,9 +478,8 @@ def main(argv=None) -> int:
     if args.flops == "on" or (args.flops == "auto" and device.type == "cuda"):
         for model in (m.unet, m.vae, m.text_encoder):
             model.to(device)
-        m.unet.train()
-        m.text_encoder.train(train_te)
         one = raw_batches[0]
+        m.unet_dtype, m.vae_dtype = m.unet.dtype, m.vae.dtype
         if args.cache_latents:  # VAE encode and text encoder are not run per step then
             one = cache_batches([{k: v[:1] for k, v in one.items()}], m.vae, m.text_encoder, device)[0]
         flops = count_flops_per_image(m, one, device)
@@ -501,32 +506,47 @@ def main(argv=None) -> int:
         torch.cuda.empty_cache()
     build_s = time.perf_counter() - t0
 
-    module = CachedBatchModule(m.unet, m.text_encoder, m.vae, sched, optim, LossConfig(), 1.0, train_te)
+    module = DreamBoothModule(m.unet, m.text_encoder, m.vae, sched, optim, LossConfig(), 1.0, train_te)
     param_groups = module.param_groups()
 
     fw_runs, bare_runs, fw_mem, bare_mem = [], [], [], []
     load_before = loadavg()
     status = "ok"
-    try:
-        for _ in range(args.rounds):
-            with PeakMemory(device) as mem:
-                times = framework_round(module, batches, args, device)
-            fw_runs.append(summarize(times, args.warmup, args.steps, args.batch))
-            fw_mem.append(mem.as_dict())
-            clear_grads(m.unet, m.text_encoder)
-            for model in (m.unet, m.vae, m.text_encoder):
-                model.to(device)  # Lightning's teardown moves the module back to the CPU
-            # the same modes the framework's module sets (DreamBoothModule.train)
-            m.unet.train()
-            m.vae.eval()
-            m.text_encoder.train(train_te)
-            with PeakMemory(device) as mem:
-                times = bare_round(m, param_groups, batches, args, device)
-            bare_runs.append(summarize(times, args.warmup, args.steps, args.batch))
-            bare_mem.append(mem.as_dict())
-            clear_grads(m.unet, m.text_encoder)
-    except torch.cuda.OutOfMemoryError:
-        status = "oom"
+    discarded = []
+    modes = {}
+
+    def run_framework():
+        nonlocal modes
+        with PeakMemory(device) as mem:
+            times, modes = framework_round(module, batches, args, device)
+        clear_grads(m.unet, m.text_encoder)
+        return summarize(times, args.warmup, args.steps, args.batch), mem.as_dict()
+
+    def run_bare():
+        for model in (m.unet, m.vae, m.text_encoder):
+            model.to(device)  # Lightning's teardown moves the module back to the CPU
+        module.train()  # the modes the framework round trains in (see framework_round); they change what
+        # gradient checkpointing and LoRA dropout do
+        with PeakMemory(device) as mem:
+            times = bare_round(m, param_groups, batches, args, device)
+        clear_grads(m.unet, m.text_encoder)
+        return summarize(times, args.warmup, args.steps, args.batch), mem.as_dict()
+
+    while len(fw_runs) < args.rounds:
+        if (len(fw_runs) + len(discarded)) % 2 == 0:  # alternate which goes first, against order effects
+            (fw_run, fw_m), (bare_run, bare_m) = run_framework(), run_bare()
+        else:
+            (bare_run, bare_m), (fw_run, fw_m) = run_bare(), run_framework()
+        busy = device.type == "cpu" and min(fw_run["cpu_util"], bare_run["cpu_util"]) < 0.85 * torch.get_num_threads()
+        if busy and len(discarded) < args.retry_busy:
+            discarded.append({"framework": fw_run, "bare": bare_run})
+            print(f"  round discarded, other processes took the cores (cpu_util {fw_run['cpu_util']}/"
+                  f"{bare_run['cpu_util']} of {torch.get_num_threads()} threads); again", flush=True)
+            continue
+        fw_runs.append(fw_run)
+        fw_mem.append(fw_m)
+        bare_runs.append(bare_run)
+        bare_mem.append(bare_m)
 
     fw = _median_run(fw_runs)
     bare = _median_run(bare_runs)
@@ -540,11 +560,13 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "lightning": L.__version__,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                   if k not in ("out", "verbose", "label")},
+                   if k not in ("out", "verbose", "label", "retry_busy")},
         "adapter_rank": adapter.rank if adapter.kind.value == "lora" else None,
         "train_text_encoder": train_te,
         "trainable_params": trainable,
         "notes": notes,
+        "framework_train_modes": modes,
+        "discarded_busy_rounds": discarded,
         "build_s": round(build_s, 1),
         "loadavg_1min": {"before": load_before, "after": loadavg()},
         "torch_threads": torch.get_num_threads(),
@@ -595,8 +617,6 @@ def human_line(r: dict) -> str:
             f"{' gc' if c['grad_checkpointing'] else ''} {c['optim']} {c['attention']}"
             f"{' compile' if c['compile'] else ''}{' cache-latents' if c['cache_latents'] else ''}"
             f" [{r['device_type']}]")
-    if r["status"] != "ok" and not r["framework"]:
-        return f"{head} | {r['status'].upper()}"
 
     def part(name: str, d: dict) -> str:
         mem = (f"peak {d['peak_alloc_gb']:.2f} GB alloc" if "peak_alloc_gb" in d
@@ -622,5 +642,23 @@ def human_line(r: dict) -> str:
     return " | ".join(parts)
 
 
+def guarded_main(argv=None) -> int:
+    """main(), with CUDA out-of-memory anywhere (model build, caching, FLOP count) reported as a JSON line, exit 3."""
+    try:
+        return main(argv)
+    except torch.cuda.OutOfMemoryError as err:
+        args = parse_args(argv)
+        line = json.dumps({"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "status": "oom",
+                           "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                                      if k not in ("out", "verbose", "label")},
+                           "error": str(err).splitlines()[0]})
+        print(f"{args.model} {args.resolution}px b{args.batch} {args.adapter} {args.precision} | OUT OF MEMORY")
+        print(line)
+        if args.out:
+            with open(args.out, "a") as fh:
+                fh.write(line + "\n")
+        return 3
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded_main())

@@ -28,7 +28,20 @@ class DreamBoothModule(L.LightningModule):
         self.clip_skip = clip_skip
         self.vae_scale = vae.config.scaling_factor
 
-    # -- modes: trained parts train, frozen parts stay in eval (Lightning would otherwise flip them all) --
+    # -- modes: trained parts train, frozen parts stay in eval --
+    def on_fit_start(self) -> None:
+        self.train()  # Lightning 2.6 does not switch modes at fit start; models come out of diffusers in eval
+        # diffusers' ModelMixin.dtype walks every submodule (~4 ms for a U-Net): read it once, not every step
+        self._unet_dtype, self._vae_dtype = self.unet.dtype, self.vae.dtype
+
+    @property
+    def unet_dtype(self) -> torch.dtype:
+        return getattr(self, "_unet_dtype", None) or self.unet.dtype
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return getattr(self, "_vae_dtype", None) or self.vae.dtype
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.vae.eval()
@@ -43,7 +56,7 @@ class DreamBoothModule(L.LightningModule):
     def encode_latents(self, pixels: torch.Tensor, sample: bool = True) -> torch.Tensor:
         """VAE latents (times the scaling factor), fp32; `sample=False` takes the distribution's mean."""
         with torch.no_grad():
-            dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+            dist = self.vae.encode(pixels.to(self.vae_dtype)).latent_dist
             return (dist.sample() if sample else dist.mode()).float() * self.vae_scale
 
     def loss_at(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
@@ -51,7 +64,7 @@ class DreamBoothModule(L.LightningModule):
         """Per-sample MSE (B,) of the U-Net's prediction at the given noise and timesteps."""
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text = input_ids if input_ids.is_floating_point() else self.encode_text(input_ids)  # cached states
-        pred = self.unet(noisy.to(self.unet.dtype), timesteps, text.to(self.unet.dtype)).sample.float()
+        pred = self.unet(noisy.to(self.unet_dtype), timesteps, text.to(self.unet_dtype)).sample.float()
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -62,7 +75,7 @@ class DreamBoothModule(L.LightningModule):
         """Per-sample loss (B,) at random noise and timesteps, and the timesteps used."""
         if "latent_dist" in batch:  # cached by the data module: the VAE encoder's mean and log-variance
             with torch.no_grad():
-                dist = DiagonalGaussianDistribution(batch["latent_dist"].to(self.vae.dtype))
+                dist = DiagonalGaussianDistribution(batch["latent_dist"].to(self.vae_dtype))
                 latents = dist.sample().float() * self.vae_scale
         else:
             latents = self.encode_latents(batch["pixel_values"])

@@ -234,13 +234,15 @@ def run(cfg: DictConfig | dict) -> dict:
     for phase_cfg in phases:
         parts = prepare(phase_cfg, pipe, previous)
         summaries.append(fit(parts))
-        write_json(parts.out_dir / phase_cfg.phase.name / "summary.json", summaries[-1])
+        if parts.trainer.is_global_zero:  # under DDP every rank runs this; only rank 0 writes
+            write_json(parts.out_dir / phase_cfg.phase.name / "summary.json", summaries[-1])
         pipe, previous = parts.pipe, phase_cfg.phase.name
     if len(summaries) == 1:
         summary = summaries[0]
     else:
         summary = {"name": cfg.name, "phases": summaries,
                    "train_seconds": round(sum(s["train_seconds"] for s in summaries), 2)}
-    write_json(out_dir / "summary.json", summary)
+    if parts.trainer.is_global_zero:
+        write_json(out_dir / "summary.json", summary)
     log.info("Done in %.1f s. Summary: %s", summary["train_seconds"], out_dir / "summary.json")
     return summary

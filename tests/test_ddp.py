@@ -17,7 +17,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from hydra import compose, initialize_config_dir
 from safetensors import safe_open
 
@@ -74,16 +73,8 @@ def lora_layout(path: Path) -> tuple[dict, dict]:
     return layout, meta
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    from sdft.models.tiny import ensure_tiny_model
-
-    root = tmp_path_factory.mktemp("cache")
-    ensure_tiny_model(root)  # built once here, so the two ranks only read it
-    return root
-
-
-def test_ddp_two_cpu_processes_write_the_same_lora_file(tmp_path, cache):
+def test_ddp_two_cpu_processes_write_the_same_lora_file(tmp_path, tiny_cache):
+    cache = tiny_cache  # conftest: the tiny model, built once, so the two ranks only read it
     # single process, in this process
     from sdft.train import run
 

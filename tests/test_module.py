@@ -82,3 +82,19 @@ def test_wandb_offline_run_writes_its_folder(fast_config, tmp_path, monkeypatch)
     run(fast_config("logger=wandb", "callbacks.validation_seeds=[0]"))
     runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_trained_parts_are_in_train_mode_during_fit(fast_config):
+    """Lightning 2.6 does not call module.train() at fit start; the module must do it itself."""
+    import lightning as L
+
+    class Probe(L.Callback):
+        modes = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.modes.append((module.unet.training, module.text_encoder.training, module.vae.training))
+
+    parts = prepare(fast_config("callbacks.fixed_noise_loss=false", "callbacks.validation_seeds=[]"))
+    parts.trainer.callbacks.append(Probe())
+    parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    assert Probe.modes and all(m == (True, True, False) for m in Probe.modes)

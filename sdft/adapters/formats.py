@@ -26,7 +26,10 @@ def _adapter_state(model: nn.Module) -> tuple[dict | None, dict | None]:
     if not has_lora(model):
         return None, None
     state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME).items()}
-    return state, model.peft_config[ADAPTER_NAME].to_dict()
+    meta = model.peft_config[ADAPTER_NAME].to_dict()
+    if isinstance(meta.get("target_modules"), (set, frozenset)):  # same file bytes in every process (set order varies)
+        meta["target_modules"] = sorted(meta["target_modules"])
+    return state, meta
 
 
 def save_lora(unet: nn.Module, text_encoder: nn.Module, path: str | os.PathLike) -> Path:
