@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -91,3 +92,14 @@ def tiny_pipe_factory(tiny_cache):
         return load_pipeline(ModelConfig(path="tiny", cache_dir=str(tiny_cache)))
 
     return make
+
+
+def render(pipe, prompt: str = "photo of sks person") -> np.ndarray:
+    """A 64 px, 2-step, seed-0 image as a float array: the tests' way to compare two pipelines' outputs."""
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(prompt, num_inference_steps=2, height=64, width=64, output_type="np",
+                generator=torch.Generator().manual_seed(0)).images
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import compose_config, render
 from sdft.adapters.formats import save_lora
 from sdft.adapters.lora import count_params, setup_trainable
 from sdft.config import AdapterConfig
@@ -16,6 +16,7 @@ from sdft.errors import ConfigError
 
 ATTN = {"to_q", "to_k", "to_v", "to_out.0"}
 TE_ATTN = {"q_proj", "k_proj", "v_proj", "out_proj"}
+
 
 
 def lora_module_names(model) -> set[str]:
@@ -88,10 +89,6 @@ def perturb_lora(model, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
 
 
-def render(pipe) -> np.ndarray:
-    return pipe("photo of sks character", num_inference_steps=2, height=64, width=64, output_type="np",
-                generator=torch.Generator().manual_seed(0)).images
-
 
 @pytest.mark.parametrize("preset,train_te,alpha", [
     ("lora_attn", True, None),
@@ -105,12 +102,10 @@ def test_saved_lora_reproduces_outputs_in_diffusers(preset, train_te, alpha, tin
     setup_trainable(pipe.unet, pipe.text_encoder, cfg)
     perturb_lora(pipe.unet, 1)
     perturb_lora(pipe.text_encoder, 2)
-    pipe.set_progress_bar_config(disable=True)
     trained = render(pipe)
     path = save_lora(pipe.unet, pipe.text_encoder, tmp_path / "lora.safetensors")
 
     fresh = tiny_pipe_factory()
-    fresh.set_progress_bar_config(disable=True)
     base = render(fresh)
     fresh.load_lora_weights(str(path))
     loaded = render(fresh)

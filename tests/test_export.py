@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from conftest import render, max_diff
 from sdft.adapters.extract import extract_file
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import kohya_metadata, save_kohya_lora
@@ -25,14 +25,6 @@ from sdft.train import run
 EXACT = 1e-4  # fp32 merge + single-file round trip: measured ~3e-6
 
 
-def render(pipe) -> np.ndarray:
-    pipe.set_progress_bar_config(disable=True)
-    return pipe("photo of sks person", num_inference_steps=2, height=64, width=64, output_type="np",
-                generator=torch.Generator().manual_seed(0)).images
-
-
-def diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max())
 
 
 def from_single_file(path: Path, config: Path) -> StableDiffusionPipeline:
@@ -71,14 +63,14 @@ def test_two_weighted_loras_to_single_file_and_folder(tiny_dir, tiny_pipe_factor
     reference.load_lora_weights(str(second), adapter_name="b")
     reference.set_adapters(["a", "b"], adapter_weights=[0.7, -0.4])
     want = render(reference)
-    assert diff(want, render(tiny_pipe_factory())) > 1e-2
+    assert max_diff(want, render(tiny_pipe_factory())) > 1e-2
 
     single, folder = tmp_path / "merged.safetensors", tmp_path / "merged"
     code = cli(["export", "--base", "tiny", "--lora", f"{first}:0.7", "--lora", f"{second}:-0.4",
                 "--single-file", str(single), "--diffusers", str(folder), "--dtype", "fp32"])
     assert code == 0
-    assert diff(render(from_single_file(single, tiny_dir)), want) <= EXACT
-    assert diff(render(from_folder(folder)), want) <= EXACT
+    assert max_diff(render(from_single_file(single, tiny_dir)), want) <= EXACT
+    assert max_diff(render(from_folder(folder)), want) <= EXACT
 
     # the single file is a base too (with --config), and fp16 output is fp16
     half = tmp_path / "half.safetensors"
@@ -86,7 +78,7 @@ def test_two_weighted_loras_to_single_file_and_folder(tiny_dir, tiny_pipe_factor
     with safe_open(str(half), framework="pt") as f:
         keys = list(f.keys())
         assert f.get_tensor(next(k for k in keys if k.startswith("model.diffusion_model."))).dtype == torch.float16
-    assert diff(render(from_single_file(half, tiny_dir)), want) <= 1e-2
+    assert max_diff(render(from_single_file(half, tiny_dir)), want) <= 1e-2
 
 
 def test_full_dreambooth_run_folder_exports_and_extracts(fast_config, tiny_dir, tiny_pipe_factory, tmp_path):
@@ -96,7 +88,7 @@ def test_full_dreambooth_run_folder_exports_and_extracts(fast_config, tiny_dir, 
     want = render(trained)
     single = tmp_path / "dreambooth.safetensors"
     assert cli(["export", "--base", str(run_dir), "--single-file", str(single), "--dtype", "fp32"]) == 0
-    assert diff(render(from_single_file(single, tiny_dir)), want) <= EXACT
+    assert max_diff(render(from_single_file(single, tiny_dir)), want) <= EXACT
 
     # a LoRA extracted from the run at full rank: what the U-Net learnt, except its biases and norms
     lora = tmp_path / "extracted.safetensors"
@@ -104,9 +96,9 @@ def test_full_dreambooth_run_folder_exports_and_extracts(fast_config, tiny_dir, 
     assert not report.text_encoder  # the run did not train the text encoder
     assert report.overall > 0.999 and any(".bias" in name for name in report.not_extracted)
     pipe = tiny_pipe_factory()
-    base_error = diff(render(pipe), want)
+    base_error = max_diff(render(pipe), want)
     pipe.load_lora_weights(str(lora))
-    assert diff(render(pipe), want) < 0.5 * base_error
+    assert max_diff(render(pipe), want) < 0.5 * base_error
 
 
 def test_ckpt_output_needs_the_flag_and_warns(tiny_dir, tmp_path, capsys):
@@ -116,7 +108,7 @@ def test_ckpt_output_needs_the_flag_and_warns(tiny_dir, tmp_path, capsys):
     with pytest.warns(UserWarning, match="pickle"):
         assert cli(["export", "--base", "tiny", "--single-file", str(ckpt), "--ckpt", "--dtype", "fp32"]) == 0
     pipe = from_single_file(ckpt, tiny_dir)
-    assert diff(render(pipe), render(from_folder(tiny_dir))) <= EXACT
+    assert max_diff(render(pipe), render(from_folder(tiny_dir))) <= EXACT
 
 
 def test_errors_are_one_line_messages(tmp_path, capsys):

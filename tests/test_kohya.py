@@ -15,6 +15,7 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from conftest import render
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import (
     LoraFormatError,
@@ -38,16 +39,6 @@ PRESETS = {  # conf/adapter/*.yaml target groups
 RANK, ALPHA = 4, 2.0  # alpha != rank: a file that drops alpha is caught
 FP16_TOL = 1e-3  # fp16 LoRA weights: measured <= 3e-5 on the tiny model
 
-
-def render(pipe) -> np.ndarray:
-    return pipe(
-        "photo of sks person",
-        num_inference_steps=2,
-        height=64,
-        width=64,
-        output_type="np",
-        generator=torch.Generator().manual_seed(0),
-    ).images
 
 
 @functools.cache

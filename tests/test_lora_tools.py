@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from conftest import render, max_diff
 from sdft.adapters.extract import extract_lora
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import (
@@ -34,14 +33,6 @@ from sdft.models.text import text_states
 EXACT = 1e-5  # fp32 round trips: measured <= 3e-6 on the tiny model
 
 
-def render(pipe) -> np.ndarray:
-    pipe.set_progress_bar_config(disable=True)
-    return pipe("photo of sks person", num_inference_steps=2, height=64, width=64, output_type="np",
-                generator=torch.Generator().manual_seed(0)).images
-
-
-def diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max())
 
 
 def seeded_lora(pipe, rank: int, alpha: float, decay: bool = False, seed: int = 0):
@@ -77,7 +68,7 @@ def test_import_then_continue_training(tiny_pipe_factory, tmp_path):
         pipe = tiny_pipe_factory()
         info = load_lora_into(pipe.unet, pipe.text_encoder, path)
         assert info.ranks == {"unet": [4], "text_encoder": [4]} and info.alphas["unet"] == [2.0], fmt
-        assert diff(render(pipe), want) <= EXACT, fmt
+        assert max_diff(render(pipe), want) <= EXACT, fmt
 
     # continue training the imported (kohya) LoRA: only LoRA parameters move
     trainable = [n for n, p in [*pipe.unet.named_parameters(), *pipe.text_encoder.named_parameters()]
@@ -106,11 +97,11 @@ def test_import_then_continue_training(tiny_pipe_factory, tmp_path):
     assert all(torch.equal(after[n], v) for n, v in frozen.items())
     pipe.unet.eval()
     trained = render(pipe)
-    assert diff(trained, want) > 1e-3
+    assert max_diff(trained, want) > 1e-3
     saved = save_kohya_lora(pipe.unet, pipe.text_encoder, tmp_path / "continued.safetensors", {})
     again = tiny_pipe_factory()
     again.load_lora_weights(str(saved))
-    assert diff(render(again), trained) <= EXACT
+    assert max_diff(render(again), trained) <= EXACT
 
 
 def test_import_keeps_per_module_ranks_and_alphas(tiny_pipe_factory, tmp_path):
@@ -187,9 +178,9 @@ def test_resize_keeps_most_of_the_norm_and_exact_at_same_rank(tiny_pipe_factory,
     ours = tiny_pipe_factory()
     load_lora_into(ours.unet, ours.text_encoder, tmp_path / "r4.safetensors")
     got = render(resized)
-    assert diff(got, render(ours)) <= EXACT
+    assert max_diff(got, render(ours)) <= EXACT
     base = render(tiny_pipe_factory())
-    assert diff(got, want) < 0.15 * diff(base, want), (diff(got, want), diff(base, want))  # the rank-8 LoRA's effect
+    assert max_diff(got, want) < 0.15 * max_diff(base, want), (max_diff(got, want), max_diff(base, want))  # the rank-8 LoRA's effect
 
 
 def test_resize_dynamic_rank_loads_everywhere(tiny_pipe_factory, tmp_path):
@@ -202,7 +193,7 @@ def test_resize_dynamic_rank_loads_everywhere(tiny_pipe_factory, tmp_path):
     theirs, ours = tiny_pipe_factory(), tiny_pipe_factory()
     theirs.load_lora_weights(str(tmp_path / "dyn.safetensors"))
     load_lora_into(ours.unet, ours.text_encoder, tmp_path / "dyn.safetensors")
-    assert diff(render(theirs), render(ours)) <= EXACT
+    assert max_diff(render(theirs), render(ours)) <= EXACT
 
 
 # ------------------------------------------------------------------------------------------------------ extract
@@ -248,7 +239,7 @@ def test_extract_from_a_fine_tune(tiny_pipe_factory, tmp_path, capsys):
     assert json.loads(meta["ss_network_args"])["conv_dim"] == "256" and "sshs_model_hash" in meta
     loaded = tiny_pipe_factory()
     loaded.load_lora_weights(str(out))
-    assert diff(render(loaded), want) <= 1e-4, diff(render(loaded), want)
+    assert max_diff(render(loaded), want) <= 1e-4, max_diff(render(loaded), want)
 
     # low rank: approximate; text encoder left out when it is unchanged
     tuned_unet = type(base).from_pretrained(tmp_path / "tuned_unet", local_files_only=True)
@@ -259,5 +250,5 @@ def test_extract_from_a_fine_tune(tiny_pipe_factory, tmp_path, capsys):
     low = tiny_pipe_factory()
     write_kohya_file(to_kohya(unet_sd, None, 2.0, 2.0, alphas=alphas), tmp_path / "low.safetensors", {})
     low.load_lora_weights(str(tmp_path / "low.safetensors"))
-    assert diff(render(low), unet_only) < 0.3 * diff(base_image, unet_only)
+    assert max_diff(render(low), unet_only) < 0.3 * max_diff(base_image, unet_only)
     assert load_kohya_lora(tmp_path / "low.safetensors")[1] == {}

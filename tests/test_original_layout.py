@@ -16,6 +16,7 @@ from diffusers.loaders.single_file_utils import (
 )
 from safetensors.torch import load_file
 
+from conftest import render
 from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterConfig
 from sdft.models.original_layout import (
@@ -47,16 +48,6 @@ def load_single(path: Path, model_dir: Path) -> StableDiffusionPipeline:
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
-
-def render(pipe: StableDiffusionPipeline) -> np.ndarray:
-    return pipe(
-        "photo of sks person",
-        num_inference_steps=2,
-        height=64,
-        width=64,
-        output_type="np",
-        generator=torch.Generator().manual_seed(0),
-    ).images
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, FP16_TOL)], ids=["fp32", "fp16"])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import render
 from sdft.adapters.lora import adapter_names
 from sdft.errors import ConfigError
 from sdft.phases import phase_configs
@@ -17,6 +18,7 @@ TWO_PHASES = [
     "prior=none", "callbacks.validation_seeds=[]", "logger=none",
     "phases.0.overrides.optim.lr=1e-2", "phases.1.overrides.optim.lr=1e-2",
 ]
+
 
 
 def train_phases(fast_config, *overrides):
@@ -33,11 +35,6 @@ def train_phases(fast_config, *overrides):
 def trainable_adapters(model) -> set[str]:
     return {n.split(".lora_A.")[1].split(".")[0] for n, p in model.named_parameters() if ".lora_A." in n and p.requires_grad}
 
-
-def render(pipe) -> np.ndarray:
-    pipe.set_progress_bar_config(disable=True)
-    return pipe("photo of sks character", num_inference_steps=2, height=64, width=64, output_type="np",
-                generator=torch.Generator().manual_seed(0)).images
 
 
 def load_both(tiny_pipe_factory, summaries, weights=(1.0, 1.0)):
