@@ -1,0 +1,1 @@
+"""The toy world: a synthetic captioned dataset, its detector, and the pretrained toy base model (`model=toy`)."""

@@ -1,0 +1,83 @@
+"""Step 1 of the toy pretraining: train the toy VAE, then write the start pipeline for the project's trainer.
+
+Hand-written on purpose: the project's trainer (sdft/train.py, sdft/module.py) trains a U-Net and text encoder on a
+frozen VAE's latents; it has no autoencoder objective. This loop is the whole VAE recipe (reconstruction MSE + L1 and a
+small KL term on freshly drawn toy scenes), a few minutes on one CPU thread.
+
+    python -m sdft.toy.train_vae --out outputs/toy_init --steps 900
+
+The output folder is a diffusers pipeline (trained VAE, random U-Net and text encoder, the toy tokenizer) that
+`+experiment=pretrain_toy` starts from (step 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sdft.models.tokenizer_vocab import write_vocab_files
+from sdft.toy.arch import TOY_WORDS, init_pipeline, toy_vae
+from sdft.toy.world import random_scene, render
+
+
+def batch(rng: random.Random, size: int) -> torch.Tensor:
+    """`size` fresh toy scenes in [-1, 1], (B, 3, 32, 32)."""
+    arrays = [np.asarray(render(random_scene(rng), seed=rng.randrange(1 << 30)), dtype=np.float32) for _ in range(size)]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def train_vae(steps: int, batch_size: int = 32, lr: float = 1e-3, kl_weight: float = 1e-6, seed: int = 0):
+    """Train the toy VAE; returns it with `scaling_factor` set to 1 / std of the latents, and the loss history."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    vae = toy_vae().train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    history = []
+    for step in range(steps):
+        x = batch(rng, batch_size)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        rec = (recon - x).pow(2).mean() + 0.5 * (recon - x).abs().mean()
+        loss = rec + kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append(float(rec))
+        if step % 50 == 0 or step == steps - 1:
+            print(f"vae step {step}: reconstruction loss {float(rec):.4f}", flush=True)
+    vae.eval()
+    with torch.no_grad():
+        z = torch.cat([vae.encode(batch(rng, 64)).latent_dist.mode() for _ in range(4)])
+    vae.register_to_config(scaling_factor=round(1.0 / float(z.std()), 5))
+    return vae, history
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train the toy VAE and write the pretraining start pipeline.")
+    ap.add_argument("--out", default="outputs/toy_init")
+    ap.add_argument("--steps", type=int, default=900)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    vae, history = train_vae(args.steps, args.batch_size)
+    out = Path(args.out)
+    init_pipeline(vae).save_pretrained(out, safe_serialization=True)
+    write_vocab_files(out / "tokenizer", TOY_WORDS)
+    (out / "vae_history.json").write_text(json.dumps({"reconstruction_loss": history,
+                                                      "seconds": round(time.time() - start, 1)}))
+    print(f"VAE trained in {time.time() - start:.0f} s (final loss {history[-1]:.4f}); start pipeline in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
