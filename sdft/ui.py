@@ -1,0 +1,197 @@
+"""`sdft ui`: a Gradio app on localhost for txt2img / img2img with LoRAs, over one loaded base model.
+
+Layout: prompt and negative prompt on top; on the left the txt2img / img2img tabs (each with its Generate button),
+the sampling settings and the LoRA panel (lines of `PATH[:WEIGHT]`, a folder scan into a dropdown, a check that loads
+them now); on the right the gallery of the images just made, their A1111 parameters and where they were saved.
+The logic lives in sdft/ui_session.py; this file is layout, error display and the command. Errors meant for people
+(`SdftError`: a bad path, a LoRA that does not fit the base, bad sizes) appear as a message in the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+from sdft.config import TINY_MODEL, ModelConfig
+from sdft.errors import SdftError
+from sdft.generate import DEFAULT_SCHEDULER, DTYPES, SCHEDULERS, Generator
+from sdft.ui_session import UiSession, find_loras, format_lora_lines, parse_lora_lines
+
+log = logging.getLogger(__name__)
+
+def _gradio():
+    """Import gradio with its telemetry and update check off (nothing may call out of the machine)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    import gradio as gr
+
+    return gr
+
+
+def for_people(fn):
+    """Show `SdftError`s as a readable message in the page (gr.Error) instead of a generic failure."""
+    gr = _gradio()
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SdftError as err:
+            raise gr.Error(str(err), print_exception=False) from err
+
+    return wrapper
+
+
+def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = "outputs"):
+    """The gr.Blocks of one session (not launched)."""
+    gr = _gradio()
+    gen = session.generator
+    width, height = gen.default_size()
+    schedulers = [(f"{a1111} ({name})", name) for name, (_, _, a1111) in SCHEDULERS.items()]
+
+    def outputs_of(render):
+        gallery = [(str(path), f"seed {seed}") for path, seed in zip(render.files, render.seeds)]
+        names = ", ".join(path.name for path in render.files)
+        saved = f"Saved {len(render.files)} image(s) to `{session.out_dir}`: {names}"
+        return gallery, render.infotexts, render.infotexts[0] if render.infotexts else "", saved, session.lora_status()
+
+    @for_people
+    def txt2img(prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text):
+        return outputs_of(session.generate(
+            prompt=prompt, negative_prompt=negative, scheduler=scheduler, steps=steps, guidance=guidance, width=w,
+            height=h, seed=seed, batch_size=batch_size, batch_count=batch_count, lora_text=lora_text))
+
+    @for_people
+    def img2img(init, strength, prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count,
+                lora_text):
+        if init is None:
+            raise gr.Error("img2img needs an init image: drop one into the img2img tab.")
+        return outputs_of(session.generate(
+            prompt=prompt, negative_prompt=negative, scheduler=scheduler, steps=steps, guidance=guidance, width=w,
+            height=h, seed=seed, batch_size=batch_size, batch_count=batch_count, lora_text=lora_text,
+            init_image=init, strength=strength))
+
+    @for_people
+    def scan(folder):
+        found = find_loras(folder)
+        if not found:
+            gr.Warning(f"No LoRA (.safetensors) found under {folder}.")
+        root = Path(folder).expanduser()
+        choices = [(str(Path(path).relative_to(root)), path) for path in found]  # shown short, newest first
+        return gr.Dropdown(choices=choices, value=found[0] if found else None)
+
+    def show_selected(infotexts, evt: gr.SelectData):
+        return infotexts[evt.index] if infotexts and 0 <= evt.index < len(infotexts) else ""
+
+    show_selected.__annotations__["evt"] = gr.SelectData  # gradio finds event data by the real type, not a string
+
+    with gr.Blocks(title=f"sdft — {gen.model_name}", analytics_enabled=False) as app:
+        gr.Markdown(f"## sdft — `{gen.model_name}`\nImages are saved to `{session.out_dir}` with their A1111 "
+                    "parameters; LoRAs switch without reloading the base model.")
+        with gr.Row():
+            prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="prompt")
+            negative = gr.Textbox(label="Negative prompt", lines=3, scale=2, elem_id="negative-prompt")
+        with gr.Row():
+            with gr.Column(scale=1):
+                with gr.Tabs():
+                    with gr.Tab("txt2img", id="txt2img"):
+                        run_txt = gr.Button("Generate", variant="primary", elem_id="generate")
+                    with gr.Tab("img2img", id="img2img"):
+                        init = gr.Image(label="Init image", type="pil", sources=["upload", "clipboard"],
+                                        elem_id="init-image", height=256)
+                        strength = gr.Slider(0.01, 1.0, value=0.75, step=0.01, label="Denoising strength")
+                        run_img = gr.Button("Generate img2img", variant="primary", elem_id="generate-img2img")
+                with gr.Accordion("Sampling", open=True):
+                    scheduler = gr.Dropdown(schedulers, value=DEFAULT_SCHEDULER, label="Scheduler")
+                    with gr.Row():
+                        steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps")
+                        guidance = gr.Slider(1.0, 30.0, value=7.5, step=0.5, label="CFG scale")
+                    with gr.Row():
+                        w = gr.Slider(64, 2048, value=width, step=8, label="Width")
+                        h = gr.Slider(64, 2048, value=height, step=8, label="Height")
+                    with gr.Row():
+                        seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
+                        batch_size = gr.Slider(1, 16, value=1, step=1, label="Batch size")
+                        batch_count = gr.Slider(1, 16, value=1, step=1, label="Batch count")
+                with gr.Accordion("LoRAs", open=True):
+                    lora_text = gr.Textbox(value=format_lora_lines(parse_lora_lines("\n".join(loras))), lines=3,
+                                           label="LoRAs, one per line: PATH[:WEIGHT]", elem_id="loras",
+                                           placeholder="outputs/run/face/lora:0.8\ndownloads/style.safetensors:0.5")
+                    with gr.Row():
+                        folder = gr.Textbox(value=lora_dir, label="Find LoRAs under", scale=3)
+                        scan_btn = gr.Button("Scan", scale=1)
+                    with gr.Row():
+                        found = gr.Dropdown([], label="Found LoRAs", allow_custom_value=True, scale=3)
+                        weight = gr.Number(value=1.0, label="Weight", scale=1)
+                        add_btn = gr.Button("Add", scale=1)
+                    check_btn = gr.Button("Load / check LoRAs")
+                    status = gr.Markdown(session.lora_status(), elem_id="lora-status")
+            with gr.Column(scale=1):
+                gallery = gr.Gallery(label="Images", columns=4, type="filepath", format="png", interactive=False,
+                                     elem_id="gallery", height=420)
+                infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id="infotext")
+                saved = gr.Markdown(elem_id="saved")
+        infotexts = gr.State([])
+
+        settings = [prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text]
+        results = [gallery, infotexts, infotext, saved, status]
+        run_txt.click(txt2img, settings, results)
+        prompt.submit(txt2img, settings, results)
+        run_img.click(img2img, [init, strength, *settings], results)
+        gallery.select(show_selected, infotexts, infotext)
+        scan_btn.click(scan, folder, found)
+        add_btn.click(for_people(session.add_lora), [lora_text, found, weight], lora_text)
+        check_btn.click(for_people(session.check_loras), lora_text, status)
+    return app
+
+
+def launch(app, session: UiSession, *, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True):
+    """Serve `app` locally (never a share link); block=False returns (app, url, None) at once, the server running
+    in a thread (`app.close()` stops it)."""
+    session.out_dir.mkdir(parents=True, exist_ok=True)
+    return app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True,
+                      prevent_thread_lock=not block, allowed_paths=[str(session.out_dir.resolve())],
+                      ssr_mode=False, mcp_server=False, quiet=True)
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+
+
+def register(subparsers) -> None:
+    """sdft.cli hook: `sdft ui ...`."""
+    parser = subparsers.add_parser("ui", help="a local web UI: txt2img / img2img with LoRAs",
+                                   description="A Gradio app on localhost over one loaded base model.")
+    add = parser.add_argument
+    add("--model", "-m", default=TINY_MODEL,
+        help="tiny, a hub id, a diffusers folder (also a merged/full DreamBooth output) or a single-file checkpoint")
+    add("--model-config", default=None, help="single files: diffusers folder or hub id of the same architecture")
+    add("--vae", default=None, help="replace the VAE (hub id, folder or single file)")
+    add("--allow-pickle", action="store_true", help="allow .ckpt/.pt model files (pickle: only files you trust)")
+    add("--offline", action="store_true", help="never touch the network (also HF_HUB_OFFLINE=1)")
+    add("--lora", action="append", default=[], metavar="PATH[:WEIGHT]", help="LoRAs listed at start; repeatable")
+    add("--lora-dir", default="outputs", help="the folder the LoRA scan starts in")
+    add("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it to your network)")
+    add("--port", type=int, default=7860)
+    add("--out", "-o", default="outputs/ui", help="output folder for the images")
+    add("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    add("--dtype", default=None, choices=list(DTYPES), help="default: fp16 on CUDA, fp32 on CPU")
+    parser.set_defaults(func=run_from_args)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Load the base once, build the app and serve it until interrupted."""
+    parse_lora_lines("\n".join(args.lora))  # a malformed --lora fails before the model loads
+    cfg = ModelConfig(path=args.model, config=args.model_config, vae=args.vae, allow_pickle=args.allow_pickle,
+                      local_files_only=args.offline)
+    generator = Generator(cfg, device=args.device, dtype=DTYPES[args.dtype] if args.dtype else None)
+    session = UiSession(generator, Path(args.out))
+    if args.lora:
+        session.check_loras("\n".join(args.lora))  # a bad --lora fails now, with the same message as in the page
+    app = build_app(session, loras=args.lora, lora_dir=args.lora_dir)
+    _, url, _ = launch(app, session, host=args.host, port=args.port, block=False)
+    print(f"sdft ui: {url} (model {generator.model_name}; images go to {session.out_dir}). Ctrl+C stops it.", flush=True)
+    app.block_thread()
+    return 0
