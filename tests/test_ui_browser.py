@@ -120,6 +120,8 @@ def test_generate_in_the_browser_shows_and_saves_the_image(served, page, tmp_pat
     assert text.startswith("photo of sks dog\nSteps: 2, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 1234, ")
     assert "Size: 64x64, Model: tiny" in text
     page.wait_for_function("document.querySelector('#infotext textarea').value.includes('Seed: 1234')")
+    page.locator("#gallery img").nth(1).click()  # selecting an image shows its own parameters
+    page.wait_for_function("document.querySelector('#infotext textarea').value.includes('Seed: 1235')")
 
     # a LoRA from the scan, at 0.5: the same base pipeline renders it
     pipe = session.generator.pipe
