@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +20,6 @@ from sdft.errors import SdftError
 from sdft.generate import DEFAULT_SCHEDULER, DTYPES, SCHEDULERS, Generator
 from sdft.ui_session import UiSession, find_loras, format_lora_lines, parse_lora_lines
 
-log = logging.getLogger(__name__)
 
 def _gradio():
     """Import gradio with its telemetry and update check off (nothing may call out of the machine)."""

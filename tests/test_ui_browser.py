@@ -89,7 +89,7 @@ def _gallery_images(page, count: int) -> list[Image.Image]:
 
 
 def _wait_files(folder: Path, count: int, page) -> list[Path]:
-    page.wait_for_function(f"() => document.querySelectorAll('#gallery img').length > 0")
+    page.wait_for_function("() => document.querySelectorAll('#gallery img').length > 0")
     for _ in range(100):
         files = sorted(folder.glob("*.png"))
         if len(files) >= count:
