@@ -14,7 +14,7 @@ import sys
 
 # group (None: top level) -> (help, modules with register(subparsers))
 COMMANDS: dict[str | None, tuple[str, list[str]]] = {
-    None: ("", ["sdft.generate", "sdft.export", "sdft.ui"]),
+    None: ("", ["sdft.generate", "sdft.export", "sdft.ui", "sdft.evaluation.evaluate"]),
     "lora": ("LoRA file tools: resize, extract", ["sdft.adapters.resize", "sdft.adapters.extract"]),
     "data": ("Dataset tools: check", ["sdft.data.check"]),
 }

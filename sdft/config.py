@@ -240,6 +240,29 @@ class CallbacksConfig:
 
 
 @dataclass
+class EvalConfig:
+    """`sdft eval` and the compare report: what is generated and which feature models score it (docs/eval.md)."""
+
+    label: Optional[str] = None  # the run's name in reports (default: the run name, or the phase name)
+    prompts: str = "live"  # DreamBooth's 25 prompts: live | object; or a text file, one prompt a line ({identifier} {cls})
+    num_prompts: Optional[int] = None  # spread over the list (keeps all three kinds); None: all
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3])  # images per prompt: one per seed
+    class_images: int = 8  # class-prompt generations (seeds 0..N-1) for PRES and DIV
+    steps: int = 25
+    guidance: float = 7.5
+    scheduler: str = "dpmpp_2m_karras"  # any name of sdft generate --scheduler
+    resolution: Optional[int] = None  # default: data.resolution
+    identifier: Optional[str] = None  # default: data.trigger, else the instance prompt's word absent from the class prompt
+    class_noun: Optional[str] = None  # default: the class prompt's last word
+    clip_model: str = "auto"  # hub id or folder (CLIP-I, CLIP-T); tiny: offline random; auto: tiny for model=tiny, else B/32
+    dino_model: str = "auto"  # hub id or folder (DINO, PRES, DIV); tiny: offline random; auto: tiny, else dino-vits16
+    drift_prompts: int = 8  # class prompts for language drift (the class prompt + eval prompts without the identifier)
+    timing_images: int = 2  # images timed per inference setting (after one warm-up image)
+    grid_prompts: int = 4  # prompts (rows) in the compare report's side-by-side grid
+    device: Optional[str] = None  # default: cuda when available
+
+
+@dataclass
 class SdftConfig:
     """The whole run."""
 
@@ -257,6 +280,7 @@ class SdftConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def register_configs() -> None:
