@@ -17,7 +17,7 @@ from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterKind, LoggerKind
 from sdft.loggers import make_logger
 
-GROUPS = ["model", "data", "adapter", "phase", "prior", "optim", "trainer", "logger", "callbacks"]
+GROUPS = ["model", "data", "adapter", "phase", "prior", "optim", "trainer", "logger", "callbacks", "eval"]
 GROUP_OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 

@@ -66,7 +66,7 @@ def run_targets(run_dir: str | Path, phase: str | None = None, all_phases: bool 
             base_phases = chain = base_phases + [(s, phase_cfg)]
         else:
             if start in ("stack", "merge"):
-                init = phase_cfg.phase.get("init_lora")
+                init = OmegaConf.select(phase_cfg, "phase.init_lora")
                 loras = (loras or ([init] if init else [])) + [output]
                 chain = chain + [(s, phase_cfg)]
             elif start == "continue":

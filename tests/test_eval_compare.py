@@ -1,0 +1,56 @@
+"""+experiment=compare: the variants compose as meant, and the multirun writes the whole report on the tiny model."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT, compose_config
+from sdft.config import AdapterKind
+from sdft.phases import phase_configs
+from sdft.train import as_config
+
+
+def test_variants_compose_with_one_budget():
+    kinds = {}
+    for variant in ("lora_attn", "lora_attn_ff", "dreambooth"):
+        cfg = as_config(compose_config(["+experiment=compare", "model=tiny", f"variant={variant}", "trainer.max_steps=7"]))
+        phases = phase_configs(cfg)
+        kinds[variant] = [(p.phase.name, p.adapter.kind, tuple(p.adapter.unet_targets)) for p in phases]
+        assert all(p.trainer.max_steps == 7 and p.seed == cfg.seed and p.prior.enabled for p in phases)
+        assert cfg.eval.label == variant
+    assert kinds["lora_attn"] == [("main", AdapterKind.lora, ("attn1", "attn2"))]
+    assert kinds["lora_attn_ff"] == [("main", AdapterKind.lora, ("attn1", "attn2", "ff"))]
+    assert kinds["dreambooth"] == [("dreambooth", AdapterKind.full, ()),
+                                   ("dreambooth_lora", AdapterKind.lora, ("attn1", "attn2"))]
+
+
+@pytest.mark.slow
+def test_compare_multirun_writes_the_report(tiny_cache, tmp_path):
+    cmd = [sys.executable, "train.py", "+experiment=compare", "model=tiny", f"model.cache_dir={tiny_cache}",
+           "trainer.max_steps=2", "trainer.enable_progress_bar=false", "logger=none", "prior.num_class_images=2",
+           "prior.generation_steps=2", f"data.class_dir={tmp_path / 'class'}", "eval.num_prompts=2", "eval.steps=2",
+           "eval.class_images=2", "eval.drift_prompts=2", "eval.timing_images=1", f"hydra.sweep.dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = tmp_path / "report"
+    rows = {r["label"]: r for r in csv.DictReader(open(report / "report.csv"))}
+    assert list(rows) == ["real images", "base", "lora_attn", "lora_attn_ff", "dreambooth", "dreambooth_lora"]
+    assert [rows[k]["kind"] for k in list(rows)[1:]] == ["base", "lora", "lora", "full", "full+lora"]
+    assert [int(rows[k]["steps"]) for k in list(rows)[2:]] == [2, 2, 2, 4]
+    assert float(rows["base"]["drift"]) == 0.0 and all(float(rows[k]["drift"]) > 0 for k in list(rows)[2:])
+    assert int(rows["lora_attn_ff"]["trainable_params"]) > int(rows["lora_attn"]["trainable_params"])
+    assert int(rows["dreambooth"]["trainable_params"]) > int(rows["lora_attn_ff"]["trainable_params"])
+    assert rows["dreambooth"]["infer_s_fused"] == "" and float(rows["dreambooth_lora"]["infer_s_fused"]) > 0
+    table = (report / "report.md").read_text()
+    assert "| dreambooth_lora | full+lora |" in table and "every training phase ran 2 steps" in table
+    for metric in ("dino", "clip_i", "clip_t", "pres", "div", "fidelity", "drift", "train_seconds", "infer_s_lora"):
+        assert Image.open(report / f"report_{metric}.png").size[0] > 300
+    grid = Image.open(report / "grid.png")
+    assert grid.size[0] >= 200 + 6 * 128  # real + base + 4 variants side by side
