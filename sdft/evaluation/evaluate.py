@@ -220,7 +220,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         missing = [f for f in args.lora if not Path(f).exists()]
         if missing:
             raise ConfigError(f"--lora {missing[0]}: no such file.")
-        targets = [Target(Path(args.lora[-1]).stem, cfg.model.path, list(args.lora), cfg.model.path, "lora")]
+        from sdft.generate import lora_display_name, resolve_lora_file
+
+        label = "+".join(lora_display_name(resolve_lora_file(f)) for f in args.lora)
+        targets = [Target(label, cfg.model.path, list(args.lora), cfg.model.path, "lora")]
     else:
         targets = run_targets(args.run, args.phase, args.all_phases)
     overrides = {k: v for k, v in {
