@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 import sdft.config  # noqa: F401  (registers the config schema)
-from sdft.errors import SdftError
+from sdft.errors import SdftError, TrainingStopped
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -16,6 +16,9 @@ def main(cfg: DictConfig) -> None:
 
     try:
         run(cfg)
+    except TrainingStopped as err:  # SIGTERM / Ctrl-C after a checkpoint: 143 / 130, never a success code
+        logging.getLogger("sdft").warning("%s", err)
+        sys.exit(err.exit_code)
     except SdftError as err:  # a problem with the user's input: the message says what to do, no traceback
         logging.getLogger("sdft").error("%s", err)
         sys.exit(1)

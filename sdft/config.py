@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 TINY_MODEL = "tiny"  # model.path value that selects the offline tiny SD1-shaped model
+TOY_MODEL = "toy"  # model.path value that selects the pretrained toy-world base (sdft/toy/MODEL_CARD.md)
 
 
 class WeightDtype(str, Enum):
@@ -53,7 +54,7 @@ class LoggerKind(str, Enum):
 class ModelConfig:
     """Which base model to load and how to hold it."""
 
-    # "tiny", a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), a local diffusers folder, or a single-file
+    # "tiny", "toy", a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), a local diffusers folder, or a single-file
     # checkpoint in the original (A1111/civitai) layout: .safetensors (.ckpt only with allow_pickle=true)
     path: str = MISSING
     config: Optional[str] = None  # single files: diffusers folder / hub id of the same architecture (default SD 1.5's)
@@ -269,6 +270,7 @@ class SdftConfig:
     name: str = "sdft"
     seed: int = 42
     output_dir: Optional[str] = None  # default: Hydra's run directory
+    resume: Optional[str] = None  # auto: continue the newest unfinished run of this name; or a run folder
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)

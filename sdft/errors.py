@@ -19,3 +19,11 @@ class ModelLoadError(SdftError, RuntimeError):
 
 class NonFiniteLossError(SdftError, FloatingPointError):
     """The loss became NaN/inf; training stops before the weights are corrupted."""
+
+
+class TrainingStopped(SdftError):
+    """SIGTERM or Ctrl-C stopped training after a checkpoint was saved; the exit code says which signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -27,6 +27,7 @@ class DreamBoothModule(L.LightningModule):
         self.train_text_encoder = train_text_encoder
         self.clip_skip = clip_skip
         self.vae_scale = vae.config.scaling_factor
+        self.strict_loading = False  # checkpoints hold only the trained weights (on_save_checkpoint)
 
     # -- modes: trained parts train, frozen parts stay in eval --
     def on_fit_start(self) -> None:
@@ -121,6 +122,31 @@ class DreamBoothModule(L.LightningModule):
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """train/grad_norm (before clipping) at log intervals only: computing it every step would cost a reduction."""
+        if self.trainer.global_step % max(self.trainer.log_every_n_steps, 1):
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            self.log("train/grad_norm", norm, batch_size=1)
+
+    # -- checkpoints: trained weights only (a LoRA checkpoint is megabytes, not the whole base model) --
+    def trained_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = self.trained_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        missing = sorted(self.trained_names() - set(checkpoint["state_dict"]))
+        if missing:
+            raise ConfigError(
+                f"The checkpoint does not hold {len(missing)} of the weights this run trains (e.g. {missing[0]}): it "
+                "was written by a run with another adapter config. Resume with the run's own config, or start anew."
+            )
 
     # -- optimizer --
     def param_groups(self) -> list[dict]:

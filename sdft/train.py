@@ -12,15 +12,19 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from sdft.adapters.kohya import kohya_metadata, tag_frequency
 from sdft.adapters.lora import count_params, start_phase
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
+from sdft.callbacks.graceful_stop import GracefulStop
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
+from sdft.callbacks.train_stats import TrainStats
+from sdft.callbacks.training_state import ResumePoint, TrainingState
 from sdft.callbacks.validation_grid import ValidationGrid
-from sdft.config import AdapterKind, SdftConfig
+from sdft.config import AdapterKind, LoggerKind, SdftConfig
 from sdft.data.class_images import prior_examples
 from sdft.data.datamodule import DreamBoothDataModule, instance_examples
 from sdft.data.folders import check_data_config, default_validation_prompts
@@ -29,10 +33,15 @@ from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
 from sdft.module import DreamBoothModule
 from sdft.phases import phase_configs
+from sdft.resume import check_same_run, find_run, phase_status, restore_weights
 
 log = logging.getLogger(__name__)
 # Frozen models stay in eval mode on purpose (DreamBoothModule.train); Lightning's warning about it is noise here.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# Our sampler resumes mid-epoch itself (sdft/callbacks/training_state.py); Lightning cannot see that and warns.
+warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended")
+# On resume the CSV logger appends to the phase's metrics.csv (it rewrites it only to add columns, keeping the rows).
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 
 
 def as_config(cfg: DictConfig | dict | SdftConfig) -> DictConfig:
@@ -121,6 +130,7 @@ class RunParts:
     checkpoint: LoraCheckpoint
     grids: ValidationGrid
     params: dict
+    stats: TrainStats
 
 
 def class_images(cfg: DictConfig, pipe) -> list:
@@ -130,10 +140,11 @@ def class_images(cfg: DictConfig, pipe) -> list:
     return classes
 
 
-def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None) -> RunParts:
+def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with_logger: bool = True) -> RunParts:
     """Check config and data, load the model (unless given), make class images, set up adapters, build the Trainer.
 
     `previous` names the phase whose adapter the given `pipe` holds (see sdft.adapters.lora.start_phase).
+    `with_logger=False`: no logger (a finished phase rebuilt on resume).
     """
     cfg = as_config(cfg)
     out_dir = output_dir(cfg)
@@ -160,7 +171,8 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None) -> R
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters())
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
                               cfg.prior.loss_weight, train_te, cfg.model.clip_skip)
-    datamodule = DreamBoothDataModule(cfg.data, pipe.tokenizer, instances, classes, cfg.seed)
+    resume_point = ResumePoint()
+    datamodule = DreamBoothDataModule(cfg.data, pipe.tokenizer, instances, classes, cfg.seed, resume=resume_point)
 
     cb = cfg.callbacks
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -171,27 +183,33 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None) -> R
                            cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
                            cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
                            pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip)
-    callbacks = [checkpoint, grids]
+    stats = TrainStats()
+    callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
+    if cfg.logger.kind != LoggerKind.none and with_logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer>/unet, .../text_encoder
     if cb.fixed_noise_loss:
         callbacks.append(FixedNoiseLoss(cb.validation_every_n_steps, cfg.data.resolution, seed=cfg.seed))
+    callbacks.append(GracefulStop(checkpoint))  # last: SIGTERM / Ctrl-C stop at a batch end, after every other hook
     phase_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, phase_dir / "config.yaml", resolve=True)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, enum_to_str=True),
         max_epochs=-1,
-        logger=make_logger(cfg.logger, out_dir, cfg.name, cfg.phase.name, resolved),
+        logger=make_logger(cfg.logger, out_dir, cfg.name, cfg.phase.name, resolved) if with_logger else False,
         callbacks=callbacks,
         enable_checkpointing=False,
         default_root_dir=str(out_dir),
     )
-    return RunParts(cfg, out_dir, pipe, module, datamodule, trainer, checkpoint, grids, params)
+    return RunParts(cfg, out_dir, pipe, module, datamodule, trainer, checkpoint, grids, params, stats)
 
 
-def fit(parts: RunParts) -> dict:
-    """Train one phase; returns its summary."""
+def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
+    """Train one phase (continuing from a Lightning checkpoint, if given); returns its summary."""
     cfg, trainer = parts.cfg, parts.trainer
     start = time.perf_counter()
-    trainer.fit(parts.module, datamodule=parts.datamodule)
+    if ckpt_path is not None:
+        log.info("Phase %r continues from %s", cfg.phase.name, ckpt_path)
+    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     wall = time.perf_counter() - start
     close_loggers(trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -211,6 +229,7 @@ def fit(parts: RunParts) -> dict:
         "parameters": parts.params,
         "final_metrics": metrics,
         "train_seconds": round(wall, 2),
+        **parts.stats.summary(),  # images_per_sec, peak_memory_gb
         "output": str(final) if final else None,
         "output_kohya": str(kohya) if kohya else None,
         "grids": [str(p) for p in parts.grids.written],
@@ -221,19 +240,34 @@ def run(cfg: DictConfig | dict) -> dict:
     """Train every phase in order on one loaded base; writes <output_dir>/summary.json and returns it.
 
     One phase: the summary is that phase's. Several: {"name", "phases": [phase summaries], "train_seconds"}.
+    `resume=auto|<run folder>` continues an unfinished run in its own folder (sdft/resume.py).
     """
     cfg = as_config(cfg)
+    out_dir = output_dir(cfg)
+    resumed = find_run(cfg, out_dir)
+    if resumed is not None:
+        check_same_run(resumed, cfg)
+        log.info("Resuming the run in %s", resumed)
+        out_dir = resumed
+        cfg.output_dir = str(resumed)
     phases = phase_configs(cfg)
     for phase_cfg in phases:  # every phase's config and data are checked before the first one trains
         check_config(phase_cfg)
         instance_examples(phase_cfg.data)
-    out_dir = output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    if resumed is None:
+        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
     pipe, previous, summaries = None, None, []
     for phase_cfg in phases:
-        parts = prepare(phase_cfg, pipe, previous)
-        summaries.append(fit(parts))
+        status, state = phase_status(out_dir / phase_cfg.phase.name) if resumed else ("new", None)
+        parts = prepare(phase_cfg, pipe, previous, with_logger=status != "finished")
+        if status == "finished":  # rebuilt exactly as it ended, so the next phase starts from the same weights
+            restore_weights(parts.module, state)
+            summaries.append(json.loads((out_dir / phase_cfg.phase.name / "summary.json").read_text()))
+            log.info("Phase %r finished before the interruption: its weights are restored from %s",
+                     phase_cfg.phase.name, state)
+        else:
+            summaries.append(fit(parts, state))
         if parts.trainer.is_global_zero:  # under DDP every rank runs this; only rank 0 writes
             write_json(parts.out_dir / phase_cfg.phase.name / "summary.json", summaries[-1])
         pipe, previous = parts.pipe, phase_cfg.phase.name

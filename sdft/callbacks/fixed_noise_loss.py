@@ -52,7 +52,15 @@ class FixedNoiseLoss(L.Callback):
         self.last = value
         return value
 
+    def state_dict(self) -> dict:  # a resumed run keeps the first value (and does not measure "before" again)
+        return {"first": self.first, "last": self.last, "last_step": self._last_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.first, self.last, self._last_step = state["first"], state["last"], state["last_step"]
+
     def on_train_start(self, trainer, module) -> None:
+        if self.first is not None:
+            return
         self.first = self.measure(trainer, module)
         for logger in trainer.loggers:
             logger.log_metrics({"val/fixed_noise_loss": self.first}, step=trainer.global_step)

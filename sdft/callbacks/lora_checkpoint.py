@@ -1,12 +1,15 @@
 """Save what was trained: LoRA files (or a full pipeline) every N steps, keeping the last K, and at the end.
 
 Each LoRA save writes two files side by side: the diffusers/peft file (pytorch_lora_weights.safetensors) and the
-kohya/A1111/ComfyUI file (<run name>.safetensors, with ss_* metadata); see docs/formats.md.
+kohya/A1111/ComfyUI file (<run name>.safetensors, with ss_* metadata); see docs/formats.md. Each step checkpoint also
+holds `state.ckpt`, Lightning's checkpoint (trained weights only, optimizer, lr schedule, step, loops, callbacks'
+state) that `resume=auto` continues from; on SIGTERM or Ctrl-C, GracefulStop writes one at the current step.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -20,6 +23,8 @@ from sdft.config import AdapterKind
 from sdft.models.assemble import assemble_pipeline
 
 log = logging.getLogger(__name__)
+STATE_NAME = "state.ckpt"  # in every checkpoints/step_N/ folder
+FINAL_STATE_NAME = "final_state.ckpt"  # in the phase folder: trained weights at the end (resume rebuilds the phase)
 
 
 class LoraCheckpoint(L.Callback):
@@ -53,19 +58,36 @@ class LoraCheckpoint(L.Callback):
         for old in steps[: max(len(steps) - self.keep_last_k, 0)]:
             shutil.rmtree(old, ignore_errors=True)
 
+    def save_state(self, trainer: L.Trainer, path: Path, weights_only: bool = False) -> None:
+        """Lightning checkpoint to `path`, atomically; every rank must call it (the strategy writes on rank 0)."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        trainer.save_checkpoint(tmp, weights_only=weights_only)
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+
+    def checkpoint(self, trainer: L.Trainer, module) -> Path:
+        """LoRA files (rank 0) and the resumable state (all ranks) in checkpoints/step_<N>/, then keep the last K."""
+        step = trainer.global_step
+        folder = self.phase_dir / "checkpoints" / f"step_{step:06d}"
+        path = folder
+        self._last_step = step
+        if trainer.is_global_zero:
+            path = self.save(module, folder, f"{self.kohya_name}-step{step:06d}", step, trainer.current_epoch)
+        self.save_state(trainer, folder / STATE_NAME)
+        if trainer.is_global_zero:
+            self._prune()
+        return path
+
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if not self.every_n_steps or step == 0 or step % self.every_n_steps or not trainer.is_global_zero:
+        if not self.every_n_steps or step == 0 or step % self.every_n_steps:
             return
         if step >= trainer.max_steps or step == self._last_step:
             return  # the final save covers the last step
-        self._last_step = step
-        path = self.save(module, self.phase_dir / "checkpoints" / f"step_{step:06d}", f"{self.kohya_name}-step{step:06d}",
-                         step, trainer.current_epoch)
-        log.info("Checkpoint at step %d: %s", step, path)
-        self._prune()
+        log.info("Checkpoint at step %d: %s", step, self.checkpoint(trainer, module))
 
     def on_train_end(self, trainer: L.Trainer, module) -> None:
+        self.save_state(trainer, self.phase_dir / FINAL_STATE_NAME, weights_only=True)
         if not trainer.is_global_zero:
             return
         folder = self.phase_dir / ("lora" if self.kind == AdapterKind.lora else "model")

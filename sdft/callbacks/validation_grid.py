@@ -93,8 +93,14 @@ class ValidationGrid(L.Callback):
         log.info("Validation grid: %s", path)
         return path
 
+    def state_dict(self) -> dict:  # a resumed run lists the grids written before the interruption too
+        return {"written": [str(p) for p in self.written], "last_step": self._last_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.written, self._last_step = [Path(p) for p in state["written"]], state["last_step"]
+
     def on_train_start(self, trainer: L.Trainer, module) -> None:
-        if self.at_start and trainer.is_global_zero:
+        if self.at_start and trainer.global_step == 0 and trainer.is_global_zero:
             self.write(trainer, module, f"step_{trainer.global_step:06d}")
 
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:

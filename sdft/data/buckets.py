@@ -80,11 +80,12 @@ class BucketBatchSampler(Sampler):
     """
 
     def __init__(self, buckets: list[Size], repeats: list[int], pools: list[tuple[int, ...]], batch_size: int,
-                 seed: int, shuffle: bool = True):
+                 seed: int, shuffle: bool = True, resume=None):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.buckets, self.repeats, self.pools = buckets, repeats, pools
         self.batch_size, self.seed, self.shuffle, self.epoch = batch_size, seed, shuffle, 0
+        self.resume = resume  # a sdft.callbacks.training_state.ResumePoint: skip what a resumed run already trained on
         counts: dict[Size, int] = {}
         for b, r in zip(buckets, repeats):
             counts[b] = counts.get(b, 0) + r
@@ -126,6 +127,15 @@ class BucketBatchSampler(Sampler):
         return plans
 
     def __iter__(self) -> Iterator[BatchPlan]:
-        plans = self.plan(self.epoch)
+        done = self.resume.take() if self.resume is not None else None
+        if done is None:
+            plans = self.plan(self.epoch)
+        else:  # the first epoch after a restore continues right after the last trained batch. The sampler counts its
+            # epochs itself (no set_epoch): Lightning's epoch count can be one off after a restore at an epoch's end
+            self.epoch = done[0]
+            plans = [p for p in self.plan(self.epoch) if p.number > done[1]]
+            if not plans:  # it was the epoch's last batch
+                self.epoch += 1
+                plans = self.plan(self.epoch)
         self.epoch += 1
         return iter(plans)

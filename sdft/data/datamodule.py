@@ -119,9 +119,11 @@ class LatentLookup:
 class DreamBoothDataModule(L.LightningDataModule):
     """Batches of up to `batch_size` instance samples of one bucket plus, with class images, as many class samples."""
 
-    def __init__(self, cfg: DataConfig, tokenizer, instances: list[Example], classes: list[Example], seed: int):
+    def __init__(self, cfg: DataConfig, tokenizer, instances: list[Example], classes: list[Example], seed: int,
+                 resume=None):
         super().__init__()
         self.cfg, self.tokenizer, self.seed = data_settings(cfg), tokenizer, seed
+        self.resume = resume  # ResumePoint shared with the TrainingState callback (sdft/callbacks/training_state.py)
         self.instances = [ex if ex.size else _sized(ex) for ex in instances]
         self.classes = [ex if ex.size else _sized(ex) for ex in classes]
         self.buckets = plan_buckets([ex.size for ex in self.instances], self.cfg)
@@ -205,7 +207,7 @@ class DreamBoothDataModule(L.LightningDataModule):
 
     def sampler(self) -> BucketBatchSampler:
         return BucketBatchSampler(self.buckets, [ex.repeats * 1 for ex in self.instances], self.pools,
-                                  self.cfg.batch_size, self.seed)
+                                  self.cfg.batch_size, self.seed, resume=self.resume)
 
     def train_dataloader(self) -> DataLoader:
         if self.dataset is None:

@@ -1,0 +1,63 @@
+"""SIGTERM or Ctrl-C: finish the current batch, save a resumable checkpoint, stop (a second Ctrl-C stops at once).
+
+Why not Lightning's own SIGTERM handling: it raises between loop stages, where its loop counters may already be past
+an epoch's end; a checkpoint taken there resumes with a shortened epoch. Here the stop happens at the end of a batch,
+the same point as every regular checkpoint, so `resume=auto` continues exactly (tests/test_resume.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import lightning as L
+
+from sdft.errors import TrainingStopped
+
+log = logging.getLogger(__name__)
+SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
+
+
+class GracefulStop(L.Callback):
+    """List it last: its batch-end check runs after every other callback's."""
+
+    def __init__(self, checkpoint):
+        self.checkpoint = checkpoint  # a LoraCheckpoint
+        self.requested: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested == signal.SIGINT and signum == signal.SIGINT:
+            self._restore()
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now, no checkpoint
+        self.requested = signum
+        log.warning("%s: stopping after this batch, with a checkpoint (Ctrl-C again to stop at once).",
+                    SIGNALS[signum][0])
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_train_start(self, trainer, module) -> None:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        stop = self.requested is not None
+        if trainer.world_size > 1:  # every rank stops together (saving a checkpoint is collective)
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
+            return
+        name, code = SIGNALS.get(self.requested, ("a signal on another rank", 143))
+        path = self.checkpoint.checkpoint(trainer, module)
+        self._restore()
+        raise TrainingStopped(f"Stopped by {name} at step {trainer.global_step}; saved {path}. "
+                              "Run the same command with resume=auto to continue.", code)
+
+    def on_train_end(self, trainer, module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, module, exception) -> None:
+        self._restore()
