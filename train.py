@@ -11,11 +11,11 @@ from sdft.errors import SdftError, TrainingStopped
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from sdft.train import run
+def main(cfg: DictConfig) -> float | None:
+    from sdft.train import optimized_value, run
 
     try:
-        run(cfg)
+        return optimized_value(run(cfg), cfg.get("optimized_metric"))  # what an Optuna sweeper minimises
     except TrainingStopped as err:  # SIGTERM / Ctrl-C after a checkpoint: 143 / 130, never a success code
         logging.getLogger("sdft").warning("%s", err)
         sys.exit(err.exit_code)

@@ -271,6 +271,7 @@ class SdftConfig:
     seed: int = 42
     output_dir: Optional[str] = None  # default: Hydra's run directory
     resume: Optional[str] = None  # auto: continue the newest unfinished run of this name; or a run folder
+    optimized_metric: Optional[str] = None  # train.py returns this final metric (Optuna sweeps: hparams_search=...)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)

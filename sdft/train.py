@@ -280,3 +280,13 @@ def run(cfg: DictConfig | dict) -> dict:
         write_json(out_dir / "summary.json", summary)
     log.info("Done in %.1f s. Summary: %s", summary["train_seconds"], out_dir / "summary.json")
     return summary
+
+
+def optimized_value(summary: dict, metric: str | None) -> float | None:
+    """The final value of `metric` in a run summary (the last phase's), for hyper-parameter sweepers."""
+    if not metric:
+        return None
+    final = (summary["phases"][-1] if "phases" in summary else summary).get("final_metrics", {})
+    if metric not in final:
+        raise ConfigError(f"optimized_metric={metric!r} is not among the run's final metrics {sorted(final)}.")
+    return final[metric]

@@ -48,3 +48,25 @@ def test_two_by_two_multirun_writes_four_runs_and_the_summary(tiny_cache, tmp_pa
     assert {(r["adapter.rank"], r["optim.lr"]) for r in rows} == {("2", "0.001"), ("2", "0.0001"), ("4", "0.001"), ("4", "0.0001")}
     assert all(float(r["val/fixed_noise_loss"]) > 0 for r in rows)
     assert (tmp_path / "sweep_summary.png").is_file()
+
+
+def test_optuna_search_over_rank_and_lr_minimises_the_returned_metric(tiny_cache, tmp_path):
+    cmd = [sys.executable, "train.py", "model=tiny", "trainer=cpu", "trainer.enable_progress_bar=false",
+           "data.resolution=64", "trainer.max_steps=2", "callbacks.validation_seeds=[]",
+           "callbacks.checkpoint_every_n_steps=0", f"model.cache_dir={tiny_cache}", "hparams_search=rank_lr",
+           "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import yaml
+
+    result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    losses = {}
+    for job in sorted(tmp_path.glob("*/summary.json")):
+        losses[job.parent.name] = json.loads(job.read_text())["final_metrics"]["val/fixed_noise_loss"]
+        overrides = (job.parent / ".hydra" / "overrides.yaml").read_text()
+        assert "adapter.rank=" in overrides and "optim.lr=" in overrides  # the sweeper chose both
+    assert len(losses) == 3
+    assert result["best_value"] == min(losses.values())  # what train.py returned is what Optuna minimised
+    assert result["best_params"]["adapter.rank"] in (4, 8, 16, 32) and 1e-5 <= result["best_params"]["optim.lr"] <= 1e-3
+    assert (tmp_path / "sweep_summary.csv").is_file()
