@@ -125,6 +125,7 @@ class DataConfig:
     cache_to_disk: bool = False
     cache_dir: Optional[str] = None  # default: $SDFT_CACHE_DIR/latents or ~/.cache/sdft/latents
     cache_text_encoder_outputs: bool = False  # only used when the text encoder is frozen and captions are fixed
+    validation_split: float = 0.0  # hold out this share of the instance images (seeded): val/fixed_noise_loss uses them
 
 
 @dataclass
@@ -220,6 +221,7 @@ class LoggerConfig:
     group: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     offline: bool = True  # wandb: set false (and WANDB_API_KEY in the environment) to upload live
+    log_lora: bool = False  # wandb: also log the final LoRA folder (both formats) as an artifact of type "lora"
 
 
 @dataclass

@@ -26,7 +26,7 @@ from sdft.callbacks.training_state import ResumePoint, TrainingState
 from sdft.callbacks.validation_grid import ValidationGrid
 from sdft.config import AdapterKind, LoggerKind, SdftConfig
 from sdft.data.class_images import prior_examples
-from sdft.data.datamodule import DreamBoothDataModule, instance_examples
+from sdft.data.datamodule import DreamBoothDataModule, instance_examples, split_validation
 from sdft.data.folders import check_data_config, default_validation_prompts
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
@@ -153,7 +153,9 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     instances = instance_examples(cfg.data)  # bad folders and images fail here, before the model loads
-    log.info("Phase %r: %d instance images from %s", cfg.phase.name, len(instances), cfg.data.instance_dir)
+    instances, held_out = split_validation(instances, cfg.data.validation_split, cfg.seed)
+    log.info("Phase %r: %d instance images from %s%s", cfg.phase.name, len(instances), cfg.data.instance_dir,
+             f" (+{len(held_out)} held out for validation)" if held_out else "")
 
     if pipe is None:
         pipe = load_pipeline(cfg.model)
@@ -178,7 +180,7 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     checkpoint = LoraCheckpoint(phase_dir, cfg.adapter.kind, cb.checkpoint_every_n_steps, cb.keep_last_k,
                                 pipe.tokenizer, pipe.scheduler, kohya_file_name(cfg),
-                                kohya_metadata_fn(cfg, instances, resolved), cb.kohya_fp16)
+                                kohya_metadata_fn(cfg, instances, resolved), cb.kohya_fp16, cfg.logger.log_lora)
     grids = ValidationGrid(phase_dir, validation_prompts(cfg), list(cb.validation_seeds),
                            cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
                            cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
@@ -188,7 +190,8 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     if cfg.logger.kind != LoggerKind.none and with_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer>/unet, .../text_encoder
     if cb.fixed_noise_loss:
-        callbacks.append(FixedNoiseLoss(cb.validation_every_n_steps, cfg.data.resolution, seed=cfg.seed))
+        callbacks.append(FixedNoiseLoss(cb.validation_every_n_steps, cfg.data.resolution, seed=cfg.seed,
+                                        examples=held_out or None))
     callbacks.append(GracefulStop(checkpoint))  # last: SIGTERM / Ctrl-C stop at a batch end, after every other hook
     phase_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, phase_dir / "config.yaml", resolve=True)
@@ -225,6 +228,7 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
         "start": cfg.phase.start,
         "steps": trainer.global_step,
         "instance_images": len(parts.datamodule.instances),
+        "validation_images": len(fixed.examples) if fixed is not None and fixed.examples else 0,
         "class_images": len(parts.datamodule.classes),
         "parameters": parts.params,
         "final_metrics": metrics,

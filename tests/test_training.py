@@ -120,3 +120,19 @@ def test_loss_falls_when_overfitting_one_image(fast_config, tmp_path):
     after = fixed_loss(parts.module, batch)
     print(f"fixed-noise loss before {before:.4f} after {after:.4f}")
     assert after < 0.8 * before, (before, after)
+
+
+def test_validation_split_holds_images_out_of_training(fast_config):
+    from sdft.data.datamodule import instance_examples, split_validation
+    from sdft.errors import DataError
+
+    cfg = fast_config("data.validation_split=0.25", "trainer.max_steps=2")
+    everything = instance_examples(cfg.data)
+    train, held = split_validation(everything, 0.25, cfg.seed)
+    assert len(held) == round(0.25 * len(everything)) and not {e.path for e in train} & {e.path for e in held}
+    assert split_validation(everything, 0.25, cfg.seed) == (train, held)  # seeded
+    summary = run(cfg)
+    assert summary["instance_images"] == len(train) and summary["validation_images"] == len(held)
+    assert summary["final_metrics"]["val/fixed_noise_loss"] > 0
+    with pytest.raises(DataError, match="validation_split"):
+        split_validation(everything, 1.0, 0)

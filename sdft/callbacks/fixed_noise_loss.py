@@ -1,5 +1,5 @@
-"""A loss that is comparable across steps and runs: the diffusion loss on the instance images at fixed noise and
-fixed timesteps (seeded), so only the weights change between two measurements."""
+"""A loss that is comparable across steps and runs: the diffusion loss on the instance images (or the held-out ones,
+data.validation_split) at fixed noise and fixed timesteps (seeded), so only the weights change between measurements."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ class FixedNoiseLoss(L.Callback):
     """Logs `val/fixed_noise_loss` before training, every N steps (0: never in between) and at the end;
     `self.first` and `self.last` keep the first and last values for the run summary."""
 
-    def __init__(self, every_n_steps: int, resolution: int, max_images: int = 8, seed: int = 1234):
+    def __init__(self, every_n_steps: int, resolution: int, max_images: int = 8, seed: int = 1234, examples=None):
         self.every_n_steps, self.resolution, self.max_images, self.seed = every_n_steps, resolution, max_images, seed
+        self.examples = examples  # held-out images; None: the first max_images training images
         self.first: float | None = None
         self.last: float | None = None
         self._batch: dict | None = None
@@ -24,7 +25,7 @@ class FixedNoiseLoss(L.Callback):
 
     def _fixed_batch(self, trainer: L.Trainer, module) -> dict:
         if self._batch is None:
-            examples = trainer.datamodule.instances[: self.max_images]
+            examples = (self.examples or trainer.datamodule.instances)[: self.max_images]
             tokenizer = trainer.datamodule.tokenizer
             pixels = torch.stack([to_tensor(resize_crop(load_rgb(e.path), self.resolution, True)) for e in examples])
             ids = tokenizer([e.prompt for e in examples], padding="max_length", truncation=True,

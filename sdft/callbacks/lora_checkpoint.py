@@ -32,13 +32,14 @@ class LoraCheckpoint(L.Callback):
 
     def __init__(self, phase_dir: Path, kind: AdapterKind, every_n_steps: int, keep_last_k: int, tokenizer, scheduler,
                  kohya_name: str = "lora", kohya_metadata: Callable[[int, int], dict] | None = None,
-                 kohya_fp16: bool = False):
+                 kohya_fp16: bool = False, log_artifact: bool = False):
         self.phase_dir, self.kind = Path(phase_dir), kind
         self.kohya_name, self.kohya_metadata, self.kohya_fp16 = kohya_name, kohya_metadata, kohya_fp16
         self.every_n_steps, self.keep_last_k = every_n_steps, keep_last_k
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.final_path: Path | None = None
         self.final_kohya_path: Path | None = None
+        self.log_artifact = log_artifact  # W&B: the final LoRA folder as an artifact
         self._last_step = -1  # with gradient accumulation several batches end on one step
 
     def save(self, module: L.LightningModule, target: Path, name: str, step: int = 0, epoch: int = 0) -> Path:
@@ -94,4 +95,17 @@ class LoraCheckpoint(L.Callback):
         self.final_path = self.save(module, folder, self.kohya_name, trainer.global_step, trainer.current_epoch)
         if self.kind == AdapterKind.lora:
             self.final_kohya_path = folder / f"{self.kohya_name}.safetensors"
+            if self.log_artifact:
+                log_lora_artifact(trainer, folder, self.kohya_name, trainer.global_step)
         log.info("Saved the trained %s to %s", "LoRA" if self.kind == AdapterKind.lora else "pipeline", self.final_path)
+
+
+def log_lora_artifact(trainer: L.Trainer, folder: Path, name: str, step: int) -> None:
+    """The LoRA folder as a W&B artifact (offline runs keep it for `wandb sync`)."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            artifact = wandb.Artifact(f"{name}-lora", type="lora", metadata={"step": step})
+            artifact.add_dir(str(folder))
+            logger.experiment.log_artifact(artifact)

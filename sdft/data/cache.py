@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,15 @@ def fill_latent_cache(cache: LatentCache, jobs: dict[str, callable], vae, device
     original = next(vae.parameters()).device
     vae.to(device)
     try:
-        for keys in by_shape.values():
-            for start in range(0, len(keys), batch_size):
-                chunk = keys[start : start + batch_size]
-                batch = torch.stack([pixels[k] for k in chunk]).to(device, vae.dtype)
-                params = vae.encode(batch).latent_dist.parameters
-                for k, p in zip(chunk, params):
-                    cache.put(k, p)
+        with tqdm(total=len(missing), desc="latent cache", unit="img", disable=len(missing) < batch_size) as bar:
+            for keys in by_shape.values():
+                for start in range(0, len(keys), batch_size):
+                    chunk = keys[start : start + batch_size]
+                    batch = torch.stack([pixels[k] for k in chunk]).to(device, vae.dtype)
+                    params = vae.encode(batch).latent_dist.parameters
+                    for k, p in zip(chunk, params):
+                        cache.put(k, p)
+                    bar.update(len(chunk))
     finally:
         vae.to(original)
 

@@ -85,6 +85,21 @@ def instance_examples(cfg: DataConfig) -> list[Example]:
     return scan_dataset(cfg).examples
 
 
+def split_validation(examples: list[Example], share: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, held out): round(share * n) images, at least 1 when share > 0, chosen by a seeded permutation."""
+    if share <= 0:
+        return examples, []
+    if not share < 1:
+        raise DataError(f"data.validation_split={share}: use a share in [0, 1), e.g. 0.2.")
+    held = max(1, round(share * len(examples)))
+    if held >= len(examples):
+        raise DataError(f"data.validation_split={share} would hold out all {len(examples)} instance images; "
+                        "add images or lower the split.")
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    out = set(order[:held])
+    return [e for i, e in enumerate(examples) if i not in out], [e for i, e in enumerate(examples) if i in out]
+
+
 def reg_examples(cfg: DataConfig) -> list[Example]:
     """Class images given as image sets (kohya is_reg subsets, `<repeats>_<class>` folders under data.class_dir)."""
     return scan_dataset(cfg).reg_examples
