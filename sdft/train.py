@@ -257,7 +257,7 @@ def run(cfg: DictConfig | dict) -> dict:
     phases = phase_configs(cfg)
     for phase_cfg in phases:  # every phase's config and data are checked before the first one trains
         check_config(phase_cfg)
-        instance_examples(phase_cfg.data)
+        split_validation(instance_examples(phase_cfg.data), phase_cfg.data.validation_split, phase_cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     if resumed is None:
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
