@@ -191,6 +191,9 @@ class LossConfig:
 
     min_snr_gamma: Optional[float] = None  # e.g. 5.0 (Hang et al. 2023); None = plain MSE
     noise_offset: float = 0.0  # e.g. 0.05; adds per-channel offset noise
+    # check the loss for NaN/inf every N steps. 1: every step, so a bad step never updates the weights (one host-device
+    # sync per step); N > 1: no per-step sync on GPUs, a bad step is caught at the next check (saves refuse bad weights)
+    finite_check_every_n_steps: int = 1
 
 
 @dataclass

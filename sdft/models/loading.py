@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 
-from sdft.config import TINY_MODEL, Attention, ModelConfig, WeightDtype
+from sdft.config import TINY_MODEL, TOY_MODEL, Attention, ModelConfig, WeightDtype
 from sdft.errors import ModelLoadError
 from sdft.models.text import check_clip_skip
 
@@ -160,6 +160,10 @@ def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
         from sdft.models.tiny import ensure_tiny_model
 
         pipe = _from_folder(ensure_tiny_model(cfg.cache_dir))
+    elif cfg.path == TOY_MODEL:
+        from sdft.toy.weights import load_toy_pipeline
+
+        pipe = load_toy_pipeline()
     else:
         local = Path(cfg.path).expanduser()
         if local.is_dir():
@@ -171,10 +175,10 @@ def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
         else:
             raise ModelLoadError(
                 f"model.path={cfg.path!r} is neither an existing folder or file (looked in {Path.cwd()}) nor a hub "
-                "id of the form owner/name. Use model=tiny, model=sd15, model.path=<diffusers folder> or "
+                "id of the form owner/name. Use model=tiny, model=toy, model=sd15, model.path=<diffusers folder> or "
                 "model.path=<checkpoint>.safetensors."
             )
-    if cfg.config and not (cfg.path != TINY_MODEL and Path(cfg.path).expanduser().is_file()):
+    if cfg.config and not (cfg.path not in (TINY_MODEL, TOY_MODEL) and Path(cfg.path).expanduser().is_file()):
         log.warning("model.config=%s is only used for single-file checkpoints; ignored for %s.", cfg.config, cfg.path)
     if cfg.vae:
         pipe.register_modules(vae=load_vae(cfg.vae, cfg, pipe.vae))

@@ -40,6 +40,8 @@ DARK = (50, 50, 55)  # wheels, doors, windows
 WORDS = ("left", "right", "middle", "spots", "spotted", "marking", "markings", "toyworld")  # beyond PROMPT_WORDS
 
 RGB = tuple[int, int, int]
+ATTRIBUTES = ("size", "colour", "position", "background")
+OMIT_PROB = 0.3  # per attribute and caption: "a dog" is then in distribution (any dog), as a class prompt needs
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,12 @@ class Scene:
     position: str = "middle"
     flip: bool = False  # dogs and cars face left or right
 
-    def caption(self) -> str:
-        return f"a {self.size} {self.colour} {self.cls} {POSITION_WORDS[self.position]} on a {self.background} background"
+    def caption(self, omit: frozenset[str] = frozenset()) -> str:
+        """`a big red dog at the left on a white background`; attributes in `omit` (size, colour, position,
+        background) are left out, so that shorter prompts such as `a dog` mean any dog."""
+        words = ["a", self.size, self.colour, self.cls, POSITION_WORDS[self.position], f"on a {self.background} background"]
+        keep = [w for w, a in zip(words, ("", "size", "colour", "", "position", "background")) if a not in omit]
+        return " ".join(keep)
 
 
 def _shade(c: RGB, f: float) -> RGB:
@@ -140,8 +146,9 @@ def random_scene(rng: random.Random) -> Scene:
                  rng.choice(list(SIZES)), rng.choice(list(POSITIONS)), rng.random() < 0.5)
 
 
-def write_dataset(out: Path | str, count: int, seed: int = 0) -> list[Path]:
-    """`count` images NAME.png with captions NAME.txt in `out` (a flat folder the trainer reads)."""
+def write_dataset(out: Path | str, count: int, seed: int = 0, omit_prob: float = OMIT_PROB) -> list[Path]:
+    """`count` images NAME.png with captions NAME.txt in `out` (a flat folder the trainer reads); each attribute is
+    left out of a caption with probability `omit_prob`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -150,7 +157,8 @@ def write_dataset(out: Path | str, count: int, seed: int = 0) -> list[Path]:
         scene = random_scene(rng)
         path = out / f"toy_{i:05d}.png"
         render(scene, seed=rng.randrange(1 << 30)).save(path, compress_level=9)
-        path.with_suffix(".txt").write_text(scene.caption() + "\n", encoding="utf-8")
+        omit = frozenset(a for a in ATTRIBUTES if rng.random() < omit_prob)
+        path.with_suffix(".txt").write_text(scene.caption(omit) + "\n", encoding="utf-8")
         paths.append(path)
     return paths
 

@@ -1,0 +1,107 @@
+"""Step 3 of the toy pretraining: ship a `+experiment=pretrain_toy` run as the `model=toy` base.
+
+Writes the run's pipeline in fp16 safetensors to sdft/toy/model/, the model card's figures (loss curve, sample grid)
+and training.json (steps, losses, wall times, prompt-control rate):
+
+    python -m sdft.toy.export outputs/pretrain_toy/<run>
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from diffusers import StableDiffusionPipeline
+from PIL import Image, ImageDraw
+
+from sdft.models.tokenizer_vocab import write_vocab_files
+from sdft.toy.arch import TOY_WORDS
+from sdft.toy.control import grid, prompt_control_rate, sample
+from sdft.toy.weights import TOY_MODEL_DIR, load_toy_pipeline
+from sdft.toy.world import CLASSES, COLOURS
+
+def read_losses(metrics_csv: Path, key: str = "train/loss") -> list[tuple[int, float]]:
+    with open(metrics_csv, newline="") as f:
+        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
+
+
+def plot_curves(curves: list[tuple[str, list[tuple[int, float]]]], path: Path, size=(640, 220)) -> None:
+    """One small line plot per curve, side by side (PIL only: the project does not depend on matplotlib)."""
+    w, h = size
+    img = Image.new("RGB", (w * len(curves), h), "white")
+    d = ImageDraw.Draw(img)
+    for k, (title, points) in enumerate(curves):
+        x0, y0, x1, y1 = k * w + 50, 25, (k + 1) * w - 15, h - 30
+        xs = np.array([p[0] for p in points], dtype=float)
+        ys = np.array([p[1] for p in points], dtype=float)
+        lo, hi = float(ys.min()), float(np.percentile(ys, 98))
+        d.rectangle([x0, y0, x1, y1], outline=(120, 120, 120))
+        pts = [(x0 + (x - xs.min()) / max(1.0, xs.max() - xs.min()) * (x1 - x0),
+                y1 - (min(y, hi) - lo) / max(1e-9, hi - lo) * (y1 - y0)) for x, y in zip(xs, ys)]
+        d.line(pts, fill=(30, 90, 200), width=1)
+        d.text((x0, 6), title, fill="black")
+        d.text((x0 - 45, y0), f"{hi:.3f}", fill="black")
+        d.text((x0 - 45, y1 - 10), f"{lo:.3f}", fill="black")
+        d.text((x0, y1 + 6), f"step {int(xs.min())}", fill="black")
+        d.text((x1 - 70, y1 + 6), f"step {int(xs.max())}", fill="black")
+    img.save(path)
+
+
+def sample_grid(pipe, path: Path) -> None:
+    """Rows: classes; columns: colours; prompt `a big <colour> <class> in the middle on a white background`."""
+    prompts = [f"a big {c} {k} in the middle on a white background" for k in CLASSES for c in COLOURS]
+    grid(sample(pipe, prompts, seed=0), cols=len(COLOURS), scale=3).save(path)
+
+
+def export(run_dir: Path, out: Path = TOY_MODEL_DIR) -> dict:
+    run_dir, card_dir = Path(run_dir), Path(out).parent  # the card and its figures sit beside the model folder
+    summary = json.loads((run_dir / "summary.json").read_text())
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    pipe = StableDiffusionPipeline.from_pretrained(summary["output"], local_files_only=True, safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.to(torch.float16)
+    shutil.rmtree(out, ignore_errors=True)
+    pipe.save_pretrained(out, safe_serialization=True)
+    write_vocab_files(out / "tokenizer", TOY_WORDS)
+
+    losses = read_losses(run_dir / "logs" / "main" / "metrics.csv")
+    vae_history = json.loads((Path(cfg["model"]["path"]) / "vae_history.json").read_text())
+    vae_curve = list(enumerate(vae_history["reconstruction_loss"]))
+    plot_curves([("U-Net + text encoder: train/loss (min-SNR weighted eps MSE)", losses),
+                 ("VAE: reconstruction loss (MSE + 0.5 L1)", vae_curve)], card_dir / "loss_curve.png")
+
+    pipe = load_toy_pipeline(out)
+    sample_grid(pipe, card_dir / "samples.png")
+    rate, _ = prompt_control_rate(pipe, n=96)
+    last = [v for _, v in losses[-20:]]
+    facts = {
+        "steps": summary["steps"], "train_seconds": summary["train_seconds"],
+        "vae_steps": len(vae_history["reconstruction_loss"]), "vae_seconds": vae_history["seconds"],
+        "final_loss_mean_last_20_logged": round(float(np.mean(last)), 4),
+        "vae_final_reconstruction_loss": round(vae_history["reconstruction_loss"][-1], 4),
+        "instance_images": summary["instance_images"], "prompt_control_rate_n96": round(rate, 3),
+        "weights_bytes": sum(p.stat().st_size for p in out.rglob("*.safetensors")),
+        "exported": time.strftime("%Y-%m-%d"),
+    }
+    (out / "training.json").write_text(json.dumps(facts, indent=2) + "\n")
+    return facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Export a pretrain_toy run as the shipped model=toy base.")
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--out", type=Path, default=TOY_MODEL_DIR)
+    args = ap.parse_args(argv)
+    print(json.dumps(export(args.run_dir, args.out), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
