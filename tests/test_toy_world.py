@@ -12,7 +12,7 @@ import pytest
 
 from sdft.toy.arch import toy_tokenizer
 from sdft.toy.detector import colour_histogram, detect, subject_distance
-from sdft.toy.world import CLASSES, COLOURS, Scene, random_scene, render, write_dataset
+from sdft.toy.world import ATTRIBUTES, CLASSES, COLOURS, Scene, random_scene, render, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECT_SCRIPT = ROOT / "datasets" / "make_toy_subject.py"
@@ -41,7 +41,14 @@ def test_dataset_files_have_captions(tmp_path):
     assert len(paths) == 5
     for p in paths:
         caption = p.with_suffix(".txt").read_text().strip()
-        assert caption.startswith("a ") and caption.endswith("background")
+        assert caption.startswith("a ") and any(f" {c}" in caption for c in CLASSES), caption
+
+
+def test_captions_can_leave_attributes_out():
+    scene = Scene("car", "blue", "pink", "small", "right")
+    assert scene.caption() == "a small blue car at the right on a pink background"
+    assert scene.caption(frozenset({"size", "position"})) == "a blue car on a pink background"
+    assert scene.caption(frozenset(ATTRIBUTES)) == "a car"
 
 
 def test_detector_reads_world_images():
