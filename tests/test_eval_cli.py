@@ -95,3 +95,26 @@ def test_sdft_eval_errors(finished_run, tmp_path, capsys):
     args = parser.parse_args(["eval", str(finished_run), "--lora", str(bad), "--out", str(tmp_path / "e"), *QUICK])
     with pytest.raises(SdftError, match="nowhere"):  # a LoRA that does not fit the base: named, not ignored
         run_from_args(args)
+
+
+def test_sdft_eval_a_model_and_lora_without_a_run(finished_run, tmp_path, tiny_cache):
+    from conftest import EXAMPLE_SUBJECT
+
+    out = tmp_path / "m"
+    lora = finished_run / "main" / "lora"
+    assert sdft_main(["eval", "--model", "tiny", "--lora", str(lora), "--instance-dir", str(EXAMPLE_SUBJECT),
+                      "--instance-prompt", "photo of sks character", "--class-prompt", "photo of a character",
+                      "--with-base", "--out", str(out), *QUICK]) == 0
+    rows = {r["label"]: r for r in csv.DictReader(open(out / "report.csv"))}
+    assert list(rows) == ["real images", "base", "main"]  # the LoRA is named as sdft generate names it
+    assert float(rows["main"]["drift"]) > 0 and float(rows["main"]["adapter_mb"]) > 0
+    assert "train_seconds" not in rows["main"]  # no run: no training cost to report
+
+
+def test_sdft_eval_needs_a_run_or_a_model(tmp_path, capsys):
+    assert sdft_main(["eval"]) == 2
+    assert "give a run folder" in capsys.readouterr().err
+    assert sdft_main(["eval", "--model", "tiny"]) == 2
+    assert "--instance-dir" in capsys.readouterr().err
+    assert sdft_main(["eval", "--model", "tiny", "--instance-dir", ".", "--lora", str(tmp_path / "x.safetensors")]) == 2
+    assert "no such file" in capsys.readouterr().err
