@@ -3,7 +3,7 @@
 
 Framework: ``sdft.module.DreamBoothModule`` driven by a real ``lightning.Trainer`` (``fit`` with ``max_steps``, no
 logger, no checkpointing, no progress bar, no model summary; only a timing callback) on synthetic in-memory batches
-shaped like the DataModule's (``pixel_values`` in [-1, 1], ``input_ids`` of length 77, ``is_prior``).
+shaped like the DataModule's (``pixel_values`` in [-1, 1], ``input_ids`` of length 77, ``is_prior``, ``n_instance``).
 Bare: a plain loop doing the same math on the same modules: VAE encode, ``add_noise``, text encoder, U-Net, MSE,
 backward, gradient clipping (when ``--grad-clip`` > 0, as the framework's default ``trainer.gradient_clip_val=1.0``),
 AdamW step, LR-scheduler step, ``zero_grad``.
@@ -154,6 +154,7 @@ def make_batches(n: int, batch: int, resolution: int, vocab: int, seed: int) -> 
             "pixel_values": torch.rand(batch, 3, resolution, resolution, generator=gen) * 2 - 1,
             "input_ids": torch.randint(0, vocab, (batch, 77), generator=gen),
             "is_prior": torch.zeros(batch, dtype=torch.bool),
+            "n_instance": batch,  # a plain int, as the DataModule's batches carry it (no device sync in the step)
         })
     return out
 
@@ -167,7 +168,7 @@ def cache_batches(batches: list[dict], vae, te, device) -> list[dict]:
         params = vae.encode(b["pixel_values"].to(device, vae.dtype)).latent_dist.parameters
         text = te(b["input_ids"].to(device))[0]
         out.append({"latent_dist": params.float().cpu(), "encoder_hidden_states": text.float().cpu(),
-                    "is_prior": b["is_prior"]})
+                    "is_prior": b["is_prior"], "n_instance": b["n_instance"]})
     return out
 
 
@@ -226,8 +227,9 @@ def make_optimizer(param_groups: list[dict], optim: OptimConfig, max_steps: int)
         import bitsandbytes as bnb
 
         opt = bnb.optim.AdamW8bit(param_groups, **kwargs)
-    else:
-        opt = torch.optim.AdamW(param_groups, **kwargs)
+    else:  # the framework's rule (DreamBoothModule.configure_optimizers): fused when the parameters are on a GPU
+        fused = all(p.is_cuda for g in param_groups for p in g["params"]) if optim.fused is None else optim.fused
+        opt = torch.optim.AdamW(param_groups, fused=fused or None, **kwargs)
     return opt, get_scheduler(optim.scheduler, opt, num_warmup_steps=optim.warmup_steps, num_training_steps=max_steps)
 
 
@@ -339,7 +341,7 @@ def count_flops_per_image(m: SimpleNamespace, batch: dict, device: torch.device)
     checkpointing and xformers are switched on (so recomputation is not counted: model FLOPs, for MFU)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    one = {k: v[:1] for k, v in batch.items()}
+    one = {k: (v[:1] if torch.is_tensor(v) else 1) for k, v in batch.items()}  # n_instance: 1
     with FlopCounterMode(display=False) as counter:
         loss = bare_loss(m, one, device)
         loss.backward()
@@ -410,6 +412,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="CPU: run a round again (up to this many times) when other processes took the cores")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net (nn.Module.compile, in place)")
+    p.add_argument("--channels-last", action="store_true", help="U-Net and VAE in channels_last (model.channels_last)")
+    p.add_argument("--no-fused", action="store_true", help="AdamW without the fused CUDA kernel (optim.fused=false)")
     p.add_argument("--cache-latents", action="store_true",
                    help="batches of cached latent_dist + text states, computed here as the DataModule's cache "
                         "computes them; the module's real cached path (no VAE encode, no text encoder)")
@@ -467,6 +471,8 @@ def main(argv=None) -> int:
     prepare_models(holder, ModelConfig(path=args.model, weight_dtype=WeightDtype(args.weight_dtype)))
     setup_trainable(holder.unet, holder.text_encoder, adapter)
     optim = load_group("optim", args.optim, OptimConfig)
+    if args.no_fused:
+        optim.fused = False
     train_te = any(p.requires_grad for p in holder.text_encoder.parameters())
     trainable = {name: count_params(m)[0] for name, m in (("unet", holder.unet), ("text_encoder", holder.text_encoder))}
 
@@ -481,7 +487,8 @@ def main(argv=None) -> int:
         one = raw_batches[0]
         m.unet_dtype, m.vae_dtype = m.unet.dtype, m.vae.dtype
         if args.cache_latents:  # VAE encode and text encoder are not run per step then
-            one = cache_batches([{k: v[:1] for k, v in one.items()}], m.vae, m.text_encoder, device)[0]
+            one = cache_batches([{**{k: v[:1] for k, v in one.items() if torch.is_tensor(v)}, "n_instance": 1}],
+                                m.vae, m.text_encoder, device)[0]
         flops = count_flops_per_image(m, one, device)
 
     # the rest of prepare_models(): the same calls it makes for model.attention and model.gradient_checkpointing
@@ -492,6 +499,9 @@ def main(argv=None) -> int:
     if args.grad_checkpointing:
         m.unet.enable_gradient_checkpointing()
         m.text_encoder.gradient_checkpointing_enable()
+    if args.channels_last:  # as prepare_models does for model.channels_last
+        m.unet.to(memory_format=torch.channels_last)
+        m.vae.to(memory_format=torch.channels_last)
     if args.compile:
         m.unet.compile()
 
@@ -615,7 +625,8 @@ def human_line(r: dict) -> str:
     rank = f" r{r['adapter_rank']}" if r["adapter_rank"] else ""
     head = (f"{c['model']} {c['resolution']}px b{c['batch']} {c['adapter']}{rank} {c['precision']}"
             f"{' gc' if c['grad_checkpointing'] else ''} {c['optim']} {c['attention']}"
-            f"{' compile' if c['compile'] else ''}{' cache-latents' if c['cache_latents'] else ''}"
+            f"{' compile' if c['compile'] else ''}{' channels-last' if c.get('channels_last') else ''}"
+            f"{' no-fused' if c.get('no_fused') else ''}{' cache-latents' if c['cache_latents'] else ''}"
             f" [{r['device_type']}]")
 
     def part(name: str, d: dict) -> str:

@@ -69,6 +69,7 @@ class ModelConfig:
     prediction_type: Optional[PredictionType] = None  # override the scheduler's: epsilon | v_prediction
     gradient_checkpointing: bool = False
     attention: Attention = Attention.sdpa  # sdpa | xformers (CUDA only)
+    channels_last: bool = False  # U-Net and VAE in channels_last memory layout (GPU speed-up with bf16/fp16)
 
 
 @dataclass
@@ -183,6 +184,7 @@ class OptimConfig:
     eps: float = 1e-8
     scheduler: str = "constant"  # any name diffusers.optimization.get_scheduler knows: constant, linear, cosine, ...
     warmup_steps: int = 0
+    fused: Optional[bool] = None  # AdamW's fused CUDA kernel; None: on when the trained parameters are on a GPU
 
 
 @dataclass

@@ -105,22 +105,24 @@ class DreamBoothModule(L.LightningModule):
             per_sample = per_sample * self.snr_weights(timesteps)
         if "loss_weight" in batch:  # per-concept loss weights (1 for class samples)
             per_sample = per_sample * batch["loss_weight"].to(per_sample)
-        is_prior = batch["is_prior"]
-        instance_loss = per_sample[~is_prior].mean()
+        # instance samples first, class samples after; n_instance is a plain int (sdft/data/dataset.py): no device sync
+        n = batch["n_instance"] if "n_instance" in batch else int((~batch["is_prior"]).sum())
+        instance_loss = per_sample[:n].mean()
         loss = instance_loss
-        size = int((~is_prior).sum())
-        self.log("train/instance_loss", instance_loss, prog_bar=False, batch_size=size)
-        if bool(is_prior.any()):
-            prior_loss = per_sample[is_prior].mean()
+        self.log("train/instance_loss", instance_loss, prog_bar=False, batch_size=n)
+        if n < per_sample.shape[0]:
+            prior_loss = per_sample[n:].mean()
             loss = instance_loss + self.prior_loss_weight * prior_loss
-            self.log("train/prior_loss", prior_loss, batch_size=size)
-        if not torch.isfinite(loss):
+            self.log("train/prior_loss", prior_loss, batch_size=n)
+        every = max(self.loss_cfg.finite_check_every_n_steps, 1)
+        if self.global_step % every == 0 and not torch.isfinite(loss):  # the only host sync of the step
+            where = "Nothing was updated by this step" if every == 1 else f"It is checked every {every} steps"
             raise NonFiniteLossError(
-                f"Loss is {loss.item()} at step {self.global_step}. Nothing was updated by this step and the last "
-                "saved LoRA checkpoint is intact. Lower optim.lr, keep trainer.gradient_clip_val set, or use "
-                "trainer.precision=32-true / bf16-mixed instead of 16-mixed."
+                f"Loss is {loss.item()} at step {self.global_step}. {where} and the last saved LoRA checkpoint is "
+                "intact. Lower optim.lr, keep trainer.gradient_clip_val set, or use trainer.precision=32-true / "
+                "bf16-mixed instead of 16-mixed."
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -172,7 +174,10 @@ class DreamBoothModule(L.LightningModule):
                 raise ImportError("optim=adamw8bit needs bitsandbytes: pip install bitsandbytes") from err
             optimizer = bnb.optim.AdamW8bit(self.param_groups(), **kwargs)
         else:
-            optimizer = torch.optim.AdamW(self.param_groups(), **kwargs)
+            groups = self.param_groups()
+            on_gpu = all(p.is_cuda for g in groups for p in g["params"])
+            fused = on_gpu if cfg.fused is None else cfg.fused  # one kernel for all parameters instead of a loop
+            optimizer = torch.optim.AdamW(groups, fused=fused or None, **kwargs)
         total = max(int(self.trainer.max_steps), 1) if self.trainer else 1
         scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

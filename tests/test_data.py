@@ -176,3 +176,31 @@ def test_class_images_per_concept_and_loss_weights(tmp_path):
             assert prompts[n + k] == len("photo of a dog" if dog else "photo of a cat")
             assert batch["loss_weight"][k] == (2.0 if dog else 1.0)
         assert batch["loss_weight"][n:].tolist() == [1.0] * n
+
+
+def test_other_local_ranks_wait_for_rank_zeros_class_images(tmp_path, monkeypatch):
+    """Under DDP only local rank 0 generates class images; the others use its files (and never run the pipeline)."""
+    import threading
+    import time
+
+    from PIL import Image
+
+    from sdft.data.class_images import ensure_class_images, wait_for_class_images
+
+    class NoPipe:
+        def __getattr__(self, name):
+            raise AssertionError("a non-zero rank must not generate")
+
+    def rank_zero_writes():
+        time.sleep(0.3)
+        for k in range(3):
+            Image.new("RGB", (8, 8), (k, 0, 0)).save(tmp_path / f"class_{k:05d}.png")
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    writer = threading.Thread(target=rank_zero_writes)
+    writer.start()
+    paths = ensure_class_images(NoPipe(), tmp_path, "photo of a dog", 3, 8, seed=0)
+    writer.join()
+    assert [p.name for p in paths] == ["class_00000.png", "class_00001.png", "class_00002.png"]
+    with pytest.raises(TimeoutError, match="3 of 4 class images"):
+        wait_for_class_images(tmp_path, 4, timeout_s=0.2, poll_s=0.05)

@@ -43,7 +43,7 @@ class TrainingState(L.Callback):
         self._step_before = 0
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        epoch, number = (int(v) for v in batch["plan"])
+        epoch, number = (int(v) for v in batch["plan"])  # plain ints (sdft/data/dataset.py): no device sync
         self._current, self._step_before = (epoch, number), trainer.global_step
         torch.manual_seed(batch_seed(self.seed, epoch, number))
 

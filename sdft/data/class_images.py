@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 import torch
@@ -49,6 +50,8 @@ def ensure_class_images(
     if missing <= 0:
         log.info("Prior preservation: using %d existing class images in %s.", num_images, class_dir)
         return existing[:num_images]
+    if local_rank() > 0:  # multi-GPU: local rank 0 generates, the other processes of the node wait for its files
+        return wait_for_class_images(class_dir, num_images)
     taken = {p.stem for p in existing}
     todo = [k for k in range(num_images + len(existing)) if f"class_{k:05d}" not in taken][:missing]
     log.info("Prior preservation: generating %d class images for %r into %s.", missing, prompt, class_dir)
@@ -76,6 +79,26 @@ def ensure_class_images(
             image.save(tmp, format="PNG", pnginfo=info)
             os.replace(tmp, final)
     return list_images(class_dir, recursive=False)
+
+
+def local_rank() -> int:
+    """This process's rank on its node, from the launcher's environment (Lightning, torchrun, SLURM); 0 alone."""
+    for var in ("LOCAL_RANK", "SLURM_LOCALID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def wait_for_class_images(class_dir: Path, num_images: int, timeout_s: float = 4 * 3600, poll_s: float = 2.0) -> list[Path]:
+    start = time.monotonic()
+    log.info("Waiting for local rank 0 to generate %d class images in %s.", num_images, class_dir)
+    while len(found := list_images(class_dir, recursive=False)) < num_images:
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"{len(found)} of {num_images} class images in {class_dir} after {timeout_s:.0f} s: "
+                               "did local rank 0 fail? Its log says why; generating them in a single-process run "
+                               "first also works (they are reused).")
+        time.sleep(poll_s)
+    return found
 
 
 def prior_examples(cfg, pipe) -> list:

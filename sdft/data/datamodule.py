@@ -233,6 +233,7 @@ class DreamBoothDataModule(L.LightningDataModule):
             sampler=self.sampler(),
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # page-locked batches: asynchronous host-to-GPU copies
         )
 
 

@@ -5,7 +5,8 @@ A batch dict holds (docs/data.md):
   input_ids (B,77)                            -- or encoder_hidden_states (B,77,D) when text outputs are cached
   is_prior (B,) bool: class samples, after the instance samples
   loss_weight (B,) float: the concept's loss weight (instance samples), 1 for class samples
-  plan (2,) long: the batch's (epoch, number) in the batch plan; seeds the step's noise and makes resume exact
+  n_instance: int, the number of instance samples (plain ints stay on the CPU: the step needs no device sync)
+  plan: (epoch, number) ints, the batch's place in the batch plan; seeds the step's noise and makes resume exact
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ class BucketDataset(Dataset):
         batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
         batch["is_prior"] = torch.arange(len(samples)) >= n_instance
         batch["loss_weight"] = torch.tensor(weights, dtype=torch.float32)
-        batch["plan"] = torch.tensor([plan.epoch, plan.number], dtype=torch.long)
+        batch["n_instance"] = n_instance
+        batch["plan"] = (plan.epoch, plan.number)
         return batch
 
 
