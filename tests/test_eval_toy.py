@@ -1,0 +1,53 @@
+"""On a pretrained base (the toy model), prior preservation lowers language drift at an equal number of steps.
+
+Skipped while the toy base's weights (sdft/toy/model) are not in the checkout; measured on the toy weights of
+2026-12-01 19:04: drift with prior = 0.57-0.78 of drift without, over several seeds."""
+
+from __future__ import annotations
+
+import pytest
+from diffusers import DDPMScheduler
+
+from conftest import compose_config
+from sdft.config import ModelConfig
+from sdft.evaluation import metrics
+from sdft.models.loading import load_pipeline
+from sdft.toy.weights import TOY_MODEL_DIR
+from sdft.train import fit, prepare
+
+pytestmark = pytest.mark.skipif(not (TOY_MODEL_DIR / "model_index.json").is_file(),
+                                reason="the toy base model's weights are not in this checkout (sdft/toy/model)")
+
+CLASS_PROMPTS = ["a dog", "a big dog in the middle on a white background", "a small dog on the left", "a red dog"]
+STEPS = 30
+
+
+def predictions(pipe, scheduler):
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    return metrics.eps_predictions(pipe, scheduler, CLASS_PROMPTS, 32)
+
+
+def drift_after(tmp_path, reference, scheduler, prior: bool, seed: int) -> float:
+    cfg = compose_config([
+        "model=toy", "data=toy_subject", "adapter=lora_attn", "prior=default", f"prior.enabled={str(prior).lower()}",
+        "prior.num_class_images=8", "prior.generation_steps=20", "trainer=cpu", f"trainer.max_steps={STEPS}",
+        "optim.lr=2e-3", f"output_dir={tmp_path / str(prior)}", f"data.class_dir={tmp_path / 'class'}", "logger=none",
+        "trainer.enable_progress_bar=false", "callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false",
+        "callbacks.checkpoint_every_n_steps=0", f"seed={seed}",
+    ])
+    parts = prepare(cfg)
+    fit(parts)
+    assert parts.trainer.global_step == STEPS
+    return metrics.language_drift(predictions(parts.pipe, scheduler), reference)
+
+
+@pytest.mark.slow  # ~16-20 s: four 30-step runs
+def test_prior_preservation_lowers_drift_on_a_pretrained_base(tmp_path):
+    base = load_pipeline(ModelConfig(path="toy"))
+    scheduler = DDPMScheduler.from_config(base.scheduler.config)
+    reference = predictions(base, scheduler)
+    for seed in (1, 2):  # same seed, same steps with and without; two seeds so one lucky run cannot decide
+        without = drift_after(tmp_path, reference, scheduler, prior=False, seed=seed)
+        with_prior = drift_after(tmp_path, reference, scheduler, prior=True, seed=seed)
+        assert 0 < with_prior < 0.9 * without, (seed, with_prior, without)
