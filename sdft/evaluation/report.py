@@ -39,8 +39,8 @@ COST = {
 }
 COLUMNS = {**QUALITY, **COST}
 PAPER = ("DreamBooth paper, Table 1 (SD, 30 subjects): DreamBooth-SD DINO 0.668, CLIP-I 0.803, CLIP-T 0.305; "
-         "real images DINO 0.774, CLIP-I 0.885. Table 3 (Imagen) PRES 0.493 with / 0.664 without prior preservation "
-         "(their DIV is LPIPS-based, ours DINO-based: not comparable in value).")
+         "real images DINO 0.774, CLIP-I 0.885. Its PRES/DIV ablation is on Imagen; its DIV is LPIPS-based, "
+         "ours DINO-based: compare directions, not values.")
 
 
 def _cell(value) -> str:
