@@ -12,6 +12,7 @@ def options(c: dict) -> str:
     if c.get("weight_dtype", "fp32") != "fp32":
         opts.append(f"frozen {c['weight_dtype']}")
     for flag, text in (("grad_checkpointing", "grad-ckpt"), ("compile", "compile"),
+                       ("channels_last", "channels-last"), ("no_fused", "AdamW not fused"),
                        ("cache_latents", "cache-latents (TE frozen)"),
                        ("freeze_text_encoder", "TE frozen")):
         if c.get(flag) and not (flag == "freeze_text_encoder" and c.get("cache_latents")):
