@@ -537,17 +537,23 @@ def run_generation(
 # ---------------------------------------------------------------------------------------------------- command line
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of `sdft generate` (also used by `python -m sdft.generate`)."""
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The base-model options shared by `sdft generate` and `sdft ui`."""
     add = parser.add_argument
-    add("--prompt", "-p", required=True)
-    add("--negative-prompt", "-n", default="")
     add("--model", "-m", default=TINY_MODEL,
         help="tiny, a hub id, a diffusers folder (also a merged/full DreamBooth output) or a single-file checkpoint")
     add("--model-config", default=None, help="single files: diffusers folder or hub id of the same architecture")
     add("--vae", default=None, help="replace the VAE (hub id, folder or single file)")
     add("--allow-pickle", action="store_true", help="allow .ckpt/.pt model files (pickle: only files you trust)")
     add("--offline", action="store_true", help="never touch the network (also HF_HUB_OFFLINE=1)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `sdft generate` (also used by `python -m sdft.generate`)."""
+    add = parser.add_argument
+    add("--prompt", "-p", required=True)
+    add("--negative-prompt", "-n", default="")
+    add_model_arguments(parser)
     add("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
         help="a LoRA .safetensors (ours or kohya/A1111) or a run's lora/ folder; repeat for several")
     add("--lora-weight-sweep", default=None, metavar="W1,W2,...", help="grid over the LAST --lora's weight")

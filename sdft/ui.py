@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from sdft.config import TINY_MODEL, ModelConfig
+from sdft.config import ModelConfig
 from sdft.errors import SdftError
-from sdft.generate import DEFAULT_SCHEDULER, DTYPES, SCHEDULERS, Generator
+from sdft.generate import DEFAULT_SCHEDULER, DTYPES, SCHEDULERS, Generator, add_model_arguments
 from sdft.ui_session import UiSession, find_loras, format_lora_lines, parse_lora_lines
 
 
@@ -163,12 +163,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("ui", help="a local web UI: txt2img / img2img with LoRAs",
                                    description="A Gradio app on localhost over one loaded base model.")
     add = parser.add_argument
-    add("--model", "-m", default=TINY_MODEL,
-        help="tiny, a hub id, a diffusers folder (also a merged/full DreamBooth output) or a single-file checkpoint")
-    add("--model-config", default=None, help="single files: diffusers folder or hub id of the same architecture")
-    add("--vae", default=None, help="replace the VAE (hub id, folder or single file)")
-    add("--allow-pickle", action="store_true", help="allow .ckpt/.pt model files (pickle: only files you trust)")
-    add("--offline", action="store_true", help="never touch the network (also HF_HUB_OFFLINE=1)")
+    add_model_arguments(parser)
     add("--lora", action="append", default=[], metavar="PATH[:WEIGHT]", help="LoRAs listed at start; repeatable")
     add("--lora-dir", default="outputs", help="the folder the LoRA scan starts in")
     add("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it to your network)")
