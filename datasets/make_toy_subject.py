@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draw the quickstart's toy-world subject, "sks dog": one particular dog of the toy world.
 
-World dogs have one colour. This one has a yellow body with a purple head and two purple spots on its back; pose
+World dogs have one colour. This one has a blue body with a yellow head and two yellow spots on its back; pose
 (size, position, facing direction) and background vary between its 8 images. 32x32 PNGs with world-style captions,
 deterministic (Pillow only, no torch). Regenerate the committed copy with:
 
@@ -20,7 +20,7 @@ from sdft.toy.world import COLOURS, POSITION_WORDS, Scene, render  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "toy_subject"
 IDENTIFIER = "sks dog"
-BODY, MARKINGS = COLOURS["yellow"], COLOURS["purple"]
+BODY, MARKINGS = COLOURS["blue"], COLOURS["yellow"]  # world dogs are all one colour
 # (size, position, background, flip): the nuisance factors of each image
 POSES = [
     ("big", "middle", "white", False), ("big", "middle", "gray", True), ("big", "left", "black", False),
@@ -33,7 +33,7 @@ def subject_images() -> list[tuple[str, object, str]]:
     """(stem, image, caption) for each of the subject's images."""
     items = []
     for i, (size, position, background, flip) in enumerate(POSES):
-        scene = Scene("dog", "yellow", background, size, position, flip)
+        scene = Scene("dog", "blue", background, size, position, flip)
         image = render(scene, seed=100 + i, accent=MARKINGS, body=BODY)
         caption = f"a {size} {IDENTIFIER} {POSITION_WORDS[position]} on a {background} background"
         items.append((f"sks_dog_{i:02d}", image, caption))
@@ -43,8 +43,8 @@ def subject_images() -> list[tuple[str, object, str]]:
 README = """# Toy subject: "sks dog"
 
 The quickstart's DreamBooth subject, drawn by `datasets/make_toy_subject.py` in the toy world of the `model=toy` base
-(sdft/toy/MODEL_CARD.md). World dogs have one colour; this individual has a **yellow body, a purple head and two
-purple spots**. 8 images, 32x32, each with a caption such as `a big sks dog in the middle on a white background`.
+(sdft/toy/MODEL_CARD.md). World dogs have one colour; this individual has a **blue body, a yellow head and two yellow
+spots**. 8 images, 32x32, each with a caption such as `a big sks dog in the middle on a white background`.
 
 - identifier `sks dog` (instance prompt `a sks dog`), class prompt `a dog`
 - regenerate: `python datasets/make_toy_subject.py` (byte-identical; tests/test_toy_subject.py checks it)

@@ -52,8 +52,9 @@ def foreground(arr: np.ndarray) -> np.ndarray:
     return np.linalg.norm(arr - bg, axis=-1) > FG_THRESHOLD
 
 
-# object colours at full strength and as the darker shades used for roofs and windows, plus the dark details
-_PALETTE = [(n, np.array(c) * f) for n, c in COLOURS.items() for f in (1.0, 0.6)] + [("dark", np.array((50, 50, 55)))]
+# object colours at full strength and as the darker shades of roofs and windows, plus dark details
+_PALETTE = [(n, np.array(c) * f) for n, c in COLOURS.items() for f in (1.0, 0.6)]
+_PALETTE.append(("dark", np.array((50, 50, 55))))
 
 
 def colour_histogram(image) -> np.ndarray:
@@ -111,3 +112,10 @@ def subject_distance(images, reference) -> float:
     """Mean L1 distance between each image's colour histogram and the mean histogram of the `reference` images."""
     ref = np.mean([colour_histogram(r) for r in reference], axis=0)
     return float(np.mean([np.abs(colour_histogram(i) - ref).sum() for i in images]))
+
+
+def palette_distance(images, reference) -> float:
+    """L1 distance (0..2) between the mean colour histograms of two sets of images: how differently coloured the
+    sets are as a whole (two sets of varied dogs drawn alike are close even when image i and image i differ)."""
+    return float(np.abs(np.mean([colour_histogram(i) for i in images], axis=0)
+                        - np.mean([colour_histogram(r) for r in reference], axis=0)).sum())
