@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -24,15 +25,17 @@ IDENTIFIER = "a sks dog"  # the quickstart's instance prompt
 CLASS = "a dog"  # its class prompt: what prior preservation protects
 SEEDS = 24  # generations per prompt
 STEPS = 200  # the quickstart's length
+TRAIN_SEEDS = (42, 43)
 SUBJECT_GAIN = 0.3  # identifier generations: histogram distance to the subject must fall at least this much (of 2)
-PRIOR_MARGIN = 0.2  # class generations: pull towards the subject / colour drift with prior this much below without
-# measured (toy base of sdft/toy/model, this machine): identifier distance 1.557 -> 0.747 (prior) / 0.833 (no prior);
-# class pull -0.068 (prior) vs 0.467 (no prior); class colour drift 0.589 (prior) vs 1.159 (no prior)
+PRIOR_MARGIN = 0.2  # class generations: their pull towards the subject with prior this much below without
+# The colour drift of the class generations is printed, not asserted: lower with prior preservation for seed 42, higher
+# for seed 43 (not robust at 200 steps).
+# figures measured on this machine: sdft/toy/MODEL_CARD.md
 
 
-def _lora_run(tmp_path: Path, prior: bool) -> Path:
+def _lora_run(tmp_path: Path, prior: bool, seed: int) -> Path:
     cfg = compose_config([
-        "+experiment=quickstart", f"output_dir={tmp_path / ('prior' if prior else 'plain')}",
+        "+experiment=quickstart", f"seed={seed}", f"output_dir={tmp_path / f'{seed}-{prior}'}",
         f"data.class_dir={tmp_path / 'class'}", f"prior.enabled={str(prior).lower()}", f"trainer.max_steps={STEPS}",
         "trainer.enable_progress_bar=false", "logger=none", "callbacks.checkpoint_every_n_steps=0",
         "callbacks.validation_every_n_steps=0", "callbacks.validation_at_start=false", "callbacks.validation_seeds=[0]",
@@ -50,21 +53,22 @@ def _generate(lora: Path | None) -> tuple[list[Image.Image], list[Image.Image]]:
 
 @pytest.mark.slow
 def test_dreambooth_lora_learns_the_subject_and_prior_preservation_limits_drift(tmp_path):
+    """Means over two training seeds: single 200-step runs vary a lot (see sdft/toy/MODEL_CARD.md)."""
     subject = [Image.open(p).convert("RGB") for p in SUBJECT]
     ident0, class0 = _generate(None)
-    ident_p, class_p = _generate(_lora_run(tmp_path, prior=True))
-    ident_n, class_n = _generate(_lora_run(tmp_path, prior=False))
-
     before = subject_distance(ident0, subject)
-    after_p, after_n = subject_distance(ident_p, subject), subject_distance(ident_n, subject)
-    pull_p = subject_distance(class0, subject) - subject_distance(class_p, subject)  # class images turned subject-like
-    pull_n = subject_distance(class0, subject) - subject_distance(class_n, subject)
-    drift_p, drift_n = palette_distance(class_p, class0), palette_distance(class_n, class0)  # colours as a whole
-    print(f"\nidentifier -> subject distance: before {before:.3f}, after (prior) {after_p:.3f}, "
+    rows = {True: [], False: []}  # prior -> [(identifier distance, class pull, class drift) per training seed]
+    for seed in TRAIN_SEEDS:
+        for prior in (True, False):
+            ident, cls = _generate(_lora_run(tmp_path, prior, seed))
+            pull = subject_distance(class0, subject) - subject_distance(cls, subject)  # class images turned subject-like
+            rows[prior].append((subject_distance(ident, subject), pull, palette_distance(cls, class0)))
+    (after_p, pull_p, drift_p), (after_n, pull_n, drift_n) = (np.mean(rows[True], axis=0), np.mean(rows[False], axis=0))
+    print(f"\nper seed {TRAIN_SEEDS} (identifier distance, class pull, class drift): prior {rows[True]}, "
+          f"no prior {rows[False]}\nidentifier -> subject distance: before {before:.3f}, after (prior) {after_p:.3f}, "
           f"after (no prior) {after_n:.3f}\nclass-prompt pull towards the subject: prior {pull_p:.3f}, "
           f"no prior {pull_n:.3f}\nclass-prompt colour drift from the base: prior {drift_p:.3f}, no prior {drift_n:.3f}")
 
     assert after_p < before - SUBJECT_GAIN, (before, after_p)
     assert after_n < before - SUBJECT_GAIN, (before, after_n)
     assert pull_p < pull_n - PRIOR_MARGIN, (pull_p, pull_n)
-    assert drift_p < drift_n - PRIOR_MARGIN, (drift_p, drift_n)
