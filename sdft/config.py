@@ -70,6 +70,7 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     attention: Attention = Attention.sdpa  # sdpa | xformers (CUDA only)
     channels_last: bool = False  # U-Net and VAE in channels_last memory layout (GPU speed-up with bf16/fp16)
+    compile: bool = False  # torch.compile the U-Net (in place, after the adapters are set up; first steps compile)
 
 
 @dataclass

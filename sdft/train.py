@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from sdft.adapters.kohya import kohya_metadata, tag_frequency
@@ -169,6 +169,8 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
         log.info("Phase %r starts from %s (%s)", cfg.phase.name, cfg.phase.init_lora, imported)
         previous = "init"
     start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start, previous)
+    if cfg.model.compile:  # nn.Module.compile: in place, so state-dict keys (and saved LoRAs) keep their names
+        pipe.unet.compile()
     params = report_params(pipe.unet, pipe.text_encoder)
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters())
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
@@ -192,6 +194,8 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     if cb.fixed_noise_loss:
         callbacks.append(FixedNoiseLoss(cb.validation_every_n_steps, cfg.data.resolution, seed=cfg.seed,
                                         examples=held_out or None))
+    if cfg.trainer.enable_progress_bar:  # on a GPU, refresh at log intervals: each refresh reads the loss (a sync)
+        callbacks.append(TQDMProgressBar(refresh_rate=cfg.trainer.log_every_n_steps if torch.cuda.is_available() else 1))
     callbacks.append(GracefulStop(checkpoint))  # last: SIGTERM / Ctrl-C stop at a batch end, after every other hook
     phase_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, phase_dir / "config.yaml", resolve=True)

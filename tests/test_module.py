@@ -110,3 +110,16 @@ def test_trained_parts_are_in_train_mode_during_fit(fast_config):
     parts.trainer.callbacks.append(Probe())
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     assert Probe.modes and all(m == (True, True, False) for m in Probe.modes)
+
+
+def test_model_compile_compiles_the_unet_in_place(fast_config, monkeypatch):
+    """model.compile=true: nn.Module.compile on the U-Net after the adapters (keys, and so saved LoRAs, unchanged)."""
+    import torch
+
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    parts = prepare(fast_config("model.compile=true"))
+    assert compiled == [parts.module.unet]
+    assert any(".lora_A." in k for k in compiled[0].state_dict())  # compiled after LoRA injection
+    prepare(fast_config())
+    assert len(compiled) == 1, "compiled without model.compile"
