@@ -1,7 +1,6 @@
 """On a pretrained base (the toy model), prior preservation lowers language drift at an equal number of steps.
 
-Skipped while the toy base's weights (sdft/toy/model) are not in the checkout. Measured on two versions of the toy
-weights (not yet committed then): drift with prior = 0.44-0.78 of drift without, over five seeds."""
+Measured on two versions of the toy weights: drift with prior = 0.44-0.78 of drift without, over five seeds."""
 
 from __future__ import annotations
 
@@ -12,11 +11,8 @@ from conftest import compose_config
 from sdft.config import ModelConfig
 from sdft.evaluation import metrics
 from sdft.models.loading import load_pipeline
-from sdft.toy.weights import TOY_MODEL_DIR
 from sdft.train import fit, prepare
 
-pytestmark = pytest.mark.skipif(not (TOY_MODEL_DIR / "model_index.json").is_file(),
-                                reason="the toy base model's weights are not in this checkout (sdft/toy/model)")
 
 CLASS_PROMPTS = ["a dog", "a big dog in the middle on a white background", "a small dog on the left", "a red dog"]
 STEPS = 30
