@@ -39,7 +39,7 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
     return rows, swept
 
 
-def _fmt(value) -> str:
+def fmt_value(value) -> str:
     return f"{value:.5g}" if isinstance(value, float) else str(value)
 
 
@@ -53,7 +53,7 @@ def write_tables(rows: list[dict], swept: list[str], metric: str, out: Path) -> 
     ranked = sorted(table, key=lambda row: row[header.index(metric)] if metric in header and row[header.index(metric)] != "" else math.inf)
     lines = [f"# Sweep summary ({len(rows)} runs, sorted by {metric})", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in ranked]
+    lines += ["| " + " | ".join(fmt_value(v) for v in row) + " |" for row in ranked]
     (out / "sweep_summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -85,7 +85,7 @@ def draw_plot(rows: list[dict], swept: list[str], metric: str, path: Path) -> No
                 v = next((values[r["job"]] for r in rows if r["params"][swept[0]] == a and r["params"][swept[1]] == b), None)
                 box = (left + j * cell[0], top + i * cell[1], left + (j + 1) * cell[0] - 2, top + (i + 1) * cell[1] - 2)
                 d.rectangle(box, fill=colour(v))
-                d.text((box[0] + 8, box[1] + 16), _fmt(v) if v is not None else "-", fill="black", font=font)
+                d.text((box[0] + 8, box[1] + 16), fmt_value(v) if v is not None else "-", fill="black", font=font)
     else:
         bar_h, left, width = 28, 260, 400
         img = Image.new("RGB", (left + width + 120, 50 + bar_h * len(rows)), "white")
@@ -97,7 +97,7 @@ def draw_plot(rows: list[dict], swept: list[str], metric: str, path: Path) -> No
             d.text((8, y + 6), label[:38], fill="black", font=font)
             length = 0 if not isinstance(v, (int, float)) or hi <= 0 else int(width * v / hi)
             d.rectangle((left, y, left + max(length, 1), y + bar_h - 6), fill=colour(v))
-            d.text((left + max(length, 1) + 6, y + 6), _fmt(v) if v is not None else "-", fill="black", font=font)
+            d.text((left + max(length, 1) + 6, y + 6), fmt_value(v) if v is not None else "-", fill="black", font=font)
     img.save(path)
 
 

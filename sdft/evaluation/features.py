@@ -53,6 +53,11 @@ def _tensor(out) -> torch.Tensor:
     return out if torch.is_tensor(out) else out.pooler_output
 
 
+def in_batches(items: list, encode) -> torch.Tensor:
+    """Normalised features of `items`, BATCH at a time (`encode(chunk)` -> features), on the CPU."""
+    return torch.cat([_normalise(encode(items[i : i + BATCH])).cpu() for i in range(0, len(items), BATCH)])
+
+
 class ClipScorer:
     """CLIP image and text embeddings (CLIP-I, CLIP-T)."""
 
@@ -64,23 +69,22 @@ class ClipScorer:
         self.processor = _load(AutoImageProcessor, spec, "eval.clip_model", local_files_only)
         self.tokenizer = _load(AutoTokenizer, spec, "eval.clip_model", local_files_only)
 
+    def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        pixels = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt").pixel_values
+        return pixels.to(self.device, self.model.dtype)
+
     @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(images), BATCH):
-            pixels = self.processor(images=[im.convert("RGB") for im in images[i : i + BATCH]], return_tensors="pt")
-            pixels = pixels.pixel_values.to(self.device, self.model.dtype)
-            out.append(_normalise(_tensor(self.model.get_image_features(pixel_values=pixels))).cpu())
-        return torch.cat(out)
+        return in_batches(images, lambda chunk: _tensor(self.model.get_image_features(pixel_values=self._pixels(chunk))))
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(texts), BATCH):
-            tokens = self.tokenizer(list(texts[i : i + BATCH]), padding=True, truncation=True,
+        def encode(chunk):
+            tokens = self.tokenizer(list(chunk), padding=True, truncation=True,
                                     max_length=self.tokenizer.model_max_length, return_tensors="pt").to(self.device)
-            out.append(_normalise(_tensor(self.model.get_text_features(**tokens))).cpu())
-        return torch.cat(out)
+            return _tensor(self.model.get_text_features(**tokens))
+
+        return in_batches(texts, encode)
 
 
 class DinoScorer:
@@ -93,11 +97,8 @@ class DinoScorer:
         self.model = _load(AutoModel, spec, "eval.dino_model", local_files_only).to(self.device).eval()
         self.processor = _load(AutoImageProcessor, spec, "eval.dino_model", local_files_only)
 
+    _pixels = ClipScorer._pixels  # the same image preprocessing through the model's own processor
+
     @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(images), BATCH):
-            pixels = self.processor(images=[im.convert("RGB") for im in images[i : i + BATCH]], return_tensors="pt")
-            hidden = self.model(pixel_values=pixels.pixel_values.to(self.device, self.model.dtype)).last_hidden_state
-            out.append(_normalise(hidden[:, 0]).cpu())
-        return torch.cat(out)
+        return in_batches(images, lambda chunk: self.model(pixel_values=self._pixels(chunk)).last_hidden_state[:, 0])

@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from sdft.callbacks.validation_grid import HEADER_HEIGHT, LABEL_WIDTH, make_grid, tile_size
-from sdft.sweep import _fmt
+from sdft.sweep import fmt_value
 
 # key -> (column title, which way is better, what it is)
 QUALITY = {
@@ -48,7 +48,7 @@ def _cell(value) -> str:
         return "—"
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
-    return _fmt(value)
+    return fmt_value(value)
 
 
 def _table(rows: list[dict], keys: list[str]) -> list[str]:
