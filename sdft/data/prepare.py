@@ -1,0 +1,310 @@
+"""`sdft data prepare IN OUT`: face close-ups and half-body crops from a folder of photos, ready for
+`+experiment=dual_phase` (OUT/face/, OUT/body/, captions copied), with a report and a contact sheet in OUT.
+
+Per image: detect faces (sdft.data.faces), frame crops from the largest face (sdft.data.framing), resize them to
+the target size (Lanczos, or a spandrel model for images that must grow: sdft.data.upscale), optionally write a
+mask per image (sdft.data.masks). Nothing is written into IN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sdft.data.captions import caption_path
+from sdft.data.faces import main_faces, make_detector
+from sdft.data.framing import body_crop, face_crop, fraction, subject_box
+from sdft.data.images import check_folder, list_images, load_rgb, no_images_error, scan_images
+from sdft.data.upscale import make_resizer
+from sdft.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SETS = ("face", "body", "full")
+MIN_SUBJECT = 0.5  # the subject should fill at least half of the frame
+TOO_TIGHT = 0.6  # a crop the frame shrinks below this share of its wanted size is not written
+
+
+@dataclass
+class PrepareOptions:
+    sets: tuple[str, ...] = ("face", "body")
+    face_size: tuple[int, int] = (512, 512)
+    body_size: tuple[int, int] = (512, 512)
+    full_min_side: int = 512  # `full`: whole images, upscaled so the short side reaches this (never shrunk)
+    face_margin: float = 2.4  # face crop height in face-box heights
+    body_heads: float = 5.0  # half-body crop height in face-box heights
+    several_faces: str = "largest"  # or "skip"
+    face_model: str | None = None
+    upscaler: str | None = None
+    masks: str | None = None  # None, "subject" or "face"
+    caption_extension: str = ".txt"
+    image_format: str = "png"
+    recursive: bool = True
+    overwrite: bool = False
+    preview: bool = True
+    device: str = "cpu"
+
+
+@dataclass
+class Output:
+    set: str
+    file: str
+    crop: tuple[float, float, float, float]
+    size: tuple[int, int]
+    upscaled: float | None  # the scale factor when the crop had to grow
+    mask: str | None = None
+
+
+@dataclass
+class ImageResult:
+    file: str
+    size: tuple[int, int] | None
+    faces: int = 0
+    face: tuple[float, float, float, float] | None = None
+    subject_fraction: float | None = None
+    outputs: list[Output] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # set -> why it was not written
+    warnings: list[str] = field(default_factory=list)
+    caption: bool = False  # a caption file was copied next to the outputs
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'512' or '512x640' (width x height)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 8:
+        raise ConfigError(f"size {text!r}: give WIDTHxHEIGHT in pixels (e.g. 512x640) or one number for a square.")
+    return parts[0], parts[1]
+
+
+def check_paths(src: Path, out: Path, opts: PrepareOptions) -> None:
+    src_r, out_r = src.resolve(), out.resolve()
+    if out_r == src_r or src_r in out_r.parents:
+        raise ConfigError(f"output folder {out} is inside the input folder {src}: choose a folder outside it "
+                          "(prepare never writes into your images' folder).")
+    for name in opts.sets:
+        folder = out / name
+        if folder.is_dir() and list_images(folder) and not opts.overwrite:
+            raise ConfigError(f"{folder} already holds images: choose an empty output folder, or pass --overwrite "
+                              "(files of the same name are replaced, others are left).")
+    unknown = set(opts.sets) - set(SETS)
+    if unknown or not opts.sets:
+        raise ConfigError(f"--sets {','.join(opts.sets)}: choose from {', '.join(SETS)}.")
+    if opts.masks not in (None, "subject", "face"):
+        raise ConfigError(f"--masks {opts.masks}: choose subject or face.")
+    if opts.several_faces not in ("largest", "skip"):
+        raise ConfigError(f"--several-faces {opts.several_faces}: choose largest or skip.")
+
+
+def output_names(paths: list[Path], src: Path) -> dict[Path, str]:
+    """A unique flat stem per image: sub-folders joined with '__'; a clash (a.jpg, a.png) gets the extension."""
+    names, seen = {}, set()
+    for p in paths:
+        name = "__".join(p.relative_to(src).with_suffix("").parts)
+        if name in seen:
+            name = f"{name}_{p.suffix[1:].lower()}"
+        seen.add(name)
+        names[p] = name
+    return names
+
+
+def save_atomic(img: Image.Image, path: Path, fmt: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    img.save(tmp, format="JPEG" if fmt == "jpg" else fmt.upper(), **({"quality": 95} if fmt == "jpg" else {}))
+    tmp.replace(path)
+
+
+class Preparer:
+    """Holds the detector and the resizer (loaded once) and writes one image's sets."""
+
+    def __init__(self, out: Path, opts: PrepareOptions):
+        self.out, self.opts = out, opts
+        self.detector = make_detector(opts.face_model)
+        self.resizer = make_resizer(opts.upscaler, opts.device)
+
+    def write(self, img: Image.Image, crop, out_size, set_name: str, name: str, mask: Image.Image | None) -> Output:
+        box = tuple(round(float(v), 1) for v in crop)
+        region = img.crop(tuple(round(v) for v in box))
+        factor = max(out_size[0] / region.size[0], out_size[1] / region.size[1])
+        resized = self.resizer.resize(region, out_size) if factor > 1.0 + 1e-6 else region.resize(
+            out_size, Image.Resampling.LANCZOS)
+        folder = self.out / set_name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.{self.opts.image_format}"
+        save_atomic(resized, path, self.opts.image_format)
+        result = Output(set_name, str(path.relative_to(self.out)), box, out_size,
+                        round(factor, 3) if factor > 1.0 + 1e-6 else None)
+        if mask is not None:
+            from sdft.data.masks import crop_mask
+
+            mask_path = folder / f"{name}.mask.png"
+            save_atomic(crop_mask(mask, box, out_size), mask_path, "png")
+            result.mask = str(mask_path.relative_to(self.out))
+        return result
+
+    def process(self, path: Path, name: str, rel: str, size: tuple[int, int]) -> ImageResult:
+        opts = self.opts
+        res = ImageResult(rel, size)
+        img = load_rgb(path)
+        faces = main_faces(self.detector.detect(np.asarray(img)))
+        res.faces = len(faces)
+        face = faces[0] if faces else None
+        person = None
+        if face is not None:
+            res.face = tuple(round(float(v), 1) for v in (face.x, face.y, face.w, face.h))
+            person = subject_box(face, img.size)
+            res.subject_fraction = round(fraction(person, img.size), 3)
+            if res.subject_fraction < MIN_SUBJECT:
+                res.warnings.append(f"subject fills ~{res.subject_fraction:.0%} of the frame (< 50 %)")
+        if not faces:
+            res.warnings.append("no face found")
+        elif len(faces) > 1:
+            res.warnings.append(f"{len(faces)} faces" + (": the largest is used" if opts.several_faces == "largest"
+                                                          else ": skipped (--several-faces skip)"))
+        usable = face is not None and (len(faces) == 1 or opts.several_faces == "largest")
+        mask = None
+        if opts.masks and face is not None:
+            from sdft.data.masks import make_mask
+
+            mask = make_mask(opts.masks, img, face, person)
+        for set_name in opts.sets:
+            if set_name == "full":
+                w, h = img.size
+                grow = max(1.0, opts.full_min_side / min(w, h))
+                out_size = (round(w * grow), round(h * grow))
+                res.outputs.append(self.write(img, (0, 0, w, h), out_size, "full", name, mask))
+                continue
+            if not usable:
+                res.skipped[set_name] = "no face" if face is None else "several faces"
+                continue
+            out_size = opts.face_size if set_name == "face" else opts.body_size
+            aspect = out_size[0] / out_size[1]
+            crop = (face_crop(face, img.size, aspect, opts.face_margin) if set_name == "face"
+                    else body_crop(face, img.size, aspect, opts.body_heads))
+            if crop.tight < TOO_TIGHT:
+                res.skipped[set_name] = f"the frame is too tight for a {set_name} crop ({crop.tight:.0%} of it fits)"
+                continue
+            res.outputs.append(self.write(img, crop.box, out_size, set_name, name, mask))
+        return res
+
+
+def copy_caption(src_image: Path, out: Path, outputs: list[Output], extension: str) -> bool:
+    cap = caption_path(src_image, extension)
+    if not cap.is_file():
+        return False
+    for o in outputs:
+        dest = out / o.file
+        shutil.copyfile(cap, caption_path(dest, extension))
+    return True
+
+
+def prepare(src: str | Path, out: str | Path, opts: PrepareOptions | None = None) -> dict:
+    """Write the sets, the report (report.md, report.json) and preview.png into `out`; return the report dict."""
+    from sdft.data.prepare_report import write_reports
+
+    opts = opts or PrepareOptions()
+    src = check_folder(src, "sdft data prepare")
+    out = Path(out).expanduser()
+    check_paths(src, out, opts)
+    paths = list_images(src, opts.recursive)
+    if not paths:
+        raise no_images_error(src, opts.recursive, "sdft data prepare")
+    scan = scan_images(paths)
+    preparer = Preparer(out, opts)  # loads the detector / upscaler: errors before any image is written
+    out.mkdir(parents=True, exist_ok=True)
+    names = output_names(paths, src)
+    results = []
+    for path in paths:
+        rel = str(path.relative_to(src))
+        if path not in scan.sizes:
+            why = dict(scan.bad).get(path, "unreadable")
+            results.append(ImageResult(rel, None, warnings=[f"unreadable: {why}"]))
+            continue
+        res = preparer.process(path, names[path], rel, scan.sizes[path])
+        res.caption = copy_caption(path, out, res.outputs, opts.caption_extension)
+        results.append(res)
+        for warning in res.warnings:
+            log.warning("%s: %s", rel, warning)
+    return write_reports(src, out, opts, results, preparer)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = PrepareOptions()
+    parser.add_argument("source", help="folder of photos (sub-folders too); never written to")
+    parser.add_argument("output", help="output folder: face/, body/ (and full/), report.md, report.json, preview.png")
+    parser.add_argument("--sets", default=",".join(d.sets),
+                        help="which sets to write, comma-separated from face,body,full (default face,body; full: "
+                             "whole images, upscaled to --full-min-side when smaller)")
+    parser.add_argument("--face-size", default="512", help="face crop size, WxH or one number (default 512)")
+    parser.add_argument("--body-size", default="512", help="half-body crop size, WxH or one number (default 512; "
+                                                           "e.g. 512x640 for portrait crops with aspect buckets)")
+    parser.add_argument("--full-min-side", type=int, default=d.full_min_side,
+                        help="full set: upscale images whose short side is below this (default 512)")
+    parser.add_argument("--face-margin", type=float, default=d.face_margin,
+                        help="face crop height in detected-face heights (default 2.4: head and a little neck)")
+    parser.add_argument("--body-heads", type=float, default=d.body_heads,
+                        help="half-body crop height in detected-face heights (default 5: head to about the waist)")
+    parser.add_argument("--several-faces", choices=["largest", "skip"], default=d.several_faces,
+                        help="images with several similar-sized faces: crop the largest (default) or skip them")
+    parser.add_argument("--face-model", default=None, metavar="FILE",
+                        help="detector file: an OpenCV cascade .xml or a YuNet .onnx (default: OpenCV's bundled "
+                             "frontal-face Haar cascade)")
+    parser.add_argument("--upscaler", default=None, metavar="FILE",
+                        help="super-resolution weights loaded by spandrel (needs spandrel + torchvision installed); "
+                             "default Lanczos")
+    parser.add_argument("--masks", nargs="?", const="subject", choices=["subject", "face"], default=None,
+                        help="also write <stem>.mask.png per image (white = subject): subject (GrabCut, default) "
+                             "or face (head ellipse)")
+    parser.add_argument("--caption-extension", default=d.caption_extension,
+                        help="captions to copy next to the crops (default .txt)")
+    parser.add_argument("--format", dest="image_format", choices=["png", "jpg"], default=d.image_format,
+                        help="image format written (default png)")
+    parser.add_argument("--no-recursive", dest="recursive", action="store_false", help="ignore sub-folders")
+    parser.add_argument("--no-preview", dest="preview", action="store_false", help="do not write preview.png")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into output sets that already hold images (same names are replaced)")
+    parser.add_argument("--device", default="cpu", help="device for --upscaler (default cpu)")
+
+
+def options_from_args(args: argparse.Namespace) -> PrepareOptions:
+    return PrepareOptions(
+        sets=tuple(s.strip() for s in args.sets.split(",") if s.strip()), face_size=parse_size(args.face_size),
+        body_size=parse_size(args.body_size), full_min_side=args.full_min_side, face_margin=args.face_margin,
+        body_heads=args.body_heads, several_faces=args.several_faces, face_model=args.face_model,
+        upscaler=args.upscaler, masks=args.masks, caption_extension=args.caption_extension,
+        image_format=args.image_format, recursive=args.recursive, overwrite=args.overwrite, preview=args.preview,
+        device=args.device)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    report = prepare(args.source, args.output, options_from_args(args))
+    out = Path(args.output)
+    counts = {s: sum(o["set"] == s for r in report["images"] for o in r["outputs"]) for s in report["options"]["sets"]}
+    print(f"Wrote {', '.join(f'{n} images to {out / s}' for s, n in counts.items())}.")
+    print(f"No face: {len(report['no_face'])}, several faces: {len(report['several_faces'])}, subject < 50 % of "
+          f"the frame: {len(report['subject_under_half'])}, upscaled: {len(report['upscaled'])} "
+          f"({report['upscaler']}).")
+    print(f"Report: {out / 'report.md'} (and report.json)" + (f"; preview: {report['preview']}" if "preview" in report
+                                                             else ""))
+    if counts.get("face") and counts.get("body"):
+        print(f"Train: python train.py +experiment=dual_phase phases.0.overrides.data.instance_dir={out / 'face'} "
+              f"phases.1.overrides.data.instance_dir={out / 'body'}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """`sdft data prepare` (see sdft/cli.py)."""
+    parser = subparsers.add_parser("prepare", help="face and half-body crops, upscaling, masks and a framing report",
+                                   description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.set_defaults(func=run_from_args)
