@@ -16,7 +16,7 @@ import sys
 COMMANDS: dict[str | None, tuple[str, list[str]]] = {
     None: ("", ["sdft.generate", "sdft.export", "sdft.ui", "sdft.evaluation.evaluate"]),
     "lora": ("LoRA file tools: resize, extract", ["sdft.adapters.resize", "sdft.adapters.extract"]),
-    "data": ("Dataset tools: check, prepare", ["sdft.data.check", "sdft.data.prepare"]),
+    "data": ("Dataset tools: check, prepare, caption", ["sdft.data.check", "sdft.data.prepare", "sdft.data.caption"]),
 }
 
 

@@ -1,0 +1,112 @@
+"""`sdft data caption DIR --model M`: write a caption file next to each image, from a BLIP / GIT / Florence-2 model
+(transformers) or a WD14-style tagger (.onnx + tags CSV, onnxruntime), with the trigger word inserted first.
+
+Existing non-empty captions are kept unless --overwrite. Masks (`<stem>.mask.png`) are not images to caption.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sdft.data.captions import caption_path, ensure_trigger, normalize_extension
+from sdft.data.images import check_folder, list_images, load_rgb, no_images_error, scan_images
+from sdft.errors import ConfigError
+
+MASK_SUFFIX = ".mask.png"
+
+
+def images_to_caption(folder: Path, recursive: bool) -> list[Path]:
+    return [p for p in list_images(folder, recursive) if not p.name.lower().endswith(MASK_SUFFIX)]
+
+
+def tags_text(tags: list[tuple[str, float]]) -> str:
+    return ", ".join(name for name, _ in tags)
+
+
+def caption_folder(folder: str | Path, captioner, trigger: str | None = None, extension: str = ".txt",
+                   overwrite: bool = False, recursive: bool = True, batch_size: int = 4, threshold: float = 0.35,
+                   character_threshold: float = 0.85, exclude_tags: set[str] | None = None,
+                   max_tags: int | None = None) -> dict[str, list[str]]:
+    """Caption every image of `folder`; returns {"written": [...], "kept": [...], "unreadable": [...]} (paths)."""
+    from sdft.data.caption_models import OnnxTagger, pick_tags
+
+    folder = check_folder(folder, "sdft data caption")
+    extension = normalize_extension(extension)
+    paths = images_to_caption(folder, recursive)
+    if not paths:
+        raise no_images_error(folder, recursive, "sdft data caption")
+    scan = scan_images(paths)
+    result = {"written": [], "kept": [], "unreadable": [str(p) for p, _ in scan.bad]}
+    todo = []
+    for path in scan.good:
+        cap = caption_path(path, extension)
+        if not overwrite and cap.is_file() and cap.read_text(encoding="utf-8", errors="replace").strip():
+            result["kept"].append(str(path))
+        else:
+            todo.append(path)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        images = [load_rgb(p, target=(1024, 1024)) for p in batch]
+        if isinstance(captioner, OnnxTagger):
+            texts = [tags_text(pick_tags(row, captioner.tags, threshold, character_threshold, exclude_tags, max_tags))
+                     for row in captioner.probabilities(images)]
+        else:
+            texts = captioner(images)
+        for path, text in zip(batch, texts):
+            cap = caption_path(path, extension)
+            tmp = cap.with_name(f".{cap.name}.tmp")
+            tmp.write_text(ensure_trigger(text.strip(), trigger) + "\n", encoding="utf-8")
+            tmp.replace(cap)
+            result["written"].append(str(path))
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="folder of images; captions are written next to them")
+    parser.add_argument("--model", required=True,
+                        help="a local folder or hub id (online) of a BLIP / GIT / Florence-2 model in transformers "
+                             "format, or a WD14 tagger: a folder with model.onnx + selected_tags.csv, or an .onnx")
+    parser.add_argument("--kind", choices=["auto", "tagger", "transformers"], default="auto",
+                        help="what --model is (default: tell from the files)")
+    parser.add_argument("--trigger", default=None, help="trigger word(s) put first in every caption (e.g. 'sks')")
+    parser.add_argument("--threshold", type=float, default=0.35, help="tagger: general tag threshold (0.35)")
+    parser.add_argument("--character-threshold", type=float, default=0.85,
+                        help="tagger: character tag threshold (0.85)")
+    parser.add_argument("--exclude-tags", default="", help="tagger: comma-separated tags never written")
+    parser.add_argument("--max-tags", type=int, default=None, help="tagger: keep at most this many tags")
+    parser.add_argument("--max-new-tokens", type=int, default=40, help="captioner: caption length limit (40)")
+    parser.add_argument("--num-beams", type=int, default=3, help="captioner: beam search width (3)")
+    parser.add_argument("--task", default=None, help="Florence-2 task token (default <MORE_DETAILED_CAPTION>)")
+    parser.add_argument("--caption-extension", default=".txt", help="caption file extension (default .txt)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing captions (default: keep them)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (4)")
+    parser.add_argument("--no-recursive", dest="recursive", action="store_false", help="ignore sub-folders")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from sdft.data.caption_models import load_captioner
+
+    if args.batch_size < 1 or not 0 <= args.threshold <= 1 or not 0 <= args.character_threshold <= 1:
+        raise ConfigError("--batch-size must be >= 1 and the thresholds within 0..1.")
+    check_folder(args.folder, "sdft data caption")
+    captioner = load_captioner(args.model, args.kind, args.device, max_new_tokens=args.max_new_tokens,
+                               num_beams=args.num_beams, task=args.task)
+    exclude = {t.strip() for t in args.exclude_tags.split(",") if t.strip()}
+    result = caption_folder(args.folder, captioner, args.trigger, args.caption_extension, args.overwrite,
+                            args.recursive, args.batch_size, args.threshold, args.character_threshold, exclude,
+                            args.max_tags)
+    print(f"{captioner.name}: wrote {len(result['written'])} captions, kept {len(result['kept'])} existing "
+          f"(--overwrite replaces them), {len(result['unreadable'])} unreadable images skipped.")
+    for path in result["unreadable"]:
+        print(f"  unreadable: {path}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """`sdft data caption` (see sdft/cli.py)."""
+    parser = subparsers.add_parser("caption", help="caption images with BLIP / GIT / Florence-2 or a WD14 tagger",
+                                   description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.set_defaults(func=run_from_args)
