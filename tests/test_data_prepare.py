@@ -123,11 +123,30 @@ def test_several_faces_skip_and_input_errors(tmp_path):
     bad_xml.write_text("<opencv_storage></opencv_storage>")
     with pytest.raises(ConfigError, match="not an OpenCV cascade"):
         make_detector(bad_xml)
+    bad_onnx = tmp_path / "yunet.onnx"
+    bad_onnx.write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="cannot load it as a YuNet"):
+        make_detector(bad_onnx)
     with pytest.raises(ConfigError, match="WIDTHxHEIGHT"):
         parse_size("512by512")
     assert parse_size("512x640") == (512, 640) and parse_size("256") == (256, 256)
     assert sdft_main(["data", "prepare", str(src), str(tmp_path / "o3"), "--sets", "face,legs"]) == 2
     assert not (tmp_path / "o3").exists()  # bad options stop before anything is written
+
+
+def test_full_set_upscales_small_images_and_reports_it(tmp_path):
+    """The anime seed's case: 128 px images -> 512 px, whether or not a face is found."""
+    from prepare_photos import astronaut
+
+    src = tmp_path / "small"
+    src.mkdir()
+    astronaut().resize((128, 128), Image.Resampling.LANCZOS).save(src / "a.png")
+    astronaut().crop((0, 300, 192, 428)).save(src / "b.png")  # 192x128, no face
+    report = prepare(src, tmp_path / "out", PrepareOptions(sets=("full",), preview=False))
+    assert Image.open(tmp_path / "out" / "full" / "a.png").size == (512, 512)
+    assert Image.open(tmp_path / "out" / "full" / "b.png").size == (768, 512)
+    assert {d["file"]: d["factor"] for d in report["upscaled"]} == {"full/a.png": 4.0, "full/b.png": 4.0}
+    assert "`full/a.png` (from `a.png`): x4.00 with lanczos" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_main_faces_drops_weak_and_small_detections():

@@ -99,7 +99,8 @@ class YuNetDetector:
         try:
             self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, 0.3, 5000)
         except cv2.error as err:
-            raise ConfigError(f"--face-model {path}: OpenCV cannot load it as a YuNet face detector ({err}).") from err
+            why = " ".join(str(err).split())
+            raise ConfigError(f"--face-model {path}: OpenCV cannot load it as a YuNet face detector ({why}).") from err
         self.name = f"yunet {Path(path).name}"
         self.max_side = max_side
 
