@@ -141,6 +141,37 @@ def test_git_captioner_loads_and_writes(tmp_path):
         assert text.startswith("sks") and text.endswith("\n") and "[CLS]" not in text
 
 
+def test_florence2_captioner_uses_its_task_prompt(tmp_path):
+    from transformers import (BartTokenizer, CLIPImageProcessorPil, Florence2Config, Florence2ForConditionalGeneration,
+                              Florence2Processor)
+
+    # byte-level BPE: "Ġ" marks a leading space, so decoded words come out separated
+    words = ["<s>", "<pad>", "</s>", "<unk>", "Ġa", "Ġphoto", "Ġof", "Ġwoman", "Ġin", "Ġspace", "Ġsuit", "<image>"]
+    vocab = {w: i for i, w in enumerate(words)}
+    tok = BartTokenizer(vocab=vocab, merges=[], extra_special_tokens={"image_token": "<image>"})
+    # 64 px through the DaViT's total stride 32: 2x2 features + 1 = 5 image tokens
+    images = CLIPImageProcessorPil(size={"height": 64, "width": 64}, do_center_crop=False, image_seq_length=5)
+    text = dict(vocab_size=len(words), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=128,
+                bos_token_id=0, pad_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_bos_token_id=0)
+    vision = dict(depths=[1, 1, 1, 1], embed_dim=[8, 16, 32, 32], num_heads=[1, 1, 2, 2], num_groups=[1, 1, 2, 2],
+                  window_size=2, projection_dim=32)
+    torch.manual_seed(0)
+    model = Florence2ForConditionalGeneration(Florence2Config(text_config=text, vision_config=vision,
+                                                              image_token_id=vocab["<image>"]))
+    model.generation_config.min_new_tokens = 3  # random weights: make it say something
+    model.save_pretrained(tmp_path / "florence")
+    Florence2Processor(image_processor=images, tokenizer=tok).save_pretrained(tmp_path / "florence")
+    captioner = load_captioner(str(tmp_path / "florence"), max_new_tokens=4, num_beams=1)
+    assert captioner.kind == "florence2" and captioner.task == "<MORE_DETAILED_CAPTION>"
+    folder = image_folder(tmp_path / "imgs")
+    caption_folder(folder, captioner, trigger="sks")
+    text_out = (folder / "red.txt").read_text()
+    assert text_out.startswith("sks, ") and text_out.count("\n") == 1
+    said = text_out[len("sks, "):].split()
+    assert said and all(f"Ġ{w}" in words for w in said)
+
+
 def test_caption_input_errors(tiny_tagger, tmp_path):
     folder = image_folder(tmp_path / "imgs")
     with pytest.raises(ConfigError, match="no such file or folder"):
