@@ -185,3 +185,6 @@ def test_caption_input_errors(tiny_tagger, tmp_path):
         load_captioner(str(lone))
     assert sdft_main(["data", "caption", str(folder), "--model", str(tmp_path / "nothing")]) == 2
     assert not list(folder.glob("*.txt"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert sdft_main(["data", "caption", str(empty), "--model", str(tiny_tagger)]) == 2  # before loading a model

@@ -90,7 +90,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or not 0 <= args.threshold <= 1 or not 0 <= args.character_threshold <= 1:
         raise ConfigError("--batch-size must be >= 1 and the thresholds within 0..1.")
-    check_folder(args.folder, "sdft data caption")
+    folder = check_folder(args.folder, "sdft data caption")
+    if not images_to_caption(folder, args.recursive):  # before loading a model
+        raise no_images_error(folder, args.recursive, "sdft data caption")
     captioner = load_captioner(args.model, args.kind, args.device, max_new_tokens=args.max_new_tokens,
                                num_beams=args.num_beams, task=args.task)
     exclude = {t.strip() for t in args.exclude_tags.split(",") if t.strip()}
