@@ -61,6 +61,16 @@ def markdown(src: Path, out: Path, opts: PrepareOptions, results: list[ImageResu
     return "\n".join(lines) + "\n"
 
 
+def short_flags(r: ImageResult) -> str:
+    """What the contact sheet writes under a thumbnail: the framing warnings, briefly."""
+    flags = ["no face"] if r.faces == 0 else [f"{r.faces} faces"] if r.faces > 1 else []
+    if r.subject_fraction is not None and r.subject_fraction < MIN_SUBJECT:
+        flags.append(f"subject {r.subject_fraction:.0%}")
+    if any(o.upscaled for o in r.outputs):
+        flags.append("upscaled")
+    return ", ".join(flags)
+
+
 def preview(src: Path, results: list[ImageResult], path: Path, limit: int = 64) -> Path:
     """A contact sheet: each source image with the detected face (green) and the face/body crops."""
     items = [r for r in results if r.size][:limit]
@@ -83,8 +93,7 @@ def preview(src: Path, results: list[ImageResult], path: Path, limit: int = 64) 
             x, y, w, h = r.face
             draw.rectangle([ox + x * f, oy + y * f, ox + (x + w) * f, oy + (y + h) * f], outline=COLOURS["detected"])
         draw.text((x0 + 2, y0 + THUMB), r.file[:30], fill=(255, 255, 255))
-        flags = [w.split(":")[0][:28] for w in r.warnings]
-        draw.text((x0 + 2, y0 + THUMB + 12), "; ".join(flags)[:34], fill=(255, 200, 80))
+        draw.text((x0 + 2, y0 + THUMB + 12), short_flags(r)[:34], fill=(255, 200, 80))
     tmp = path.with_name(f".{path.name}.tmp")
     sheet.save(tmp, format="PNG")
     tmp.replace(path)
