@@ -19,7 +19,7 @@ from sdft.adapters.kohya import kohya_metadata, tag_frequency
 from sdft.adapters.lora import count_params, start_phase
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
-from sdft.callbacks.graceful_stop import GracefulStop
+from sdft.callbacks.graceful_stop import GracefulStop, stop_before_training
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
 from sdft.callbacks.train_stats import TrainStats
 from sdft.callbacks.training_state import ResumePoint, TrainingState
@@ -249,7 +249,13 @@ def run(cfg: DictConfig | dict) -> dict:
 
     One phase: the summary is that phase's. Several: {"name", "phases": [phase summaries], "train_seconds"}.
     `resume=auto|<run folder>` continues an unfinished run in its own folder (sdft/resume.py).
+    SIGTERM / Ctrl-C stop it with a checkpoint or, before a step has trained, at once (sdft/callbacks/graceful_stop.py).
     """
+    with stop_before_training():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig | dict) -> dict:
     cfg = as_config(cfg)
     out_dir = output_dir(cfg)
     resumed = find_run(cfg, out_dir)
