@@ -67,10 +67,14 @@ def find_run(cfg: DictConfig, current: Path) -> Path | None:
         if (run / "summary.json").is_file():
             raise ConfigError(f"resume={cfg.resume}: that run has finished (summary.json is there); nothing to resume.")
         return run
-    runs = [d for d in candidates(cfg, current) if (d / "config.yaml").is_file() and not (d / "summary.json").is_file()
+    looked = candidates(cfg, current)
+    runs = [d for d in looked if (d / "config.yaml").is_file() and not (d / "summary.json").is_file()
             and has_progress(d)]
     if not runs:
-        log.info("resume=auto: no unfinished run with a checkpoint beside %s; starting a new run.", current)
+        where = current if cfg.output_dir else f"{len(looked)} earlier run folder(s) beside {current}"
+        log.warning("resume=auto: nothing to continue in %s (looked for a run folder with config.yaml, no "
+                    "summary.json, and a <phase>/checkpoints/step_*/%s or finished phase); starting a new run.",
+                    where, STATE_NAME)
         return None
     return max(runs, key=lambda d: (d / "config.yaml").stat().st_mtime)
 

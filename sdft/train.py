@@ -24,10 +24,11 @@ from sdft.callbacks.lora_checkpoint import LoraCheckpoint
 from sdft.callbacks.train_stats import TrainStats
 from sdft.callbacks.training_state import ResumePoint, TrainingState
 from sdft.callbacks.validation_grid import ValidationGrid
+from sdft.checks import check_values, typed_config
 from sdft.config import AdapterKind, LoggerKind, SdftConfig
 from sdft.data.class_images import prior_examples
 from sdft.data.datamodule import DreamBoothDataModule, instance_examples, split_validation
-from sdft.data.folders import check_data_config, default_validation_prompts
+from sdft.data.folders import check_data_config, data_settings, data_source, default_validation_prompts
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
@@ -49,7 +50,7 @@ def as_config(cfg: DictConfig | dict | SdftConfig) -> DictConfig:
     can add keys to typed nodes; going through a plain container re-checks every key)."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=False)
-    return OmegaConf.merge(OmegaConf.structured(SdftConfig), cfg)
+    return typed_config(cfg)
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -65,6 +66,7 @@ def output_dir(cfg: DictConfig) -> Path:
 def check_config(cfg: DictConfig) -> None:
     """Checks that need no model or data: fail before any long work."""
     check_data_config(cfg.data, cfg.prior.enabled)
+    check_values(cfg, data_settings(cfg.data))
     if cfg.adapter.kind == AdapterKind.lora:
         check_target_names(cfg.adapter.unet_targets, UNET_TARGETS, "adapter.unet_targets")
         check_target_names(cfg.adapter.text_encoder_targets, TEXT_ENCODER_TARGETS, "adapter.text_encoder_targets")
@@ -151,10 +153,11 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     out_dir.mkdir(parents=True, exist_ok=True)
     phase_dir = out_dir / cfg.phase.name
     check_config(cfg)
+    cfg.data = data_settings(cfg.data)  # one resolved data view (a kohya TOML's resolution...) for every consumer
     L.seed_everything(cfg.seed, workers=True)
     instances = instance_examples(cfg.data)  # bad folders and images fail here, before the model loads
     instances, held_out = split_validation(instances, cfg.data.validation_split, cfg.seed)
-    log.info("Phase %r: %d instance images from %s%s", cfg.phase.name, len(instances), cfg.data.instance_dir,
+    log.info("Phase %r: %d instance images from %s%s", cfg.phase.name, len(instances), data_source(cfg.data),
              f" (+{len(held_out)} held out for validation)" if held_out else "")
 
     if pipe is None:
