@@ -5,6 +5,8 @@ Called from sdft.train.check_config for every phase's config, before the model l
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -37,6 +39,10 @@ def check_values(cfg: DictConfig, data: DictConfig) -> None:
             raise ConfigError(f"adapter.alpha={ad.alpha}: must be > 0 (or unset: alpha = rank).")
     if not 0.0 <= ad.dropout < 1.0:
         raise ConfigError(f"adapter.dropout={ad.dropout}: must be in [0, 1) (a probability; typical 0 to 0.1).")
+    if cfg.phase.init_lora and Path(cfg.phase.init_lora).expanduser().is_file():
+        from sdft.adapters.lora_file import read_lora_file
+
+        read_lora_file(Path(cfg.phase.init_lora).expanduser())  # a damaged or NaN file fails now, not after loading
 
 
 def typed_config(cfg: dict) -> DictConfig:

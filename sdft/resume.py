@@ -9,6 +9,7 @@ A run folder is unfinished while it has no summary.json. Each phase folder is th
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -91,8 +92,22 @@ def check_same_run(run: Path, cfg: DictConfig) -> None:
                           f"config and overrides (its config is {run / 'config.yaml'}), or drop resume= to start anew.")
 
 
+def untrusted(state: Path, err: Exception) -> ConfigError:
+    return ConfigError(f"resume: {state} holds more than tensors and plain values (a pickle that could run code, or a "
+                       f"damaged file: {str(err).splitlines()[0][:200]}); not loaded. Resume only run folders you "
+                       "trust, or delete that checkpoint (and its phase's summary.json) to train the phase again.")
+
+
+def load_state(state: Path) -> dict:
+    """A checkpoint sdft wrote, read with weights_only=True: tensors and plain values only, never code."""
+    try:
+        return torch.load(state, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise untrusted(state, err) from None
+
+
 def restore_weights(module, state: Path) -> None:
     """Load a finished phase's trained weights (final_state.ckpt) into its freshly set-up module."""
-    checkpoint = torch.load(state, map_location="cpu", weights_only=False)  # our own file, written by Lightning
+    checkpoint = load_state(state)
     module.on_load_checkpoint(checkpoint)  # fails clearly if the adapter config does not match
     module.load_state_dict(checkpoint["state_dict"], strict=False)

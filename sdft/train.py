@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
 from sdft.module import DreamBoothModule
 from sdft.phases import phase_configs
-from sdft.resume import check_same_run, find_run, phase_status, restore_weights
+from sdft.resume import check_same_run, find_run, phase_status, restore_weights, untrusted
 
 log = logging.getLogger(__name__)
 # Frozen models stay in eval mode on purpose (DreamBoothModule.train); Lightning's warning about it is noise here.
@@ -219,7 +220,11 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
     start = time.perf_counter()
     if ckpt_path is not None:
         log.info("Phase %r continues from %s", cfg.phase.name, ckpt_path)
-    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    try:  # weights_only: a resumed checkpoint is read as tensors and plain values, never as code
+        trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                    weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise untrusted(ckpt_path, err) from None
     wall = time.perf_counter() - start
     close_loggers(trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
