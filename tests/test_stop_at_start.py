@@ -45,7 +45,7 @@ runpy.run_path("train.py", run_name="__main__")
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_sigterm_at_any_start_stage_exits_143(stage, tiny_cache, tmp_path):
     out = tmp_path / "run"
-    args = FAST + [f"model.cache_dir={tiny_cache}", f"output_dir={out}", f"data.class_dir={tmp_path / 'class'}",
+    args = FAST + [f"model.cache_dir={tiny_cache}", f"output_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}", f"data.class_dir={tmp_path / 'class'}",
                    f"data.instance_dir={EXAMPLE_SUBJECT / 'face'}", "data.instance_prompt=photo of sks character",
                    "data.class_prompt=photo of a character", "prior=default", "callbacks.validation_at_start=true",
                    "callbacks.fixed_noise_loss=true", "trainer.max_steps=3"]

@@ -22,7 +22,17 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 # Files that are expected next to images and are not reported as "ignored".
-SIDECAR_EXTENSIONS = {".txt", ".caption", ".json", ".toml", ".yaml", ".yml", ".npz", ".md"}
+SIDECAR_EXTENSIONS = {".txt", ".caption", ".json", ".toml", ".yaml", ".yml", ".npz"}
+SIDECAR_NAMES = {"readme.md"}  # other .md files (notes.md...) are reported as ignored
+# Image files sdft writes beside a dataset, never trained on: `sdft data check`'s preview (older versions wrote it
+# into the dataset) and masked-loss masks `<stem>.mask.png` (see is_sdft_file).
+SDFT_PREVIEWS = {"data_check.png"}
+
+
+def is_sdft_file(path: Path) -> bool:
+    """sdft's own preview, or a mask `<stem>.mask.<image ext>`: not a training image."""
+    name = path.name.lower()
+    return name in SDFT_PREVIEWS or Path(name).stem.endswith(".mask")
 
 
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
@@ -30,7 +40,7 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     pattern = "**/*" if recursive else "*"
     return sorted(
         p for p in folder.glob(pattern)
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and not is_sdft_file(p)
         and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
     )
 
@@ -40,7 +50,8 @@ def list_ignored(folder: Path, recursive: bool = True) -> list[Path]:
     pattern = "**/*" if recursive else "*"
     return sorted(
         p for p in folder.glob(pattern)
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_EXTENSIONS | SIDECAR_EXTENSIONS
+        if p.is_file() and not p.name.startswith(".") and p.name.lower() not in SIDECAR_NAMES
+        and (p.suffix.lower() not in IMAGE_EXTENSIONS | SIDECAR_EXTENSIONS or p.name.lower() in SDFT_PREVIEWS)
         and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
     )
 
