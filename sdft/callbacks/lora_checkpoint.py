@@ -20,6 +20,7 @@ import torch
 from sdft.adapters.formats import LORA_WEIGHT_NAME, save_lora, save_pipeline
 from sdft.adapters.kohya import save_kohya_lora
 from sdft.config import AdapterKind
+from sdft.errors import NonFiniteLossError
 from sdft.models.assemble import assemble_pipeline
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,10 @@ class LoraCheckpoint(L.Callback):
         """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""
         trained = [p for p in module.parameters() if p.requires_grad]
         if not all(torch.isfinite(p).all() for p in trained):
-            raise FloatingPointError(f"Trained weights are not finite; not overwriting anything at {target}.")
+            raise NonFiniteLossError(f"Trained weights are not finite (the loss became NaN/inf; with "
+                                     "loss.finite_check_every_n_steps > 1 it is caught late): nothing written to "
+                                     f"{target}. Resume from an earlier checkpoint with a lower optim.lr, or set "
+                                     "loss.finite_check_every_n_steps=1 to stop at the first bad step.")
         if self.kind == AdapterKind.lora:
             meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
             save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
