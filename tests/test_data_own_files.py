@@ -52,3 +52,21 @@ def test_non_utf8_caption_is_named_in_a_warning(tmp_path, caplog):
         report = scan_dataset(DataConfig(instance_dir=str(ds), instance_prompt="photo of sks dog"))
     assert any("a.txt" in r.getMessage() and "UTF-8" in r.getMessage() for r in caplog.records), caplog.text
     assert any("café" in e.prompt for e in report.examples), "latin-1 text should still be read correctly"
+
+
+def test_root_folder_and_unreadable_folders_are_data_errors(tmp_path, monkeypatch):
+    import pytest
+
+    from sdft.data import images
+    from sdft.errors import DataError
+
+    with pytest.raises(DataError, match="root"):
+        scan_dataset(DataConfig(instance_dir="/", instance_prompt="photo of sks dog"))
+    ds = dataset(tmp_path / "ds")
+
+    def denied(self, pattern):
+        raise PermissionError(13, "Permission denied", str(self / "proc"))
+
+    monkeypatch.setattr(images.Path, "glob", denied)
+    with pytest.raises(DataError, match="Permission denied"):
+        images.list_images(ds)
