@@ -277,13 +277,10 @@ class Generator:
         file = resolve_lora_file(path)
         if file in self._loras:
             return self._loras[file]
-        from safetensors import safe_open
-
         from sdft.adapters.kohya import LoraFormatError, check_lora_fits
+        from sdft.adapters.lora_file import read_lora_file
 
-        with safe_open(str(file), framework="pt") as f:
-            metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        state, metadata = read_lora_file(file)
         unet_sd, te_sd, _ = check_lora_fits(state, self.pipe.unet, self.pipe.text_encoder, metadata, source=str(file))
         expected = {
             "unet": {k.removesuffix(".lora_A.weight") for k in unet_sd if k.endswith(".lora_A.weight")},

@@ -117,10 +117,13 @@ class DreamBoothModule(L.LightningModule):
         every = max(self.loss_cfg.finite_check_every_n_steps, 1)
         if self.global_step % every == 0 and not torch.isfinite(loss):  # the only host sync of the step
             where = "Nothing was updated by this step" if every == 1 else f"It is checked every {every} steps"
-            raise NonFiniteLossError(
-                f"Loss is {loss.item()} at step {self.global_step}. {where} and the last saved LoRA checkpoint is "
-                "intact. Lower optim.lr, keep trainer.gradient_clip_val set, or use trainer.precision=32-true / "
-                "bf16-mixed instead of 16-mixed."
+            peak = max(float(p.detach().abs().max()) for p in self.parameters() if p.requires_grad)
+            raise NonFiniteLossError(  # honest about the weights: finite is not the same as usable (issue 20)
+                f"Loss is {loss.item()} at step {self.global_step}. {where}; the trained weights now reach "
+                f"|w| = {peak:.3g}{' (exploded)' if peak > 1e4 else ''}. A saved checkpoint holds its own step's "
+                "weights, which may already be bad if the loss was climbing: check train/loss and resume from one "
+                "taken before. Lower optim.lr, keep trainer.gradient_clip_val set, or use trainer.precision="
+                "32-true / bf16-mixed instead of 16-mixed."
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss

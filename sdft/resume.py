@@ -9,6 +9,7 @@ A run folder is unfinished while it has no summary.json. Each phase folder is th
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -67,10 +68,14 @@ def find_run(cfg: DictConfig, current: Path) -> Path | None:
         if (run / "summary.json").is_file():
             raise ConfigError(f"resume={cfg.resume}: that run has finished (summary.json is there); nothing to resume.")
         return run
-    runs = [d for d in candidates(cfg, current) if (d / "config.yaml").is_file() and not (d / "summary.json").is_file()
+    looked = candidates(cfg, current)
+    runs = [d for d in looked if (d / "config.yaml").is_file() and not (d / "summary.json").is_file()
             and has_progress(d)]
     if not runs:
-        log.info("resume=auto: no unfinished run with a checkpoint beside %s; starting a new run.", current)
+        where = current if cfg.output_dir else f"{len(looked)} earlier run folder(s) beside {current}"
+        log.warning("resume=auto: nothing to continue in %s (looked for a run folder with config.yaml, no "
+                    "summary.json, and a <phase>/checkpoints/step_*/%s or finished phase); starting a new run.",
+                    where, STATE_NAME)
         return None
     return max(runs, key=lambda d: (d / "config.yaml").stat().st_mtime)
 
@@ -87,8 +92,22 @@ def check_same_run(run: Path, cfg: DictConfig) -> None:
                           f"config and overrides (its config is {run / 'config.yaml'}), or drop resume= to start anew.")
 
 
+def untrusted(state: Path, err: Exception) -> ConfigError:
+    return ConfigError(f"resume: {state} holds more than tensors and plain values (a pickle that could run code, or a "
+                       f"damaged file: {str(err).splitlines()[0][:200]}); not loaded. Resume only run folders you "
+                       "trust, or delete that checkpoint (and its phase's summary.json) to train the phase again.")
+
+
+def load_state(state: Path) -> dict:
+    """A checkpoint sdft wrote, read with weights_only=True: tensors and plain values only, never code."""
+    try:
+        return torch.load(state, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise untrusted(state, err) from None
+
+
 def restore_weights(module, state: Path) -> None:
     """Load a finished phase's trained weights (final_state.ckpt) into its freshly set-up module."""
-    checkpoint = torch.load(state, map_location="cpu", weights_only=False)  # our own file, written by Lightning
+    checkpoint = load_state(state)
     module.on_load_checkpoint(checkpoint)  # fails clearly if the adapter config does not match
     module.load_state_dict(checkpoint["state_dict"], strict=False)

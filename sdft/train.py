@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,21 +20,22 @@ from sdft.adapters.kohya import kohya_metadata, tag_frequency
 from sdft.adapters.lora import count_params, start_phase
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
-from sdft.callbacks.graceful_stop import GracefulStop
+from sdft.callbacks.graceful_stop import GracefulStop, stop_before_training
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
 from sdft.callbacks.train_stats import TrainStats
 from sdft.callbacks.training_state import ResumePoint, TrainingState
 from sdft.callbacks.validation_grid import ValidationGrid
+from sdft.checks import check_values, typed_config
 from sdft.config import AdapterKind, LoggerKind, SdftConfig
 from sdft.data.class_images import prior_examples
 from sdft.data.datamodule import DreamBoothDataModule, instance_examples, split_validation
-from sdft.data.folders import check_data_config, default_validation_prompts
+from sdft.data.folders import check_data_config, data_settings, data_source, default_validation_prompts
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
 from sdft.module import DreamBoothModule
 from sdft.phases import phase_configs
-from sdft.resume import check_same_run, find_run, phase_status, restore_weights
+from sdft.resume import check_same_run, find_run, phase_status, restore_weights, untrusted
 
 log = logging.getLogger(__name__)
 # Frozen models stay in eval mode on purpose (DreamBoothModule.train); Lightning's warning about it is noise here.
@@ -49,7 +51,7 @@ def as_config(cfg: DictConfig | dict | SdftConfig) -> DictConfig:
     can add keys to typed nodes; going through a plain container re-checks every key)."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=False)
-    return OmegaConf.merge(OmegaConf.structured(SdftConfig), cfg)
+    return typed_config(cfg)
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -65,6 +67,7 @@ def output_dir(cfg: DictConfig) -> Path:
 def check_config(cfg: DictConfig) -> None:
     """Checks that need no model or data: fail before any long work."""
     check_data_config(cfg.data, cfg.prior.enabled)
+    check_values(cfg, data_settings(cfg.data))
     if cfg.adapter.kind == AdapterKind.lora:
         check_target_names(cfg.adapter.unet_targets, UNET_TARGETS, "adapter.unet_targets")
         check_target_names(cfg.adapter.text_encoder_targets, TEXT_ENCODER_TARGETS, "adapter.text_encoder_targets")
@@ -151,10 +154,11 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     out_dir.mkdir(parents=True, exist_ok=True)
     phase_dir = out_dir / cfg.phase.name
     check_config(cfg)
+    cfg.data = data_settings(cfg.data)  # one resolved data view (a kohya TOML's resolution...) for every consumer
     L.seed_everything(cfg.seed, workers=True)
     instances = instance_examples(cfg.data)  # bad folders and images fail here, before the model loads
     instances, held_out = split_validation(instances, cfg.data.validation_split, cfg.seed)
-    log.info("Phase %r: %d instance images from %s%s", cfg.phase.name, len(instances), cfg.data.instance_dir,
+    log.info("Phase %r: %d instance images from %s%s", cfg.phase.name, len(instances), data_source(cfg.data),
              f" (+{len(held_out)} held out for validation)" if held_out else "")
 
     if pipe is None:
@@ -216,7 +220,11 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
     start = time.perf_counter()
     if ckpt_path is not None:
         log.info("Phase %r continues from %s", cfg.phase.name, ckpt_path)
-    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    try:  # weights_only: a resumed checkpoint is read as tensors and plain values, never as code
+        trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                    weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise untrusted(ckpt_path, err) from None
     wall = time.perf_counter() - start
     close_loggers(trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -249,7 +257,13 @@ def run(cfg: DictConfig | dict) -> dict:
 
     One phase: the summary is that phase's. Several: {"name", "phases": [phase summaries], "train_seconds"}.
     `resume=auto|<run folder>` continues an unfinished run in its own folder (sdft/resume.py).
+    SIGTERM / Ctrl-C stop it with a checkpoint or, before a step has trained, at once (sdft/callbacks/graceful_stop.py).
     """
+    with stop_before_training():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig | dict) -> dict:
     cfg = as_config(cfg)
     out_dir = output_dir(cfg)
     resumed = find_run(cfg, out_dir)

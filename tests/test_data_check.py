@@ -41,7 +41,7 @@ def test_check_names_bad_files_and_fails(tmp_path, capsys):
 def test_check_kohya_toml_and_bad_source(tmp_path, capsys):
     noise_image(tmp_path / "img" / "3_sks dog" / "a.png", seed=0)
     (tmp_path / "d.toml").write_text("[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = 'img/3_sks dog'\n")
-    assert main([str(tmp_path / "d.toml")]) == 0
+    assert main([str(tmp_path / "d.toml"), "--out", str(tmp_path / "checks")]) == 0
     out = capsys.readouterr().out
-    assert "3 repeats" in out and "'sks'" in out and (tmp_path / "data_check.png").is_file()
+    assert "3 repeats" in out and "'sks'" in out and (tmp_path / "checks" / "data_check.png").is_file()
     assert main([str(tmp_path / "nothing.txt")]) == 2

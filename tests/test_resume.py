@@ -173,6 +173,6 @@ def test_resume_refuses_a_run_with_other_settings(fast_config, tmp_path):
 def test_resume_auto_without_anything_to_resume_starts_fresh(fast_config, tmp_path):
     summary = run(fast_config("resume=auto", "trainer.max_steps=2"))
     assert summary["steps"] == 2
-    state = torch.load(tmp_path / "out" / "main" / "final_state.ckpt", weights_only=False)
+    state = torch.load(tmp_path / "out" / "main" / "final_state.ckpt", weights_only=True)
     trained = [k for k in state["state_dict"]]
     assert trained and all("lora_" in k for k in trained), "the checkpoint should hold only the trained LoRA weights"

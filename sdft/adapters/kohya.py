@@ -24,7 +24,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 from peft.utils.other import get_pattern_key
-from safetensors import safe_open
 from torch import nn
 
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
@@ -406,9 +405,9 @@ def load_kohya_lora(
     With the models given, names come from their layers and every key is checked to fit (`check_lora_fits`);
     without, kohya names are decoded with SD 1.x naming rules and only the format is checked.
     """
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    from sdft.adapters.lora_file import read_lora_file
+
+    state, metadata = read_lora_file(path)
     if unet is not None or text_encoder is not None:
         return check_lora_fits(state, unet, text_encoder, metadata, source=str(path))
     errors: list[str] = []

@@ -3,6 +3,11 @@
 Why not Lightning's own SIGTERM handling: it raises between loop stages, where its loop counters may already be past
 an epoch's end; a checkpoint taken there resumes with a shortened epoch. Here the stop happens at the end of a batch,
 the same point as every regular checkpoint, so `resume=auto` continues exactly (tests/test_resume.py).
+
+Before the first batch (checks, model load, class images, the start grid and fixed-noise loss) `stop_before_training`
+holds the signals: nothing has been trained since the last checkpoint, so a signal stops at once with exit 143 / 130 and
+says so (tests/test_stop_at_start.py). It is installed before Lightning's own SIGTERM handler, which would otherwise
+note the signal and end the run after one batch with exit 0 and no checkpoint.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from contextlib import contextmanager
 
 import lightning as L
 
@@ -17,6 +23,28 @@ from sdft.errors import TrainingStopped
 
 log = logging.getLogger(__name__)
 SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
+
+
+def _stop_now(signum, frame) -> None:
+    name, code = SIGNALS[signum]
+    raise TrainingStopped(f"Stopped by {name} before a training step: nothing trained yet since the last checkpoint "
+                          "(none in a new run), so nothing to save. Run the same command with resume=auto to continue "
+                          "(class images already made are kept).", code)
+
+
+@contextmanager
+def stop_before_training():
+    """While open (main thread only), SIGTERM / Ctrl-C raise TrainingStopped at once; GracefulStop takes over at the
+    first batch. Lightning's handler, installed by fit(), calls this one after its own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _stop_now) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class GracefulStop(L.Callback):

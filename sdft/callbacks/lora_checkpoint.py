@@ -19,7 +19,9 @@ import torch
 
 from sdft.adapters.formats import LORA_WEIGHT_NAME, save_lora, save_pipeline
 from sdft.adapters.kohya import save_kohya_lora
+from sdft.callbacks.disk_space import disk_full, folder_bytes
 from sdft.config import AdapterKind
+from sdft.errors import NonFiniteLossError
 from sdft.models.assemble import assemble_pipeline
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,10 @@ class LoraCheckpoint(L.Callback):
         """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""
         trained = [p for p in module.parameters() if p.requires_grad]
         if not all(torch.isfinite(p).all() for p in trained):
-            raise FloatingPointError(f"Trained weights are not finite; not overwriting anything at {target}.")
+            raise NonFiniteLossError(f"Trained weights are not finite (the loss became NaN/inf; with "
+                                     "loss.finite_check_every_n_steps > 1 it is caught late): nothing written to "
+                                     f"{target}. Resume from an earlier checkpoint with a lower optim.lr, or set "
+                                     "loss.finite_check_every_n_steps=1 to stop at the first bad step.")
         if self.kind == AdapterKind.lora:
             meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
             save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
@@ -72,9 +77,12 @@ class LoraCheckpoint(L.Callback):
         folder = self.phase_dir / "checkpoints" / f"step_{step:06d}"
         path = folder
         self._last_step = step
-        if trainer.is_global_zero:
-            path = self.save(module, folder, f"{self.kohya_name}-step{step:06d}", step, trainer.current_epoch)
-        self.save_state(trainer, folder / STATE_NAME)
+        try:
+            if trainer.is_global_zero:
+                path = self.save(module, folder, f"{self.kohya_name}-step{step:06d}", step, trainer.current_epoch)
+            self.save_state(trainer, folder / STATE_NAME)
+        except OSError as err:
+            raise disk_full(err, folder, self._needed(module), whole=True) from err
         if trainer.is_global_zero:
             self._prune()
         return path
@@ -87,12 +95,27 @@ class LoraCheckpoint(L.Callback):
             return  # the final save covers the last step
         log.info("Checkpoint at step %d: %s", step, self.checkpoint(trainer, module))
 
+    def _needed(self, module) -> int:
+        """Bytes one checkpoint takes: the newest one's size, else 5x the trained weights (2 LoRA files, Adam's 2
+        moments, the weights in state.ckpt)."""
+        steps = sorted((self.phase_dir / "checkpoints").glob("step_*"))
+        done = [s for s in steps if (s / STATE_NAME).is_file()]
+        if done:
+            return folder_bytes(done[-1])
+        return 5 * sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
+
     def on_train_end(self, trainer: L.Trainer, module) -> None:
-        self.save_state(trainer, self.phase_dir / FINAL_STATE_NAME, weights_only=True)
+        try:
+            self.save_state(trainer, self.phase_dir / FINAL_STATE_NAME, weights_only=True)
+        except OSError as err:
+            raise disk_full(err, self.phase_dir, self._needed(module), whole=False) from err
         if not trainer.is_global_zero:
             return
         folder = self.phase_dir / ("lora" if self.kind == AdapterKind.lora else "model")
-        self.final_path = self.save(module, folder, self.kohya_name, trainer.global_step, trainer.current_epoch)
+        try:
+            self.final_path = self.save(module, folder, self.kohya_name, trainer.global_step, trainer.current_epoch)
+        except OSError as err:
+            raise disk_full(err, folder, self._needed(module), whole=False) from err
         if self.kind == AdapterKind.lora:
             self.final_kohya_path = folder / f"{self.kohya_name}.safetensors"
             if self.log_artifact:

@@ -43,6 +43,17 @@ def read_captions(images: list[Path], fallback: str, extension: str, use_caption
     return read_captions_report(images, fallback, extension, use_captions, missing)[0]
 
 
+def read_caption(path: Path) -> str:
+    """A caption file's text: UTF-8, else (with a warning naming the file) Windows-1252, the usual other encoding."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        log.warning("Caption %s is not UTF-8: read as Windows-1252 (%r). Save it as UTF-8 to be sure it is read as "
+                    "meant.", path, data.decode("cp1252", errors="replace")[:80])
+        return data.decode("cp1252", errors="replace")
+
+
 def read_captions_report(images: list[Path], fallback: str, extension: str, use_captions: bool,
                          missing: str = "warn") -> tuple[list[str], CaptionReport]:
     """Prompts and a report. A caption extension that matches no file while other caption files exist is a loud
@@ -53,7 +64,7 @@ def read_captions_report(images: list[Path], fallback: str, extension: str, use_
     prompts, found = [], 0
     for image in images:
         path = caption_path(image, extension)
-        text = path.read_text(encoding="utf-8", errors="replace").strip() if path.is_file() else ""
+        text = read_caption(path).strip() if path.is_file() else ""
         text = " ".join(text.split())  # one line
         found += bool(text)
         prompts.append(text or fallback)

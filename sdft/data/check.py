@@ -113,7 +113,9 @@ def write_preview(dm: DreamBoothDataModule, out: Path, background, limit: int = 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a folder of images, a kohya dataset .toml, or a .yaml data / run config")
     parser.add_argument("--prompt", help="instance prompt for a plain folder (default: the folder's name)")
-    parser.add_argument("--preview", default=None, help="PNG to write (default: <source folder>/data_check.png)")
+    parser.add_argument("--out", default=None, help="folder for the preview (default: outputs/data_check/<source "
+                        "name>/, never inside the dataset: the preview must not become a training image)")
+    parser.add_argument("--preview", default=None, help="PNG to write (default: <out>/data_check.png)")
     parser.add_argument("--report", default=None, help="also write the report to this text file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="data config values, e.g. --set enable_bucket=true --set resolution=768")
@@ -145,7 +147,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     source = Path(args.source).expanduser()
-    preview = Path(args.preview) if args.preview else (source if source.is_dir() else source.parent) / "data_check.png"
+    out = Path(args.out) if args.out else Path("outputs") / "data_check" / (source.stem or "dataset")
+    preview = Path(args.preview) if args.preview else out / "data_check.png"
     write_preview(dm, preview, settings.background)
     lines.append(f"Preview: {preview}")
     text = "\n".join(lines)

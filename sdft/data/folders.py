@@ -172,6 +172,15 @@ def class_dir_concepts(class_dir: Path, cfg) -> list[Concept]:
             for sub, n, tokens in kohya_subfolders(class_dir)]
 
 
+def data_source(cfg: DataConfig | DictConfig) -> str:
+    """Where the data comes from, for log lines: the kohya TOML, the concepts' folders, or data.instance_dir."""
+    if cfg.kohya_toml:
+        return f"kohya TOML {cfg.kohya_toml}"
+    if cfg.concepts:
+        return ", ".join(str(c.instance_dir) for c in cfg.concepts)
+    return str(cfg.instance_dir)
+
+
 def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None:
     """Checks that need no images: prior preservation needs a class prompt somewhere."""
     cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)

@@ -22,25 +22,43 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 # Files that are expected next to images and are not reported as "ignored".
-SIDECAR_EXTENSIONS = {".txt", ".caption", ".json", ".toml", ".yaml", ".yml", ".npz", ".md"}
+SIDECAR_EXTENSIONS = {".txt", ".caption", ".json", ".toml", ".yaml", ".yml", ".npz"}
+SIDECAR_NAMES = {"readme.md"}  # other .md files (notes.md...) are reported as ignored
+# Image files sdft writes beside a dataset, never trained on: `sdft data check`'s preview (older versions wrote it
+# into the dataset) and masked-loss masks `<stem>.mask.png` (see is_sdft_file).
+SDFT_PREVIEWS = {"data_check.png"}
+
+
+def is_sdft_file(path: Path) -> bool:
+    """sdft's own preview, or a mask `<stem>.mask.<image ext>`: not a training image."""
+    name = path.name.lower()
+    return name in SDFT_PREVIEWS or Path(name).stem.endswith(".mask")
+
+
+def _files(folder: Path, recursive: bool) -> list[Path]:
+    """Everything under `folder`; a folder that cannot be read is a DataError naming it (not a raw OSError)."""
+    try:
+        return list(folder.glob("**/*" if recursive else "*"))
+    except OSError as err:
+        raise DataError(f"{folder}: cannot read {err.filename or folder} ({err.strerror or err}). Point the data "
+                        "setting at a folder of images you can read (or set data.recursive=false).") from None
 
 
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     """Image files under `folder` (by extension, hidden files skipped), sorted for determinism."""
-    pattern = "**/*" if recursive else "*"
     return sorted(
-        p for p in folder.glob(pattern)
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        p for p in _files(folder, recursive)
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and not is_sdft_file(p)
         and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
     )
 
 
 def list_ignored(folder: Path, recursive: bool = True) -> list[Path]:
     """Files that are neither images nor expected sidecars: reported, so nothing is dropped silently."""
-    pattern = "**/*" if recursive else "*"
     return sorted(
-        p for p in folder.glob(pattern)
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_EXTENSIONS | SIDECAR_EXTENSIONS
+        p for p in _files(folder, recursive)
+        if p.is_file() and not p.name.startswith(".") and p.name.lower() not in SIDECAR_NAMES
+        and (p.suffix.lower() not in IMAGE_EXTENSIONS | SIDECAR_EXTENSIONS or p.name.lower() in SDFT_PREVIEWS)
         and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
     )
 
@@ -142,6 +160,8 @@ def check_folder(folder: str | Path, what: str) -> Path:
         raise DataError(f"{what}: folder {folder} does not exist (relative paths are from {Path.cwd()}).")
     if not folder.is_dir():
         raise DataError(f"{what}: {folder} is a file, not a folder of images.")
+    if folder.resolve() == Path(folder.resolve().anchor):  # scanning a whole file system (and /proc) is never meant
+        raise DataError(f"{what}: {folder} is the file system's root; point it at the folder that holds your images.")
     return folder
 
 
