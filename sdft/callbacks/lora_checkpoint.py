@@ -18,6 +18,7 @@ import lightning as L
 import torch
 
 from sdft.adapters.formats import LORA_WEIGHT_NAME, save_lora, save_pipeline
+from sdft.adapters.kinds import has_kohya_format, is_peft_kind
 from sdft.adapters.kohya import save_kohya_lora
 from sdft.config import AdapterKind
 from sdft.models.assemble import assemble_pipeline
@@ -47,9 +48,10 @@ class LoraCheckpoint(L.Callback):
         trained = [p for p in module.parameters() if p.requires_grad]
         if not all(torch.isfinite(p).all() for p in trained):
             raise FloatingPointError(f"Trained weights are not finite; not overwriting anything at {target}.")
-        if self.kind == AdapterKind.lora:
+        if is_peft_kind(self.kind):
             meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
-            save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
+            if has_kohya_format(self.kind):  # OFT: no kohya/A1111 file merges like peft's (adapters/lycoris.py)
+                save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
             return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)
         pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
         return save_pipeline(pipe, target)
@@ -91,13 +93,13 @@ class LoraCheckpoint(L.Callback):
         self.save_state(trainer, self.phase_dir / FINAL_STATE_NAME, weights_only=True)
         if not trainer.is_global_zero:
             return
-        folder = self.phase_dir / ("lora" if self.kind == AdapterKind.lora else "model")
+        folder = self.phase_dir / ("lora" if is_peft_kind(self.kind) else "model")
         self.final_path = self.save(module, folder, self.kohya_name, trainer.global_step, trainer.current_epoch)
-        if self.kind == AdapterKind.lora:
-            self.final_kohya_path = folder / f"{self.kohya_name}.safetensors"
+        if is_peft_kind(self.kind):
+            self.final_kohya_path = folder / f"{self.kohya_name}.safetensors" if has_kohya_format(self.kind) else None
             if self.log_artifact:
                 log_lora_artifact(trainer, folder, self.kohya_name, trainer.global_step)
-        log.info("Saved the trained %s to %s", "LoRA" if self.kind == AdapterKind.lora else "pipeline", self.final_path)
+        log.info("Saved the trained %s to %s", "adapter" if is_peft_kind(self.kind) else "pipeline", self.final_path)
 
 
 def log_lora_artifact(trainer: L.Trainer, folder: Path, name: str, step: int) -> None:
