@@ -88,6 +88,16 @@ def delete_adapter(model: nn.Module, name: str) -> None:
         if name in layer_adapters(layer):
             layer.delete_adapter(name)
     model.peft_config.pop(name, None)
+    if not model.peft_config:  # no adapter left: put the plain layers back, so a later one may be of another kind
+        unwrap(model)
+
+
+def unwrap(model: nn.Module) -> None:
+    """Replace every peft layer that holds no adapter by its base layer."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer) and not layer_adapters(module):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.get_base_layer())
 
 
 def merge_adapter_into_base(model: nn.Module, name: str = ADAPTER_NAME) -> None:
@@ -118,9 +128,19 @@ def activate(model: nn.Module, names: list[str], trainable: list[str]) -> None:
         layer.set_adapter([n for n in names if n in layer_adapters(layer)])
     for pname, param in model.named_parameters():
         if is_adapter_param(pname):
-            param.requires_grad_(any(f".{n}." in pname for n in trainable))
+            param.requires_grad_(any(f".{n}." in pname + "." for n in trainable))  # LoHa/LoKr: `.hada_w1_a.<n>`
             if param.requires_grad:
                 param.data = param.data.float()
+
+
+def check_same_kind(model: nn.Module, cfg: AdapterConfig, train: bool) -> None:
+    """peft holds one adapter type per layer: a stacked adapter must be of the previous one's type."""
+    old = str(model.peft_config[ADAPTER_NAME].peft_type.value)
+    new = str(peft_config(model, [], cfg).peft_type.value) if train else old
+    if old != new:
+        raise ConfigError(f"phase start=stack: the previous adapter is {old}, this phase's adapter.kind="
+                          f"{getattr(cfg.kind, 'value', cfg.kind)} is {new}; peft cannot stack different kinds on one "
+                          "layer. Use the same kind, or start=merge / fresh.")
 
 
 def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mode: str, previous: str | None) -> None:
@@ -152,6 +172,7 @@ def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mo
             continue
         if ADAPTER_NAME in adapter_names(model):
             if mode == "stack":
+                check_same_kind(model, cfg, train)
                 freeze_as(model, previous)
             else:  # merge
                 merge_adapter_into_base(model)

@@ -18,6 +18,7 @@ Written per peft layer of adapter "default" (hand-written because no library wri
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Callable
 
@@ -88,6 +89,16 @@ def layer_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
                 tensors = _writer(layer)(layer, layer.get_base_layer())
                 out[name] = {k: v.detach().float().cpu() for k, v in tensors.items()}
     return out
+
+
+KIND_KEYS = {"loha": r"\.hada_w[12]_[ab]\b", "lokr": r"\.lokr_w[12]", "dora": r"\.(dora_scale|lora_magnitude_vector)\b",
+             "oft": r"\.(oft_blocks|oft_diag|oft_R)\b"}
+
+
+def file_kind(keys) -> str | None:
+    """The kind a LoRA-style file holds ("loha", "lokr", "dora", "oft"; kohya or peft keys), None for LoRA / LoCon."""
+    text = "\n".join(keys)
+    return next((kind for kind, pattern in KIND_KEYS.items() if re.search(pattern, text)), None)
 
 
 # ---------------------------------------------------------------------------------------------- metadata
