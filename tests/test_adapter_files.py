@@ -78,3 +78,25 @@ def test_weighted_loha_in_the_generator(tiny_pipe_factory, tiny_cache, tmp_path)
     assert max_diff(render(gen.pipe), render(tiny_pipe_factory())) <= TOL
     gen.set_loras([LoraSpec(str(files["kohya"]), 0.5)])
     assert max_diff(render(gen.pipe), render(tiny_pipe_factory())) > 1e-3
+
+
+def test_diffusers_file_has_conventional_text_encoder_names_and_reads_old_ones(tiny_pipe_factory, tmp_path):
+    """Issue item 4: `text_encoder.text_model.encoder...` keys are written; files with transformers-5 names
+    (`text_encoder.encoder...`, as sdft wrote before) still load, in sdft and in diffusers."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    want, files = trained("lora", tiny_pipe_factory, tmp_path)
+    with safe_open(str(files["sdft"]), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    te_keys = [k for k in state if k.startswith("text_encoder.")]
+    assert te_keys and all(k.startswith("text_encoder.text_model.encoder.layers.") for k in te_keys)
+    old = tmp_path / "old.safetensors"
+    save_file({k.replace("text_encoder.text_model.", "text_encoder."): v for k, v in state.items()}, str(old), meta)
+    for path in (files["sdft"], old):
+        pipe = tiny_pipe_factory()
+        load_lora_into(pipe.unet, pipe.text_encoder, path)
+        assert max_diff(render(pipe), want) <= TOL, path
+        pipe = tiny_pipe_factory()
+        pipe.load_lora_weights(str(path))
+        assert max_diff(render(pipe), want) <= TOL, path

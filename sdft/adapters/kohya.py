@@ -304,6 +304,8 @@ def _from_diffusers(sd: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
     parts: dict[str, dict[str, torch.Tensor]] = {"unet": {}, "text_encoder": {}}
     for key, value in sd.items():
         kind, _, rest = key.partition(".")
+        if kind == "text_encoder":  # both `text_encoder.text_model.encoder...` (conventional) and transformers 5 names
+            rest = rest.removeprefix("text_model.")
         if kind not in parts:
             errors.append(f"{key}: neither a unet. nor a text_encoder. key")
         else:

@@ -40,7 +40,8 @@ def from_diffusers_file(state: Mapping[str, torch.Tensor], metadata: Mapping[str
     adapter = json.loads(metadata.get("lora_adapter_metadata", "{}") or "{}")
     out: Parsed = {}
     for part in ("unet", "text_encoder"):
-        sd = {k.removeprefix(part + "."): v for k, v in state.items() if k.startswith(part + ".")}
+        sd = {k.removeprefix(part + ".").removeprefix("text_model."): v  # TE: conventional or transformers-5 names
+              for k, v in state.items() if k.startswith(part + ".")}
         if not sd:
             continue
         conf = {k.removeprefix(part + "."): v for k, v in adapter.items() if k.startswith(part + ".")}
