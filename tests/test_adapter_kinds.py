@@ -106,3 +106,29 @@ def test_loha_resume_is_exact(fast_config, tmp_path):
     b, _ = read(cut / "main" / "lora" / LORA)
     assert a.keys() == b.keys() and any("hada_w1_a" in k for k in a)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
+def test_resize_refuses_lycoris_files(tmp_path):
+    from safetensors.torch import save_file
+
+    from sdft.adapters.resize import resize_file
+    from sdft.errors import ConfigError
+
+    path = tmp_path / "loha.safetensors"
+    save_file({f"lora_unet_a.hada_{w}": torch.zeros(4, 4) for w in ("w1_a", "w1_b", "w2_a", "w2_b")}, str(path))
+    with pytest.raises(ConfigError, match="is a loha file; resize handles LoRA and LoCon files only"):
+        resize_file(path, tmp_path / "out.safetensors", rank=2)
+
+
+def test_stacking_another_kind_is_refused(tiny_pipe_factory):
+    from sdft.adapters.lora import setup_trainable, start_phase
+    from sdft.config import AdapterConfig, AdapterKind
+    from sdft.errors import ConfigError
+
+    pipe = tiny_pipe_factory()
+    setup_trainable(pipe.unet, pipe.text_encoder, AdapterConfig(kind=AdapterKind.loha))
+    with pytest.raises(ConfigError, match="previous adapter is LOHA.*cannot stack"):
+        start_phase(pipe.unet, pipe.text_encoder, AdapterConfig(kind=AdapterKind.lora), "stack", "first")
+    # fresh drops the LoHa and its peft wrappers, so a LoRA can go on the same layers
+    start_phase(pipe.unet, pipe.text_encoder, AdapterConfig(kind=AdapterKind.lora), "fresh", "first")
+    assert {type(m).__module__.split(".")[2] for m in pipe.unet.modules() if hasattr(m, "base_layer")} == {"lora"}
