@@ -36,6 +36,11 @@ class PredictionType(str, Enum):
 class AdapterKind(str, Enum):
     lora = "lora"
     full = "full"
+    locon = "locon"  # LoRA on the ResNet convs too (conv_rank / conv_alpha); peft LoraConfig
+    loha = "loha"  # LyCORIS LoHa (peft LoHaConfig)
+    lokr = "lokr"  # LyCORIS LoKr (peft LoKrConfig)
+    dora = "dora"  # weight-decomposed LoRA (peft LoraConfig(use_dora=True))
+    oft = "oft"  # orthogonal fine-tuning (peft OFTConfig); sdft/diffusers-format file only, see docs/formats.md
 
 
 class OptimizerName(str, Enum):
@@ -142,6 +147,9 @@ class AdapterConfig:
     train_text_encoder: bool = True
     unet_targets: List[str] = field(default_factory=lambda: ["attn1", "attn2"])  # see sdft/adapters/targets.py
     text_encoder_targets: List[str] = field(default_factory=lambda: ["attn"])
+    conv_rank: Optional[int] = None  # rank on 3x3 convs (target group `conv`); default: rank
+    conv_alpha: Optional[float] = None  # alpha on 3x3 convs; default: conv_rank
+    oft_block_size: int = 32  # kind=oft: size of the orthogonal blocks (must divide every target's input features)
 
 
 PHASE_SECTIONS = ("data", "adapter", "prior", "optim", "loss", "trainer", "callbacks")

@@ -95,16 +95,18 @@ def load_base(base: str, config: str | None = None, vae: str | None = None, allo
 def merge_loras(pipe, loras: list[tuple[Path, float]]) -> None:
     """Fuse each LoRA times its weight into the pipeline's U-Net / text encoder weights (then drop the adapters)."""
     from sdft.adapters.kohya import load_kohya_lora
+    from sdft.adapters.peft_files import inject_path
 
     if not loras:
         return
     names, weights = [], []
     for i, (path, weight) in enumerate(loras):
-        load_kohya_lora(path, pipe.unet, pipe.text_encoder)  # fit check with a clear error, before diffusers loads
         name = f"lora{i}"
         with warnings.catch_warnings():  # peft warns that a second adapter is a second adapter: that is the point
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-            pipe.load_lora_weights(str(path), adapter_name=name)
+            if inject_path(path, pipe, name) is None:  # LoHa/LoKr/DoRA/OFT are injected with peft, LoRA by diffusers
+                load_kohya_lora(path, pipe.unet, pipe.text_encoder)  # fit check with a clear error, before loading
+                pipe.load_lora_weights(str(path), adapter_name=name)
         names.append(name)
         weights.append(weight)
         log.info("LoRA %s (weight %g) loaded", path, weight)

@@ -281,6 +281,10 @@ class Generator:
         from sdft.adapters.lora_file import read_lora_file
 
         state, metadata = read_lora_file(file)
+        from sdft.adapters.lycoris import file_kind
+
+        if file_kind(state) is not None:  # LoHa / LoKr / DoRA / OFT: injected with peft (sdft/adapters/peft_files.py)
+            return self._load_other_kind(file, state, metadata, file_kind(state))
         unet_sd, te_sd, _ = check_lora_fits(state, self.pipe.unet, self.pipe.text_encoder, metadata, source=str(file))
         expected = {
             "unet": {k.removesuffix(".lora_A.weight") for k in unet_sd if k.endswith(".lora_A.weight")},
@@ -308,6 +312,23 @@ class Generator:
         lora = LoadedLora(file, adapter, name, lora_short_hash(file), tuple(p for p, m in expected.items() if m))
         self._loras[file] = lora
         log.info("Loaded LoRA %s as adapter %s (%s)", file, adapter, ", ".join(lora.parts))
+        return lora
+
+    def _load_other_kind(self, file: Path, state: dict, metadata: dict, kind: str) -> LoadedLora:
+        from sdft.adapters.peft_files import inject_file
+
+        name = lora_display_name(file)
+        adapter = self._adapter_name(name)
+        models = {"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder}
+        try:
+            parts = inject_file(models, state, metadata, kind, adapter, str(file))
+        except Exception:
+            self._drop_adapter(adapter)
+            raise
+        self.pipe.to(self.device, self.dtype)
+        lora = LoadedLora(file, adapter, name, lora_short_hash(file), parts)
+        self._loras[file] = lora
+        log.info("Loaded %s adapter %s as %s (%s)", kind, file, adapter, ", ".join(parts))
         return lora
 
     def set_loras(self, specs: Sequence[LoraSpec | str]) -> None:

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from sdft.adapters.kinds import is_peft_kind
 from sdft.adapters.kohya import kohya_metadata, tag_frequency
 from sdft.adapters.lora import count_params, start_phase
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
@@ -26,7 +27,7 @@ from sdft.callbacks.train_stats import TrainStats
 from sdft.callbacks.training_state import ResumePoint, TrainingState
 from sdft.callbacks.validation_grid import ValidationGrid
 from sdft.checks import check_values, typed_config
-from sdft.config import AdapterKind, LoggerKind, SdftConfig
+from sdft.config import LoggerKind, SdftConfig
 from sdft.data.class_images import prior_examples
 from sdft.data.datamodule import DreamBoothDataModule, instance_examples, split_validation
 from sdft.data.folders import check_data_config, data_settings, data_source, default_validation_prompts
@@ -68,7 +69,7 @@ def check_config(cfg: DictConfig) -> None:
     """Checks that need no model or data: fail before any long work."""
     check_data_config(cfg.data, cfg.prior.enabled)
     check_values(cfg, data_settings(cfg.data))
-    if cfg.adapter.kind == AdapterKind.lora:
+    if is_peft_kind(cfg.adapter.kind):
         check_target_names(cfg.adapter.unet_targets, UNET_TARGETS, "adapter.unet_targets")
         check_target_names(cfg.adapter.text_encoder_targets, TEXT_ENCODER_TARGETS, "adapter.text_encoder_targets")
     if cfg.phase.init_lora and not Path(cfg.phase.init_lora).expanduser().is_file():
@@ -99,15 +100,14 @@ def kohya_file_name(cfg: DictConfig) -> str:
 
 
 def kohya_metadata_fn(cfg: DictConfig, instances: list, resolved: dict):
-    """ss_* metadata for the kohya file at a given (step, epoch): rank, alpha, base, resolution, tags, config."""
+    """ss_* metadata for the kohya file at a given (step, epoch): base, resolution, tags, config."""
     by_folder: dict[str, list[str]] = {}
     for e in instances:
         by_folder.setdefault(e.concept.name if e.concept else e.path.parent.name, []).append(e.prompt)
     tags = {name: tag_frequency(prompts) for name, prompts in by_folder.items()}
-    alpha = cfg.adapter.alpha if cfg.adapter.alpha is not None else cfg.adapter.rank
 
-    def metadata(step: int, epoch: int) -> dict:
-        return kohya_metadata(rank=cfg.adapter.rank, alpha=alpha, base_model=cfg.model.path, steps=step, epoch=epoch,
+    def metadata(step: int, epoch: int) -> dict:  # ss_network_dim/alpha/module/args: from the saved tensors
+        return kohya_metadata(base_model=cfg.model.path, steps=step, epoch=epoch,
                               resolution=cfg.data.resolution, tag_frequencies=tags,
                               training_comment=f"sdft: {cfg.data.instance_prompt}", config=resolved)
 

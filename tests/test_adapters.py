@@ -76,7 +76,7 @@ def test_full_trains_the_unet_and_no_lora(tiny_pipe_factory):
 
 def test_unknown_target_group_is_a_clear_error(tiny_pipe_factory):
     pipe = tiny_pipe_factory()
-    with pytest.raises(ConfigError, match=r"attn3.*Valid: \['attn1', 'attn2', 'ff', 'proj'\]"):
+    with pytest.raises(ConfigError, match=r"attn3.*Valid: \['attn1', 'attn2', 'conv', 'ff', 'proj'\]"):
         setup_trainable(pipe.unet, pipe.text_encoder, AdapterConfig(unet_targets=["attn3"]))
 
 

@@ -141,15 +141,12 @@ def extract_file(base: str, tuned: str, out: str | os.PathLike, rank: int, conv_
     base_pipe = load_base(base, config=config, allow_pickle=allow_pickle)
     tuned_pipe = load_base(tuned, config=config, allow_pickle=allow_pickle)
     unet_sd, te_sd, alphas, report = extract_lora(base_pipe, tuned_pipe, rank, conv_rank, min_diff, device=device)
-    conv_rank = rank if conv_rank is None else conv_rank
     tensors = to_kohya(unet_sd, te_sd, float(rank), float(rank), torch.float16 if fp16 else torch.float32, alphas)
-    meta = kohya_metadata(
-        rank=rank, alpha=float(rank), base_model=base,
+    meta = kohya_metadata(  # ss_network_dim/alpha/args: write_kohya_file reads them off the tensors
+        base_model=base,
         training_comment=f"extracted by sdft from {Path(str(tuned)).name} - {Path(str(base)).name}, rank {rank}; "
         f"Frobenius norm of dW retained {report.overall:.4f}",
     )
-    if conv_rank and any(v.ndim == 4 and v.shape[2:] != (1, 1) for v in tensors.values()):
-        meta["ss_network_args"] = f'{{"conv_dim": "{conv_rank}", "conv_alpha": "{float(rank)}"}}'
     write_kohya_file(tensors, out, meta)
     return report
 

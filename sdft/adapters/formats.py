@@ -2,7 +2,9 @@
 
 The LoRA file is the raw peft state dict plus the peft adapter config as safetensors metadata: diffusers'
 `load_lora_weights` rebuilds exactly the trained layers from it, also when alpha != rank (see ../shared STACK_NOTES:
-the convert_state_dict_to_diffusers path silently drops layers when feed-forward targets are included).
+the convert_state_dict_to_diffusers path silently drops layers when feed-forward targets are included). Text-encoder
+keys get the conventional `text_model.` level that transformers 5 dropped (`text_encoder.text_model.encoder...`).
+No `.alpha` tensors: diffusers 0.42 refuses a peft-format file holding them; alpha lives in the metadata.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def save_lora(unet: nn.Module, text_encoder: nn.Module, path: str | os.PathLike)
     path.parent.mkdir(parents=True, exist_ok=True)
     unet_sd, unet_meta = _adapter_state(unet)
     te_sd, te_meta = _adapter_state(text_encoder)
+    if te_sd:  # conventional CLIP names (`text_model.encoder...`): what ComfyUI, A1111, older diffusers read; 0.42 too
+        te_sd = {"text_model." + k.removeprefix("text_model."): v for k, v in te_sd.items()}
     if unet_sd is None and te_sd is None:
         raise ConfigError("save_lora: neither the U-Net nor the text encoder has a LoRA adapter.")
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-lora-") as tmp:

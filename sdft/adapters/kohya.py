@@ -27,6 +27,7 @@ from peft.utils.other import get_pattern_key
 from torch import nn
 
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
+from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors, tensor_metadata
 from sdft.errors import SdftError
 
 UNET_PREFIX = "lora_unet_"
@@ -136,9 +137,9 @@ def tag_frequency(captions: list[str]) -> dict[str, int]:
 
 def kohya_metadata(
     *,
-    rank: int,
-    alpha: float,
     base_model: str,
+    rank: int | None = None,
+    alpha: float | None = None,
     steps: int = 0,
     epoch: int = 0,
     resolution: int | tuple[int, int] = 512,
@@ -148,13 +149,14 @@ def kohya_metadata(
 ) -> dict[str, str]:
     """kohya-style `ss_*` metadata that A1111/ComfyUI show; `tag_frequencies` maps a dataset name to tag counts.
 
-    The `sshs_*` hashes depend on the tensors and are added by `save_kohya_lora`.
+    ss_network_dim/alpha/module/args and the `sshs_*` hashes depend on the tensors: `write_kohya_file` sets them from
+    the tensors it writes (rank/alpha given here are only placeholders until then).
     """
     size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     meta = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(rank),
-        "ss_network_alpha": str(float(alpha)),
+        "ss_network_alpha": str(float(alpha) if alpha is not None else None),
         "ss_base_model_version": "sd_v1",
         "ss_v2": "False",
         "ss_sd_model_name": os.path.basename(str(base_model).rstrip("/")),
@@ -182,22 +184,25 @@ def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: Mapping[str, 
     return model_hash, legacy_hash
 
 
-def _adapter(model: nn.Module | None, kind: str) -> tuple[dict | None, Alphas]:
-    """The adapter's peft state dict and each module's alpha (read from the layers, so rank/alpha patterns hold)."""
-    if model is None or not has_lora(model):
-        return None, {}
-    cfg = model.peft_config[ADAPTER_NAME]
-    if cfg.use_dora or cfg.use_rslora:
-        raise LoraFormatError(
-            f"{type(model).__name__}: DoRA and rsLoRA have no kohya SD1 equivalent; "
-            "save this adapter with sdft.adapters.formats.save_lora instead."
-        )
-    alphas = {
-        f"{kind}.{name}": float(module.lora_alpha[ADAPTER_NAME])
-        for name, module in model.named_modules()
-        if isinstance(module, LoraLayer) and ADAPTER_NAME in module.lora_alpha
-    }
-    return get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME), alphas
+def kohya_tensors(unet: nn.Module | None, text_encoder: nn.Module | None,
+                  dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The adapters of `unet`/`text_encoder` as kohya/LyCORIS tensors (every kind but OFT; see adapters/lycoris.py)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for kind, model in (("unet", unet), ("text_encoder", text_encoder)):
+        if model is None or not has_lora(model):
+            continue
+        if getattr(model.peft_config[ADAPTER_NAME], "use_rslora", False):
+            raise LoraFormatError(f"{type(model).__name__}: rsLoRA has no kohya SD1 equivalent; "
+                                  "save this adapter with sdft.adapters.formats.save_lora instead.")
+        try:
+            layers = layer_tensors(model)
+        except NoKohyaFormat as e:
+            raise LoraFormatError(f"{type(model).__name__}: {e}.") from None
+        for module, parts in layers.items():
+            name = _kohya_name(module, kind == "text_encoder")
+            for part, value in parts.items():
+                tensors[f"{name}.{part}"] = value.to(dtype).contiguous()
+    return tensors
 
 
 def save_kohya_lora(
@@ -207,20 +212,21 @@ def save_kohya_lora(
     metadata: Mapping[str, str],
     fp16: bool = False,
 ) -> Path:
-    """Write the LoRA of `unet`/`text_encoder` as a kohya SD1 `.safetensors` file, atomically, with sshs_* hashes."""
-    path = Path(path)
-    (unet_sd, unet_alphas), (te_sd, te_alphas) = _adapter(unet, "unet"), _adapter(text_encoder, "text_encoder")
-    if unet_sd is None and te_sd is None:
+    """Write the adapter of `unet`/`text_encoder` as a kohya SD1 `.safetensors` file (LoRA, LoCon, DoRA, LoHa or LoKr
+    keys), atomically, with sshs_* hashes and ss_network_* read off the tensors."""
+    tensors = kohya_tensors(unet, text_encoder, torch.float16 if fp16 else torch.float32)
+    if not tensors:
         raise LoraFormatError("save_kohya_lora: neither the U-Net nor the text encoder has a LoRA adapter.")
-    dtype = torch.float16 if fp16 else torch.float32
-    tensors = to_kohya(unet_sd, te_sd, 1.0, 1.0, dtype, alphas={**unet_alphas, **te_alphas})
     return write_kohya_file(tensors, path, metadata)
 
 
 def write_kohya_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str]) -> Path:
-    """Write kohya tensors with string metadata (old sshs_* hashes replaced by fresh ones), atomically."""
+    """Write kohya tensors with string metadata, atomically: ss_network_module/dim/alpha/args are read off the tensors
+    (never the config: per-layer ranks after resize or import stay true), old sshs_* hashes are replaced."""
     path = Path(path)
     meta = {str(k): str(v) for k, v in metadata.items() if not str(k).startswith("sshs_")}
+    meta.pop("ss_network_args", None)
+    meta.update(tensor_metadata(tensors))
     meta["sshs_model_hash"], meta["sshs_legacy_hash"] = safetensors_hashes(tensors, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
@@ -297,6 +303,8 @@ def _from_diffusers(sd: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
     parts: dict[str, dict[str, torch.Tensor]] = {"unet": {}, "text_encoder": {}}
     for key, value in sd.items():
         kind, _, rest = key.partition(".")
+        if kind == "text_encoder":  # both `text_encoder.text_model.encoder...` (conventional) and transformers 5 names
+            rest = rest.removeprefix("text_model.")
         if kind not in parts:
             errors.append(f"{key}: neither a unet. nor a text_encoder. key")
         else:

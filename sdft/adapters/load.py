@@ -94,6 +94,9 @@ def load_lora_into(
     require grad when its `train_*` flag is true (only they do: the base weights are frozen); parts the file
     has no tensors for get no adapter. Returns a summary of what was injected.
     """
+    kind = _file_kind(path)
+    if kind is not None:  # LoHa / LoKr / DoRA / OFT: rebuilt with their own peft config
+        return _load_other_kind(unet, text_encoder, path, kind, train_unet, train_text_encoder)
     unet_sd, te_sd, alphas = load_kohya_lora(path, unet, text_encoder)
     if not unet_sd and not te_sd:
         raise LoraFormatError(f"{path}: no LoRA tensors for the U-Net or the text encoder.")
@@ -112,4 +115,34 @@ def load_lora_into(
         summary.alphas[kind] = sorted({float(m.lora_alpha[ADAPTER_NAME]) for m in layers})
         log.info("Imported %d LoRA modules into the %s from %s (ranks %s, alphas %s)", len(layers), kind, path,
                  summary.ranks[kind], summary.alphas[kind])
+    return summary
+
+
+def _file_kind(path: str | os.PathLike) -> str | None:
+    from safetensors import safe_open
+
+    from sdft.adapters.lycoris import file_kind
+
+    with safe_open(str(path), framework="pt") as f:
+        return file_kind(list(f.keys()))
+
+
+def _load_other_kind(unet, text_encoder, path, kind: str, train_unet: bool, train_text_encoder: bool) -> ImportedLora:
+    """A LoHa / LoKr / DoRA / OFT file (sdft/diffusers or kohya format) as the trainable adapter "default"."""
+    from safetensors import safe_open
+
+    from sdft.adapters.peft_files import inject, parse_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata, state = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    models = {"unet": unet, "text_encoder": text_encoder}
+    summary = ImportedLora()
+    for part, (config, sd) in parse_file(state, metadata, kind, models).items():
+        if models[part] is None:
+            raise LoraFormatError(f"{path}: the file has tensors for the {part} but no {part} was given")
+        if has_lora(models[part]) and ADAPTER_NAME in models[part].peft_config:
+            raise LoraFormatError(f"The {part} already has an adapter named {ADAPTER_NAME!r}; import into a fresh model.")
+        trainable = train_unet if part == "unet" else train_text_encoder
+        summary.modules[part] = inject(models[part], config, sd, ADAPTER_NAME, trainable, f"{path} ({part})")
+        log.info("Imported a %s adapter on %d modules of the %s from %s", kind, summary.modules[part], part, path)
     return summary

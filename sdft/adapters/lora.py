@@ -1,6 +1,6 @@
-"""LoRA injection through peft, and what is trainable.
+"""Adapter injection through peft (LoRA and the kinds of sdft/adapters/kinds.py), and what is trainable.
 
-peft does the LoRA layers; this module only decides targets, casts trained parameters to fp32 and reports counts.
+peft does the layers; this module only decides targets, casts trained parameters to fp32 and reports counts.
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ import copy
 import logging
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
+from peft import inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
+from sdft.adapters.kinds import is_adapter_param, is_peft_kind, layer_adapters, peft_config
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, resolve_targets
-from sdft.config import AdapterConfig, AdapterKind
+from sdft.config import AdapterConfig
 from sdft.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -23,22 +24,15 @@ log = logging.getLogger(__name__)
 ADAPTER_NAME = "default"
 
 
-def lora_config(targets: list[str], cfg: AdapterConfig) -> LoraConfig:
-    """A peft LoraConfig over explicit module names (exact, so attn1 never catches attn2)."""
-    alpha = cfg.alpha if cfg.alpha is not None else cfg.rank
-    return LoraConfig(
-        r=cfg.rank, lora_alpha=alpha, lora_dropout=cfg.dropout, init_lora_weights=True, target_modules=targets
-    )
-
-
-def add_lora(model: nn.Module, groups: list[str], known: dict[str, str], cfg: AdapterConfig, where: str) -> LoraConfig:
-    """Inject a LoRA adapter on the modules named by `groups`; only its parameters require grad afterwards."""
+def add_lora(model: nn.Module, groups: list[str], known: dict[str, str], cfg: AdapterConfig, where: str):
+    """Inject an adapter of `cfg.kind` (LoRA, LoCon, DoRA, LoHa, LoKr, OFT) on the modules named by `groups`; only
+    its parameters require grad afterwards. Returns the peft config."""
     targets = resolve_targets(model, groups, known, where)
-    config = lora_config(targets, cfg)
+    config = peft_config(model, targets, cfg)
     model.requires_grad_(False)
     model.add_adapter(config, adapter_name=ADAPTER_NAME)
     for name, param in model.named_parameters():
-        if "lora_" in name:
+        if is_adapter_param(name):
             param.data = param.data.float()  # trained params stay fp32 whatever the frozen weights are
     return config
 
@@ -47,7 +41,7 @@ def setup_trainable(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig
     """Freeze everything, then make trainable what the adapter config asks for (LoRA layers or whole models)."""
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)
-    if cfg.kind == AdapterKind.lora:
+    if is_peft_kind(cfg.kind):
         if not (cfg.train_unet or cfg.train_text_encoder):
             raise ConfigError("adapter: both train_unet and train_text_encoder are false, nothing would be trained.")
         if cfg.train_unet:
@@ -91,18 +85,29 @@ def adapter_names(model: nn.Module) -> list[str]:
 
 def delete_adapter(model: nn.Module, name: str) -> None:
     for layer in _tuner_layers(model):
-        if name in layer.lora_A:
+        if name in layer_adapters(layer):
             layer.delete_adapter(name)
     model.peft_config.pop(name, None)
+    if not model.peft_config:  # no adapter left: put the plain layers back, so a later one may be of another kind
+        unwrap(model)
+
+
+def unwrap(model: nn.Module) -> None:
+    """Replace every peft layer that holds no adapter by its base layer."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer) and not layer_adapters(module):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.get_base_layer())
 
 
 def merge_adapter_into_base(model: nn.Module, name: str = ADAPTER_NAME) -> None:
-    """Add the adapter's delta (B @ A * alpha/r) to the base weights, then remove the adapter."""
+    """Merge the adapter into the base weights with peft's own merge (additive delta, DoRA's rescale or OFT's
+    rotation), then remove the adapter."""
     with torch.no_grad():
         for layer in _tuner_layers(model):
-            if name in layer.lora_A:
-                base = layer.get_base_layer()
-                base.weight.data += layer.get_delta_weight(name).to(base.weight.dtype)
+            if name in layer_adapters(layer):
+                layer.merge(adapter_names=[name])
+                layer.merged_adapters.remove(name)  # the base now holds it: the adapter goes, the merge stays
     delete_adapter(model, name)
 
 
@@ -120,12 +125,22 @@ def freeze_as(model: nn.Module, new_name: str) -> None:
 def activate(model: nn.Module, names: list[str], trainable: list[str]) -> None:
     """Make `names` the active adapters (their outputs add up); only `trainable` ones get gradients."""
     for layer in _tuner_layers(model):
-        layer.set_adapter([n for n in names if n in layer.lora_A])
+        layer.set_adapter([n for n in names if n in layer_adapters(layer)])
     for pname, param in model.named_parameters():
-        if "lora_" in pname:
-            param.requires_grad_(any(f".{n}." in pname for n in trainable))
+        if is_adapter_param(pname):
+            param.requires_grad_(any(f".{n}." in pname + "." for n in trainable))  # LoHa/LoKr: `.hada_w1_a.<n>`
             if param.requires_grad:
                 param.data = param.data.float()
+
+
+def check_same_kind(model: nn.Module, cfg: AdapterConfig, train: bool) -> None:
+    """peft holds one adapter type per layer: a stacked adapter must be of the previous one's type."""
+    old = str(model.peft_config[ADAPTER_NAME].peft_type.value)
+    new = str(peft_config(model, [], cfg).peft_type.value) if train else old
+    if old != new:
+        raise ConfigError(f"phase start=stack: the previous adapter is {old}, this phase's adapter.kind="
+                          f"{getattr(cfg.kind, 'value', cfg.kind)} is {new}; peft cannot stack different kinds on one "
+                          "layer. Use the same kind, or start=merge / fresh.")
 
 
 def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mode: str, previous: str | None) -> None:
@@ -145,8 +160,9 @@ def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mo
                 delete_adapter(model, name)
         setup_trainable(unet, text_encoder, cfg)
         return
-    if cfg.kind != AdapterKind.lora:
-        raise ConfigError(f"phase start={mode} needs LoRA adapters; adapter.kind=full phases start fresh.")
+    if not is_peft_kind(cfg.kind):
+        raise ConfigError(f"phase start={mode} needs adapters (lora, locon, dora, loha, lokr, oft); "
+                          f"adapter.kind={getattr(cfg.kind, 'value', cfg.kind)} phases start fresh.")
     for model, train, groups, known, where in models:
         if mode == "continue":
             if ADAPTER_NAME in adapter_names(model):
@@ -156,6 +172,7 @@ def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mo
             continue
         if ADAPTER_NAME in adapter_names(model):
             if mode == "stack":
+                check_same_kind(model, cfg, train)
                 freeze_as(model, previous)
             else:  # merge
                 merge_adapter_into_base(model)

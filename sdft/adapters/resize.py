@@ -10,7 +10,8 @@ Modules already at rank <= R are copied unchanged (exactly). The retained Froben
 With `fro_target` (kohya's `sv_fro`) each module gets the smallest rank <= R that keeps at least that fraction.
 
 Output: kohya format (`lora_unet_*` / `lora_te_*`, `.lora_down/.lora_up/.alpha`), the input's ss_* metadata
-kept with ss_network_dim / ss_network_alpha updated and the resize noted in ss_training_comment.
+kept, ss_network_dim / ss_network_alpha read off the new tensors (the most common rank / alpha) and the resize noted
+in ss_training_comment.
 """
 
 from __future__ import annotations
@@ -165,11 +166,15 @@ def resize_file(
     from safetensors import safe_open
 
     from sdft.adapters.kohya import kohya_metadata, load_kohya_lora, to_kohya, write_kohya_file
+    from sdft.adapters.lycoris import file_kind
 
     with safe_open(str(src), framework="pt") as f:
         metadata = dict(f.metadata() or {})
         weights = [k for k in f.keys() if k.endswith(("lora_down.weight", "lora_A.weight", "lora.down.weight"))]
         in_dtype = f.get_tensor(weights[0]).dtype if weights else torch.float32
+        kind = file_kind(list(f.keys()))
+    if kind is not None:  # SVD of up @ down is LoRA's maths; DoRA's scale would no longer match the new direction
+        raise ConfigError(f"sdft lora resize: {src} is a {kind} file; resize handles LoRA and LoCon files only.")
     unet_sd, te_sd, alphas = load_kohya_lora(src)
     old_ranks = sorted({v.shape[0] for sd in (unet_sd, te_sd) for k, v in sd.items() if ".lora_A." in k})
     unet_sd, te_sd, new_alphas, report = resize_state(unet_sd, te_sd, alphas, rank, fro_target)
@@ -179,12 +184,9 @@ def resize_file(
     if not dtype.is_floating_point:
         dtype = torch.float32
     tensors = to_kohya(unet_sd, te_sd, 1.0, 1.0, dtype, alphas=new_alphas)
-    alpha = Counter(new_alphas.values()).most_common(1)[0][0] if new_alphas else float(rank)
     if not any(k.startswith("ss_") for k in metadata):
-        metadata = kohya_metadata(rank=rank, alpha=alpha, base_model=metadata.get("ss_sd_model_name", "unknown"))
+        metadata = kohya_metadata(base_model=metadata.get("ss_sd_model_name", "unknown"))
     metadata.pop("lora_adapter_metadata", None)  # diffusers' peft config: wrong for a kohya file of another rank
-    metadata["ss_network_dim"] = "Dynamic" if fro_target is not None else str(rank)
-    metadata["ss_network_alpha"] = str(float(alpha)) if len(set(new_alphas.values())) == 1 else "Dynamic"
     note = f"dimension is resized from {'/'.join(map(str, old_ranks))} to {rank}"
     if fro_target is not None:
         note += f" (sv_fro {fro_target})"

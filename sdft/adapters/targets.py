@@ -20,6 +20,8 @@ UNET_TARGETS: dict[str, str] = {
     "attn2": r"attn2\.(to_q|to_k|to_v|to_out\.0)",  # cross-attention (text conditioning)
     "ff": r"ff\.net\.(0\.proj|2)",  # feed-forward (GEGLU in, out)
     "proj": r"attentions\.\d+\.(proj_in|proj_out)",  # transformer in/out projections
+    # ResNet 3x3 and 1x1 convs and the down/up-sampler convs: what kohya's LoCon / LyCORIS conv_dim adapts
+    "conv": r"(resnets\.\d+\.(conv1|conv2|conv_shortcut)|(downsamplers|upsamplers)\.0\.conv)",
 }
 
 # Text-encoder target groups

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 
 from sdft.adapters.formats import LORA_WEIGHT_NAME, save_lora, save_pipeline
+from sdft.adapters.kinds import has_kohya_format, is_peft_kind
 from sdft.adapters.kohya import save_kohya_lora
 from sdft.callbacks.disk_space import disk_full, folder_bytes
 from sdft.config import AdapterKind
@@ -52,9 +53,10 @@ class LoraCheckpoint(L.Callback):
                                      "loss.finite_check_every_n_steps > 1 it is caught late): nothing written to "
                                      f"{target}. Resume from an earlier checkpoint with a lower optim.lr, or set "
                                      "loss.finite_check_every_n_steps=1 to stop at the first bad step.")
-        if self.kind == AdapterKind.lora:
+        if is_peft_kind(self.kind):
             meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
-            save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
+            if has_kohya_format(self.kind):  # OFT: no kohya/A1111 file merges like peft's (adapters/lycoris.py)
+                save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
             return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)
         pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
         return save_pipeline(pipe, target)
@@ -111,16 +113,16 @@ class LoraCheckpoint(L.Callback):
             raise disk_full(err, self.phase_dir, self._needed(module), whole=False) from err
         if not trainer.is_global_zero:
             return
-        folder = self.phase_dir / ("lora" if self.kind == AdapterKind.lora else "model")
+        folder = self.phase_dir / ("lora" if is_peft_kind(self.kind) else "model")
         try:
             self.final_path = self.save(module, folder, self.kohya_name, trainer.global_step, trainer.current_epoch)
         except OSError as err:
             raise disk_full(err, folder, self._needed(module), whole=False) from err
-        if self.kind == AdapterKind.lora:
-            self.final_kohya_path = folder / f"{self.kohya_name}.safetensors"
+        if is_peft_kind(self.kind):
+            self.final_kohya_path = folder / f"{self.kohya_name}.safetensors" if has_kohya_format(self.kind) else None
             if self.log_artifact:
                 log_lora_artifact(trainer, folder, self.kohya_name, trainer.global_step)
-        log.info("Saved the trained %s to %s", "LoRA" if self.kind == AdapterKind.lora else "pipeline", self.final_path)
+        log.info("Saved the trained %s to %s", "adapter" if is_peft_kind(self.kind) else "pipeline", self.final_path)
 
 
 def log_lora_artifact(trainer: L.Trainer, folder: Path, name: str, step: int) -> None:
