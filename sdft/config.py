@@ -36,6 +36,7 @@ class PredictionType(str, Enum):
 class AdapterKind(str, Enum):
     lora = "lora"
     full = "full"
+    embedding = "embedding"  # textual inversion: only new prompt tokens' embeddings train (adapter.embedding)
 
 
 class OptimizerName(str, Enum):
@@ -131,6 +132,16 @@ class DataConfig:
 
 
 @dataclass
+class EmbeddingConfig:
+    """New prompt tokens whose input embeddings are trained (textual inversion; with a LoRA: pivotal tuning)."""
+
+    token: Optional[str] = None  # e.g. "<sks>": write it in captions and prompts; None: no embedding is trained
+    init_word: Optional[str] = None  # every vector starts as this word's embedding; default: the class prompt's last word
+    num_vectors: int = 1  # vectors per token (<sks>, <sks>_1, ... as diffusers names them); the prompt writes <sks> only
+    train_fraction: float = 1.0  # pivotal tuning: the embedding is frozen after this share of trainer.max_steps
+
+
+@dataclass
 class AdapterConfig:
     """What is trained: LoRA on named target groups, or the full U-Net (DreamBooth)."""
 
@@ -142,6 +153,7 @@ class AdapterConfig:
     train_text_encoder: bool = True
     unet_targets: List[str] = field(default_factory=lambda: ["attn1", "attn2"])  # see sdft/adapters/targets.py
     text_encoder_targets: List[str] = field(default_factory=lambda: ["attn"])
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # kind=embedding, or kind=lora (pivotal)
 
 
 PHASE_SECTIONS = ("data", "adapter", "prior", "optim", "loss", "trainer", "callbacks")
@@ -180,6 +192,7 @@ class OptimConfig:
     name: OptimizerName = OptimizerName.adamw  # adamw8bit needs bitsandbytes
     lr: float = 1e-4
     text_encoder_lr: Optional[float] = None  # default: lr
+    embedding_lr: Optional[float] = None  # trained token embeddings (adapter.embedding); default: lr
     weight_decay: float = 1e-2
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8

@@ -47,6 +47,8 @@ def setup_trainable(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig
     """Freeze everything, then make trainable what the adapter config asks for (LoRA layers or whole models)."""
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)
+    if cfg.kind == AdapterKind.embedding:
+        return  # textual inversion: only the new tokens' vectors train (sdft/embeddings/training.py)
     if cfg.kind == AdapterKind.lora:
         if not (cfg.train_unet or cfg.train_text_encoder):
             raise ConfigError("adapter: both train_unet and train_text_encoder are false, nothing would be trained.")

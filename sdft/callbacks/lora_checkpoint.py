@@ -20,6 +20,7 @@ import torch
 from sdft.adapters.formats import LORA_WEIGHT_NAME, save_lora, save_pipeline
 from sdft.adapters.kohya import save_kohya_lora
 from sdft.config import AdapterKind
+from sdft.embeddings.files import save_trained
 from sdft.models.assemble import assemble_pipeline
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,15 @@ class LoraCheckpoint(L.Callback):
         trained = [p for p in module.parameters() if p.requires_grad]
         if not all(torch.isfinite(p).all() for p in trained):
             raise FloatingPointError(f"Trained weights are not finite; not overwriting anything at {target}.")
+        embedding = getattr(module, "embeddings", None)  # sdft.embeddings: textual inversion / pivotal tuning
+        if self.kind == AdapterKind.embedding:
+            return save_trained(embedding, target)["diffusers"]
         if self.kind == AdapterKind.lora:
             meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
-            save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
+            kohya = save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta,
+                                    self.kohya_fp16)
+            if embedding is not None:  # pivotal: the embedding beside the LoRA and bundled in the kohya file
+                save_trained(embedding, target, kohya)
             return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)
         pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
         return save_pipeline(pipe, target)
@@ -91,13 +98,14 @@ class LoraCheckpoint(L.Callback):
         self.save_state(trainer, self.phase_dir / FINAL_STATE_NAME, weights_only=True)
         if not trainer.is_global_zero:
             return
-        folder = self.phase_dir / ("lora" if self.kind == AdapterKind.lora else "model")
+        folder = self.phase_dir / {AdapterKind.lora: "lora", AdapterKind.embedding: "embedding"}.get(self.kind, "model")
         self.final_path = self.save(module, folder, self.kohya_name, trainer.global_step, trainer.current_epoch)
         if self.kind == AdapterKind.lora:
             self.final_kohya_path = folder / f"{self.kohya_name}.safetensors"
             if self.log_artifact:
                 log_lora_artifact(trainer, folder, self.kohya_name, trainer.global_step)
-        log.info("Saved the trained %s to %s", "LoRA" if self.kind == AdapterKind.lora else "pipeline", self.final_path)
+        log.info("Saved the trained %s to %s", self.kind.value if self.kind != AdapterKind.full else "pipeline",
+                 self.final_path)
 
 
 def log_lora_artifact(trainer: L.Trainer, folder: Path, name: str, step: int) -> None:
