@@ -10,6 +10,8 @@ from safetensors import safe_open
 from sdft.embeddings.files import DIFFUSERS_NAME, load_embedding_file, split_bundle
 from sdft.embeddings.tokens import expand_prompt, token_names
 from sdft.errors import ConfigError
+from sdft.generate import Generator
+from sdft.generate import main as generate_main
 from sdft.models.text import text_states
 from sdft.train import fit, prepare, run
 
@@ -35,7 +37,7 @@ def encode(pipe, prompt: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("num_vectors", [1, 2])
 def test_textual_inversion_trains_only_the_new_token_and_its_files_load_exactly(num_vectors, fast_config,
-                                                                                  tiny_pipe_factory, tmp_path):
+                                                                                  tiny_pipe_factory, tmp_path, capsys):
     parts = prepare(fast_config(*TI, f"adapter.embedding.num_vectors={num_vectors}"))
     base = tiny_pipe_factory()
     n0 = table(base).shape[0]
@@ -63,6 +65,12 @@ def test_textual_inversion_trains_only_the_new_token_and_its_files_load_exactly(
         ids = fresh.tokenizer.convert_tokens_to_ids(token_names(word, num_vectors))
         assert torch.equal(table(fresh)[ids], trained)
         assert torch.equal(encode(fresh, f"a {word} dog"), expected)
+
+    # sdft generate --embedding: prints the token to write and renders with it
+    assert generate_main(["--model", "tiny", "--embedding", str(folder), "-p", "a <sks> dog", "--steps", "2",
+                          "--seed", "0", "--out", str(tmp_path / "gen")]) == 0
+    assert "write <sks> in the prompt" in capsys.readouterr().err
+    assert len(list((tmp_path / "gen").glob("*.png"))) == 1
 
 
 def test_pivotal_tuning_writes_lora_bundle_and_embedding_and_freezes_the_embedding(fast_config, tiny_pipe_factory,
@@ -95,6 +103,13 @@ def test_pivotal_tuning_writes_lora_bundle_and_embedding_and_freezes_the_embeddi
     img_a = a(a.maybe_convert_prompt("a sks dog", a.tokenizer), generator=torch.Generator().manual_seed(0), **prompt)
     img_b = b("a <sks> dog", generator=torch.Generator().manual_seed(0), **prompt)
     assert abs(img_a.images - img_b.images).max() < 1e-5
+
+    # the Generator (sdft generate / ui) takes the bundle from the kohya file and names the token to write
+    gen = Generator("tiny")
+    loaded = gen.load_lora(lora_dir / "pivotal.safetensors")
+    assert loaded.tokens == ("sks",) and "write `sks`" in gen.embeddings.describe()
+    ids = gen.pipe.tokenizer.convert_tokens_to_ids(["sks"])
+    assert torch.equal(table(gen.pipe)[ids], final)
 
 
 def test_expand_prompt_names_every_vector_token():
