@@ -176,6 +176,8 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
         pipe.unet.compile()
     embedding = attach_embedding(cfg, pipe.tokenizer, pipe.text_encoder)  # textual inversion / pivotal tuning
     params = report_params(pipe.unet, pipe.text_encoder)
+    if embedding is not None:
+        params["embedding"] = {"trainable": embedding.vectors.numel(), "total": embedding.vectors.numel()}
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters()) or embedding is not None
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
                               cfg.prior.loss_weight, train_te, cfg.model.clip_skip, embedding)
@@ -235,6 +237,7 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
         "name": cfg.name,
         "model": cfg.model.path,
         "adapter": cfg.adapter.kind.value,
+        "embedding": cfg.adapter.embedding.token,  # the trained token (textual inversion / pivotal), else None
         "phase": cfg.phase.name,
         "start": cfg.phase.start,
         "steps": trainer.global_step,
