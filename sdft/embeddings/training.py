@@ -147,7 +147,9 @@ class PromptTokenizer:
         texts = [expand_prompt(t, self.vectors.token, n) for t in ([text] if isinstance(text, str) else text)]
         return self.tokenizer(texts[0] if isinstance(text, str) else texts, *args, **kwargs)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # only called for names not found here (guarded for pickling to data workers)
+        if name.startswith("__") or name in ("tokenizer", "vectors"):
+            raise AttributeError(name)
         return getattr(self.tokenizer, name)
 
 
