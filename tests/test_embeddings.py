@@ -14,6 +14,7 @@ from sdft.generate import Generator
 from sdft.generate import main as generate_main
 from sdft.models.text import text_states
 from sdft.train import fit, prepare, run
+from sdft.ui_session import UiSession
 
 TI = ["+experiment=textual_inversion", "model=tiny", "data.resolution=64", "trainer.max_steps=3",
       "callbacks.checkpoint_every_n_steps=0", "callbacks.validation_every_n_steps=0", "callbacks.validation_at_start=false",
@@ -107,7 +108,7 @@ def test_pivotal_tuning_writes_lora_bundle_and_embedding_and_freezes_the_embeddi
     # the Generator (sdft generate / ui) takes the bundle from the kohya file and names the token to write
     gen = Generator("tiny")
     loaded = gen.load_lora(lora_dir / "pivotal.safetensors")
-    assert loaded.tokens == ("sks",) and "write `sks`" in gen.embeddings.describe()
+    assert loaded.tokens == ("sks",) and "write `sks`" in UiSession(gen, tmp_path / "ui").lora_status()
     ids = gen.pipe.tokenizer.convert_tokens_to_ids(["sks"])
     assert torch.equal(table(gen.pipe)[ids], final)
 
