@@ -135,3 +135,17 @@ def test_a_token_already_in_the_vocabulary_is_refused(fast_config, tiny_pipe_fac
     word = next(t for t in pipe.tokenizer.get_vocab() if t.isalpha())
     with pytest.raises(ConfigError, match="already a token"):
         prepare(fast_config(*TI, f"adapter.embedding.token={word}", f"data.instance_prompt='a {word} dog'"), pipe)
+
+
+def test_textual_inversion_with_captions_buckets_and_cached_latents(fast_config, tiny_pipe_factory):
+    """The example subject's captions hold `sks`: the word itself becomes the trained token (as the compare variant)."""
+    parts = prepare(fast_config(*TI, "data=example_subject", "adapter.embedding.token=sks", "data.resolution=64",
+                                "data.enable_bucket=true", "data.min_bucket_reso=32", "data.max_bucket_reso=128",
+                                "data.cache_latents=true", "trainer.max_steps=2"))
+    assert all("sks" in e.prompt for e in parts.datamodule.instances)  # captions, each holding the token
+    ids = parts.pipe.tokenizer("photo of sks character").input_ids
+    assert parts.module.embeddings.ids[0] in ids  # captions tokenize `sks` as the new token
+    start = parts.module.embeddings.trained()
+    summary = fit(parts)
+    assert summary["steps"] == 2 and parts.datamodule.latents is not None  # latents came from the cache
+    assert not torch.equal(parts.module.embeddings.trained(), start)
