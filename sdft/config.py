@@ -41,6 +41,7 @@ class AdapterKind(str, Enum):
     lokr = "lokr"  # LyCORIS LoKr (peft LoKrConfig)
     dora = "dora"  # weight-decomposed LoRA (peft LoraConfig(use_dora=True))
     oft = "oft"  # orthogonal fine-tuning (peft OFTConfig); sdft/diffusers-format file only, see docs/formats.md
+    embedding = "embedding"  # textual inversion: only new prompt tokens' embeddings train (adapter.embedding)
 
 
 class OptimizerName(str, Enum):
@@ -136,6 +137,16 @@ class DataConfig:
 
 
 @dataclass
+class EmbeddingConfig:
+    """New prompt tokens whose input embeddings are trained (textual inversion; with a LoRA: pivotal tuning)."""
+
+    token: Optional[str] = None  # e.g. "<sks>": write it in captions and prompts; None: no embedding is trained
+    init_word: Optional[str] = None  # every vector starts as this word's embedding; default: the class prompt's last word
+    num_vectors: int = 1  # vectors per token (<sks>, <sks>_1, ... as diffusers names them); the prompt writes <sks> only
+    train_fraction: float = 1.0  # pivotal tuning: the embedding is frozen after this share of trainer.max_steps
+
+
+@dataclass
 class AdapterConfig:
     """What is trained: LoRA on named target groups, or the full U-Net (DreamBooth)."""
 
@@ -150,6 +161,7 @@ class AdapterConfig:
     conv_rank: Optional[int] = None  # rank on 3x3 convs (target group `conv`); default: rank
     conv_alpha: Optional[float] = None  # alpha on 3x3 convs; default: conv_rank
     oft_block_size: int = 32  # kind=oft: size of the orthogonal blocks (must divide every target's input features)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # kind=embedding, or a peft kind (pivotal)
 
 
 PHASE_SECTIONS = ("data", "adapter", "prior", "optim", "loss", "trainer", "callbacks")
@@ -188,6 +200,7 @@ class OptimConfig:
     name: OptimizerName = OptimizerName.adamw  # adamw8bit needs bitsandbytes
     lr: float = 1e-4
     text_encoder_lr: Optional[float] = None  # default: lr
+    embedding_lr: Optional[float] = None  # trained token embeddings (adapter.embedding); default: lr
     weight_decay: float = 1e-2
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8

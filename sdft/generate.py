@@ -30,6 +30,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from sdft.config import TINY_MODEL, ModelConfig
+from sdft.embeddings.files import split_bundle
+from sdft.embeddings.inference import PipelineEmbeddings
 from sdft.errors import ConfigError
 from sdft.models.loading import load_pipeline
 
@@ -210,6 +212,7 @@ class LoadedLora:
     name: str  # shown in infotexts
     short_hash: str
     parts: tuple[str, ...]  # "unet" / "text_encoder"
+    tokens: tuple[str, ...] = ()  # embeddings it brought (bundled, or beside a pivotal run's LoRA): write these
 
 
 @dataclass
@@ -265,6 +268,7 @@ class Generator:
         self._img2img = None
         self._loras: dict[Path, LoadedLora] = {}
         self.active: list[tuple[LoadedLora, float]] = []
+        self.embeddings = PipelineEmbeddings(self.pipe)  # textual-inversion tokens (files, LoRA bundles)
 
     # -- LoRAs --------------------------------------------------------------------------------------------------
 
@@ -281,10 +285,11 @@ class Generator:
         from sdft.adapters.lora_file import read_lora_file
 
         state, metadata = read_lora_file(file)
+        state, bundled = split_bundle(state)  # a pivotal-tuning LoRA may carry its embedding (bundle_emb.*)
         from sdft.adapters.lycoris import file_kind
 
         if file_kind(state) is not None:  # LoHa / LoKr / DoRA / OFT: injected with peft (sdft/adapters/peft_files.py)
-            return self._load_other_kind(file, state, metadata, file_kind(state))
+            return self._load_other_kind(file, state, metadata, file_kind(state), bundled)
         unet_sd, te_sd, _ = check_lora_fits(state, self.pipe.unet, self.pipe.text_encoder, metadata, source=str(file))
         expected = {
             "unet": {k.removesuffix(".lora_A.weight") for k in unet_sd if k.endswith(".lora_A.weight")},
@@ -293,7 +298,7 @@ class Generator:
         name = lora_display_name(file)
         adapter = self._adapter_name(name)
         try:
-            self.pipe.load_lora_weights(str(file), adapter_name=adapter)
+            self.pipe.load_lora_weights(state if bundled else str(file), adapter_name=adapter)
         except (ValueError, KeyError, RuntimeError) as err:
             self._drop_adapter(adapter)
             raise LoraFormatError(f"LoRA {file}: diffusers could not load it: {err}") from err
@@ -308,13 +313,15 @@ class Generator:
             raise LoraFormatError(
                 f"LoRA {file}: {len(missing)} module(s) were not loaded by diffusers: {', '.join(missing[:10])}"
             )
+        tokens = self.embeddings.from_lora(file, bundled)
         self.pipe.to(self.device, self.dtype)
-        lora = LoadedLora(file, adapter, name, lora_short_hash(file), tuple(p for p, m in expected.items() if m))
+        lora = LoadedLora(file, adapter, name, lora_short_hash(file), tuple(p for p, m in expected.items() if m),
+                          tuple(tokens))
         self._loras[file] = lora
         log.info("Loaded LoRA %s as adapter %s (%s)", file, adapter, ", ".join(lora.parts))
         return lora
 
-    def _load_other_kind(self, file: Path, state: dict, metadata: dict, kind: str) -> LoadedLora:
+    def _load_other_kind(self, file: Path, state: dict, metadata: dict, kind: str, bundled: dict) -> LoadedLora:
         from sdft.adapters.peft_files import inject_file
 
         name = lora_display_name(file)
@@ -325,11 +332,18 @@ class Generator:
         except Exception:
             self._drop_adapter(adapter)
             raise
+        tokens = self.embeddings.from_lora(file, bundled)
         self.pipe.to(self.device, self.dtype)
-        lora = LoadedLora(file, adapter, name, lora_short_hash(file), parts)
+        lora = LoadedLora(file, adapter, name, lora_short_hash(file), parts, tuple(tokens))
         self._loras[file] = lora
         log.info("Loaded %s adapter %s as %s (%s)", kind, file, adapter, ", ".join(parts))
         return lora
+
+    def load_embedding(self, path: str | Path) -> str:
+        """An embedding file (A1111/ComfyUI or diffusers); returns the token to write in prompts."""
+        token = self.embeddings.load_file(path)
+        self.pipe.to(self.device, self.dtype)
+        return token
 
     def set_loras(self, specs: Sequence[LoraSpec | str]) -> None:
         """Activate exactly these LoRAs at their weights; loads new ones, never reloads the base."""
@@ -575,6 +589,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
         help="a LoRA .safetensors (ours or kohya/A1111) or a run's lora/ folder; repeat for several")
     add("--lora-weight-sweep", default=None, metavar="W1,W2,...", help="grid over the LAST --lora's weight")
+    add("--embedding", action="append", default=[], metavar="PATH",
+        help="a textual-inversion embedding (A1111 <name>.safetensors, diffusers learned_embeds.safetensors or a "
+             "run's embedding/ folder); its token is printed; repeat for several")
     add("--guidance", "--cfg", default="7.5", metavar="G[,G2,...]", help="CFG scale; a comma list sweeps")
     add("--steps", type=int, default=20)
     add("--scheduler", "--sampler", default=DEFAULT_SCHEDULER, choices=list(SCHEDULERS))
@@ -617,6 +634,8 @@ def run_from_args(args: argparse.Namespace, generator: Generator | None = None) 
         cfg = ModelConfig(path=args.model, config=args.model_config, vae=args.vae, allow_pickle=args.allow_pickle,
                           local_files_only=args.offline)
         generator = Generator(cfg, device=args.device, dtype=DTYPES[args.dtype] if args.dtype else None)
+    for path in args.embedding:
+        print(f"embedding {path}: write {generator.load_embedding(path)} in the prompt", file=sys.stderr)
     params = GenerationParams(
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, guidance=guidance[0],
         scheduler=args.scheduler, seed=args.seed, width=args.width, height=args.height, batch_size=args.batch_size,

@@ -18,7 +18,8 @@ class DreamBoothModule(L.LightningModule):
     """Wraps U-Net, text encoder and VAE; trains whatever parameters require grad."""
 
     def __init__(self, unet, text_encoder, vae, noise_scheduler, optim: OptimConfig, loss: LossConfig,
-                 prior_loss_weight: float = 1.0, train_text_encoder: bool = False, clip_skip: int = 1):
+                 prior_loss_weight: float = 1.0, train_text_encoder: bool = False, clip_skip: int = 1,
+                 embeddings=None):
         super().__init__()
         self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
         self.noise_scheduler = noise_scheduler
@@ -27,6 +28,7 @@ class DreamBoothModule(L.LightningModule):
         self.train_text_encoder = train_text_encoder
         self.clip_skip = clip_skip
         self.vae_scale = vae.config.scaling_factor
+        self.embeddings = embeddings  # sdft.embeddings.TokenVectors: new prompt tokens' vectors (own param group)
         self.strict_loading = False  # checkpoints hold only the trained weights (on_save_checkpoint)
 
     # -- modes: trained parts train, frozen parts stay in eval --
@@ -163,6 +165,10 @@ class DreamBoothModule(L.LightningModule):
         if te_params:
             lr = self.optim_cfg.text_encoder_lr if self.optim_cfg.text_encoder_lr is not None else self.optim_cfg.lr
             groups.append({"params": te_params, "lr": lr, "name": "text_encoder"})
+        if self.embeddings is not None and self.embeddings.vectors.requires_grad:
+            lr = self.optim_cfg.embedding_lr if self.optim_cfg.embedding_lr is not None else self.optim_cfg.lr
+            # no weight decay: it would pull the vectors towards 0, away from where CLIP's token embeddings live
+            groups.append({"params": [self.embeddings.vectors], "lr": lr, "weight_decay": 0.0, "name": "embedding"})
         if not groups:
             raise ConfigError("No parameter requires grad: check the adapter config.")
         return groups

@@ -31,6 +31,8 @@ from sdft.config import LoggerKind, SdftConfig
 from sdft.data.class_images import prior_examples
 from sdft.data.datamodule import DreamBoothDataModule, instance_examples, split_validation
 from sdft.data.folders import check_data_config, data_settings, data_source, default_validation_prompts
+from sdft.embeddings.training import (EmbeddingSchedule, attach_embedding, check_embedding_config, expand_prompts,
+                                     freeze_step, prompt_tokenizer)
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
@@ -76,6 +78,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"phase {cfg.phase.name!r}: init_lora={cfg.phase.init_lora} is not a file.")
     if cfg.trainer.max_steps <= 0:
         raise ConfigError("trainer.max_steps must be > 0.")
+    check_embedding_config(cfg)
 
 
 def report_params(unet, text_encoder) -> dict:
@@ -175,24 +178,30 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start, previous)
     if cfg.model.compile:  # nn.Module.compile: in place, so state-dict keys (and saved LoRAs) keep their names
         pipe.unet.compile()
+    embedding = attach_embedding(cfg, pipe.tokenizer, pipe.text_encoder)  # textual inversion / pivotal tuning
     params = report_params(pipe.unet, pipe.text_encoder)
-    train_te = any(p.requires_grad for p in pipe.text_encoder.parameters())
+    if embedding is not None:
+        params["embedding"] = {"trainable": embedding.vectors.numel(), "total": embedding.vectors.numel()}
+    train_te = any(p.requires_grad for p in pipe.text_encoder.parameters()) or embedding is not None
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
-                              cfg.prior.loss_weight, train_te, cfg.model.clip_skip)
+                              cfg.prior.loss_weight, train_te, cfg.model.clip_skip, embedding)
     resume_point = ResumePoint()
-    datamodule = DreamBoothDataModule(cfg.data, pipe.tokenizer, instances, classes, cfg.seed, resume=resume_point)
+    datamodule = DreamBoothDataModule(cfg.data, prompt_tokenizer(pipe.tokenizer, embedding), instances, classes,
+                                      cfg.seed, resume=resume_point)
 
     cb = cfg.callbacks
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     checkpoint = LoraCheckpoint(phase_dir, cfg.adapter.kind, cb.checkpoint_every_n_steps, cb.keep_last_k,
                                 pipe.tokenizer, pipe.scheduler, kohya_file_name(cfg),
                                 kohya_metadata_fn(cfg, instances, resolved), cb.kohya_fp16, cfg.logger.log_lora)
-    grids = ValidationGrid(phase_dir, validation_prompts(cfg), list(cb.validation_seeds),
+    grids = ValidationGrid(phase_dir, expand_prompts(validation_prompts(cfg), embedding), list(cb.validation_seeds),
                            cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
                            cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
                            pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip)
     stats = TrainStats()
     callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
+    if embedding is not None:  # freezes it after adapter.embedding.train_fraction of the steps
+        callbacks.append(EmbeddingSchedule(embedding, pipe.text_encoder, freeze_step(cfg)))
     if cfg.logger.kind != LoggerKind.none and with_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer>/unet, .../text_encoder
     if cb.fixed_noise_loss:
@@ -236,6 +245,7 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
         "name": cfg.name,
         "model": cfg.model.path,
         "adapter": cfg.adapter.kind.value,
+        "embedding": cfg.adapter.embedding.token,  # the trained token (textual inversion / pivotal), else None
         "phase": cfg.phase.name,
         "start": cfg.phase.start,
         "steps": trainer.global_step,

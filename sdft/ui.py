@@ -166,6 +166,8 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     add("--lora", action="append", default=[], metavar="PATH[:WEIGHT]", help="LoRAs listed at start; repeatable")
     add("--lora-dir", default="outputs", help="the folder the LoRA scan starts in")
+    add("--embedding", action="append", default=[], metavar="PATH",
+        help="a textual-inversion embedding loaded at start (A1111 or diffusers file); the status shows its token")
     add("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it to your network)")
     add("--port", type=int, default=7860)
     add("--out", "-o", default="outputs/ui", help="output folder for the images")
@@ -181,6 +183,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                       local_files_only=args.offline)
     generator = Generator(cfg, device=args.device, dtype=DTYPES[args.dtype] if args.dtype else None)
     session = UiSession(generator, Path(args.out))
+    for path in args.embedding:
+        generator.load_embedding(path)
     if args.lora:
         session.check_loras("\n".join(args.lora))  # a bad --lora fails now, with the same message as in the page
     app = build_app(session, loras=args.lora, lora_dir=args.lora_dir)

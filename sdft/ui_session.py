@@ -132,6 +132,7 @@ class UiSession:
         gen = self.generator
         active = {lora.path for lora, _ in gen.active}
         lines = [f"- **{lora.name}** at {weight:g} ({', '.join(lora.parts)}) `{lora.path}`" for lora, weight in gen.active]
+        lines += [gen.embeddings.describe()] if gen.embeddings.sources else []  # textual-inversion tokens to write
         idle = [f"- {lora.name} (loaded, not in use) `{lora.path}`" for lora in gen.loaded_loras
                 if lora.path not in active]
         if not lines and not idle:

@@ -36,12 +36,15 @@ def test_group_option_composes(group, option):
 
 def instantiate_parts(cfg, pipe, tmp_path) -> None:
     """Build what the config names, as far as possible offline on CPU: adapter, optimizer, logger, trainer."""
+    from sdft.embeddings.training import attach_embedding
     from sdft.module import DreamBoothModule
     from sdft.models.loading import make_noise_scheduler
 
     setup_trainable(pipe.unet, pipe.text_encoder, cfg.adapter)
     assert any(p.requires_grad for p in pipe.unet.parameters()) or not cfg.adapter.train_unet
-    module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss)
+    embedding = attach_embedding(cfg, pipe.tokenizer, pipe.text_encoder)  # adapter.embedding (textual inversion)
+    module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
+                              embeddings=embedding)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, enum_to_str=True)
     trainer_kwargs.update(accelerator="cpu", devices=1, strategy="auto", num_nodes=1)  # GPU configs, here on CPU
     logger_cfg = cfg.logger
@@ -57,7 +60,7 @@ def instantiate_parts(cfg, pipe, tmp_path) -> None:
 def test_experiment_composes_and_instantiates(experiment, tiny_pipe_factory, tmp_path):
     cfg = compose_config([f"+experiment={experiment}"])
     assert cfg.name == experiment
-    assert cfg.adapter.kind in (AdapterKind.lora, AdapterKind.full)
+    assert cfg.adapter.kind in (AdapterKind.lora, AdapterKind.full, AdapterKind.embedding)
     instantiate_parts(cfg, tiny_pipe_factory(), tmp_path)
 
 

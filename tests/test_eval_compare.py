@@ -18,7 +18,7 @@ from sdft.train import as_config
 
 def test_variants_compose_with_one_budget():
     kinds = {}
-    for variant in ("lora_attn", "lora_attn_ff", "dreambooth"):
+    for variant in ("lora_attn", "lora_attn_ff", "dreambooth", "textual_inversion", "pivotal"):
         cfg = as_config(compose_config(["+experiment=compare", "model=tiny", f"variant={variant}", "trainer.max_steps=7"]))
         phases = phase_configs(cfg)
         kinds[variant] = [(p.phase.name, p.adapter.kind, tuple(p.adapter.unet_targets)) for p in phases]
@@ -26,6 +26,8 @@ def test_variants_compose_with_one_budget():
         assert cfg.eval.label == variant
     assert kinds["lora_attn"] == [("main", AdapterKind.lora, ("attn1", "attn2"))]
     assert kinds["lora_attn_ff"] == [("main", AdapterKind.lora, ("attn1", "attn2", "ff"))]
+    assert kinds["textual_inversion"] == [("main", AdapterKind.embedding, ())]
+    assert kinds["pivotal"] == [("main", AdapterKind.lora, ("attn1", "attn2"))]
     assert kinds["dreambooth"] == [("dreambooth", AdapterKind.full, ()),
                                    ("dreambooth_lora", AdapterKind.lora, ("attn1", "attn2"))]
 
@@ -41,9 +43,13 @@ def test_compare_multirun_writes_the_report(tiny_cache, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = tmp_path / "report"
     rows = {r["label"]: r for r in csv.DictReader(open(report / "report.csv"))}
-    assert list(rows) == ["real images", "base", "lora_attn", "lora_attn_ff", "dreambooth", "dreambooth_lora"]
-    assert [rows[k]["kind"] for k in list(rows)[1:]] == ["base", "lora", "lora", "full", "full+lora"]
-    assert [int(rows[k]["steps"]) for k in list(rows)[2:]] == [2, 2, 2, 4]
+    assert list(rows) == ["real images", "base", "lora_attn", "lora_attn_ff", "dreambooth", "dreambooth_lora",
+                          "textual_inversion", "pivotal"]
+    assert [rows[k]["kind"] for k in list(rows)[1:]] == ["base", "lora", "lora", "full", "full+lora", "embedding",
+                                                         "pivotal"]
+    assert [int(rows[k]["steps"]) for k in list(rows)[2:]] == [2, 2, 2, 4, 2, 2]
+    assert 0 < int(rows["textual_inversion"]["trainable_params"]) < int(rows["lora_attn"]["trainable_params"])
+    assert float(rows["textual_inversion"]["adapter_mb"]) < float(rows["lora_attn"]["adapter_mb"])
     assert float(rows["base"]["drift"]) == 0.0 and all(float(rows[k]["drift"]) > 0 for k in list(rows)[2:])
     assert int(rows["lora_attn_ff"]["trainable_params"]) > int(rows["lora_attn"]["trainable_params"])
     assert int(rows["dreambooth"]["trainable_params"]) > int(rows["lora_attn_ff"]["trainable_params"])
@@ -53,4 +59,4 @@ def test_compare_multirun_writes_the_report(tiny_cache, tmp_path):
     for metric in ("dino", "clip_i", "clip_t", "pres", "div", "fidelity", "drift", "train_seconds", "infer_s_lora"):
         assert Image.open(report / f"report_{metric}.png").size[0] > 300
     grid = Image.open(report / "grid.png")
-    assert grid.size[0] >= 200 + 6 * 128  # real + base + 4 variants side by side
+    assert grid.size[0] >= 200 + 8 * 128  # real + base + 6 variants side by side

@@ -16,7 +16,7 @@ from torch import nn
 
 from sdft.adapters.kinds import is_adapter_param, is_peft_kind, layer_adapters, peft_config
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, resolve_targets
-from sdft.config import AdapterConfig
+from sdft.config import AdapterConfig, AdapterKind
 from sdft.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ def setup_trainable(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig
     """Freeze everything, then make trainable what the adapter config asks for (LoRA layers or whole models)."""
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)
+    if cfg.kind == AdapterKind.embedding:
+        return  # textual inversion: only the new tokens' vectors train (sdft/embeddings/training.py)
     if is_peft_kind(cfg.kind):
         if not (cfg.train_unet or cfg.train_text_encoder):
             raise ConfigError("adapter: both train_unet and train_text_encoder are false, nothing would be trained.")

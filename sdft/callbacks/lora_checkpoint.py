@@ -22,6 +22,7 @@ from sdft.adapters.kinds import has_kohya_format, is_peft_kind
 from sdft.adapters.kohya import save_kohya_lora
 from sdft.callbacks.disk_space import disk_full, folder_bytes
 from sdft.config import AdapterKind
+from sdft.embeddings.files import save_trained
 from sdft.errors import NonFiniteLossError
 from sdft.models.assemble import assemble_pipeline
 
@@ -53,10 +54,17 @@ class LoraCheckpoint(L.Callback):
                                      "loss.finite_check_every_n_steps > 1 it is caught late): nothing written to "
                                      f"{target}. Resume from an earlier checkpoint with a lower optim.lr, or set "
                                      "loss.finite_check_every_n_steps=1 to stop at the first bad step.")
+        embedding = getattr(module, "embeddings", None)  # sdft.embeddings: textual inversion / pivotal tuning
+        if self.kind == AdapterKind.embedding:
+            return save_trained(embedding, target)["diffusers"]
         if is_peft_kind(self.kind):
             meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
+            kohya = None
             if has_kohya_format(self.kind):  # OFT: no kohya/A1111 file merges like peft's (adapters/lycoris.py)
-                save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
+                kohya = save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta,
+                                        self.kohya_fp16)
+            if embedding is not None:  # pivotal: the embedding beside the adapter, and bundled in the kohya file
+                save_trained(embedding, target, kohya)
             return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)
         pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
         return save_pipeline(pipe, target)
@@ -113,7 +121,8 @@ class LoraCheckpoint(L.Callback):
             raise disk_full(err, self.phase_dir, self._needed(module), whole=False) from err
         if not trainer.is_global_zero:
             return
-        folder = self.phase_dir / ("lora" if is_peft_kind(self.kind) else "model")
+        sub = "lora" if is_peft_kind(self.kind) else "embedding" if self.kind == AdapterKind.embedding else "model"
+        folder = self.phase_dir / sub
         try:
             self.final_path = self.save(module, folder, self.kohya_name, trainer.global_step, trainer.current_epoch)
         except OSError as err:
@@ -122,7 +131,8 @@ class LoraCheckpoint(L.Callback):
             self.final_kohya_path = folder / f"{self.kohya_name}.safetensors" if has_kohya_format(self.kind) else None
             if self.log_artifact:
                 log_lora_artifact(trainer, folder, self.kohya_name, trainer.global_step)
-        log.info("Saved the trained %s to %s", "adapter" if is_peft_kind(self.kind) else "pipeline", self.final_path)
+        what = "adapter" if is_peft_kind(self.kind) else "pipeline" if self.kind == AdapterKind.full else "embedding"
+        log.info("Saved the trained %s to %s", what, self.final_path)
 
 
 def log_lora_artifact(trainer: L.Trainer, folder: Path, name: str, step: int) -> None:

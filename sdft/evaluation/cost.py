@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from sdft.embeddings.files import DIFFUSERS_NAME
 from sdft.evaluation.targets import Target
 
 
@@ -22,6 +23,8 @@ def adapter_bytes(target: Target) -> int | None:
     if target.kind == "base":
         return None
     total = sum(_size(Path(f)) for f in target.loras)
+    total += sum(_size(Path(f)) for f in target.embeddings)  # textual inversion; a pivotal LoRA's embedding beside it:
+    total += sum(_size(Path(f).parent / DIFFUSERS_NAME) for f in target.loras if (Path(f).parent / DIFFUSERS_NAME).is_file())
     if target.model != target.base_model:
         folder = Path(target.model)
         trained = [s for s in target.phases if s["adapter"] == "full"]
@@ -42,7 +45,7 @@ def training_cost(target: Target) -> dict:
     """Trainable parameters, steps, wall time, img/s and peak memory summed over the phases the target holds."""
     if not target.phases:
         return {}
-    params = sum(s["parameters"][m]["trainable"] for s in target.phases for m in ("unet", "text_encoder"))
+    params = sum(v["trainable"] for s in target.phases for v in s["parameters"].values())  # + "embedding" vectors
     seconds = sum(s.get("train_seconds", 0.0) for s in target.phases)
     steps = sum(s.get("steps", 0) for s in target.phases)
     if all(s.get("images_per_sec") is not None for s in target.phases):  # measured by TrainStats

@@ -120,6 +120,11 @@ class Evaluator:
         log.info("Evaluating %s: %s + %s", target.label, target.model, target.loras or "no LoRA")
         reference = self.reference(target.base_model or target.model)
         gen = self.generator(target.model)
+        if gen.embeddings.sources:  # an earlier target's embedding tokens must not leak into this one: fresh base
+            self._generator = None
+            gen = self.generator(target.model)
+        for file in target.embeddings:
+            gen.load_embedding(file)
         images = [self.render(gen, p, target.loras, self.seeds) for p in self.prompts]
         classes = self.render(gen, self.class_prompt, target.loras, list(range(self.cfg.class_images)))
         flat = [im for row in images for im in row]

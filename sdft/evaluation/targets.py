@@ -27,6 +27,7 @@ class Target:
     phases: list[dict] = field(default_factory=list)  # summaries of the phases trained into it
     configs: list[DictConfig] = field(default_factory=list)  # their configs (batch sizes etc. for img/s)
     run_dir: Path | None = None
+    embeddings: list[str] = field(default_factory=list)  # textual-inversion files (a pivotal LoRA brings its own)
 
 
 def _load_yaml(path: Path) -> DictConfig:
@@ -61,7 +62,10 @@ def run_targets(run_dir: str | Path, phase: str | None = None, all_phases: bool 
         if not output or not Path(output).exists():
             raise ConfigError(f"{run}: phase {s['phase']!r} has no saved output ({output}); was it interrupted?")
         start = s.get("start", "fresh")
-        if s["adapter"] == "full":
+        embeddings = []
+        if s["adapter"] == "embedding":  # textual inversion: the base plus the embedding file
+            loras, embeddings, chain = [], [output], base_phases + [(s, phase_cfg)]
+        elif s["adapter"] == "full":
             model, loras = output, []
             base_phases = chain = base_phases + [(s, phase_cfg)]
         else:
@@ -74,9 +78,11 @@ def run_targets(run_dir: str | Path, phase: str | None = None, all_phases: bool 
             else:
                 loras, chain = [output], base_phases + [(s, phase_cfg)]
         kind = "full+lora" if loras and model != base_model else ("lora" if loras else "full")
+        if s.get("embedding"):  # sdft.embeddings: textual inversion alone, or with a LoRA (pivotal tuning)
+            kind = "pivotal" if loras else "embedding"
         label = s["phase"] if len(summaries) > 1 else (cfg.get("eval", {}).get("label") or cfg.name)
         targets.append(Target(label, model, list(loras), base_model, kind, [c[0] for c in chain],
-                              [c[1] for c in chain], run))
+                              [c[1] for c in chain], run, embeddings))
     if phase is not None:
         chosen = [t for t, s in zip(targets, summaries) if s["phase"] == phase]
         if not chosen:

@@ -1,0 +1,185 @@
+"""Training the embedding: its vectors, spliced into the text encoder's token embedding, and the run wiring.
+
+Only the new tokens' vectors are trained, and they are a parameter of their own ([n, dim], fp32), not rows of the
+text encoder's token table: a forward hook on the token embedding puts them in place of the new tokens' rows. Neither
+of the two usual ways (the diffusers textual_inversion example restores the other rows after every optimizer step;
+others mask their gradient) is needed, because the other rows are never given to the optimizer: they stay bitwise
+unchanged by construction (with a mask, AdamW's weight decay would still move them), the optimizer holds state for n
+vectors instead of the whole 49408-row table (~450 MB for SD 1.5 in fp32), and a fp16/bf16 text encoder works. The
+table's new rows are kept equal to the vectors (`sync`) so whatever reads the table sees the trained embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from sdft.config import AdapterKind
+from sdft.embeddings.tokens import add_tokens, expand_prompt, token_names
+from sdft.errors import ConfigError
+
+log = logging.getLogger(__name__)
+HOOK_ATTR = "_sdft_token_vectors"  # the text encoder's attribute holding its TokenVectors (one embedding per model)
+
+
+class TokenVectors(nn.Module):
+    """The trained vectors of one token (`vectors`, [n, dim]); `frozen` detaches them (pivotal tuning's second part)."""
+
+    def __init__(self, token: str, ids: list[int], start: torch.Tensor, init_word: str):
+        super().__init__()
+        self.token, self.ids, self.init_word = token, list(ids), init_word
+        self.vectors = nn.Parameter(start.detach().float().clone())
+        self.frozen = False
+
+    @property
+    def tokens(self) -> list[str]:
+        return token_names(self.token, len(self.ids))
+
+    def splice(self, input_ids: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """`embeds` with the new tokens' rows replaced by the vectors; no host sync (torch.where, not indexing)."""
+        first, n = self.ids[0], len(self.ids)
+        mask = (input_ids >= first) & (input_ids < first + n)
+        vectors = self.vectors.detach() if self.frozen else self.vectors
+        picked = vectors.to(embeds.dtype)[(input_ids - first).clamp(0, n - 1)]
+        return torch.where(mask.unsqueeze(-1), picked, embeds)
+
+    @torch.no_grad()
+    def sync(self, text_encoder: nn.Module) -> None:
+        """Copy the vectors into the text encoder's token table (for anything that reads the table directly)."""
+        table = text_encoder.get_input_embeddings().weight
+        table[self.ids] = self.vectors.to(table.dtype)
+
+    def trained(self) -> torch.Tensor:
+        return self.vectors.detach().float().cpu().clone()
+
+
+def _attach(text_encoder: nn.Module, vectors: TokenVectors) -> None:
+    def hook(module, args, output):
+        return vectors.splice(args[0], output)
+
+    vectors.handle = text_encoder.get_input_embeddings().register_forward_hook(hook)
+    text_encoder.__dict__[HOOK_ATTR] = vectors  # not a submodule: the text encoder's parameters stay its own
+
+
+def init_word_of(cfg: DictConfig) -> str:
+    """adapter.embedding.init_word, else the class prompt's last word."""
+    emb = cfg.adapter.embedding
+    if emb.init_word:
+        return emb.init_word
+    words = (cfg.data.class_prompt or "").split()
+    if not words:
+        raise ConfigError("adapter.embedding.init_word is not set and there is no data.class_prompt to take it from: "
+                          "set adapter.embedding.init_word=<a word close to the subject>, e.g. dog.")
+    return words[-1]
+
+
+def check_embedding_config(cfg: DictConfig) -> None:
+    """Config checks for embeddings, before any work."""
+    emb, kind = cfg.adapter.embedding, cfg.adapter.kind
+    if kind == AdapterKind.embedding and not emb.token:
+        raise ConfigError("adapter.kind=embedding trains a new token's embedding: set adapter.embedding.token, "
+                          "e.g. adapter.embedding.token='<sks>', and write it in the captions.")
+    if not emb.token:
+        return
+    if kind == AdapterKind.full:
+        raise ConfigError("adapter.embedding.token with adapter.kind=full is not supported: train the embedding with "
+                          "kind=embedding (textual inversion) or with a LoRA (kind=lora: pivotal tuning).")
+    if any(c.isspace() for c in emb.token):
+        raise ConfigError(f"adapter.embedding.token={emb.token!r}: one word without spaces, e.g. <sks>.")
+    if emb.num_vectors < 1:
+        raise ConfigError(f"adapter.embedding.num_vectors={emb.num_vectors}: must be >= 1.")
+    if not 0.0 < emb.train_fraction <= 1.0:
+        raise ConfigError(f"adapter.embedding.train_fraction={emb.train_fraction}: must be in (0, 1].")
+    if kind == AdapterKind.embedding and emb.train_fraction < 1.0:
+        raise ConfigError("adapter.embedding.train_fraction < 1 freezes the embedding, but with adapter.kind=embedding "
+                          "nothing else trains: use it for pivotal tuning (kind=lora) or leave it at 1.")
+    if cfg.data.cache_text_encoder_outputs:
+        raise ConfigError("data.cache_text_encoder_outputs cannot be used while an embedding trains (adapter.embedding"
+                          ".token): the text encoder's outputs change every step. Set data.cache_text_encoder_outputs="
+                          "false (latents can still be cached: data.cache_latents=true).")
+    prompts = [cfg.data.instance_prompt, *(c.instance_prompt for c in cfg.data.concepts)]
+    if not any(p and emb.token in p for p in prompts) and not cfg.data.use_captions:
+        raise ConfigError(f"adapter.embedding.token={emb.token!r} is in no instance prompt, so it would never be "
+                          f"trained: write it there, e.g. data.instance_prompt='a {emb.token} dog'.")
+
+
+def attach_embedding(cfg: DictConfig, tokenizer, text_encoder: nn.Module) -> TokenVectors | None:
+    """The phase's trained embedding, or None. The first phase naming a token adds it; a later phase naming the same
+    token trains it on; an embedding from an earlier phase stays in the prompt vocabulary, frozen, otherwise."""
+    emb = cfg.adapter.embedding
+    existing: TokenVectors | None = getattr(text_encoder, HOOK_ATTR, None)
+    if existing is not None and existing.token != emb.token:
+        existing.vectors.requires_grad_(False)
+        existing.frozen = True
+    if not emb.token:
+        return None
+    if existing is not None and existing.token == emb.token:
+        if len(existing.ids) != emb.num_vectors:
+            raise ConfigError(f"adapter.embedding.num_vectors={emb.num_vectors}, but {emb.token} already has "
+                              f"{len(existing.ids)} vectors from an earlier phase.")
+        existing.vectors.requires_grad_(True)
+        existing.frozen = False
+        return existing
+    if existing is not None:
+        raise ConfigError(f"one embedding per run: {existing.token} was trained in an earlier phase; {emb.token} "
+                          "cannot be added too.")
+    word = init_word_of(cfg)
+    ids = add_tokens(tokenizer, text_encoder, emb.token, emb.num_vectors, word)
+    start = text_encoder.get_input_embeddings().weight[ids]
+    vectors = TokenVectors(emb.token, ids, start, word)
+    _attach(text_encoder, vectors)
+    log.info("Embedding %s: %d vector(s) (tokens %s) start from %r", emb.token, len(ids), vectors.tokens, word)
+    return vectors
+
+
+class PromptTokenizer:
+    """The tokenizer with the embedding's token expanded to its n vector tokens in every prompt (training data)."""
+
+    def __init__(self, tokenizer, vectors: TokenVectors):
+        self.tokenizer, self.vectors = tokenizer, vectors
+
+    def __call__(self, text, *args, **kwargs):
+        n = len(self.vectors.ids)
+        texts = [expand_prompt(t, self.vectors.token, n) for t in ([text] if isinstance(text, str) else text)]
+        return self.tokenizer(texts[0] if isinstance(text, str) else texts, *args, **kwargs)
+
+    def __getattr__(self, name):  # only called for names not found here (guarded for pickling to data workers)
+        if name.startswith("__") or name in ("tokenizer", "vectors"):
+            raise AttributeError(name)
+        return getattr(self.tokenizer, name)
+
+
+def prompt_tokenizer(tokenizer, vectors: TokenVectors | None):
+    return tokenizer if vectors is None or len(vectors.ids) == 1 else PromptTokenizer(tokenizer, vectors)
+
+
+def expand_prompts(prompts: list[str], vectors: TokenVectors | None) -> list[str]:
+    if vectors is None:
+        return prompts
+    return [expand_prompt(p, vectors.token, len(vectors.ids)) for p in prompts]
+
+
+class EmbeddingSchedule(L.Callback):
+    """Freezes the embedding from step `freeze_at` on (pivotal tuning); keeps the token table in step with it."""
+
+    def __init__(self, vectors: TokenVectors, text_encoder: nn.Module, freeze_at: int | None):
+        self.vectors, self.text_encoder, self.freeze_at = vectors, text_encoder, freeze_at
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        frozen = self.freeze_at is not None and trainer.global_step >= self.freeze_at
+        if frozen and not self.vectors.frozen:
+            log.info("Embedding %s frozen at step %d; the LoRA trains on.", self.vectors.token, trainer.global_step)
+        self.vectors.frozen = frozen  # from the step count: a resumed run freezes at the same step
+
+    def on_train_end(self, trainer, module) -> None:
+        self.vectors.sync(self.text_encoder)
+
+
+def freeze_step(cfg: DictConfig) -> int | None:
+    """The step from which the embedding stops training (None: never)."""
+    fraction = cfg.adapter.embedding.train_fraction
+    return None if fraction >= 1.0 else max(int(round(fraction * cfg.trainer.max_steps)), 1)
