@@ -43,6 +43,25 @@ class OptimizerName(str, Enum):
     adamw8bit = "adamw8bit"
 
 
+class LossKind(str, Enum):
+    l2 = "l2"
+    l1 = "l1"
+    huber = "huber"  # pseudo-Huber, as kohya's --loss_type huber
+    smooth_l1 = "smooth_l1"
+
+
+class HuberSchedule(str, Enum):
+    constant = "constant"
+    exponential = "exponential"
+    snr = "snr"
+
+
+class TimestepSampling(str, Enum):
+    uniform = "uniform"
+    logit_normal = "logit_normal"
+    mode = "mode"
+
+
 class LoggerKind(str, Enum):
     csv = "csv"
     wandb = "wandb"
@@ -197,6 +216,21 @@ class LossConfig:
     # check the loss for NaN/inf every N steps. 1: every step, so a bad step never updates the weights (one host-device
     # sync per step); N > 1: no per-step sync on GPUs, a bad step is caught at the next check (saves refuse bad weights)
     finite_check_every_n_steps: int = 1
+    # the rest: sdft/losses.py and sdft/noise.py, docs/techniques.md (kohya sd-scripts' names where it has them)
+    kind: LossKind = LossKind.l2  # l2 | l1 | huber | smooth_l1
+    huber_c: float = 0.1  # huber / smooth_l1 threshold
+    huber_schedule: HuberSchedule = HuberSchedule.snr  # constant | exponential | snr (as kohya's --huber_schedule)
+    debiased_estimation: bool = False  # weight each sample by 1/sqrt(SNR) (1/(SNR+1) for v-prediction)
+    zero_terminal_snr: bool = False  # rescale betas to zero terminal SNR; needs model.prediction_type=v_prediction
+    pyramid_noise_iterations: int = 0  # multi-resolution noise levels (kohya multires_noise_iterations, e.g. 6)
+    pyramid_noise_discount: float = 0.3  # each coarser level's weight multiplies by this
+    input_perturbation: float = 0.0  # e.g. 0.1: the U-Net's input noise gets extra noise, the target does not
+    min_timestep: int = 0  # timesteps are drawn from [min_timestep, max_timestep)
+    max_timestep: Optional[int] = None  # default: the scheduler's num_train_timesteps
+    timestep_sampling: TimestepSampling = TimestepSampling.uniform  # uniform | logit_normal | mode (SD3)
+    logit_mean: float = 0.0  # logit_normal
+    logit_std: float = 1.0  # logit_normal
+    mode_scale: float = 1.29  # mode
 
 
 @dataclass

@@ -11,7 +11,9 @@ from diffusers.training_utils import compute_snr
 
 from sdft.config import LossConfig, OptimConfig, OptimizerName
 from sdft.errors import ConfigError, NonFiniteLossError
+from sdft.losses import per_sample_loss
 from sdft.models.text import text_states
+from sdft.noise import perturb, sample_noise, sample_timesteps, timestep_range
 
 
 class DreamBoothModule(L.LightningModule):
@@ -28,6 +30,7 @@ class DreamBoothModule(L.LightningModule):
         self.clip_skip = clip_skip
         self.vae_scale = vae.config.scaling_factor
         self.strict_loading = False  # checkpoints hold only the trained weights (on_save_checkpoint)
+        timestep_range(loss, noise_scheduler.config.num_train_timesteps)  # a bad range fails here, not at step 1
 
     # -- modes: trained parts train, frozen parts stay in eval --
     def on_fit_start(self) -> None:
@@ -60,16 +63,22 @@ class DreamBoothModule(L.LightningModule):
             dist = self.vae.encode(pixels.to(self.vae_dtype)).latent_dist
             return (dist.sample() if sample else dist.mode()).float() * self.vae_scale
 
-    def loss_at(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-                input_ids: torch.Tensor) -> torch.Tensor:
-        """Per-sample MSE (B,) of the U-Net's prediction at the given noise and timesteps."""
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+    def predict(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor,
+                input_noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The U-Net's prediction and its target (noise or velocity); `input_noise` (default `noise`) makes the input."""
+        noisy = self.noise_scheduler.add_noise(latents, noise if input_noise is None else input_noise, timesteps)
         text = input_ids if input_ids.is_floating_point() else self.encode_text(input_ids)  # cached states
         pred = self.unet(noisy.to(self.unet_dtype), timesteps, text.to(self.unet_dtype)).sample.float()
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
+        return pred, target
+
+    def loss_at(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                input_ids: torch.Tensor) -> torch.Tensor:
+        """Per-sample MSE (B,) of the U-Net's prediction at the given noise and timesteps (whatever loss.kind is)."""
+        pred, target = self.predict(latents, noise, timesteps, input_ids)
         return F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
 
     def diffusion_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,15 +90,12 @@ class DreamBoothModule(L.LightningModule):
         else:
             latents = self.encode_latents(batch["pixel_values"])
         latents = latents.contiguous()  # the noise's layout follows the latents'; the VAE may return another layout
-        noise = torch.randn_like(latents)
-        if self.loss_cfg.noise_offset:
-            noise = noise + self.loss_cfg.noise_offset * torch.randn(
-                latents.shape[0], latents.shape[1], 1, 1, device=latents.device
-            )
+        noise = sample_noise(latents, self.loss_cfg)  # sdft/noise.py: offset, pyramid
         steps = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device).long()
+        timesteps = sample_timesteps(latents.shape[0], steps, self.loss_cfg, latents.device)
         text = batch["encoder_hidden_states"] if "encoder_hidden_states" in batch else batch["input_ids"]
-        return self.loss_at(latents, noise, timesteps, text), timesteps
+        pred, target = self.predict(latents, noise, timesteps, text, perturb(noise, self.loss_cfg))
+        return per_sample_loss(pred, target, timesteps, self.noise_scheduler, self.loss_cfg), timesteps
 
     def snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
         """min-SNR-gamma loss weights (Hang et al. 2023), via diffusers' compute_snr."""

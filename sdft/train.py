@@ -32,6 +32,7 @@ from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
 from sdft.module import DreamBoothModule
+from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
 from sdft.phases import phase_configs
 from sdft.resume import check_same_run, find_run, phase_status, restore_weights
 
@@ -72,6 +73,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"phase {cfg.phase.name!r}: init_lora={cfg.phase.init_lora} is not a file.")
     if cfg.trainer.max_steps <= 0:
         raise ConfigError("trainer.max_steps must be > 0.")
+    check_zero_terminal_snr(cfg.loss, cfg.model.prediction_type)
 
 
 def report_params(unet, text_encoder) -> dict:
@@ -161,6 +163,8 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
         pipe = load_pipeline(cfg.model)
         prepare_models(pipe, cfg.model)
     classes = class_images(cfg, pipe)
+    if cfg.loss.zero_terminal_snr:  # after the class images (made by the base model as it is)
+        use_zero_terminal_snr(pipe)
     if cfg.phase.init_lora and previous is None:
         from sdft.adapters.load import load_lora_into
 
