@@ -193,6 +193,15 @@ class PriorConfig:
 
 
 @dataclass
+class BlockLrConfig:
+    """Per-block U-Net lr multipliers (kohya's down_lr_weight / mid_lr_weight / up_lr_weight), sdft/optimizers.py."""
+
+    down: List[float] = field(default_factory=list)  # one per down block (SD 1.x: 4) or per kohya IN block (12); []: 1
+    mid: float = 1.0
+    up: List[float] = field(default_factory=list)  # one per up block (4) or per kohya OUT block (12); []: 1
+
+
+@dataclass
 class OptimConfig:
     """Optimizer and learning-rate schedule."""
 
@@ -205,6 +214,11 @@ class OptimConfig:
     scheduler: str = "constant"  # any name diffusers.optimization.get_scheduler knows: constant, linear, cosine, ...
     warmup_steps: int = 0
     fused: Optional[bool] = None  # AdamW's fused CUDA kernel; None: on when the trained parameters are on a GPU
+    # any optimizer class: {_target_: prodigyopt.Prodigy, _partial_: true, ...its arguments}; replaces name/betas/eps/
+    # weight_decay/fused when set (presets in conf/optim/; a missing package fails with its pip name)
+    optimizer: Dict[str, Any] = field(default_factory=dict)  # {}: use optim.name
+    loraplus_ratio: Optional[float] = None  # LoRA+: lr × ratio for the LoRA B (up) matrices, e.g. 16
+    unet_block_lr: BlockLrConfig = field(default_factory=BlockLrConfig)
 
 
 @dataclass

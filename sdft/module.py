@@ -14,6 +14,7 @@ from sdft.errors import ConfigError, NonFiniteLossError
 from sdft.losses import per_sample_loss
 from sdft.models.text import text_states
 from sdft.noise import perturb, sample_noise, sample_timesteps, timestep_range
+from sdft.optimizers import build_optimizer, set_mode, split_groups
 
 
 class DreamBoothModule(L.LightningModule):
@@ -131,6 +132,14 @@ class DreamBoothModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
 
+    # schedule-free optimizers: steps in train mode; between steps (saves, grids, the end) in eval mode
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        set_mode(self.optimizers(), train=True)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        set_mode(self.optimizers(), train=False)
+
     def on_before_optimizer_step(self, optimizer) -> None:
         """train/grad_norm (before clipping) at log intervals only: computing it every step would cost a reduction."""
         if self.trainer.global_step % max(self.trainer.log_every_n_steps, 1):
@@ -173,14 +182,16 @@ class DreamBoothModule(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.optim_cfg
         kwargs = dict(betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-        if cfg.name == OptimizerName.adamw8bit:
+        groups = split_groups(self.param_groups(), self.named_parameters(), self.unet, cfg)  # LoRA+, per-block lr
+        if cfg.optimizer:  # any class, from conf/optim/*.yaml (sdft/optimizers.py)
+            optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr)
+        elif cfg.name == OptimizerName.adamw8bit:
             try:
                 import bitsandbytes as bnb
             except ImportError as err:
                 raise ImportError("optim=adamw8bit needs bitsandbytes: pip install bitsandbytes") from err
-            optimizer = bnb.optim.AdamW8bit(self.param_groups(), **kwargs)
+            optimizer = bnb.optim.AdamW8bit(groups, **kwargs)
         else:
-            groups = self.param_groups()
             on_gpu = all(p.is_cuda for g in groups for p in g["params"])
             fused = on_gpu if cfg.fused is None else cfg.fused  # one kernel for all parameters instead of a loop
             optimizer = torch.optim.AdamW(groups, fused=fused or None, **kwargs)

@@ -33,6 +33,7 @@ from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
 from sdft.module import DreamBoothModule
 from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
+from sdft.optimizers import optimizer_class
 from sdft.phases import phase_configs
 from sdft.resume import check_same_run, find_run, phase_status, restore_weights
 
@@ -74,6 +75,8 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.trainer.max_steps <= 0:
         raise ConfigError("trainer.max_steps must be > 0.")
     check_zero_terminal_snr(cfg.loss, cfg.model.prediction_type)
+    if cfg.optim.optimizer:
+        optimizer_class(cfg.optim.optimizer)  # a missing package fails here, naming it
 
 
 def report_params(unet, text_encoder) -> dict:
