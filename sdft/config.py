@@ -248,6 +248,19 @@ class LossConfig:
 
 
 @dataclass
+class EmaConfig:
+    """An exponential moving average of the trained weights (diffusers' EMAModel), sdft/ema.py."""
+
+    enabled: bool = False
+    decay: float = 0.999  # the most it reaches; before that (1+n)/(10+n) at n steps after start_step (diffusers)
+    start_step: int = 0  # the average equals the weights until this step, then averages
+    warmup: bool = False  # diffusers' use_ema_warmup: decay 1-(1+n)^-power instead of (1+n)/(10+n)
+    power: float = 0.6666666666666666  # warmup's power (2/3; 3/4 for long runs)
+    device: str = "same"  # same: beside the weights | cpu: in CPU memory (saves GPU memory, copies every step)
+    save_ema_weights: bool = True  # LoRA files and the phase's end weights from the average; false: raw, + lora_ema/
+
+
+@dataclass
 class TrainerConfig:
     """Passed to lightning.Trainer as keyword arguments."""
 
@@ -336,6 +349,7 @@ class SdftConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)

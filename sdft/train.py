@@ -28,6 +28,7 @@ from sdft.config import AdapterKind, LoggerKind, SdftConfig
 from sdft.data.class_images import prior_examples
 from sdft.data.datamodule import DreamBoothDataModule, instance_examples, split_validation
 from sdft.data.folders import check_data_config, default_validation_prompts
+from sdft.ema import EmaWeights, check_ema_config
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
@@ -75,6 +76,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.trainer.max_steps <= 0:
         raise ConfigError("trainer.max_steps must be > 0.")
     check_zero_terminal_snr(cfg.loss, cfg.model.prediction_type)
+    check_ema_config(cfg.ema)
     if cfg.optim.optimizer:
         optimizer_class(cfg.optim.optimizer)  # a missing package fails here, naming it
 
@@ -196,6 +198,8 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
                            pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip)
     stats = TrainStats()
     callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
+    if cfg.ema.enabled:  # before the checkpoint and grids: its update precedes their saves (sdft/ema.py)
+        callbacks.insert(1, EmaWeights(cfg.ema, checkpoint))
     if cfg.logger.kind != LoggerKind.none and with_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer>/unet, .../text_encoder
     if cb.fixed_noise_loss:

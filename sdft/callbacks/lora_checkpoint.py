@@ -8,6 +8,7 @@ state) that `resume=auto` continues from; on SIGTERM or Ctrl-C, GracefulStop wri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -41,18 +42,20 @@ class LoraCheckpoint(L.Callback):
         self.final_kohya_path: Path | None = None
         self.log_artifact = log_artifact  # W&B: the final LoRA folder as an artifact
         self._last_step = -1  # with gradient accumulation several batches end on one step
+        self.swap = None  # a context manager factory(module) that puts other weights in place while saving (sdft/ema.py)
 
     def save(self, module: L.LightningModule, target: Path, name: str, step: int = 0, epoch: int = 0) -> Path:
         """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""
-        trained = [p for p in module.parameters() if p.requires_grad]
-        if not all(torch.isfinite(p).all() for p in trained):
-            raise FloatingPointError(f"Trained weights are not finite; not overwriting anything at {target}.")
-        if self.kind == AdapterKind.lora:
-            meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
-            save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
-            return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)
-        pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
-        return save_pipeline(pipe, target)
+        with self.swap(module) if self.swap else contextlib.nullcontext():
+            trained = [p for p in module.parameters() if p.requires_grad]
+            if not all(torch.isfinite(p).all() for p in trained):
+                raise FloatingPointError(f"Trained weights are not finite; not overwriting anything at {target}.")
+            if self.kind == AdapterKind.lora:
+                meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
+                save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16)
+                return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)
+            pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
+            return save_pipeline(pipe, target)
 
     def _prune(self) -> None:
         steps = sorted((self.phase_dir / "checkpoints").glob("step_*"))
