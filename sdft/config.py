@@ -190,6 +190,10 @@ class PriorConfig:
     generation_steps: int = 30
     generation_guidance: float = 7.5
     negative_prompt: str = ""
+    # the base model's own prediction as the prior (LoRA only, no class images): sdft/prior_prediction.py
+    base_prediction: bool = False
+    base_prediction_weight: float = 1.0
+    base_prediction_prompt: Optional[str] = None  # default: data.class_prompt
 
 
 @dataclass

@@ -21,7 +21,8 @@ class DreamBoothModule(L.LightningModule):
     """Wraps U-Net, text encoder and VAE; trains whatever parameters require grad."""
 
     def __init__(self, unet, text_encoder, vae, noise_scheduler, optim: OptimConfig, loss: LossConfig,
-                 prior_loss_weight: float = 1.0, train_text_encoder: bool = False, clip_skip: int = 1):
+                 prior_loss_weight: float = 1.0, train_text_encoder: bool = False, clip_skip: int = 1,
+                 base_prior=None):
         super().__init__()
         self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
         self.noise_scheduler = noise_scheduler
@@ -31,6 +32,7 @@ class DreamBoothModule(L.LightningModule):
         self.clip_skip = clip_skip
         self.vae_scale = vae.config.scaling_factor
         self.strict_loading = False  # checkpoints hold only the trained weights (on_save_checkpoint)
+        self.base_prior = base_prior  # sdft/prior_prediction.py: the base model's prediction as the prior
         timestep_range(loss, noise_scheduler.config.num_train_timesteps)  # a bad range fails here, not at step 1
 
     # -- modes: trained parts train, frozen parts stay in eval --
@@ -95,7 +97,9 @@ class DreamBoothModule(L.LightningModule):
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = sample_timesteps(latents.shape[0], steps, self.loss_cfg, latents.device)
         text = batch["encoder_hidden_states"] if "encoder_hidden_states" in batch else batch["input_ids"]
-        pred, target = self.predict(latents, noise, timesteps, text, perturb(noise, self.loss_cfg))
+        input_noise = perturb(noise, self.loss_cfg)
+        self.step_inputs = (latents, input_noise, timesteps)  # for the base-prediction prior (training_step)
+        pred, target = self.predict(latents, noise, timesteps, text, input_noise)
         return per_sample_loss(pred, target, timesteps, self.noise_scheduler, self.loss_cfg), timesteps
 
     def snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
@@ -121,6 +125,10 @@ class DreamBoothModule(L.LightningModule):
             prior_loss = per_sample[n:].mean()
             loss = instance_loss + self.prior_loss_weight * prior_loss
             self.log("train/prior_loss", prior_loss, batch_size=n)
+        if self.base_prior is not None:  # instance samples under the class prompt vs the base model's prediction
+            base_loss = self.base_prior.loss(self, *(x[:n] for x in self.step_inputs))
+            loss = loss + self.base_prior.weight * base_loss
+            self.log("train/base_prior_loss", base_loss, batch_size=n)
         every = max(self.loss_cfg.finite_check_every_n_steps, 1)
         if self.global_step % every == 0 and not torch.isfinite(loss):  # the only host sync of the step
             where = "Nothing was updated by this step" if every == 1 else f"It is checked every {every} steps"

@@ -36,6 +36,7 @@ from sdft.module import DreamBoothModule
 from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
 from sdft.optimizers import optimizer_class
 from sdft.phases import phase_configs
+from sdft.prior_prediction import BasePrior, base_prior_prompt, check_base_prior
 from sdft.resume import check_same_run, find_run, phase_status, restore_weights
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("trainer.max_steps must be > 0.")
     check_zero_terminal_snr(cfg.loss, cfg.model.prediction_type)
     check_ema_config(cfg.ema)
+    check_base_prior(cfg)
     if cfg.optim.optimizer:
         optimizer_class(cfg.optim.optimizer)  # a missing package fails here, naming it
 
@@ -182,8 +184,13 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
         pipe.unet.compile()
     params = report_params(pipe.unet, pipe.text_encoder)
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters())
+    base_prior = None
+    if cfg.prior.base_prediction:
+        ids = pipe.tokenizer(base_prior_prompt(cfg), padding="max_length", truncation=True,
+                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+        base_prior = BasePrior(ids, cfg.prior.base_prediction_weight)
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
-                              cfg.prior.loss_weight, train_te, cfg.model.clip_skip)
+                              cfg.prior.loss_weight, train_te, cfg.model.clip_skip, base_prior=base_prior)
     resume_point = ResumePoint()
     datamodule = DreamBoothDataModule(cfg.data, pipe.tokenizer, instances, classes, cfg.seed, resume=resume_point)
 
