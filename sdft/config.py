@@ -147,6 +147,7 @@ class DataConfig:
     cache_dir: Optional[str] = None  # default: $SDFT_CACHE_DIR/latents or ~/.cache/sdft/latents
     cache_text_encoder_outputs: bool = False  # only used when the text encoder is frozen and captions are fixed
     validation_split: float = 0.0  # hold out this share of the instance images (seeded): val/fixed_noise_loss uses them
+    mask_dir: Optional[str] = None  # loss masks by image stem (loss.masked_loss); else <stem>.mask.png, else alpha
 
 
 @dataclass
@@ -249,6 +250,8 @@ class LossConfig:
     logit_mean: float = 0.0  # logit_normal
     logit_std: float = 1.0  # logit_normal
     mode_scale: float = 1.29  # mode
+    masked_loss: bool = False  # weight the loss by per-image masks (data.mask_dir, <stem>.mask.png, or alpha)
+    unmasked_weight: float = 0.0  # the loss weight outside the mask (0: the background is ignored)
 
 
 @dataclass

@@ -46,13 +46,27 @@ def debiased_weights(timesteps: torch.Tensor, noise_scheduler) -> torch.Tensor:
     return 1 / torch.sqrt(snr)
 
 
+def mask_weights(mask: torch.Tensor, latents: torch.Tensor, unmasked_weight: float) -> torch.Tensor:
+    """(B, 1, h, w) loss weights at the latents' size: the pixel mask area-averaged (each latent covers 8x8 pixels),
+    1 inside, `unmasked_weight` outside."""
+    m = F.interpolate(mask.to(latents), size=latents.shape[-2:], mode="area")
+    return m + unmasked_weight * (1 - m)
+
+
 def per_sample_loss(pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, noise_scheduler,
-                    cfg: LossConfig) -> torch.Tensor:
-    """The configured loss, averaged per sample (B,), debiased if asked (min-SNR stays in the module)."""
+                    cfg: LossConfig, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The configured loss, averaged per sample (B,), debiased if asked (min-SNR stays in the module). `weight`
+    (mask_weights): a weighted mean, so a small mask does not shrink the loss (kohya divides by all elements)."""
     huber_c = None
     if cfg.kind in (LossKind.huber, LossKind.smooth_l1):
         huber_c = huber_threshold(timesteps, noise_scheduler, cfg.huber_c, cfg.huber_schedule)
-    loss = elementwise_loss(pred, target, cfg.kind, huber_c).mean(dim=tuple(range(1, pred.dim())))
+    dims = tuple(range(1, pred.dim()))
+    loss = elementwise_loss(pred, target, cfg.kind, huber_c)
+    if weight is None:
+        loss = loss.mean(dim=dims)
+    else:
+        weight = weight.expand_as(loss)
+        loss = (loss * weight).sum(dim=dims) / weight.sum(dim=dims).clamp_min(1e-8)
     if cfg.debiased_estimation:
         loss = loss * debiased_weights(timesteps, noise_scheduler)
     return loss

@@ -11,7 +11,7 @@ from diffusers.training_utils import compute_snr
 
 from sdft.config import LossConfig, OptimConfig, OptimizerName
 from sdft.errors import ConfigError, NonFiniteLossError
-from sdft.losses import per_sample_loss
+from sdft.losses import mask_weights, per_sample_loss
 from sdft.models.text import text_states
 from sdft.noise import perturb, sample_noise, sample_timesteps, timestep_range
 from sdft.optimizers import build_optimizer, set_mode, split_groups
@@ -100,7 +100,10 @@ class DreamBoothModule(L.LightningModule):
         input_noise = perturb(noise, self.loss_cfg)
         self.step_inputs = (latents, input_noise, timesteps)  # for the base-prediction prior (training_step)
         pred, target = self.predict(latents, noise, timesteps, text, input_noise)
-        return per_sample_loss(pred, target, timesteps, self.noise_scheduler, self.loss_cfg), timesteps
+        weight = None
+        if "mask" in batch and self.loss_cfg.masked_loss:  # sdft/data/masks.py
+            weight = mask_weights(batch["mask"], latents, self.loss_cfg.unmasked_weight)
+        return per_sample_loss(pred, target, timesteps, self.noise_scheduler, self.loss_cfg, weight), timesteps
 
     def snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
         """min-SNR-gamma loss weights (Hang et al. 2023), via diffusers' compute_snr."""

@@ -28,6 +28,7 @@ from sdft.config import AdapterKind, LoggerKind, SdftConfig
 from sdft.data.class_images import prior_examples
 from sdft.data.datamodule import DreamBoothDataModule, instance_examples, split_validation
 from sdft.data.folders import check_data_config, default_validation_prompts
+from sdft.data.masks import MaskTransform
 from sdft.ema import EmaWeights, check_ema_config
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
@@ -192,7 +193,9 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
                               cfg.prior.loss_weight, train_te, cfg.model.clip_skip, base_prior=base_prior)
     resume_point = ResumePoint()
-    datamodule = DreamBoothDataModule(cfg.data, pipe.tokenizer, instances, classes, cfg.seed, resume=resume_point)
+    masks = MaskTransform(cfg.data.mask_dir) if cfg.loss.masked_loss else None  # loss masks (sdft/data/masks.py)
+    datamodule = DreamBoothDataModule(cfg.data, pipe.tokenizer, instances, classes, cfg.seed, resume=resume_point,
+                                      masks=masks)
 
     cb = cfg.callbacks
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

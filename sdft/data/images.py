@@ -25,12 +25,19 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 SIDECAR_EXTENSIONS = {".txt", ".caption", ".json", ".toml", ".yaml", ".yml", ".npz", ".md"}
 
 
+MASK_SUFFIX = ".mask.png"  # `<stem>.mask.png` beside an image is its loss mask (sdft/data/masks.py), not an image
+
+
+def is_mask_file(path: Path) -> bool:
+    return path.name.lower().endswith(MASK_SUFFIX)
+
+
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image files under `folder` (by extension, hidden files skipped), sorted for determinism."""
+    """Image files under `folder` (by extension, hidden files and masks skipped), sorted for determinism."""
     pattern = "**/*" if recursive else "*"
     return sorted(
         p for p in folder.glob(pattern)
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and not is_mask_file(p)
         and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
     )
 
