@@ -98,7 +98,8 @@ class DreamBoothModule(L.LightningModule):
         timesteps = sample_timesteps(latents.shape[0], steps, self.loss_cfg, latents.device)
         text = batch["encoder_hidden_states"] if "encoder_hidden_states" in batch else batch["input_ids"]
         input_noise = perturb(noise, self.loss_cfg)
-        self.step_inputs = (latents, input_noise, timesteps)  # for the base-prediction prior (training_step)
+        if self.base_prior is not None:  # training_step reuses them for the base-prediction prior
+            self.step_inputs = (latents, input_noise, timesteps)
         pred, target = self.predict(latents, noise, timesteps, text, input_noise)
         weight = None
         if "mask" in batch and self.loss_cfg.masked_loss:  # sdft/data/masks.py
