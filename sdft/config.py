@@ -49,6 +49,25 @@ class OptimizerName(str, Enum):
     adamw8bit = "adamw8bit"
 
 
+class LossKind(str, Enum):
+    l2 = "l2"
+    l1 = "l1"
+    huber = "huber"  # pseudo-Huber, as kohya's --loss_type huber
+    smooth_l1 = "smooth_l1"
+
+
+class HuberSchedule(str, Enum):
+    constant = "constant"
+    exponential = "exponential"
+    snr = "snr"
+
+
+class TimestepSampling(str, Enum):
+    uniform = "uniform"
+    logit_normal = "logit_normal"
+    mode = "mode"
+
+
 class LoggerKind(str, Enum):
     csv = "csv"
     wandb = "wandb"
@@ -134,6 +153,7 @@ class DataConfig:
     cache_dir: Optional[str] = None  # default: $SDFT_CACHE_DIR/latents or ~/.cache/sdft/latents
     cache_text_encoder_outputs: bool = False  # only used when the text encoder is frozen and captions are fixed
     validation_split: float = 0.0  # hold out this share of the instance images (seeded): val/fixed_noise_loss uses them
+    mask_dir: Optional[str] = None  # loss masks by image stem (loss.masked_loss); else <stem>.mask.png, else alpha
 
 
 @dataclass
@@ -191,6 +211,19 @@ class PriorConfig:
     generation_steps: int = 30
     generation_guidance: float = 7.5
     negative_prompt: str = ""
+    # the base model's own prediction as the prior (LoRA only, no class images): sdft/prior_prediction.py
+    base_prediction: bool = False
+    base_prediction_weight: float = 1.0
+    base_prediction_prompt: Optional[str] = None  # default: data.class_prompt
+
+
+@dataclass
+class BlockLrConfig:
+    """Per-block U-Net lr multipliers (kohya's down_lr_weight / mid_lr_weight / up_lr_weight), sdft/optimizers.py."""
+
+    down: List[float] = field(default_factory=list)  # one per down block (SD 1.x: 4) or per kohya IN block (12); []: 1
+    mid: float = 1.0
+    up: List[float] = field(default_factory=list)  # one per up block (4) or per kohya OUT block (12); []: 1
 
 
 @dataclass
@@ -207,6 +240,11 @@ class OptimConfig:
     scheduler: str = "constant"  # any name diffusers.optimization.get_scheduler knows: constant, linear, cosine, ...
     warmup_steps: int = 0
     fused: Optional[bool] = None  # AdamW's fused CUDA kernel; None: on when the trained parameters are on a GPU
+    # any optimizer class: {_target_: prodigyopt.Prodigy, _partial_: true, ...its arguments}; replaces name/betas/eps/
+    # weight_decay/fused when set (presets in conf/optim/; a missing package fails with its pip name)
+    optimizer: Dict[str, Any] = field(default_factory=dict)  # {}: use optim.name
+    loraplus_ratio: Optional[float] = None  # LoRA+: lr × ratio for the LoRA B (up) matrices, e.g. 16
+    unet_block_lr: BlockLrConfig = field(default_factory=BlockLrConfig)
 
 
 @dataclass
@@ -218,6 +256,36 @@ class LossConfig:
     # check the loss for NaN/inf every N steps. 1: every step, so a bad step never updates the weights (one host-device
     # sync per step); N > 1: no per-step sync on GPUs, a bad step is caught at the next check (saves refuse bad weights)
     finite_check_every_n_steps: int = 1
+    # the rest: sdft/losses.py and sdft/noise.py, docs/techniques.md (kohya sd-scripts' names where it has them)
+    kind: LossKind = LossKind.l2  # l2 | l1 | huber | smooth_l1
+    huber_c: float = 0.1  # huber / smooth_l1 threshold
+    huber_schedule: HuberSchedule = HuberSchedule.snr  # constant | exponential | snr (as kohya's --huber_schedule)
+    debiased_estimation: bool = False  # weight each sample by 1/sqrt(SNR) (1/(SNR+1) for v-prediction)
+    zero_terminal_snr: bool = False  # rescale betas to zero terminal SNR; needs model.prediction_type=v_prediction
+    pyramid_noise_iterations: int = 0  # multi-resolution noise levels (kohya multires_noise_iterations, e.g. 6)
+    pyramid_noise_discount: float = 0.3  # each coarser level's weight multiplies by this
+    input_perturbation: float = 0.0  # e.g. 0.1: the U-Net's input noise gets extra noise, the target does not
+    min_timestep: int = 0  # timesteps are drawn from [min_timestep, max_timestep)
+    max_timestep: Optional[int] = None  # default: the scheduler's num_train_timesteps
+    timestep_sampling: TimestepSampling = TimestepSampling.uniform  # uniform | logit_normal | mode (SD3)
+    logit_mean: float = 0.0  # logit_normal
+    logit_std: float = 1.0  # logit_normal
+    mode_scale: float = 1.29  # mode
+    masked_loss: bool = False  # weight the loss by per-image masks (data.mask_dir, <stem>.mask.png, or alpha)
+    unmasked_weight: float = 0.0  # the loss weight outside the mask (0: the background is ignored)
+
+
+@dataclass
+class EmaConfig:
+    """An exponential moving average of the trained weights (diffusers' EMAModel), sdft/ema.py."""
+
+    enabled: bool = False
+    decay: float = 0.999  # the most it reaches; before that (1+n)/(10+n) at n steps after start_step (diffusers)
+    start_step: int = 0  # the average equals the weights until this step, then averages
+    warmup: bool = False  # diffusers' use_ema_warmup: decay 1-(1+n)^-power instead of (1+n)/(10+n)
+    power: float = 0.6666666666666666  # warmup's power (2/3; 3/4 for long runs)
+    device: str = "same"  # same: beside the weights | cpu: in CPU memory (saves GPU memory, copies every step)
+    save_ema_weights: bool = True  # LoRA files and the phase's end weights from the average; false: raw, + lora_ema/
 
 
 @dataclass
@@ -309,6 +377,7 @@ class SdftConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)

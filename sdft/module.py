@@ -11,7 +11,10 @@ from diffusers.training_utils import compute_snr
 
 from sdft.config import LossConfig, OptimConfig, OptimizerName
 from sdft.errors import ConfigError, NonFiniteLossError
+from sdft.losses import mask_weights, per_sample_loss
 from sdft.models.text import text_states
+from sdft.noise import perturb, sample_noise, sample_timesteps, timestep_range
+from sdft.optimizers import build_optimizer, set_mode, split_groups
 
 
 class DreamBoothModule(L.LightningModule):
@@ -19,7 +22,7 @@ class DreamBoothModule(L.LightningModule):
 
     def __init__(self, unet, text_encoder, vae, noise_scheduler, optim: OptimConfig, loss: LossConfig,
                  prior_loss_weight: float = 1.0, train_text_encoder: bool = False, clip_skip: int = 1,
-                 embeddings=None):
+                 embeddings=None, base_prior=None):
         super().__init__()
         self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
         self.noise_scheduler = noise_scheduler
@@ -30,6 +33,8 @@ class DreamBoothModule(L.LightningModule):
         self.vae_scale = vae.config.scaling_factor
         self.embeddings = embeddings  # sdft.embeddings.TokenVectors: new prompt tokens' vectors (own param group)
         self.strict_loading = False  # checkpoints hold only the trained weights (on_save_checkpoint)
+        self.base_prior = base_prior  # sdft/prior_prediction.py: the base model's prediction as the prior
+        timestep_range(loss, noise_scheduler.config.num_train_timesteps)  # a bad range fails here, not at step 1
 
     # -- modes: trained parts train, frozen parts stay in eval --
     def on_fit_start(self) -> None:
@@ -62,16 +67,22 @@ class DreamBoothModule(L.LightningModule):
             dist = self.vae.encode(pixels.to(self.vae_dtype)).latent_dist
             return (dist.sample() if sample else dist.mode()).float() * self.vae_scale
 
-    def loss_at(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-                input_ids: torch.Tensor) -> torch.Tensor:
-        """Per-sample MSE (B,) of the U-Net's prediction at the given noise and timesteps."""
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+    def predict(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor,
+                input_noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The U-Net's prediction and its target (noise or velocity); `input_noise` (default `noise`) makes the input."""
+        noisy = self.noise_scheduler.add_noise(latents, noise if input_noise is None else input_noise, timesteps)
         text = input_ids if input_ids.is_floating_point() else self.encode_text(input_ids)  # cached states
         pred = self.unet(noisy.to(self.unet_dtype), timesteps, text.to(self.unet_dtype)).sample.float()
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
+        return pred, target
+
+    def loss_at(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                input_ids: torch.Tensor) -> torch.Tensor:
+        """Per-sample MSE (B,) of the U-Net's prediction at the given noise and timesteps (whatever loss.kind is)."""
+        pred, target = self.predict(latents, noise, timesteps, input_ids)
         return F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
 
     def diffusion_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,15 +94,18 @@ class DreamBoothModule(L.LightningModule):
         else:
             latents = self.encode_latents(batch["pixel_values"])
         latents = latents.contiguous()  # the noise's layout follows the latents'; the VAE may return another layout
-        noise = torch.randn_like(latents)
-        if self.loss_cfg.noise_offset:
-            noise = noise + self.loss_cfg.noise_offset * torch.randn(
-                latents.shape[0], latents.shape[1], 1, 1, device=latents.device
-            )
+        noise = sample_noise(latents, self.loss_cfg)  # sdft/noise.py: offset, pyramid
         steps = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device).long()
+        timesteps = sample_timesteps(latents.shape[0], steps, self.loss_cfg, latents.device)
         text = batch["encoder_hidden_states"] if "encoder_hidden_states" in batch else batch["input_ids"]
-        return self.loss_at(latents, noise, timesteps, text), timesteps
+        input_noise = perturb(noise, self.loss_cfg)
+        if self.base_prior is not None:  # training_step reuses them for the base-prediction prior
+            self.step_inputs = (latents, input_noise, timesteps)
+        pred, target = self.predict(latents, noise, timesteps, text, input_noise)
+        weight = None
+        if "mask" in batch and self.loss_cfg.masked_loss:  # sdft/data/masks.py
+            weight = mask_weights(batch["mask"], latents, self.loss_cfg.unmasked_weight)
+        return per_sample_loss(pred, target, timesteps, self.noise_scheduler, self.loss_cfg, weight), timesteps
 
     def snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
         """min-SNR-gamma loss weights (Hang et al. 2023), via diffusers' compute_snr."""
@@ -116,6 +130,10 @@ class DreamBoothModule(L.LightningModule):
             prior_loss = per_sample[n:].mean()
             loss = instance_loss + self.prior_loss_weight * prior_loss
             self.log("train/prior_loss", prior_loss, batch_size=n)
+        if self.base_prior is not None:  # instance samples under the class prompt vs the base model's prediction
+            base_loss = self.base_prior.loss(self, *(x[:n] for x in self.step_inputs))
+            loss = loss + self.base_prior.weight * base_loss
+            self.log("train/base_prior_loss", base_loss, batch_size=n)
         every = max(self.loss_cfg.finite_check_every_n_steps, 1)
         if self.global_step % every == 0 and not torch.isfinite(loss):  # the only host sync of the step
             where = "Nothing was updated by this step" if every == 1 else f"It is checked every {every} steps"
@@ -129,6 +147,14 @@ class DreamBoothModule(L.LightningModule):
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
+
+    # schedule-free optimizers: steps in train mode; between steps (saves, grids, the end) in eval mode
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        set_mode(self.optimizers(), train=True)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        set_mode(self.optimizers(), train=False)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """train/grad_norm (before clipping) at log intervals only: computing it every step would cost a reduction."""
@@ -176,14 +202,16 @@ class DreamBoothModule(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.optim_cfg
         kwargs = dict(betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-        if cfg.name == OptimizerName.adamw8bit:
+        groups = split_groups(self.param_groups(), self.named_parameters(), self.unet, cfg)  # LoRA+, per-block lr
+        if cfg.optimizer:  # any class, from conf/optim/*.yaml (sdft/optimizers.py)
+            optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr)
+        elif cfg.name == OptimizerName.adamw8bit:
             try:
                 import bitsandbytes as bnb
             except ImportError as err:
                 raise ImportError("optim=adamw8bit needs bitsandbytes: pip install bitsandbytes") from err
-            optimizer = bnb.optim.AdamW8bit(self.param_groups(), **kwargs)
+            optimizer = bnb.optim.AdamW8bit(groups, **kwargs)
         else:
-            groups = self.param_groups()
             on_gpu = all(p.is_cuda for g in groups for p in g["params"])
             fused = on_gpu if cfg.fused is None else cfg.fused  # one kernel for all parameters instead of a loop
             optimizer = torch.optim.AdamW(groups, fused=fused or None, **kwargs)

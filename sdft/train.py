@@ -31,13 +31,18 @@ from sdft.config import LoggerKind, SdftConfig
 from sdft.data.class_images import prior_examples
 from sdft.data.datamodule import DreamBoothDataModule, instance_examples, split_validation
 from sdft.data.folders import check_data_config, data_settings, data_source, default_validation_prompts
+from sdft.data.masks import MaskTransform
+from sdft.ema import EmaWeights, check_ema_config
 from sdft.embeddings.training import (EmbeddingSchedule, attach_embedding, check_embedding_config, expand_prompts,
                                      freeze_step, prompt_tokenizer)
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
 from sdft.module import DreamBoothModule
+from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
+from sdft.optimizers import optimizer_class
 from sdft.phases import phase_configs
+from sdft.prior_prediction import BasePrior, base_prior_prompt, check_base_prior
 from sdft.resume import check_same_run, find_run, phase_status, restore_weights, untrusted
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,11 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.trainer.max_steps <= 0:
         raise ConfigError("trainer.max_steps must be > 0.")
     check_embedding_config(cfg)
+    check_zero_terminal_snr(cfg.loss, cfg.model.prediction_type)
+    check_ema_config(cfg.ema)
+    check_base_prior(cfg)
+    if cfg.optim.optimizer:
+        optimizer_class(cfg.optim.optimizer)  # a missing package fails here, naming it
 
 
 def report_params(unet, text_encoder) -> dict:
@@ -168,6 +178,8 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
         pipe = load_pipeline(cfg.model)
         prepare_models(pipe, cfg.model)
     classes = class_images(cfg, pipe)
+    if cfg.loss.zero_terminal_snr:  # after the class images (made by the base model as it is)
+        use_zero_terminal_snr(pipe)
     if cfg.phase.init_lora and previous is None:
         from sdft.adapters.load import load_lora_into
 
@@ -183,11 +195,17 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     if embedding is not None:
         params["embedding"] = {"trainable": embedding.vectors.numel(), "total": embedding.vectors.numel()}
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters()) or embedding is not None
+    base_prior = None
+    if cfg.prior.base_prediction:
+        ids = pipe.tokenizer(base_prior_prompt(cfg), padding="max_length", truncation=True,
+                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+        base_prior = BasePrior(ids, cfg.prior.base_prediction_weight)
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
-                              cfg.prior.loss_weight, train_te, cfg.model.clip_skip, embedding)
+                              cfg.prior.loss_weight, train_te, cfg.model.clip_skip, embedding, base_prior=base_prior)
     resume_point = ResumePoint()
+    masks = MaskTransform(cfg.data.mask_dir) if cfg.loss.masked_loss else None  # loss masks (sdft/data/masks.py)
     datamodule = DreamBoothDataModule(cfg.data, prompt_tokenizer(pipe.tokenizer, embedding), instances, classes,
-                                      cfg.seed, resume=resume_point)
+                                      cfg.seed, resume=resume_point, masks=masks)
 
     cb = cfg.callbacks
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -202,6 +220,8 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
     if embedding is not None:  # freezes it after adapter.embedding.train_fraction of the steps
         callbacks.append(EmbeddingSchedule(embedding, pipe.text_encoder, freeze_step(cfg)))
+    if cfg.ema.enabled:  # before the checkpoint and grids: its update precedes their saves (sdft/ema.py)
+        callbacks.insert(1, EmaWeights(cfg.ema, checkpoint))
     if cfg.logger.kind != LoggerKind.none and with_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer>/unet, .../text_encoder
     if cb.fixed_noise_loss:

@@ -8,6 +8,7 @@ state) that `resume=auto` continues from; on SIGTERM or Ctrl-C, GracefulStop wri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -45,29 +46,31 @@ class LoraCheckpoint(L.Callback):
         self.final_kohya_path: Path | None = None
         self.log_artifact = log_artifact  # W&B: the final LoRA folder as an artifact
         self._last_step = -1  # with gradient accumulation several batches end on one step
+        self.swap = None  # a context manager factory(module) that puts other weights in place while saving (sdft/ema.py)
 
     def save(self, module: L.LightningModule, target: Path, name: str, step: int = 0, epoch: int = 0) -> Path:
         """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""
-        trained = [p for p in module.parameters() if p.requires_grad]
-        if not all(torch.isfinite(p).all() for p in trained):
-            raise NonFiniteLossError(f"Trained weights are not finite (the loss became NaN/inf; with "
-                                     "loss.finite_check_every_n_steps > 1 it is caught late): nothing written to "
-                                     f"{target}. Resume from an earlier checkpoint with a lower optim.lr, or set "
-                                     "loss.finite_check_every_n_steps=1 to stop at the first bad step.")
-        embedding = getattr(module, "embeddings", None)  # sdft.embeddings: textual inversion / pivotal tuning
-        if self.kind == AdapterKind.embedding:
-            return save_trained(embedding, target)["diffusers"]
-        if is_peft_kind(self.kind):
-            meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
-            kohya = None
-            if has_kohya_format(self.kind):  # OFT: no kohya/A1111 file merges like peft's (adapters/lycoris.py)
-                kohya = save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta,
-                                        self.kohya_fp16)
-            if embedding is not None:  # pivotal: the embedding beside the adapter, and bundled in the kohya file
-                save_trained(embedding, target, kohya)
-            return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)
-        pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
-        return save_pipeline(pipe, target)
+        with self.swap(module) if self.swap else contextlib.nullcontext():  # EMA weights (sdft/ema.py) when asked
+            trained = [p for p in module.parameters() if p.requires_grad]
+            if not all(torch.isfinite(p).all() for p in trained):
+                raise NonFiniteLossError(f"Trained weights are not finite (the loss became NaN/inf; with "
+                                         "loss.finite_check_every_n_steps > 1 it is caught late): nothing written to "
+                                         f"{target}. Resume from an earlier checkpoint with a lower optim.lr, or set "
+                                         "loss.finite_check_every_n_steps=1 to stop at the first bad step.")
+            embedding = getattr(module, "embeddings", None)  # sdft.embeddings: textual inversion / pivotal tuning
+            if self.kind == AdapterKind.embedding:
+                return save_trained(embedding, target)["diffusers"]
+            if is_peft_kind(self.kind):
+                meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
+                kohya = None
+                if has_kohya_format(self.kind):  # OFT: no kohya/A1111 file merges like peft's (adapters/lycoris.py)
+                    kohya = save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta,
+                                            self.kohya_fp16)
+                if embedding is not None:  # pivotal: the embedding beside the adapter, and bundled in the kohya file
+                    save_trained(embedding, target, kohya)
+                return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)
+            pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
+            return save_pipeline(pipe, target)
 
     def _prune(self) -> None:
         steps = sorted((self.phase_dir / "checkpoints").glob("step_*"))

@@ -135,8 +135,9 @@ class DreamBoothDataModule(L.LightningDataModule):
     """Batches of up to `batch_size` instance samples of one bucket plus, with class images, as many class samples."""
 
     def __init__(self, cfg: DataConfig, tokenizer, instances: list[Example], classes: list[Example], seed: int,
-                 resume=None):
+                 resume=None, masks=None):
         super().__init__()
+        self.masks = masks  # loss masks (sdft/data/masks.py MaskTransform) when loss.masked_loss
         self.cfg, self.tokenizer, self.seed = data_settings(cfg), tokenizer, seed
         self.resume = resume  # ResumePoint shared with the TrainingState callback (sdft/callbacks/training_state.py)
         self.instances = [ex if ex.size else _sized(ex) for ex in instances]
@@ -218,7 +219,7 @@ class DreamBoothDataModule(L.LightningDataModule):
         if module is not None and (self.cfg.cache_latents or self.cfg.cache_text_encoder_outputs):
             self.build_caches(module, self.trainer.strategy.root_device)
         self.dataset = BucketDataset(self.instances, self.classes, self.tokenizer, self.seed, self.cfg.center_crop,
-                                     tuple(self.cfg.background), self.latents, self.texts)
+                                     tuple(self.cfg.background), self.latents, self.texts, self.masks)
 
     def sampler(self) -> BucketBatchSampler:
         return BucketBatchSampler(self.buckets, [ex.repeats * 1 for ex in self.instances], self.pools,

@@ -85,12 +85,13 @@ class BucketDataset(Dataset):
     """Indexed by a BatchPlan; returns the collated batch (see the module docstring)."""
 
     def __init__(self, instances: list[Example], classes: list[Example], tokenizer, seed: int, center_crop: bool = True,
-                 background=(255, 255, 255), latents=None, texts: dict | None = None):
+                 background=(255, 255, 255), latents=None, texts: dict | None = None, masks=None):
         self.instances, self.classes, self.tokenizer, self.seed = instances, classes, tokenizer, seed
         self.center_crop = center_crop
         self.transform = ImageTransform(background)
         self.latents = latents  # callable (example, spec) -> latent_dist tensor, or None
         self.texts = texts  # caption -> encoder hidden states, or None
+        self.masks = masks  # callable (example, spec) -> (1, H, W) loss mask (sdft/data/masks.py), or None
 
     def __len__(self) -> int:
         return len(self.instances)
@@ -117,6 +118,8 @@ class BucketDataset(Dataset):
             out["latent_dist"] = self.latents(example, spec)
         else:
             out["pixel_values"] = self.transform(example.path, spec.size, spec.crop, spec.flip, example.size)
+        if self.masks is not None:  # from the same spec as the pixels or cached latents: same crop, flip, size
+            out["mask"] = self.masks(example, spec)
         if self.texts is not None:
             out["encoder_hidden_states"] = self.texts[spec.caption]
         else:

@@ -44,8 +44,11 @@ def _files(folder: Path, recursive: bool) -> list[Path]:
                         "setting at a folder of images you can read (or set data.recursive=false).") from None
 
 
+MASK_SUFFIX = ".mask.png"  # `<stem>.mask.png` beside an image is its loss mask (sdft/data/masks.py), not an image
+
+
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image files under `folder` (by extension, hidden files skipped), sorted for determinism."""
+    """Image files under `folder` (by extension, hidden files, masks and sdft's previews skipped), sorted."""
     return sorted(
         p for p in _files(folder, recursive)
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and not is_sdft_file(p)

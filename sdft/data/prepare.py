@@ -3,7 +3,7 @@
 
 Per image: detect faces (sdft.data.faces), frame crops from the largest face (sdft.data.framing), resize them to
 the target size (Lanczos, or a spandrel model for images that must grow: sdft.data.upscale), optionally write a
-mask per image (sdft.data.masks). Nothing is written into IN.
+mask per image (sdft.data.prep_masks). Nothing is written into IN.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class Preparer:
         result = Output(set_name, str(path.relative_to(self.out)), box, out_size,
                         round(factor, 3) if factor > 1.0 + 1e-6 else None)
         if mask is not None:
-            from sdft.data.masks import crop_mask
+            from sdft.data.prep_masks import crop_mask
 
             mask_path = folder / f"{name}.mask.png"
             save_atomic(crop_mask(mask, box, out_size), mask_path, "png")
@@ -174,7 +174,7 @@ class Preparer:
         usable = face is not None and (len(faces) == 1 or opts.several_faces == "largest")
         mask = None
         if opts.masks and face is not None:
-            from sdft.data.masks import make_mask
+            from sdft.data.prep_masks import make_mask
 
             mask = make_mask(opts.masks, img, face, person)
         for set_name in opts.sets:

@@ -1,0 +1,128 @@
+"""Optimizers as config (conf/optim/*.yaml, sdft/optimizers.py): every preset trains, LoRA+ and per-block lr make the
+right parameter groups, a missing package names itself, schedule-free optimizers switch train/eval around steps."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from conftest import CONF_DIR
+from sdft.config import BlockLrConfig, OptimConfig
+from sdft.errors import ConfigError
+from sdft.optimizers import block_multiplier, split_groups
+from sdft.train import prepare, run
+
+PRESETS = sorted(p.stem for p in (CONF_DIR / "optim").glob("*.yaml"))
+QUIET = ["callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false", "trainer.max_steps=2"]
+CLASSES = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "prodigy": "Prodigy", "adafactor": "Adafactor", "lion": "Lion",
+           "schedulefree_adamw": "AdamWScheduleFree", "came": "CAME"}
+
+
+def lora_values(module) -> dict:
+    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_trains(preset, fast_config):
+    assert set(PRESETS) == set(CLASSES), "a new conf/optim preset needs an entry in CLASSES"
+    parts = prepare(fast_config(f"optim={preset}", *QUIET))
+    before = lora_values(parts.module)
+    parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    optimizer = parts.trainer.optimizers[0]
+    assert type(optimizer).__name__ == CLASSES[preset]
+    assert parts.trainer.global_step == 2
+    after = lora_values(parts.module)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before), f"optim={preset} changed no weight"
+
+
+def test_schedulefree_steps_in_train_mode_and_rests_in_eval_mode(fast_config, monkeypatch):
+    import schedulefree
+
+    calls = []
+    real_train, real_eval, real_step = (schedulefree.AdamWScheduleFree.train, schedulefree.AdamWScheduleFree.eval,
+                                        schedulefree.AdamWScheduleFree.step)
+    monkeypatch.setattr(schedulefree.AdamWScheduleFree, "train", lambda self: (calls.append("train"), real_train(self)))
+    monkeypatch.setattr(schedulefree.AdamWScheduleFree, "eval", lambda self: (calls.append("eval"), real_eval(self)))
+    monkeypatch.setattr(schedulefree.AdamWScheduleFree, "step",
+                        lambda self, closure=None: (calls.append("step"), real_step(self, closure))[1])
+    parts = prepare(fast_config("optim=schedulefree_adamw", *QUIET, "trainer.max_steps=3"))
+    parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    assert calls == ["train", "step", "eval"] * 3
+    assert not parts.trainer.optimizers[0].param_groups[0]["train_mode"]  # the saved LoRA holds the averaged weights
+
+
+def test_a_missing_optimizer_package_is_named_before_training(fast_config, monkeypatch):
+    monkeypatch.setitem(sys.modules, "prodigyopt", None)  # import prodigyopt now raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install prodigyopt"):
+        run(fast_config("optim=prodigy"))
+    with pytest.raises(ConfigError, match="_partial_: true"):
+        run(fast_config("+optim.optimizer={_target_: torch.optim.SGD}"))
+
+
+def test_any_optimizer_class_by_target(fast_config):
+    parts = prepare(fast_config("+optim.optimizer={_target_: torch.optim.SGD, _partial_: true, momentum: 0.9}",
+                                *QUIET))
+    parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    opt = parts.trainer.optimizers[0]
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    assert [g["lr"] for g in opt.param_groups] == [1e-4, 5e-5]  # optim.lr, optim.text_encoder_lr (conf/optim/adamw)
+
+
+@pytest.fixture
+def lora_module(fast_config):
+    return prepare(fast_config()).module
+
+
+def groups_of(module, **optim) -> dict[str, dict]:
+    cfg = OptimConfig(lr=1.0, text_encoder_lr=0.5, **optim)
+    module.optim_cfg = cfg
+    groups = split_groups(module.param_groups(), module.named_parameters(), module.unet, cfg)
+    names = {id(p): n for n, p in module.named_parameters()}
+    out = {g["name"]: {"lr": g["lr"], "names": [names[id(p)] for p in g["params"]]} for g in groups}
+    assert len(out) == len(groups), "two groups share a name"
+    assert sum(len(g["params"]) for g in groups) == len(module.trained_names())  # every trained parameter once
+    return out
+
+
+def test_defaults_keep_the_two_groups(lora_module):
+    assert {k: v["lr"] for k, v in groups_of(lora_module).items()} == {"unet": 1.0, "text_encoder": 0.5}
+
+
+def test_loraplus_puts_the_b_matrices_in_their_own_groups(lora_module):
+    groups = groups_of(lora_module, loraplus_ratio=16.0)
+    assert {k: v["lr"] for k, v in groups.items()} == {"unet": 1.0, "unet_lora_B": 16.0, "text_encoder": 0.5,
+                                                       "text_encoder_lora_B": 8.0}
+    for name, group in groups.items():
+        assert all((".lora_B." in n) == name.endswith("_lora_B") for n in group["names"])
+
+
+def test_per_block_lr_by_diffusers_block(lora_module):
+    groups = groups_of(lora_module, unet_block_lr=BlockLrConfig(down=[0.1, 0.2, 0.3, 0.4], mid=0.5,
+                                                                up=[1.0, 2.0, 3.0, 4.0]))
+    lrs = {k: v["lr"] for k, v in groups.items()}
+    # the tiny U-Net has attention in down blocks 0-2, the mid block, up blocks 1-3 (LoRA targets attn1/attn2)
+    assert lrs == {"unet/down.0": 0.1, "unet/down.1": 0.2, "unet/down.2": 0.3, "unet/mid": 0.5, "unet/up.1": 2.0,
+                   "unet/up.2": 3.0, "unet/up.3": 4.0, "text_encoder": 0.5}
+    assert all(n.startswith("unet.down_blocks.1.") for n in groups["unet/down.1"]["names"])
+
+
+def test_per_block_lr_by_kohya_block(lora_module):
+    unet = lora_module.unet
+    cfg = BlockLrConfig(down=[float(i) for i in range(12)], mid=-1.0, up=[float(100 + i) for i in range(12)])
+    # SD 1.x numbering: IN01/02 = down_blocks.0 layers, IN03 its downsampler, IN04/05 = down_blocks.1 layers, ...
+    assert block_multiplier("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.default.weight",
+                            unet, cfg) == 4.0
+    assert block_multiplier("unet.down_blocks.2.downsamplers.0.conv.weight", unet, cfg) == 9.0
+    assert block_multiplier("unet.conv_in.weight", unet, cfg) == 0.0
+    assert block_multiplier("unet.up_blocks.2.attentions.1.proj_in.weight", unet, cfg) == 107.0  # OUT07
+    assert block_multiplier("unet.up_blocks.0.upsamplers.0.conv.weight", unet, cfg) == 102.0  # OUT02
+    assert block_multiplier("unet.mid_block.attentions.0.proj_in.weight", unet, cfg) == -1.0
+    assert block_multiplier("unet.time_embedding.linear_1.weight", unet, cfg) == 1.0
+
+
+def test_per_block_lr_of_the_wrong_length_is_refused(lora_module):
+    with pytest.raises(ConfigError, match=r"needs 4 \(one per down block\) or 12"):
+        groups_of(lora_module, unet_block_lr=BlockLrConfig(down=[1.0, 2.0]))

@@ -1,0 +1,71 @@
+"""Prior from the base model's own prediction (sdft/prior_prediction.py): zero for an untrained (zero-initialised)
+LoRA, the stacked earlier adapter stays on in the target, no class images, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdft.adapters.lora import ADAPTER_NAME, start_phase
+from sdft.errors import ConfigError
+from sdft.prior_prediction import trained_adapter_off
+from sdft.train import prepare, run
+
+CLASS = "data.class_prompt=photo of a character"
+
+
+def base_loss(module) -> torch.Tensor:
+    ids = module.base_prior.input_ids.expand(2, -1)
+    batch = {"pixel_values": torch.rand(2, 3, 64, 64) * 2 - 1, "input_ids": ids}
+    torch.manual_seed(0)
+    module.diffusion_loss(batch)
+    return module.base_prior.loss(module, *module.step_inputs)
+
+
+def randomise(model, adapter: str = ADAPTER_NAME) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if f".lora_B.{adapter}." in name:
+                p.normal_(0, 0.5)
+
+
+def test_zero_initialised_lora_gives_zero_prior_loss(fast_config):
+    module = prepare(fast_config("prior=base_prediction", CLASS)).module
+    flags = {n: p.requires_grad for n, p in module.named_parameters()}
+    assert float(base_loss(module)) == 0.0
+    assert {n: p.requires_grad for n, p in module.named_parameters()} == flags, "requires_grad not restored"
+    randomise(module.unet)
+    assert float(base_loss(module)) > 1e-6  # a trained adapter does move away from the base
+    assert {n: p.requires_grad for n, p in module.named_parameters()} == flags
+
+
+def test_a_stacked_adapter_stays_on_in_the_target(fast_config):
+    parts = prepare(fast_config("prior=base_prediction", CLASS))
+    module, cfg = parts.module, parts.cfg
+    randomise(module.unet)  # "face" phase's trained adapter ...
+    start_phase(module.unet, module.text_encoder, cfg.adapter, "stack", "face")  # ... frozen; a new zero one on top
+    assert float(base_loss(module)) == 0.0  # the target includes the stacked adapter: the new one is still zero
+    x = torch.randn(1, 4, 8, 8)
+    text = module.encode_text(module.base_prior.input_ids)
+    with torch.no_grad():
+        on = module.unet(x, torch.tensor([500]), text).sample
+        with trained_adapter_off(module.unet, module.text_encoder):
+            off_default = module.unet(x, torch.tensor([500]), text).sample
+        module.unet.disable_adapters()
+        bare = module.unet(x, torch.tensor([500]), text).sample
+        module.unet.enable_adapters()
+    assert torch.equal(on, off_default) and not torch.allclose(on, bare), "the stacked adapter changes nothing"
+
+
+def test_base_prediction_prior_trains_without_class_images(fast_config, tmp_path):
+    summary = run(fast_config("prior=base_prediction", CLASS, "callbacks.validation_seeds=[]"))
+    assert summary["class_images"] == 0 and not (tmp_path / "class").exists()
+    assert "train/base_prior_loss" in summary["final_metrics"]
+    assert summary["final_metrics"]["train/loss"] > summary["final_metrics"]["train/instance_loss"] - 1e-9
+
+
+def test_base_prediction_prior_errors(fast_config):
+    with pytest.raises(ConfigError, match="needs a LoRA"):
+        run(fast_config("prior=base_prediction", CLASS, "adapter=full"))
+    with pytest.raises(ConfigError, match="needs a class prompt"):
+        run(fast_config("prior=base_prediction", "data.class_prompt=null"))
