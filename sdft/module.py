@@ -69,7 +69,8 @@ class DreamBoothModule(L.LightningModule):
 
     def predict(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor,
                 input_noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The U-Net's prediction and its target (noise or velocity); `input_noise` (default `noise`) makes the input."""
+        """The U-Net's prediction and its target (noise or velocity); `input_noise` (default: `noise`) noises the
+        input."""
         noisy = self.noise_scheduler.add_noise(latents, noise if input_noise is None else input_noise, timesteps)
         text = input_ids if input_ids.is_floating_point() else self.encode_text(input_ids)  # cached states
         pred = self.unet(noisy.to(self.unet_dtype), timesteps, text.to(self.unet_dtype)).sample.float()

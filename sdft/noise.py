@@ -63,16 +63,17 @@ def sample_timesteps(n: int, num_train_timesteps: int, cfg: LossConfig, device) 
     low, high = timestep_range(cfg, num_train_timesteps)
     if cfg.timestep_sampling == TimestepSampling.uniform:
         return torch.randint(low, high, (n,), device=device).long()
-    u = compute_density_for_timestep_sampling(TimestepSampling(cfg.timestep_sampling).value, n, logit_mean=cfg.logit_mean,
-                                              logit_std=cfg.logit_std, mode_scale=cfg.mode_scale, device=device)
+    scheme = TimestepSampling(cfg.timestep_sampling).value
+    u = compute_density_for_timestep_sampling(scheme, n, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std,
+                                              mode_scale=cfg.mode_scale, device=device)
     return (low + u * (high - low)).long().clamp(low, high - 1)
 
 
 def check_zero_terminal_snr(cfg: LossConfig, prediction_type) -> None:
     if cfg.zero_terminal_snr and prediction_type != PredictionType.v_prediction:
         raise ConfigError(
-            "loss.zero_terminal_snr=true needs v-prediction (at zero SNR the noise cannot be predicted from the input): "
-            "add model.prediction_type=v_prediction."
+            "loss.zero_terminal_snr=true needs v-prediction (at zero SNR the noise cannot be predicted from the "
+            "input): add model.prediction_type=v_prediction."
         )
 
 

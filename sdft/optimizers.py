@@ -89,7 +89,8 @@ def check_block_lr(unet, block_lr) -> None:
         fine = len(blocks) * (layers + 1) if side == "down" else len(blocks) * layers
         if values and len(values) not in (len(blocks), fine):
             raise ConfigError(f"optim.unet_block_lr.{side} has {len(values)} values; this U-Net needs {len(blocks)} "
-                              f"(one per {side} block) or {fine} (one per kohya block, as sd-scripts' {side}_lr_weight).")
+                              f"(one per {side} block) or {fine} (one per kohya block, as sd-scripts' "
+                              f"{side}_lr_weight).")
 
 
 def is_lora_b(name: str) -> bool:

@@ -28,16 +28,16 @@ def base_prior_prompt(cfg) -> str:
     prompts = {c.class_prompt for c in cfg.data.concepts if c.class_prompt and not c.is_reg}
     if len(prompts) == 1:
         return prompts.pop()
-    raise ConfigError("prior.base_prediction needs a class prompt: set data.class_prompt or prior.base_prediction_prompt "
-                      "(e.g. 'photo of a person').")
+    raise ConfigError("prior.base_prediction needs a class prompt: set data.class_prompt or "
+                      "prior.base_prediction_prompt (e.g. 'photo of a person').")
 
 
 def check_base_prior(cfg) -> None:
     if not cfg.prior.base_prediction:
         return
     if cfg.adapter.kind != "lora":
-        raise ConfigError("prior.base_prediction=true needs a LoRA (adapter.kind=lora): full fine-tuning has no adapter "
-                          "to switch off for the base model's prediction. Use prior=default (class images).")
+        raise ConfigError("prior.base_prediction=true needs a LoRA (adapter.kind=lora): full fine-tuning has no "
+                          "adapter to switch off for the base model's prediction. Use prior=default (class images).")
     base_prior_prompt(cfg)
 
 

@@ -46,7 +46,7 @@ class LoraCheckpoint(L.Callback):
         self.final_kohya_path: Path | None = None
         self.log_artifact = log_artifact  # W&B: the final LoRA folder as an artifact
         self._last_step = -1  # with gradient accumulation several batches end on one step
-        self.swap = None  # a context manager factory(module) that puts other weights in place while saving (sdft/ema.py)
+        self.swap = None  # factory(module) -> context manager putting other weights in place to save (sdft/ema.py)
 
     def save(self, module: L.LightningModule, target: Path, name: str, step: int = 0, epoch: int = 0) -> Path:
         """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""
