@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sdft.config import AdapterKind
+from sdft.adapters.kinds import is_peft_kind
 from sdft.errors import ConfigError
 
 
@@ -32,9 +32,11 @@ def check_values(cfg: DictConfig, data: DictConfig) -> None:
         if value is not None and (value < 8 or value % 8):
             raise ConfigError(f"{key}={value}: must be a positive multiple of 8 (the VAE downsamples by 8), "
                               f"e.g. {max(8, value // 8 * 8)}.")
-    if ad.kind == AdapterKind.lora:
+    if is_peft_kind(ad.kind):  # LoRA, LoCon, DoRA, LoHa, LoKr, OFT
         if ad.rank < 1:
-            raise ConfigError(f"adapter.rank={ad.rank}: the LoRA rank must be >= 1 (typical: 4 to 64).")
+            raise ConfigError(f"adapter.rank={ad.rank}: the adapter rank must be >= 1 (typical: 4 to 64).")
+        if ad.conv_rank is not None and ad.conv_rank < 1:
+            raise ConfigError(f"adapter.conv_rank={ad.conv_rank}: must be >= 1 (or unset: conv_rank = rank).")
         if ad.alpha is not None and ad.alpha <= 0:
             raise ConfigError(f"adapter.alpha={ad.alpha}: must be > 0 (or unset: alpha = rank).")
     if not 0.0 <= ad.dropout < 1.0:

@@ -21,6 +21,9 @@ from sdft.train import prepare, run
     ("callbacks.validation_resolution=100", "multiple of 8"),
     ("adapter.rank=0", "adapter.rank"),
     ("adapter.rank=-4", "adapter.rank"),
+    ("adapter.kind=loha adapter.rank=0", "adapter.rank"),
+    ("adapter.kind=locon adapter.conv_rank=0", "adapter.conv_rank"),
+    ("adapter.alpha=-1", "adapter.alpha"),
     ("adapter.dropout=2.0", "adapter.dropout"),
 ], ids=lambda v: v if "=" in str(v) else "")
 def test_bad_value_is_refused_before_the_model_loads(override, says, fast_config, monkeypatch):
@@ -31,7 +34,7 @@ def test_bad_value_is_refused_before_the_model_loads(override, says, fast_config
 
     monkeypatch.setattr(sdft.train, "load_pipeline", no_load)
     with pytest.raises(ConfigError, match=says):
-        run(fast_config(override))
+        run(fast_config(*override.split()))
 
 
 def test_unknown_plus_key_is_a_config_error(fast_config):
