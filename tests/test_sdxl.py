@@ -79,3 +79,22 @@ def test_sdxl_training_is_refused_clearly(fast_config, tmp_path):
     with pytest.raises(UnsupportedModelError, match="SDXL base is not supported yet"):
         run(fast_config("model=sdxl_tiny", f"model.cache_dir={tmp_path / 'cache'}"))
     assert not list((tmp_path / "out").rglob("*.safetensors"))
+
+
+def test_sdxl_conditioning_matches_the_pipeline():
+    from sdft.models.sdxl_conditioning import sdxl_text_embeddings, sdxl_time_ids
+
+    pipe = build_sdxl_tiny_pipeline()
+    prompts = ["photo of a dog", "a cat"]
+    ids = [tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+               return_tensors="pt").input_ids for tok in (pipe.tokenizer, pipe.tokenizer_2)]
+    with torch.no_grad():
+        embeds, pooled = sdxl_text_embeddings(pipe.text_encoder, pipe.text_encoder_2, *ids)
+        expected, _, expected_pooled, _ = pipe.encode_prompt(prompts, device="cpu", do_classifier_free_guidance=False)
+    torch.testing.assert_close(embeds, expected)
+    torch.testing.assert_close(pooled, expected_pooled)
+    time_ids = sdxl_time_ids([(96, 80), (64, 64)], [(16, 0), (0, 0)], [(64, 64), (64, 64)])
+    first = pipe._get_add_time_ids((96, 80), (16, 0), (64, 64), torch.float32,
+                                   text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+    torch.testing.assert_close(time_ids[:1], first)
+    assert time_ids[1].tolist() == [64, 64, 0, 0, 64, 64]
