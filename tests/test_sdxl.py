@@ -76,9 +76,20 @@ def test_sdxl_tiny_loads_from_cache(tmp_path):
 def test_sdxl_training_is_refused_clearly(fast_config, tmp_path):
     from sdft.train import run
 
-    with pytest.raises(UnsupportedModelError, match="SDXL base is not supported yet"):
+    with pytest.raises(UnsupportedModelError, match="Training with an SDXL base is not supported yet"):
         run(fast_config("model=sdxl_tiny", f"model.cache_dir={tmp_path / 'cache'}"))
     assert not list((tmp_path / "out").rglob("*.safetensors"))
+
+
+def test_sdxl_generation_and_export_are_refused_clearly(tmp_path, monkeypatch):
+    from sdft.export import load_base
+    from sdft.generate import Generator
+
+    with pytest.raises(UnsupportedModelError, match="Generation with an SDXL base"):
+        Generator("sdxl_tiny", cache_dir=str(tmp_path))
+    with pytest.raises(UnsupportedModelError, match="Export with an SDXL base"):
+        monkeypatch.setenv("SDFT_CACHE_DIR", str(tmp_path))  # export has no cache option: the model is built here
+        load_base("sdxl_tiny")
 
 
 def test_sdxl_conditioning_matches_the_pipeline():

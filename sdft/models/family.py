@@ -18,19 +18,20 @@ def pipeline_family(pipe: DiffusionPipeline) -> ModelFamily:
 def check_family(cfg: ModelConfig, pipe: DiffusionPipeline) -> ModelFamily:
     """The loaded pipeline's family; a different explicit ``model.family`` is an error."""
     family = pipeline_family(pipe)
-    if cfg.family is not None and ModelFamily(cfg.family) != family:
+    wanted = getattr(cfg, "family", None)  # absent from configs saved before model.family existed
+    if wanted is not None and ModelFamily(wanted) != family:
         raise ModelLoadError(
-            f"model.family={ModelFamily(cfg.family).value} but model.path={cfg.path} is a model of family {family.value}; "
+            f"model.family={ModelFamily(wanted).value} but model.path={cfg.path} is a model of family {family.value}; "
             f"set model.family={family.value} or leave it unset (it is detected from the model)."
         )
     return family
 
 
-def refuse_sdxl_training(family: ModelFamily) -> None:
-    """Training an SDXL base is not wired yet (issue 18, first increment: loading and key names only)."""
+def refuse_sdxl(family: ModelFamily, feature: str) -> None:
+    """``feature`` (training, export, generation) is SD 1.x only so far (issue 18, first increment)."""
     if family == ModelFamily.sdxl:
         raise UnsupportedModelError(
-            "Training an SDXL base is not supported yet: sdft loads SDXL (model=sdxl_tiny) but its training step, "
-            "LoRA files and validation grids are SD 1.x only so far (docs/sdxl.md). Use an SD 1.x base (model=sd15, "
-            "model=tiny)."
+            f"{feature} with an SDXL base is not supported yet: sdft loads SDXL (model=sdxl_tiny, diffusers folders) "
+            "but training, LoRA files, export and generation are SD 1.x only so far (docs/sdxl.md). Use an SD 1.x "
+            "base (model=sd15, model=tiny)."
         )
