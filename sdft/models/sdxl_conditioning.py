@@ -7,7 +7,7 @@ Not wired into sdft/module.py yet (docs/sdxl.md).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection

@@ -8,16 +8,15 @@ widths: 64 px images, 8x8 latents. Every module name is also a module name of th
 
 from __future__ import annotations
 
+import copy
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from sdft.models.tiny import TEXT_HIDDEN_SIZE, TINY_RESOLUTION, _tiny_text_encoder, _tiny_vae, default_cache_dir
+from sdft.models.tiny import TEXT_HIDDEN_SIZE, TINY_RESOLUTION, _tiny_text_encoder, _tiny_vae, ensure_model_folder
 from sdft.models.tokenizer_vocab import build_clip_tokenizer, write_vocab_files
 
 SDXL_TINY_MODEL_VERSION = "sdxl-tiny-v1"
@@ -60,21 +59,10 @@ def _tiny_sdxl_unet() -> UNet2DConditionModel:
     )
 
 
-def _tiny_text_encoder_2(tokenizer: CLIPTokenizer) -> CLIPTextModelWithProjection:
-    """A 2-layer OpenCLIP-style tower (gelu) with the text projection that gives SDXL its pooled embedding."""
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN_SIZE,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length,
-        hidden_act="gelu",
-        projection_dim=TEXT_HIDDEN_SIZE,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+def _tiny_text_encoder_2(text_encoder: CLIPTextModel) -> CLIPTextModelWithProjection:
+    """The first tower's tiny config with OpenCLIP's gelu, plus the projection that gives SDXL its pooled embedding."""
+    config = copy.deepcopy(text_encoder.config)
+    config.hidden_act = "gelu"
     return CLIPTextModelWithProjection(config)
 
 
@@ -87,7 +75,7 @@ def build_sdxl_tiny_pipeline() -> StableDiffusionXLPipeline:
         unet = _tiny_sdxl_unet().eval()
         vae = _tiny_vae().eval()
         text_encoder = _tiny_text_encoder(tokenizer).eval()
-        text_encoder_2 = _tiny_text_encoder_2(tokenizer_2).eval()
+        text_encoder_2 = _tiny_text_encoder_2(text_encoder).eval()
     vae.register_to_config(scaling_factor=0.13025)  # SDXL's latent scale
     return StableDiffusionXLPipeline(
         vae=vae,
@@ -102,30 +90,16 @@ def build_sdxl_tiny_pipeline() -> StableDiffusionXLPipeline:
     )
 
 
-def _is_complete(path: Path) -> bool:
-    return (path / "model_index.json").is_file()
+def _save_sdxl_tiny_pipeline(directory: Path) -> None:
+    """Save the pipeline as a diffusers folder, plus CLIP's classic vocab.json/merges.txt for both tokenizers."""
+    build_sdxl_tiny_pipeline().save_pretrained(directory, safe_serialization=True)
+    write_vocab_files(directory / "tokenizer")
+    write_vocab_files(directory / "tokenizer_2")
 
 
 def ensure_sdxl_tiny_model(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Return ``<cache_dir>/<SDXL_TINY_MODEL_VERSION>``, building it on first use (written to a temporary
-    sibling and renamed into place, like ``sdft.models.tiny.ensure_tiny_model``)."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / SDXL_TINY_MODEL_VERSION
-    if _is_complete(target):
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SDXL_TINY_MODEL_VERSION}-", dir=root))
-    try:
-        build_sdxl_tiny_pipeline().save_pretrained(tmp, safe_serialization=True)
-        write_vocab_files(tmp / "tokenizer")
-        write_vocab_files(tmp / "tokenizer_2")
-        os.rename(tmp, target)
-    except OSError:
-        if not _is_complete(target):
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """Return ``<cache_dir>/<SDXL_TINY_MODEL_VERSION>``, building it on first use (atomically, like the SD1 tiny)."""
+    return ensure_model_folder(cache_dir, SDXL_TINY_MODEL_VERSION, _save_sdxl_tiny_pipeline)
 
 
 def load_sdxl_tiny_pipeline(cache_dir: str | os.PathLike | None = None) -> StableDiffusionXLPipeline:
