@@ -15,12 +15,18 @@ from omegaconf import MISSING
 
 TINY_MODEL = "tiny"  # model.path value that selects the offline tiny SD1-shaped model
 TOY_MODEL = "toy"  # model.path value that selects the pretrained toy-world base (sdft/toy/MODEL_CARD.md)
+SDXL_TINY_MODEL = "sdxl_tiny"  # model.path value that selects the offline tiny SDXL-shaped model (sdft/models/sdxl_tiny.py)
 
 
 class WeightDtype(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
+
+
+class ModelFamily(str, Enum):
+    sd1 = "sd1"
+    sdxl = "sdxl"
 
 
 class Attention(str, Enum):
@@ -96,6 +102,7 @@ class ModelConfig:
     attention: Attention = Attention.sdpa  # sdpa | xformers (CUDA only)
     channels_last: bool = False  # U-Net and VAE in channels_last memory layout (GPU speed-up with bf16/fp16)
     compile: bool = False  # torch.compile the U-Net (in place, after the adapters are set up; first steps compile)
+    family: Optional[ModelFamily] = None  # sd1 | sdxl; default: from the loaded pipeline (a mismatch is an error)
 
 
 @dataclass

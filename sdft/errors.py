@@ -17,6 +17,10 @@ class ModelLoadError(SdftError, RuntimeError):
     """The base model could not be found or loaded."""
 
 
+class UnsupportedModelError(SdftError, NotImplementedError):
+    """The base model's family (e.g. SDXL) is loaded but this feature does not support it yet."""
+
+
 class NonFiniteLossError(SdftError, FloatingPointError):
     """The loss became NaN/inf; training stops before the weights are corrupted."""
 

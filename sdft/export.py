@@ -86,6 +86,9 @@ def load_base(base: str, config: str | None = None, vae: str | None = None, allo
     cfg = ModelConfig(path=resolve_base(base), config=config, vae=vae, allow_pickle=allow_pickle,
                       local_files_only=local_files_only)
     pipe = load_pipeline(cfg)
+    from sdft.models.family import pipeline_family, refuse_sdxl
+
+    refuse_sdxl(pipeline_family(pipe), "Export")  # the SD 1.x original layout would be wrong for SDXL
     for model in (pipe.unet, pipe.vae, pipe.text_encoder):
         if model.dtype != torch.float32:  # merge and convert in fp32; the output dtype is chosen when writing
             model.to(dtype=torch.float32)

@@ -262,6 +262,9 @@ class Generator:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.pipe = load_pipeline(cfg)
+        from sdft.models.family import pipeline_family, refuse_sdxl
+
+        refuse_sdxl(pipeline_family(self.pipe), "Generation")  # LoRA loading and img2img are SD 1.x only so far
         self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self.base_scheduler_config = self.pipe.scheduler.config

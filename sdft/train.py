@@ -37,6 +37,7 @@ from sdft.embeddings.training import (EmbeddingSchedule, attach_embedding, check
                                      freeze_step, prompt_tokenizer)
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
+from sdft.models.family import pipeline_family, refuse_sdxl
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
 from sdft.module import DreamBoothModule
 from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
@@ -176,6 +177,7 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
 
     if pipe is None:
         pipe = load_pipeline(cfg.model)
+        refuse_sdxl(pipeline_family(pipe), "Training")  # SDXL loads, but its training step is not wired yet
         prepare_models(pipe, cfg.model)
     classes = class_images(cfg, pipe)
     if cfg.loss.zero_terminal_snr:  # after the class images (made by the base model as it is)

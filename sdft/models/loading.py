@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 
-from sdft.config import TINY_MODEL, TOY_MODEL, Attention, ModelConfig, WeightDtype
+from sdft.config import SDXL_TINY_MODEL, TINY_MODEL, TOY_MODEL, Attention, ModelConfig, WeightDtype
 from sdft.errors import ModelLoadError
+from sdft.models.family import check_family
 from sdft.models.text import check_clip_skip
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ def _from_folder(folder: Path) -> StableDiffusionPipeline:
             f"model.path={folder} is a folder but not a diffusers pipeline (no model_index.json). "
             "Point model.path at the folder that holds model_index.json, unet/, vae/, text_encoder/, tokenizer/."
         )
+    if '"StableDiffusionXLPipeline"' in (folder / "model_index.json").read_text():  # an SDXL diffusers folder
+        from diffusers import StableDiffusionXLPipeline
+
+        return StableDiffusionXLPipeline.from_pretrained(folder, local_files_only=True, add_watermarker=False)
     return StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, **NO_SAFETY_CHECKER)
 
 
@@ -164,6 +169,10 @@ def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
         from sdft.toy.weights import load_toy_pipeline
 
         pipe = load_toy_pipeline()
+    elif cfg.path == SDXL_TINY_MODEL:
+        from sdft.models.sdxl_tiny import ensure_sdxl_tiny_model
+
+        pipe = _from_folder(ensure_sdxl_tiny_model(cfg.cache_dir))
     else:
         local = Path(cfg.path).expanduser()
         if local.is_dir():
@@ -186,13 +195,14 @@ def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
     if cfg.prediction_type is not None:
         pipe.scheduler.register_to_config(prediction_type=cfg.prediction_type.value)
     check_clip_skip(cfg.clip_skip, pipe.text_encoder)
+    check_family(cfg, pipe)
     return pipe
 
 
 def prepare_models(pipe: StableDiffusionPipeline, cfg: ModelConfig) -> None:
     """Frozen dtype, attention backend and gradient checkpointing on the pipeline's models."""
     dtype = DTYPES[cfg.weight_dtype]
-    for model in (pipe.unet, pipe.vae, pipe.text_encoder):
+    for model in (pipe.unet, pipe.vae, pipe.text_encoder, *filter(None, [getattr(pipe, "text_encoder_2", None)])):
         if model.dtype != dtype:
             model.to(dtype=dtype)
         model.requires_grad_(False)

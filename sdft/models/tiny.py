@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -127,19 +128,24 @@ def _save_tiny_pipeline(directory: Path) -> None:
 
 
 def ensure_tiny_model(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Return ``<cache_dir>/<TINY_MODEL_VERSION>``, building it on first use.
+    """Return ``<cache_dir>/<TINY_MODEL_VERSION>``, building it on first use."""
+    return ensure_model_folder(cache_dir, TINY_MODEL_VERSION, _save_tiny_pipeline)
+
+
+def ensure_model_folder(cache_dir: str | os.PathLike | None, version: str, save: Callable[[Path], None]) -> Path:
+    """Return ``<cache_dir>/<version>``, written by ``save(folder)`` on first use.
 
     The folder is written to a temporary sibling and renamed into place, so readers never
     see a half-written model; if another process wins the race, its copy is kept.
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / TINY_MODEL_VERSION
+    target = root / version
     if _is_complete(target):
         return target
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_VERSION}-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))
     try:
-        _save_tiny_pipeline(tmp)
+        save(tmp)
         os.rename(tmp, target)
     except OSError:
         if not _is_complete(target):
