@@ -15,7 +15,7 @@ from sdft.errors import DataError
 
 
 def test_caption_extension_trigger_and_fallback(tmp_path):
-    a, b = noise_image(tmp_path / "a.png", seed=0), noise_image(tmp_path / "b.png", seed=1)
+    noise_image(tmp_path / "a.png", seed=0), noise_image(tmp_path / "b.png", seed=1)
     (tmp_path / "a.caption").write_text("a dog on a beach, sunny\n")
     cfg = DataConfig(concepts=[ConceptConfig(instance_dir=str(tmp_path), instance_prompt="photo of sks dog",
                                              trigger="sks", caption_extension="caption")])

@@ -89,7 +89,7 @@ def test_sigkill_then_resume_ends_with_the_same_lora(fast_config, tiny_cache, su
     assert resumed["steps"] == 12
     diff = same_lora(out / "main" / "lora" / LORA, tmp_path / "straight" / "main" / "lora" / LORA)
     assert diff <= 1e-6, f"resumed LoRA differs from the uninterrupted one by {diff}"
-    moved = same_lora(out / "main" / "checkpoints" / "step_000004" / f"sdft-step000004.safetensors",
+    moved = same_lora(out / "main" / "checkpoints" / "step_000004" / "sdft-step000004.safetensors",
                       out / "main" / "lora" / "sdft.safetensors")
     assert moved > 1e-4, "steps 5-12 changed nothing: the comparison above proves nothing"
     # retention: last 2 step checkpoints, each with its resumable state

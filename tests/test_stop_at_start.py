@@ -6,7 +6,6 @@ The signal is sent deterministically: a wrapper patches the stage's function to 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 

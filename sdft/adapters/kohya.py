@@ -22,7 +22,6 @@ import torch
 from diffusers.utils import convert_state_dict_to_peft, convert_unet_state_dict_to_peft
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from peft.tuners.lora import LoraLayer
-from peft.utils import get_peft_model_state_dict
 from peft.utils.other import get_pattern_key
 from torch import nn
 
