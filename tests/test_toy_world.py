@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sdft.toy.arch import toy_tokenizer
-from sdft.toy.detector import accuracy, detect
+from sdft.toy.detector import accuracy, colour_histogram, detect, subject_distance
 from sdft.toy.world import ATTRIBUTES, BACKGROUNDS, CLASSES, COLOURS, PATTERNS, Scene, random_scene, render, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,15 @@ def test_detector_finds_nothing_in_a_blank_image():
     blank = np.full((32, 32, 3), 240, dtype=np.uint8)
     d = detect(blank)
     assert d.background == "white" and d.cls is None and d.colour is None and d.pattern is None
+    assert colour_histogram(blank).sum() == 0
+
+
+def test_colour_histogram_distance_tells_the_subject_from_other_dogs():
+    from PIL import Image
+
+    subject = [Image.open(p).convert("RGB") for p in sorted(SUBJECT_DIR.glob("*.png"))]
+    others = [render(Scene("dog", c, "green" if c != "green" else "red"), seed=i) for i, c in enumerate(COLOURS)]
+    assert subject_distance(subject, subject) < 0.3 < 1.0 < subject_distance(others, subject)
 
 
 def _subject_module():

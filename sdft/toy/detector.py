@@ -181,3 +181,22 @@ def accuracy(count: int = 400, seed: int = 0) -> dict[str, float]:
         for a in hits:
             hits[a].append(found[a] == getattr(scene, a))
     return {a: float(np.mean(v)) for a, v in hits.items()}
+
+
+def colour_histogram(image) -> np.ndarray:
+    """Share of the object's pixels nearest each world colour (COLOUR_NAMES order); zeros when no object is found.
+    Kept for colour-only comparisons (tests/test_toy_embeddings.py); sdft.toy.measure reads every attribute."""
+    arr = _array(image)
+    mask = object_mask(arr)
+    hist = np.zeros(len(COLOUR_NAMES), dtype=np.float64)
+    if mask.sum() < MIN_PIXELS:
+        return hist
+    names, _ = _nearest(arr[mask], np.array([COLOURS[n] for n in COLOUR_NAMES], dtype=np.float32))
+    hist += np.bincount(names, minlength=len(COLOUR_NAMES))
+    return hist / mask.sum()
+
+
+def subject_distance(images, reference) -> float:
+    """Mean L1 distance (0..2) between each image's colour histogram and the mean histogram of the `reference`."""
+    ref = np.mean([colour_histogram(r) for r in reference], axis=0)
+    return float(np.mean([np.abs(colour_histogram(i) - ref).sum() for i in images]))
