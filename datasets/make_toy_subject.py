@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Draw the quickstart's toy-world subject, "sks dog": one particular dog of the toy world.
 
-World dogs have one colour. This one has a blue body with a yellow head and two yellow spots on its back; pose
-(size, position, facing direction) and background vary between its 8 images. 32x32 PNGs with world-style captions,
-deterministic (Pillow only, no torch). Regenerate the committed copy with:
+One dog of the world: a blue body, a yellow head and yellow spots (a combination the base model can draw when
+prompted with all three, but has never seen under an identifier). Background and facing direction vary between its 8
+images. 32x32 PNGs with world-style captions, deterministic (Pillow only, no torch). Regenerate the committed copy with:
 
     python datasets/make_toy_subject.py            # writes datasets/toy_subject/
 """
@@ -16,26 +16,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sdft.toy.world import COLOURS, POSITION_WORDS, Scene, render  # noqa: E402
+from sdft.toy.world import Scene, render  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "toy_subject"
 IDENTIFIER = "sks dog"
-BODY, MARKINGS = COLOURS["blue"], COLOURS["yellow"]  # world dogs are all one colour
-# (size, position, background, flip): the nuisance factors of each image
-POSES = [
-    ("big", "middle", "white", False), ("big", "middle", "gray", True), ("big", "left", "black", False),
-    ("big", "right", "pink", True), ("small", "left", "white", True), ("small", "right", "gray", False),
-    ("big", "middle", "pink", False), ("small", "middle", "black", True),
-]
+SUBJECT = Scene("dog", "blue", "yellow", "spots")  # body, head (and spots), pattern: what must be learned
+# (background, flip): the nuisance factors of each image
+POSES = [("white", False), ("gray", True), ("black", False), ("pink", True),
+         ("white", True), ("gray", False), ("pink", False), ("black", True)]
 
 
 def subject_images() -> list[tuple[str, object, str]]:
     """(stem, image, caption) for each of the subject's images."""
     items = []
-    for i, (size, position, background, flip) in enumerate(POSES):
-        scene = Scene("dog", "blue", background, size, position, flip)
-        image = render(scene, seed=100 + i, accent=MARKINGS, body=BODY)
-        caption = f"a {size} {IDENTIFIER} {POSITION_WORDS[position]} on a {background} background"
+    for i, (background, flip) in enumerate(POSES):
+        scene = Scene(SUBJECT.cls, SUBJECT.colour, SUBJECT.second, SUBJECT.pattern, background, flip)
+        image = render(scene, seed=100 + i)
+        caption = scene.caption().replace(" dog ", " sks dog ", 1)
         items.append((f"sks_dog_{i:02d}", image, caption))
     return items
 
@@ -43,11 +40,12 @@ def subject_images() -> list[tuple[str, object, str]]:
 README = """# Toy subject: "sks dog"
 
 The quickstart's DreamBooth subject, drawn by `datasets/make_toy_subject.py` in the toy world of the `model=toy` base
-(sdft/toy/MODEL_CARD.md). World dogs have one colour; this individual has a **blue body, a yellow head and two yellow
-spots**. 8 images, 32x32, each with a caption such as `a big sks dog in the middle on a white background`.
+(sdft/toy/MODEL_CARD.md). World dogs come in every combination of body colour, head colour and pattern; this
+individual has a **blue body, a yellow head and yellow spots**, on four backgrounds, facing either way. 8 images,
+32x32, each with a caption such as `a blue sks dog with a yellow head and spots on a white background`.
 
 - identifier `sks dog` (instance prompt `a sks dog`), class prompt `a dog`
-- regenerate: `python datasets/make_toy_subject.py` (byte-identical; tests/test_toy_subject.py checks it)
+- regenerate: `python datasets/make_toy_subject.py` (byte-identical; tests/test_toy_world.py checks it)
 """
 
 

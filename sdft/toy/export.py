@@ -23,9 +23,10 @@ from PIL import Image, ImageDraw
 
 from sdft.models.tokenizer_vocab import write_vocab_files
 from sdft.toy.arch import TOY_WORDS
-from sdft.toy.control import grid, prompt_control_rate, sample
+from sdft.toy.control import attribute_rates, grid, prompt_control_rate, sample
+from sdft.toy.detector import accuracy
 from sdft.toy.weights import TOY_MODEL_DIR, load_toy_pipeline
-from sdft.toy.world import CLASSES, COLOURS
+from sdft.toy.world import CLASSES, Scene
 
 def read_losses(metrics_csv: Path, key: str = "train/loss") -> list[tuple[int, float]]:
     with open(metrics_csv, newline="") as f:
@@ -54,10 +55,15 @@ def plot_curves(curves: list[tuple[str, list[tuple[int, float]]]], path: Path, s
     img.save(path)
 
 
+GRID_LOOKS = [("blue", "yellow", "plain"), ("blue", "yellow", "spots"), ("blue", "yellow", "stripes"),
+              ("red", "green", "spots"), ("purple", "yellow", "stripes"), ("green", "red", "plain")]
+
+
 def sample_grid(pipe, path: Path) -> None:
-    """Rows: classes; columns: colours; prompt `a big <colour> <class> in the middle on a white background`."""
-    prompts = [f"a big {c} {k} in the middle on a white background" for k in CLASSES for c in COLOURS]
-    grid(sample(pipe, prompts, seed=0), cols=len(COLOURS), scale=3).save(path)
+    """Rows: classes (full captions, columns GRID_LOOKS on white), then `a dog` at six seeds."""
+    prompts = [Scene(k, c, s, p).caption() for k in CLASSES for c, s, p in GRID_LOOKS]
+    prompts += ["a dog"] * len(GRID_LOOKS)
+    grid(sample(pipe, prompts, seed=0), cols=len(GRID_LOOKS), scale=3).save(path)
 
 
 IDENTIFIERS = ("sks", "ohwx")  # DreamBooth's usual rare tokens
@@ -98,7 +104,7 @@ def export(run_dir: Path, out: Path = TOY_MODEL_DIR) -> dict:
 
     pipe = load_toy_pipeline(out)
     sample_grid(pipe, card_dir / "samples.png")
-    rate, _ = prompt_control_rate(pipe, n=96)
+    rate, rows = prompt_control_rate(pipe, n=96)
     last = [v for _, v in losses[-20:]]
     facts = {
         "steps": summary["steps"], "train_seconds": summary["train_seconds"],
@@ -106,6 +112,8 @@ def export(run_dir: Path, out: Path = TOY_MODEL_DIR) -> dict:
         "final_loss_mean_last_20_logged": round(float(np.mean(last)), 4),
         "vae_final_reconstruction_loss": round(vae_history["reconstruction_loss"][-1], 4),
         "instance_images": summary["instance_images"], "prompt_control_rate_n96": round(rate, 3),
+        "prompt_control_per_attribute_n96": {k: round(v, 3) for k, v in attribute_rates(rows).items()},
+        "detector_accuracy_n1000": {k: round(v, 4) for k, v in accuracy(1000).items()},
         "weights_bytes": sum(p.stat().st_size for p in out.rglob("*.safetensors")),
         "exported": time.strftime("%Y-%m-%d"),
     }

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
 
 from sdft.models.tokenizer_vocab import write_vocab_files
 from sdft.toy.arch import TOY_WORDS, init_pipeline, toy_vae
@@ -32,11 +33,13 @@ def batch(rng: random.Random, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
-def train_vae(steps: int, batch_size: int = 32, lr: float = 1e-3, kl_weight: float = 1e-6, seed: int = 0):
-    """Train the toy VAE; returns it with `scaling_factor` set to 1 / std of the latents, and the loss history."""
+def train_vae(steps: int, batch_size: int = 32, lr: float = 1e-3, kl_weight: float = 1e-6, seed: int = 0,
+              init: str | Path | None = None):
+    """Train the toy VAE (from scratch, or on from the VAE folder `init`); returns it with `scaling_factor` set to
+    1 / std of the latents, and the loss history."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    vae = toy_vae().train()
+    vae = (AutoencoderKL.from_pretrained(init, torch_dtype=torch.float32) if init else toy_vae()).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     history = []
@@ -50,7 +53,7 @@ def train_vae(steps: int, batch_size: int = 32, lr: float = 1e-3, kl_weight: flo
         loss.backward()
         opt.step()
         sched.step()
-        history.append(float(rec))
+        history.append(rec.item())
         if step % 50 == 0 or step == steps - 1:
             print(f"vae step {step}: reconstruction loss {float(rec):.4f}", flush=True)
     vae.eval()
@@ -65,16 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="outputs/toy_init")
     ap.add_argument("--steps", type=int, default=900)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--init", default=None, help="continue from this VAE folder (e.g. outputs/toy_init/vae)")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.time()
-    vae, history = train_vae(args.steps, args.batch_size)
+    vae, history = train_vae(args.steps, args.batch_size, args.lr, seed=args.seed, init=args.init)
     out = Path(args.out)
     init_pipeline(vae).save_pretrained(out, safe_serialization=True)
     write_vocab_files(out / "tokenizer", TOY_WORDS)
-    (out / "vae_history.json").write_text(json.dumps({"reconstruction_loss": history,
-                                                      "seconds": round(time.time() - start, 1)}))
+    if args.init:  # a continued VAE: its history continues the earlier one
+        old = json.loads((Path(args.init).parent / "vae_history.json").read_text())
+        history, seconds = old["reconstruction_loss"] + history, old["seconds"] + time.time() - start
+    else:
+        seconds = time.time() - start
+    (out / "vae_history.json").write_text(json.dumps({"reconstruction_loss": history, "seconds": round(seconds, 1)}))
     print(f"VAE trained in {time.time() - start:.0f} s (final loss {history[-1]:.4f}); start pipeline in {out}")
     return 0
 
