@@ -167,7 +167,9 @@ class DataConfig:
 class EmbeddingConfig:
     """New prompt tokens whose input embeddings are trained (textual inversion; with a LoRA: pivotal tuning)."""
 
-    token: Optional[str] = None  # e.g. "<sks>": write it in captions and prompts; None: no embedding is trained
+    # the new token, e.g. "<sks>": write it in captions and prompts; None: no embedding is trained. (Not called `token`:
+    # config keys named like secrets are dropped from LoRA metadata, tests/test_secrets.py)
+    placeholder: Optional[str] = None
     init_word: Optional[str] = None  # every vector starts as this word's embedding; default: the class prompt's last word
     num_vectors: int = 1  # vectors per token (<sks>, <sks>_1, ... as diffusers names them); the prompt writes <sks> only
     train_fraction: float = 1.0  # pivotal tuning: the embedding is frozen after this share of trainer.max_steps

@@ -267,7 +267,7 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
         "name": cfg.name,
         "model": cfg.model.path,
         "adapter": cfg.adapter.kind.value,
-        "embedding": cfg.adapter.embedding.token,  # the trained token (textual inversion / pivotal), else None
+        "embedding": cfg.adapter.embedding.placeholder,  # the trained token (textual inversion / pivotal), else None
         "phase": cfg.phase.name,
         "start": cfg.phase.start,
         "steps": trainer.global_step,

@@ -119,7 +119,7 @@ def test_expand_prompt_names_every_vector_token():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["adapter.embedding.token=null"], "set adapter.embedding.token"),
+    (["adapter.embedding.placeholder=null"], "set adapter.embedding.placeholder"),
     (["data.cache_text_encoder_outputs=true"], "cannot be used while an embedding trains"),
     (["adapter.embedding.train_fraction=0.5"], "nothing else trains"),
     (["adapter.kind=full"], "not supported"),
@@ -134,12 +134,12 @@ def test_a_token_already_in_the_vocabulary_is_refused(fast_config, tiny_pipe_fac
     pipe = tiny_pipe_factory()
     word = next(t for t in sorted(pipe.tokenizer.get_vocab()) if t.isascii() and t.isalpha() and len(t) > 2)
     with pytest.raises(ConfigError, match="already a token"):
-        prepare(fast_config(*TI, f"adapter.embedding.token={word}", f"data.instance_prompt='a {word} dog'"), pipe)
+        prepare(fast_config(*TI, f"adapter.embedding.placeholder={word}", f"data.instance_prompt='a {word} dog'"), pipe)
 
 
 def test_textual_inversion_with_captions_buckets_and_cached_latents(fast_config, tiny_pipe_factory):
     """The example subject's captions hold `sks`: the word itself becomes the trained token (as the compare variant)."""
-    parts = prepare(fast_config(*TI, "data=example_subject", "adapter.embedding.token=sks", "data.resolution=64",
+    parts = prepare(fast_config(*TI, "data=example_subject", "adapter.embedding.placeholder=sks", "data.resolution=64",
                                 "data.enable_bucket=true", "data.min_bucket_reso=32", "data.max_bucket_reso=128",
                                 "data.cache_latents=true", "trainer.max_steps=2"))
     assert all("sks" in e.prompt for e in parts.datamodule.instances)  # captions, each holding the token

@@ -109,11 +109,13 @@ def test_sources_never_trust_remote_code():
         if pattern.search(line)
     ]
     assert hits == []
-    token_args = re.compile(r"\btoken\s*=\s*(?!None\b)")  # never pass a token explicitly: the libraries read env/login
+    # never pass a token explicitly as a keyword argument: the libraries read env/login. `load_textual_inversion`'s
+    # `token=` is the embedding's placeholder word (diffusers takes the hub token there as `hf_token`), not a secret.
+    token_args = re.compile(r"(?<![.\w])token\s*=\s*(?!None\b|=)")
     explicit = [
         f"{path.relative_to(ROOT)}:{n}"
         for path in sorted((ROOT / "sdft").rglob("*.py"))
         for n, line in enumerate(path.read_text().splitlines(), 1)
-        if token_args.search(line)
+        if token_args.search(line) and "load_textual_inversion" not in line and not line.lstrip().startswith("token = ")
     ]
     assert explicit == []

@@ -54,7 +54,7 @@ def add_tokens(tokenizer, text_encoder: nn.Module, token: str, num_vectors: int,
     taken = [n for n in names if n in vocab]
     if taken:
         raise ConfigError(
-            f"adapter.embedding.token={token!r}: {taken} is already a token of this tokenizer. Pick a new token, "
+            f"adapter.embedding.placeholder={token!r}: {taken} is already a token of this tokenizer. Pick a new token, "
             "e.g. <my-subject> (angle brackets keep it apart from real words)."
         )
     start = word_embedding(tokenizer, text_encoder, init_word)

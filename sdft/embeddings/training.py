@@ -80,16 +80,16 @@ def init_word_of(cfg: DictConfig) -> str:
 def check_embedding_config(cfg: DictConfig) -> None:
     """Config checks for embeddings, before any work."""
     emb, kind = cfg.adapter.embedding, cfg.adapter.kind
-    if kind == AdapterKind.embedding and not emb.token:
-        raise ConfigError("adapter.kind=embedding trains a new token's embedding: set adapter.embedding.token, "
-                          "e.g. adapter.embedding.token='<sks>', and write it in the captions.")
-    if not emb.token:
+    if kind == AdapterKind.embedding and not emb.placeholder:
+        raise ConfigError("adapter.kind=embedding trains a new token's embedding: set adapter.embedding.placeholder, "
+                          "e.g. adapter.embedding.placeholder='<sks>', and write it in the captions.")
+    if not emb.placeholder:
         return
     if kind == AdapterKind.full:
-        raise ConfigError("adapter.embedding.token with adapter.kind=full is not supported: train the embedding with "
+        raise ConfigError("adapter.embedding.placeholder with adapter.kind=full is not supported: train the embedding with "
                           "kind=embedding (textual inversion) or with a LoRA (kind=lora: pivotal tuning).")
-    if any(c.isspace() for c in emb.token):
-        raise ConfigError(f"adapter.embedding.token={emb.token!r}: one word without spaces, e.g. <sks>.")
+    if any(c.isspace() for c in emb.placeholder):
+        raise ConfigError(f"adapter.embedding.placeholder={emb.placeholder!r}: one word without spaces, e.g. <sks>.")
     if emb.num_vectors < 1:
         raise ConfigError(f"adapter.embedding.num_vectors={emb.num_vectors}: must be >= 1.")
     if not 0.0 < emb.train_fraction <= 1.0:
@@ -99,12 +99,12 @@ def check_embedding_config(cfg: DictConfig) -> None:
                           "nothing else trains: use it for pivotal tuning (kind=lora) or leave it at 1.")
     if cfg.data.cache_text_encoder_outputs:
         raise ConfigError("data.cache_text_encoder_outputs cannot be used while an embedding trains (adapter.embedding"
-                          ".token): the text encoder's outputs change every step. Set data.cache_text_encoder_outputs="
+                          ".placeholder): the text encoder's outputs change every step. Set data.cache_text_encoder_outputs="
                           "false (latents can still be cached: data.cache_latents=true).")
     prompts = [cfg.data.instance_prompt, *(c.instance_prompt for c in cfg.data.concepts)]
-    if not any(p and emb.token in p for p in prompts) and not cfg.data.use_captions:
-        raise ConfigError(f"adapter.embedding.token={emb.token!r} is in no instance prompt, so it would never be "
-                          f"trained: write it there, e.g. data.instance_prompt='a {emb.token} dog'.")
+    if not any(p and emb.placeholder in p for p in prompts) and not cfg.data.use_captions:
+        raise ConfigError(f"adapter.embedding.placeholder={emb.placeholder!r} is in no instance prompt, so it would never be "
+                          f"trained: write it there, e.g. data.instance_prompt='a {emb.placeholder} dog'.")
 
 
 def attach_embedding(cfg: DictConfig, tokenizer, text_encoder: nn.Module) -> TokenVectors | None:
@@ -112,27 +112,27 @@ def attach_embedding(cfg: DictConfig, tokenizer, text_encoder: nn.Module) -> Tok
     token trains it on; an embedding from an earlier phase stays in the prompt vocabulary, frozen, otherwise."""
     emb = cfg.adapter.embedding
     existing: TokenVectors | None = getattr(text_encoder, HOOK_ATTR, None)
-    if existing is not None and existing.token != emb.token:
+    if existing is not None and existing.token != emb.placeholder:
         existing.vectors.requires_grad_(False)
         existing.frozen = True
-    if not emb.token:
+    if not emb.placeholder:
         return None
-    if existing is not None and existing.token == emb.token:
+    if existing is not None and existing.token == emb.placeholder:
         if len(existing.ids) != emb.num_vectors:
-            raise ConfigError(f"adapter.embedding.num_vectors={emb.num_vectors}, but {emb.token} already has "
+            raise ConfigError(f"adapter.embedding.num_vectors={emb.num_vectors}, but {emb.placeholder} already has "
                               f"{len(existing.ids)} vectors from an earlier phase.")
         existing.vectors.requires_grad_(True)
         existing.frozen = False
         return existing
     if existing is not None:
-        raise ConfigError(f"one embedding per run: {existing.token} was trained in an earlier phase; {emb.token} "
+        raise ConfigError(f"one embedding per run: {existing.token} was trained in an earlier phase; {emb.placeholder} "
                           "cannot be added too.")
     word = init_word_of(cfg)
-    ids = add_tokens(tokenizer, text_encoder, emb.token, emb.num_vectors, word)
+    ids = add_tokens(tokenizer, text_encoder, emb.placeholder, emb.num_vectors, word)
     start = text_encoder.get_input_embeddings().weight[ids]
-    vectors = TokenVectors(emb.token, ids, start, word)
+    vectors = TokenVectors(emb.placeholder, ids, start, word)
     _attach(text_encoder, vectors)
-    log.info("Embedding %s: %d vector(s) (tokens %s) start from %r", emb.token, len(ids), vectors.tokens, word)
+    log.info("Embedding %s: %d vector(s) (tokens %s) start from %r", emb.placeholder, len(ids), vectors.tokens, word)
     return vectors
 
 
