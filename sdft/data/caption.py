@@ -13,13 +13,6 @@ from sdft.data.captions import caption_path, ensure_trigger, normalize_extension
 from sdft.data.images import check_folder, list_images, load_rgb, no_images_error, scan_images
 from sdft.errors import ConfigError
 
-MASK_SUFFIX = ".mask.png"
-
-
-def images_to_caption(folder: Path, recursive: bool) -> list[Path]:
-    return [p for p in list_images(folder, recursive) if not p.name.lower().endswith(MASK_SUFFIX)]
-
-
 def tags_text(tags: list[tuple[str, float]]) -> str:
     return ", ".join(name for name, _ in tags)
 
@@ -33,7 +26,7 @@ def caption_folder(folder: str | Path, captioner, trigger: str | None = None, ex
 
     folder = check_folder(folder, "sdft data caption")
     extension = normalize_extension(extension)
-    paths = images_to_caption(folder, recursive)
+    paths = list_images(folder, recursive)
     if not paths:
         raise no_images_error(folder, recursive, "sdft data caption")
     scan = scan_images(paths)
@@ -91,7 +84,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or not 0 <= args.threshold <= 1 or not 0 <= args.character_threshold <= 1:
         raise ConfigError("--batch-size must be >= 1 and the thresholds within 0..1.")
     folder = check_folder(args.folder, "sdft data caption")
-    if not images_to_caption(folder, args.recursive):  # before loading a model
+    if not list_images(folder, args.recursive):  # before loading a model
         raise no_images_error(folder, args.recursive, "sdft data caption")
     captioner = load_captioner(args.model, args.kind, args.device, max_new_tokens=args.max_new_tokens,
                                num_beams=args.num_beams, task=args.task)

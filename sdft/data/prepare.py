@@ -20,7 +20,7 @@ from PIL import Image
 from sdft.data.captions import caption_path
 from sdft.data.faces import main_faces, make_detector
 from sdft.data.framing import body_crop, face_crop, fraction, subject_box
-from sdft.data.images import check_folder, list_images, load_rgb, no_images_error, scan_images
+from sdft.data.images import MASK_SUFFIX, check_folder, list_images, load_rgb, no_images_error, scan_images
 from sdft.data.upscale import make_resizer
 from sdft.errors import ConfigError
 
@@ -147,7 +147,7 @@ class Preparer:
         if mask is not None:
             from sdft.data.prep_masks import crop_mask
 
-            mask_path = folder / f"{name}.mask.png"
+            mask_path = folder / f"{name}{MASK_SUFFIX}"
             save_atomic(crop_mask(mask, box, out_size), mask_path, "png")
             result.mask = str(mask_path.relative_to(self.out))
         return result
