@@ -73,14 +73,6 @@ def test_sdxl_tiny_loads_from_cache(tmp_path):
         load_pipeline(ModelConfig(path="sdxl_tiny", cache_dir=str(tmp_path), family=ModelFamily.sd1))
 
 
-def test_sdxl_training_is_refused_clearly(fast_config, tmp_path):
-    from sdft.train import run
-
-    with pytest.raises(UnsupportedModelError, match="Training with an SDXL base is not supported yet"):
-        run(fast_config("model=sdxl_tiny", f"model.cache_dir={tmp_path / 'cache'}"))
-    assert not list((tmp_path / "out").rglob("*.safetensors"))
-
-
 def test_sdxl_generation_and_export_are_refused_clearly(tmp_path, monkeypatch):
     from sdft.export import load_base
     from sdft.generate import Generator

@@ -214,6 +214,8 @@ def prepare_models(pipe: StableDiffusionPipeline, cfg: ModelConfig) -> None:
     if cfg.gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
         pipe.text_encoder.gradient_checkpointing_enable()
+        if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL's second text tower
+            pipe.text_encoder_2.gradient_checkpointing_enable()
     if cfg.channels_last:  # NHWC convolutions: faster with tensor cores (bf16/fp16 on CUDA); no gain on most CPUs
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
