@@ -8,7 +8,6 @@ import shutil
 import pytest
 import torch
 from diffusers import StableDiffusionXLPipeline
-from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft, convert_unet_state_dict_to_peft
 from safetensors import safe_open
 
 from data_images import noise_image
@@ -140,6 +139,7 @@ def test_kohya_names_map_onto_the_real_sdxl_architecture():
     layout; only the named layers are materialised, with random weights)."""
     from sdft.adapters.lora import setup_trainable
     from sdft.adapters.sdxl_files import sdxl_kohya_tensors
+    from sdft.models.family_pipelines import sdxl_peft_state
     from sdft.models.sdxl_arch import build_sdxl_text_encoders, build_sdxl_unet
     from test_adapter_merge_rules import _materialise, adapter_cfg, randomise
 
@@ -163,11 +163,8 @@ def test_kohya_names_map_onto_the_real_sdxl_architecture():
         *("lora_unet_" + n.replace(".", "_") for n in names["unet"]),
         *(f"lora_te1_text_model_encoder_layers_11_self_attn_{p}_proj" for p in ("q", "k", "v", "out")),
         "lora_te2_text_model_encoder_layers_31_mlp_fc2"}
-    state, alphas = StableDiffusionXLPipeline.lora_state_dict({k: v.clone() for k, v in tensors.items()})
-    part_of = {"unet": "unet.", "text_encoder": "text_encoder.text_model.", "text_encoder_2": "text_encoder_2."}
-    parts = {part: {k.removeprefix(p): v for k, v in state.items() if k.startswith(p)} for part, p in part_of.items()}
-    converted = {part: convert_unet_state_dict_to_peft(sd) if part == "unet"  # as diffusers' loaders convert them
-                 else convert_state_dict_to_peft(convert_state_dict_to_diffusers(sd)) for part, sd in parts.items()}
+    converted = sdxl_peft_state(tensors)  # diffusers' own kohya conversion, as load_lora_weights does it
+    _, alphas = StableDiffusionXLPipeline.lora_state_dict(dict(tensors))
     for part, model in models.items():
         peft_state = {k: v for k, v in model.state_dict().items() if ".lora_" in k}
         ours = {k.replace(".default", ""): v for k, v in peft_state.items()}
@@ -175,3 +172,42 @@ def test_kohya_names_map_onto_the_real_sdxl_architecture():
         for key, value in ours.items():
             torch.testing.assert_close(converted[part][key], value)
     assert set(alphas.values()) == {2.0, 3.0}  # adapter_cfg: alpha 2 (linear), conv_alpha 3
+
+
+def test_sdxl_lora_files_are_checked_against_the_base_and_render_img2img(tmp_path):
+    """sdft/models/family_pipelines.py (for `sdft generate` with SDXL): which modules a file adapts, refusals."""
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    from sdft.adapters.kohya import LoraFormatError
+    from sdft.adapters.lora import setup_trainable
+    from sdft.adapters.sdxl_files import save_sdxl_kohya_lora, save_sdxl_lora
+    from sdft.config import AdapterConfig, AdapterKind
+    from sdft.models.family_pipelines import check_sdxl_lora_fits, img2img_pipeline
+    from test_adapter_merge_rules import randomise
+
+    pipe = build_sdxl_tiny_pipeline()
+    models = (pipe.unet, pipe.text_encoder, pipe.text_encoder_2)
+    setup_trainable(pipe.unet, pipe.text_encoder, AdapterConfig(kind=AdapterKind.lora, rank=2), pipe.text_encoder_2)
+    for seed, model in enumerate(models):
+        randomise(model, seed)
+    adapted = {part: {n for n, m in model.named_modules() if hasattr(m, "lora_A")}
+               for part, model in zip(("unet", "text_encoder", "text_encoder_2"), models)}
+    files = [save_sdxl_lora(*models, tmp_path / LORA),
+             save_sdxl_kohya_lora(*models, tmp_path / "k.safetensors", {"ss_network_module": "networks.lora"})]
+    fresh = build_sdxl_tiny_pipeline()
+    for path in files:
+        assert check_sdxl_lora_fits(load_file(str(path)), fresh, str(path)) == adapted
+    kohya = load_file(str(files[1]))
+    with pytest.raises(LoraFormatError, match="SD 1.x LoRA"):
+        check_sdxl_lora_fits({k.replace("lora_te1_", "lora_te_"): v for k, v in kohya.items()}, fresh)
+    key = next(k for k in kohya if k.startswith("lora_te2_") and k.endswith("lora_down.weight"))
+    save_file({**kohya, key: torch.zeros(2, 7)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(LoraFormatError, match=r"does not fit this SDXL model: 1 problem"):
+        check_sdxl_lora_fits(load_file(str(tmp_path / "bad.safetensors")), fresh)
+    fresh.load_lora_weights(str(tmp_path), weight_name=LORA)
+    image = img2img_pipeline(fresh)("photo of a dog", image=Image.new("RGB", (64, 64), "gray"), strength=0.5,
+                                    num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                                    output_type="np").images[0]
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()
