@@ -194,6 +194,7 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
         pipe.unet.compile()
     embedding = attach_embedding(cfg, pipe.tokenizer, pipe.text_encoder)  # textual inversion / pivotal tuning
     params = report_params(pipe.unet, pipe.text_encoder)
+    params.update(family.param_counts())  # SDXL: the second text tower
     if embedding is not None:
         params["embedding"] = {"trainable": embedding.vectors.numel(), "total": embedding.vectors.numel()}
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters()) or embedding is not None

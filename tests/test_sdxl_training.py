@@ -53,6 +53,7 @@ def test_two_step_sdxl_lora_run_writes_both_files_that_load_in_diffusers(sdxl_co
     parts = prepare(sdxl_config("prior=default", "optim.text_encoder_lr=2e-4", "optim.text_encoder_2_lr=5e-4"))
     summary = fit(parts)
     assert summary["steps"] == 2 and "train/prior_loss" in summary["final_metrics"]
+    assert summary["parameters"]["text_encoder_2"]["trainable"] > 0
     assert len(list((tmp_path / "class").rglob("*.png"))) == 2
     groups = {g["name"]: g["lr"] for g in parts.module.configure_optimizers()["optimizer"].param_groups}
     assert groups == {"unet": 1e-3, "text_encoder": 2e-4, "text_encoder_2": 5e-4}
@@ -78,10 +79,26 @@ def test_two_step_sdxl_lora_run_writes_both_files_that_load_in_diffusers(sdxl_co
 
 
 def test_full_unet_fine_tune_saves_an_sdxl_pipeline(sdxl_config):
-    summary = run(sdxl_config("adapter=full", "adapter.train_text_encoder=false", "trainer.max_steps=1"))
+    summary = run(sdxl_config("adapter=full", "adapter.train_text_encoder=false", "trainer.max_steps=1",
+                              "callbacks.fixed_noise_loss=true"))
+    assert "val/fixed_noise_loss" in summary["final_metrics"]  # SDXL conditioning without per-sample sizes
     saved = StableDiffusionXLPipeline.from_pretrained(summary["output"], local_files_only=True)
     assert summary["parameters"]["unet"]["trainable"] == summary["parameters"]["unet"]["total"]
     assert (unet_output(saved) - unet_output(build_sdxl_tiny_pipeline())).abs().max() > 0
+
+
+def test_dual_phase_stack_on_sdxl_adapts_both_towers_per_phase(sdxl_config, tmp_path):
+    summary = run(sdxl_config("+experiment=dual_phase", "model=sdxl_tiny", "trainer=cpu", "prior=none",
+                              "trainer.enable_progress_bar=false", "callbacks.validation_seeds=[]",
+                              "phases.0.overrides.trainer.max_steps=1", "phases.1.overrides.trainer.max_steps=1"))
+    assert [p["steps"] for p in summary["phases"]] == [1, 1]
+    keys = {}
+    for phase in ("face", "body"):
+        with safe_open(str(tmp_path / "out" / phase / "lora" / f"dual_phase_{phase}.safetensors"), "pt") as f:
+            keys[phase] = {k.partition(".")[0] for k in f.keys()}
+    for tower in ("lora_te1_", "lora_te2_"):  # the face phase adapts attention only, the stacked body phase also mlp
+        assert not any(k.startswith(tower) and "_mlp_" in k for k in keys["face"])
+        assert any(k.startswith(tower) and "_mlp_" in k for k in keys["body"])
 
 
 def test_sdxl_resume_ends_with_the_same_lora(sdxl_config, tmp_path):
@@ -134,6 +151,14 @@ def test_time_ids_follow_each_sample_through_buckets_and_the_latent_cache(tmp_pa
             assert torch.isfinite(module.diffusion_loss(cached)[0]).all()
 
 
+def test_a_flipped_sample_counts_its_crop_from_the_flipped_side():
+    from sdft.models.conditioning import sample_time_ids
+
+    # a 120x80 image (w, h) resized to 96x64 and cropped to 64x64 at left 8: flipped, the crop starts at 96-8-64
+    assert sample_time_ids((120, 80), (8, 0), (64, 64)).tolist() == [80, 120, 0, 8, 64, 64]
+    assert sample_time_ids((120, 80), (8, 0), (64, 64), flipped_width=96).tolist() == [80, 120, 0, 24, 64, 64]
+
+
 def test_kohya_names_map_onto_the_real_sdxl_architecture():
     """Our kohya keys, read by diffusers' own kohya converter, land on the real SDXL modules (meta device for the
     layout; only the named layers are materialised, with random weights)."""
@@ -164,6 +189,8 @@ def test_kohya_names_map_onto_the_real_sdxl_architecture():
         *(f"lora_te1_text_model_encoder_layers_11_self_attn_{p}_proj" for p in ("q", "k", "v", "out")),
         "lora_te2_text_model_encoder_layers_31_mlp_fc2"}
     converted = sdxl_peft_state(tensors)  # diffusers' own kohya conversion, as load_lora_weights does it
+    # diffusers drops `text_model.` for a CLIPTextModel without that level (transformers 5), as here
+    converted["text_encoder"] = {k.removeprefix("text_model."): v for k, v in converted["text_encoder"].items()}
     _, alphas = StableDiffusionXLPipeline.lora_state_dict(dict(tensors))
     for part, model in models.items():
         peft_state = {k: v for k, v in model.state_dict().items() if ".lora_" in k}

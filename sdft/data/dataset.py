@@ -128,8 +128,9 @@ class BucketDataset(Dataset):
             out["encoder_hidden_states"] = self.texts[spec.caption]
         else:
             out["input_ids"] = self.tokens(spec.caption)
-        if self.time_ids:
-            out["time_ids"] = sample_time_ids(example.size, spec.crop, spec.size)
+        if self.time_ids:  # SDXL
+            flipped_width = cover(example.size, spec.size)[0] if spec.flip and example.size else None
+            out["time_ids"] = sample_time_ids(example.size, spec.crop, spec.size, flipped_width)
         return out
 
     def __getitem__(self, plan: BatchPlan) -> dict:

@@ -70,8 +70,11 @@ class PairTokenizer:
         return SimpleNamespace(input_ids=torch.stack(ids, dim=1))
 
 
-def sample_time_ids(original: tuple[int, int] | None, crop: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:
+def sample_time_ids(original: tuple[int, int] | None, crop: tuple[int, int], target: tuple[int, int],
+                    flipped_width: int | None = None) -> torch.Tensor:
     """One sample's SDXL time ids (6,) from sdft's (w, h) sizes and (left, top) crop: (orig h, orig w, crop top,
-    crop left, target h, target w), as kohya computes them (the crop in the resized image)."""
+    crop left, target h, target w); the crop is the one in the resized image. A flipped sample passes
+    the resized image's width: its crop's left edge is then counted from the flipped image's left side."""
     ow, oh = original or target
-    return sdxl_time_ids([(oh, ow)], [(crop[1], crop[0])], [(target[1], target[0])])[0]
+    left = crop[0] if flipped_width is None else flipped_width - crop[0] - target[0]
+    return sdxl_time_ids([(oh, ow)], [(crop[1], left)], [(target[1], target[0])])[0]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from diffusers import StableDiffusionXLPipeline
 
+from sdft.adapters.lora import count_params
 from sdft.config import AdapterKind, ModelFamily
 from sdft.errors import UnsupportedModelError
 from sdft.models.conditioning import PairTokenizer, Sd1Conditioning, SdxlConditioning
@@ -27,6 +28,13 @@ class FamilyParts:
     @property
     def time_ids(self) -> bool:
         return self.family == ModelFamily.sdxl
+
+    def param_counts(self) -> dict:
+        """{"text_encoder_2": {"trainable", "total"}} for SDXL (the run summary's parameter counts), else {}."""
+        if self.text_encoder_2 is None:
+            return {}
+        trainable, total = count_params(self.text_encoder_2)
+        return {"text_encoder_2": {"trainable": trainable, "total": total}}
 
     @property
     def trains_text_encoder_2(self) -> bool:

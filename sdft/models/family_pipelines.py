@@ -36,7 +36,7 @@ def img2img_pipeline(pipe: DiffusionPipeline) -> DiffusionPipeline:
 
 def sdxl_peft_state(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
     """An SDXL LoRA file's tensors (diffusers or kohya keys) -> {part: peft state dict}, converted the way
-    `StableDiffusionXLPipeline.load_lora_weights` converts them."""
+    `StableDiffusionXLPipeline.load_lora_weights` converts them (text towers' keys keep `text_model.`)."""
     if any(k.startswith("lora_te_") for k in state):
         raise LoraFormatError("this is an SD 1.x LoRA (lora_te_ keys, one text encoder), not an SDXL one; use it "
                               "with an SD 1.x base.")
