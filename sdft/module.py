@@ -73,7 +73,7 @@ class DreamBoothModule(L.LightningModule):
             return (dist.sample() if sample else dist.mode()).float() * self.vae_scale
 
     def predict(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor,
-                input_noise: torch.Tensor | None = None,
+                input_noise: torch.Tensor | None = None, *,
                 time_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The U-Net's prediction and its target (noise or velocity); `input_noise` (default: `noise`) noises the
         input; `time_ids`: SDXL's per-sample size/crop ids."""
@@ -109,7 +109,8 @@ class DreamBoothModule(L.LightningModule):
         input_noise = perturb(noise, self.loss_cfg)
         if self.base_prior is not None:  # training_step reuses them for the base-prediction prior
             self.step_inputs = (latents, input_noise, timesteps)
-        pred, target = self.predict(latents, noise, timesteps, text, input_noise, batch.get("time_ids"))
+        extra = {"time_ids": batch["time_ids"]} if "time_ids" in batch else {}  # SDXL: per-sample size/crop ids
+        pred, target = self.predict(latents, noise, timesteps, text, input_noise, **extra)
         weight = None
         if "mask" in batch and self.loss_cfg.masked_loss:  # sdft/data/masks.py
             weight = mask_weights(batch["mask"], latents, self.loss_cfg.unmasked_weight)

@@ -101,3 +101,20 @@ def test_sdxl_conditioning_matches_the_pipeline():
                                    text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
     torch.testing.assert_close(time_ids[:1], first)
     assert time_ids[1].tolist() == [64, 64, 0, 0, 64, 64]
+
+
+def test_model_sdxl_loads_the_hub_id_with_the_sdxl_pipeline(monkeypatch):
+    """model=sdxl: the hub id goes to StableDiffusionXLPipeline (no download here: from_pretrained is replaced)."""
+    from conftest import compose_config
+
+    calls = []
+
+    def from_pretrained(path, **kwargs):
+        calls.append((path, kwargs))
+        return build_sdxl_tiny_pipeline()
+
+    monkeypatch.setattr(StableDiffusionXLPipeline, "from_pretrained", from_pretrained)
+    cfg = compose_config(["model=sdxl"]).model
+    pipe = load_pipeline(cfg)
+    assert calls[0][0] == "stabilityai/stable-diffusion-xl-base-1.0" and not calls[0][1]["add_watermarker"]
+    assert pipeline_family(pipe) == ModelFamily.sdxl

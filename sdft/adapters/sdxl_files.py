@@ -12,8 +12,6 @@ written with it, as every client expects.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -21,7 +19,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from torch import nn
 
-from sdft.adapters.formats import _adapter_state
+from sdft.adapters.formats import _adapter_state, with_text_model, write_lora_file
 from sdft.adapters.kohya import LoraFormatError, write_kohya_file
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors
@@ -37,10 +35,6 @@ def kohya_name(part: str, module: str) -> str:
     return KOHYA_PREFIXES[part] + module.replace(".", "_")
 
 
-def _with_text_model(sd: dict | None) -> dict | None:
-    return {"text_model." + k.removeprefix("text_model."): v for k, v in sd.items()} if sd else sd
-
-
 def save_sdxl_lora(unet: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.Module, path) -> Path:
     """Write the diffusers-format SDXL LoRA file (whichever models hold an adapter), atomically."""
     path = Path(path)
@@ -49,20 +43,10 @@ def save_sdxl_lora(unet: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.
                                                                   (unet, text_encoder, text_encoder_2))
     if not (unet_sd or te_sd or te2_sd):
         raise LoraFormatError("save_sdxl_lora: neither the U-Net nor a text encoder has a LoRA adapter.")
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-lora-") as tmp:
-        StableDiffusionXLPipeline.save_lora_weights(
-            tmp,
-            unet_lora_layers=unet_sd,
-            text_encoder_lora_layers=_with_text_model(te_sd),
-            text_encoder_2_lora_layers=_with_text_model(te2_sd),
-            unet_lora_adapter_metadata=unet_meta,
-            text_encoder_lora_adapter_metadata=te_meta,
-            text_encoder_2_lora_adapter_metadata=te2_meta,
-            weight_name=path.name,
-            safe_serialization=True,
-        )
-        os.replace(Path(tmp) / path.name, path)
-    return path
+    return write_lora_file(StableDiffusionXLPipeline, path, unet_lora_layers=unet_sd,
+                           text_encoder_lora_layers=with_text_model(te_sd),
+                           text_encoder_2_lora_layers=with_text_model(te2_sd), unet_lora_adapter_metadata=unet_meta,
+                           text_encoder_lora_adapter_metadata=te_meta, text_encoder_2_lora_adapter_metadata=te2_meta)
 
 
 def sdxl_kohya_tensors(models: Mapping[str, nn.Module | None], dtype: torch.dtype = torch.float32

@@ -48,6 +48,11 @@ def _from_folder(folder: Path) -> StableDiffusionPipeline:
 def _from_hub(cfg: ModelConfig) -> StableDiffusionPipeline:
     offline = is_offline(cfg)
     try:  # the token, if any, comes from HF_TOKEN or `huggingface-cli login`, never from the config
+        if getattr(cfg, "family", None) == "sdxl":  # model=sdxl: SDXL's pipeline class (no safety checker there)
+            from diffusers import StableDiffusionXLPipeline
+
+            return StableDiffusionXLPipeline.from_pretrained(cfg.path, revision=cfg.revision, variant=cfg.variant,
+                                                             local_files_only=offline, add_watermarker=False)
         return StableDiffusionPipeline.from_pretrained(
             cfg.path, revision=cfg.revision, variant=cfg.variant, local_files_only=offline, **NO_SAFETY_CHECKER
         )
