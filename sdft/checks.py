@@ -27,6 +27,9 @@ def check_values(cfg: DictConfig, data: DictConfig) -> None:
         raise ConfigError(f"optim.lr={cfg.optim.lr} (text_encoder_lr={cfg.optim.text_encoder_lr}): learning rates "
                           "must be > 0, or the result is the untrained model (to freeze the text encoder, set "
                           "adapter.train_text_encoder=false).")
+    if getattr(cfg.optim, "text_encoder_2_lr", None) is not None and cfg.optim.text_encoder_2_lr < 0:  # SDXL
+        raise ConfigError(f"optim.text_encoder_2_lr={cfg.optim.text_encoder_2_lr}: learning rates must be >= 0 (to "
+                          "freeze both text towers, set adapter.train_text_encoder=false).")
     for key, value in (("data.resolution", data.resolution), ("callbacks.validation_resolution",
                                                                cb.validation_resolution)):
         if value is not None and (value < 8 or value % 8):

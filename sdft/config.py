@@ -242,6 +242,7 @@ class OptimConfig:
     name: OptimizerName = OptimizerName.adamw  # adamw8bit needs bitsandbytes
     lr: float = 1e-4
     text_encoder_lr: Optional[float] = None  # default: lr
+    text_encoder_2_lr: Optional[float] = None  # SDXL's second text tower (OpenCLIP bigG); default: text_encoder_lr
     embedding_lr: Optional[float] = None  # trained token embeddings (adapter.embedding); default: lr
     weight_decay: float = 1e-2
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -12,6 +12,7 @@ from diffusers.training_utils import compute_snr
 from sdft.config import LossConfig, OptimConfig, OptimizerName
 from sdft.errors import ConfigError, NonFiniteLossError
 from sdft.losses import mask_weights, per_sample_loss
+from sdft.models.conditioning import Sd1Conditioning
 from sdft.models.text import text_states
 from sdft.noise import perturb, sample_noise, sample_timesteps, timestep_range
 from sdft.optimizers import build_optimizer, set_mode, split_groups
@@ -22,9 +23,11 @@ class DreamBoothModule(L.LightningModule):
 
     def __init__(self, unet, text_encoder, vae, noise_scheduler, optim: OptimConfig, loss: LossConfig,
                  prior_loss_weight: float = 1.0, train_text_encoder: bool = False, clip_skip: int = 1,
-                 embeddings=None, base_prior=None):
+                 embeddings=None, base_prior=None, text_encoder_2=None, conditioning=None):
         super().__init__()
         self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
+        self.text_encoder_2 = text_encoder_2  # SDXL's second text tower, else None
+        self.conditioning = conditioning or Sd1Conditioning()  # the family's part of the step (models/conditioning.py)
         self.noise_scheduler = noise_scheduler
         self.optim_cfg, self.loss_cfg = optim, loss
         self.prior_loss_weight = prior_loss_weight
@@ -54,6 +57,8 @@ class DreamBoothModule(L.LightningModule):
         super().train(mode)
         self.vae.eval()
         self.text_encoder.train(mode and self.train_text_encoder)
+        if self.text_encoder_2 is not None:
+            self.text_encoder_2.train(mode and self.train_text_encoder)
         return self
 
     # -- the step --
@@ -68,12 +73,14 @@ class DreamBoothModule(L.LightningModule):
             return (dist.sample() if sample else dist.mode()).float() * self.vae_scale
 
     def predict(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor,
-                input_noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                input_noise: torch.Tensor | None = None, *,
+                time_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The U-Net's prediction and its target (noise or velocity); `input_noise` (default: `noise`) noises the
-        input."""
+        input; `time_ids`: SDXL's per-sample size/crop ids."""
         noisy = self.noise_scheduler.add_noise(latents, noise if input_noise is None else input_noise, timesteps)
-        text = input_ids if input_ids.is_floating_point() else self.encode_text(input_ids)  # cached states
-        pred = self.unet(noisy.to(self.unet_dtype), timesteps, text.to(self.unet_dtype)).sample.float()
+        text, added = self.conditioning.unet_inputs(self, input_ids, latents, time_ids)  # SD1: (text states, None)
+        kwargs = {} if added is None else {"added_cond_kwargs": {k: v.to(self.unet_dtype) for k, v in added.items()}}
+        pred = self.unet(noisy.to(self.unet_dtype), timesteps, text.to(self.unet_dtype), **kwargs).sample.float()
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -102,7 +109,8 @@ class DreamBoothModule(L.LightningModule):
         input_noise = perturb(noise, self.loss_cfg)
         if self.base_prior is not None:  # training_step reuses them for the base-prediction prior
             self.step_inputs = (latents, input_noise, timesteps)
-        pred, target = self.predict(latents, noise, timesteps, text, input_noise)
+        extra = {"time_ids": batch["time_ids"]} if "time_ids" in batch else {}  # SDXL: per-sample size/crop ids
+        pred, target = self.predict(latents, noise, timesteps, text, input_noise, **extra)
         weight = None
         if "mask" in batch and self.loss_cfg.masked_loss:  # sdft/data/masks.py
             weight = mask_weights(batch["mask"], latents, self.loss_cfg.unmasked_weight)
@@ -192,6 +200,12 @@ class DreamBoothModule(L.LightningModule):
         if te_params:
             lr = self.optim_cfg.text_encoder_lr if self.optim_cfg.text_encoder_lr is not None else self.optim_cfg.lr
             groups.append({"params": te_params, "lr": lr, "name": "text_encoder"})
+        te2_params = [p for p in self.text_encoder_2.parameters() if p.requires_grad] \
+            if self.text_encoder_2 is not None else []
+        if te2_params:  # SDXL's second tower: its own lr, else the text encoder's
+            lr = next(v for v in (self.optim_cfg.text_encoder_2_lr, self.optim_cfg.text_encoder_lr, self.optim_cfg.lr)
+                      if v is not None)
+            groups.append({"params": te2_params, "lr": lr, "name": "text_encoder_2"})
         if self.embeddings is not None and self.embeddings.vectors.requires_grad:
             lr = self.optim_cfg.embedding_lr if self.optim_cfg.embedding_lr is not None else self.optim_cfg.lr
             # no weight decay: it would pull the vectors towards 0, away from where CLIP's token embeddings live

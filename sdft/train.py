@@ -37,7 +37,7 @@ from sdft.embeddings.training import (EmbeddingSchedule, attach_embedding, check
                                      freeze_step, prompt_tokenizer)
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
-from sdft.models.family import pipeline_family, refuse_sdxl
+from sdft.models.family_parts import family_parts
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
 from sdft.module import DreamBoothModule
 from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
@@ -177,8 +177,8 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
 
     if pipe is None:
         pipe = load_pipeline(cfg.model)
-        refuse_sdxl(pipeline_family(pipe), "Training")  # SDXL loads, but its training step is not wired yet
         prepare_models(pipe, cfg.model)
+    family = family_parts(pipe, cfg)  # SD 1.x or SDXL: conditioning, tokenizers, text towers (refuses what SDXL lacks)
     classes = class_images(cfg, pipe)
     if cfg.loss.zero_terminal_snr:  # after the class images (made by the base model as it is)
         use_zero_terminal_snr(pipe)
@@ -189,25 +189,29 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
                                   train_text_encoder=cfg.adapter.train_text_encoder, dropout=cfg.adapter.dropout)
         log.info("Phase %r starts from %s (%s)", cfg.phase.name, cfg.phase.init_lora, imported)
         previous = "init"
-    start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start, previous)
+    start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start, previous, family.text_encoder_2)
     if cfg.model.compile:  # nn.Module.compile: in place, so state-dict keys (and saved LoRAs) keep their names
         pipe.unet.compile()
     embedding = attach_embedding(cfg, pipe.tokenizer, pipe.text_encoder)  # textual inversion / pivotal tuning
     params = report_params(pipe.unet, pipe.text_encoder)
+    params.update(family.param_counts())  # SDXL: the second text tower
     if embedding is not None:
         params["embedding"] = {"trainable": embedding.vectors.numel(), "total": embedding.vectors.numel()}
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters()) or embedding is not None
+    train_te = train_te or family.trains_text_encoder_2
     base_prior = None
     if cfg.prior.base_prediction:
         ids = pipe.tokenizer(base_prior_prompt(cfg), padding="max_length", truncation=True,
                              max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
         base_prior = BasePrior(ids, cfg.prior.base_prediction_weight)
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
-                              cfg.prior.loss_weight, train_te, cfg.model.clip_skip, embedding, base_prior=base_prior)
+                              cfg.prior.loss_weight, train_te, cfg.model.clip_skip, embedding, base_prior=base_prior,
+                              text_encoder_2=family.text_encoder_2, conditioning=family.conditioning)
     resume_point = ResumePoint()
     masks = MaskTransform(cfg.data.mask_dir) if cfg.loss.masked_loss else None  # loss masks (sdft/data/masks.py)
-    datamodule = DreamBoothDataModule(cfg.data, prompt_tokenizer(pipe.tokenizer, embedding), instances, classes,
-                                      cfg.seed, resume=resume_point, masks=masks)
+    datamodule = DreamBoothDataModule(cfg.data, family.tokenizer or prompt_tokenizer(pipe.tokenizer, embedding),
+                                      instances, classes, cfg.seed, resume=resume_point, masks=masks,
+                                      time_ids=family.time_ids)
 
     cb = cfg.callbacks
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -218,6 +222,7 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
                            cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
                            cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
                            pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip)
+    checkpoint.tokenizer_2 = grids.tokenizer_2 = family.tokenizer_2  # SDXL: pipelines for grids and full saves
     stats = TrainStats()
     callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
     if embedding is not None:  # freezes it after adapter.embedding.train_fraction of the steps

@@ -73,14 +73,6 @@ def test_sdxl_tiny_loads_from_cache(tmp_path):
         load_pipeline(ModelConfig(path="sdxl_tiny", cache_dir=str(tmp_path), family=ModelFamily.sd1))
 
 
-def test_sdxl_training_is_refused_clearly(fast_config, tmp_path):
-    from sdft.train import run
-
-    with pytest.raises(UnsupportedModelError, match="Training with an SDXL base is not supported yet"):
-        run(fast_config("model=sdxl_tiny", f"model.cache_dir={tmp_path / 'cache'}"))
-    assert not list((tmp_path / "out").rglob("*.safetensors"))
-
-
 def test_sdxl_generation_and_export_are_refused_clearly(tmp_path, monkeypatch):
     from sdft.export import load_base
     from sdft.generate import Generator
@@ -109,3 +101,20 @@ def test_sdxl_conditioning_matches_the_pipeline():
                                    text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
     torch.testing.assert_close(time_ids[:1], first)
     assert time_ids[1].tolist() == [64, 64, 0, 0, 64, 64]
+
+
+def test_model_sdxl_loads_the_hub_id_with_the_sdxl_pipeline(monkeypatch):
+    """model=sdxl: the hub id goes to StableDiffusionXLPipeline (no download here: from_pretrained is replaced)."""
+    from conftest import compose_config
+
+    calls = []
+
+    def from_pretrained(path, **kwargs):
+        calls.append((path, kwargs))
+        return build_sdxl_tiny_pipeline()
+
+    monkeypatch.setattr(StableDiffusionXLPipeline, "from_pretrained", from_pretrained)
+    cfg = compose_config(["model=sdxl"]).model
+    pipe = load_pipeline(cfg)
+    assert calls[0][0] == "stabilityai/stable-diffusion-xl-base-1.0" and not calls[0][1]["add_watermarker"]
+    assert pipeline_family(pipe) == ModelFamily.sdxl

@@ -40,20 +40,22 @@ def save_lora(unet: nn.Module, text_encoder: nn.Module, path: str | os.PathLike)
     path.parent.mkdir(parents=True, exist_ok=True)
     unet_sd, unet_meta = _adapter_state(unet)
     te_sd, te_meta = _adapter_state(text_encoder)
-    if te_sd:  # conventional CLIP names (`text_model.encoder...`): what ComfyUI, A1111, older diffusers read; 0.42 too
-        te_sd = {"text_model." + k.removeprefix("text_model."): v for k, v in te_sd.items()}
+    te_sd = with_text_model(te_sd)
     if unet_sd is None and te_sd is None:
         raise ConfigError("save_lora: neither the U-Net nor the text encoder has a LoRA adapter.")
+    return write_lora_file(StableDiffusionPipeline, path, unet_lora_layers=unet_sd, text_encoder_lora_layers=te_sd,
+                           unet_lora_adapter_metadata=unet_meta, text_encoder_lora_adapter_metadata=te_meta)
+
+
+def with_text_model(te_sd: dict | None) -> dict | None:
+    """Conventional CLIP names (`text_model.encoder...`): what ComfyUI, A1111, older diffusers read; 0.42 too."""
+    return {"text_model." + k.removeprefix("text_model."): v for k, v in te_sd.items()} if te_sd else te_sd
+
+
+def write_lora_file(pipeline_cls, path: Path, **layers) -> Path:
+    """`pipeline_cls.save_lora_weights(**layers)` written to `path` atomically (a temp folder, then a rename)."""
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-lora-") as tmp:
-        StableDiffusionPipeline.save_lora_weights(
-            tmp,
-            unet_lora_layers=unet_sd,
-            text_encoder_lora_layers=te_sd,
-            unet_lora_adapter_metadata=unet_meta,
-            text_encoder_lora_adapter_metadata=te_meta,
-            weight_name=path.name,
-            safe_serialization=True,
-        )
+        pipeline_cls.save_lora_weights(tmp, weight_name=path.name, safe_serialization=True, **layers)
         os.replace(Path(tmp) / path.name, path)
     return path
 

@@ -37,10 +37,14 @@ def add_lora(model: nn.Module, groups: list[str], known: dict[str, str], cfg: Ad
     return config
 
 
-def setup_trainable(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig) -> None:
-    """Freeze everything, then make trainable what the adapter config asks for (LoRA layers or whole models)."""
+def setup_trainable(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig,
+                    text_encoder_2: nn.Module | None = None) -> None:
+    """Freeze everything, then make trainable what the adapter config asks for (LoRA layers or whole models).
+    SDXL's `text_encoder_2` is treated like the text encoder (same target groups, train_text_encoder)."""
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)
+    if text_encoder_2 is not None:
+        text_encoder_2.requires_grad_(False)
     if cfg.kind == AdapterKind.embedding:
         return  # textual inversion: only the new tokens' vectors train (sdft/embeddings/training.py)
     if is_peft_kind(cfg.kind):
@@ -50,11 +54,16 @@ def setup_trainable(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig
             add_lora(unet, list(cfg.unet_targets), UNET_TARGETS, cfg, "adapter.unet_targets")
         if cfg.train_text_encoder:
             add_lora(text_encoder, list(cfg.text_encoder_targets), TEXT_ENCODER_TARGETS, cfg, "adapter.text_encoder_targets")
+            if text_encoder_2 is not None:
+                add_lora(text_encoder_2, list(cfg.text_encoder_targets), TEXT_ENCODER_TARGETS, cfg,
+                         "adapter.text_encoder_targets")
     else:  # full DreamBooth: the models themselves are trained
         if cfg.train_unet:
             unet.float().requires_grad_(True)
         if cfg.train_text_encoder:
             text_encoder.float().requires_grad_(True)
+            if text_encoder_2 is not None:
+                text_encoder_2.float().requires_grad_(True)
 
 
 def has_lora(model: nn.Module) -> bool:
@@ -145,22 +154,27 @@ def check_same_kind(model: nn.Module, cfg: AdapterConfig, train: bool) -> None:
                           "layer. Use the same kind, or start=merge / fresh.")
 
 
-def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mode: str, previous: str | None) -> None:
+def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mode: str, previous: str | None,
+                text_encoder_2: nn.Module | None = None) -> None:
     """Set up the adapters for a phase. `previous` names the phase whose adapter is in the models (or None).
 
     fresh: drop any previous adapter, new one on the base. continue: keep training the previous adapter.
     stack: freeze the previous adapter (kept active under the previous phase's name), train a new one on top.
     merge: merge the previous adapter into the base weights, train a new one.
+    SDXL's `text_encoder_2` (when given) follows the text encoder's settings.
     """
     models = ((unet, cfg.train_unet, cfg.unet_targets, UNET_TARGETS, "adapter.unet_targets"),
               (text_encoder, cfg.train_text_encoder, cfg.text_encoder_targets, TEXT_ENCODER_TARGETS,
                "adapter.text_encoder_targets"))
+    if text_encoder_2 is not None:
+        models += ((text_encoder_2, cfg.train_text_encoder, cfg.text_encoder_targets, TEXT_ENCODER_TARGETS,
+                    "adapter.text_encoder_targets"),)
     has_previous = previous is not None and any(ADAPTER_NAME in adapter_names(m) for m, *_ in models)
     if mode == "fresh" or not has_previous:
         for model, *_ in models:
             for name in adapter_names(model):
                 delete_adapter(model, name)
-        setup_trainable(unet, text_encoder, cfg)
+        setup_trainable(unet, text_encoder, cfg, text_encoder_2)
         return
     if not is_peft_kind(cfg.kind):
         raise ConfigError(f"phase start={mode} needs adapters (lora, locon, dora, loha, lokr, oft); "

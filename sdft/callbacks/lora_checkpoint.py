@@ -21,6 +21,7 @@ import torch
 from sdft.adapters.formats import LORA_WEIGHT_NAME, save_lora, save_pipeline
 from sdft.adapters.kinds import has_kohya_format, is_peft_kind
 from sdft.adapters.kohya import save_kohya_lora
+from sdft.adapters.sdxl_files import save_sdxl_weights
 from sdft.callbacks.disk_space import disk_full, folder_bytes
 from sdft.config import AdapterKind
 from sdft.embeddings.files import save_trained
@@ -47,6 +48,7 @@ class LoraCheckpoint(L.Callback):
         self.log_artifact = log_artifact  # W&B: the final LoRA folder as an artifact
         self._last_step = -1  # with gradient accumulation several batches end on one step
         self.swap = None  # factory(module) -> context manager putting other weights in place to save (sdft/ema.py)
+        self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/train.py), for saving a full SDXL pipeline
 
     def save(self, module: L.LightningModule, target: Path, name: str, step: int = 0, epoch: int = 0) -> Path:
         """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""
@@ -60,6 +62,10 @@ class LoraCheckpoint(L.Callback):
             embedding = getattr(module, "embeddings", None)  # sdft.embeddings: textual inversion / pivotal tuning
             if self.kind == AdapterKind.embedding:
                 return save_trained(embedding, target)["diffusers"]
+            if getattr(module, "text_encoder_2", None) is not None:  # SDXL: both text towers (adapters/sdxl_files.py)
+                meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
+                return save_sdxl_weights(module, target, name, self.kind, meta, self.kohya_fp16, self.tokenizer,
+                                         self.tokenizer_2, self.scheduler)
             if is_peft_kind(self.kind):
                 meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
                 kohya = None

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from diffusers import StableDiffusionXLPipeline
 from PIL import Image, ImageDraw, ImageFont
 
-from sdft.models.assemble import assemble_pipeline
+from sdft.models.family_parts import module_pipeline
 from sdft.models.text import prompt_embeds
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class ValidationGrid(L.Callback):
         self.every_n_steps, self.at_start = every_n_steps, at_start
         self.tokenizer, self.scheduler, self.clip_skip = tokenizer, scheduler, clip_skip
         self.written: list[Path] = []
+        self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/train.py): grids use the SDXL pipeline
         self._last_step = -1
 
     @torch.no_grad()
@@ -62,7 +64,7 @@ class ValidationGrid(L.Callback):
         autocast = torch.autocast(module.device.type, dtype=frozen_dtype, enabled=frozen_dtype != torch.float32)
         try:
             with autocast:
-                pipe = assemble_pipeline(module.unet, module.vae, module.text_encoder, self.tokenizer, self.scheduler)
+                pipe = module_pipeline(module, self.tokenizer, self.tokenizer_2, self.scheduler)  # SD 1.x or SDXL
                 rows = [self._row(pipe, prompt) for prompt in self.prompts]
         finally:
             module.train(was_training)
@@ -71,7 +73,10 @@ class ValidationGrid(L.Callback):
     def _row(self, pipe, prompt: str) -> list[Image.Image]:
         generators = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
         n = len(self.seeds)
-        embeds = prompt_embeds(pipe, [prompt] * n, [self.negative_prompt] * n, self.clip_skip)  # clip skip as in A1111
+        if isinstance(pipe, StableDiffusionXLPipeline):  # SDXL: the pipeline encodes both towers (clip skip 1 only)
+            embeds = {"prompt": [prompt] * n, "negative_prompt": [self.negative_prompt] * n}
+        else:
+            embeds = prompt_embeds(pipe, [prompt] * n, [self.negative_prompt] * n, self.clip_skip)  # clip skip as in A1111
         return pipe(
             **embeds,
             num_inference_steps=self.steps,

@@ -135,8 +135,9 @@ class DreamBoothDataModule(L.LightningDataModule):
     """Batches of up to `batch_size` instance samples of one bucket plus, with class images, as many class samples."""
 
     def __init__(self, cfg: DataConfig, tokenizer, instances: list[Example], classes: list[Example], seed: int,
-                 resume=None, masks=None):
+                 resume=None, masks=None, time_ids: bool = False):
         super().__init__()
+        self.time_ids = time_ids  # SDXL: batches carry per-sample size/crop time ids
         self.masks = masks  # loss masks (sdft/data/masks.py MaskTransform) when loss.masked_loss
         self.cfg, self.tokenizer, self.seed = data_settings(cfg), tokenizer, seed
         self.resume = resume  # ResumePoint shared with the TrainingState callback (sdft/callbacks/training_state.py)
@@ -219,7 +220,8 @@ class DreamBoothDataModule(L.LightningDataModule):
         if module is not None and (self.cfg.cache_latents or self.cfg.cache_text_encoder_outputs):
             self.build_caches(module, self.trainer.strategy.root_device)
         self.dataset = BucketDataset(self.instances, self.classes, self.tokenizer, self.seed, self.cfg.center_crop,
-                                     tuple(self.cfg.background), self.latents, self.texts, self.masks)
+                                     tuple(self.cfg.background), self.latents, self.texts, self.masks,
+                                     self.time_ids)
 
     def sampler(self) -> BucketBatchSampler:
         return BucketBatchSampler(self.buckets, [ex.repeats * 1 for ex in self.instances], self.pools,

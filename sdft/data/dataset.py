@@ -7,6 +7,7 @@ A batch dict holds (docs/data.md):
   loss_weight (B,) float: the concept's loss weight (instance samples), 1 for class samples
   n_instance: int, the number of instance samples (plain ints stay on the CPU: the step needs no device sync)
   plan: (epoch, number) ints, the batch's place in the batch plan; seeds the step's noise and makes resume exact
+  time_ids (B,6) float: SDXL only (time_ids=True): original size, crop top-left, target size (sdft/models/conditioning.py)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sdft.data.buckets import BatchPlan
 from sdft.data.captions import CaptionOptions, process_caption
 from sdft.data.folders import Concept
 from sdft.data.images import crop_box, load_rgb, to_tensor
+from sdft.models.conditioning import sample_time_ids
 
 
 @dataclass(frozen=True)
@@ -85,13 +87,15 @@ class BucketDataset(Dataset):
     """Indexed by a BatchPlan; returns the collated batch (see the module docstring)."""
 
     def __init__(self, instances: list[Example], classes: list[Example], tokenizer, seed: int, center_crop: bool = True,
-                 background=(255, 255, 255), latents=None, texts: dict | None = None, masks=None):
+                 background=(255, 255, 255), latents=None, texts: dict | None = None, masks=None,
+                 time_ids: bool = False):
         self.instances, self.classes, self.tokenizer, self.seed = instances, classes, tokenizer, seed
         self.center_crop = center_crop
         self.transform = ImageTransform(background)
         self.latents = latents  # callable (example, spec) -> latent_dist tensor, or None
         self.texts = texts  # caption -> encoder hidden states, or None
         self.masks = masks  # callable (example, spec) -> (1, H, W) loss mask (sdft/data/masks.py), or None
+        self.time_ids = time_ids  # SDXL: each sample's original size and crop, kept through buckets and caches
 
     def __len__(self) -> int:
         return len(self.instances)
@@ -124,6 +128,9 @@ class BucketDataset(Dataset):
             out["encoder_hidden_states"] = self.texts[spec.caption]
         else:
             out["input_ids"] = self.tokens(spec.caption)
+        if self.time_ids:  # SDXL
+            flipped_width = cover(example.size, spec.size)[0] if spec.flip and example.size else None
+            out["time_ids"] = sample_time_ids(example.size, spec.crop, spec.size, flipped_width)
         return out
 
     def __getitem__(self, plan: BatchPlan) -> dict:

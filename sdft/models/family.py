@@ -28,10 +28,10 @@ def check_family(cfg: ModelConfig, pipe: DiffusionPipeline) -> ModelFamily:
 
 
 def refuse_sdxl(family: ModelFamily, feature: str) -> None:
-    """``feature`` (training, export, generation) is SD 1.x only so far (issue 18, first increment)."""
+    """``feature`` (export, generation) is SD 1.x only so far (issue 18; training is wired: docs/sdxl.md)."""
     if family == ModelFamily.sdxl:
         raise UnsupportedModelError(
-            f"{feature} with an SDXL base is not supported yet: sdft loads SDXL (model=sdxl_tiny, diffusers folders) "
-            "but training, LoRA files, export and generation are SD 1.x only so far (docs/sdxl.md). Use an SD 1.x "
-            "base (model=sd15, model=tiny)."
+            f"{feature} with an SDXL base is not supported yet: sdft trains SDXL LoRAs (model=sdxl_tiny, diffusers "
+            "folders) but export and generation are SD 1.x only so far (docs/sdxl.md). Use an SD 1.x base "
+            "(model=sd15, model=tiny)."
         )

@@ -48,6 +48,11 @@ def _from_folder(folder: Path) -> StableDiffusionPipeline:
 def _from_hub(cfg: ModelConfig) -> StableDiffusionPipeline:
     offline = is_offline(cfg)
     try:  # the token, if any, comes from HF_TOKEN or `huggingface-cli login`, never from the config
+        if getattr(cfg, "family", None) == "sdxl":  # model=sdxl: SDXL's pipeline class (no safety checker there)
+            from diffusers import StableDiffusionXLPipeline
+
+            return StableDiffusionXLPipeline.from_pretrained(cfg.path, revision=cfg.revision, variant=cfg.variant,
+                                                             local_files_only=offline, add_watermarker=False)
         return StableDiffusionPipeline.from_pretrained(
             cfg.path, revision=cfg.revision, variant=cfg.variant, local_files_only=offline, **NO_SAFETY_CHECKER
         )
@@ -214,6 +219,8 @@ def prepare_models(pipe: StableDiffusionPipeline, cfg: ModelConfig) -> None:
     if cfg.gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
         pipe.text_encoder.gradient_checkpointing_enable()
+        if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL's second text tower
+            pipe.text_encoder_2.gradient_checkpointing_enable()
     if cfg.channels_last:  # NHWC convolutions: faster with tensor cores (bf16/fp16 on CUDA); no gain on most CPUs
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)

@@ -2,7 +2,7 @@
 
 The same maths as ``StableDiffusionXLPipeline.encode_prompt`` / ``_get_add_time_ids`` (tests compare them), but on
 token ids already in the batch and with per-sample sizes, which the pipeline's prompt-level API does not take.
-Not wired into sdft/module.py yet (docs/sdxl.md).
+The training step uses them through sdft/models/conditioning.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,80 @@
+"""The family-specific part of the training step: what the U-Net is conditioned on.
+
+One LightningModule step (sdft/module.py) for every family; it asks its conditioning object for the U-Net's
+`encoder_hidden_states` and `added_cond_kwargs`:
+  SD 1.x: the text encoder's hidden states (clip skip as set), no added conditioning;
+  SDXL:   both towers' penultimate hidden states concatenated, the second tower's pooled embedding and the
+          per-sample `add_time_ids` (original size, crop top-left, target size; sdft/models/sdxl_conditioning.py).
+SDXL batches carry both tokenizers' ids as `input_ids` (B, 2, 77) (`PairTokenizer`) and `time_ids` (B, 6).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from sdft.config import ModelFamily
+from sdft.models.sdxl_conditioning import sdxl_text_embeddings, sdxl_time_ids
+
+
+class Sd1Conditioning:
+    """SD 1.x: text-encoder hidden states (or cached ones), nothing added."""
+
+    family = ModelFamily.sd1
+
+    def unet_inputs(self, module, input_ids: torch.Tensor, latents: torch.Tensor,
+                    time_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict | None]:
+        return (input_ids if input_ids.is_floating_point() else module.encode_text(input_ids)), None
+
+
+def default_time_ids(latents: torch.Tensor, vae_factor: int = 8) -> torch.Tensor:
+    """Time ids for samples whose original size and crop are not known: uncropped, original = target size."""
+    h, w = latents.shape[-2] * vae_factor, latents.shape[-1] * vae_factor
+    n = latents.shape[0]
+    return sdxl_time_ids([(h, w)] * n, [(0, 0)] * n, [(h, w)] * n, device=latents.device)
+
+
+class SdxlConditioning:
+    """SDXL: both text towers (module.text_encoder, module.text_encoder_2) and the size/crop time ids."""
+
+    family = ModelFamily.sdxl
+
+    def unet_inputs(self, module, input_ids: torch.Tensor, latents: torch.Tensor,
+                    time_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        if input_ids.is_floating_point():  # sdft/models/family_parts.py refuses the text cache for SDXL
+            raise ValueError("SDXL batches need token ids (B, 2, 77), not cached text states")
+        with torch.set_grad_enabled(module.train_text_encoder and torch.is_grad_enabled()):
+            embeds, pooled = sdxl_text_embeddings(module.text_encoder, module.text_encoder_2,
+                                                  input_ids[:, 0], input_ids[:, 1])
+        if time_ids is None:  # e.g. the base-prediction prior or the fixed-noise loss: no per-sample sizes there
+            time_ids = default_time_ids(latents)
+        return embeds, {"text_embeds": pooled, "time_ids": time_ids.to(latents.device)}
+
+
+def conditioning_for(family: ModelFamily) -> Sd1Conditioning | SdxlConditioning:
+    return SdxlConditioning() if ModelFamily(family) == ModelFamily.sdxl else Sd1Conditioning()
+
+
+class PairTokenizer:
+    """Both SDXL tokenizers behind one tokenizer call: `.input_ids` is (N, 2, max_length), so the dataset, which
+    stacks one id tensor per sample, carries both without knowing about SDXL."""
+
+    def __init__(self, tokenizer, tokenizer_2):
+        self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
+        self.model_max_length = tokenizer.model_max_length
+
+    def __call__(self, prompt, **kwargs) -> SimpleNamespace:
+        kwargs = {**kwargs, "return_tensors": "pt"}
+        ids = [tok(prompt, **kwargs).input_ids for tok in (self.tokenizer, self.tokenizer_2)]
+        return SimpleNamespace(input_ids=torch.stack(ids, dim=1))
+
+
+def sample_time_ids(original: tuple[int, int] | None, crop: tuple[int, int], target: tuple[int, int],
+                    flipped_width: int | None = None) -> torch.Tensor:
+    """One sample's SDXL time ids (6,) from sdft's (w, h) sizes and (left, top) crop: (orig h, orig w, crop top,
+    crop left, target h, target w); the crop is the one in the resized image. A flipped sample passes
+    the resized image's width: its crop's left edge is then counted from the flipped image's left side."""
+    ow, oh = original or target
+    left = crop[0] if flipped_width is None else flipped_width - crop[0] - target[0]
+    return sdxl_time_ids([(oh, ow)], [(crop[1], left)], [(target[1], target[0])])[0]
