@@ -141,10 +141,11 @@ def _kohya_concept(folder, n, tokens, cfg, opts, is_reg, loss_weight, class_dir,
 
 
 def resolve_concepts(cfg: DataConfig | DictConfig) -> list[Concept]:
-    """Every image set of the data config, instance and class (is_reg) sets alike; checks that folders exist."""
+    """Every image set of the data config, instance and class (is_reg) sets alike; checks that folders exist.
+
+    A kohya TOML's dataset-level settings (data_settings) do not change concepts, so `cfg` need not be resolved."""
     from sdft.data.images import check_folder
 
-    cfg = data_settings(cfg)
     if cfg.kohya_toml:
         from sdft.data.kohya_toml import load_kohya_toml
 
@@ -183,7 +184,6 @@ def data_source(cfg: DataConfig | DictConfig) -> str:
 
 def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None:
     """Checks that need no images: prior preservation needs a class prompt somewhere."""
-    cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)
     if cfg.on_bad_images not in ("error", "skip"):
         raise ConfigError(f"data.on_bad_images must be 'error' or 'skip', not {cfg.on_bad_images!r}.")
     if cfg.missing_captions not in ("warn", "error"):
@@ -203,14 +203,10 @@ def require_images(concepts: list[Concept]) -> None:
         raise DataError("The dataset has only class (is_reg) image sets and no instance images.")
 
 
-def default_validation_prompts(cfg: DataConfig | DictConfig, limit: int = 4) -> list[str]:
-    """Instance and class prompts of the data config (each concept's, for concepts / kohya folders / TOML)."""
-    cfg = data_settings(cfg)
+def default_validation_prompts(cfg: DataConfig | DictConfig, concepts: list[Concept], limit: int = 4) -> list[str]:
+    """Instance and class prompts of the data config (each concept's, for concepts / kohya folders / TOML); `concepts`
+    are the phase's resolved ones (sdft/data/phase_data.py), so nothing is resolved again here."""
     if cfg.instance_prompt and not cfg.concepts and not cfg.kohya_toml:
-        return [p for p in (cfg.instance_prompt, cfg.class_prompt) if p]
-    try:
-        concepts = resolve_concepts(cfg)
-    except (ConfigError, DataError):
         return [p for p in (cfg.instance_prompt, cfg.class_prompt) if p]
     prompts: list[str] = []
     for c in concepts:
