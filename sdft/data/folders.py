@@ -4,82 +4,28 @@ Three ways to describe a dataset, all resolved here into a list of `Concept`s (d
   * data.instance_dir (+ instance_prompt): a plain folder, or a kohya tree of `<repeats>_<trigger> <class>` folders;
   * data.concepts: a list like DreamBooth's concepts_list (instance dir, prompts, class dir, repeats, loss weight);
   * data.kohya_toml: a kohya-ss dataset config (see sdft/data/kohya_toml.py).
-Class/regularisation folders use kohya's `<repeats>_<class>` naming (or are plain folders).
+Class/regularisation folders use kohya's `<repeats>_<class>` naming (or are plain folders); that naming and `Concept`
+live in sdft/data/concepts.py.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from sdft.config import DataConfig
 from sdft.data.captions import CaptionOptions, normalize_extension
+from sdft.data.concepts import Concept, class_key_of, kohya_subfolders, parse_kohya_name, split_tokens
+from sdft.data.images import check_folder, list_images
+from sdft.data.kohya_toml import load_kohya_toml
 from sdft.errors import ConfigError, DataError
-
-KOHYA_FOLDER = re.compile(r"^(\d+)_(.+)$")
-
-
-@dataclass(frozen=True)
-class Concept:
-    """One resolved image set. `class_key` pairs instance sets with the class sets of the same class."""
-
-    name: str
-    folder: Path
-    prompt: str  # for images without a caption file
-    trigger: str | None = None  # ensured in every caption
-    class_prompt: str | None = None
-    class_dir: Path | None = None
-    class_key: str | None = None
-    repeats: int = 1
-    loss_weight: float = 1.0
-    caption_extension: str = ".txt"
-    captions: CaptionOptions = field(default_factory=CaptionOptions)
-    flip: bool = False
-    is_reg: bool = False
-    recursive: bool = True
-
-
-def parse_kohya_name(name: str) -> tuple[int, str] | None:
-    """'10_sks dog' -> (10, 'sks dog'); None for a plain folder name."""
-    match = KOHYA_FOLDER.match(name)
-    if not match or not match.group(2).strip():
-        return None
-    return int(match.group(1)), match.group(2).strip()
-
-
-def split_tokens(tokens: str) -> tuple[str | None, str]:
-    """'sks dog' -> trigger 'sks', class 'dog'; a single word is a class with no trigger."""
-    words = tokens.split()
-    if len(words) < 2:
-        return None, tokens.strip()
-    return words[0], " ".join(words[1:])
-
-
-def class_key_of(text: str | None) -> str | None:
-    return " ".join(text.lower().split()) if text else None
-
-
-def kohya_subfolders(folder: Path) -> list[tuple[Path, int, str]]:
-    """(folder, repeats, tokens) for each `<repeats>_<tokens>` sub-folder, sorted by name."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        parsed = parse_kohya_name(sub.name)
-        if parsed:
-            found.append((sub, *parsed))
-    return found
 
 
 def data_settings(cfg: DataConfig | DictConfig) -> DictConfig:
     """The data config with a kohya TOML's dataset-level settings (resolution, buckets, batch size...) merged in."""
     base = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)
     if base.kohya_toml:
-        from sdft.data.kohya_toml import load_kohya_toml
-
         base = OmegaConf.merge(base, load_kohya_toml(base.kohya_toml).settings)
     return base
 
@@ -108,8 +54,6 @@ def concepts_in_folder(folder: Path, cfg, prompt: str | None, class_prompt: str 
     if subs:
         concepts = [_kohya_concept(sub, n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt)
                     for sub, n, tokens in subs]
-        from sdft.data.images import list_images
-
         if list_images(folder, recursive=False):  # loose images next to the kohya folders
             if not prompt:
                 raise ConfigError(f"{what}: {folder} holds images outside its `<repeats>_<tokens>` folders; set a "
@@ -144,11 +88,7 @@ def resolve_concepts(cfg: DataConfig | DictConfig) -> list[Concept]:
     """Every image set of the data config, instance and class (is_reg) sets alike; checks that folders exist.
 
     A kohya TOML's dataset-level settings (data_settings) do not change concepts, so `cfg` need not be resolved."""
-    from sdft.data.images import check_folder
-
     if cfg.kohya_toml:
-        from sdft.data.kohya_toml import load_kohya_toml
-
         return load_kohya_toml(cfg.kohya_toml).concepts(cfg)
     if cfg.concepts:
         concepts = []

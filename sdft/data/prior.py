@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 from sdft.data.class_images import default_class_dir, ensure_class_images
+from sdft.data.concepts import kohya_subfolders, parse_kohya_name
 from sdft.data.datamodule import DatasetReport, class_examples, scan_dataset
-from sdft.data.folders import kohya_subfolders, parse_kohya_name
 
 log = logging.getLogger(__name__)
 
