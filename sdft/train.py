@@ -153,7 +153,7 @@ class RunParts:
 
 def class_images(cfg: DictConfig, pipe, data: PhaseData) -> list:
     """The phase's class examples (generated with the current weights if missing; None without prior)."""
-    classes = prior_examples(cfg, pipe, data.report)  # per concept; kohya is_reg sets are used even without prior.enabled
+    classes = prior_examples(cfg, pipe, data.report)  # per concept; kohya is_reg sets are used even without prior
     pipe.to("cpu")  # Lightning moves what it trains; keep the start state uniform
     return classes
 
@@ -193,7 +193,7 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
                                   train_text_encoder=cfg.adapter.train_text_encoder, dropout=cfg.adapter.dropout)
         log.info("Phase %r starts from %s (%s)", cfg.phase.name, cfg.phase.init_lora, imported)
         previous = "init"
-    start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start, previous)
+    start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start.value, previous)
     if cfg.model.compile:  # nn.Module.compile: in place, so state-dict keys (and saved LoRAs) keep their names
         pipe.unet.compile()
     embedding = attach_embedding(cfg, pipe.tokenizer, pipe.text_encoder)  # textual inversion / pivotal tuning
@@ -215,13 +215,11 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
 
     cb = cfg.callbacks
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    checkpoint = LoraCheckpoint(phase_dir, cfg.adapter.kind, cb.checkpoint_every_n_steps, cb.keep_last_k,
-                                pipe.tokenizer, pipe.scheduler, kohya_file_name(cfg),
-                                kohya_metadata_fn(cfg, instances, resolved), cb.kohya_fp16, cfg.logger.log_lora)
-    grids = ValidationGrid(phase_dir, expand_prompts(validation_prompts(cfg, data), embedding), list(cb.validation_seeds),
-                           cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
-                           cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
-                           pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip)
+    checkpoint = LoraCheckpoint.from_config(phase_dir, cfg.adapter.kind, cb, pipe.tokenizer, pipe.scheduler,
+                                            kohya_file_name(cfg), kohya_metadata_fn(cfg, instances, resolved),
+                                            cfg.logger.log_lora)
+    grids = ValidationGrid.from_config(phase_dir, expand_prompts(validation_prompts(cfg, data), embedding), cb,
+                                       cfg.data.resolution, pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip)
     stats = TrainStats()
     callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
     if embedding is not None:  # freezes it after adapter.embedding.train_fraction of the steps
@@ -273,7 +271,7 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
         "adapter": cfg.adapter.kind.value,
         "embedding": cfg.adapter.embedding.placeholder,  # the trained token (textual inversion / pivotal), else None
         "phase": cfg.phase.name,
-        "start": cfg.phase.start,
+        "start": cfg.phase.start.value,
         "steps": trainer.global_step,
         "instance_images": len(parts.datamodule.instances),
         "validation_images": len(fixed.examples) if fixed is not None and fixed.examples else 0,

@@ -124,10 +124,7 @@ def data_source(cfg: DataConfig | DictConfig) -> str:
 
 def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None:
     """Checks that need no images: prior preservation needs a class prompt somewhere."""
-    if cfg.on_bad_images not in ("error", "skip"):
-        raise ConfigError(f"data.on_bad_images must be 'error' or 'skip', not {cfg.on_bad_images!r}.")
-    if cfg.missing_captions not in ("warn", "error"):
-        raise ConfigError(f"data.missing_captions must be 'warn' or 'error', not {cfg.missing_captions!r}.")
+    # data.on_bad_images / missing_captions are enums (sdft/config.py): other values fail when the config is composed
     if not 0.0 <= cfg.caption_dropout < 1.0:
         raise ConfigError("data.caption_dropout must be in [0, 1).")
     folder = Path(cfg.instance_dir).expanduser() if cfg.instance_dir else None
