@@ -50,7 +50,10 @@ def ensure_class_images(
     if missing <= 0:
         log.info("Prior preservation: using %d existing class images in %s.", num_images, class_dir)
         return existing[:num_images]
-    if local_rank() > 0:  # multi-GPU: local rank 0 generates, the other processes of the node wait for its files
+    # multi-GPU: local rank 0 generates, the other processes of the node wait for its files. Not LightningDataModule
+    # .prepare_data (issue 19): that hook runs inside Trainer.fit, after the phase's adapters are set up, and class
+    # images must come from the weights as they are before (sdft/train.py prepare), with no Trainer yet.
+    if local_rank() > 0:
         return wait_for_class_images(class_dir, num_images)
     taken = {p.stem for p in existing}
     todo = [k for k in range(num_images + len(existing)) if f"class_{k:05d}" not in taken][:missing]
