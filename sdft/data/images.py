@@ -110,7 +110,7 @@ class ImageScan:
 
 
 def _scan_one(path: Path) -> tuple[tuple[int, int] | str, str | None]:
-    """(upright size or why unreadable, sha256). No memo: a run scans each phase's folders once (sdft/data/phase_data.py)."""
+    """(upright size or why unreadable, sha256). No memo: a run scans each phase's folders once (data/phase_data.py)."""
     result = check_image(path)
     return result, None if isinstance(result, str) else file_digest(path)
 
