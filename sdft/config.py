@@ -211,7 +211,6 @@ class AdapterConfig:
 
 
 PHASE_SECTIONS = ("data", "adapter", "prior", "optim", "loss", "trainer", "callbacks")
-START_MODES = tuple(m.value for m in StartMode)
 
 
 @dataclass
