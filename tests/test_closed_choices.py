@@ -29,3 +29,12 @@ def test_closed_choices_compose_to_their_enums():
     assert cfg.data.on_bad_images is OnBadImages.skip and cfg.data.missing_captions is MissingCaptions.error
     phases = compose_config(["+experiment=dual_phase"]).phases
     assert [p.start for p in phases] == [StartMode.fresh, StartMode.stack]
+
+
+def test_data_check_names_the_allowed_values(tmp_path):
+    from sdft.data.check import load_data_config
+    from sdft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.on_bad_images: .*'sideways'.*expected one of \[error, skip\]"):
+        load_data_config(str(tmp_path), "photo of sks dog", ["on_bad_images=sideways"])
+    assert load_data_config(str(tmp_path), "photo of sks dog", ["on_bad_images=skip"]).on_bad_images is OnBadImages.skip
