@@ -74,6 +74,21 @@ class TimestepSampling(str, Enum):
     mode = "mode"
 
 
+# `continue` is a Python keyword, so this enum is made with the functional API; members: StartMode["continue"].
+StartMode = Enum("StartMode", {m: m for m in ("fresh", "continue", "stack", "merge")}, type=str)
+StartMode.__doc__ = "How a phase starts from the previous phase's adapter (sdft/adapters/lora.py start_phase)."
+
+
+class OnBadImages(str, Enum):
+    error = "error"  # stop with the list of unreadable files
+    skip = "skip"  # leave them out, with a warning
+
+
+class MissingCaptions(str, Enum):
+    warn = "warn"
+    error = "error"
+
+
 class LoggerKind(str, Enum):
     csv = "csv"
     wandb = "wandb"
@@ -137,7 +152,8 @@ class DataConfig:
     recursive: bool = True  # also take images from sub-folders of instance_dir
     use_captions: bool = True  # read <image>.<caption_extension> when present
     caption_extension: str = ".txt"  # .txt or .caption (or any)
-    missing_captions: str = "warn"  # warn | error: when the caption extension matches no file but others exist
+    # warn | error: when the caption extension matches no file but others exist
+    missing_captions: MissingCaptions = MissingCaptions.warn
     ensure_trigger: bool = True  # prepend the concept's trigger word to captions that lack it
     shuffle_caption: bool = False  # shuffle comma-separated tags (after the first keep_tokens)
     keep_tokens: int = 0  # tags kept in place at the start when shuffling
@@ -153,7 +169,8 @@ class DataConfig:
     batch_size: int = 1  # instance images per batch; with prior preservation as many class images are added
     repeats: int = 1  # an epoch shows each instance image this many times
     num_workers: int = 0
-    on_bad_images: str = "error"  # error: stop with the list of unreadable files | skip: leave them out, with a warning
+    # error: stop with the list of unreadable files | skip: leave them out, with a warning
+    on_bad_images: OnBadImages = OnBadImages.error
     background: List[int] = field(default_factory=lambda: [255, 255, 255])  # transparency is composited on this
     cache_latents: bool = False  # encode each image with the VAE once (memory, or disk with cache_to_disk)
     cache_to_disk: bool = False
@@ -194,7 +211,6 @@ class AdapterConfig:
 
 
 PHASE_SECTIONS = ("data", "adapter", "prior", "optim", "loss", "trainer", "callbacks")
-START_MODES = ("fresh", "continue", "stack", "merge")
 
 
 @dataclass
@@ -202,7 +218,8 @@ class PhaseConfig:
     """One training phase; its name is the output sub-folder (and the name its frozen adapter gets when stacked)."""
 
     name: str = "main"
-    start: str = "fresh"  # fresh | continue (the previous adapter) | stack (freeze it, new one on top) | merge (into base)
+    # fresh | continue (the previous adapter) | stack (freeze it, new one on top) | merge (into base)
+    start: StartMode = StartMode.fresh
     init_lora: Optional[str] = None  # start from a saved LoRA file (ours or kohya/A1111), treated as the previous adapter
     # per-phase values for the sections in PHASE_SECTIONS, merged onto the run's config (unknown keys fail), e.g.
     # {data: {instance_dir: datasets/x/face}, adapter: {unet_targets: [attn1, attn2]}, trainer: {max_steps: 300}}

@@ -17,6 +17,10 @@ class ModelLoadError(SdftError, RuntimeError):
     """The base model could not be found or loaded."""
 
 
+class LoraFormatError(SdftError, ValueError):
+    """A LoRA cannot be written in, or read from, a file for these models; the message lists the offending keys."""
+
+
 class UnsupportedModelError(SdftError, NotImplementedError):
     """The base model's family (e.g. SDXL) is loaded but this feature does not support it yet."""
 

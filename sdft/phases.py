@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from sdft.config import PHASE_SECTIONS, START_MODES
+from sdft.config import PHASE_SECTIONS
 from sdft.errors import ConfigError
 
 
@@ -19,14 +19,12 @@ def phase_configs(cfg: DictConfig) -> list[DictConfig]:
         raise ConfigError(f"phase names must be unique (they are output folders and adapter names): {names}")
     out = []
     for i, phase in enumerate(phases):
-        if phase.start not in START_MODES:
-            raise ConfigError(f"phase {phase.name!r}: start={phase.start!r}; use one of {list(START_MODES)}.")
         unknown = set(phase.overrides) - set(PHASE_SECTIONS)
         if unknown:
             raise ConfigError(f"phase {phase.name!r}: overrides for {sorted(unknown)} are not allowed; "
                               f"a phase can set {list(PHASE_SECTIONS)}.")
         if i == 0 and phase.start in ("continue", "stack", "merge") and not phase.init_lora:
-            raise ConfigError(f"phase {phase.name!r} is first and start={phase.start}, but there is no previous "
+            raise ConfigError(f"phase {phase.name!r} is first and start={phase.start.value}, but there is no previous "
                               "adapter: set phase.init_lora=<LoRA file> or start=fresh.")
         if phase.init_lora and phase.start == "fresh":
             raise ConfigError(f"phase {phase.name!r}: init_lora needs start=continue, stack or merge "

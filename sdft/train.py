@@ -28,9 +28,10 @@ from sdft.callbacks.training_state import ResumePoint, TrainingState
 from sdft.callbacks.validation_grid import ValidationGrid
 from sdft.checks import check_values, typed_config
 from sdft.config import LoggerKind, SdftConfig
-from sdft.data.class_images import prior_examples
-from sdft.data.datamodule import DreamBoothDataModule, instance_examples, split_validation
+from sdft.data.datamodule import DreamBoothDataModule
 from sdft.data.folders import check_data_config, data_settings, data_source, default_validation_prompts
+from sdft.data.phase_data import PhaseData, phase_data
+from sdft.data.prior import prior_examples
 from sdft.data.masks import MaskTransform
 from sdft.ema import EmaWeights, check_ema_config
 from sdft.embeddings.training import (EmbeddingSchedule, attach_embedding, check_embedding_config, expand_prompts,
@@ -102,10 +103,10 @@ def report_params(unet, text_encoder) -> dict:
     return counts
 
 
-def validation_prompts(cfg: DictConfig) -> list[str]:
+def validation_prompts(cfg: DictConfig, data: PhaseData) -> list[str]:
     if cfg.callbacks.validation_prompts:
         return list(cfg.callbacks.validation_prompts)
-    return default_validation_prompts(cfg.data)
+    return default_validation_prompts(data.settings, data.report.concepts)
 
 
 def kohya_file_name(cfg: DictConfig) -> str:
@@ -150,28 +151,31 @@ class RunParts:
     stats: TrainStats
 
 
-def class_images(cfg: DictConfig, pipe) -> list:
+def class_images(cfg: DictConfig, pipe, data: PhaseData) -> list:
     """The phase's class examples (generated with the current weights if missing; None without prior)."""
-    classes = prior_examples(cfg, pipe)  # per concept; kohya is_reg sets are used even without prior.enabled
+    classes = prior_examples(cfg, pipe, data.report)  # per concept; kohya is_reg sets are used even without prior
     pipe.to("cpu")  # Lightning moves what it trains; keep the start state uniform
     return classes
 
 
-def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with_logger: bool = True) -> RunParts:
+def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with_logger: bool = True,
+            data: PhaseData | None = None) -> RunParts:
     """Check config and data, load the model (unless given), make class images, set up adapters, build the Trainer.
 
     `previous` names the phase whose adapter the given `pipe` holds (see sdft.adapters.lora.start_phase).
     `with_logger=False`: no logger (a finished phase rebuilt on resume).
+    `data`: the phase's checked config's dataset, from run(); without it (tests) the config is checked and scanned here.
     """
-    cfg = as_config(cfg)
+    if data is None:
+        cfg = as_config(cfg)
+        check_config(cfg)
+        data = phase_data(cfg)  # bad folders and images fail here, before the model loads
     out_dir = output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     phase_dir = out_dir / cfg.phase.name
-    check_config(cfg)
-    cfg.data = data_settings(cfg.data)  # one resolved data view (a kohya TOML's resolution...) for every consumer
+    cfg.data = data.settings  # one resolved data view (a kohya TOML's resolution...) for every consumer
     L.seed_everything(cfg.seed, workers=True)
-    instances = instance_examples(cfg.data)  # bad folders and images fail here, before the model loads
-    instances, held_out = split_validation(instances, cfg.data.validation_split, cfg.seed)
+    instances, held_out = data.instances, data.held_out
     log.info("Phase %r: %d instance images from %s%s", cfg.phase.name, len(instances), data_source(cfg.data),
              f" (+{len(held_out)} held out for validation)" if held_out else "")
 
@@ -179,7 +183,7 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
         pipe = load_pipeline(cfg.model)
         prepare_models(pipe, cfg.model)
     family = family_parts(pipe, cfg)  # SD 1.x or SDXL: conditioning, tokenizers, text towers (refuses what SDXL lacks)
-    classes = class_images(cfg, pipe)
+    classes = class_images(cfg, pipe, data)
     if cfg.loss.zero_terminal_snr:  # after the class images (made by the base model as it is)
         use_zero_terminal_snr(pipe)
     if cfg.phase.init_lora and previous is None:
@@ -189,7 +193,7 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
                                   train_text_encoder=cfg.adapter.train_text_encoder, dropout=cfg.adapter.dropout)
         log.info("Phase %r starts from %s (%s)", cfg.phase.name, cfg.phase.init_lora, imported)
         previous = "init"
-    start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start, previous, family.text_encoder_2)
+    start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start.value, previous, family.text_encoder_2)
     if cfg.model.compile:  # nn.Module.compile: in place, so state-dict keys (and saved LoRAs) keep their names
         pipe.unet.compile()
     embedding = attach_embedding(cfg, pipe.tokenizer, pipe.text_encoder)  # textual inversion / pivotal tuning
@@ -215,13 +219,11 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
 
     cb = cfg.callbacks
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    checkpoint = LoraCheckpoint(phase_dir, cfg.adapter.kind, cb.checkpoint_every_n_steps, cb.keep_last_k,
-                                pipe.tokenizer, pipe.scheduler, kohya_file_name(cfg),
-                                kohya_metadata_fn(cfg, instances, resolved), cb.kohya_fp16, cfg.logger.log_lora)
-    grids = ValidationGrid(phase_dir, expand_prompts(validation_prompts(cfg), embedding), list(cb.validation_seeds),
-                           cb.validation_resolution or cfg.data.resolution, cb.validation_steps, cb.validation_guidance,
-                           cb.validation_negative_prompt, cb.validation_every_n_steps, cb.validation_at_start,
-                           pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip)
+    checkpoint = LoraCheckpoint.from_config(phase_dir, cfg.adapter.kind, cb, pipe.tokenizer, pipe.scheduler,
+                                            kohya_file_name(cfg), kohya_metadata_fn(cfg, instances, resolved),
+                                            cfg.logger.log_lora)
+    grids = ValidationGrid.from_config(phase_dir, expand_prompts(validation_prompts(cfg, data), embedding), cb,
+                                       cfg.data.resolution, pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip)
     checkpoint.tokenizer_2 = grids.tokenizer_2 = family.tokenizer_2  # SDXL: pipelines for grids and full saves
     stats = TrainStats()
     callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
@@ -274,7 +276,7 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
         "adapter": cfg.adapter.kind.value,
         "embedding": cfg.adapter.embedding.placeholder,  # the trained token (textual inversion / pivotal), else None
         "phase": cfg.phase.name,
-        "start": cfg.phase.start,
+        "start": cfg.phase.start.value,
         "steps": trainer.global_step,
         "instance_images": len(parts.datamodule.instances),
         "validation_images": len(fixed.examples) if fixed is not None and fixed.examples else 0,
@@ -310,16 +312,16 @@ def _run(cfg: DictConfig | dict) -> dict:
         out_dir = resumed
         cfg.output_dir = str(resumed)
     phases = phase_configs(cfg)
-    for phase_cfg in phases:  # every phase's config and data are checked before the first one trains
+    for phase_cfg in phases:  # every phase's config is checked before any data is read
         check_config(phase_cfg)
-        split_validation(instance_examples(phase_cfg.data), phase_cfg.data.validation_split, phase_cfg.seed)
+    datas = [phase_data(phase_cfg) for phase_cfg in phases]  # and every phase's data before the first one trains
     out_dir.mkdir(parents=True, exist_ok=True)
     if resumed is None:
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
     pipe, previous, summaries = None, None, []
-    for phase_cfg in phases:
+    for phase_cfg, data in zip(phases, datas):
         status, state = phase_status(out_dir / phase_cfg.phase.name) if resumed else ("new", None)
-        parts = prepare(phase_cfg, pipe, previous, with_logger=status != "finished")
+        parts = prepare(phase_cfg, pipe, previous, with_logger=status != "finished", data=data)
         if status == "finished":  # rebuilt exactly as it ended, so the next phase starts from the same weights
             restore_weights(parts.module, state)
             summaries.append(json.loads((out_dir / phase_cfg.phase.name / "summary.json").read_text()))

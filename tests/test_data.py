@@ -135,8 +135,8 @@ def test_class_images_per_concept_and_loss_weights(tmp_path):
     from omegaconf import OmegaConf
 
     from sdft.config import ConceptConfig, SdftConfig
-    from sdft.data.class_images import prior_examples
     from sdft.data.datamodule import DreamBoothDataModule, scan_dataset
+    from sdft.data.prior import prior_examples
 
     for k in range(2):
         write_image(tmp_path / "dog" / f"{k}.png", color=(10 * k, 0, 0))

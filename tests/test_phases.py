@@ -88,7 +88,6 @@ def test_run_writes_each_phase_folder_and_a_combined_summary(fast_config, tmp_pa
 
 
 @pytest.mark.parametrize("override,message", [
-    ("phases.1.start=sideways", "start='sideways'"),
     ("phases.0.start=stack", "no previous adapter"),
     ("+phases.1.overrides.model={path: x}", "not allowed"),
     ("phases.1.name=face", "unique"),

@@ -27,7 +27,7 @@ from torch import nn
 
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors, tensor_metadata
-from sdft.errors import SdftError
+from sdft.errors import LoraFormatError
 
 UNET_PREFIX = "lora_unet_"
 TE_PREFIX = "lora_te_"
@@ -52,10 +52,6 @@ COMPOUND_NAMES = sorted(
 )
 
 Alphas = dict[str, float]  # "unet.<module>" / "text_encoder.<module>" -> alpha
-
-
-class LoraFormatError(SdftError, ValueError):
-    """A LoRA cannot be written in, or read from, a file for these models; the message lists the offending keys."""
 
 
 def _listing(items: list[str], limit: int = 10) -> str:

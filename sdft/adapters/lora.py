@@ -9,6 +9,7 @@ import copy
 import logging
 
 import torch
+from diffusers.training_utils import cast_training_params
 from peft import inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
@@ -31,9 +32,7 @@ def add_lora(model: nn.Module, groups: list[str], known: dict[str, str], cfg: Ad
     config = peft_config(model, targets, cfg)
     model.requires_grad_(False)
     model.add_adapter(config, adapter_name=ADAPTER_NAME)
-    for name, param in model.named_parameters():
-        if is_adapter_param(name):
-            param.data = param.data.float()  # trained params stay fp32 whatever the frozen weights are
+    cast_training_params(model)  # diffusers: the new adapter (all that requires grad) in fp32, whatever the base is
     return config
 
 
@@ -140,8 +139,7 @@ def activate(model: nn.Module, names: list[str], trainable: list[str]) -> None:
     for pname, param in model.named_parameters():
         if is_adapter_param(pname):
             param.requires_grad_(any(f".{n}." in pname + "." for n in trainable))  # LoHa/LoKr: `.hada_w1_a.<n>`
-            if param.requires_grad:
-                param.data = param.data.float()
+    cast_training_params(model)  # trained params in fp32 (only adapters require grad here)
 
 
 def check_same_kind(model: nn.Module, cfg: AdapterConfig, train: bool) -> None:

@@ -9,12 +9,12 @@ import os
 
 import torch
 
+from sdft.errors import LoraFormatError
+
 
 def read_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors LoRA file, checked: readable, metadata JSON valid, values finite."""
     from safetensors import SafetensorError, safe_open
-
-    from sdft.adapters.kohya import LoraFormatError
 
     try:
         with safe_open(str(path), framework="pt") as f:

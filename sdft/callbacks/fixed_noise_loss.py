@@ -1,5 +1,11 @@
 """A loss that is comparable across steps and runs: the diffusion loss on the instance images (or the held-out ones,
-data.validation_split) at fixed noise and fixed timesteps (seeded), so only the weights change between measurements."""
+data.validation_split) at fixed noise and fixed timesteps (seeded), so only the weights change between measurements.
+
+Not Lightning's validation loop (`validation_step` + `val_check_interval`, issue 19), on purpose: that loop counts
+batches, not optimizer steps (with gradient accumulation they differ), cannot measure before the first step (the
+`*_start` value in summary.json), and needs a val DataLoader and hooks between training batches; this callback only
+uses its own seeded generator, so the trained batches' randomness, and with it exact resume, is untouched.
+"""
 
 from __future__ import annotations
 

@@ -50,6 +50,13 @@ class LoraCheckpoint(L.Callback):
         self.swap = None  # factory(module) -> context manager putting other weights in place to save (sdft/ema.py)
         self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/train.py), for saving a full SDXL pipeline
 
+    @classmethod
+    def from_config(cls, phase_dir: Path, kind: AdapterKind, cb, tokenizer, scheduler, kohya_name: str,
+                    kohya_metadata: Callable[[int, int], dict] | None, log_artifact: bool = False) -> LoraCheckpoint:
+        """From the whole `callbacks` config section (checkpoint_every_n_steps, keep_last_k, kohya_fp16)."""
+        return cls(phase_dir, kind, cb.checkpoint_every_n_steps, cb.keep_last_k, tokenizer, scheduler, kohya_name,
+                   kohya_metadata, cb.kohya_fp16, log_artifact)
+
     def save(self, module: L.LightningModule, target: Path, name: str, step: int = 0, epoch: int = 0) -> Path:
         """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""
         with self.swap(module) if self.swap else contextlib.nullcontext():  # EMA weights (sdft/ema.py) when asked

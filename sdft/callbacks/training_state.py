@@ -7,6 +7,9 @@ the position inside an epoch of our batch plan (a plain sampler has no state) an
   optimizer step and saves it in the checkpoint; on resume the sampler skips up to it (`ResumePoint`);
 - the global torch RNG is reseeded from (seed, epoch, number) before every batch, so a batch's randomness does not
   depend on what ran before it (validation grids, class-image generation, a restart).
+Lightning's own mid-epoch resume (it saves a loader's `state_dict`, issue 19) is not used: it needs torchdata's
+StatefulDataLoader (another dependency), and the bucket sampler would still have to implement that state for its plan;
+the (epoch, number) coordinates kept here are that state, with the plain DataLoader and any num_workers.
 """
 
 from __future__ import annotations

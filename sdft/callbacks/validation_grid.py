@@ -55,6 +55,14 @@ class ValidationGrid(L.Callback):
         self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/train.py): grids use the SDXL pipeline
         self._last_step = -1
 
+    @classmethod
+    def from_config(cls, phase_dir: Path, prompts: list[str], cb, resolution: int, tokenizer, scheduler,
+                    clip_skip: int = 1) -> ValidationGrid:
+        """From the whole `callbacks` config section (validation_*; resolution: data.resolution unless set there)."""
+        return cls(phase_dir, prompts, list(cb.validation_seeds), cb.validation_resolution or resolution,
+                   cb.validation_steps, cb.validation_guidance, cb.validation_negative_prompt,
+                   cb.validation_every_n_steps, cb.validation_at_start, tokenizer, scheduler, clip_skip)
+
     @torch.no_grad()
     def render(self, module: L.LightningModule) -> Image.Image:
         """The grid for the module's current weights (models put in eval for sampling, then restored)."""

@@ -14,13 +14,14 @@ import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
 from PIL import Image, ImageDraw
 
 from sdft.config import DataConfig
 from sdft.data.datamodule import DatasetReport, DreamBoothDataModule, scan_dataset
 from sdft.data.folders import data_settings
 from sdft.data.images import crop_box, load_rgb
-from sdft.errors import SdftError
+from sdft.errors import ConfigError, SdftError
 
 THUMB = 128
 
@@ -40,7 +41,10 @@ def load_data_config(source: str, prompt: str | None = None, overrides: list[str
             cfg["instance_prompt"] = prompt
     else:
         raise SdftError(f"{source}: not a folder, a .toml (kohya dataset config) or a .yaml data config.")
-    merged = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg, OmegaConf.from_dotlist(list(overrides or [])))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg, OmegaConf.from_dotlist(list(overrides or [])))
+    except (ValidationError, ConfigKeyError) as err:  # e.g. on_bad_images=bogus: the enum's allowed values, one line
+        raise ConfigError(f"data.{err.full_key}: {str(err).splitlines()[0]}") from None
     return data_settings(merged)
 
 

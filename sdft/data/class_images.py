@@ -50,7 +50,10 @@ def ensure_class_images(
     if missing <= 0:
         log.info("Prior preservation: using %d existing class images in %s.", num_images, class_dir)
         return existing[:num_images]
-    if local_rank() > 0:  # multi-GPU: local rank 0 generates, the other processes of the node wait for its files
+    # multi-GPU: local rank 0 generates, the other processes of the node wait for its files. Not LightningDataModule
+    # .prepare_data (issue 19): that hook runs inside Trainer.fit, after the phase's adapters are set up, and class
+    # images must come from the weights as they are before (sdft/train.py prepare), with no Trainer yet.
+    if local_rank() > 0:
         return wait_for_class_images(class_dir, num_images)
     taken = {p.stem for p in existing}
     todo = [k for k in range(num_images + len(existing)) if f"class_{k:05d}" not in taken][:missing]
@@ -99,44 +102,3 @@ def wait_for_class_images(class_dir: Path, num_images: int, timeout_s: float = 4
                                "first also works (they are reused).")
         time.sleep(poll_s)
     return found
-
-
-def prior_examples(cfg, pipe) -> list:
-    """The run's class examples, for every concept (`cfg` is the whole run config).
-
-    Class sets given as images (kohya is_reg subsets, `<repeats>_<class>` folders in data.class_dir) are always
-    used, as kohya does. With prior.enabled, each instance concept with a class prompt and no such set gets
-    prior.num_class_images generated (resumable, reused, topped up) in its class_dir
-    (default: datasets/class_images/<model>/<class prompt>_<resolution>).
-    """
-    from sdft.data.datamodule import class_examples, scan_dataset
-    from sdft.data.folders import data_settings, kohya_subfolders, parse_kohya_name
-
-    settings = data_settings(cfg.data)
-    report = scan_dataset(settings)
-    examples = list(report.reg_examples)
-    if not cfg.prior.enabled:
-        if examples:
-            log.info("Class images: %d given as folders (is_reg / <repeats>_<class>), used with weight "
-                     "prior.loss_weight=%s.", len(examples), cfg.prior.loss_weight)
-        return examples
-    given = {ex.class_key for ex in examples}
-    done = set()
-    for concept in report.concepts:
-        if concept.is_reg or not concept.class_prompt or concept.class_key in given or concept.class_key in done:
-            continue
-        done.add(concept.class_key)
-        folder = concept.class_dir
-        if folder is not None and (parse_kohya_name(concept.folder.name) or kohya_subfolders(Path(folder))):
-            folder = Path(folder) / f"1_{concept.class_prompt}"  # a kohya reg folder: `<repeats>_<class>`
-        if folder is None:
-            folder = default_class_dir(cfg.model.path, concept.class_prompt, settings.resolution)
-        paths = ensure_class_images(
-            pipe, Path(folder).expanduser(), concept.class_prompt, cfg.prior.num_class_images, settings.resolution,
-            cfg.seed, cfg.prior.generation_batch_size, cfg.prior.generation_steps, cfg.prior.generation_guidance,
-            cfg.prior.negative_prompt,
-        )
-        examples += class_examples(paths[: cfg.prior.num_class_images], concept.class_prompt, concept)
-    if not examples:
-        log.warning("prior.enabled: no concept has a class prompt; training without class images.")
-    return examples

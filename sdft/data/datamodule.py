@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from sdft.config import DataConfig
@@ -35,6 +36,7 @@ class DatasetReport:
     duplicates: list[list[Path]] = field(default_factory=list)
     captions: dict[str, CaptionReport] = field(default_factory=dict)
     total_files: int = 0
+    settings: DictConfig | None = None  # the data config it was scanned with, a kohya TOML's settings merged in
 
 
 def examples_of(concepts: list[Concept], settings, report: DatasetReport, what: str) -> list[Example]:
@@ -66,7 +68,7 @@ def scan_dataset(cfg: DataConfig, on_bad: str | None = None) -> DatasetReport:
     if settings.class_dir and not settings.kohya_toml and not settings.concepts:
         class_dir = Path(settings.class_dir).expanduser()
         concepts += class_dir_concepts(class_dir, settings) if class_dir.is_dir() else []
-    report = DatasetReport(concepts=concepts)
+    report = DatasetReport(concepts=concepts, settings=settings)
     report.examples = examples_of([c for c in concepts if not c.is_reg], settings, report, "data")
     report.reg_examples = examples_of([c for c in concepts if c.is_reg], settings, report, "class images")
     if on_bad != "report":

@@ -4,82 +4,28 @@ Three ways to describe a dataset, all resolved here into a list of `Concept`s (d
   * data.instance_dir (+ instance_prompt): a plain folder, or a kohya tree of `<repeats>_<trigger> <class>` folders;
   * data.concepts: a list like DreamBooth's concepts_list (instance dir, prompts, class dir, repeats, loss weight);
   * data.kohya_toml: a kohya-ss dataset config (see sdft/data/kohya_toml.py).
-Class/regularisation folders use kohya's `<repeats>_<class>` naming (or are plain folders).
+Class/regularisation folders use kohya's `<repeats>_<class>` naming (or are plain folders); that naming and `Concept`
+live in sdft/data/concepts.py.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from sdft.config import DataConfig
 from sdft.data.captions import CaptionOptions, normalize_extension
+from sdft.data.concepts import Concept, class_key_of, kohya_subfolders, parse_kohya_name, split_tokens
+from sdft.data.images import check_folder, list_images
+from sdft.data.kohya_toml import load_kohya_toml
 from sdft.errors import ConfigError, DataError
-
-KOHYA_FOLDER = re.compile(r"^(\d+)_(.+)$")
-
-
-@dataclass(frozen=True)
-class Concept:
-    """One resolved image set. `class_key` pairs instance sets with the class sets of the same class."""
-
-    name: str
-    folder: Path
-    prompt: str  # for images without a caption file
-    trigger: str | None = None  # ensured in every caption
-    class_prompt: str | None = None
-    class_dir: Path | None = None
-    class_key: str | None = None
-    repeats: int = 1
-    loss_weight: float = 1.0
-    caption_extension: str = ".txt"
-    captions: CaptionOptions = field(default_factory=CaptionOptions)
-    flip: bool = False
-    is_reg: bool = False
-    recursive: bool = True
-
-
-def parse_kohya_name(name: str) -> tuple[int, str] | None:
-    """'10_sks dog' -> (10, 'sks dog'); None for a plain folder name."""
-    match = KOHYA_FOLDER.match(name)
-    if not match or not match.group(2).strip():
-        return None
-    return int(match.group(1)), match.group(2).strip()
-
-
-def split_tokens(tokens: str) -> tuple[str | None, str]:
-    """'sks dog' -> trigger 'sks', class 'dog'; a single word is a class with no trigger."""
-    words = tokens.split()
-    if len(words) < 2:
-        return None, tokens.strip()
-    return words[0], " ".join(words[1:])
-
-
-def class_key_of(text: str | None) -> str | None:
-    return " ".join(text.lower().split()) if text else None
-
-
-def kohya_subfolders(folder: Path) -> list[tuple[Path, int, str]]:
-    """(folder, repeats, tokens) for each `<repeats>_<tokens>` sub-folder, sorted by name."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        parsed = parse_kohya_name(sub.name)
-        if parsed:
-            found.append((sub, *parsed))
-    return found
 
 
 def data_settings(cfg: DataConfig | DictConfig) -> DictConfig:
     """The data config with a kohya TOML's dataset-level settings (resolution, buckets, batch size...) merged in."""
     base = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)
     if base.kohya_toml:
-        from sdft.data.kohya_toml import load_kohya_toml
-
         base = OmegaConf.merge(base, load_kohya_toml(base.kohya_toml).settings)
     return base
 
@@ -108,8 +54,6 @@ def concepts_in_folder(folder: Path, cfg, prompt: str | None, class_prompt: str 
     if subs:
         concepts = [_kohya_concept(sub, n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt)
                     for sub, n, tokens in subs]
-        from sdft.data.images import list_images
-
         if list_images(folder, recursive=False):  # loose images next to the kohya folders
             if not prompt:
                 raise ConfigError(f"{what}: {folder} holds images outside its `<repeats>_<tokens>` folders; set a "
@@ -141,13 +85,10 @@ def _kohya_concept(folder, n, tokens, cfg, opts, is_reg, loss_weight, class_dir,
 
 
 def resolve_concepts(cfg: DataConfig | DictConfig) -> list[Concept]:
-    """Every image set of the data config, instance and class (is_reg) sets alike; checks that folders exist."""
-    from sdft.data.images import check_folder
+    """Every image set of the data config, instance and class (is_reg) sets alike; checks that folders exist.
 
-    cfg = data_settings(cfg)
+    A kohya TOML's dataset-level settings (data_settings) do not change concepts, so `cfg` need not be resolved."""
     if cfg.kohya_toml:
-        from sdft.data.kohya_toml import load_kohya_toml
-
         return load_kohya_toml(cfg.kohya_toml).concepts(cfg)
     if cfg.concepts:
         concepts = []
@@ -183,11 +124,7 @@ def data_source(cfg: DataConfig | DictConfig) -> str:
 
 def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None:
     """Checks that need no images: prior preservation needs a class prompt somewhere."""
-    cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)
-    if cfg.on_bad_images not in ("error", "skip"):
-        raise ConfigError(f"data.on_bad_images must be 'error' or 'skip', not {cfg.on_bad_images!r}.")
-    if cfg.missing_captions not in ("warn", "error"):
-        raise ConfigError(f"data.missing_captions must be 'warn' or 'error', not {cfg.missing_captions!r}.")
+    # data.on_bad_images / missing_captions are enums (sdft/config.py): other values fail when the config is composed
     if not 0.0 <= cfg.caption_dropout < 1.0:
         raise ConfigError("data.caption_dropout must be in [0, 1).")
     folder = Path(cfg.instance_dir).expanduser() if cfg.instance_dir else None
@@ -203,14 +140,10 @@ def require_images(concepts: list[Concept]) -> None:
         raise DataError("The dataset has only class (is_reg) image sets and no instance images.")
 
 
-def default_validation_prompts(cfg: DataConfig | DictConfig, limit: int = 4) -> list[str]:
-    """Instance and class prompts of the data config (each concept's, for concepts / kohya folders / TOML)."""
-    cfg = data_settings(cfg)
+def default_validation_prompts(cfg: DataConfig | DictConfig, concepts: list[Concept], limit: int = 4) -> list[str]:
+    """Instance and class prompts of the data config (each concept's, for concepts / kohya folders / TOML); `concepts`
+    are the phase's resolved ones (sdft/data/phase_data.py), so nothing is resolved again here."""
     if cfg.instance_prompt and not cfg.concepts and not cfg.kohya_toml:
-        return [p for p in (cfg.instance_prompt, cfg.class_prompt) if p]
-    try:
-        concepts = resolve_concepts(cfg)
-    except (ConfigError, DataError):
         return [p for p in (cfg.instance_prompt, cfg.class_prompt) if p]
     prompts: list[str] = []
     for c in concepts:

@@ -16,6 +16,7 @@ Box = tuple[float, float, float, float]
 HEADROOM = 0.7  # box heights kept above the face box (hair + a little air)
 SUBJECT_WIDTH = 3.5  # face-box widths: shoulders of a person facing the camera
 SUBJECT_HEIGHT = 8.0  # face-box heights from the top of the head to the feet (at most)
+MIN_SUBJECT = 0.5  # the subject should fill at least half of a prepared frame (sdft data prepare warns)
 
 
 @dataclass(frozen=True)

@@ -109,21 +109,10 @@ class ImageScan:
         return list(self.sizes)
 
 
-# (path, mtime_ns, size) -> (upright size or why unreadable, sha256): a run checks its data several times (early
-# check, phase setup, class images); each file is decoded and hashed once while it is unchanged.
-_SCAN_MEMO: dict[tuple[str, int, int], tuple[tuple[int, int] | str, str | None]] = {}
-
-
 def _scan_one(path: Path) -> tuple[tuple[int, int] | str, str | None]:
-    try:
-        st = path.stat()
-    except OSError as err:
-        return f"{type(err).__name__}: {err}", None
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-    if key not in _SCAN_MEMO:
-        result = check_image(path)
-        _SCAN_MEMO[key] = (result, None if isinstance(result, str) else file_digest(path))
-    return _SCAN_MEMO[key]
+    """(upright size or why unreadable, sha256). No memo: a run scans each phase's folders once (data/phase_data.py)."""
+    result = check_image(path)
+    return result, None if isinstance(result, str) else file_digest(path)
 
 
 def scan_images(paths: list[Path]) -> ImageScan:

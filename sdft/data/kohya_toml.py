@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdft.data.captions import CaptionOptions, normalize_extension
-from sdft.data.folders import Concept, class_key_of, parse_kohya_name, split_tokens
+from sdft.data.concepts import Concept, class_key_of, parse_kohya_name, split_tokens
 from sdft.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -19,15 +19,15 @@ from PIL import Image
 
 from sdft.data.captions import caption_path
 from sdft.data.faces import main_faces, make_detector
-from sdft.data.framing import body_crop, face_crop, fraction, subject_box
+from sdft.data.framing import MIN_SUBJECT, body_crop, face_crop, fraction, subject_box
 from sdft.data.images import MASK_SUFFIX, check_folder, list_images, load_rgb, no_images_error, scan_images
+from sdft.data.prepare_report import write_reports
 from sdft.data.upscale import make_resizer
 from sdft.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SETS = ("face", "body", "full")
-MIN_SUBJECT = 0.5  # the subject should fill at least half of the frame
 TOO_TIGHT = 0.6  # a crop the frame shrinks below this share of its wanted size is not written
 
 
@@ -210,8 +210,6 @@ def copy_caption(src_image: Path, out: Path, outputs: list[Output], extension: s
 
 def prepare(src: str | Path, out: str | Path, opts: PrepareOptions | None = None) -> dict:
     """Write the sets, the report (report.md, report.json) and preview.png into `out`; return the report dict."""
-    from sdft.data.prepare_report import write_reports
-
     opts = opts or PrepareOptions()
     src = check_folder(src, "sdft data prepare")
     out = Path(out).expanduser()

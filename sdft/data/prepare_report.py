@@ -7,11 +7,15 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
+from sdft.data.framing import MIN_SUBJECT
 from sdft.data.images import load_rgb
-from sdft.data.prepare import MIN_SUBJECT, ImageResult, Preparer, PrepareOptions
+
+if TYPE_CHECKING:  # annotations only: prepare.py imports this module to write its reports
+    from sdft.data.prepare import ImageResult, Preparer, PrepareOptions
 
 THUMB = 192
 COLOURS = {"face": (60, 140, 255), "body": (255, 150, 40), "full": (200, 200, 200), "detected": (40, 220, 80)}
