@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from sdft.cli import main as sdft_main
 from sdft.errors import ConfigError, SdftError
-from sdft.evaluation.evaluate import register, run_from_args
+from sdft.cli.eval import register, run_from_args
 from sdft.evaluation.targets import run_targets
 from sdft.train import run
 

@@ -10,15 +10,17 @@ import safetensors.torch
 import torch
 from PIL import Image
 
+import sdft.cli.generate as generate_cli
 import sdft.generate as generate_module
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import LoraFormatError, save_kohya_lora
 from sdft.adapters.lora import setup_trainable
 from sdft.callbacks.validation_grid import HEADER_HEIGHT, LABEL_WIDTH
+from sdft.cli.generate import main
 from sdft.config import AdapterConfig, ModelConfig
 from sdft.errors import ConfigError
 from sdft.generate import (
-    SCHEDULERS, GenerationParams, Generator, LoraSpec, create_infotext, lora_short_hash, main, run_generation,
+    SCHEDULERS, GenerationParams, Generator, LoraSpec, create_infotext, lora_short_hash, run_generation,
 )
 
 FAST = dict(prompt="photo of sks dog", steps=2, width=64, height=64, seed=1234)
@@ -189,7 +191,7 @@ def test_register_adds_a_generate_subcommand():
     import argparse
 
     parser = argparse.ArgumentParser(prog="sdft")
-    generate_module.register(parser.add_subparsers(dest="command"))
+    generate_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["generate", "--prompt", "x", "--lora", "a.safetensors:0.5", "--guidance", "5,7"])
-    assert args.func is generate_module.run_from_args and args.lora == ["a.safetensors:0.5"]
+    assert args.func is generate_cli.run_from_args and args.lora == ["a.safetensors:0.5"]
     assert args.guidance == "5,7" and args.model == "tiny" and args.scheduler == "dpmpp_2m_karras"

@@ -97,11 +97,3 @@ def run_from_args(args: argparse.Namespace) -> int:
     for path in result["unreadable"]:
         print(f"  unreadable: {path}")
     return 0
-
-
-def register(subparsers) -> None:
-    """`sdft data caption` (see sdft/cli.py)."""
-    parser = subparsers.add_parser("caption", help="caption images with BLIP / GIT / Florence-2 or a WD14 tagger",
-                                   description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.set_defaults(func=run_from_args)

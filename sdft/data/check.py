@@ -121,14 +121,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data config values, e.g. --set enable_bucket=true --set resolution=768")
 
 
-def register(subparsers) -> None:
-    """`sdft data check` (see sdft/cli.py)."""
-    parser = subparsers.add_parser("check", help="report on a dataset and preview its crops, without training",
-                                   description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.set_defaults(func=run_from_args)
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sdft data check", description=__doc__.splitlines()[0])
     add_arguments(parser)

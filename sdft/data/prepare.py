@@ -300,11 +300,3 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"Train: python train.py +experiment=dual_phase phases.0.overrides.data.instance_dir={out / 'face'} "
               f"phases.1.overrides.data.instance_dir={out / 'body'}")
     return 0
-
-
-def register(subparsers) -> None:
-    """`sdft data prepare` (see sdft/cli.py)."""
-    parser = subparsers.add_parser("prepare", help="face and half-body crops, upscaling, masks and a framing report",
-                                   description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.set_defaults(func=run_from_args)
