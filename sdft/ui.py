@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from sdft.errors import SdftError
-from sdft.generate import DEFAULT_SCHEDULER, SCHEDULERS
+from sdft.generation.params import DEFAULT_SCHEDULER, SCHEDULERS
 from sdft.ui_session import UiSession, find_loras, format_lora_lines, parse_lora_lines
 
 

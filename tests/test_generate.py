@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import sdft.cli.generate as generate_cli
-import sdft.generate as generate_module
+import sdft.generation.generator as generator_module
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import LoraFormatError, save_kohya_lora
 from sdft.adapters.lora import setup_trainable
@@ -137,8 +137,8 @@ def test_kohya_and_diffusers_files_of_one_lora_give_the_same_image(gen, loras):
 
 def test_switching_loras_never_reloads_the_base(tiny_cache, loras, monkeypatch):
     calls = []
-    real = generate_module.load_pipeline
-    monkeypatch.setattr(generate_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
+    real = generator_module.load_pipeline
+    monkeypatch.setattr(generator_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
     g = Generator(ModelConfig(path="tiny", cache_dir=str(tiny_cache)), device="cpu")
     unet, te = id(g.pipe.unet), id(g.pipe.text_encoder)
     first = g.render(params(loras=[loras["a"]]))

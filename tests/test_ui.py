@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from ui_helpers import make_lora
 
-import sdft.generate as generate_module
+import sdft.generation.generator as generator_module
 from sdft.cli import build_parser
 from sdft.config import ModelConfig
 from sdft.errors import ConfigError
@@ -69,8 +69,8 @@ def test_renders_are_saved_like_sdft_generate(tiny_cache, lora_files, tmp_path):
 
 def test_switching_and_reweighting_loras_never_reloads_the_base(tiny_cache, lora_files, tmp_path, monkeypatch):
     calls = []
-    real = generate_module.load_pipeline
-    monkeypatch.setattr(generate_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
+    real = generator_module.load_pipeline
+    monkeypatch.setattr(generator_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
     session = UiSession(Generator(ModelConfig(path="tiny", cache_dir=str(tiny_cache)), device="cpu"), tmp_path)
     pipe, unet = session.generator.pipe, session.generator.pipe.unet
     build_app(session)  # building the page loads nothing either

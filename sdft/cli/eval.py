@@ -58,7 +58,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     from sdft.evaluation.evaluate import evaluate_targets
     from sdft.evaluation.report import write_report
     from sdft.evaluation.targets import Target, read_run, run_targets
-    from sdft.generate import lora_display_name, resolve_lora_file
+    from sdft.generation.infotext import lora_display_name
+    from sdft.generation.params import resolve_lora_file
 
     if args.run is None and args.model is None:
         raise ConfigError("give a run folder (sdft eval outputs/<name>/<run>) or --model with --instance-dir.")

@@ -8,10 +8,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from sdft.config import TINY_MODEL, WeightDtype
-from sdft.generate import DEFAULT_SCHEDULER, SCHEDULERS
+from sdft.generation.params import DEFAULT_SCHEDULER, SCHEDULERS
 
 if TYPE_CHECKING:
-    from sdft.generate import Generator
+    from sdft.generation.generator import Generator
 
 DESCRIPTION = "Generate images with a base model and any number of LoRAs."
 
@@ -69,7 +69,9 @@ def run_from_args(args: argparse.Namespace, generator: Generator | None = None) 
 
     from sdft.config import ModelConfig
     from sdft.errors import ConfigError
-    from sdft.generate import GenerationParams, Generator, LoraSpec, parse_floats, run_generation
+    from sdft.generation.generator import Generator
+    from sdft.generation.params import GenerationParams, LoraSpec, parse_floats
+    from sdft.generation.run import run_generation
     from sdft.models.loading import DTYPES
 
     guidance = parse_floats(args.guidance, "--guidance")

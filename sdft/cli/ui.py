@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     """Load the base once, build the app and serve it until interrupted."""
     from sdft.config import ModelConfig
-    from sdft.generate import Generator
+    from sdft.generation.generator import Generator
     from sdft.models.loading import DTYPES
     from sdft.ui import build_app, launch
     from sdft.ui_session import UiSession, parse_lora_lines

@@ -78,7 +78,7 @@ class Evaluator:
 
     def generator(self, model: str):
         """A Generator for `model` (the run's base config, or a fine-tuned folder); the previous one is dropped."""
-        from sdft.generate import Generator
+        from sdft.generation.generator import Generator
 
         if self._generator is not None and self._generator.model_config.path == model:
             return self._generator
@@ -103,7 +103,7 @@ class Evaluator:
     # -- one target --------------------------------------------------------------------------------------------
 
     def params(self, prompt: str, loras: list[str]):
-        from sdft.generate import GenerationParams, LoraSpec
+        from sdft.generation.params import GenerationParams, LoraSpec
 
         return GenerationParams(prompt=prompt, steps=self.cfg.steps, guidance=self.cfg.guidance,
                                 scheduler=self.cfg.scheduler, width=self.resolution, height=self.resolution,
