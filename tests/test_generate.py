@@ -15,7 +15,7 @@ import sdft.generation.generator as generator_module
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import LoraFormatError, save_kohya_lora
 from sdft.adapters.lora import setup_trainable
-from sdft.callbacks.validation_grid import HEADER_HEIGHT, LABEL_WIDTH
+from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH
 from sdft.cli.generate import main
 from sdft.config import AdapterConfig, ModelConfig
 from sdft.errors import ConfigError

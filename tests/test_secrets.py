@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sdft.adapters.kohya import SECRET_NAME  # secret-looking names, as LoRA metadata redacts them
+from sdft.redact import SECRET_NAME  # secret-looking names, as LoRA metadata redacts them
 from sdft.config import SdftConfig
 from sdft.train import run
 

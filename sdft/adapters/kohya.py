@@ -8,7 +8,6 @@ mapping is written here. peft's LoRA shapes already equal kohya's (Conv2d: down 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -20,7 +19,6 @@ from typing import Any, Mapping
 import safetensors.torch
 import torch
 from diffusers.utils import convert_state_dict_to_peft, convert_unet_state_dict_to_peft
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from peft.tuners.lora import LoraLayer
 from peft.utils.other import get_pattern_key
 from torch import nn
@@ -28,16 +26,12 @@ from torch import nn
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors, tensor_metadata
 from sdft.errors import SdftError
+from sdft.redact import config_json
 
 UNET_PREFIX = "lora_unet_"
 TE_PREFIX = "lora_te_"
 PREFIXES = {"unet": UNET_PREFIX, "text_encoder": TE_PREFIX}
 SDXL_PREFIXES = ("lora_te1_", "lora_te2_")
-# Names of secrets (config keys, environment variables): HF_TOKEN, hf_token, WANDB_API_KEY, *_SECRET, *_PASSWORD...
-# but not e.g. data.keep_tokens or caption_key-like settings.
-SECRET_NAME = re.compile(
-    r"(^|_)(token|auth_?token|api_?key|access_?key|secret(_?key)?|password|passwd|credentials?)$", re.IGNORECASE
-)
 PEFT_KEY = re.compile(r"(?P<module>.+)\.lora_(?P<part>[AB])\.weight")
 KOHYA_PARTS = {"lora_down.weight": "A", "lora_up.weight": "B"}
 # Names whose underscores are part of the module name (diffusers SD U-Net, CLIP text model). Only used to decode
@@ -101,27 +95,6 @@ def to_kohya(
     if bad:
         raise LoraFormatError(f"{len(bad)} LoRA tensor(s) have no kohya equivalent:{_listing(bad)}")
     return out
-
-
-def _redact(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _redact(v, secrets) for k, v in value.items() if not SECRET_NAME.search(str(k))}
-    if isinstance(value, (list, tuple)):
-        return [_redact(v, secrets) for v in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "<redacted>")
-    return value
-
-
-def config_json(config: Any) -> str:
-    """The run config as JSON, without keys named like token/key/secret/password or secret env values."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        config = OmegaConf.structured(config)
-    if isinstance(config, (DictConfig, ListConfig)):
-        config = OmegaConf.to_container(config, resolve=True, enum_to_str=True)
-    secrets = [v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 8]
-    return json.dumps(_redact(config, secrets), sort_keys=True, default=str)
 
 
 def tag_frequency(captions: list[str]) -> dict[str, int]:

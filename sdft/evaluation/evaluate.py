@@ -159,7 +159,7 @@ class Evaluator:
                 "clip_i": metrics.mean_self_similarity(self.real_clip)}
 
     def write(self, target: Target, row: dict, images, classes) -> None:
-        from sdft.callbacks.validation_grid import make_grid, tile_size
+        from sdft.images_grid import make_grid, tile_size
 
         folder = self.out / target.label
         folder.mkdir(parents=True, exist_ok=True)

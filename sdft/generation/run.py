@@ -45,7 +45,7 @@ def run_generation(
 ) -> RunResult:
     """Render every combination of the sweep values (guidance x strength x last-LoRA weight) over the same seeds;
     write one PNG per image and, when anything is swept, one labelled grid (rows = combinations, columns = seeds)."""
-    from sdft.callbacks.validation_grid import make_grid, tile_size
+    from sdft.images_grid import make_grid, tile_size
 
     out_dir = Path(out_dir)
     guidance = list(guidance or [params.guidance])
