@@ -121,12 +121,11 @@ def write_ckpt(pipe, path: Path, dtype) -> Path:
     """The original-layout checkpoint as a pickle `.ckpt` ({"state_dict": ...}), for tools that need one."""
     import torch
 
+    from sdft.atomic import atomic_path
     from sdft.models.original_layout import pipeline_to_original
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save({"state_dict": pipeline_to_original(pipe, dtype)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": pipeline_to_original(pipe, dtype)}, tmp)
     return path
 
 

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,6 +24,7 @@ from torch import nn
 
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors, tensor_metadata
+from sdft.atomic import atomic_path
 from sdft.errors import SdftError
 from sdft.redact import config_json
 
@@ -200,15 +200,8 @@ def write_kohya_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
     meta.pop("ss_network_args", None)
     meta.update(tensor_metadata(tensors))
     meta["sshs_model_hash"], meta["sshs_legacy_hash"] = safetensors_hashes(tensors, meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    os.close(fd)
-    try:
-        safetensors.torch.save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

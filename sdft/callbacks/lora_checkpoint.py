@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -23,6 +22,7 @@ from sdft.adapters.kinds import has_kohya_format, is_peft_kind
 from sdft.adapters.kohya import save_kohya_lora
 from sdft.callbacks.disk_space import disk_full, folder_bytes
 from sdft.config import AdapterKind
+from sdft.atomic import atomic_path
 from sdft.embeddings.files import save_trained
 from sdft.errors import NonFiniteLossError
 from sdft.models.assemble import assemble_pipeline
@@ -79,10 +79,8 @@ class LoraCheckpoint(L.Callback):
 
     def save_state(self, trainer: L.Trainer, path: Path, weights_only: bool = False) -> None:
         """Lightning checkpoint to `path`, atomically; every rank must call it (the strategy writes on rank 0)."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(tmp, weights_only=weights_only)
-        if trainer.is_global_zero:
-            os.replace(tmp, path)
+        with atomic_path(path, shared=True, owner=trainer.is_global_zero) as tmp:
+            trainer.save_checkpoint(tmp, weights_only=weights_only)
 
     def checkpoint(self, trainer: L.Trainer, module) -> Path:
         """LoRA files (rank 0) and the resumable state (all ranks) in checkpoints/step_<N>/, then keep the last K."""
