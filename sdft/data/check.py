@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
+from sdft.atomic import atomic_path
 from sdft.config import DataConfig
 from sdft.data.datamodule import DatasetReport, DreamBoothDataModule, scan_dataset
 from sdft.data.folders import data_settings
@@ -103,10 +104,8 @@ def write_preview(dm: DreamBoothDataModule, out: Path, background, limit: int = 
         box = (ox + left * f, oy + top * f, ox + (left + bucket[0]) * f - 1, oy + (top + bucket[1]) * f - 1)
         draw.rectangle(box, outline=(255, 0, 0), width=2)
         draw.text((x0 + 2, y0 + THUMB), f"{bucket[0]}x{bucket[1]} {ex.path.name[:12]}", fill=(255, 255, 255))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
     return out
 
 
