@@ -18,8 +18,6 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
-
 
 def _error(message: str):
     from sdft.errors import ConfigError
@@ -44,12 +42,14 @@ def resolve_base(base: str) -> str:
 
 def resolve_lora(path: str) -> Path:
     """A LoRA file, or a run / phase / lora folder -> its LoRA file."""
+    from sdft.adapters.formats import LORA_WEIGHT_NAME
+
     p = Path(path).expanduser()
     if p.is_file():
         return p
     if not p.is_dir():
         raise _error(f"LoRA {path}: no such file or folder.")
-    for pattern in (LORA_FILE, f"lora/{LORA_FILE}", f"*/lora/{LORA_FILE}"):
+    for pattern in (LORA_WEIGHT_NAME, f"lora/{LORA_WEIGHT_NAME}", f"*/lora/{LORA_WEIGHT_NAME}"):
         found = sorted(p.glob(pattern))
         if len(found) == 1:
             return found[0]
@@ -58,7 +58,8 @@ def resolve_lora(path: str) -> Path:
     files = sorted(p.glob("*.safetensors"))
     if len(files) == 1:
         return files[0]
-    raise _error(f"LoRA folder {path}: no {LORA_FILE} (nor lora/ or <phase>/lora/) and not exactly one .safetensors.")
+    raise _error(f"LoRA folder {path}: no {LORA_WEIGHT_NAME} (nor lora/ or <phase>/lora/) and not exactly one "
+                 ".safetensors.")
 
 
 def parse_lora(spec: str) -> tuple[Path, float]:

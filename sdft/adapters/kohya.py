@@ -23,6 +23,7 @@ from peft.utils.other import get_pattern_key
 from torch import nn
 
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
+from sdft.adapters.hashes import tensors_sha256
 from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors, tensor_metadata
 from sdft.atomic import atomic_path
 from sdft.errors import SdftError
@@ -150,8 +151,7 @@ def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: Mapping[str, 
     everything after the header, the legacy hash the first 8 hex digits of sha256(bytes 0x100000..0x110000).
     """
     data = safetensors.torch.save(tensors, {k: v for k, v in metadata.items() if k.startswith("ss_")})
-    header = int.from_bytes(data[:8], "little")
-    model_hash = hashlib.sha256(data[8 + header :]).hexdigest()
+    model_hash = tensors_sha256(data)
     legacy_hash = hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
     return model_hash, legacy_hash
 

@@ -11,7 +11,6 @@ how A1111 activates them, so pasting the infotext into A1111 reproduces the setu
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +18,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from sdft.adapters.formats import LORA_WEIGHT_NAME
+from sdft.adapters.hashes import tensors_sha256
 from sdft.config import TINY_MODEL
 
 
@@ -70,13 +70,7 @@ def create_infotext(
 
 def lora_short_hash(path: str | Path) -> str:
     """A1111's LoRA short hash: sha256 of a safetensors file after its header (kohya's addnet hash), 12 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        header = int.from_bytes(f.read(8), "little")
-        f.seek(8 + header)
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:12]
+    return tensors_sha256(path)[:12]
 
 
 def lora_display_name(path: Path) -> str:
