@@ -98,7 +98,7 @@ def test_sdft_eval_errors(finished_run, tmp_path, capsys):
 
 
 def test_sdft_eval_a_model_and_lora_without_a_run(finished_run, tmp_path, tiny_cache):
-    from conftest import EXAMPLE_SUBJECT
+    from helpers.config import EXAMPLE_SUBJECT
 
     out = tmp_path / "m"
     lora = finished_run / "main" / "lora"

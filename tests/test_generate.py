@@ -12,11 +12,12 @@ from PIL import Image
 
 import sdft.cli.generate as generate_cli
 import sdft.generation.generator as generator_module
+from helpers.loras import randomise_lora
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import LoraFormatError, save_kohya_lora
 from sdft.adapters.lora import setup_trainable
-from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH
 from sdft.cli.generate import main
+from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH
 from sdft.config import AdapterConfig, ModelConfig
 from sdft.errors import ConfigError
 from sdft.generate import (
@@ -37,12 +38,7 @@ def gen(tiny_cache) -> Generator:
 
 def _make_lora(pipe, seed: int, adapter: AdapterConfig):
     setup_trainable(pipe.unet, pipe.text_encoder, adapter)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for model in (pipe.unet, pipe.text_encoder):
-            for name, param in model.named_parameters():
-                if "lora_" in name:
-                    param.copy_(torch.randn(param.shape, generator=g) * 0.2)
+    randomise_lora([pipe.unet, pipe.text_encoder], seed, 0.2)
 
 
 @pytest.fixture(scope="module")

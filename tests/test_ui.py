@@ -7,7 +7,7 @@ import pytest
 import safetensors.torch
 import torch
 from PIL import Image
-from ui_helpers import make_lora
+from helpers.loras import make_lora
 
 import sdft.generation.generator as generator_module
 from sdft.cli import build_parser

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from ui_helpers import make_lora
+from helpers.loras import make_lora
 
 import sdft.generation.generator as generator_module
 from sdft.config import ModelConfig

@@ -2,7 +2,7 @@
 
 Key format: `lora_unet_<module path, dots as _>.{lora_down.weight, lora_up.weight, alpha}` and
 `lora_te_text_model_<...>` for the CLIP text encoder; scale = alpha / rank. diffusers has no SD1 writer
-(`convert_state_dict_to_kohya` is SDXL-flavoured: `lora_te1_`, alpha = rank; see shared STACK_NOTES), so the
+(`convert_state_dict_to_kohya` is SDXL-flavoured: `lora_te1_`, alpha = rank), so the
 mapping is written here. peft's LoRA shapes already equal kohya's (Conv2d: down [r, in, kh, kw], up [out, r, 1, 1]).
 """
 
