@@ -119,5 +119,5 @@ def test_add_lora_appends_or_reweights(lora_files, tiny_cache, tmp_path):
 
 def test_sdft_ui_command_is_registered():
     args = build_parser().parse_args(["ui", "--lora", "a.safetensors:0.5", "--port", "7861", "--out", "o"])
-    assert args.func.__module__ == "sdft.ui" and args.lora == ["a.safetensors:0.5"]
+    assert args.func.__module__ == "sdft.cli.ui" and args.lora == ["a.safetensors:0.5"]
     assert (args.host, args.port, args.out, args.model) == ("127.0.0.1", 7861, "o", "tiny")
