@@ -11,15 +11,12 @@ load_lora_weights per LoRA, set_adapters with the weights, fuse_lora, unload_lor
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 def _error(message: str):
@@ -45,12 +42,14 @@ def resolve_base(base: str) -> str:
 
 def resolve_lora(path: str) -> Path:
     """A LoRA file, or a run / phase / lora folder -> its LoRA file."""
+    from sdft.adapters.formats import LORA_WEIGHT_NAME
+
     p = Path(path).expanduser()
     if p.is_file():
         return p
     if not p.is_dir():
         raise _error(f"LoRA {path}: no such file or folder.")
-    for pattern in (LORA_FILE, f"lora/{LORA_FILE}", f"*/lora/{LORA_FILE}"):
+    for pattern in (LORA_WEIGHT_NAME, f"lora/{LORA_WEIGHT_NAME}", f"*/lora/{LORA_WEIGHT_NAME}"):
         found = sorted(p.glob(pattern))
         if len(found) == 1:
             return found[0]
@@ -59,7 +58,8 @@ def resolve_lora(path: str) -> Path:
     files = sorted(p.glob("*.safetensors"))
     if len(files) == 1:
         return files[0]
-    raise _error(f"LoRA folder {path}: no {LORA_FILE} (nor lora/ or <phase>/lora/) and not exactly one .safetensors.")
+    raise _error(f"LoRA folder {path}: no {LORA_WEIGHT_NAME} (nor lora/ or <phase>/lora/) and not exactly one "
+                 ".safetensors.")
 
 
 def parse_lora(spec: str) -> tuple[Path, float]:
@@ -122,12 +122,11 @@ def write_ckpt(pipe, path: Path, dtype) -> Path:
     """The original-layout checkpoint as a pickle `.ckpt` ({"state_dict": ...}), for tools that need one."""
     import torch
 
+    from sdft.atomic import atomic_path
     from sdft.models.original_layout import pipeline_to_original
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save({"state_dict": pipeline_to_original(pipe, dtype)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": pipeline_to_original(pipe, dtype)}, tmp)
     return path
 
 
@@ -168,38 +167,3 @@ def export(base: str, loras: list[tuple[Path, float]] | None = None, *, config: 
         pipe.to(dtype=torch_dtype)
         written.append(save_pipeline(pipe, diffusers_dir))
     return written
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export",
-        help="merge LoRAs into a base model; write a diffusers folder and/or a single .safetensors checkpoint",
-        description=__doc__.split("\n\n")[0],
-    )
-    p.add_argument("--base", required=True,
-                   help="tiny, hub id, diffusers folder, single .safetensors file, or a full-DreamBooth run folder")
-    p.add_argument("--config", default=None,
-                   help="for a single-file --base: diffusers folder or hub id of its architecture (default SD 1.5)")
-    p.add_argument("--vae", default=None, help="replace the VAE: hub id, diffusers folder or single file")
-    p.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
-                   help="LoRA file or LoRA run folder, optional weight (default 1); repeat for several")
-    p.add_argument("--diffusers", type=Path, default=None, metavar="DIR", help="write a diffusers folder")
-    p.add_argument("--single-file", type=Path, default=None, metavar="FILE",
-                   help="write one original-layout checkpoint (A1111 / ComfyUI / civitai), .safetensors")
-    p.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="dtype of the written weights")
-    p.add_argument("--ckpt", action="store_true", help="allow a pickle .ckpt --single-file (not recommended)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow a .ckpt --base (pickle can run code)")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    loras = [parse_lora(spec) for spec in args.lora]
-    written = export(args.base, loras, config=args.config, vae=args.vae, diffusers_dir=args.diffusers,
-                     single_file=args.single_file, dtype=args.dtype, allow_ckpt=args.ckpt,
-                     allow_pickle=args.allow_pickle)
-    for path in written:
-        print(f"wrote {path}")
-    return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import time
 import warnings
@@ -20,6 +19,7 @@ from sdft.adapters.kinds import is_peft_kind
 from sdft.adapters.kohya import kohya_metadata, tag_frequency
 from sdft.adapters.lora import count_params, start_phase
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
+from sdft.atomic import write_text
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
 from sdft.callbacks.graceful_stop import GracefulStop, stop_before_training
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
@@ -130,9 +130,7 @@ def kohya_metadata_fn(cfg: DictConfig, instances: list, resolved: dict):
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, default=str))
 
 
 @dataclass

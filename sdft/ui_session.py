@@ -13,9 +13,10 @@ from pathlib import Path
 from PIL import Image
 
 from sdft.errors import ConfigError
-from sdft.generate import (
-    LORA_WEIGHT_NAME, GenerationParams, Generator, LoraSpec, resolve_lora_file, run_generation,
-)
+from sdft.adapters.formats import LORA_WEIGHT_NAME
+from sdft.generation.generator import Generator
+from sdft.generation.params import GenerationParams, LoraSpec, resolve_lora_file
+from sdft.generation.run import run_generation
 
 MAX_SCANNED = 500  # a scan lists at most this many LoRAs (newest first)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import max_diff, render
+from helpers.compare import max_diff, render
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import kohya_metadata, save_kohya_lora
 from sdft.adapters.load import load_lora_into

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config, render
+from helpers.config import compose_config
+from helpers.loras import randomise_lora
+from helpers.compare import render
 from sdft.adapters.formats import save_lora
 from sdft.adapters.lora import count_params, setup_trainable
 from sdft.config import AdapterConfig
@@ -82,11 +84,7 @@ def test_unknown_target_group_is_a_clear_error(tiny_pipe_factory):
 
 def perturb_lora(model, seed: int) -> None:
     """Stand-in for training: give every LoRA weight a non-zero seeded value."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    randomise_lora([model], seed, 0.2)
 
 
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import EXAMPLE_SUBJECT
+from helpers.config import EXAMPLE_SUBJECT
 
 from sdft.errors import ConfigError
 from sdft.train import prepare, run
@@ -73,7 +73,7 @@ def test_plus_key_is_refused_before_hydra_writes_it(tiny_cache, tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers.config import ROOT
 
     secret = "hf_" + "NOTaREALtokenJUSTaTEST0123"
     run_dir = tmp_path / "hydra_run"

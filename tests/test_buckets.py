@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from data_images import noise_image
+from helpers.images import noise_image
 from sdft.config import DataConfig
 from sdft.data.buckets import BucketBatchSampler, assign_bucket, make_buckets, plan_buckets
 from sdft.data.datamodule import DreamBoothDataModule, class_examples, scan_dataset

@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import CONF_DIR, ROOT, compose_config
+from helpers.config import CONF_DIR, ROOT, compose_config
 from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterKind, LoggerKind
 from sdft.loggers import make_logger

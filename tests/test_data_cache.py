@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from data_images import noise_image
+from helpers.images import noise_image
 from sdft.config import DataConfig, LossConfig, OptimConfig
 from sdft.data.cache import LatentCache, latent_key, vae_identity
 from sdft.data.datamodule import DreamBoothDataModule, class_examples, scan_dataset

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from data_images import noise_image
+from helpers.images import noise_image
 from sdft.config import ConceptConfig, DataConfig
 from sdft.data.captions import CaptionOptions, ensure_trigger, process_caption, read_captions_report
 from sdft.data.datamodule import scan_dataset

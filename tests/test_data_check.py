@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from data_images import noise_image, odd_folder
+from helpers.images import noise_image, odd_folder
 from sdft.data.check import main
 
 

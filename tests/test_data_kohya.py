@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from data_images import noise_image
+from helpers.images import noise_image
 from sdft.config import ConceptConfig, DataConfig
 from sdft.data.datamodule import scan_dataset
 from sdft.data.folders import data_settings, parse_kohya_name, resolve_concepts

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from data_images import noise_image
+from helpers.images import noise_image
 from sdft.config import DataConfig
 from sdft.data.check import main
 from sdft.data.datamodule import scan_dataset

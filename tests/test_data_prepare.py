@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from prepare_photos import write_photos
+from helpers.photos import write_photos
 from sdft.cli import main as sdft_main
 from sdft.data.faces import CascadeDetector, Face, main_faces, make_detector
 from sdft.data.framing import body_crop, face_crop, fit_box
@@ -136,7 +136,7 @@ def test_several_faces_skip_and_input_errors(tmp_path):
 
 def test_full_set_upscales_small_images_and_reports_it(tmp_path):
     """The anime seed's case: 128 px images -> 512 px, whether or not a face is found."""
-    from prepare_photos import astronaut
+    from helpers.photos import astronaut
 
     src = tmp_path / "small"
     src.mkdir()

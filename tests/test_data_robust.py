@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_images import noise_image, odd_folder
+from helpers.images import noise_image, odd_folder
 from sdft.config import DataConfig
 from sdft.data.datamodule import scan_dataset
 from sdft.data.images import load_rgb

@@ -11,7 +11,7 @@ from sdft.embeddings.files import DIFFUSERS_NAME, load_embedding_file, split_bun
 from sdft.embeddings.tokens import expand_prompt, token_names
 from sdft.errors import ConfigError
 from sdft.generate import Generator
-from sdft.generate import main as generate_main
+from sdft.cli.generate import main as generate_main
 from sdft.models.text import text_states
 from sdft.train import fit, prepare, run
 from sdft.ui_session import UiSession

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers.config import ROOT
 from sdft.config import ModelConfig
 from sdft.errors import ConfigError, DataError, ModelLoadError, NonFiniteLossError
 from sdft.models.loading import load_pipeline

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from sdft.cli import main as sdft_main
 from sdft.errors import ConfigError, SdftError
-from sdft.evaluation.evaluate import register, run_from_args
+from sdft.cli.eval import register, run_from_args
 from sdft.evaluation.targets import run_targets
 from sdft.train import run
 
@@ -98,7 +98,7 @@ def test_sdft_eval_errors(finished_run, tmp_path, capsys):
 
 
 def test_sdft_eval_a_model_and_lora_without_a_run(finished_run, tmp_path, tiny_cache):
-    from conftest import EXAMPLE_SUBJECT
+    from helpers.config import EXAMPLE_SUBJECT
 
     out = tmp_path / "m"
     lora = finished_run / "main" / "lora"

@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from conftest import ROOT, compose_config
+from helpers.config import ROOT, compose_config
 from sdft.config import AdapterKind
 from sdft.phases import phase_configs
 from sdft.train import as_config

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from diffusers import DDPMScheduler
 
-from conftest import compose_config
+from helpers.config import compose_config
 from sdft.config import ModelConfig
 from sdft.evaluation import metrics
 from sdft.models.loading import load_pipeline

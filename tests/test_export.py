@@ -10,7 +10,8 @@ from diffusers import StableDiffusionPipeline
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import render, max_diff
+from helpers.loras import randomise_lora
+from helpers.compare import render, max_diff
 from sdft.adapters.extract import extract_file
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import kohya_metadata, save_kohya_lora
@@ -19,7 +20,6 @@ from sdft.cli import main as cli
 from sdft.config import AdapterConfig
 from sdft.errors import ConfigError
 from sdft.export import parse_lora
-from sdft.models.tiny import ensure_tiny_model
 from sdft.train import run
 
 EXACT = 1e-4  # fp32 merge + single-file round trip: measured ~3e-6
@@ -39,19 +39,10 @@ def lora_file(pipe, path: Path, seed: int, unet_targets: list[str], text_encoder
     cfg = AdapterConfig(rank=4, alpha=2.0, unet_targets=unet_targets, text_encoder_targets=["attn"],
                         train_text_encoder=text_encoder)
     setup_trainable(pipe.unet, pipe.text_encoder, cfg)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in [*pipe.unet.named_parameters(), *pipe.text_encoder.named_parameters()]:
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
+    randomise_lora([pipe.unet, pipe.text_encoder], seed, 0.2)
     if kohya:
         return save_kohya_lora(pipe.unet, pipe.text_encoder, path, kohya_metadata(rank=4, alpha=2.0, base_model="tiny"))
     return save_lora(pipe.unet, pipe.text_encoder, path)
-
-
-@pytest.fixture
-def tiny_dir(tiny_cache) -> Path:
-    return ensure_tiny_model(tiny_cache)
 
 
 def test_two_weighted_loras_to_single_file_and_folder(tiny_dir, tiny_pipe_factory, tmp_path):

@@ -10,15 +10,18 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-import sdft.generate as generate_module
+import sdft.cli.generate as generate_cli
+import sdft.generation.generator as generator_module
+from helpers.loras import randomise_lora
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import LoraFormatError, save_kohya_lora
 from sdft.adapters.lora import setup_trainable
-from sdft.callbacks.validation_grid import HEADER_HEIGHT, LABEL_WIDTH
+from sdft.cli.generate import main
+from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH
 from sdft.config import AdapterConfig, ModelConfig
 from sdft.errors import ConfigError
 from sdft.generate import (
-    SCHEDULERS, GenerationParams, Generator, LoraSpec, create_infotext, lora_short_hash, main, run_generation,
+    SCHEDULERS, GenerationParams, Generator, LoraSpec, create_infotext, lora_short_hash, run_generation,
 )
 
 FAST = dict(prompt="photo of sks dog", steps=2, width=64, height=64, seed=1234)
@@ -35,12 +38,7 @@ def gen(tiny_cache) -> Generator:
 
 def _make_lora(pipe, seed: int, adapter: AdapterConfig):
     setup_trainable(pipe.unet, pipe.text_encoder, adapter)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for model in (pipe.unet, pipe.text_encoder):
-            for name, param in model.named_parameters():
-                if "lora_" in name:
-                    param.copy_(torch.randn(param.shape, generator=g) * 0.2)
+    randomise_lora([pipe.unet, pipe.text_encoder], seed, 0.2)
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +133,8 @@ def test_kohya_and_diffusers_files_of_one_lora_give_the_same_image(gen, loras):
 
 def test_switching_loras_never_reloads_the_base(tiny_cache, loras, monkeypatch):
     calls = []
-    real = generate_module.load_pipeline
-    monkeypatch.setattr(generate_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
+    real = generator_module.load_pipeline
+    monkeypatch.setattr(generator_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
     g = Generator(ModelConfig(path="tiny", cache_dir=str(tiny_cache)), device="cpu")
     unet, te = id(g.pipe.unet), id(g.pipe.text_encoder)
     first = g.render(params(loras=[loras["a"]]))
@@ -189,7 +187,7 @@ def test_register_adds_a_generate_subcommand():
     import argparse
 
     parser = argparse.ArgumentParser(prog="sdft")
-    generate_module.register(parser.add_subparsers(dest="command"))
+    generate_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["generate", "--prompt", "x", "--lora", "a.safetensors:0.5", "--guidance", "5,7"])
-    assert args.func is generate_module.run_from_args and args.lora == ["a.safetensors:0.5"]
+    assert args.func is generate_cli.run_from_args and args.lora == ["a.safetensors:0.5"]
     assert args.guidance == "5,7" and args.model == "tiny" and args.scheduler == "dpmpp_2m_karras"

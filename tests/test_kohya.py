@@ -15,7 +15,8 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import render
+from helpers.loras import randomise_lora
+from helpers.compare import render
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import (
     LoraFormatError,
@@ -61,12 +62,7 @@ def lora_pipe(preset: str = "lora_all", text_encoder: bool = True):
         train_text_encoder=text_encoder,
     )
     setup_trainable(pipe.unet, pipe.text_encoder, cfg)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for model in (pipe.unet, pipe.text_encoder):
-            for name, param in model.named_parameters():
-                if "lora_" in name:
-                    param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+    randomise_lora([pipe.unet, pipe.text_encoder], 1, 0.1)
     return pipe
 
 

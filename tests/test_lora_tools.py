@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from conftest import render, max_diff
+from helpers.compare import render, max_diff
 from sdft.adapters.extract import extract_lora
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import (

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import CONF_DIR
+from helpers.config import CONF_DIR
 from sdft.config import BlockLrConfig, OptimConfig
 from sdft.errors import ConfigError
 from sdft.optimizers import block_multiplier, split_groups

@@ -16,7 +16,8 @@ from diffusers.loaders.single_file_utils import (
 )
 from safetensors.torch import load_file
 
-from conftest import render
+from helpers.loras import randomise_lora
+from helpers.compare import render
 from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterConfig
 from sdft.models.original_layout import (
@@ -124,12 +125,7 @@ def test_lora_is_merged_into_the_file(model_dir: Path, tmp_path: Path) -> None:
     targets = {"unet_targets": ["attn1", "attn2", "ff", "proj"], "text_encoder_targets": ["attn", "mlp"]}
     cfg = AdapterConfig(rank=4, alpha=2.0, **targets)
     setup_trainable(pipe.unet, pipe.text_encoder, cfg)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for model in (pipe.unet, pipe.text_encoder):
-            for name, param in model.named_parameters():
-                if "lora_" in name:
-                    param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+    randomise_lora([pipe.unet, pipe.text_encoder], 1, 0.1)
     want = render(pipe)
     loaded = load_single(save_single_file(pipe, tmp_path / "merged.safetensors", dtype=torch.float32), model_dir)
     assert float(np.abs(render(loaded) - want).max()) <= 1e-4

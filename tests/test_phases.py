@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import render
+from helpers.compare import render
 from sdft.adapters.lora import adapter_names
 from sdft.errors import ConfigError
 from sdft.phases import phase_configs

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import EXAMPLE_SUBJECT, FAST, ROOT
+from helpers.config import EXAMPLE_SUBJECT, FAST, ROOT
 from sdft.errors import ConfigError
 from sdft.train import run
 

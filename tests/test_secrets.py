@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sdft.adapters.kohya import SECRET_NAME  # secret-looking names, as LoRA metadata redacts them
+from sdft.redact import SECRET_NAME  # secret-looking names, as LoRA metadata redacts them
 from sdft.config import SdftConfig
 from sdft.train import run
 
@@ -67,7 +67,7 @@ HYDRA_APP = textwrap.dedent(
 
 def test_hydra_and_wandb_offline_run_writes_no_token(tiny_cache, tmp_path):
     """Through Hydra's own entry point (its .hydra/ files) with the W&B logger offline (its run files)."""
-    from conftest import FAST  # noqa: PLC0415  (tests/ is on sys.path under pytest)
+    from helpers.config import FAST  # noqa: PLC0415  (tests/ is on sys.path under pytest)
 
     run_dir = tmp_path / "hydra_run"
     env = {**os.environ, **FAKE, "SDFT_CACHE_DIR": str(tiny_cache), "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",

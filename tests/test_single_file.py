@@ -10,23 +10,13 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 
+from helpers.compare import same_weights
 from sdft.config import ModelConfig
 from sdft.errors import ConfigError, ModelLoadError
 from sdft.models.loading import load_pipeline
 from sdft.models.original_layout import VAE_PREFIX, pipeline_to_original, save_single_file, vae_to_original
 from sdft.models.text import diffusers_clip_skip, prompt_embeds, text_states
-from sdft.models.tiny import ensure_tiny_model
 from sdft.train import run
-
-
-@pytest.fixture
-def tiny_dir(tiny_cache) -> Path:
-    return ensure_tiny_model(tiny_cache)
-
-
-def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_train_on_a_single_file_checkpoint(fast_config, tiny_dir, tiny_pipe_factory, tmp_path):

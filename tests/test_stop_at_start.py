@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import EXAMPLE_SUBJECT, FAST, ROOT
+from helpers.config import EXAMPLE_SUBJECT, FAST, ROOT
 
 STAGES = {  # stage -> (module, attribute patched to send SIGTERM on entry)
     "class_images": ("sdft.data.class_images", "ensure_class_images"),

@@ -10,7 +10,7 @@ import sys
 
 from PIL import Image
 
-from conftest import ROOT
+from helpers.config import ROOT
 from sdft.sweep import write_sweep_summary
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
+from helpers.compare import same_weights
 from sdft.models import tiny
 from sdft.models.sd15_arch import build_sd15_text_encoder, build_sd15_unet, build_sd15_vae
 from sdft.models.tiny import (
@@ -58,18 +59,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_tiny_model(tmp_path_factory.mktemp("cache"))
 
 
-def _state_dicts_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 def test_build_is_deterministic_and_keeps_global_rng(pipe: StableDiffusionPipeline) -> None:
     torch.manual_seed(99)
     state = torch.random.get_rng_state()
     other = build_tiny_pipeline()
     assert torch.equal(torch.random.get_rng_state(), state)
     for name in ("unet", "vae", "text_encoder"):
-        assert _state_dicts_equal(getattr(pipe, name), getattr(other, name)), name
+        assert same_weights(getattr(pipe, name), getattr(other, name)), name
 
 
 def test_sd_module_names(pipe: StableDiffusionPipeline) -> None:
@@ -171,7 +167,7 @@ def test_reload_offline_and_infer(model_dir: Path, pipe: StableDiffusionPipeline
     loaded = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
     assert loaded.safety_checker is None
     assert loaded.scheduler.config.steps_offset == 1 and loaded.scheduler.config.skip_prk_steps
-    assert _state_dicts_equal(loaded.unet, pipe.unet)
+    assert same_weights(loaded.unet, pipe.unet)
     prompt = "photo of sks person"
     assert loaded.tokenizer(prompt).input_ids == pipe.tokenizer(prompt).input_ids
     loaded.set_progress_bar_config(disable=True)

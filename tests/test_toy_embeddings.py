@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import compose_config
+from helpers.config import compose_config
 from sdft.embeddings.files import load_embedding_file
 from sdft.embeddings.tokens import word_embedding
 from sdft.toy.control import sample

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import compose_config
+from helpers.config import compose_config
 from sdft.adapters.targets import UNET_TARGETS, resolve_targets
 from sdft.models.loading import load_pipeline
 from sdft.toy.control import attribute_rates, prompt_control_rate

@@ -12,7 +12,7 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 from safetensors import safe_open
 
-from sdft.callbacks.validation_grid import HEADER_HEIGHT, LABEL_WIDTH, MIN_TILE
+from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH, MIN_TILE
 from sdft.train import prepare, run
 
 

@@ -7,9 +7,9 @@ import pytest
 import safetensors.torch
 import torch
 from PIL import Image
-from ui_helpers import make_lora
+from helpers.loras import make_lora
 
-import sdft.generate as generate_module
+import sdft.generation.generator as generator_module
 from sdft.cli import build_parser
 from sdft.config import ModelConfig
 from sdft.errors import ConfigError
@@ -69,8 +69,8 @@ def test_renders_are_saved_like_sdft_generate(tiny_cache, lora_files, tmp_path):
 
 def test_switching_and_reweighting_loras_never_reloads_the_base(tiny_cache, lora_files, tmp_path, monkeypatch):
     calls = []
-    real = generate_module.load_pipeline
-    monkeypatch.setattr(generate_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
+    real = generator_module.load_pipeline
+    monkeypatch.setattr(generator_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
     session = UiSession(Generator(ModelConfig(path="tiny", cache_dir=str(tiny_cache)), device="cpu"), tmp_path)
     pipe, unet = session.generator.pipe, session.generator.pipe.unet
     build_app(session)  # building the page loads nothing either
@@ -119,5 +119,5 @@ def test_add_lora_appends_or_reweights(lora_files, tiny_cache, tmp_path):
 
 def test_sdft_ui_command_is_registered():
     args = build_parser().parse_args(["ui", "--lora", "a.safetensors:0.5", "--port", "7861", "--out", "o"])
-    assert args.func.__module__ == "sdft.ui" and args.lora == ["a.safetensors:0.5"]
+    assert args.func.__module__ == "sdft.cli.ui" and args.lora == ["a.safetensors:0.5"]
     assert (args.host, args.port, args.out, args.model) == ("127.0.0.1", 7861, "o", "tiny")

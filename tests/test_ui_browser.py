@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from ui_helpers import make_lora
+from helpers.loras import make_lora
 
-import sdft.generate as generate_module
+import sdft.generation.generator as generator_module
 from sdft.config import ModelConfig
 from sdft.generate import Generator
 from sdft.ui import build_app, launch
@@ -46,8 +46,8 @@ def served(tiny_cache, tiny_pipe_factory, tmp_path, monkeypatch):
     """The app on 127.0.0.1 in a thread, over a Generator whose load_pipeline calls are counted; closed after."""
     _need_chromium()
     calls = []
-    real = generate_module.load_pipeline
-    monkeypatch.setattr(generate_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
+    real = generator_module.load_pipeline
+    monkeypatch.setattr(generator_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
     lora = make_lora(tiny_pipe_factory(), tmp_path / "loras" / "style_b.safetensors")
     session = UiSession(Generator(ModelConfig(path="tiny", cache_dir=str(tiny_cache)), device="cpu"),
                         tmp_path / "out")

@@ -82,7 +82,7 @@ BAD = ["empty", "garbage", "truncated", "bad_json", "nan"]
 
 @pytest.mark.parametrize("which", BAD)
 def test_bad_lora_for_generate_is_one_line(which, bad_loras, tiny_cache, tmp_path, capsys):
-    from sdft.generate import main
+    from sdft.cli.generate import main
 
     path = bad_loras[which]
     rc = main(["--prompt", "photo of sks dog", "--model", "tiny", "--lora", str(path), "--steps", "2", "--width", "64",

@@ -14,7 +14,6 @@ Output: kohya format with ss_* metadata; loads with diffusers' `load_lora_weight
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -149,34 +148,3 @@ def extract_file(base: str, tuned: str, out: str | os.PathLike, rank: int, conv_
     )
     write_kohya_file(tensors, out, meta)
     return report
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "extract",
-        help="LoRA from the weight difference of a fine-tuned model and its base (SVD)",
-        description=__doc__.split("\n\n")[0],
-    )
-    p.add_argument("output", type=Path, help="LoRA file to write, kohya format (.safetensors)")
-    p.add_argument("--base", required=True, help="base model: anything model.path accepts")
-    p.add_argument("--tuned", required=True, help="fine-tuned model (e.g. a full DreamBooth run folder or its model/)")
-    p.add_argument("--rank", type=int, required=True, help="LoRA rank")
-    p.add_argument("--conv-rank", type=int, default=None, help="rank for 3x3 convs (default: --rank; 0 = skip them)")
-    p.add_argument("--config", default=None, help="diffusers folder / hub id giving single files their architecture")
-    p.add_argument("--min-diff", type=float, default=MIN_DIFF, help="relative change below which a layer is skipped")
-    p.add_argument("--fp16", action="store_true", help="write fp16 tensors (default fp32)")
-    p.add_argument("--device", default="cpu", help="where the SVDs run (cuda is much faster for SD 1.5)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt inputs (pickle can run code)")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.output.suffix != ".safetensors":
-        raise SystemExit("sdft lora extract: the output must be a .safetensors file")
-    report = extract_file(args.base, args.tuned, args.output, args.rank, args.conv_rank, args.config,
-                          args.min_diff, args.fp16, args.device, args.allow_pickle)
-    print(f"{args.output}: {report.summary()}")
-    return 0

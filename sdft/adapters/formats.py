@@ -1,8 +1,8 @@
 """Writing trained weights: LoRA files diffusers loads exactly, and full pipelines.
 
 The LoRA file is the raw peft state dict plus the peft adapter config as safetensors metadata: diffusers'
-`load_lora_weights` rebuilds exactly the trained layers from it, also when alpha != rank (see ../shared STACK_NOTES:
-the convert_state_dict_to_diffusers path silently drops layers when feed-forward targets are included). Text-encoder
+`load_lora_weights` rebuilds exactly the trained layers from it, also when alpha != rank (diffusers'
+convert_state_dict_to_diffusers path silently drops layers when feed-forward targets are included). Text-encoder
 keys get the conventional `text_model.` level that transformers 5 dropped (`text_encoder.text_model.encoder...`).
 No `.alpha` tensors: diffusers 0.42 refuses a peft-format file holding them; alpha lives in the metadata.
 """

@@ -2,42 +2,37 @@
 
 Key format: `lora_unet_<module path, dots as _>.{lora_down.weight, lora_up.weight, alpha}` and
 `lora_te_text_model_<...>` for the CLIP text encoder; scale = alpha / rank. diffusers has no SD1 writer
-(`convert_state_dict_to_kohya` is SDXL-flavoured: `lora_te1_`, alpha = rank; see shared STACK_NOTES), so the
+(`convert_state_dict_to_kohya` is SDXL-flavoured: `lora_te1_`, alpha = rank), so the
 mapping is written here. peft's LoRA shapes already equal kohya's (Conv2d: down [r, in, kh, kw], up [out, r, 1, 1]).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import safetensors.torch
 import torch
 from diffusers.utils import convert_state_dict_to_peft, convert_unet_state_dict_to_peft
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from peft.tuners.lora import LoraLayer
 from peft.utils.other import get_pattern_key
 from torch import nn
 
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
+from sdft.adapters.hashes import tensors_sha256
 from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors, tensor_metadata
+from sdft.atomic import atomic_path
 from sdft.errors import LoraFormatError
+from sdft.redact import config_json
 
 UNET_PREFIX = "lora_unet_"
 TE_PREFIX = "lora_te_"
 PREFIXES = {"unet": UNET_PREFIX, "text_encoder": TE_PREFIX}
 SDXL_PREFIXES = ("lora_te1_", "lora_te2_")
-# Names of secrets (config keys, environment variables): HF_TOKEN, hf_token, WANDB_API_KEY, *_SECRET, *_PASSWORD...
-# but not e.g. data.keep_tokens or caption_key-like settings.
-SECRET_NAME = re.compile(
-    r"(^|_)(token|auth_?token|api_?key|access_?key|secret(_?key)?|password|passwd|credentials?)$", re.IGNORECASE
-)
 PEFT_KEY = re.compile(r"(?P<module>.+)\.lora_(?P<part>[AB])\.weight")
 KOHYA_PARTS = {"lora_down.weight": "A", "lora_up.weight": "B"}
 # Names whose underscores are part of the module name (diffusers SD U-Net, CLIP text model). Only used to decode
@@ -99,27 +94,6 @@ def to_kohya(
     return out
 
 
-def _redact(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _redact(v, secrets) for k, v in value.items() if not SECRET_NAME.search(str(k))}
-    if isinstance(value, (list, tuple)):
-        return [_redact(v, secrets) for v in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "<redacted>")
-    return value
-
-
-def config_json(config: Any) -> str:
-    """The run config as JSON, without keys named like token/key/secret/password or secret env values."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        config = OmegaConf.structured(config)
-    if isinstance(config, (DictConfig, ListConfig)):
-        config = OmegaConf.to_container(config, resolve=True, enum_to_str=True)
-    secrets = [v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 8]
-    return json.dumps(_redact(config, secrets), sort_keys=True, default=str)
-
-
 def tag_frequency(captions: list[str]) -> dict[str, int]:
     """Tag counts as kohya computes them: captions split on commas, tags stripped."""
     counts: dict[str, int] = {}
@@ -173,8 +147,7 @@ def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: Mapping[str, 
     everything after the header, the legacy hash the first 8 hex digits of sha256(bytes 0x100000..0x110000).
     """
     data = safetensors.torch.save(tensors, {k: v for k, v in metadata.items() if k.startswith("ss_")})
-    header = int.from_bytes(data[:8], "little")
-    model_hash = hashlib.sha256(data[8 + header :]).hexdigest()
+    model_hash = tensors_sha256(data)
     legacy_hash = hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
     return model_hash, legacy_hash
 
@@ -223,15 +196,8 @@ def write_kohya_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
     meta.pop("ss_network_args", None)
     meta.update(tensor_metadata(tensors))
     meta["sshs_model_hash"], meta["sshs_legacy_hash"] = safetensors_hashes(tensors, meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    os.close(fd)
-    try:
-        safetensors.torch.save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

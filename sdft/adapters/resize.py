@@ -16,13 +16,11 @@ in ss_training_comment.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sdft.errors import ConfigError
 
@@ -195,35 +193,3 @@ def resize_file(
     metadata["ss_training_comment"] = f"{comment}; {note}" if comment else note
     write_kohya_file(tensors, dst, metadata)
     return report
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "resize",
-        help="lower a LoRA's rank by SVD (kohya-style; alpha/rank scale kept)",
-        description=__doc__.split("\n\n")[0],
-    )
-    p.add_argument("input", type=Path, help="LoRA file (kohya or diffusers format, .safetensors)")
-    p.add_argument("output", type=Path, help="resized LoRA, kohya format (.safetensors)")
-    p.add_argument("--rank", type=int, required=True, help="new rank (modules already at or below it are copied)")
-    p.add_argument("--fro-target", type=float, default=None,
-                   help="per-module dynamic rank: smallest rank <= --rank keeping this Frobenius-norm fraction")
-    dtype = p.add_mutually_exclusive_group()
-    dtype.add_argument("--fp16", dest="fp16", action="store_true", default=None, help="write fp16 tensors")
-    dtype.add_argument("--fp32", dest="fp16", action="store_false", help="write fp32 tensors (default: as input)")
-    p.add_argument("--per-module", action="store_true", help="print the retained fraction of every module")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.output.suffix != ".safetensors":
-        raise SystemExit("sdft lora resize: the output must be a .safetensors file")
-    report = resize_file(args.input, args.output, args.rank, args.fro_target, args.fp16)
-    if args.per_module:
-        for m in report.modules:
-            print(f"{m.retained:.4f}  rank {m.old_rank:>3} -> {m.new_rank:<3} {m.name}")
-    print(f"{args.output}: {report.summary()}")
-    return 0

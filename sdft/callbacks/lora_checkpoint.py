@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -24,6 +23,7 @@ from sdft.adapters.kohya import save_kohya_lora
 from sdft.adapters.sdxl_files import save_sdxl_weights
 from sdft.callbacks.disk_space import disk_full, folder_bytes
 from sdft.config import AdapterKind
+from sdft.atomic import atomic_path
 from sdft.embeddings.files import save_trained
 from sdft.errors import NonFiniteLossError
 from sdft.models.assemble import assemble_pipeline
@@ -92,10 +92,8 @@ class LoraCheckpoint(L.Callback):
 
     def save_state(self, trainer: L.Trainer, path: Path, weights_only: bool = False) -> None:
         """Lightning checkpoint to `path`, atomically; every rank must call it (the strategy writes on rank 0)."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(tmp, weights_only=weights_only)
-        if trainer.is_global_zero:
-            os.replace(tmp, path)
+        with atomic_path(path, shared=True, owner=trainer.is_global_zero) as tmp:
+            trainer.save_checkpoint(tmp, weights_only=weights_only)
 
     def checkpoint(self, trainer: L.Trainer, module) -> Path:
         """LoRA files (rank 0) and the resumable state (all ranks) in checkpoints/step_<N>/, then keep the last K."""

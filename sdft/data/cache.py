@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from sdft.atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
@@ -81,9 +83,8 @@ class LatentCache:
             from safetensors.torch import save_file
 
             final = self._file(key)
-            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-            save_file({"latent_dist": value}, str(tmp))
-            os.replace(tmp, final)
+            with atomic_path(final) as tmp:  # a unique temp name: several processes may write the same key
+                save_file({"latent_dist": value}, str(tmp))
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sdft.atomic import write_text
 from sdft.data.captions import caption_path, ensure_trigger, normalize_extension
 from sdft.data.images import check_folder, list_images, load_rgb, no_images_error, scan_images
 from sdft.errors import ConfigError
@@ -48,9 +49,7 @@ def caption_folder(folder: str | Path, captioner, trigger: str | None = None, ex
             texts = captioner(images)
         for path, text in zip(batch, texts):
             cap = caption_path(path, extension)
-            tmp = cap.with_name(f".{cap.name}.tmp")
-            tmp.write_text(ensure_trigger(text.strip(), trigger) + "\n", encoding="utf-8")
-            tmp.replace(cap)
+            write_text(cap, ensure_trigger(text.strip(), trigger) + "\n")
             result["written"].append(str(path))
     return result
 
@@ -97,11 +96,3 @@ def run_from_args(args: argparse.Namespace) -> int:
     for path in result["unreadable"]:
         print(f"  unreadable: {path}")
     return 0
-
-
-def register(subparsers) -> None:
-    """`sdft data caption` (see sdft/cli.py)."""
-    parser = subparsers.add_parser("caption", help="caption images with BLIP / GIT / Florence-2 or a WD14 tagger",
-                                   description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.set_defaults(func=run_from_args)

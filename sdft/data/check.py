@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 from PIL import Image, ImageDraw
 
+from sdft.atomic import atomic_path
 from sdft.config import DataConfig
 from sdft.data.datamodule import DatasetReport, DreamBoothDataModule, scan_dataset
 from sdft.data.folders import data_settings
@@ -107,10 +108,8 @@ def write_preview(dm: DreamBoothDataModule, out: Path, background, limit: int = 
         box = (ox + left * f, oy + top * f, ox + (left + bucket[0]) * f - 1, oy + (top + bucket[1]) * f - 1)
         draw.rectangle(box, outline=(255, 0, 0), width=2)
         draw.text((x0 + 2, y0 + THUMB), f"{bucket[0]}x{bucket[1]} {ex.path.name[:12]}", fill=(255, 255, 255))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
     return out
 
 
@@ -123,14 +122,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", default=None, help="also write the report to this text file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="data config values, e.g. --set enable_bucket=true --set resolution=768")
-
-
-def register(subparsers) -> None:
-    """`sdft data check` (see sdft/cli.py)."""
-    parser = subparsers.add_parser("check", help="report on a dataset and preview its crops, without training",
-                                   description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.set_defaults(func=run_from_args)
 
 
 def main(argv: list[str]) -> int:

@@ -12,6 +12,7 @@ import torch
 from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
+from sdft.atomic import atomic_path
 from sdft.data.images import list_images
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,8 @@ def ensure_class_images(
             info = PngInfo()
             info.add_text("parameters", f"{prompt}\nSteps: {steps}, CFG scale: {guidance}, Seed: {seed + k}")
             final = class_dir / f"class_{k:05d}.png"
-            tmp = final.with_name(f".{final.name}.tmp")
-            image.save(tmp, format="PNG", pnginfo=info)
-            os.replace(tmp, final)
+            with atomic_path(final) as tmp:
+                image.save(tmp, format="PNG", pnginfo=info)
     return list_images(class_dir, recursive=False)
 
 

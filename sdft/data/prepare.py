@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from sdft.atomic import atomic_path
 from sdft.data.captions import caption_path
 from sdft.data.faces import main_faces, make_detector
 from sdft.data.framing import MIN_SUBJECT, body_crop, face_crop, fraction, subject_box
@@ -119,9 +120,8 @@ def output_names(paths: list[Path], src: Path) -> dict[Path, str]:
 
 
 def save_atomic(img: Image.Image, path: Path, fmt: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="JPEG" if fmt == "jpg" else fmt.upper(), **({"quality": 95} if fmt == "jpg" else {}))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="JPEG" if fmt == "jpg" else fmt.upper(), **({"quality": 95} if fmt == "jpg" else {}))
 
 
 class Preparer:
@@ -298,11 +298,3 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"Train: python train.py +experiment=dual_phase phases.0.overrides.data.instance_dir={out / 'face'} "
               f"phases.1.overrides.data.instance_dir={out / 'body'}")
     return 0
-
-
-def register(subparsers) -> None:
-    """`sdft data prepare` (see sdft/cli.py)."""
-    parser = subparsers.add_parser("prepare", help="face and half-body crops, upscaling, masks and a framing report",
-                                   description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.set_defaults(func=run_from_args)

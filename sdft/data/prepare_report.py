@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
+from sdft.atomic import atomic_path
 from sdft.data.framing import MIN_SUBJECT
 from sdft.data.images import load_rgb
 
@@ -98,9 +99,8 @@ def preview(src: Path, results: list[ImageResult], path: Path, limit: int = 64) 
             draw.rectangle([ox + x * f, oy + y * f, ox + (x + w) * f, oy + (y + h) * f], outline=COLOURS["detected"])
         draw.text((x0 + 2, y0 + THUMB), r.file[:30], fill=(255, 255, 255))
         draw.text((x0 + 2, y0 + THUMB + 12), short_flags(r)[:34], fill=(255, 200, 80))
-    tmp = path.with_name(f".{path.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
     return path
 
 

@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import safetensors.torch
 import torch
 from safetensors import safe_open
 
+from sdft.atomic import atomic_path
 from sdft.embeddings.tokens import file_stem
 from sdft.errors import SdftError
 
@@ -33,15 +33,8 @@ class EmbeddingFormatError(SdftError):
 
 def _write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
     """safetensors file written to a temp name and renamed (nothing half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    os.close(fd)
-    try:
-        safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     return path
 
 

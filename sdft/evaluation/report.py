@@ -1,7 +1,7 @@
 """The evaluation report: report.md (tables), report.csv, one bar chart PNG per metric, a side-by-side image grid.
 
-Bar charts are drawn with PIL as sdft/sweep.py draws its plots (no plotting dependency); the grid reuses the
-validation grid's `make_grid` (rows = prompts, columns = real image and each target's first seed).
+Bar charts are drawn with PIL as sdft/sweep.py draws its plots (no plotting dependency); the grid reuses
+`sdft.images_grid.make_grid` (rows = prompts, columns = real image and each target's first seed).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from sdft.callbacks.validation_grid import HEADER_HEIGHT, LABEL_WIDTH, make_grid, tile_size
+from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH, make_grid, tile_size
 from sdft.sweep import fmt_value
 
 # key -> (column title, which way is better, what it is)

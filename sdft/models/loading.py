@@ -206,12 +206,23 @@ def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
 
 def prepare_models(pipe: StableDiffusionPipeline, cfg: ModelConfig) -> None:
     """Frozen dtype, attention backend and gradient checkpointing on the pipeline's models."""
+    freeze_models(pipe, cfg)
+    speed_options(pipe, cfg)
+
+
+def freeze_models(pipe: StableDiffusionPipeline, cfg: ModelConfig) -> None:
+    """Every model in the frozen dtype, without gradients, in eval mode (adapters are set up after this)."""
     dtype = DTYPES[cfg.weight_dtype]
     for model in (pipe.unet, pipe.vae, pipe.text_encoder, *filter(None, [getattr(pipe, "text_encoder_2", None)])):
         if model.dtype != dtype:
             model.to(dtype=dtype)
         model.requires_grad_(False)
         model.eval()
+
+
+def speed_options(pipe: StableDiffusionPipeline, cfg: ModelConfig) -> None:
+    """model.attention, model.gradient_checkpointing and model.channels_last (bench/ applies them after counting
+    FLOPs, so that recomputation is not counted)."""
     if cfg.attention == Attention.xformers:
         if not torch.cuda.is_available():
             raise ModelLoadError("model.attention=xformers needs a CUDA GPU; use model.attention=sdpa on this machine.")

@@ -12,7 +12,6 @@ Load the file back with `StableDiffusionPipeline.from_single_file(path, config=<
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +21,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import save_file
 from torch import nn
 
+from sdft.atomic import atomic_path
 from sdft.errors import SdftError
 
 UNET_PREFIX = "model.diffusion_model."
@@ -176,14 +176,7 @@ def save_single_file(
 ) -> Path:
     """Write `pipe` as one original-layout `.safetensors` checkpoint, atomically (temp name + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = pipeline_to_original(pipe, dtype)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     return path

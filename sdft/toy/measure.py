@@ -97,7 +97,7 @@ def measure(pipe, lora: str | Path | None = None, *, subject: dict[str, str] | N
     """Fidelity, leakage and drift of `pipe` (with the LoRA file or run folder `lora` loaded for the measurement,
     unloaded after). `subject` defaults to the bundled toy subject; `reference` (base_reference of the same pipe
     without LoRA, reused across calls) is computed here when not given."""
-    from sdft.generate import resolve_lora_file
+    from sdft.generation.params import resolve_lora_file
 
     if subject is None:
         subject = toy_subject()

@@ -1,6 +1,7 @@
 """`sdft <command>`: one console script, argparse subcommands.
 
-To add a command, write `register(subparsers)` in its module (add a parser, `set_defaults(func=fn)` where
+One module per command in this package (sdft/cli/<command>.py); the work itself lives in the library modules they
+call. To add a command, write `register(subparsers)` in its module (add a parser, `set_defaults(func=fn)` where
 `fn(args) -> int` is the exit code; import heavy libraries inside `fn`, so `sdft --help` stays fast) and list the
 module below. Errors meant for people (sdft.errors.SdftError) print as one line, without a traceback.
 """
@@ -14,9 +15,9 @@ import sys
 
 # group (None: top level) -> (help, modules with register(subparsers))
 COMMANDS: dict[str | None, tuple[str, list[str]]] = {
-    None: ("", ["sdft.generate", "sdft.export", "sdft.ui", "sdft.evaluation.evaluate"]),
-    "lora": ("LoRA file tools: resize, extract", ["sdft.adapters.resize", "sdft.adapters.extract"]),
-    "data": ("Dataset tools: check, prepare, caption", ["sdft.data.check", "sdft.data.prepare", "sdft.data.caption"]),
+    None: ("", ["sdft.cli.generate", "sdft.cli.export", "sdft.cli.ui", "sdft.cli.eval"]),
+    "lora": ("LoRA file tools: resize, extract", ["sdft.cli.lora"]),
+    "data": ("Dataset tools: check, prepare, caption", ["sdft.cli.data"]),
 }
 
 
@@ -44,7 +45,3 @@ def main(argv: list[str] | None = None) -> int:
     except SdftError as err:
         print(f"sdft {args.command}: error: {err}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

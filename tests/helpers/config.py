@@ -1,0 +1,35 @@
+"""The repository's paths, conf/ composed as train.py composes it, and the overrides of a quick CPU run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+import sdft.config  # noqa: F401  (registers the schema)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = ROOT / "conf"
+EXAMPLE_SUBJECT = ROOT / "datasets" / "example_subject"
+
+
+def compose_config(overrides: list[str] | None = None):
+    """Compose conf/config.yaml with overrides, exactly as train.py would (without the hydra node)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+FAST = [
+    "data.resolution=64",
+    "data.batch_size=1",
+    "trainer.max_steps=3",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "callbacks.validation_steps=2",
+    "callbacks.validation_seeds=[0]",
+    "callbacks.checkpoint_every_n_steps=0",
+    "callbacks.validation_every_n_steps=0",
+    "prior.generation_steps=2",
+    "prior.num_class_images=2",
+]
