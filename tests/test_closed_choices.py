@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from conftest import compose_config
+from helpers.config import compose_config
 from sdft.config import MissingCaptions, OnBadImages, StartMode
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from conftest import EXAMPLE_SUBJECT
+from helpers.config import EXAMPLE_SUBJECT
 
 from sdft.data import datamodule, images
 from sdft.data.images import list_images

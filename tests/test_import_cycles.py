@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 
-from conftest import ROOT
+from helpers.config import ROOT
 
 
 def module_name(path) -> str:

@@ -105,7 +105,7 @@ def test_sdxl_conditioning_matches_the_pipeline():
 
 def test_model_sdxl_loads_the_hub_id_with_the_sdxl_pipeline(monkeypatch):
     """model=sdxl: the hub id goes to StableDiffusionXLPipeline (no download here: from_pretrained is replaced)."""
-    from conftest import compose_config
+    from helpers.config import compose_config
 
     calls = []
 

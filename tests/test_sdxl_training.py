@@ -10,7 +10,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from safetensors import safe_open
 
-from data_images import noise_image
+from helpers.images import noise_image
 from sdft.config import DataConfig, LossConfig, OptimConfig
 from sdft.data.datamodule import DreamBoothDataModule, scan_dataset
 from sdft.errors import UnsupportedModelError
