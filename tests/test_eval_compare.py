@@ -62,6 +62,7 @@ def test_compare_multirun_writes_the_report(tiny_cache, tmp_path):
     assert grid.size[0] >= 200 + 8 * 128  # real + base + 6 variants side by side
 
 
+@pytest.mark.slow
 def test_compare_multirun_with_a_lycoris_variant(tiny_cache, tmp_path):
     """The compare experiment takes any adapter kind as a variant: LoRA beside LoKr (a LyCORIS kind, injected with
     peft by the generator, fused with diffusers' fuse_lora) on the tiny model, end to end to the report."""
