@@ -75,6 +75,8 @@ def comfy_weight_decompose(dora_scale, weight, lora_diff, alpha):
 
 
 def client_merge(client: str, weight: torch.Tensor, t: dict) -> torch.Tensor:
+    if "diff" in t:  # weight differences (OFT's file): A1111 network_full.py / ComfyUI's "diff" patch, scale 1
+        return weight + t["diff"].reshape(weight.shape)
     rule = loha_updown if "hada_w1_a" in t else lokr_updown if ("lokr_w1" in t or "lokr_w1_a" in t) else lora_updown
     diff, scale = rule(t, weight.shape)
     if "dora_scale" in t:
