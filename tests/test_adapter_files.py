@@ -31,7 +31,7 @@ def trained(kind: str, tiny_pipe_factory, tmp_path, text_encoder: bool = True):
     want = render(pipe)
     assert max_diff(want, render(tiny_pipe_factory())) > 1e-3  # the adapter changes the image
     files = {"sdft": save_lora(pipe.unet, pipe.text_encoder, tmp_path / "pytorch_lora_weights.safetensors")}
-    if kind != "oft":
+    if kind != "oft":  # OFT's kohya file (`.diff`) is for A1111/ComfyUI; sdft reads OFT's sdft file (test_oft_file.py)
         files["kohya"] = save_kohya_lora(pipe.unet, pipe.text_encoder, tmp_path / f"{kind}.safetensors",
                                          kohya_metadata(base_model="tiny"))
     return want, files

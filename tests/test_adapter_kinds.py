@@ -33,10 +33,11 @@ def test_each_kind_trains_and_writes_its_files(kind, fast_config, tmp_path):
     peft_file, _ = read(folder / LORA)
     assert peft_file and all(k.startswith(("unet.", "text_encoder.")) for k in peft_file)
     kohya = summary["output_kohya"]
-    if kind == "oft":
-        assert kohya is None and not list(folder.glob("*.safetensors"))[1:]  # only the sdft/diffusers file
-        return
     tensors, meta = read(kohya)
+    if kind == "oft":  # weight differences, LyCORIS' "full" keys (tests/test_oft_file.py checks the merge)
+        assert tensors and all(k.endswith(".diff") for k in tensors) and "ss_network_dim" not in meta
+        assert (meta["ss_network_module"], json.loads(meta["ss_network_args"])) == ("lycoris.kohya", {"algo": "full"})
+        return
     assert {k: meta[k] for k in tensor_metadata(tensors)} == tensor_metadata(tensors)
     assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0"
     args = json.loads(meta["ss_network_args"])

@@ -75,6 +75,8 @@ def comfy_weight_decompose(dora_scale, weight, lora_diff, alpha):
 
 
 def client_merge(client: str, weight: torch.Tensor, t: dict) -> torch.Tensor:
+    if "diff" in t:  # weight differences (OFT's file): A1111 network_full.py / ComfyUI's "diff" patch, scale 1
+        return weight + t["diff"].reshape(weight.shape)
     rule = loha_updown if "hada_w1_a" in t else lokr_updown if ("lokr_w1" in t or "lokr_w1_a" in t) else lora_updown
     diff, scale = rule(t, weight.shape)
     if "dora_scale" in t:
@@ -219,12 +221,3 @@ def test_sd15_names_and_shapes(kind):
     if kind == "lokr":  # SD 1.5 widths make LoKr's second factor low-rank (the alpha / rank path)
         assert any(k.endswith("lokr_w2_a") for k in tensors) and any(k.endswith(".lokr_w2") for k in tensors) is False
 
-
-def test_oft_has_no_kohya_file(tiny_pipe_factory):
-    from sdft.adapters.kohya import LoraFormatError
-
-    pipe = tiny_pipe_factory()
-    setup_trainable(pipe.unet, pipe.text_encoder, AdapterConfig(kind=AdapterKind.oft, train_text_encoder=False,
-                                                                  oft_block_size=8))
-    with pytest.raises(LoraFormatError, match="OFT has no kohya"):
-        kohya_tensors(pipe.unet, None)

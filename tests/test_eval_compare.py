@@ -60,3 +60,25 @@ def test_compare_multirun_writes_the_report(tiny_cache, tmp_path):
         assert Image.open(report / f"report_{metric}.png").size[0] > 300
     grid = Image.open(report / "grid.png")
     assert grid.size[0] >= 200 + 8 * 128  # real + base + 6 variants side by side
+
+
+@pytest.mark.slow
+def test_compare_multirun_with_a_lycoris_variant(tiny_cache, tmp_path):
+    """The compare experiment takes any adapter kind as a variant: LoRA beside LoKr (a LyCORIS kind, injected with
+    peft by the generator, fused with diffusers' fuse_lora) on the tiny model, end to end to the report."""
+    cmd = [sys.executable, "train.py", "+experiment=compare", "model=tiny", f"model.cache_dir={tiny_cache}",
+           "variant=lora_attn,lokr", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
+           "logger=none", "prior.num_class_images=2", "prior.generation_steps=2", f"data.class_dir={tmp_path / 'class'}",
+           "eval.num_prompts=2", "eval.steps=2", "eval.class_images=2", "eval.drift_prompts=2", "eval.timing_images=1",
+           f"hydra.sweep.dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["label"]: r for r in csv.DictReader(open(tmp_path / "report" / "report.csv"))}
+    assert list(rows) == ["real images", "base", "lora_attn", "lokr"]
+    assert (rows["lora_attn"]["kind"], rows["lokr"]["kind"]) == ("lora", "lokr")
+    assert 0 < int(rows["lokr"]["trainable_params"]) != int(rows["lora_attn"]["trainable_params"])
+    assert float(rows["lokr"]["adapter_mb"]) > 0 and float(rows["lokr"]["infer_s_fused"]) > 0
+    assert float(rows["lokr"]["drift"]) > 0  # the LoKr changes the model
+    assert "| lokr | lokr |" in (tmp_path / "report" / "report.md").read_text()
+    assert Image.open(tmp_path / "report" / "grid.png").size[0] >= 200 + 4 * 128

@@ -9,6 +9,11 @@ modules carry one alpha: diffusers 0.42 drops differing per-module alphas on att
 The text encoder is included when any of its layers differ by more than `min_diff` (relative Frobenius norm).
 Biases, norms and embeddings are not LoRA-able: their changes are reported, not extracted.
 
+`--tuned` may also be an adapter file of any kind (LoRA, LoCon, DoRA, LoHa, LoKr, OFT's sdft file) or an adapter
+run folder: the base with that adapter merged (`sdft export`'s merge) is the tuned model, so a LyCORIS adapter
+becomes a plain LoRA/LoCon of rank R (exact at full rank). OFT's kohya `.diff` file is refused (sdft does not read
+it; give the run's pytorch_lora_weights.safetensors).
+
 Output: kohya format with ss_* metadata; loads with diffusers' `load_lora_weights`, A1111, ComfyUI.
 """
 
@@ -128,6 +133,32 @@ def extract_lora(base_pipe, tuned_pipe, rank: int, conv_rank: int | None = None,
     return unet_sd, te_sd, {**unet_alphas, **te_alphas}, report
 
 
+ADAPTER_KEY = ("lora_unet_", "lora_te_", "unet.", "text_encoder.")  # keys of adapter files (kohya or sdft/diffusers)
+
+
+def adapter_file(tuned: str) -> Path | None:
+    """The adapter file `tuned` names (a LoRA-style .safetensors, or a run / lora folder holding one), else None
+    (a model: a diffusers folder, a full-DreamBooth run, a single-file checkpoint)."""
+    from safetensors import safe_open
+
+    from sdft.export import resolve_lora
+
+    path = Path(tuned).expanduser()
+    if path.is_dir():
+        if (path / "model_index.json").is_file() or list(path.glob("model/model_index.json")) or \
+                list(path.glob("*/model/model_index.json")):
+            return None
+        try:
+            path = resolve_lora(str(path))
+        except ConfigError:
+            return None
+    if not (path.is_file() and path.suffix == ".safetensors"):
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    return path if keys and all(k.startswith(ADAPTER_KEY) for k in keys) else None
+
+
 def extract_file(base: str, tuned: str, out: str | os.PathLike, rank: int, conv_rank: int | None = None,
                  config: str | None = None, min_diff: float = MIN_DIFF, fp16: bool = False,
                  device: str = "cpu", allow_pickle: bool = False) -> ExtractReport:
@@ -135,10 +166,13 @@ def extract_file(base: str, tuned: str, out: str | os.PathLike, rank: int, conv_
     import torch
 
     from sdft.adapters.kohya import kohya_metadata, to_kohya, write_kohya_file
-    from sdft.export import load_base
+    from sdft.export import load_base, merge_loras
 
     base_pipe = load_base(base, config=config, allow_pickle=allow_pickle)
-    tuned_pipe = load_base(tuned, config=config, allow_pickle=allow_pickle)
+    lora = adapter_file(tuned)
+    tuned_pipe = load_base(base if lora else tuned, config=config, allow_pickle=allow_pickle)
+    if lora:  # any adapter kind: merged into the base as `sdft export` does (OFT's `.diff` file refused there)
+        merge_loras(tuned_pipe, [(lora, 1.0)])
     unet_sd, te_sd, alphas, report = extract_lora(base_pipe, tuned_pipe, rank, conv_rank, min_diff, device=device)
     tensors = to_kohya(unet_sd, te_sd, float(rank), float(rank), torch.float16 if fp16 else torch.float32, alphas)
     meta = kohya_metadata(  # ss_network_dim/alpha/args: write_kohya_file reads them off the tensors

@@ -27,8 +27,8 @@ def is_peft_kind(kind: AdapterKind | str) -> bool:
 
 
 def has_kohya_format(kind: AdapterKind | str) -> bool:
-    """Kinds written as a kohya/LyCORIS file too (OFT is not: see sdft/adapters/lycoris.py)."""
-    return is_peft_kind(kind) and str(getattr(kind, "value", kind)) != "oft"
+    """Kinds written as a kohya/LyCORIS file too: every peft kind (OFT as `.diff` weight differences, lycoris.py)."""
+    return is_peft_kind(kind)
 
 
 def is_adapter_param(name: str) -> bool:
@@ -55,6 +55,17 @@ def _conv_patterns(model: nn.Module, targets: list[str], cfg: AdapterConfig) -> 
     return {t: rank for t in convs}, {t: alpha for t in convs}  # full names, as peft matches them
 
 
+def _refuse_oft_on_kxk_convs(model: nn.Module, targets: list[str]) -> None:
+    """peft 0.21's OFT forward on a kxk conv (k > 1) rotates unfolded input patches and folds them back (summing the
+    overlaps), which is not the conv its merge, `sdft export` and the A1111/ComfyUI file compute: refuse it."""
+    modules = dict(model.named_modules())
+    convs = [t for t in targets if isinstance(_base(modules[t]), nn.Conv2d) and _base(modules[t]).kernel_size != (1, 1)]
+    if convs:
+        raise ConfigError(f"adapter.kind=oft on {len(convs)} 3x3 conv(s) (e.g. {convs[0]}): peft's OFT trains these "
+                          "with a forward its merged weights do not reproduce; drop `conv` from adapter.unet_targets "
+                          "(OFT on attention/ff/proj layers is exact).")
+
+
 def peft_config(model: nn.Module, targets: list[str], cfg: AdapterConfig) -> PeftConfig:
     """The peft config of `cfg.kind` over explicit module names (exact, so attn1 never catches attn2)."""
     kind = str(getattr(cfg.kind, "value", cfg.kind))
@@ -71,6 +82,7 @@ def peft_config(model: nn.Module, targets: list[str], cfg: AdapterConfig) -> Pef
                           target_modules=targets, rank_pattern=ranks, alpha_pattern=alphas,
                           use_effective_conv2d=False, decompose_both=False, decompose_factor=-1)
     if kind == "oft":  # exact Cayley transform (no Neumann series), no COFT projection
+        _refuse_oft_on_kxk_convs(model, targets)
         return OFTConfig(r=0, oft_block_size=cfg.oft_block_size, module_dropout=cfg.dropout, target_modules=targets,
                          coft=False, block_share=False, use_cayley_neumann=False, init_weights=True)
     raise ConfigError(f"adapter.kind={kind!r} is not a peft adapter kind; use one of {list(PEFT_KINDS)} or full.")

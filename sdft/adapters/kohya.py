@@ -154,7 +154,8 @@ def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: Mapping[str, 
 
 def kohya_tensors(unet: nn.Module | None, text_encoder: nn.Module | None,
                   dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """The adapters of `unet`/`text_encoder` as kohya/LyCORIS tensors (every kind but OFT; see adapters/lycoris.py)."""
+    """The adapters of `unet`/`text_encoder` as kohya/LyCORIS tensors (OFT as `.diff` weight differences; see
+    adapters/lycoris.py)."""
     tensors: dict[str, torch.Tensor] = {}
     for kind, model in (("unet", unet), ("text_encoder", text_encoder)):
         if model is None or not has_lora(model):
@@ -193,7 +194,8 @@ def write_kohya_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
     (never the config: per-layer ranks after resize or import stay true), old sshs_* hashes are replaced."""
     path = Path(path)
     meta = {str(k): str(v) for k, v in metadata.items() if not str(k).startswith("sshs_")}
-    meta.pop("ss_network_args", None)
+    for key in ("ss_network_args", "ss_network_dim", "ss_network_alpha"):  # only what the tensors say (OFT's
+        meta.pop(key, None)  # `.diff` file has no rank or alpha)
     meta.update(tensor_metadata(tensors))
     meta["sshs_model_hash"], meta["sshs_legacy_hash"] = safetensors_hashes(tensors, meta)
     with atomic_path(path) as tmp:

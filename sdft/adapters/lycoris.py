@@ -11,8 +11,12 @@ Written per peft layer of adapter "default" (hand-written because no library wri
 - LoKr: `lokr_w1` (or `lokr_w1_a/b`), `lokr_w2` (or `lokr_w2_a/b`), `.alpha`. Both clients apply alpha / rank only
   when a factor is low-rank and 1 otherwise, where peft always applies alpha / r: with both factors full, peft's scale
   is folded into lokr_w1.
-- OFT: not written: peft's OFT rotates the layer's *input* features (W R^T), A1111/ComfyUI's `oft_blocks`/`oft_diag`
-  rotate its *output* rows (R W); no file in their format merges to peft's weight.
+- OFT: `<name>.diff` = W R^T - W, the weight difference peft's OFT makes (LyCORIS' `full` algo keys, which A1111's
+  network_full.py and ComfyUI's lora.py add to the weight: W + strength * diff). peft's OFT rotates the layer's
+  *input* features (W R^T); A1111/ComfyUI's OFT keys (`oft_blocks` / `oft_diag`) rotate its *output* rows (R W), and a
+  block-diagonal rotation on one side is in general no block-diagonal rotation on the other (W R^T W^-1 is neither
+  block-diagonal nor orthogonal: tests/test_oft_file.py), so no file in their OFT format merges to peft's weight. The
+  diff is exact for the base it was trained on (like DoRA's dora_scale) and holds a full matrix per layer.
 """
 
 from __future__ import annotations
@@ -65,18 +69,21 @@ def _lokr(layer, base: nn.Module) -> dict[str, torch.Tensor]:
     return {**out, "alpha": torch.tensor(float(layer.alpha[ADAPTER]))}
 
 
-WRITERS: dict[str, Callable] = {"LoraLayer": _lora, "LoHaLayer": _loha, "LoKrLayer": _lokr}
+def _oft(layer, base: nn.Module) -> dict[str, torch.Tensor]:
+    """`diff` = peft's rotated weight minus the base weight (peft's merge: W_flat @ R^T, R block-diagonal)."""
+    weight = base.weight.float()
+    flat = weight.reshape(weight.shape[0], -1)  # convs: [out, in*kh*kw], the order peft unfolds a patch in
+    rotation = layer.get_delta_weight(ADAPTER).float()
+    return {"diff": (flat @ rotation.T - flat).reshape(weight.shape)}
+
+
+WRITERS: dict[str, Callable] = {"LoraLayer": _lora, "LoHaLayer": _loha, "LoKrLayer": _lokr, "OFTLayer": _oft}
 
 
 def _writer(layer: BaseTunerLayer) -> Callable:
     for cls in type(layer).__mro__:
         if cls.__name__ in WRITERS:
             return WRITERS[cls.__name__]
-    if any(cls.__name__ == "OFTLayer" for cls in type(layer).__mro__):
-        raise NoKohyaFormat(
-            "OFT has no kohya/A1111/ComfyUI file that merges to peft's weights (peft rotates a layer's input "
-            "features, their oft_blocks/oft_diag rotate its output rows); use the sdft/diffusers-format file"
-        )
     raise NoKohyaFormat(f"{type(layer).__name__} has no kohya format")
 
 
@@ -92,11 +99,12 @@ def layer_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
 
 
 KIND_KEYS = {"loha": r"\.hada_w[12]_[ab]\b", "lokr": r"\.lokr_w[12]", "dora": r"\.(dora_scale|lora_magnitude_vector)\b",
-             "oft": r"\.(oft_blocks|oft_diag|oft_R)\b"}
+             "oft": r"\.(oft_blocks|oft_diag|oft_R)\b", "full": r"\.diff\b"}
 
 
 def file_kind(keys) -> str | None:
-    """The kind a LoRA-style file holds ("loha", "lokr", "dora", "oft"; kohya or peft keys), None for LoRA / LoCon."""
+    """The kind a LoRA-style file holds ("loha", "lokr", "dora", "oft"; "full" for `.diff` weight differences, as
+    OFT's kohya file; kohya or peft keys), None for LoRA / LoCon."""
     text = "\n".join(keys)
     return next((kind for kind, pattern in KIND_KEYS.items() if re.search(pattern, text)), None)
 
@@ -122,6 +130,8 @@ def tensor_metadata(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
         name, _, part = key.partition(".")
         modules.setdefault(name, {})[part] = value
     parts = {p for m in modules.values() for p in m}
+    if parts == {"diff"}:  # weight differences (OFT's kohya file): no rank or alpha, LyCORIS' algo "full"
+        return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps({"algo": "full"})}
     conv = {n: m for n, m in modules.items() if n.endswith(CONV3)}
     rest = {n: m for n, m in modules.items() if n not in conv} or conv
 

@@ -115,7 +115,10 @@ def from_kohya_file(state: Mapping[str, torch.Tensor], kind: str, models: dict[s
     """A kohya/LyCORIS LoHa, LoKr or DoRA file (as adapters/lycoris.py writes them) -> peft configs and states."""
     reader = {"loha": _loha, "lokr": _lokr, "dora": _dora}.get(kind)
     if reader is None:
-        raise LoraFormatError(f"a kohya-format {kind} file is not read by sdft (OFT: only the sdft/diffusers file).")
+        raise LoraFormatError(f"a kohya-format {kind} file (`.diff` weight differences, as sdft writes OFT for "
+                              "A1111/ComfyUI) is not read by sdft; give it the run's pytorch_lora_weights.safetensors."
+                              if kind == "full" else f"a kohya-format {kind} file is not read by sdft (OFT: only the "
+                              "sdft/diffusers file).")
     return {part: reader(modules, models[part]) for part, modules in _kohya_modules(state, models).items() if modules}
 
 

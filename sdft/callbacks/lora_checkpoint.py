@@ -76,7 +76,7 @@ class LoraCheckpoint(L.Callback):
             if is_peft_kind(self.kind):
                 meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
                 kohya = None
-                if has_kohya_format(self.kind):  # OFT: no kohya/A1111 file merges like peft's (adapters/lycoris.py)
+                if has_kohya_format(self.kind):  # every peft kind (OFT as `.diff` weight differences: adapters/lycoris.py)
                     kohya = save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta,
                                             self.kohya_fp16)
                 if embedding is not None:  # pivotal: the embedding beside the adapter, and bundled in the kohya file

@@ -53,7 +53,8 @@ def register_extract(subparsers) -> None:
     )
     p.add_argument("output", type=Path, help="LoRA file to write, kohya format (.safetensors)")
     p.add_argument("--base", required=True, help="base model: anything model.path accepts")
-    p.add_argument("--tuned", required=True, help="fine-tuned model (e.g. a full DreamBooth run folder or its model/)")
+    p.add_argument("--tuned", required=True, help="fine-tuned model (e.g. a full DreamBooth run folder or its model/), "
+                   "or an adapter file / run of any kind (LoHa, LoKr, DoRA, OFT...) to turn into a LoRA")
     p.add_argument("--rank", type=int, required=True, help="LoRA rank")
     p.add_argument("--conv-rank", type=int, default=None, help="rank for 3x3 convs (default: --rank; 0 = skip them)")
     p.add_argument("--config", default=None, help="diffusers folder / hub id giving single files their architecture")

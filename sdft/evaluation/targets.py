@@ -23,7 +23,7 @@ class Target:
     model: str  # what Generator loads: the base (model.path) or a full fine-tune's model/ folder
     loras: list[str] = field(default_factory=list)  # LoRA files applied at weight 1
     base_model: str | None = None  # the run's original base (the language-drift reference)
-    kind: str = "base"  # base | lora | full | full+lora
+    kind: str = "base"  # base | lora (or its LyCORIS kind: locon, loha...) | full | full+lora | embedding | pivotal
     phases: list[dict] = field(default_factory=list)  # summaries of the phases trained into it
     configs: list[DictConfig] = field(default_factory=list)  # their configs (batch sizes etc. for img/s)
     run_dir: Path | None = None
@@ -78,6 +78,8 @@ def run_targets(run_dir: str | Path, phase: str | None = None, all_phases: bool 
             else:
                 loras, chain = [output], base_phases + [(s, phase_cfg)]
         kind = "full+lora" if loras and model != base_model else ("lora" if loras else "full")
+        if kind == "lora" and s["adapter"] in ("locon", "loha", "lokr", "dora", "oft"):  # the LyCORIS kind itself
+            kind = s["adapter"]
         if s.get("embedding"):  # sdft.embeddings: textual inversion alone, or with a LoRA (pivotal tuning)
             kind = "pivotal" if loras else "embedding"
         label = s["phase"] if len(summaries) > 1 else (cfg.get("eval", {}).get("label") or cfg.name)
