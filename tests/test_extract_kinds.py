@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from safetensors import safe_open
 
-from conftest import max_diff, render
+from helpers.compare import max_diff, render
 from sdft.adapters.extract import adapter_file, extract_file
 from sdft.adapters.formats import save_lora
 from sdft.adapters.kohya import LoraFormatError, kohya_metadata, save_kohya_lora
