@@ -3,9 +3,9 @@
 The quickstart (`+experiment=quickstart`) is trained with two seeds with prior preservation and one without, and each
 LoRA is measured by sdft.toy.measure at fixed generation seeds: fidelity (share of `a sks dog` generations matching
 the subject on class, body colour, head colour and pattern), leakage (the same share for `a dog`) and drift (mean
-total-variation distance of the `a dog` attribute distributions from the base's). Three runs: 384 s on the shared 2-core
-machine (load average 3-8; the former ten runs took 529 s); the five-seed study behind the bounds is `python -m sdft.toy.study` (its table is in
-sdft/toy/MODEL_CARD.md).
+total-variation distance of the `a dog` attribute distributions from the base's). Three runs: 384 s on the shared
+2-core machine (load average 3-8; the former ten runs took 529 s); the five-seed study behind the bounds is
+`python -m sdft.toy.study` (its table is in sdft/toy/MODEL_CARD.md).
 """
 
 from __future__ import annotations
