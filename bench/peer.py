@@ -95,7 +95,7 @@ def model_folder(kind: str, work: Path) -> Path:
     if (folder / "model_index.json").is_file():
         return folder
     import torch
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
 
     from sdft.models.sd15_arch import build_sd15_text_encoder, build_sd15_unet, build_sd15_vae
     from sdft.models.tiny import SD15_SCHEDULER_CONFIG
@@ -105,7 +105,7 @@ def model_folder(kind: str, work: Path) -> Path:
     torch.manual_seed(0)
     pipe = StableDiffusionPipeline(vae=build_sd15_vae(), text_encoder=build_sd15_text_encoder(),
                                    tokenizer=build_clip_tokenizer(), unet=build_sd15_unet(),
-                                   scheduler=DDPMScheduler(**SD15_SCHEDULER_CONFIG), safety_checker=None,
+                                   scheduler=PNDMScheduler(**SD15_SCHEDULER_CONFIG), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     tmp = work / "sd15-random.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -75,3 +75,32 @@ def test_auto_skips_a_cache_bigger_than_the_run(fast_config, tmp_path):
 def test_encodes_in_run():
     assert encodes_in_run(400, 2, True) == 1600 and encodes_in_run(10, 1, False) == 10
     assert encodes_in_run(-1, 1, False) is None
+
+
+def test_fixed_noise_loss_encodes_once_and_keeps_its_value(fast_config, tmp_path):
+    """val/fixed_noise_loss encodes images and prompts once per measurement, not once per timestep; same value."""
+    from types import SimpleNamespace
+
+    from sdft.callbacks.fixed_noise_loss import TIMESTEPS, FixedNoiseLoss
+
+    parts = prepare(fast_config(*two_images(tmp_path)))
+    module, trainer = parts.module, SimpleNamespace(datamodule=parts.datamodule)
+    fixed = FixedNoiseLoss(0, 64, seed=5)
+    calls = {"vae": 0}
+    encode = module.encode_latents
+
+    def counted(*args, **kwargs):
+        calls["vae"] += 1
+        return encode(*args, **kwargs)
+
+    module.encode_latents = counted
+    value = fixed.measure(trainer, module)
+    assert calls["vae"] == 1
+    batch, gen, losses = fixed._batch, torch.Generator("cpu").manual_seed(5), []
+    with torch.no_grad():  # the per-timestep computation it replaces
+        for t in TIMESTEPS:
+            latents = encode(batch["pixel_values"], sample=False)
+            noise = torch.randn(latents.shape, generator=gen)
+            steps = torch.full((latents.shape[0],), t, dtype=torch.long)
+            losses.append(module.loss_at(latents, noise, steps, batch["input_ids"]).mean())
+    assert value == float(torch.stack(losses).mean())
