@@ -11,7 +11,7 @@ torch.optim.AdamW.step), set-up time to the first step, peak RSS (the child's ru
 (speed sdft/peer: > 1 means sdft is faster; RSS sdft/peer: < 1 means sdft uses less).
 
     python bench/peer.py --model tiny --resolution 64 --steps 4            # smoke test, ~1-2 min idle
-    python bench/peer.py --model sd15 --resolution 256 --steps 3 --rounds 2  # the comparison
+    python bench/peer.py --model sd15 --resolution 256 --steps 4 --rounds 2  # the comparison
 
 The peer script needs torchvision: run this with the peer venv's python (docs/benchmarks.md, "Side by side"), or pass
 --python. The peer script is found at --peer-script, $SDFT_PEER_SCRIPT, or ../shared/peer/ beside the repository.
@@ -203,7 +203,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["tiny", "sd15"], default="tiny")
     p.add_argument("--resolution", type=int, default=None, help="default: 64 (tiny), 256 (sd15)")
-    p.add_argument("--steps", type=int, default=4, help="N: each tool runs N and 3N steps")
+    p.add_argument("--steps", type=int, default=4, help="N: each tool runs N and 3N steps (>= 4: see main)")
     p.add_argument("--rounds", type=int, default=1, help="alternating rounds; medians are reported")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
@@ -228,6 +228,10 @@ def main(argv=None) -> int:
     model = model_folder(args.model, work)
     inst, cls = image_folders(work, res)
     n = args.steps
+    if 2 * n < N_INSTANCE + N_CLASS:  # sdft's auto cache would be skipped in the N-step run only (cache_policy.py)
+        print(f"warning: N={n} < {(N_INSTANCE + N_CLASS) // 2}: sdft's N-step run skips its latent cache (filling it "
+              "would encode more images than the run), its 3N-step run uses it: the wall-diff is then not a "
+              "cached step's time. Use --steps 4 or more.", flush=True)
     results: dict[str, list[dict]] = {"peer": [], "sdft": []}
     for r in range(args.rounds):
         for tool in (("peer", "sdft") if r % 2 == 0 else ("sdft", "peer")):
