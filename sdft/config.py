@@ -172,10 +172,11 @@ class DataConfig:
     # error: stop with the list of unreadable files | skip: leave them out, with a warning
     on_bad_images: OnBadImages = OnBadImages.error
     background: List[int] = field(default_factory=lambda: [255, 255, 255])  # transparency is composited on this
-    cache_latents: bool = False  # encode each image with the VAE once (memory, or disk with cache_to_disk)
+    # null (auto): cached where exact and worth it (sdft/data/cache_policy.py); true: asked for; false: never
+    cache_latents: Optional[bool] = None  # encode each image with the VAE once (memory, or disk with cache_to_disk)
     cache_to_disk: bool = False
     cache_dir: Optional[str] = None  # default: $SDFT_CACHE_DIR/latents or ~/.cache/sdft/latents
-    cache_text_encoder_outputs: bool = False  # only used when the text encoder is frozen and captions are fixed
+    cache_text_encoder_outputs: Optional[bool] = None  # only used when the text encoder is frozen and captions are fixed
     validation_split: float = 0.0  # hold out this share of the instance images (seeded): val/fixed_noise_loss uses them
     mask_dir: Optional[str] = None  # loss masks by image stem (loss.masked_loss); else <stem>.mask.png, else alpha
 

@@ -47,12 +47,14 @@ class FixedNoiseLoss(L.Callback):
         try:
             gen = torch.Generator("cpu").manual_seed(self.seed)
             losses = []
+            n = batch["pixel_values"].shape[0]
+            # the VAE mean and the text states do not depend on the timestep: computed once, not per timestep
+            latents = module.encode_latents(batch["pixel_values"], sample=False)
+            text = module.encode_text(batch["input_ids"])
             for t in TIMESTEPS:
-                n = batch["pixel_values"].shape[0]
-                latents = module.encode_latents(batch["pixel_values"], sample=False)
                 noise = torch.randn(latents.shape, generator=gen).to(latents.device)
                 timesteps = torch.full((n,), t, device=latents.device, dtype=torch.long)
-                losses.append(module.loss_at(latents, noise, timesteps, batch["input_ids"]).mean())
+                losses.append(module.loss_at(latents, noise, timesteps, text).mean())
             value = float(torch.stack(losses).mean())
         finally:
             module.train(was_training)

@@ -13,6 +13,8 @@ from torch.utils.data import DataLoader
 
 from sdft.config import DataConfig
 from sdft.data.buckets import BucketBatchSampler, needs_upscale, plan_buckets
+from sdft.data.cache_policy import (encodes_in_run, latent_cache_wanted, latent_cache_worth_it,
+                                    text_cache_wanted)
 from sdft.data.cache import LatentCache, default_cache_dir, fill_latent_cache, latent_key, text_cache, vae_identity
 from sdft.data.captions import CaptionReport, ensure_trigger, read_captions_report
 from sdft.data.dataset import BucketDataset, Example, ImageTransform, center_crop_of
@@ -167,31 +169,24 @@ class DreamBoothDataModule(L.LightningDataModule):
         return dict(sorted(counts.items()))
 
     # -- caches --
-    def build_caches(self, module, device: torch.device | str = "cpu") -> None:
-        """Fill the latent / text-encoder caches the config asks for, with the module's own VAE and encode_text."""
+    def build_caches(self, module, device: torch.device | str = "cpu", encodes: int | None = None) -> None:
+        """Fill the latent / text-encoder caches the config asks for (or auto: where exact, sdft/data/cache_policy.py),
+        with the module's own VAE and encode_text; `encodes`: images the run would encode without a cache."""
         cfg = self.cfg
-        if cfg.cache_latents:
-            if not cfg.center_crop:
-                log.warning("data.cache_latents: random crops cannot be cached; latents are computed every step.")
-            else:
-                self.latents = self._latent_cache(module.vae, device)
-        if cfg.cache_text_encoder_outputs:
-            fixed = all(ex.caption_options.fixed for ex in self.instances + self.classes)
-            if getattr(module, "train_text_encoder", True):
-                log.warning("data.cache_text_encoder_outputs: the text encoder is trained; not cached.")
-            elif not fixed:
-                log.warning("data.cache_text_encoder_outputs: captions change (shuffle/dropout); not cached.")
-            else:
-                ds = BucketDataset([], [], self.tokenizer, self.seed)
-                original = next(module.text_encoder.parameters()).device
-                module.text_encoder.to(device)
-                try:
-                    self.texts = text_cache([ex.prompt for ex in self.instances + self.classes], ds.tokens,
-                                            module.encode_text, device)
-                finally:
-                    module.text_encoder.to(original)
+        if latent_cache_wanted(cfg.cache_latents, cfg.center_crop):
+            self.latents = self._latent_cache(module.vae, device, encodes)
+        fixed = all(ex.caption_options.fixed for ex in self.instances + self.classes)
+        if text_cache_wanted(cfg.cache_text_encoder_outputs, getattr(module, "train_text_encoder", True), fixed):
+            ds = BucketDataset([], [], self.tokenizer, self.seed)
+            original = next(module.text_encoder.parameters()).device
+            module.text_encoder.to(device)
+            try:
+                self.texts = text_cache([ex.prompt for ex in self.instances + self.classes], ds.tokens,
+                                        module.encode_text, device)
+            finally:
+                module.text_encoder.to(original)
 
-    def _latent_cache(self, vae, device) -> LatentLookup:
+    def _latent_cache(self, vae, device, encodes: int | None = None) -> LatentLookup | None:
         cfg = self.cfg
         folder = None
         if cfg.cache_to_disk:
@@ -213,14 +208,18 @@ class DreamBoothDataModule(L.LightningDataModule):
             add(ex, self.buckets[i])
             for j in set(self.pools[i]):
                 add(self.classes[j], self.buckets[i])
+        if not latent_cache_worth_it(cfg.cache_latents, len(jobs), encodes):
+            return None
         fill_latent_cache(cache, jobs, vae, device)
         return lookup
 
     # -- Lightning hooks --
     def setup(self, stage: str | None = None) -> None:
         module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is not None and (self.cfg.cache_latents or self.cfg.cache_text_encoder_outputs):
-            self.build_caches(module, self.trainer.strategy.root_device)
+        if module is not None and (self.cfg.cache_latents is not False or self.cfg.cache_text_encoder_outputs
+                                   is not False):  # None: auto (sdft/data/cache_policy.py)
+            encodes = encodes_in_run(self.trainer.max_steps, self.cfg.batch_size, bool(self.classes))
+            self.build_caches(module, self.trainer.strategy.root_device, encodes)
         self.dataset = BucketDataset(self.instances, self.classes, self.tokenizer, self.seed, self.cfg.center_crop,
                                      tuple(self.cfg.background), self.latents, self.texts, self.masks,
                                      self.time_ids)
