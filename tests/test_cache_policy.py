@@ -7,7 +7,7 @@ import logging
 import lightning as L
 import torch
 
-from data_images import noise_image
+from helpers.images import noise_image
 from sdft.data.cache_policy import encodes_in_run
 from sdft.train import prepare
 

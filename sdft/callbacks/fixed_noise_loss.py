@@ -50,7 +50,8 @@ class FixedNoiseLoss(L.Callback):
             n = batch["pixel_values"].shape[0]
             # the VAE mean and the text states do not depend on the timestep: computed once, not per timestep
             latents = module.encode_latents(batch["pixel_values"], sample=False)
-            text = module.encode_text(batch["input_ids"])
+            ids = batch["input_ids"]  # SDXL's (B, 2, 77) pair ids are encoded by its conditioning at each call
+            text = module.encode_text(ids) if ids.dim() == 2 else ids
             for t in TIMESTEPS:
                 noise = torch.randn(latents.shape, generator=gen).to(latents.device)
                 timesteps = torch.full((n,), t, device=latents.device, dtype=torch.long)

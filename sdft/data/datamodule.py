@@ -176,7 +176,9 @@ class DreamBoothDataModule(L.LightningDataModule):
         if latent_cache_wanted(cfg.cache_latents, cfg.center_crop):
             self.latents = self._latent_cache(module.vae, device, encodes)
         fixed = all(ex.caption_options.fixed for ex in self.instances + self.classes)
-        if text_cache_wanted(cfg.cache_text_encoder_outputs, getattr(module, "train_text_encoder", True), fixed):
+        if self.time_ids:  # SDXL: the cache holds one tower's states, SDXL needs both and the pooled embedding
+            log.info("data.cache_text_encoder_outputs: not for SDXL yet; not cached.")
+        elif text_cache_wanted(cfg.cache_text_encoder_outputs, getattr(module, "train_text_encoder", True), fixed):
             ds = BucketDataset([], [], self.tokenizer, self.seed)
             original = next(module.text_encoder.parameters()).device
             module.text_encoder.to(device)
