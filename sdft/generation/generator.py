@@ -57,16 +57,18 @@ class Generator:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.pipe = load_pipeline(cfg)
-        from sdft.models.family import pipeline_family, refuse_sdxl
+        from sdft.config import ModelFamily
+        from sdft.models.family import pipeline_family
 
-        refuse_sdxl(pipeline_family(self.pipe), "Generation")  # LoRA loading and img2img are SD 1.x only so far
+        self.sdxl = pipeline_family(self.pipe) == ModelFamily.sdxl  # SD 1.x or SDXL (two text towers)
         self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self.base_scheduler_config = self.pipe.scheduler.config
         self._img2img = None
         self._loras: dict[Path, LoadedLora] = {}
         self.active: list[tuple[LoadedLora, float]] = []
-        self.embeddings = PipelineEmbeddings(self.pipe)  # textual-inversion tokens (files, LoRA bundles)
+        # textual-inversion tokens (files, LoRA bundles); SD 1.x only (SDXL embeddings carry both towers' vectors)
+        self.embeddings = PipelineEmbeddings(self.pipe)
 
     # -- LoRAs --------------------------------------------------------------------------------------------------
 
@@ -86,13 +88,22 @@ class Generator:
         state, bundled = split_bundle(state)  # a pivotal-tuning LoRA may carry its embedding (bundle_emb.*)
         from sdft.adapters.lycoris import file_kind
 
+        if self.sdxl and (bundled or file_kind(state) is not None):
+            raise LoraFormatError(f"{file}: with an SDXL base only plain LoRA files load so far (no LoHa/LoKr/DoRA/OFT "
+                                  "files, no bundled embeddings); docs/sdxl.md.")
         if file_kind(state) is not None:  # LoHa / LoKr / DoRA / OFT: injected with peft (sdft/adapters/peft_files.py)
             return self._load_other_kind(file, state, metadata, file_kind(state), bundled)
-        unet_sd, te_sd, _ = check_lora_fits(state, self.pipe.unet, self.pipe.text_encoder, metadata, source=str(file))
-        expected = {
-            "unet": {k.removesuffix(".lora_A.weight") for k in unet_sd if k.endswith(".lora_A.weight")},
-            "text_encoder": {k.removesuffix(".lora_A.weight") for k in te_sd if k.endswith(".lora_A.weight")},
-        }
+        if self.sdxl:  # U-Net and both towers, mapped with diffusers' own SDXL key conversion
+            from sdft.models.family_pipelines import check_sdxl_lora_fits
+
+            expected = check_sdxl_lora_fits(state, self.pipe, str(file))
+        else:
+            unet_sd, te_sd, _ = check_lora_fits(state, self.pipe.unet, self.pipe.text_encoder, metadata,
+                                                source=str(file))
+            expected = {
+                "unet": {k.removesuffix(".lora_A.weight") for k in unet_sd if k.endswith(".lora_A.weight")},
+                "text_encoder": {k.removesuffix(".lora_A.weight") for k in te_sd if k.endswith(".lora_A.weight")},
+            }
         name = lora_display_name(file)
         adapter = self._adapter_name(name)
         try:
@@ -139,6 +150,8 @@ class Generator:
 
     def load_embedding(self, path: str | Path) -> str:
         """An embedding file (A1111/ComfyUI or diffusers); returns the token to write in prompts."""
+        if self.sdxl:
+            raise ConfigError(f"{path}: embeddings are SD 1.x only so far; an SDXL base cannot load them (docs/sdxl.md).")
         token = self.embeddings.load_file(path)
         self.pipe.to(self.device, self.dtype)
         return token
@@ -194,14 +207,11 @@ class Generator:
 
     @property
     def img2img_pipe(self):
-        """StableDiffusionImg2ImgPipeline over the same components (no reload, LoRAs shared)."""
+        """The family's img2img pipeline over the same components (no reload, LoRAs shared)."""
         if self._img2img is None:
-            from diffusers import StableDiffusionImg2ImgPipeline
+            from sdft.models.family_pipelines import img2img_pipeline
 
-            components = dict(self.pipe.components)
-            components["requires_safety_checker"] = False
-            self._img2img = StableDiffusionImg2ImgPipeline(**components)
-            self._img2img.set_progress_bar_config(disable=True)
+            self._img2img = img2img_pipeline(self.pipe)
         return self._img2img
 
     def default_size(self) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Generation pipelines per model family, and checking that an SDXL LoRA file fits an SDXL base.
 
-For `sdft generate` / the UI (sdft/generate.py's Generator, which is SD 1.x only so far): `img2img_pipeline(pipe)`
+For `sdft generate` / the UI (sdft/generation/generator.py): `img2img_pipeline(pipe)`
 gives the family's img2img pipeline over the same components; `check_sdxl_lora_fits` maps an SDXL LoRA file
 (diffusers or kohya format) onto the pipeline's U-Net and both text towers with diffusers' own key conversion, so a
 file that would load partly (or an SD 1.x file) is one LoraFormatError before `load_lora_weights`.
