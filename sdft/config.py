@@ -193,7 +193,7 @@ class AdapterConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # kind=embedding, or a peft kind (pivotal)
 
 
-PHASE_SECTIONS = ("data", "adapter", "prior", "optim", "loss", "trainer", "callbacks")
+PHASE_SECTIONS = ("data", "adapter", "prior", "optim", "loss", "trainer", "callbacks", "ema")
 START_MODES = ("fresh", "continue", "stack", "merge")
 
 
