@@ -101,3 +101,8 @@ def test_per_caption_prompts_errors(fast_config):
         run(fast_config(*CAPTIONS, "data.cache_text_encoder_outputs=true"))
     with pytest.raises(ConfigError, match="base_prediction_class_word"):
         run(fast_config(*CAPTIONS, "data.instance_prompt=photo of a character"))
+
+
+def test_per_caption_prompts_train(fast_config):
+    summary = run(fast_config(*CAPTIONS, "callbacks.validation_seeds=[]"))
+    assert summary["class_images"] == 0 and "train/base_prior_loss" in summary["final_metrics"]
