@@ -11,12 +11,12 @@ Variants (same steps, lr, rank, adapter, class images each; `class_prior` is the
   prior: none | class_prior (64 class images generated per seed, timed) | base_prior (prior=base_prediction)
   ema: on (defaults: decay 0.999, diffusers' ramp)          optim: prodigy (its preset: lr 1.0, constant schedule)
   mask: off | on — the subject pasted on busy backgrounds through its generated mask (sdft/toy/masks.py),
-        with class prior; on = loss.masked_loss=true loss.unmasked_weight=0.0
+        no prior; on = loss.masked_loss=true loss.unmasked_weight=0.0
 
     OMP_NUM_THREADS=1 nice -n 10 python bench/techniques.py --out outputs/techniques --seeds 0,1,2,3,4
 
-Runs group by group (prior, ema, optim, mask), seed-major inside a group, so a cut-short run leaves whole groups
-compared on equal seeds. Writes <out>/results.jsonl (one line per run, appended as it goes; a rerun skips the runs already there) and
+Runs the variants of --only (group/variant; default all) group by group in the order given, seed-major inside a
+group (every variant of seed 0, then of seed 1, ...), so a cut-short run still compares a group on equal seeds. Writes <out>/results.jsonl (one line per run, appended as it goes; a rerun skips the runs already there) and
 <out>/table.md (per-seed rows and mean ± sample sd per variant, rewritten after every run).
 """
 
@@ -50,8 +50,8 @@ VARIANTS = {  # (group, variant): overrides after RECIPE
     ("prior", "base_prior"): [*ADAMW, "prior=base_prediction"],
     ("ema", "on"): [*ADAMW, *CLASS_PRIOR, "ema.enabled=true"],
     ("optim", "prodigy"): ["optim=prodigy", *CLASS_PRIOR],
-    ("mask", "off"): [*ADAMW, *CLASS_PRIOR],
-    ("mask", "on"): [*ADAMW, *CLASS_PRIOR, "loss.masked_loss=true", "loss.unmasked_weight=0.0"],
+    ("mask", "off"): [*ADAMW, "prior=none"],  # no prior: the cheaper runs, and the background is the question
+    ("mask", "on"): [*ADAMW, "prior=none", "loss.masked_loss=true", "loss.unmasked_weight=0.0"],
 }
 BASELINES = {"ema": ("off", ("prior", "class_prior")), "optim": ("adamw", ("prior", "class_prior"))}
 METRICS = ("fidelity", "leakage", "drift", "busy_id", "busy_class", "wall_s")
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/techniques")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--groups", default="prior,ema,optim,mask")
+    parser.add_argument("--only", default=",".join(f"{g}/{v}" for g, v in VARIANTS),
+                        help="group/variant list in the order to run, e.g. prior/base_prior,mask/off,mask/on")
     args = parser.parse_args(argv)
     import torch
 
@@ -135,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     from sdft.toy.weights import load_toy_pipeline
 
     torch.set_num_threads(1)
-    out, seeds, groups = Path(args.out).resolve(), [int(s) for s in args.seeds.split(",")], args.groups.split(",")
+    out, seeds = Path(args.out).resolve(), [int(s) for s in args.seeds.split(",")]
+    only = [tuple(item.split("/")) for item in args.only.split(",")]
+    unknown = [item for item in only if item not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {[f'{g}/{v}' for g, v in VARIANTS]}")
     command = "OMP_NUM_THREADS=1 nice -n 10 python bench/techniques.py " + " ".join(argv or sys.argv[1:])
     out.mkdir(parents=True, exist_ok=True)
     busy = out / "data" / "toy_subject_busy"
@@ -144,10 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     pipe = load_toy_pipeline()
     reference, subject = base_reference(pipe), toy_subject()
-    for group, seed, variant in [(g, s, v) for g in dict.fromkeys(g for g, _ in VARIANTS) for s in seeds
-                                 for gg, v in VARIANTS if gg == g]:
-        if group not in groups or any(r["group"] == group and r["variant"] == variant and r["seed"] == seed
-                                      for r in rows):
+    order = [(g, v, s) for group in dict.fromkeys(g for g, _ in only) for s in seeds for g, v in only if g == group]
+    for group, variant, seed in order:
+        if any(r["group"] == group and r["variant"] == variant and r["seed"] == seed for r in rows):
             continue
         lora, wall, summary = train(out, group, variant, seed, args.steps, busy)
         row = {"group": group, "variant": variant, "seed": seed, "wall_s": round(wall, 1),
