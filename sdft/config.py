@@ -211,7 +211,7 @@ class AdapterConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # kind=embedding, or a peft kind (pivotal)
 
 
-PHASE_SECTIONS = ("data", "adapter", "prior", "optim", "loss", "trainer", "callbacks")
+PHASE_SECTIONS = ("data", "adapter", "prior", "optim", "loss", "trainer", "callbacks", "ema")
 
 
 @dataclass
@@ -242,6 +242,9 @@ class PriorConfig:
     base_prediction: bool = False
     base_prediction_weight: float = 1.0
     base_prediction_prompt: Optional[str] = None  # default: data.class_prompt
+    # per sample: its own caption with the trigger replaced by the class word (kohya-style captions) as the prompt
+    base_prediction_captions: bool = False
+    base_prediction_class_word: Optional[str] = None  # default: the class prompt's last word
 
 
 @dataclass

@@ -140,7 +140,8 @@ class DreamBoothModule(L.LightningModule):
             loss = instance_loss + self.prior_loss_weight * prior_loss
             self.log("train/prior_loss", prior_loss, batch_size=n)
         if self.base_prior is not None:  # instance samples under the class prompt vs the base model's prediction
-            base_loss = self.base_prior.loss(self, *(x[:n] for x in self.step_inputs))
+            captions = batch["input_ids"][:n] if "input_ids" in batch else None  # per-caption prompts
+            base_loss = self.base_prior.loss(self, *(x[:n] for x in self.step_inputs), captions)
             loss = loss + self.base_prior.weight * base_loss
             self.log("train/base_prior_loss", base_loss, batch_size=n)
         every = max(self.loss_cfg.finite_check_every_n_steps, 1)

@@ -83,5 +83,43 @@ def use_zero_terminal_snr(pipe) -> None:
     validation grids are built from it; PNDM, the SD 1.x default, cannot rescale its betas."""
     if pipe.scheduler.config.get("rescale_betas_zero_snr"):
         return
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, rescale_betas_zero_snr=True, clip_sample=False,
-                                               timestep_spacing="trailing")
+    pipe.scheduler = zero_terminal_snr_scheduler(pipe.scheduler.config)
+
+
+def zero_terminal_snr_scheduler(config, **overrides) -> DDIMScheduler:
+    """DDIM from a scheduler config with rescaled zero-SNR betas and "trailing" spacing (Lin et al. 2023)."""
+    return DDIMScheduler.from_config(config, rescale_betas_zero_snr=True, clip_sample=False,
+                                     timestep_spacing="trailing", **overrides)
+
+
+def lora_training_config(lora) -> dict:
+    """The config a LoRA file was trained with: `sdft_config` in its metadata (the kohya file), else the phase's
+    config.yaml up to three folders above it (lora/, checkpoints/step_N/); {} for a LoRA from elsewhere."""
+    import json
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+    from safetensors import safe_open
+
+    path = Path(lora)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001  (unreadable: the LoRA loader reports it; here the file only has no config)
+        meta = {}
+    if "sdft_config" in meta:
+        return json.loads(meta["sdft_config"])
+    for folder in list(path.parents)[:3]:
+        if (folder / "config.yaml").is_file():
+            return OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=False)
+    return {}
+
+
+def sampling_scheduler(scheduler, lora):
+    """The scheduler to sample with `lora` loaded: when it was trained with loss.zero_terminal_snr, the zero-SNR DDIM
+    (and its v-prediction) that training and its validation grids used; else `scheduler` unchanged."""
+    cfg = lora_training_config(lora)
+    if not (cfg.get("loss") or {}).get("zero_terminal_snr") or scheduler.config.get("rescale_betas_zero_snr"):
+        return scheduler
+    prediction = (cfg.get("model") or {}).get("prediction_type")
+    return zero_terminal_snr_scheduler(scheduler.config, **({"prediction_type": prediction} if prediction else {}))

@@ -5,6 +5,9 @@ prompt twice: with the trained adapter off (the target, no grad) and on; their M
 "Base" means the model without the adapter this phase trains: a stacked, frozen adapter of an earlier phase stays on
 (it is part of what this phase starts from), a merged one is in the weights anyway; a `continue` phase's target is the
 model without the continued adapter, i.e. before the earlier phase too.
+
+`prior.base_prediction_captions=true`: instead of one class prompt, each instance sample's own caption with the trigger
+replaced by the class word (`sks, smiling` -> `dog, smiling`; `a sks dog` -> `a dog`), swapped on the token ids.
 """
 
 from __future__ import annotations
@@ -32,6 +35,21 @@ def base_prior_prompt(cfg) -> str:
                       "prior.base_prediction_prompt (e.g. 'photo of a person').")
 
 
+def trigger_and_class_word(cfg) -> tuple[str, str]:
+    """The trigger (data.trigger, else the concepts' one trigger, else the instance prompt's word the class prompt
+    lacks) and the class word (prior.base_prediction_class_word, else the class prompt's last word)."""
+    from sdft.evaluation.prompts import subject_words
+
+    triggers = {c.trigger for c in cfg.data.concepts if c.trigger and not c.is_reg}
+    trigger = cfg.data.trigger or (triggers.pop() if len(triggers) == 1 else None)
+    try:
+        return subject_words(cfg.data.instance_prompt, base_prior_prompt(cfg), trigger,
+                             class_noun=cfg.prior.base_prediction_class_word)
+    except ConfigError:
+        raise ConfigError("prior.base_prediction_captions=true needs the trigger and the class word to swap: set "
+                          "data.trigger=<word> and prior.base_prediction_class_word=<word>.") from None
+
+
 def check_base_prior(cfg) -> None:
     if not cfg.prior.base_prediction:
         return
@@ -39,6 +57,44 @@ def check_base_prior(cfg) -> None:
         raise ConfigError("prior.base_prediction=true needs a LoRA (adapter.kind=lora): full fine-tuning has no "
                           "adapter to switch off for the base model's prediction. Use prior=default (class images).")
     base_prior_prompt(cfg)
+    if cfg.prior.base_prediction_captions:
+        if cfg.data.cache_text_encoder_outputs:
+            raise ConfigError("prior.base_prediction_captions=true swaps words in the captions' token ids, which "
+                              "cached text-encoder outputs no longer have: set data.cache_text_encoder_outputs=false.")
+        trigger_and_class_word(cfg)
+
+
+class CaptionSwap:
+    """Token ids of captions -> the same captions with the trigger replaced by the class word (dropped where the class
+    word follows it already), re-padded. On ids, not text: the batch holds ids, and CLIP's BPE splits at words, so a
+    whole word's ids are the same inside a caption as alone."""
+
+    def __init__(self, tokenizer, trigger: str, class_word: str):
+        self.trigger = tokenizer(trigger, add_special_tokens=False).input_ids
+        self.cls = tokenizer(class_word, add_special_tokens=False).input_ids
+        self.eos, self.pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        length, t, rows = input_ids.shape[1], len(self.trigger), []
+        for row in input_ids.tolist():
+            end = row.index(self.eos, 1) if self.eos in row[1:] else len(row)
+            body, out, i = row[1:end], [], 0
+            while i < len(body):
+                if body[i:i + t] == self.trigger:
+                    i += t
+                    if body[i:i + len(self.cls)] != self.cls:
+                        out += self.cls
+                else:
+                    out.append(body[i])
+                    i += 1
+            ids = [row[0], *out][:length - 1] + [self.eos]
+            rows.append(ids + [self.pad] * (length - len(ids)))
+        return torch.tensor(rows, dtype=input_ids.dtype, device=input_ids.device)
+
+
+def caption_swap(cfg, tokenizer) -> CaptionSwap | None:
+    """The per-caption swap when prior.base_prediction_captions is on, else None (one class prompt)."""
+    return CaptionSwap(tokenizer, *trigger_and_class_word(cfg)) if cfg.prior.base_prediction_captions else None
 
 
 @contextlib.contextmanager
@@ -60,14 +116,20 @@ def trained_adapter_off(*models: torch.nn.Module):
 
 
 class BasePrior:
-    """The class prompt's token ids and the prior loss's weight; `loss` runs the two extra U-Net passes."""
+    """The class prompt's token ids (or the per-caption swap) and the prior loss's weight; `loss` runs the two extra
+    U-Net passes."""
 
-    def __init__(self, input_ids: torch.Tensor, weight: float):
-        self.input_ids, self.weight = input_ids, weight
+    def __init__(self, input_ids: torch.Tensor, weight: float, swap: CaptionSwap | None = None):
+        self.input_ids, self.weight, self.swap = input_ids, weight, swap
 
-    def loss(self, module, latents: torch.Tensor, input_noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """MSE between the adapted and the base prediction at the same noisy latents, under the class prompt."""
-        ids = self.input_ids.to(latents.device).expand(latents.shape[0], -1)
+    def loss(self, module, latents: torch.Tensor, input_noise: torch.Tensor, timesteps: torch.Tensor,
+             captions: torch.Tensor | None = None) -> torch.Tensor:
+        """MSE between the adapted and the base prediction at the same noisy latents, under the class prompt (with
+        the swap: under each sample's caption `captions` with its trigger replaced by the class word)."""
+        if self.swap is not None and captions is not None:
+            ids = self.swap(captions).to(latents.device)
+        else:
+            ids = self.input_ids.to(latents.device).expand(latents.shape[0], -1)
         with torch.no_grad(), trained_adapter_off(module.unet, module.text_encoder):
             target = module.predict(latents, input_noise, timesteps, ids)[0]
         pred = module.predict(latents, input_noise, timesteps, ids)[0]

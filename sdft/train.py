@@ -44,7 +44,7 @@ from sdft.module import DreamBoothModule
 from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
 from sdft.optimizers import optimizer_class
 from sdft.phases import phase_configs
-from sdft.prior_prediction import BasePrior, base_prior_prompt, check_base_prior
+from sdft.prior_prediction import BasePrior, base_prior_prompt, caption_swap, check_base_prior
 from sdft.resume import check_same_run, find_run, phase_status, restore_weights, untrusted
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     if cfg.prior.base_prediction:
         ids = pipe.tokenizer(base_prior_prompt(cfg), padding="max_length", truncation=True,
                              max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
-        base_prior = BasePrior(ids, cfg.prior.base_prediction_weight)
+        base_prior = BasePrior(ids, cfg.prior.base_prediction_weight, caption_swap(cfg, pipe.tokenizer))
     module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
                               cfg.prior.loss_weight, train_te, cfg.model.clip_skip, embedding, base_prior=base_prior,
                               text_encoder_2=family.text_encoder_2, conditioning=family.conditioning)

@@ -102,3 +102,19 @@ def test_resumed_ema_equals_the_uninterrupted_one(fast_config, subject, tmp_path
         assert run(fast_config(f"output_dir={out}", *args, "resume=auto"))["steps"] == 8
         diff = same_lora(out / "main" / "lora" / LORA, tmp_path / "straight" / "main" / "lora" / LORA)
         assert diff <= 1e-6, f"resumed from step {step}: the EMA LoRA differs by {diff}"
+
+
+def test_ema_is_a_per_phase_section(fast_config, tmp_path):
+    """`phases.N.overrides.ema` switches EMA for that phase only: the second phase writes lora_ema/, the first not."""
+    from sdft.phases import phase_configs
+    from sdft.train import as_config
+
+    two = ["+experiment=dual_phase", "model=tiny", "trainer=cpu", "trainer.enable_progress_bar=false", "prior=none",
+           "logger=none", *QUIET, "phases.0.overrides.trainer.max_steps=2", "phases.1.overrides.trainer.max_steps=2",
+           "+phases.1.overrides.ema={enabled: true, decay: 0.5, save_ema_weights: false}"]
+    cfg = as_config(fast_config(*two))
+    assert [p.ema.enabled for p in phase_configs(cfg)] == [False, True]
+    run(cfg)
+    first, second = (p.name for p in cfg.phases)
+    assert not (tmp_path / "out" / first / "lora_ema").exists()
+    assert same_lora(tmp_path / "out" / second / "lora_ema" / LORA, tmp_path / "out" / second / "lora" / LORA) > 1e-4

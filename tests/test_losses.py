@@ -178,3 +178,34 @@ def test_all_loss_options_train_together(fast_config):
                               "callbacks.validation_seeds=[0]"))
     assert summary["steps"] == 3 and summary["grids"]
     assert all(v == v for v in summary["final_metrics"].values())  # finite, not NaN
+
+
+def test_sampling_scheduler_follows_the_loras_training_config(tmp_path):
+    """A LoRA trained with zero terminal SNR is sampled with the zero-SNR DDIM; others keep the base's scheduler."""
+    import json
+
+    from diffusers import PNDMScheduler
+    from safetensors.torch import save_file
+
+    from sdft.noise import sampling_scheduler
+
+    base = PNDMScheduler()
+    trained = {"loss": {"zero_terminal_snr": True}, "model": {"prediction_type": "v_prediction"}}
+    tensor = {"w": torch.zeros(1)}
+    save_file(tensor, tmp_path / "zsnr.safetensors", {"sdft_config": json.dumps(trained)})
+    got = sampling_scheduler(base, tmp_path / "zsnr.safetensors")
+    assert type(got).__name__ == "DDIMScheduler" and got.config.rescale_betas_zero_snr
+    assert got.config.timestep_spacing == "trailing" and got.config.prediction_type == "v_prediction"
+    plain = tmp_path / "plain" / "main" / "lora"
+    plain.mkdir(parents=True)
+    save_file(tensor, plain / "pytorch_lora_weights.safetensors", {"sdft_config": json.dumps({"loss": {}})})
+    assert sampling_scheduler(base, plain / "pytorch_lora_weights.safetensors") is base
+    phase = tmp_path / "run" / "main"  # no config in the file's metadata: the phase's config.yaml above it
+    (phase / "lora").mkdir(parents=True)
+    save_file(tensor, phase / "lora" / "pytorch_lora_weights.safetensors")
+    (phase / "config.yaml").write_text("loss:\n  zero_terminal_snr: true\nmodel:\n  prediction_type: null\n")
+    got = sampling_scheduler(base, phase / "lora" / "pytorch_lora_weights.safetensors")
+    assert got.config.rescale_betas_zero_snr and got.config.prediction_type == base.config.prediction_type
+    (tmp_path / "foreign").mkdir()
+    save_file(tensor, tmp_path / "foreign" / "lora.safetensors", {"ss_network_dim": "4"})
+    assert sampling_scheduler(base, tmp_path / "foreign" / "lora.safetensors") is base  # no config: unchanged

@@ -69,3 +69,40 @@ def test_base_prediction_prior_errors(fast_config):
         run(fast_config("prior=base_prediction", CLASS, "adapter=full"))
     with pytest.raises(ConfigError, match="needs a class prompt"):
         run(fast_config("prior=base_prediction", "data.class_prompt=null"))
+
+
+CAPTIONS = ["prior=base_prediction", CLASS, "prior.base_prediction_captions=true",
+            "data.instance_prompt=photo of sks character"]
+
+
+def test_per_caption_prompts_swap_the_trigger_for_the_class_word(fast_config):
+    parts = prepare(fast_config(*CAPTIONS))
+    tok, swap = parts.pipe.tokenizer, parts.module.base_prior.swap
+
+    def ids(*texts):
+        return tok(list(texts), padding="max_length", truncation=True, max_length=tok.model_max_length,
+                   return_tensors="pt").input_ids
+
+    got = swap(ids("photo of sks character, smiling", "sks, on a beach", "a photo"))
+    assert torch.equal(got, ids("photo of character, smiling", "character, on a beach", "a photo"))
+    module = parts.module
+    batch = {"pixel_values": torch.rand(2, 3, 64, 64) * 2 - 1, "input_ids": ids("sks, red", "photo of sks character")}
+    torch.manual_seed(0)
+    module.diffusion_loss(batch)
+    assert float(module.base_prior.loss(module, *module.step_inputs, batch["input_ids"])) == 0.0  # zero-init LoRA
+    randomise(module.unet)
+    per_caption = module.base_prior.loss(module, *module.step_inputs, batch["input_ids"])
+    one_prompt = module.base_prior.loss(module, *module.step_inputs)
+    assert float(per_caption) > 1e-6 and not torch.allclose(per_caption, one_prompt)  # other prompts were used
+
+
+def test_per_caption_prompts_errors(fast_config):
+    with pytest.raises(ConfigError, match="cache_text_encoder_outputs=false"):
+        run(fast_config(*CAPTIONS, "data.cache_text_encoder_outputs=true"))
+    with pytest.raises(ConfigError, match="base_prediction_class_word"):
+        run(fast_config(*CAPTIONS, "data.instance_prompt=photo of a character"))
+
+
+def test_per_caption_prompts_train(fast_config):
+    summary = run(fast_config(*CAPTIONS, "callbacks.validation_seeds=[]"))
+    assert summary["class_images"] == 0 and "train/base_prior_loss" in summary["final_metrics"]
