@@ -106,3 +106,10 @@ def test_per_caption_prompts_errors(fast_config):
 def test_per_caption_prompts_train(fast_config):
     summary = run(fast_config(*CAPTIONS, "callbacks.validation_seeds=[]"))
     assert summary["class_images"] == 0 and "train/base_prior_loss" in summary["final_metrics"]
+
+
+def test_per_caption_prompts_keep_token_ids_with_the_caches_auto_default(fast_config):
+    """A frozen text encoder would otherwise get its outputs cached (auto) and the batches lose the captions' ids."""
+    parts = prepare(fast_config(*CAPTIONS, "adapter.train_text_encoder=false"))
+    parts.datamodule.build_caches(parts.module)
+    assert parts.datamodule.texts is None

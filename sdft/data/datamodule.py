@@ -178,6 +178,9 @@ class DreamBoothDataModule(L.LightningDataModule):
         fixed = all(ex.caption_options.fixed for ex in self.instances + self.classes)
         if self.time_ids:  # SDXL: the cache holds one tower's states, SDXL needs both and the pooled embedding
             log.info("data.cache_text_encoder_outputs: not for SDXL yet; not cached.")
+        elif getattr(getattr(module, "base_prior", None), "swap", None) is not None:  # needs each caption's ids
+            log.info("data.cache_text_encoder_outputs: prior.base_prediction_captions swaps words in the captions' "
+                     "token ids; not cached.")
         elif text_cache_wanted(cfg.cache_text_encoder_outputs, getattr(module, "train_text_encoder", True), fixed):
             ds = BucketDataset([], [], self.tokenizer, self.seed)
             original = next(module.text_encoder.parameters()).device
