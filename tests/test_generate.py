@@ -191,3 +191,30 @@ def test_register_adds_a_generate_subcommand():
     args = parser.parse_args(["generate", "--prompt", "x", "--lora", "a.safetensors:0.5", "--guidance", "5,7"])
     assert args.func is generate_cli.run_from_args and args.lora == ["a.safetensors:0.5"]
     assert args.guidance == "5,7" and args.model == "tiny" and args.scheduler == "dpmpp_2m_karras"
+
+
+def test_a_zero_snr_lora_is_sampled_with_the_zero_snr_ddim(tmp_path, tiny_dir, caplog):
+    """sdft/noise.py sampling_scheduler wired into the Generator: the LoRA's training config picks the scheduler."""
+    import json
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    from helpers.loras import make_lora
+    from sdft.generate import GenerationParams, Generator
+    from sdft.models.tiny import build_tiny_pipeline
+
+    plain = make_lora(build_tiny_pipeline(), tmp_path / "plain" / "pytorch_lora_weights.safetensors")
+    zsnr = tmp_path / "zsnr.safetensors"
+    trained = {"loss": {"zero_terminal_snr": True}, "model": {"prediction_type": "v_prediction"}}
+    save_file(load_file(str(plain)), str(zsnr), {"sdft_config": json.dumps(trained)})
+    gen = Generator(str(tiny_dir), device="cpu")
+    params = dict(prompt="photo of sks person", steps=2, seed=0, width=32, height=32, scheduler="euler")
+    with caplog.at_level(logging.WARNING):
+        out = gen.generate(GenerationParams(**params, loras=[str(zsnr)]))
+    scheduler = gen.pipe.scheduler
+    assert type(scheduler).__name__ == "DDIMScheduler" and scheduler.config.rescale_betas_zero_snr
+    assert scheduler.config.prediction_type == "v_prediction" and "Sampler: DDIM" in out[0].infotext
+    assert "zero terminal SNR" in caplog.text
+    out = gen.generate(GenerationParams(**params, loras=[str(plain)]))
+    assert type(gen.pipe.scheduler).__name__ == "EulerDiscreteScheduler" and "Sampler: Euler" in out[0].infotext

@@ -252,7 +252,8 @@ class Generator:
         seeds = list(seeds) if seeds is not None else self.seeds(params)
         img2img = params.init_image is not None
         pipe = self.img2img_pipe if img2img else self.pipe
-        pipe.scheduler = make_scheduler(params.scheduler, self.base_scheduler_config)
+        pipe.scheduler = self.sampling_scheduler(params)
+        self._used_scheduler = type(pipe.scheduler).__name__
         init = params.init_image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS) if img2img else None
         for start in range(0, len(seeds), params.batch_size):
             batch = seeds[start : start + params.batch_size]
@@ -270,15 +271,34 @@ class Generator:
                 images = pipe(height=height, width=width, **kwargs).images
             yield batch, images
 
+    def sampling_scheduler(self, params: GenerationParams):
+        """params.scheduler, unless an active LoRA was trained with loss.zero_terminal_snr: then the zero-SNR DDIM
+        (trailing, its prediction type) it was trained and validated with (sdft/noise.py), whatever was asked."""
+        from sdft.noise import sampling_scheduler
+
+        scheduler = make_scheduler(params.scheduler, self.base_scheduler_config)
+        for lora, _ in self.active:
+            chosen = sampling_scheduler(scheduler, lora.path)
+            if chosen is not scheduler:
+                log.warning("LoRA %s was trained with zero terminal SNR: sampling with its zero-SNR DDIM, not %s.",
+                            lora.path.name, params.scheduler)
+                scheduler = chosen
+        return scheduler
+
     def infotext(self, params: GenerationParams, seed: int, width: int, height: int) -> str:
         """The A1111 infotext of an image rendered from `params` with `seed` (LoRAs as currently active)."""
         return create_infotext(
             prompt=params.prompt, negative_prompt=params.negative_prompt, steps=params.steps,
-            sampler=SCHEDULERS[params.scheduler][2], cfg_scale=params.guidance, seed=seed, width=width,
+            sampler=self._sampler_name(params), cfg_scale=params.guidance, seed=seed, width=width,
             height=height, model=self.model_name,
             denoising_strength=params.strength if params.init_image is not None else None,
             loras=[(lora.name, w, lora.short_hash) for lora, w in self.active],
         )
+
+    def _sampler_name(self, params: GenerationParams) -> str:
+        """A1111's sampler name of what rendered the image (DDIM when a zero-SNR LoRA chose it)."""
+        wanted = SCHEDULERS[params.scheduler]
+        return wanted[2] if getattr(self, "_used_scheduler", wanted[0]) == wanted[0] else "DDIM"
 
     def generate(self, params: GenerationParams, seeds: Sequence[int] | None = None) -> list[GeneratedImage]:
         """Render params.batch_count batches of params.batch_size PIL images (LoRAs: params.loras, set first)."""
