@@ -17,10 +17,13 @@ from sdft.toy.control import GUIDANCE
 from sdft.toy.measure import base_reference, measure, multi_seed, quickstart_lora, toy_subject
 
 
+NO_PRIOR = ["prior.enabled=false", "prior.base_prediction=false"]
+
+
 def study(seeds, out_dir: Path, overrides=(), priors=(True, False), guidance: float = GUIDANCE, log=None,
           pipe=None, subject=None, reference=None) -> dict:
-    """{prior: Summary} over `seeds` for each prior setting in `priors` (True: as configured, False:
-    `prior.enabled=false`); `pipe` (the toy base), `subject` and `reference` are made here when not given; `log` (a
+    """{prior: Summary} over `seeds` for each prior setting in `priors` (True: as configured, False: no prior at all,
+    neither class images nor the base model's prediction); `pipe` (the toy base), `subject` and `reference` are made here when not given; `log` (a
     text file) gets one JSON line per run (figures, training seconds, per-attribute misses of the identifier)."""
     from sdft.toy.weights import load_toy_pipeline
 
@@ -29,7 +32,7 @@ def study(seeds, out_dir: Path, overrides=(), priors=(True, False), guidance: fl
     reference = base_reference(pipe, guidance=guidance) if reference is None else reference
     results = {}
     for prior in priors:
-        extra = list(overrides) + ([] if prior else ["prior.enabled=false"])
+        extra = list(overrides) + ([] if prior else NO_PRIOR)
 
         def one(seed):
             start = time.time()
