@@ -6,6 +6,7 @@ import json
 
 from sdft.toy import study as study_mod
 from sdft.toy.measure import Measurement
+from sdft.toy.study import NO_PRIOR
 
 
 def test_study_trains_each_seed_with_and_without_prior_and_logs_each_run(tmp_path, monkeypatch, capsys):
@@ -29,7 +30,7 @@ def test_study_trains_each_seed_with_and_without_prior_and_logs_each_run(tmp_pat
     study_mod.main(["--seeds", "3", "4", "--out", str(tmp_path), "-o", "optim.lr=1e-3", "--guidance", "5"])
 
     assert trained == [(3, ["optim.lr=1e-3"]), (4, ["optim.lr=1e-3"]),
-                       (3, ["optim.lr=1e-3", "prior.enabled=false"]), (4, ["optim.lr=1e-3", "prior.enabled=false"])]
+                       (3, ["optim.lr=1e-3", *NO_PRIOR]), (4, ["optim.lr=1e-3", *NO_PRIOR])]
     rows = [json.loads(line) for line in (tmp_path / "study.jsonl").read_text().splitlines()]
     assert [(r["seed"], r["prior"]) for r in rows] == [(3, True), (4, True), (3, False), (4, False)]
     assert rows[0]["misses"] == {"cls": 0, "colour": 1} and rows[0]["guidance"] == 5.0
