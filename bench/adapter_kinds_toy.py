@@ -50,8 +50,13 @@ def train(kind: str, seed: int, out: Path, steps: int) -> Path:
     from sdft.toy.measure import quickstart_lora
 
     overrides = [f"adapter={PRESETS[kind]}", f"trainer.max_steps={steps}"]
-    done = out / f"seed{seed}-{hashlib.sha1(repr(overrides).encode()).hexdigest()[:8]}" / "main" / "lora" / \
-        "pytorch_lora_weights.safetensors"  # quickstart_lora's run folder
+    done = (
+        out
+        / f"seed{seed}-{hashlib.sha1(repr(overrides).encode()).hexdigest()[:8]}"
+        / "main"
+        / "lora"
+        / "pytorch_lora_weights.safetensors"
+    )  # quickstart_lora's run folder
     return done if done.is_file() else quickstart_lora(seed, out, overrides)
 
 
@@ -61,8 +66,9 @@ def images(pipe):
     from sdft.toy.control import sample
     from sdft.toy.measure import IDENTIFIER_PROMPT, IDENTIFIER_SEED
 
-    return np.stack([np.asarray(im, dtype=np.float32) / 255 for im in sample(pipe, [IDENTIFIER_PROMPT] * 4,
-                                                                               seed=IDENTIFIER_SEED)])
+    return np.stack(
+        [np.asarray(im, dtype=np.float32) / 255 for im in sample(pipe, [IDENTIFIER_PROMPT] * 4, seed=IDENTIFIER_SEED)]
+    )
 
 
 def main() -> None:
@@ -81,13 +87,20 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="sdft-kinds-"))
     base = load_pipeline(ModelConfig(path="toy"))
     reference = base_reference(base)
-    rows = [{"kind": "(base)", "file": "-", "loader": "-", "loads": "-", **measure(base, None, reference=reference).row()}]
+    rows = [
+        {"kind": "(base)", "file": "-", "loader": "-", "loads": "-", **measure(base, None, reference=reference).row()}
+    ]
     for kind in args.kinds.split(","):
         sdft_file = train(kind, args.seed, out, args.steps)
         kohya = [p for p in sdft_file.parent.glob("*.safetensors") if p != sdft_file]
         measured = load("sdft generate", sdft_file)
-        row = {"kind": kind, "file": "sdft", "loader": "sdft generate", "loads": "yes",
-               **measure(measured, None, reference=reference).row()}
+        row = {
+            "kind": kind,
+            "file": "sdft",
+            "loader": "sdft generate",
+            "loads": "yes",
+            **measure(measured, None, reference=reference).row(),
+        }
         want = images(measured)
         for fmt, path in (("sdft", sdft_file), ("kohya", kohya[0] if kohya else None)):
             for loader in LOADERS:
@@ -100,8 +113,9 @@ def main() -> None:
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
                         pipe = load(loader, path)
-                    row.update(loads="yes", max_diff=round(float(abs(images(pipe) - want).max()), 5),
-                               warnings=len(caught))
+                    row.update(
+                        loads="yes", max_diff=round(float(abs(images(pipe) - want).max()), 5), warnings=len(caught)
+                    )
                 except Exception as err:  # noqa: BLE001  (a loader refusing the file is a result here)
                     row.update(loads="no", error=f"{type(err).__name__}: {str(err).splitlines()[0][:140]}")
                 rows.append(row)

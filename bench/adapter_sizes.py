@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(PRESETS))
     args = parser.parse_args()
     unet, te = build_sd15_unet(), build_sd15_text_encoder()
-    print("| preset | kind | U-Net trainable | text-encoder trainable | sdft file MiB | kohya fp16 MiB | kohya fp32 MiB |")
+    print(
+        "| preset | kind | U-Net trainable | text-encoder trainable | sdft file MiB | kohya fp16 MiB | kohya fp32 MiB |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets.split(","):
@@ -51,10 +53,15 @@ def main() -> None:
             sizes = ["-", "-"]
             if has_kohya_format(cfg.kind):
                 meta = kohya_metadata(base_model="sd15")
-                sizes = [mib(save_kohya_lora(unet, te, Path(tmp) / f"{preset}-k{bits}.safetensors", meta, fp16=bits == 16))
-                         for bits in (16, 32)]
-            print(f"| {preset} | {cfg.kind.value if hasattr(cfg.kind, 'value') else cfg.kind} | {counts[0]:,} | "
-                  f"{counts[1]:,} | {mib(sdft_file)} | {sizes[0]} | {sizes[1]} |", flush=True)
+                sizes = [
+                    mib(save_kohya_lora(unet, te, Path(tmp) / f"{preset}-k{bits}.safetensors", meta, fp16=bits == 16))
+                    for bits in (16, 32)
+                ]
+            print(
+                f"| {preset} | {cfg.kind.value if hasattr(cfg.kind, 'value') else cfg.kind} | {counts[0]:,} | "
+                f"{counts[1]:,} | {mib(sdft_file)} | {sizes[0]} | {sizes[1]} |",
+                flush=True,
+            )
             for model in (unet, te):
                 for name in adapter_names(model):
                     delete_adapter(model, name)

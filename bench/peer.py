@@ -103,10 +103,16 @@ def model_folder(kind: str, work: Path) -> Path:
 
     print("building the SD 1.5-shaped random model folder (once) ...", flush=True)
     torch.manual_seed(0)
-    pipe = StableDiffusionPipeline(vae=build_sd15_vae(), text_encoder=build_sd15_text_encoder(),
-                                   tokenizer=build_clip_tokenizer(), unet=build_sd15_unet(),
-                                   scheduler=PNDMScheduler(**SD15_SCHEDULER_CONFIG), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=build_sd15_vae(),
+        text_encoder=build_sd15_text_encoder(),
+        tokenizer=build_clip_tokenizer(),
+        unet=build_sd15_unet(),
+        scheduler=PNDMScheduler(**SD15_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     tmp = work / "sd15-random.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
@@ -143,32 +149,66 @@ def image_folders(work: Path, size: int) -> tuple[Path, Path]:
     return inst, cls
 
 
-def peer_command(script: Path, model: Path, inst: Path, cls: Path, res: int, steps: int, seed: int,
-                 out: Path) -> list[str]:
-    return [str(script), f"--pretrained_model_name_or_path={model}", f"--instance_data_dir={inst}",
-            f"--class_data_dir={cls}", f"--instance_prompt={INSTANCE_PROMPT}", f"--class_prompt={CLASS_PROMPT}",
-            "--with_prior_preservation", f"--num_class_images={N_CLASS}", f"--resolution={res}",
-            "--train_batch_size=1", "--rank=4", f"--max_train_steps={steps}", f"--seed={seed}",
-            f"--output_dir={out}"]
+def peer_command(
+    script: Path, model: Path, inst: Path, cls: Path, res: int, steps: int, seed: int, out: Path
+) -> list[str]:
+    return [
+        str(script),
+        f"--pretrained_model_name_or_path={model}",
+        f"--instance_data_dir={inst}",
+        f"--class_data_dir={cls}",
+        f"--instance_prompt={INSTANCE_PROMPT}",
+        f"--class_prompt={CLASS_PROMPT}",
+        "--with_prior_preservation",
+        f"--num_class_images={N_CLASS}",
+        f"--resolution={res}",
+        "--train_batch_size=1",
+        "--rank=4",
+        f"--max_train_steps={steps}",
+        f"--seed={seed}",
+        f"--output_dir={out}",
+    ]
 
 
-def sdft_command(model: Path, inst: Path, cls: Path, res: int, steps: int, seed: int, out: Path,
-                 extra: list[str]) -> list[str]:
-    return [str(REPO / "train.py"), "data=folder", "prior=default", f"model.path={model}",
-            "model.local_files_only=true", f"data.instance_dir={inst}", f"data.class_dir={cls}",
-            f"data.instance_prompt={INSTANCE_PROMPT}", f"data.class_prompt={CLASS_PROMPT}",
-            f"prior.num_class_images={N_CLASS}", f"data.resolution={res}", "data.batch_size=1",
-            "data.random_flip=false",  # the peer does not flip
-            "adapter.rank=4", "adapter.train_text_encoder=false", f"trainer.max_steps={steps}", f"seed={seed}",
-            f"output_dir={out}", f"hydra.run.dir={out}/hydra", *extra]
+def sdft_command(
+    model: Path, inst: Path, cls: Path, res: int, steps: int, seed: int, out: Path, extra: list[str]
+) -> list[str]:
+    return [
+        str(REPO / "train.py"),
+        "data=folder",
+        "prior=default",
+        f"model.path={model}",
+        "model.local_files_only=true",
+        f"data.instance_dir={inst}",
+        f"data.class_dir={cls}",
+        f"data.instance_prompt={INSTANCE_PROMPT}",
+        f"data.class_prompt={CLASS_PROMPT}",
+        f"prior.num_class_images={N_CLASS}",
+        f"data.resolution={res}",
+        "data.batch_size=1",
+        "data.random_flip=false",  # the peer does not flip
+        "adapter.rank=4",
+        "adapter.train_text_encoder=false",
+        f"trainer.max_steps={steps}",
+        f"seed={seed}",
+        f"output_dir={out}",
+        f"hydra.run.dir={out}/hydra",
+        *extra,
+    ]
 
 
 def run_one(python: str, argv: list[str], work: Path, threads: int, log: Path) -> dict:
     """One child process; its wall time, AdamW step stamps and peak RSS."""
     stamps = work / "stamps.json"
     stamps.unlink(missing_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "WANDB_MODE": "offline", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     cmd = [python, str(Path(__file__).resolve()), "--child", str(stamps), "--", *argv]
     t0 = time.perf_counter()
     with open(log, "w") as fh:
@@ -177,23 +217,32 @@ def run_one(python: str, argv: list[str], work: Path, threads: int, log: Path) -
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        sys.exit(f"bench/peer.py: {' '.join(cmd[:5])} ... failed (exit {proc.returncode}); see {log}:\n"
-                 + "\n".join(log.read_text().splitlines()[-15:]))
+        sys.exit(
+            f"bench/peer.py: {' '.join(cmd[:5])} ... failed (exit {proc.returncode}); see {log}:\n"
+            + "\n".join(log.read_text().splitlines()[-15:])
+        )
     data = json.loads(stamps.read_text())
     return {"wall": wall, "steps": data["steps"], "rss_gib": usage.ru_maxrss / 2**20}
 
 
 def per_step(short: dict, long: dict, n: int) -> dict:
     gaps = [b - a for a, b in zip(long["steps"], long["steps"][1:])]
-    return {"wall_diff_s": (long["wall"] - short["wall"]) / (2 * n),
-            "in_process_s": statistics.median(gaps) if gaps else float("nan"),
-            "setup_s": long["steps"][0] if long["steps"] else float("nan"),
-            "rss_gib": max(short["rss_gib"], long["rss_gib"]), "steps_seen": len(long["steps"])}
+    return {
+        "wall_diff_s": (long["wall"] - short["wall"]) / (2 * n),
+        "in_process_s": statistics.median(gaps) if gaps else float("nan"),
+        "setup_s": long["steps"][0] if long["steps"] else float("nan"),
+        "rss_gib": max(short["rss_gib"], long["rss_gib"]),
+        "steps_seen": len(long["steps"]),
+    }
 
 
 def find_peer(arg: str | None) -> Path:
-    for c in (arg, os.environ.get("SDFT_PEER_SCRIPT"), REPO.parent / "shared/peer" / PEER_NAME,
-              REPO.parent.parent / "shared/peer" / PEER_NAME):
+    for c in (
+        arg,
+        os.environ.get("SDFT_PEER_SCRIPT"),
+        REPO.parent / "shared/peer" / PEER_NAME,
+        REPO.parent.parent / "shared/peer" / PEER_NAME,
+    ):
         if c and Path(c).is_file():
             return Path(c).resolve()
     sys.exit(f"bench/peer.py: {PEER_NAME} not found: pass --peer-script or set SDFT_PEER_SCRIPT.")
@@ -206,12 +255,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=4, help="N: each tool runs N and 3N steps (>= 4: see main)")
     p.add_argument("--rounds", type=int, default=1, help="alternating rounds; medians are reported")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
-                   help="OMP_NUM_THREADS of both tools (default: this one's, else 2)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS", 2)),
+        help="OMP_NUM_THREADS of both tools (default: this one's, else 2)",
+    )
     p.add_argument("--python", default=sys.executable, help="interpreter for both tools (the peer needs torchvision)")
     p.add_argument("--peer-script", default=None)
-    p.add_argument("--work", default=None, help="model, images, outputs and logs (default: a temp folder; the SD "
-                   "1.5 model folder (4.3 GB) is kept there between runs when given)")
+    p.add_argument(
+        "--work",
+        default=None,
+        help="model, images, outputs and logs (default: a temp folder; the SD "
+        "1.5 model folder (4.3 GB) is kept there between runs when given)",
+    )
     p.add_argument("--sdft-arg", action="append", default=[], help="extra Hydra override for sdft (repeatable)")
     p.add_argument("--out", default=None, help="append the result as a JSON line to this file")
     return p.parse_args(argv)
@@ -229,42 +286,69 @@ def main(argv=None) -> int:
     inst, cls = image_folders(work, res)
     n = args.steps
     if 2 * n < N_INSTANCE + N_CLASS:  # sdft's auto cache would be skipped in the N-step run only (cache_policy.py)
-        print(f"warning: N={n} < {(N_INSTANCE + N_CLASS) // 2}: sdft's N-step run skips its latent cache (filling it "
-              "would encode more images than the run), its 3N-step run uses it: the wall-diff is then not a "
-              "cached step's time. Use --steps 4 or more.", flush=True)
+        print(
+            f"warning: N={n} < {(N_INSTANCE + N_CLASS) // 2}: sdft's N-step run skips its latent cache (filling it "
+            "would encode more images than the run), its 3N-step run uses it: the wall-diff is then not a "
+            "cached step's time. Use --steps 4 or more.",
+            flush=True,
+        )
     results: dict[str, list[dict]] = {"peer": [], "sdft": []}
     for r in range(args.rounds):
-        for tool in (("peer", "sdft") if r % 2 == 0 else ("sdft", "peer")):
+        for tool in ("peer", "sdft") if r % 2 == 0 else ("sdft", "peer"):
             runs = []
             for steps in (n, 3 * n):
                 out = work / f"out-{tool}-{r}-{steps}"
                 shutil.rmtree(out, ignore_errors=True)
-                argv = (peer_command(script, model, inst, cls, res, steps, args.seed, out) if tool == "peer" else
-                        sdft_command(model, inst, cls, res, steps, args.seed, out, args.sdft_arg))
+                argv = (
+                    peer_command(script, model, inst, cls, res, steps, args.seed, out)
+                    if tool == "peer"
+                    else sdft_command(model, inst, cls, res, steps, args.seed, out, args.sdft_arg)
+                )
                 print(f"round {r + 1}/{args.rounds}: {tool} {steps} steps ...", flush=True)
                 runs.append(run_one(args.python, argv, work, args.threads, work / f"log-{tool}-{r}-{steps}.txt"))
                 shutil.rmtree(out, ignore_errors=True)
             results[tool].append(per_step(*runs, n))
             print(f"  {tool}: {json.dumps({k: round(v, 3) for k, v in results[tool][-1].items()})}", flush=True)
     med = {t: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for t, rs in results.items()}
-    ratio = {"speed_wall_diff": med["peer"]["wall_diff_s"] / med["sdft"]["wall_diff_s"],
-             "speed_in_process": med["peer"]["in_process_s"] / med["sdft"]["in_process_s"],
-             "rss": med["sdft"]["rss_gib"] / med["peer"]["rss_gib"]}
+    ratio = {
+        "speed_wall_diff": med["peer"]["wall_diff_s"] / med["sdft"]["wall_diff_s"],
+        "speed_in_process": med["peer"]["in_process_s"] / med["sdft"]["in_process_s"],
+        "rss": med["sdft"]["rss_gib"] / med["peer"]["rss_gib"],
+    }
     load = os.getloadavg()[0]
-    print(f"\n{args.model} {res}px, N={n}/{3 * n} steps, {args.rounds} round(s), {args.threads} threads, "
-          f"{os.cpu_count()} CPUs, load {load:.1f} at the end (a load above the CPU count means contended figures)")
+    print(
+        f"\n{args.model} {res}px, N={n}/{3 * n} steps, {args.rounds} round(s), {args.threads} threads, "
+        f"{os.cpu_count()} CPUs, load {load:.1f} at the end (a load above the CPU count means contended figures)"
+    )
     print(f"{'':6} {'s/step wall-diff':>17} {'s/step in-process':>18} {'set-up s':>9} {'peak RSS GiB':>13}")
     for t in ("peer", "sdft"):
         m = med[t]
         print(f"{t:6} {m['wall_diff_s']:17.3f} {m['in_process_s']:18.3f} {m['setup_s']:9.1f} {m['rss_gib']:13.2f}")
-    print(f"sdft/peer speed: {ratio['speed_wall_diff']:.2f}x (wall-diff), {ratio['speed_in_process']:.2f}x "
-          f"(in-process); peak RSS sdft/peer: {ratio['rss']:.2f}  (goal: speed >= 1.6, RSS <= 0.8)")
+    print(
+        f"sdft/peer speed: {ratio['speed_wall_diff']:.2f}x (wall-diff), {ratio['speed_in_process']:.2f}x "
+        f"(in-process); peak RSS sdft/peer: {ratio['rss']:.2f}  (goal: speed >= 1.6, RSS <= 0.8)"
+    )
     if args.out:
         with open(args.out, "a") as fh:
-            fh.write(json.dumps({"model": args.model, "resolution": res, "steps": n, "rounds": args.rounds,
-                                 "threads": args.threads, "machine": platform.processor() or platform.machine(),
-                                 "cpus": os.cpu_count(), "load_end": load, "sdft_args": args.sdft_arg,
-                                 "median": med, "ratio": ratio, "runs": results}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "model": args.model,
+                        "resolution": res,
+                        "steps": n,
+                        "rounds": args.rounds,
+                        "threads": args.threads,
+                        "machine": platform.processor() or platform.machine(),
+                        "cpus": os.cpu_count(),
+                        "load_end": load,
+                        "sdft_args": args.sdft_arg,
+                        "median": med,
+                        "ratio": ratio,
+                        "runs": results,
+                    }
+                )
+                + "\n"
+            )
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -11,10 +11,14 @@ def options(c: dict) -> str:
     opts = [c["precision"]]
     if c.get("weight_dtype", "fp32") != "fp32":
         opts.append(f"frozen {c['weight_dtype']}")
-    for flag, text in (("grad_checkpointing", "grad-ckpt"), ("compile", "compile"),
-                       ("channels_last", "channels-last"), ("no_fused", "AdamW not fused"),
-                       ("cache_latents", "cache-latents (TE frozen)"),
-                       ("freeze_text_encoder", "TE frozen")):
+    for flag, text in (
+        ("grad_checkpointing", "grad-ckpt"),
+        ("compile", "compile"),
+        ("channels_last", "channels-last"),
+        ("no_fused", "AdamW not fused"),
+        ("cache_latents", "cache-latents (TE frozen)"),
+        ("freeze_text_encoder", "TE frozen"),
+    ):
         if c.get(flag) and not (flag == "freeze_text_encoder" and c.get("cache_latents")):
             opts.append(text)
     if c["optim"] != "adamw":
@@ -30,14 +34,19 @@ def row(r: dict) -> str:
     steps = f"{c['warmup']}+{c['steps']}" + (f" x{c['rounds']}" if c.get("rounds", 1) > 1 else "")
     if r["device_type"] == "cuda":
         mem = f"{fw['peak_alloc_gb']:.2f} / {bare['peak_alloc_gb']:.2f}"
-        extra = (f"{r['flops_per_image'] / 1e9:.0f} | {100 * r['mfu_framework']:.1f} / {100 * r['mfu_bare']:.1f}"
-                 if "mfu_framework" in r else " | ")
+        extra = (
+            f"{r['flops_per_image'] / 1e9:.0f} | {100 * r['mfu_framework']:.1f} / {100 * r['mfu_bare']:.1f}"
+            if "mfu_framework" in r
+            else " | "
+        )
     else:
         mem = f"{fw['peak_rss_mb'] / 1024:.2f} / {bare['peak_rss_mb'] / 1024:.2f}"
         extra = f"{fw['cpu_util']:.2f} / {bare['cpu_util']:.2f}"
-    return (f"| {c['model']} | {c['resolution']}² | {c['batch']} | {adapter} | {options(c)} | {steps} "
-            f"| {fw['img_s']:.3g} | {bare['img_s']:.3g} | **{r['ratio_framework_over_bare_throughput']:.3f}** "
-            f"| {fw['s_per_step']:.3g} / {bare['s_per_step']:.3g} | {mem} | {extra} |")
+    return (
+        f"| {c['model']} | {c['resolution']}² | {c['batch']} | {adapter} | {options(c)} | {steps} "
+        f"| {fw['img_s']:.3g} | {bare['img_s']:.3g} | **{r['ratio_framework_over_bare_throughput']:.3f}** "
+        f"| {fw['s_per_step']:.3g} / {bare['s_per_step']:.3g} | {mem} | {extra} |"
+    )
 
 
 def main(paths: list[str]) -> None:
@@ -49,12 +58,16 @@ def main(paths: list[str]) -> None:
             continue
         print(f"\n{sel[0]['device']} — torch {sel[0]['torch']}, lightning {sel[0]['lightning']}\n")
         if kind == "cuda":
-            print("| model | res | batch | adapter | options | steps (warm-up+measured) | framework img/s | bare img/s "
-                  "| framework/bare | s/step fw / bare | peak GB alloc fw / bare | GFLOP/img | MFU % fw / bare |")
+            print(
+                "| model | res | batch | adapter | options | steps (warm-up+measured) | framework img/s | bare img/s "
+                "| framework/bare | s/step fw / bare | peak GB alloc fw / bare | GFLOP/img | MFU % fw / bare |"
+            )
             print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         else:
-            print("| model | res | batch | adapter | options | steps (warm-up+measured) | framework img/s | bare img/s "
-                  "| framework/bare | s/step fw / bare | peak RSS GB fw / bare | cpu_util fw / bare |")
+            print(
+                "| model | res | batch | adapter | options | steps (warm-up+measured) | framework img/s | bare img/s "
+                "| framework/bare | s/step fw / bare | peak RSS GB fw / bare | cpu_util fw / bare |"
+            )
             print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in sel:
             print(row(r))

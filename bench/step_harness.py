@@ -33,8 +33,10 @@ from sdft.models.loading import freeze_models, make_noise_scheduler, speed_optio
 from sdft.module import DreamBoothModule  # noqa: E402
 
 
-CACHE_NOTE = ("cache-latents: bench-made batches of latent_dist + encoder_hidden_states, shaped as the DataModule's "
-              "latent/text cache yields them (VAE encoder and text encoder skipped, text encoder frozen)")
+CACHE_NOTE = (
+    "cache-latents: bench-made batches of latent_dist + encoder_hidden_states, shaped as the DataModule's "
+    "latent/text cache yields them (VAE encoder and text encoder skipped, text encoder frozen)"
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -86,11 +88,17 @@ class PeakMemory:
         return False
 
     def as_dict(self) -> dict:
-        out = {"peak_rss_mb": round(self.peak_rss_mb, 1), "rss_start_mb": round(self.rss_start_mb, 1),
-               "peak_rss_is_phase_peak": self.rss_reset}
+        out = {
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "rss_start_mb": round(self.rss_start_mb, 1),
+            "peak_rss_is_phase_peak": self.rss_reset,
+        }
         if self.device.type == "cuda":
-            out.update(peak_alloc_gb=round(self.peak_alloc_gb, 3), peak_reserved_gb=round(self.peak_reserved_gb, 3),
-                       alloc_start_gb=round(self.cuda_start_gb, 3))
+            out.update(
+                peak_alloc_gb=round(self.peak_alloc_gb, 3),
+                peak_reserved_gb=round(self.peak_reserved_gb, 3),
+                alloc_start_gb=round(self.cuda_start_gb, 3),
+            )
         return out
 
 
@@ -127,12 +135,14 @@ def make_batches(n: int, batch: int, resolution: int, vocab: int, seed: int) -> 
     gen = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
-        out.append({
-            "pixel_values": torch.rand(batch, 3, resolution, resolution, generator=gen) * 2 - 1,
-            "input_ids": torch.randint(0, vocab, (batch, 77), generator=gen),
-            "is_prior": torch.zeros(batch, dtype=torch.bool),
-            "n_instance": batch,  # a plain int, as the DataModule's batches carry it (no device sync in the step)
-        })
+        out.append(
+            {
+                "pixel_values": torch.rand(batch, 3, resolution, resolution, generator=gen) * 2 - 1,
+                "input_ids": torch.randint(0, vocab, (batch, 77), generator=gen),
+                "is_prior": torch.zeros(batch, dtype=torch.bool),
+                "n_instance": batch,  # a plain int, as the DataModule's batches carry it (no device sync in the step)
+            }
+        )
     return out
 
 
@@ -144,8 +154,14 @@ def cache_batches(batches: list[dict], vae, te, device) -> list[dict]:
     for b in batches:
         params = vae.encode(b["pixel_values"].to(device, vae.dtype)).latent_dist.parameters
         text = te(b["input_ids"].to(device))[0]
-        out.append({"latent_dist": params.float().cpu(), "encoder_hidden_states": text.float().cpu(),
-                    "is_prior": b["is_prior"], "n_instance": b["n_instance"]})
+        out.append(
+            {
+                "latent_dist": params.float().cpu(),
+                "encoder_hidden_states": text.float().cpu(),
+                "is_prior": b["is_prior"],
+                "n_instance": b["n_instance"],
+            }
+        )
     return out
 
 
@@ -289,8 +305,9 @@ def framework_round(module: DreamBoothModule, batches, args, device) -> list[flo
             num_sanity_val_steps=0,
             default_root_dir=root,
         )
-        loader = torch.utils.data.DataLoader(ListDataset(batches, total), batch_size=None, shuffle=False,
-                                             num_workers=0, pin_memory=device.type == "cuda")
+        loader = torch.utils.data.DataLoader(
+            ListDataset(batches, total), batch_size=None, shuffle=False, num_workers=0, pin_memory=device.type == "cuda"
+        )
         # Lightning 2.6 never calls module.train() in fit; in a default sdft run the fixed_noise_loss callback's
         # eval()/train() round trip at train start sets DreamBoothModule's modes (trained parts train, VAE eval).
         # Do the same here, so the benchmark trains in the modes a default run trains in.
@@ -349,9 +366,13 @@ def build_setup(args, device: torch.device) -> SimpleNamespace:
         raise SystemExit("nothing to train")
     if args.attention == Attention.xformers.value and device.type != "cuda":
         raise SystemExit("--attention xformers needs CUDA")
-    model_cfg = ModelConfig(path=args.model, weight_dtype=WeightDtype(args.weight_dtype),
-                            attention=Attention(args.attention), gradient_checkpointing=args.grad_checkpointing,
-                            channels_last=args.channels_last)
+    model_cfg = ModelConfig(
+        path=args.model,
+        weight_dtype=WeightDtype(args.weight_dtype),
+        attention=Attention(args.attention),
+        gradient_checkpointing=args.grad_checkpointing,
+        channels_last=args.channels_last,
+    )
     freeze_models(holder, model_cfg)
     setup_trainable(holder.unet, holder.text_encoder, adapter)
     optim = load_group("optim", args.optim, OptimConfig)
@@ -360,8 +381,9 @@ def build_setup(args, device: torch.device) -> SimpleNamespace:
     train_te = any(p.requires_grad for p in holder.text_encoder.parameters())
     trainable = {name: count_params(m)[0] for name, m in (("unet", holder.unet), ("text_encoder", holder.text_encoder))}
 
-    m = SimpleNamespace(unet=holder.unet, vae=holder.vae, text_encoder=holder.text_encoder, sched=sched,
-                        train_te=train_te, optim=optim)
+    m = SimpleNamespace(
+        unet=holder.unet, vae=holder.vae, text_encoder=holder.text_encoder, sched=sched, train_te=train_te, optim=optim
+    )
     raw_batches = make_batches(4, args.batch, args.resolution, vocab, args.seed)
 
     flops = None
@@ -371,8 +393,12 @@ def build_setup(args, device: torch.device) -> SimpleNamespace:
         one = raw_batches[0]
         m.unet_dtype, m.vae_dtype = m.unet.dtype, m.vae.dtype
         if args.cache_latents:  # VAE encode and text encoder are not run per step then
-            one = cache_batches([{**{k: v[:1] for k, v in one.items() if torch.is_tensor(v)}, "n_instance": 1}],
-                                m.vae, m.text_encoder, device)[0]
+            one = cache_batches(
+                [{**{k: v[:1] for k, v in one.items() if torch.is_tensor(v)}, "n_instance": 1}],
+                m.vae,
+                m.text_encoder,
+                device,
+            )[0]
         flops = count_flops_per_image(m, one, device)
 
     speed_options(holder, model_cfg)  # the rest of the framework's prepare_models
@@ -391,8 +417,18 @@ def build_setup(args, device: torch.device) -> SimpleNamespace:
     build_s = time.perf_counter() - t0
 
     module = DreamBoothModule(m.unet, m.text_encoder, m.vae, sched, optim, LossConfig(), 1.0, train_te)
-    return SimpleNamespace(m=m, module=module, param_groups=module.param_groups(), batches=batches, flops=flops,
-                           notes=notes, adapter=adapter, train_te=train_te, trainable=trainable, build_s=build_s)
+    return SimpleNamespace(
+        m=m,
+        module=module,
+        param_groups=module.param_groups(),
+        batches=batches,
+        flops=flops,
+        notes=notes,
+        adapter=adapter,
+        train_te=train_te,
+        trainable=trainable,
+        build_s=build_s,
+    )
 
 
 def cpu_name() -> str:
@@ -415,10 +451,14 @@ def summarize(times: list[tuple[float, float]], warmup: int, steps: int, batch: 
     machine about the number of torch threads; much lower means other processes took the cores)."""
     wall = [t[0] for t in times]
     span = wall[-1] - wall[warmup - 1]
-    per_step = [b - a for a, b in zip(wall[warmup - 1:-1], wall[warmup:])]
+    per_step = [b - a for a, b in zip(wall[warmup - 1 : -1], wall[warmup:])]
     cpu = times[-1][1] - times[warmup - 1][1]
-    return {"img_s": round(steps * batch / span, 4), "s_per_step": round(span / steps, 4),
-            "s_per_step_median": round(statistics.median(per_step), 4), "cpu_util": round(cpu / span, 2)}
+    return {
+        "img_s": round(steps * batch / span, 4),
+        "s_per_step": round(span / steps, 4),
+        "s_per_step_median": round(statistics.median(per_step), 4),
+        "cpu_util": round(cpu / span, 2),
+    }
 
 
 def loadavg() -> float:

@@ -34,16 +34,30 @@ sys.path.insert(0, str(ROOT))
 
 STEPS = 200
 RECIPE = [  # pinned: the quickstart recipe of 2026-12-02 spelt out
-    "model=toy", "data=toy_subject", "adapter=lora_attn_ff", "adapter.rank=8", "trainer=cpu",
-    "data.use_captions=false", "data.resolution=32", "data.batch_size=2",
+    "model=toy",
+    "data=toy_subject",
+    "adapter=lora_attn_ff",
+    "adapter.rank=8",
+    "trainer=cpu",
+    "data.use_captions=false",
+    "data.resolution=32",
+    "data.batch_size=2",
     # quiet: no grids, checkpoints or loggers inside the timed run
-    "logger=none", "trainer.enable_progress_bar=false", "callbacks.checkpoint_every_n_steps=0",
-    "callbacks.validation_every_n_steps=0", "callbacks.validation_at_start=false", "callbacks.validation_seeds=[]",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "callbacks.checkpoint_every_n_steps=0",
+    "callbacks.validation_every_n_steps=0",
+    "callbacks.validation_at_start=false",
+    "callbacks.validation_seeds=[]",
     "callbacks.fixed_noise_loss=false",
 ]
 ADAMW = ["optim=adamw", "optim.lr=5e-3", "optim.text_encoder_lr=5e-3"]  # the recipe's optimizer (not for prodigy)
-CLASS_PRIOR = ["prior=default", "prior.num_class_images=64", "prior.generation_steps=20",
-               "prior.generation_guidance=3.0"]
+CLASS_PRIOR = [
+    "prior=default",
+    "prior.num_class_images=64",
+    "prior.generation_steps=20",
+    "prior.generation_guidance=3.0",
+]
 VARIANTS = {  # (group, variant): overrides after RECIPE
     ("prior", "none"): [*ADAMW, "prior=none"],
     ("prior", "class_prior"): [*ADAMW, *CLASS_PRIOR],
@@ -65,8 +79,14 @@ def train(out: Path, group: str, variant: str, seed: int, steps: int, busy: Path
     from sdft.train import run
 
     folder = out / "runs" / group / variant / f"seed{seed}"
-    overrides = [*RECIPE, f"seed={seed}", f"trainer.max_steps={steps}", f"output_dir={folder}",
-                 f"data.class_dir={out / 'class' / f'seed{seed}'}", *VARIANTS[group, variant]]
+    overrides = [
+        *RECIPE,
+        f"seed={seed}",
+        f"trainer.max_steps={steps}",
+        f"output_dir={folder}",
+        f"data.class_dir={out / 'class' / f'seed{seed}'}",
+        *VARIANTS[group, variant],
+    ]
     if group == "mask":
         overrides.append(f"data.instance_dir={busy}")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -90,11 +110,13 @@ def measure(pipe, lora: Path, reference: list[dict], subject: dict) -> dict:
     finally:
         pipe.unload_lora_weights()
     d_id, d_cls = [detect(im).attributes() for im in ident], [detect(im).attributes() for im in classes]
-    return {"fidelity": statistics.mean(matches(d, subject) for d in d_id),
-            "leakage": statistics.mean(matches(d, subject) for d in d_cls),
-            "drift": drift(d_cls, reference),
-            "busy_id": statistics.mean(is_busy(im) for im in ident),
-            "busy_class": statistics.mean(is_busy(im) for im in classes)}
+    return {
+        "fidelity": statistics.mean(matches(d, subject) for d in d_id),
+        "leakage": statistics.mean(matches(d, subject) for d in d_cls),
+        "drift": drift(d_cls, reference),
+        "busy_id": statistics.mean(is_busy(im) for im in ident),
+        "busy_class": statistics.mean(is_busy(im) for im in classes),
+    }
 
 
 def table(rows: list[dict], command: str) -> str:
@@ -104,18 +126,30 @@ def table(rows: list[dict], command: str) -> str:
         variants = [v for g, v in VARIANTS if g == group]
         if group in BASELINES:
             variants.insert(0, BASELINES[group][0])
-        lines += [f"**{group}**", "", "| variant | seed | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 2) + "|"]
+        lines += [
+            f"**{group}**",
+            "",
+            "| variant | seed | " + " | ".join(METRICS) + " |",
+            "|---" * (len(METRICS) + 2) + "|",
+        ]
         means = []
         for v in variants:
             g, name = BASELINES[group][1] if group in BASELINES and v == BASELINES[group][0] else (group, v)
             got = sorted((r for r in rows if r["group"] == g and r["variant"] == name), key=lambda r: r["seed"])
             label = v if (g, name) == (group, v) else f"{v} (= {g}/{name})"
-            lines += [f"| {label} | {r['seed']} | " + " | ".join(f"{r[m]:.3f}" if m != "wall_s" else f"{r[m]:.0f}"
-                                                             for m in METRICS) + " |" for r in got]
+            lines += [
+                f"| {label} | {r['seed']} | "
+                + " | ".join(f"{r[m]:.3f}" if m != "wall_s" else f"{r[m]:.0f}" for m in METRICS)
+                + " |"
+                for r in got
+            ]
             if len(got) > 1:
-                cells = [f"{statistics.mean(r[m] for r in got):.3f} ± {statistics.stdev(r[m] for r in got):.3f}"
-                         if m != "wall_s" else f"{statistics.mean(r[m] for r in got):.0f} ± "
-                         f"{statistics.stdev(r[m] for r in got):.0f}" for m in METRICS]
+                cells = [
+                    f"{statistics.mean(r[m] for r in got):.3f} ± {statistics.stdev(r[m] for r in got):.3f}"
+                    if m != "wall_s"
+                    else f"{statistics.mean(r[m] for r in got):.0f} ± {statistics.stdev(r[m] for r in got):.0f}"
+                    for m in METRICS
+                ]
                 means.append(f"| **{label}** | mean ± sd (n={len(got)}) | " + " | ".join(cells) + " |")
         lines += means + [""]
     return "\n".join(lines)
@@ -126,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/techniques")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--only", default=",".join(f"{g}/{v}" for g, v in VARIANTS),
-                        help="group/variant list in the order to run, e.g. prior/base_prior,mask/off,mask/on")
+    parser.add_argument(
+        "--only",
+        default=",".join(f"{g}/{v}" for g, v in VARIANTS),
+        help="group/variant list in the order to run, e.g. prior/base_prior,mask/off,mask/on",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -154,9 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         if any(r["group"] == group and r["variant"] == variant and r["seed"] == seed for r in rows):
             continue
         lora, wall, summary = train(out, group, variant, seed, args.steps, busy)
-        row = {"group": group, "variant": variant, "seed": seed, "wall_s": round(wall, 1),
-               "train_seconds": summary.get("train_seconds"), "steps": summary.get("steps"),
-               **measure(pipe, lora, reference, subject)}
+        row = {
+            "group": group,
+            "variant": variant,
+            "seed": seed,
+            "wall_s": round(wall, 1),
+            "train_seconds": summary.get("train_seconds"),
+            "steps": summary.get("steps"),
+            **measure(pipe, lora, reference, subject),
+        }
         rows.append(row)
         with open(log, "a") as f:
             f.write(json.dumps(row) + "\n")

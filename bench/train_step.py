@@ -34,7 +34,14 @@ import warnings
 from pathlib import Path
 
 from step_harness import (
-    PeakMemory, bare_round, build_setup, clear_grads, device_name, framework_round, loadavg, summarize,
+    PeakMemory,
+    bare_round,
+    build_setup,
+    clear_grads,
+    device_name,
+    framework_round,
+    loadavg,
+    summarize,
 )
 
 import lightning as L  # noqa: E402  (after step_harness, which puts the repository on sys.path)
@@ -44,41 +51,70 @@ from sdft.config import WeightDtype  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", choices=["tiny", "sd15"], default="tiny",
-                   help="tiny: the offline tiny SD1-shaped model; sd15: SD 1.5 architecture, random weights")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        choices=["tiny", "sd15"],
+        default="tiny",
+        help="tiny: the offline tiny SD1-shaped model; sd15: SD 1.5 architecture, random weights",
+    )
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--adapter", choices=["lora_attn", "lora_attn_ff", "full"], default="lora_attn",
-                   help="conf/adapter/<name>.yaml")
+    p.add_argument(
+        "--adapter", choices=["lora_attn", "lora_attn_ff", "full"], default="lora_attn", help="conf/adapter/<name>.yaml"
+    )
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (default: the adapter file's)")
     p.add_argument("--freeze-text-encoder", action="store_true", help="LoRA on the U-Net only")
     p.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true")
-    p.add_argument("--weight-dtype", choices=[d.value for d in WeightDtype], default="fp32",
-                   help="dtype of the frozen weights (model.weight_dtype)")
+    p.add_argument(
+        "--weight-dtype",
+        choices=[d.value for d in WeightDtype],
+        default="fp32",
+        help="dtype of the frozen weights (model.weight_dtype)",
+    )
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--optim", choices=["adamw", "adamw8bit"], default="adamw", help="conf/optim/<name>.yaml")
     p.add_argument("--attention", choices=["sdpa", "xformers"], default="sdpa")
-    p.add_argument("--grad-clip", type=float, default=1.0,
-                   help="gradient clipping in both loops (framework default trainer.gradient_clip_val=1.0); 0: off")
+    p.add_argument(
+        "--grad-clip",
+        type=float,
+        default=1.0,
+        help="gradient clipping in both loops (framework default trainer.gradient_clip_val=1.0); 0: off",
+    )
     p.add_argument("--steps", type=int, default=10, help="measured steps (after warm-up)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up steps, not measured (>= 1)")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="framework/bare pairs to run, alternating which goes first; figures are medians over rounds")
-    p.add_argument("--retry-busy", type=int, default=0,
-                   help="CPU: run a round again (up to this many times) when other processes took the cores")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="framework/bare pairs to run, alternating which goes first; figures are medians over rounds",
+    )
+    p.add_argument(
+        "--retry-busy",
+        type=int,
+        default=0,
+        help="CPU: run a round again (up to this many times) when other processes took the cores",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net (nn.Module.compile, in place)")
     p.add_argument("--channels-last", action="store_true", help="U-Net and VAE in channels_last (model.channels_last)")
     p.add_argument("--no-fused", action="store_true", help="AdamW without the fused CUDA kernel (optim.fused=false)")
-    p.add_argument("--cache-latents", action="store_true",
-                   help="batches of cached latent_dist + text states, computed here as the DataModule's cache "
-                        "computes them; the module's real cached path (no VAE encode, no text encoder)")
+    p.add_argument(
+        "--cache-latents",
+        action="store_true",
+        help="batches of cached latent_dist + text states, computed here as the DataModule's cache "
+        "computes them; the module's real cached path (no VAE encode, no text encoder)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--flops", choices=["auto", "on", "off"], default="auto", help="count FLOPs (auto: on CUDA)")
-    p.add_argument("--peak-tflops", type=float, default=None,
-                   help="peak TFLOP/s for MFU (default on CUDA: 989, H100/H200 dense bf16)")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="peak TFLOP/s for MFU (default on CUDA: 989, H100/H200 dense bf16)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", default="", help="free text stored in the JSON line")
     p.add_argument("--out", type=Path, default=None, help="append the JSON line to this file")
@@ -91,8 +127,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def quiet() -> None:
     warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "diffusers",
-                 "transformers", "peft", "torch._dynamo", "torch._inductor"):
+    for name in (
+        "lightning",
+        "lightning.pytorch",
+        "lightning.fabric",
+        "pytorch_lightning",
+        "diffusers",
+        "transformers",
+        "peft",
+        "torch._dynamo",
+        "torch._inductor",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     with contextlib.suppress(Exception):
         import diffusers.utils.logging as dlog
@@ -104,8 +149,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.verbose:
         quiet()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     L.seed_everything(args.seed, workers=False, verbose=False)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,8 +193,11 @@ def main(argv=None) -> int:
         busy = device.type == "cpu" and min(fw_run["cpu_util"], bare_run["cpu_util"]) < 0.85 * torch.get_num_threads()
         if busy and len(discarded) < args.retry_busy:
             discarded.append({"framework": fw_run, "bare": bare_run})
-            print(f"  round discarded, other processes took the cores (cpu_util {fw_run['cpu_util']}/"
-                  f"{bare_run['cpu_util']} of {torch.get_num_threads()} threads); again", flush=True)
+            print(
+                f"  round discarded, other processes took the cores (cpu_util {fw_run['cpu_util']}/"
+                f"{bare_run['cpu_util']} of {torch.get_num_threads()} threads); again",
+                flush=True,
+            )
             continue
         fw_runs.append(fw_run)
         fw_mem.append(fw_m)
@@ -164,8 +215,11 @@ def main(argv=None) -> int:
         "device_type": device.type,
         "torch": torch.__version__,
         "lightning": L.__version__,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                   if k not in ("out", "verbose", "label", "retry_busy")},
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("out", "verbose", "label", "retry_busy")
+        },
         "adapter_rank": adapter.rank if adapter.kind.value == "lora" else None,
         "train_text_encoder": train_te,
         "trainable_params": trainable,
@@ -218,31 +272,44 @@ def _max_mem(mems: list[dict]) -> dict:
 def human_line(r: dict) -> str:
     c = r["config"]
     rank = f" r{r['adapter_rank']}" if r["adapter_rank"] else ""
-    head = (f"{c['model']} {c['resolution']}px b{c['batch']} {c['adapter']}{rank} {c['precision']}"
-            f"{' gc' if c['grad_checkpointing'] else ''} {c['optim']} {c['attention']}"
-            f"{' compile' if c['compile'] else ''}{' channels-last' if c.get('channels_last') else ''}"
-            f"{' no-fused' if c.get('no_fused') else ''}{' cache-latents' if c['cache_latents'] else ''}"
-            f" [{r['device_type']}]")
+    head = (
+        f"{c['model']} {c['resolution']}px b{c['batch']} {c['adapter']}{rank} {c['precision']}"
+        f"{' gc' if c['grad_checkpointing'] else ''} {c['optim']} {c['attention']}"
+        f"{' compile' if c['compile'] else ''}{' channels-last' if c.get('channels_last') else ''}"
+        f"{' no-fused' if c.get('no_fused') else ''}{' cache-latents' if c['cache_latents'] else ''}"
+        f" [{r['device_type']}]"
+    )
 
     def part(name: str, d: dict) -> str:
-        mem = (f"peak {d['peak_alloc_gb']:.2f} GB alloc" if "peak_alloc_gb" in d
-               else f"peak RSS {d['peak_rss_mb'] / 1024:.2f} GB")
+        mem = (
+            f"peak {d['peak_alloc_gb']:.2f} GB alloc"
+            if "peak_alloc_gb" in d
+            else f"peak RSS {d['peak_rss_mb'] / 1024:.2f} GB"
+        )
         return f"{name} {d['img_s']:.3g} img/s ({d['s_per_step']:.3g} s/step), {mem}"
 
-    parts = [head, part("framework", r["framework"]), part("bare", r["bare"]),
-             f"framework/bare throughput {r['ratio_framework_over_bare_throughput']:.3f}"
-             f", peak memory {r['ratio_framework_over_bare_peak_memory']:.3f}"]
+    parts = [
+        head,
+        part("framework", r["framework"]),
+        part("bare", r["bare"]),
+        f"framework/bare throughput {r['ratio_framework_over_bare_throughput']:.3f}"
+        f", peak memory {r['ratio_framework_over_bare_peak_memory']:.3f}",
+    ]
     if "flops_per_image" in r:
         extra = f"{r['flops_per_image'] / 1e9:.1f} GFLOP/img (fwd+bwd)"
         if "mfu_framework" in r:
-            extra += f", MFU framework {100 * r['mfu_framework']:.1f}% bare {100 * r['mfu_bare']:.1f}%" \
-                     f" of {r['peak_tflops']:g} TFLOP/s"
+            extra += (
+                f", MFU framework {100 * r['mfu_framework']:.1f}% bare {100 * r['mfu_bare']:.1f}%"
+                f" of {r['peak_tflops']:g} TFLOP/s"
+            )
         parts.append(extra)
     if r["device_type"] == "cpu":
         util = min(r["framework"]["cpu_util"], r["bare"]["cpu_util"])
         if util < 0.85 * r["torch_threads"]:
-            parts.append(f"WARNING cpu_util {r['framework']['cpu_util']}/{r['bare']['cpu_util']} of "
-                         f"{r['torch_threads']} threads: other processes took the cores, repeat")
+            parts.append(
+                f"WARNING cpu_util {r['framework']['cpu_util']}/{r['bare']['cpu_util']} of "
+                f"{r['torch_threads']} threads: other processes took the cores, repeat"
+            )
     if r["notes"]:
         parts.append("; ".join(r["notes"]))
     return " | ".join(parts)
@@ -254,10 +321,18 @@ def guarded_main(argv=None) -> int:
         return main(argv)
     except torch.cuda.OutOfMemoryError as err:
         args = parse_args(argv)
-        line = json.dumps({"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "status": "oom",
-                           "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                                      if k not in ("out", "verbose", "label")},
-                           "error": str(err).splitlines()[0]})
+        line = json.dumps(
+            {
+                "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "status": "oom",
+                "config": {
+                    k: (str(v) if isinstance(v, Path) else v)
+                    for k, v in vars(args).items()
+                    if k not in ("out", "verbose", "label")
+                },
+                "error": str(err).splitlines()[0],
+            }
+        )
         print(f"{args.model} {args.resolution}px b{args.batch} {args.adapter} {args.precision} | OUT OF MEMORY")
         print(line)
         if args.out:

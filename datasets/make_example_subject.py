@@ -167,8 +167,7 @@ def _draw_mouth(d: ImageDraw.ImageDraw, cx: float, cy: float, R: float, expr: st
         raise ValueError(expr)
 
 
-def _draw_head(layer: Image.Image, cx: float, cy: float, R: float, expr: str,
-               gaze: Tuple[float, float]):
+def _draw_head(layer: Image.Image, cx: float, cy: float, R: float, expr: str, gaze: Tuple[float, float]):
     d = ImageDraw.Draw(layer)
     lw = max(1, round(0.05 * R))
     # face
@@ -211,8 +210,9 @@ def _arm_points(shoulder, upper_deg, fore_deg, length, side):
     return elbow, hand
 
 
-def _draw_character(size: Tuple[int, int], cx: float, cy: float, R: float, expr: str,
-                    gaze: Tuple[float, float], arms, head_tilt: float) -> Image.Image:
+def _draw_character(
+    size: Tuple[int, int], cx: float, cy: float, R: float, expr: str, gaze: Tuple[float, float], arms, head_tilt: float
+) -> Image.Image:
     """Return an RGBA layer (at supersampled resolution) with the character."""
     W, H = size
     layer = Image.new("RGBA", size, (0, 0, 0, 0))
@@ -223,12 +223,11 @@ def _draw_character(size: Tuple[int, int], cx: float, cy: float, R: float, expr:
     # torso (a rounded block extending below the frame) as a mask
     mask = Image.new("L", size, 0)
     md = ImageDraw.Draw(mask)
-    md.rounded_rectangle([cx - 0.95 * R, top, cx + 0.95 * R, top + 6.0 * R],
-                         radius=round(0.45 * R), fill=255)
+    md.rounded_rectangle([cx - 0.95 * R, top, cx + 0.95 * R, top + 6.0 * R], radius=round(0.45 * R), fill=255)
     outline = Image.new("L", size, 0)
     ImageDraw.Draw(outline).rounded_rectangle(
-        [cx - 0.95 * R - lw, top - lw, cx + 0.95 * R + lw, top + 6.0 * R + lw],
-        radius=round(0.45 * R) + lw, fill=255)
+        [cx - 0.95 * R - lw, top - lw, cx + 0.95 * R + lw, top + 6.0 * R + lw], radius=round(0.45 * R) + lw, fill=255
+    )
     layer.paste(SHIRT_LINE + (255,), (0, 0), outline)
     layer.paste(SHIRT + (255,), (0, 0), mask)
     band = Image.new("L", size, 0)
@@ -259,9 +258,7 @@ def _draw_character(size: Tuple[int, int], cx: float, cy: float, R: float, expr:
     head = Image.new("RGBA", size, (0, 0, 0, 0))
     _draw_head(head, cx, cy, R, expr, gaze)
     if head_tilt:
-        head = (head.convert("RGBa")
-                .rotate(head_tilt, resample=Image.BICUBIC, center=(cx, cy + 0.9 * R))
-                .convert("RGBA"))
+        head = head.convert("RGBa").rotate(head_tilt, resample=Image.BICUBIC, center=(cx, cy + 0.9 * R)).convert("RGBA")
     layer.alpha_composite(head)
     return layer
 
@@ -310,8 +307,9 @@ def _scene(name: str, size, rng: random.Random) -> Image.Image:
             for col in range(-1, 7):
                 x0, y0 = col * bw + off, row * bh
                 shade = rng.randint(-12, 12)
-                d.rectangle([x0 + SS, y0 + SS, x0 + bw - SS, y0 + bh - SS],
-                            fill=(172 + shade, 70 + shade // 2, 52 + shade // 2))
+                d.rectangle(
+                    [x0 + SS, y0 + SS, x0 + bw - SS, y0 + bh - SS], fill=(172 + shade, 70 + shade // 2, 52 + shade // 2)
+                )
     elif name == "night":
         img = _vertical_gradient(size, (14, 20, 60), (40, 50, 110))
         d = ImageDraw.Draw(img)
@@ -368,14 +366,11 @@ def _lighting(img: Image.Image, rng: random.Random) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
 
 
-def _render(out_size, bg: Image.Image, cx, cy, R, expr, gaze, arms, head_tilt, rot,
-            rng: random.Random) -> Image.Image:
+def _render(out_size, bg: Image.Image, cx, cy, R, expr, gaze, arms, head_tilt, rot, rng: random.Random) -> Image.Image:
     big = (out_size[0] * SS, out_size[1] * SS)
     char = _draw_character(big, cx, cy, R, expr, gaze, arms, head_tilt)
     if rot:
-        char = (char.convert("RGBa")
-                .rotate(rot, resample=Image.BICUBIC, center=(cx, cy + R))
-                .convert("RGBA"))
+        char = char.convert("RGBa").rotate(rot, resample=Image.BICUBIC, center=(cx, cy + R)).convert("RGBA")
     canvas = bg.convert("RGBA")
     canvas.alpha_composite(char)
     small = canvas.convert("RGB").resize(out_size, Image.LANCZOS)
@@ -414,8 +409,16 @@ def make_face_images(rng: random.Random) -> List[Tuple[str, Image.Image, str]]:
 def make_body_images(rng: random.Random) -> List[Tuple[str, Image.Image, str]]:
     scenes = list(BODY_SCENES)
     rng.shuffle(scenes)
-    body_exprs = ["smiling", "grinning", "laughing", "smiling", "neutral expression",
-                  "smiling", "surprised", "grinning"]
+    body_exprs = [
+        "smiling",
+        "grinning",
+        "laughing",
+        "smiling",
+        "neutral expression",
+        "smiling",
+        "surprised",
+        "grinning",
+    ]
     items = []
     for i in range(8):
         W, H = BODY_SIZES[i]
@@ -500,15 +503,12 @@ def generate(out_dir: Path | str = DEFAULT_OUT, seed: int = DEFAULT_SEED) -> Dic
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                    help=f"output folder (default: {DEFAULT_OUT})")
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                    help=f"random seed (default: {DEFAULT_SEED})")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default: {DEFAULT_SEED})")
     args = ap.parse_args(argv)
     written = generate(args.out, args.seed)
     total = sum(p.stat().st_size for p in written["images"])
-    print(f"wrote {len(written['images'])} images ({total / 1024:.1f} KiB) "
-          f"+ captions to {args.out}")
+    print(f"wrote {len(written['images'])} images ({total / 1024:.1f} KiB) + captions to {args.out}")
     return 0
 
 

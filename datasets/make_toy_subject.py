@@ -22,8 +22,16 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "toy_subject"
 IDENTIFIER = "sks dog"
 SUBJECT = Scene("dog", "blue", "yellow", "spots")  # body, head (and spots), pattern: what must be learned
 # (background, flip): the nuisance factors of each image
-POSES = [("white", False), ("gray", True), ("black", False), ("pink", True),
-         ("white", True), ("gray", False), ("pink", False), ("black", True)]
+POSES = [
+    ("white", False),
+    ("gray", True),
+    ("black", False),
+    ("pink", True),
+    ("white", True),
+    ("gray", False),
+    ("pink", False),
+    ("black", True),
+]
 
 
 def subject_images() -> list[tuple[str, object, str]]:

@@ -18,23 +18,35 @@ def check_values(cfg: DictConfig, data: DictConfig) -> None:
     """`data` is the resolved data view (a kohya TOML's settings merged in: sdft.data.folders.data_settings)."""
     cb, ad = cfg.callbacks, cfg.adapter
     if cb.keep_last_k < 1:
-        raise ConfigError(f"callbacks.keep_last_k={cb.keep_last_k} would delete every checkpoint, resumable state "
-                          "included: keep at least 1 (set callbacks.checkpoint_every_n_steps=0 for no step checkpoints).")
+        raise ConfigError(
+            f"callbacks.keep_last_k={cb.keep_last_k} would delete every checkpoint, resumable state "
+            "included: keep at least 1 (set callbacks.checkpoint_every_n_steps=0 for no step checkpoints)."
+        )
     if data.repeats < 1 or any(c.repeats is not None and c.repeats < 1 for c in data.concepts):
-        raise ConfigError("data.repeats (and each concept's repeats) must be >= 1: with 0 an epoch has no images and "
-                          "nothing is trained.")
+        raise ConfigError(
+            "data.repeats (and each concept's repeats) must be >= 1: with 0 an epoch has no images and "
+            "nothing is trained."
+        )
     if cfg.optim.lr <= 0 or (cfg.optim.text_encoder_lr is not None and cfg.optim.text_encoder_lr < 0):
-        raise ConfigError(f"optim.lr={cfg.optim.lr} (text_encoder_lr={cfg.optim.text_encoder_lr}): learning rates "
-                          "must be > 0, or the result is the untrained model (to freeze the text encoder, set "
-                          "adapter.train_text_encoder=false).")
+        raise ConfigError(
+            f"optim.lr={cfg.optim.lr} (text_encoder_lr={cfg.optim.text_encoder_lr}): learning rates "
+            "must be > 0, or the result is the untrained model (to freeze the text encoder, set "
+            "adapter.train_text_encoder=false)."
+        )
     if getattr(cfg.optim, "text_encoder_2_lr", None) is not None and cfg.optim.text_encoder_2_lr < 0:  # SDXL
-        raise ConfigError(f"optim.text_encoder_2_lr={cfg.optim.text_encoder_2_lr}: learning rates must be >= 0 (to "
-                          "freeze both text towers, set adapter.train_text_encoder=false).")
-    for key, value in (("data.resolution", data.resolution), ("callbacks.validation_resolution",
-                                                               cb.validation_resolution)):
+        raise ConfigError(
+            f"optim.text_encoder_2_lr={cfg.optim.text_encoder_2_lr}: learning rates must be >= 0 (to "
+            "freeze both text towers, set adapter.train_text_encoder=false)."
+        )
+    for key, value in (
+        ("data.resolution", data.resolution),
+        ("callbacks.validation_resolution", cb.validation_resolution),
+    ):
         if value is not None and (value < 8 or value % 8):
-            raise ConfigError(f"{key}={value}: must be a positive multiple of 8 (the VAE downsamples by 8), "
-                              f"e.g. {max(8, value // 8 * 8)}.")
+            raise ConfigError(
+                f"{key}={value}: must be a positive multiple of 8 (the VAE downsamples by 8), "
+                f"e.g. {max(8, value // 8 * 8)}."
+            )
     if is_peft_kind(ad.kind):  # LoRA, LoCon, DoRA, LoHa, LoKr, OFT
         if ad.rank < 1:
             raise ConfigError(f"adapter.rank={ad.rank}: the adapter rank must be >= 1 (typical: 4 to 64).")
@@ -61,11 +73,14 @@ def typed_config(cfg: dict) -> DictConfig:
     try:
         return OmegaConf.merge(OmegaConf.structured(SdftConfig), cfg)
     except ConfigKeyError as err:
-        raise ConfigError(f"Unknown config key {err.full_key}: sdft's config has no such field (sdft/config.py, "
-                          "docs in README.md). Check the spelling; `+key=value` cannot add keys.") from None
+        raise ConfigError(
+            f"Unknown config key {err.full_key}: sdft's config has no such field (sdft/config.py, "
+            "docs in README.md). Check the spelling; `+key=value` cannot add keys."
+        ) from None
     except ValidationError as err:
-        raise ConfigError(f"Config key {err.full_key}: wrong type ({type(err).__name__}); see sdft/config.py for "
-                          "what it takes.") from None
+        raise ConfigError(
+            f"Config key {err.full_key}: wrong type ({type(err).__name__}); see sdft/config.py for what it takes."
+        ) from None
 
 
 class CheckBeforeHydraWrites(Callback):

@@ -15,7 +15,9 @@ from omegaconf import MISSING
 
 TINY_MODEL = "tiny"  # model.path value that selects the offline tiny SD1-shaped model
 TOY_MODEL = "toy"  # model.path value that selects the pretrained toy-world base (sdft/toy/MODEL_CARD.md)
-SDXL_TINY_MODEL = "sdxl_tiny"  # model.path value that selects the offline tiny SDXL-shaped model (sdft/models/sdxl_tiny.py)
+SDXL_TINY_MODEL = (
+    "sdxl_tiny"  # model.path value that selects the offline tiny SDXL-shaped model (sdft/models/sdxl_tiny.py)
+)
 
 
 class WeightDtype(str, Enum):
@@ -111,7 +113,9 @@ class ModelConfig:
     variant: Optional[str] = None  # e.g. "fp16" for hub repos that ship fp16 weight files
     local_files_only: bool = False  # never touch the network; also set by HF_HUB_OFFLINE=1
     cache_dir: Optional[str] = None  # where the tiny model is built (default: $SDFT_CACHE_DIR or ~/.cache/sdft)
-    weight_dtype: WeightDtype = WeightDtype.fp32  # dtype of the frozen weights: fp32 | fp16 | bf16 (trained params stay fp32)
+    weight_dtype: WeightDtype = (
+        WeightDtype.fp32
+    )  # dtype of the frozen weights: fp32 | fp16 | bf16 (trained params stay fp32)
     prediction_type: Optional[PredictionType] = None  # override the scheduler's: epsilon | v_prediction
     gradient_checkpointing: bool = False
     attention: Attention = Attention.sdpa  # sdpa | xformers (CUDA only)
@@ -176,7 +180,9 @@ class DataConfig:
     cache_latents: Optional[bool] = None  # encode each image with the VAE once (memory, or disk with cache_to_disk)
     cache_to_disk: bool = False
     cache_dir: Optional[str] = None  # default: $SDFT_CACHE_DIR/latents or ~/.cache/sdft/latents
-    cache_text_encoder_outputs: Optional[bool] = None  # only used when the text encoder is frozen and captions are fixed
+    cache_text_encoder_outputs: Optional[bool] = (
+        None  # only used when the text encoder is frozen and captions are fixed
+    )
     validation_split: float = 0.0  # hold out this share of the instance images (seeded): val/fixed_noise_loss uses them
     mask_dir: Optional[str] = None  # loss masks by image stem (loss.masked_loss); else <stem>.mask.png, else alpha
 
@@ -188,8 +194,12 @@ class EmbeddingConfig:
     # the new token, e.g. "<sks>": write it in captions and prompts; None: no embedding is trained. (Not called `token`:
     # config keys named like secrets are dropped from LoRA metadata, tests/test_secrets.py)
     placeholder: Optional[str] = None
-    init_word: Optional[str] = None  # every vector starts as this word's embedding; default: the class prompt's last word
-    num_vectors: int = 1  # vectors per token (<sks>, <sks>_1, ... as diffusers names them); the prompt writes <sks> only
+    init_word: Optional[str] = (
+        None  # every vector starts as this word's embedding; default: the class prompt's last word
+    )
+    num_vectors: int = (
+        1  # vectors per token (<sks>, <sks>_1, ... as diffusers names them); the prompt writes <sks> only
+    )
     train_fraction: float = 1.0  # pivotal tuning: the embedding is frozen after this share of trainer.max_steps
 
 
@@ -221,7 +231,9 @@ class PhaseConfig:
     name: str = "main"
     # fresh | continue (the previous adapter) | stack (freeze it, new one on top) | merge (into base)
     start: StartMode = StartMode.fresh
-    init_lora: Optional[str] = None  # start from a saved LoRA file (ours or kohya/A1111), treated as the previous adapter
+    init_lora: Optional[str] = (
+        None  # start from a saved LoRA file (ours or kohya/A1111), treated as the previous adapter
+    )
     # per-phase values for the sections in PHASE_SECTIONS, merged onto the run's config (unknown keys fail), e.g.
     # {data: {instance_dir: datasets/x/face}, adapter: {unet_targets: [attn1, attn2]}, trainer: {max_steps: 300}}
     overrides: Dict[str, Any] = field(default_factory=dict)
@@ -373,7 +385,9 @@ class EvalConfig:
     """`sdft eval` and the compare report: what is generated and which feature models score it (docs/eval.md)."""
 
     label: Optional[str] = None  # the run's name in reports (default: the run name, or the phase name)
-    prompts: str = "live"  # DreamBooth's 25 prompts: live | object; or a text file, one prompt a line ({identifier} {cls})
+    prompts: str = (
+        "live"  # DreamBooth's 25 prompts: live | object; or a text file, one prompt a line ({identifier} {cls})
+    )
     num_prompts: Optional[int] = None  # spread over the list (keeps all three kinds); None: all
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3])  # images per prompt: one per seed
     class_images: int = 8  # class-prompt generations (seeds 0..N-1) for PRES and DIV
@@ -381,9 +395,13 @@ class EvalConfig:
     guidance: float = 7.5
     scheduler: str = "dpmpp_2m_karras"  # any name of sdft generate --scheduler
     resolution: Optional[int] = None  # default: data.resolution
-    identifier: Optional[str] = None  # default: data.trigger, else the instance prompt's word absent from the class prompt
+    identifier: Optional[str] = (
+        None  # default: data.trigger, else the instance prompt's word absent from the class prompt
+    )
     class_noun: Optional[str] = None  # default: the class prompt's last word
-    clip_model: str = "auto"  # hub id or folder (CLIP-I, CLIP-T); tiny: offline random; auto: tiny for model=tiny, else B/32
+    clip_model: str = (
+        "auto"  # hub id or folder (CLIP-I, CLIP-T); tiny: offline random; auto: tiny for model=tiny, else B/32
+    )
     dino_model: str = "auto"  # hub id or folder (DINO, PRES, DIV); tiny: offline random; auto: tiny, else dino-vits16
     drift_prompts: int = 8  # class prompts for language drift (the class prompt + eval prompts without the identifier)
     timing_images: int = 2  # images timed per inference setting (after one warm-up image)

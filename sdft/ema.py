@@ -23,8 +23,9 @@ def check_ema_config(cfg: EmaConfig) -> None:
     if cfg.device not in DEVICES:
         raise ConfigError(f"ema.device={cfg.device!r}: use same (beside the weights) or cpu.")
     if not 0.0 <= cfg.decay < 1.0 or cfg.start_step < 0:
-        raise ConfigError(f"ema.decay={cfg.decay}, ema.start_step={cfg.start_step}: need 0 <= decay < 1 and "
-                          "start_step >= 0.")
+        raise ConfigError(
+            f"ema.decay={cfg.decay}, ema.start_step={cfg.start_step}: need 0 <= decay < 1 and start_step >= 0."
+        )
 
 
 class EmaWeights(L.Callback):
@@ -54,12 +55,18 @@ class EmaWeights(L.Callback):
 
     def on_train_start(self, trainer, module) -> None:  # after Lightning restored the state (load_state_dict)
         params = self.trained(module)
-        self.ema = EMAModel(self._view(params), decay=self.cfg.decay, update_after_step=self.cfg.start_step,
-                            use_ema_warmup=self.cfg.warmup, power=self.cfg.power)
+        self.ema = EMAModel(
+            self._view(params),
+            decay=self.cfg.decay,
+            update_after_step=self.cfg.start_step,
+            use_ema_warmup=self.cfg.warmup,
+            power=self.cfg.power,
+        )
         if self._pending is not None:
             device = "cpu" if self.cfg.device == "cpu" else params[0].device
-            self.ema.load_state_dict({**self._pending, "shadow_params": [
-                s.to(device) for s in self._pending["shadow_params"]]})
+            self.ema.load_state_dict(
+                {**self._pending, "shadow_params": [s.to(device) for s in self._pending["shadow_params"]]}
+            )
             self._pending = None
         self._last_step = trainer.global_step
 
@@ -87,8 +94,13 @@ class EmaWeights(L.Callback):
             self.ema.copy_to(self.trained(module))
         elif self.checkpoint is not None and trainer.is_global_zero:
             with self.swapped(module):
-                path = self.checkpoint.save(module, self.checkpoint.phase_dir / "lora_ema", self.checkpoint.kohya_name,
-                                            trainer.global_step, trainer.current_epoch)
+                path = self.checkpoint.save(
+                    module,
+                    self.checkpoint.phase_dir / "lora_ema",
+                    self.checkpoint.kohya_name,
+                    trainer.global_step,
+                    trainer.current_epoch,
+                )
             log.info("Saved the EMA weights to %s", path)
 
     def state_dict(self) -> dict:

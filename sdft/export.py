@@ -36,8 +36,10 @@ def resolve_base(base: str) -> str:
         return str(found[0])
     if len(found) > 1:
         raise _error(f"--base {base} holds several trained models, name one: {', '.join(map(str, found))}")
-    raise _error(f"--base {base} is a folder but neither a diffusers pipeline (model_index.json) nor a full-DreamBooth "
-                 "run folder (<run>/<phase>/model/model_index.json).")
+    raise _error(
+        f"--base {base} is a folder but neither a diffusers pipeline (model_index.json) nor a full-DreamBooth "
+        "run folder (<run>/<phase>/model/model_index.json)."
+    )
 
 
 def resolve_lora(path: str) -> Path:
@@ -58,8 +60,9 @@ def resolve_lora(path: str) -> Path:
     files = sorted(p.glob("*.safetensors"))
     if len(files) == 1:
         return files[0]
-    raise _error(f"LoRA folder {path}: no {LORA_WEIGHT_NAME} (nor lora/ or <phase>/lora/) and not exactly one "
-                 ".safetensors.")
+    raise _error(
+        f"LoRA folder {path}: no {LORA_WEIGHT_NAME} (nor lora/ or <phase>/lora/) and not exactly one .safetensors."
+    )
 
 
 def parse_lora(spec: str) -> tuple[Path, float]:
@@ -75,16 +78,22 @@ def parse_lora(spec: str) -> tuple[Path, float]:
     return resolve_lora(spec), 1.0
 
 
-def load_base(base: str, config: str | None = None, vae: str | None = None, allow_pickle: bool = False,
-              local_files_only: bool = False):
+def load_base(
+    base: str,
+    config: str | None = None,
+    vae: str | None = None,
+    allow_pickle: bool = False,
+    local_files_only: bool = False,
+):
     """The base pipeline, in fp32, via sdft.models.loading (same rules as model.path / model.config / model.vae)."""
     import torch
 
     from sdft.config import ModelConfig
     from sdft.models.loading import load_pipeline
 
-    cfg = ModelConfig(path=resolve_base(base), config=config, vae=vae, allow_pickle=allow_pickle,
-                      local_files_only=local_files_only)
+    cfg = ModelConfig(
+        path=resolve_base(base), config=config, vae=vae, allow_pickle=allow_pickle, local_files_only=local_files_only
+    )
     pipe = load_pipeline(cfg)
     from sdft.models.family import pipeline_family, refuse_sdxl
 
@@ -130,10 +139,18 @@ def write_ckpt(pipe, path: Path, dtype) -> Path:
     return path
 
 
-def export(base: str, loras: list[tuple[Path, float]] | None = None, *, config: str | None = None,
-           vae: str | None = None, diffusers_dir: str | os.PathLike | None = None,
-           single_file: str | os.PathLike | None = None, dtype: str = "fp16", allow_ckpt: bool = False,
-           allow_pickle: bool = False) -> list[Path]:
+def export(
+    base: str,
+    loras: list[tuple[Path, float]] | None = None,
+    *,
+    config: str | None = None,
+    vae: str | None = None,
+    diffusers_dir: str | os.PathLike | None = None,
+    single_file: str | os.PathLike | None = None,
+    dtype: str = "fp16",
+    allow_ckpt: bool = False,
+    allow_pickle: bool = False,
+) -> list[Path]:
     """Load `base`, merge `loras`, write the requested outputs; returns the paths written."""
     import torch
 
@@ -148,8 +165,10 @@ def export(base: str, loras: list[tuple[Path, float]] | None = None, *, config: 
     if single_file is not None:
         suffix = Path(single_file).suffix.lower()
         if suffix == ".ckpt" and not allow_ckpt:
-            raise _error(f"--single-file {single_file}: .ckpt is a pickle (loading it can run code); write "
-                         ".safetensors, or pass --ckpt if a tool really needs a .ckpt.")
+            raise _error(
+                f"--single-file {single_file}: .ckpt is a pickle (loading it can run code); write "
+                ".safetensors, or pass --ckpt if a tool really needs a .ckpt."
+            )
         if suffix not in (".safetensors", ".ckpt"):
             raise _error(f"--single-file {single_file}: use a .safetensors file name")
     pipe = load_base(base, config=config, vae=vae, allow_pickle=allow_pickle)
@@ -158,8 +177,9 @@ def export(base: str, loras: list[tuple[Path, float]] | None = None, *, config: 
     if single_file is not None:
         path = Path(single_file)
         if path.suffix.lower() == ".ckpt":
-            warnings.warn(f"Writing {path} as a pickle .ckpt: anyone loading it runs pickle; prefer .safetensors.",
-                          stacklevel=2)
+            warnings.warn(
+                f"Writing {path} as a pickle .ckpt: anyone loading it runs pickle; prefer .safetensors.", stacklevel=2
+            )
             written.append(write_ckpt(pipe, path, torch_dtype))
         else:
             written.append(save_single_file(pipe, path, dtype=torch_dtype))

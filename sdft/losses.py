@@ -26,8 +26,9 @@ def huber_threshold(timesteps: torch.Tensor, noise_scheduler, c: float, schedule
     return (1 - c) / (1 + sigmas) ** 2 + c
 
 
-def elementwise_loss(pred: torch.Tensor, target: torch.Tensor, kind: LossKind,
-                     huber_c: torch.Tensor | None = None) -> torch.Tensor:
+def elementwise_loss(
+    pred: torch.Tensor, target: torch.Tensor, kind: LossKind, huber_c: torch.Tensor | None = None
+) -> torch.Tensor:
     """The loss per element (same shape as `pred`); huber_c (B,) for huber / smooth_l1."""
     if kind == LossKind.l2:
         return F.mse_loss(pred, target, reduction="none")
@@ -53,8 +54,14 @@ def mask_weights(mask: torch.Tensor, latents: torch.Tensor, unmasked_weight: flo
     return m + unmasked_weight * (1 - m)
 
 
-def per_sample_loss(pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, noise_scheduler,
-                    cfg: LossConfig, weight: torch.Tensor | None = None) -> torch.Tensor:
+def per_sample_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    timesteps: torch.Tensor,
+    noise_scheduler,
+    cfg: LossConfig,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The configured loss, averaged per sample (B,), debiased if asked (min-SNR stays in the module). `weight`
     (mask_weights): a weighted mean, so a small mask does not shrink the loss (kohya divides by all elements)."""
     huber_c = None

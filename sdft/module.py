@@ -21,9 +21,22 @@ from sdft.optimizers import build_optimizer, set_mode, split_groups
 class DreamBoothModule(L.LightningModule):
     """Wraps U-Net, text encoder and VAE; trains whatever parameters require grad."""
 
-    def __init__(self, unet, text_encoder, vae, noise_scheduler, optim: OptimConfig, loss: LossConfig,
-                 prior_loss_weight: float = 1.0, train_text_encoder: bool = False, clip_skip: int = 1,
-                 embeddings=None, base_prior=None, text_encoder_2=None, conditioning=None):
+    def __init__(
+        self,
+        unet,
+        text_encoder,
+        vae,
+        noise_scheduler,
+        optim: OptimConfig,
+        loss: LossConfig,
+        prior_loss_weight: float = 1.0,
+        train_text_encoder: bool = False,
+        clip_skip: int = 1,
+        embeddings=None,
+        base_prior=None,
+        text_encoder_2=None,
+        conditioning=None,
+    ):
         super().__init__()
         self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
         self.text_encoder_2 = text_encoder_2  # SDXL's second text tower, else None
@@ -72,9 +85,16 @@ class DreamBoothModule(L.LightningModule):
             dist = self.vae.encode(pixels.to(self.vae_dtype)).latent_dist
             return (dist.sample() if sample else dist.mode()).float() * self.vae_scale
 
-    def predict(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor,
-                input_noise: torch.Tensor | None = None, *,
-                time_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        input_ids: torch.Tensor,
+        input_noise: torch.Tensor | None = None,
+        *,
+        time_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The U-Net's prediction and its target (noise or velocity); `input_noise` (default: `noise`) noises the
         input; `time_ids`: SDXL's per-sample size/crop ids."""
         noisy = self.noise_scheduler.add_noise(latents, noise if input_noise is None else input_noise, timesteps)
@@ -87,8 +107,9 @@ class DreamBoothModule(L.LightningModule):
             target = noise
         return pred, target
 
-    def loss_at(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-                input_ids: torch.Tensor) -> torch.Tensor:
+    def loss_at(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor
+    ) -> torch.Tensor:
         """Per-sample MSE (B,) of the U-Net's prediction at the given noise and timesteps (whatever loss.kind is)."""
         pred, target = self.predict(latents, noise, timesteps, input_ids)
         return F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
@@ -201,11 +222,15 @@ class DreamBoothModule(L.LightningModule):
         if te_params:
             lr = self.optim_cfg.text_encoder_lr if self.optim_cfg.text_encoder_lr is not None else self.optim_cfg.lr
             groups.append({"params": te_params, "lr": lr, "name": "text_encoder"})
-        te2_params = [p for p in self.text_encoder_2.parameters() if p.requires_grad] \
-            if self.text_encoder_2 is not None else []
+        te2_params = (
+            [p for p in self.text_encoder_2.parameters() if p.requires_grad] if self.text_encoder_2 is not None else []
+        )
         if te2_params:  # SDXL's second tower: its own lr, else the text encoder's
-            lr = next(v for v in (self.optim_cfg.text_encoder_2_lr, self.optim_cfg.text_encoder_lr, self.optim_cfg.lr)
-                      if v is not None)
+            lr = next(
+                v
+                for v in (self.optim_cfg.text_encoder_2_lr, self.optim_cfg.text_encoder_lr, self.optim_cfg.lr)
+                if v is not None
+            )
             groups.append({"params": te2_params, "lr": lr, "name": "text_encoder_2"})
         if self.embeddings is not None and self.embeddings.vectors.requires_grad:
             lr = self.optim_cfg.embedding_lr if self.optim_cfg.embedding_lr is not None else self.optim_cfg.lr
@@ -234,4 +259,3 @@ class DreamBoothModule(L.LightningModule):
         total = max(int(self.trainer.max_steps), 1) if self.trainer else 1
         scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-

@@ -64,8 +64,9 @@ def sample_timesteps(n: int, num_train_timesteps: int, cfg: LossConfig, device) 
     if cfg.timestep_sampling == TimestepSampling.uniform:
         return torch.randint(low, high, (n,), device=device).long()
     scheme = TimestepSampling(cfg.timestep_sampling).value
-    u = compute_density_for_timestep_sampling(scheme, n, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std,
-                                              mode_scale=cfg.mode_scale, device=device)
+    u = compute_density_for_timestep_sampling(
+        scheme, n, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std, mode_scale=cfg.mode_scale, device=device
+    )
     return (low + u * (high - low)).long().clamp(low, high - 1)
 
 
@@ -88,8 +89,9 @@ def use_zero_terminal_snr(pipe) -> None:
 
 def zero_terminal_snr_scheduler(config, **overrides) -> DDIMScheduler:
     """DDIM from a scheduler config with rescaled zero-SNR betas and "trailing" spacing (Lin et al. 2023)."""
-    return DDIMScheduler.from_config(config, rescale_betas_zero_snr=True, clip_sample=False,
-                                     timestep_spacing="trailing", **overrides)
+    return DDIMScheduler.from_config(
+        config, rescale_betas_zero_snr=True, clip_sample=False, timestep_spacing="trailing", **overrides
+    )
 
 
 def lora_training_config(lora) -> dict:

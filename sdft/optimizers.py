@@ -15,8 +15,14 @@ from sdft.config import OptimConfig
 from sdft.errors import ConfigError
 
 # import name -> pip package, for the error when an optimizer's package is missing (pip install 'sdft[optimizers]')
-PIP_PACKAGES = {"prodigyopt": "prodigyopt", "lion_pytorch": "lion-pytorch", "schedulefree": "schedulefree",
-                "came_pytorch": "came-pytorch", "bitsandbytes": "bitsandbytes", "transformers": "transformers"}
+PIP_PACKAGES = {
+    "prodigyopt": "prodigyopt",
+    "lion_pytorch": "lion-pytorch",
+    "schedulefree": "schedulefree",
+    "came_pytorch": "came-pytorch",
+    "bitsandbytes": "bitsandbytes",
+    "transformers": "transformers",
+}
 
 
 def optimizer_class(node) -> type:
@@ -33,8 +39,10 @@ def optimizer_class(node) -> type:
     except ImportError as err:
         top = module_name.split(".")[0]
         pip = PIP_PACKAGES.get(top, top)
-        raise ConfigError(f"optim.optimizer._target_={target} needs the {pip} package: pip install {pip} "
-                          f"(all optional optimizers: pip install 'sdft[optimizers]').") from err
+        raise ConfigError(
+            f"optim.optimizer._target_={target} needs the {pip} package: pip install {pip} "
+            f"(all optional optimizers: pip install 'sdft[optimizers]')."
+        ) from err
     cls = getattr(module, name, None)
     if cls is None:
         raise ConfigError(f"optim.optimizer._target_={target}: {module_name} has no {name!r}.")
@@ -88,9 +96,11 @@ def check_block_lr(unet, block_lr) -> None:
         layers = len(blocks[0].resnets)
         fine = len(blocks) * (layers + 1) if side == "down" else len(blocks) * layers
         if values and len(values) not in (len(blocks), fine):
-            raise ConfigError(f"optim.unet_block_lr.{side} has {len(values)} values; this U-Net needs {len(blocks)} "
-                              f"(one per {side} block) or {fine} (one per kohya block, as sd-scripts' "
-                              f"{side}_lr_weight).")
+            raise ConfigError(
+                f"optim.unet_block_lr.{side} has {len(values)} values; this U-Net needs {len(blocks)} "
+                f"(one per {side} block) or {fine} (one per kohya block, as sd-scripts' "
+                f"{side}_lr_weight)."
+            )
 
 
 def is_lora_b(name: str) -> bool:
@@ -98,8 +108,9 @@ def is_lora_b(name: str) -> bool:
     return ".lora_B." in name or ".lora_up." in name
 
 
-def split_groups(groups: list[dict], named: Iterable[tuple[str, torch.nn.Parameter]], unet,
-                 cfg: OptimConfig) -> list[dict]:
+def split_groups(
+    groups: list[dict], named: Iterable[tuple[str, torch.nn.Parameter]], unet, cfg: OptimConfig
+) -> list[dict]:
     """Split the "unet" and "text_encoder" groups by LoRA+ (lr × loraplus_ratio for the B matrices, Hayou et al.
     2024) and per-block U-Net lr; other groups pass unchanged. Without either option the groups are returned as is."""
     block_lr = cfg.unet_block_lr
@@ -129,7 +140,7 @@ def split_groups(groups: list[dict], named: Iterable[tuple[str, torch.nn.Paramet
 
 
 def block_tag(name: str, use_blocks: bool) -> str:
-    """"/down.1", "/mid", "/up.3" for U-Net block groups (the lr monitor's names); "" without per-block lr."""
+    """ "/down.1", "/mid", "/up.3" for U-Net block groups (the lr monitor's names); "" without per-block lr."""
     if not use_blocks:
         return ""
     m = BLOCK.match(name)

@@ -21,17 +21,23 @@ def phase_configs(cfg: DictConfig) -> list[DictConfig]:
     for i, phase in enumerate(phases):
         unknown = set(phase.overrides) - set(PHASE_SECTIONS)
         if unknown:
-            raise ConfigError(f"phase {phase.name!r}: overrides for {sorted(unknown)} are not allowed; "
-                              f"a phase can set {list(PHASE_SECTIONS)}.")
+            raise ConfigError(
+                f"phase {phase.name!r}: overrides for {sorted(unknown)} are not allowed; "
+                f"a phase can set {list(PHASE_SECTIONS)}."
+            )
         if i == 0 and phase.start in ("continue", "stack", "merge") and not phase.init_lora:
-            raise ConfigError(f"phase {phase.name!r} is first and start={phase.start.value}, but there is no previous "
-                              "adapter: set phase.init_lora=<LoRA file> or start=fresh.")
+            raise ConfigError(
+                f"phase {phase.name!r} is first and start={phase.start.value}, but there is no previous "
+                "adapter: set phase.init_lora=<LoRA file> or start=fresh."
+            )
         if phase.init_lora and phase.start == "fresh":
-            raise ConfigError(f"phase {phase.name!r}: init_lora needs start=continue, stack or merge "
-                              "(fresh would drop it).")
+            raise ConfigError(
+                f"phase {phase.name!r}: init_lora needs start=continue, stack or merge (fresh would drop it)."
+            )
         merged = OmegaConf.merge(cfg, OmegaConf.to_container(phase.overrides))
-        merged.phase = OmegaConf.merge(merged.phase, {"name": phase.name, "start": phase.start,
-                                                      "init_lora": phase.init_lora, "overrides": {}})
+        merged.phase = OmegaConf.merge(
+            merged.phase, {"name": phase.name, "start": phase.start, "init_lora": phase.init_lora, "overrides": {}}
+        )
         merged.phases = []
         out.append(merged)
     return out

@@ -31,8 +31,10 @@ def base_prior_prompt(cfg) -> str:
     prompts = {c.class_prompt for c in cfg.data.concepts if c.class_prompt and not c.is_reg}
     if len(prompts) == 1:
         return prompts.pop()
-    raise ConfigError("prior.base_prediction needs a class prompt: set data.class_prompt or "
-                      "prior.base_prediction_prompt (e.g. 'photo of a person').")
+    raise ConfigError(
+        "prior.base_prediction needs a class prompt: set data.class_prompt or "
+        "prior.base_prediction_prompt (e.g. 'photo of a person')."
+    )
 
 
 def trigger_and_class_word(cfg) -> tuple[str, str]:
@@ -43,24 +45,31 @@ def trigger_and_class_word(cfg) -> tuple[str, str]:
     triggers = {c.trigger for c in cfg.data.concepts if c.trigger and not c.is_reg}
     trigger = cfg.data.trigger or (triggers.pop() if len(triggers) == 1 else None)
     try:
-        return subject_words(cfg.data.instance_prompt, base_prior_prompt(cfg), trigger,
-                             class_noun=cfg.prior.base_prediction_class_word)
+        return subject_words(
+            cfg.data.instance_prompt, base_prior_prompt(cfg), trigger, class_noun=cfg.prior.base_prediction_class_word
+        )
     except ConfigError:
-        raise ConfigError("prior.base_prediction_captions=true needs the trigger and the class word to swap: set "
-                          "data.trigger=<word> and prior.base_prediction_class_word=<word>.") from None
+        raise ConfigError(
+            "prior.base_prediction_captions=true needs the trigger and the class word to swap: set "
+            "data.trigger=<word> and prior.base_prediction_class_word=<word>."
+        ) from None
 
 
 def check_base_prior(cfg) -> None:
     if not cfg.prior.base_prediction:
         return
     if cfg.adapter.kind != "lora":
-        raise ConfigError("prior.base_prediction=true needs a LoRA (adapter.kind=lora): full fine-tuning has no "
-                          "adapter to switch off for the base model's prediction. Use prior=default (class images).")
+        raise ConfigError(
+            "prior.base_prediction=true needs a LoRA (adapter.kind=lora): full fine-tuning has no "
+            "adapter to switch off for the base model's prediction. Use prior=default (class images)."
+        )
     base_prior_prompt(cfg)
     if cfg.prior.base_prediction_captions:
         if cfg.data.cache_text_encoder_outputs:
-            raise ConfigError("prior.base_prediction_captions=true swaps words in the captions' token ids, which "
-                              "cached text-encoder outputs no longer have: set data.cache_text_encoder_outputs=false.")
+            raise ConfigError(
+                "prior.base_prediction_captions=true swaps words in the captions' token ids, which "
+                "cached text-encoder outputs no longer have: set data.cache_text_encoder_outputs=false."
+            )
         trigger_and_class_word(cfg)
 
 
@@ -80,14 +89,14 @@ class CaptionSwap:
             end = row.index(self.eos, 1) if self.eos in row[1:] else len(row)
             body, out, i = row[1:end], [], 0
             while i < len(body):
-                if body[i:i + t] == self.trigger:
+                if body[i : i + t] == self.trigger:
                     i += t
-                    if body[i:i + len(self.cls)] != self.cls:
+                    if body[i : i + len(self.cls)] != self.cls:
                         out += self.cls
                 else:
                     out.append(body[i])
                     i += 1
-            ids = [row[0], *out][:length - 1] + [self.eos]
+            ids = [row[0], *out][: length - 1] + [self.eos]
             rows.append(ids + [self.pad] * (length - len(ids)))
         return torch.tensor(rows, dtype=input_ids.dtype, device=input_ids.device)
 
@@ -122,8 +131,14 @@ class BasePrior:
     def __init__(self, input_ids: torch.Tensor, weight: float, swap: CaptionSwap | None = None):
         self.input_ids, self.weight, self.swap = input_ids, weight, swap
 
-    def loss(self, module, latents: torch.Tensor, input_noise: torch.Tensor, timesteps: torch.Tensor,
-             captions: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        module,
+        latents: torch.Tensor,
+        input_noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        captions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """MSE between the adapted and the base prediction at the same noisy latents, under the class prompt (with
         the swap: under each sample's caption `captions` with its trigger replaced by the class word)."""
         if self.swap is not None and captions is not None:

@@ -63,19 +63,25 @@ def find_run(cfg: DictConfig, current: Path) -> Path | None:
     if cfg.resume != "auto":
         run = Path(cfg.resume).expanduser()
         if not (run / "config.yaml").is_file():
-            raise ConfigError(f"resume={cfg.resume}: not a run folder (no config.yaml). Give the folder a run wrote "
-                              "(outputs/<name>/<date_time>), or resume=auto.")
+            raise ConfigError(
+                f"resume={cfg.resume}: not a run folder (no config.yaml). Give the folder a run wrote "
+                "(outputs/<name>/<date_time>), or resume=auto."
+            )
         if (run / "summary.json").is_file():
             raise ConfigError(f"resume={cfg.resume}: that run has finished (summary.json is there); nothing to resume.")
         return run
     looked = candidates(cfg, current)
-    runs = [d for d in looked if (d / "config.yaml").is_file() and not (d / "summary.json").is_file()
-            and has_progress(d)]
+    runs = [
+        d for d in looked if (d / "config.yaml").is_file() and not (d / "summary.json").is_file() and has_progress(d)
+    ]
     if not runs:
         where = current if cfg.output_dir else f"{len(looked)} earlier run folder(s) beside {current}"
-        log.warning("resume=auto: nothing to continue in %s (looked for a run folder with config.yaml, no "
-                    "summary.json, and a <phase>/checkpoints/step_*/%s or finished phase); starting a new run.",
-                    where, STATE_NAME)
+        log.warning(
+            "resume=auto: nothing to continue in %s (looked for a run folder with config.yaml, no "
+            "summary.json, and a <phase>/checkpoints/step_*/%s or finished phase); starting a new run.",
+            where,
+            STATE_NAME,
+        )
         return None
     return max(runs, key=lambda d: (d / "config.yaml").stat().st_mtime)
 
@@ -85,17 +91,22 @@ def check_same_run(run: Path, cfg: DictConfig) -> None:
     saved = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
     now = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     differ = [k for k in SAME_SECTIONS if saved.get(k) != now.get(k)]
-    differ += [f"trainer.{k}" for k in SAME_TRAINER_KEYS
-               if saved.get("trainer", {}).get(k) != now.get("trainer", {}).get(k)]
+    differ += [
+        f"trainer.{k}" for k in SAME_TRAINER_KEYS if saved.get("trainer", {}).get(k) != now.get("trainer", {}).get(k)
+    ]
     if differ:
-        raise ConfigError(f"resume: the run in {run} was trained with other values of {differ}. Resume with the same "
-                          f"config and overrides (its config is {run / 'config.yaml'}), or drop resume= to start anew.")
+        raise ConfigError(
+            f"resume: the run in {run} was trained with other values of {differ}. Resume with the same "
+            f"config and overrides (its config is {run / 'config.yaml'}), or drop resume= to start anew."
+        )
 
 
 def untrusted(state: Path, err: Exception) -> ConfigError:
-    return ConfigError(f"resume: {state} holds more than tensors and plain values (a pickle that could run code, or a "
-                       f"damaged file: {str(err).splitlines()[0][:200]}); not loaded. Resume only run folders you "
-                       "trust, or delete that checkpoint (and its phase's summary.json) to train the phase again.")
+    return ConfigError(
+        f"resume: {state} holds more than tensors and plain values (a pickle that could run code, or a "
+        f"damaged file: {str(err).splitlines()[0][:200]}); not loaded. Resume only run folders you "
+        "trust, or delete that checkpoint (and its phase's summary.json) to train the phase again."
+    )
 
 
 def load_state(state: Path) -> dict:

@@ -28,9 +28,15 @@ def _final_metrics(summary: dict) -> tuple[dict, float]:
 def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
     """One row per job (its overrides and metrics), and the override keys that vary across jobs."""
     rows = []
-    for summary_path in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0):
+    for summary_path in sorted(
+        sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+    ):
         job = summary_path.parent
-        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) if (job / ".hydra" / "overrides.yaml").is_file() else []
+        overrides = (
+            yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+            if (job / ".hydra" / "overrides.yaml").is_file()
+            else []
+        )
         params = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
         metrics, seconds = _final_metrics(json.loads(summary_path.read_text()))
         rows.append({"job": job.name, "params": params, "metrics": metrics, "train_seconds": seconds})
@@ -46,13 +52,27 @@ def fmt_value(value) -> str:
 def write_tables(rows: list[dict], swept: list[str], metric: str, out: Path) -> None:
     metric_names = sorted({m for r in rows for m in r["metrics"]})
     header = ["job", *swept, *metric_names, "train_seconds"]
-    table = [[r["job"], *[r["params"].get(k, "") for k in swept], *[r["metrics"].get(m, "") for m in metric_names],
-              r["train_seconds"]] for r in rows]
+    table = [
+        [
+            r["job"],
+            *[r["params"].get(k, "") for k in swept],
+            *[r["metrics"].get(m, "") for m in metric_names],
+            r["train_seconds"],
+        ]
+        for r in rows
+    ]
     with open(out / "sweep_summary.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *table])
-    ranked = sorted(table, key=lambda row: row[header.index(metric)] if metric in header and row[header.index(metric)] != "" else math.inf)
-    lines = [f"# Sweep summary ({len(rows)} runs, sorted by {metric})", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    ranked = sorted(
+        table,
+        key=lambda row: row[header.index(metric)] if metric in header and row[header.index(metric)] != "" else math.inf,
+    )
+    lines = [
+        f"# Sweep summary ({len(rows)} runs, sorted by {metric})",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     lines += ["| " + " | ".join(fmt_value(v) for v in row) + " |" for row in ranked]
     (out / "sweep_summary.md").write_text("\n".join(lines) + "\n")
 
@@ -82,7 +102,9 @@ def draw_plot(rows: list[dict], swept: list[str], metric: str, path: Path) -> No
         for i, a in enumerate(a_vals):
             d.text((8, top + i * cell[1] + 16), f"{swept[0]}={a}", fill="black", font=font)
             for j, b in enumerate(b_vals):
-                v = next((values[r["job"]] for r in rows if r["params"][swept[0]] == a and r["params"][swept[1]] == b), None)
+                v = next(
+                    (values[r["job"]] for r in rows if r["params"][swept[0]] == a and r["params"][swept[1]] == b), None
+                )
                 box = (left + j * cell[0], top + i * cell[1], left + (j + 1) * cell[0] - 2, top + (i + 1) * cell[1] - 2)
                 d.rectangle(box, fill=colour(v))
                 d.text((box[0] + 8, box[1] + 16), fmt_value(v) if v is not None else "-", fill="black", font=font)

@@ -34,8 +34,14 @@ from sdft.data.phase_data import PhaseData, phase_data
 from sdft.data.prior import prior_examples
 from sdft.data.masks import MaskTransform
 from sdft.ema import EmaWeights, check_ema_config
-from sdft.embeddings.training import (EmbeddingSchedule, attach_embedding, check_embedding_config, expand_prompts,
-                                     freeze_step, prompt_tokenizer)
+from sdft.embeddings.training import (
+    EmbeddingSchedule,
+    attach_embedding,
+    check_embedding_config,
+    expand_prompts,
+    freeze_step,
+    prompt_tokenizer,
+)
 from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
 from sdft.models.family_parts import family_parts
@@ -98,8 +104,13 @@ def report_params(unet, text_encoder) -> dict:
     for name, model in (("unet", unet), ("text_encoder", text_encoder)):
         trainable, total = count_params(model)
         counts[name] = {"trainable": trainable, "total": total}
-        log.info("%-12s trainable %12s of %14s parameters (%.3f%%)", name, f"{trainable:,}", f"{total:,}",
-                 100 * trainable / max(total, 1))
+        log.info(
+            "%-12s trainable %12s of %14s parameters (%.3f%%)",
+            name,
+            f"{trainable:,}",
+            f"{total:,}",
+            100 * trainable / max(total, 1),
+        )
     return counts
 
 
@@ -122,9 +133,15 @@ def kohya_metadata_fn(cfg: DictConfig, instances: list, resolved: dict):
     tags = {name: tag_frequency(prompts) for name, prompts in by_folder.items()}
 
     def metadata(step: int, epoch: int) -> dict:  # ss_network_dim/alpha/module/args: from the saved tensors
-        return kohya_metadata(base_model=cfg.model.path, steps=step, epoch=epoch,
-                              resolution=cfg.data.resolution, tag_frequencies=tags,
-                              training_comment=f"sdft: {cfg.data.instance_prompt}", config=resolved)
+        return kohya_metadata(
+            base_model=cfg.model.path,
+            steps=step,
+            epoch=epoch,
+            resolution=cfg.data.resolution,
+            tag_frequencies=tags,
+            training_comment=f"sdft: {cfg.data.instance_prompt}",
+            config=resolved,
+        )
 
     return metadata
 
@@ -156,8 +173,13 @@ def class_images(cfg: DictConfig, pipe, data: PhaseData) -> list:
     return classes
 
 
-def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with_logger: bool = True,
-            data: PhaseData | None = None) -> RunParts:
+def prepare(
+    cfg: DictConfig | dict,
+    pipe=None,
+    previous: str | None = None,
+    with_logger: bool = True,
+    data: PhaseData | None = None,
+) -> RunParts:
     """Check config and data, load the model (unless given), make class images, set up adapters, build the Trainer.
 
     `previous` names the phase whose adapter the given `pipe` holds (see sdft.adapters.lora.start_phase).
@@ -174,8 +196,13 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     cfg.data = data.settings  # one resolved data view (a kohya TOML's resolution...) for every consumer
     L.seed_everything(cfg.seed, workers=True)
     instances, held_out = data.instances, data.held_out
-    log.info("Phase %r: %d instance images from %s%s", cfg.phase.name, len(instances), data_source(cfg.data),
-             f" (+{len(held_out)} held out for validation)" if held_out else "")
+    log.info(
+        "Phase %r: %d instance images from %s%s",
+        cfg.phase.name,
+        len(instances),
+        data_source(cfg.data),
+        f" (+{len(held_out)} held out for validation)" if held_out else "",
+    )
 
     if pipe is None:
         pipe = load_pipeline(cfg.model)
@@ -187,8 +214,14 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     if cfg.phase.init_lora and previous is None:
         from sdft.adapters.load import load_lora_into
 
-        imported = load_lora_into(pipe.unet, pipe.text_encoder, cfg.phase.init_lora, train_unet=cfg.adapter.train_unet,
-                                  train_text_encoder=cfg.adapter.train_text_encoder, dropout=cfg.adapter.dropout)
+        imported = load_lora_into(
+            pipe.unet,
+            pipe.text_encoder,
+            cfg.phase.init_lora,
+            train_unet=cfg.adapter.train_unet,
+            train_text_encoder=cfg.adapter.train_text_encoder,
+            dropout=cfg.adapter.dropout,
+        )
         log.info("Phase %r starts from %s (%s)", cfg.phase.name, cfg.phase.init_lora, imported)
         previous = "init"
     start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start.value, previous, family.text_encoder_2)
@@ -203,25 +236,63 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     train_te = train_te or family.trains_text_encoder_2
     base_prior = None
     if cfg.prior.base_prediction:
-        ids = pipe.tokenizer(base_prior_prompt(cfg), padding="max_length", truncation=True,
-                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+        ids = pipe.tokenizer(
+            base_prior_prompt(cfg),
+            padding="max_length",
+            truncation=True,
+            max_length=pipe.tokenizer.model_max_length,
+            return_tensors="pt",
+        ).input_ids
         base_prior = BasePrior(ids, cfg.prior.base_prediction_weight, caption_swap(cfg, pipe.tokenizer))
-    module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
-                              cfg.prior.loss_weight, train_te, cfg.model.clip_skip, embedding, base_prior=base_prior,
-                              text_encoder_2=family.text_encoder_2, conditioning=family.conditioning)
+    module = DreamBoothModule(
+        pipe.unet,
+        pipe.text_encoder,
+        pipe.vae,
+        make_noise_scheduler(pipe),
+        cfg.optim,
+        cfg.loss,
+        cfg.prior.loss_weight,
+        train_te,
+        cfg.model.clip_skip,
+        embedding,
+        base_prior=base_prior,
+        text_encoder_2=family.text_encoder_2,
+        conditioning=family.conditioning,
+    )
     resume_point = ResumePoint()
     masks = MaskTransform(cfg.data.mask_dir) if cfg.loss.masked_loss else None  # loss masks (sdft/data/masks.py)
-    datamodule = DreamBoothDataModule(cfg.data, family.tokenizer or prompt_tokenizer(pipe.tokenizer, embedding),
-                                      instances, classes, cfg.seed, resume=resume_point, masks=masks,
-                                      time_ids=family.time_ids)
+    datamodule = DreamBoothDataModule(
+        cfg.data,
+        family.tokenizer or prompt_tokenizer(pipe.tokenizer, embedding),
+        instances,
+        classes,
+        cfg.seed,
+        resume=resume_point,
+        masks=masks,
+        time_ids=family.time_ids,
+    )
 
     cb = cfg.callbacks
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    checkpoint = LoraCheckpoint.from_config(phase_dir, cfg.adapter.kind, cb, pipe.tokenizer, pipe.scheduler,
-                                            kohya_file_name(cfg), kohya_metadata_fn(cfg, instances, resolved),
-                                            cfg.logger.log_lora)
-    grids = ValidationGrid.from_config(phase_dir, expand_prompts(validation_prompts(cfg, data), embedding), cb,
-                                       cfg.data.resolution, pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip)
+    checkpoint = LoraCheckpoint.from_config(
+        phase_dir,
+        cfg.adapter.kind,
+        cb,
+        pipe.tokenizer,
+        pipe.scheduler,
+        kohya_file_name(cfg),
+        kohya_metadata_fn(cfg, instances, resolved),
+        cfg.logger.log_lora,
+    )
+    grids = ValidationGrid.from_config(
+        phase_dir,
+        expand_prompts(validation_prompts(cfg, data), embedding),
+        cb,
+        cfg.data.resolution,
+        pipe.tokenizer,
+        pipe.scheduler,
+        cfg.model.clip_skip,
+    )
     checkpoint.tokenizer_2 = grids.tokenizer_2 = family.tokenizer_2  # SDXL: pipelines for grids and full saves
     stats = TrainStats()
     callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
@@ -232,10 +303,13 @@ def prepare(cfg: DictConfig | dict, pipe=None, previous: str | None = None, with
     if cfg.logger.kind != LoggerKind.none and with_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer>/unet, .../text_encoder
     if cb.fixed_noise_loss:
-        callbacks.append(FixedNoiseLoss(cb.validation_every_n_steps, cfg.data.resolution, seed=cfg.seed,
-                                        examples=held_out or None))
+        callbacks.append(
+            FixedNoiseLoss(cb.validation_every_n_steps, cfg.data.resolution, seed=cfg.seed, examples=held_out or None)
+        )
     if cfg.trainer.enable_progress_bar:  # on a GPU, refresh at log intervals: each refresh reads the loss (a sync)
-        callbacks.append(TQDMProgressBar(refresh_rate=cfg.trainer.log_every_n_steps if torch.cuda.is_available() else 1))
+        callbacks.append(
+            TQDMProgressBar(refresh_rate=cfg.trainer.log_every_n_steps if torch.cuda.is_available() else 1)
+        )
     callbacks.append(GracefulStop(checkpoint))  # last: SIGTERM / Ctrl-C stop at a batch end, after every other hook
     phase_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, phase_dir / "config.yaml", resolve=True)
@@ -257,8 +331,12 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
     if ckpt_path is not None:
         log.info("Phase %r continues from %s", cfg.phase.name, ckpt_path)
     try:  # weights_only: a resumed checkpoint is read as tensors and plain values, never as code
-        trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
-                    weights_only=True)
+        trainer.fit(
+            parts.module,
+            datamodule=parts.datamodule,
+            ckpt_path=str(ckpt_path) if ckpt_path else None,
+            weights_only=True,
+        )
     except pickle.UnpicklingError as err:
         raise untrusted(ckpt_path, err) from None
     wall = time.perf_counter() - start
@@ -323,8 +401,11 @@ def _run(cfg: DictConfig | dict) -> dict:
         if status == "finished":  # rebuilt exactly as it ended, so the next phase starts from the same weights
             restore_weights(parts.module, state)
             summaries.append(json.loads((out_dir / phase_cfg.phase.name / "summary.json").read_text()))
-            log.info("Phase %r finished before the interruption: its weights are restored from %s",
-                     phase_cfg.phase.name, state)
+            log.info(
+                "Phase %r finished before the interruption: its weights are restored from %s",
+                phase_cfg.phase.name,
+                state,
+            )
         else:
             summaries.append(fit(parts, state))
         if parts.trainer.is_global_zero:  # under DDP every rank runs this; only rank 0 writes
@@ -333,8 +414,11 @@ def _run(cfg: DictConfig | dict) -> dict:
     if len(summaries) == 1:
         summary = summaries[0]
     else:
-        summary = {"name": cfg.name, "phases": summaries,
-                   "train_seconds": round(sum(s["train_seconds"] for s in summaries), 2)}
+        summary = {
+            "name": cfg.name,
+            "phases": summaries,
+            "train_seconds": round(sum(s["train_seconds"] for s in summaries), 2),
+        }
     if parts.trainer.is_global_zero:
         write_json(out_dir / "summary.json", summary)
     log.info("Done in %.1f s. Summary: %s", summary["train_seconds"], out_dir / "summary.json")

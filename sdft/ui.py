@@ -56,19 +56,45 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
 
     @for_people
     def txt2img(prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text):
-        return outputs_of(session.generate(
-            prompt=prompt, negative_prompt=negative, scheduler=scheduler, steps=steps, guidance=guidance, width=w,
-            height=h, seed=seed, batch_size=batch_size, batch_count=batch_count, lora_text=lora_text))
+        return outputs_of(
+            session.generate(
+                prompt=prompt,
+                negative_prompt=negative,
+                scheduler=scheduler,
+                steps=steps,
+                guidance=guidance,
+                width=w,
+                height=h,
+                seed=seed,
+                batch_size=batch_size,
+                batch_count=batch_count,
+                lora_text=lora_text,
+            )
+        )
 
     @for_people
-    def img2img(init, strength, prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count,
-                lora_text):
+    def img2img(
+        init, strength, prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text
+    ):
         if init is None:
             raise gr.Error("img2img needs an init image: drop one into the img2img tab.")
-        return outputs_of(session.generate(
-            prompt=prompt, negative_prompt=negative, scheduler=scheduler, steps=steps, guidance=guidance, width=w,
-            height=h, seed=seed, batch_size=batch_size, batch_count=batch_count, lora_text=lora_text,
-            init_image=init, strength=strength))
+        return outputs_of(
+            session.generate(
+                prompt=prompt,
+                negative_prompt=negative,
+                scheduler=scheduler,
+                steps=steps,
+                guidance=guidance,
+                width=w,
+                height=h,
+                seed=seed,
+                batch_size=batch_size,
+                batch_count=batch_count,
+                lora_text=lora_text,
+                init_image=init,
+                strength=strength,
+            )
+        )
 
     @for_people
     def scan(folder):
@@ -85,8 +111,10 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
     show_selected.__annotations__["evt"] = gr.SelectData  # gradio finds event data by the real type, not a string
 
     with gr.Blocks(title=f"sdft — {gen.model_name}", analytics_enabled=False) as app:
-        gr.Markdown(f"## sdft — `{gen.model_name}`\nImages are saved to `{session.out_dir}` with their A1111 "
-                    "parameters; LoRAs switch without reloading the base model.")
+        gr.Markdown(
+            f"## sdft — `{gen.model_name}`\nImages are saved to `{session.out_dir}` with their A1111 "
+            "parameters; LoRAs switch without reloading the base model."
+        )
         with gr.Row():
             prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="prompt")
             negative = gr.Textbox(label="Negative prompt", lines=3, scale=2, elem_id="negative-prompt")
@@ -96,8 +124,13 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
                     with gr.Tab("txt2img", id="txt2img"):
                         run_txt = gr.Button("Generate", variant="primary", elem_id="generate")
                     with gr.Tab("img2img", id="img2img"):
-                        init = gr.Image(label="Init image", type="pil", sources=["upload", "clipboard"],
-                                        elem_id="init-image", height=256)
+                        init = gr.Image(
+                            label="Init image",
+                            type="pil",
+                            sources=["upload", "clipboard"],
+                            elem_id="init-image",
+                            height=256,
+                        )
                         strength = gr.Slider(0.01, 1.0, value=0.75, step=0.01, label="Denoising strength")
                         run_img = gr.Button("Generate img2img", variant="primary", elem_id="generate-img2img")
                 with gr.Accordion("Sampling", open=True):
@@ -113,9 +146,13 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
                         batch_size = gr.Slider(1, 16, value=1, step=1, label="Batch size")
                         batch_count = gr.Slider(1, 16, value=1, step=1, label="Batch count")
                 with gr.Accordion("LoRAs", open=True):
-                    lora_text = gr.Textbox(value=format_lora_lines(parse_lora_lines("\n".join(loras))), lines=3,
-                                           label="LoRAs, one per line: PATH[:WEIGHT]", elem_id="loras",
-                                           placeholder="outputs/run/face/lora:0.8\ndownloads/style.safetensors:0.5")
+                    lora_text = gr.Textbox(
+                        value=format_lora_lines(parse_lora_lines("\n".join(loras))),
+                        lines=3,
+                        label="LoRAs, one per line: PATH[:WEIGHT]",
+                        elem_id="loras",
+                        placeholder="outputs/run/face/lora:0.8\ndownloads/style.safetensors:0.5",
+                    )
                     with gr.Row():
                         folder = gr.Textbox(value=lora_dir, label="Find LoRAs under", scale=3)
                         scan_btn = gr.Button("Scan", scale=1)
@@ -126,8 +163,15 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
                     check_btn = gr.Button("Load / check LoRAs")
                     status = gr.Markdown(session.lora_status(), elem_id="lora-status")
             with gr.Column(scale=1):
-                gallery = gr.Gallery(label="Images", columns=4, type="filepath", format="png", interactive=False,
-                                     elem_id="gallery", height=420)
+                gallery = gr.Gallery(
+                    label="Images",
+                    columns=4,
+                    type="filepath",
+                    format="png",
+                    interactive=False,
+                    elem_id="gallery",
+                    height=420,
+                )
                 infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id="infotext")
                 saved = gr.Markdown(elem_id="saved")
         infotexts = gr.State([])
@@ -148,6 +192,15 @@ def launch(app, session: UiSession, *, host: str = "127.0.0.1", port: int | None
     """Serve `app` locally (never a share link); block=False returns (app, url, None) at once, the server running
     in a thread (`app.close()` stops it)."""
     session.out_dir.mkdir(parents=True, exist_ok=True)
-    return app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True,
-                      prevent_thread_lock=not block, allowed_paths=[str(session.out_dir.resolve())],
-                      ssr_mode=False, mcp_server=False, quiet=True)
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        show_error=True,
+        prevent_thread_lock=not block,
+        allowed_paths=[str(session.out_dir.resolve())],
+        ssr_mode=False,
+        mcp_server=False,
+        quiet=True,
+    )

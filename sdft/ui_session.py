@@ -100,10 +100,19 @@ class UiSession:
     ) -> Render:
         """Render txt2img (or img2img when `init_image` is given) and write the PNGs into the output folder."""
         params = GenerationParams(
-            prompt=prompt or "", negative_prompt=negative_prompt or "", steps=int(steps), guidance=float(guidance),
-            scheduler=scheduler, seed=int(seed if seed is not None else -1), width=int(width), height=int(height),
-            batch_size=int(batch_size), batch_count=int(batch_count), init_image=init_image,
-            strength=float(strength), loras=parse_lora_lines(lora_text),
+            prompt=prompt or "",
+            negative_prompt=negative_prompt or "",
+            steps=int(steps),
+            guidance=float(guidance),
+            scheduler=scheduler,
+            seed=int(seed if seed is not None else -1),
+            width=int(width),
+            height=int(height),
+            batch_size=int(batch_size),
+            batch_count=int(batch_count),
+            init_image=init_image,
+            strength=float(strength),
+            loras=parse_lora_lines(lora_text),
         )
         with self._lock:
             result = run_generation(self.generator, params, self.out_dir)
@@ -132,10 +141,13 @@ class UiSession:
         """A short markdown summary: the LoRAs in use (with weights) and the ones loaded (cached, inactive)."""
         gen = self.generator
         active = {lora.path for lora, _ in gen.active}
-        lines = [f"- **{lora.name}** at {weight:g} ({', '.join(lora.parts)}) `{lora.path}`" for lora, weight in gen.active]
+        lines = [
+            f"- **{lora.name}** at {weight:g} ({', '.join(lora.parts)}) `{lora.path}`" for lora, weight in gen.active
+        ]
         lines += [gen.embeddings.describe()] if gen.embeddings.sources else []  # textual-inversion tokens to write
-        idle = [f"- {lora.name} (loaded, not in use) `{lora.path}`" for lora in gen.loaded_loras
-                if lora.path not in active]
+        idle = [
+            f"- {lora.name} (loaded, not in use) `{lora.path}`" for lora in gen.loaded_loras if lora.path not in active
+        ]
         if not lines and not idle:
             return "No LoRA loaded: the base model alone."
         return "\n".join(lines + idle)

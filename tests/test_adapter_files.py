@@ -23,17 +23,22 @@ def trained(kind: str, tiny_pipe_factory, tmp_path, text_encoder: bool = True):
     pipe = tiny_pipe_factory()
     extra = {"oft_block_size": 8} if kind == "oft" else {"conv_rank": 2, "conv_alpha": 3.0}
     targets = ["attn1", "attn2", "ff"] + (["conv"] if kind in ("locon", "loha", "lokr") else [])
-    setup_trainable(pipe.unet, pipe.text_encoder, AdapterConfig(kind=AdapterKind(kind), rank=4, alpha=2.0,
-                                                                unet_targets=targets, train_text_encoder=text_encoder,
-                                                                **extra))
+    setup_trainable(
+        pipe.unet,
+        pipe.text_encoder,
+        AdapterConfig(
+            kind=AdapterKind(kind), rank=4, alpha=2.0, unet_targets=targets, train_text_encoder=text_encoder, **extra
+        ),
+    )
     randomise(pipe.unet, 0)
     randomise(pipe.text_encoder, 1)
     want = render(pipe)
     assert max_diff(want, render(tiny_pipe_factory())) > 1e-3  # the adapter changes the image
     files = {"sdft": save_lora(pipe.unet, pipe.text_encoder, tmp_path / "pytorch_lora_weights.safetensors")}
     if kind != "oft":  # OFT's kohya file (`.diff`) is for A1111/ComfyUI; sdft reads OFT's sdft file (test_oft_file.py)
-        files["kohya"] = save_kohya_lora(pipe.unet, pipe.text_encoder, tmp_path / f"{kind}.safetensors",
-                                         kohya_metadata(base_model="tiny"))
+        files["kohya"] = save_kohya_lora(
+            pipe.unet, pipe.text_encoder, tmp_path / f"{kind}.safetensors", kohya_metadata(base_model="tiny")
+        )
     return want, files
 
 
@@ -52,8 +57,9 @@ def test_files_reload_in_sdft(kind, tiny_pipe_factory, tiny_cache, tmp_path):
         assert max_diff(render(fresh), want) <= TOL, (fmt, "init_lora")
         merged = tiny_pipe_factory()
         merge_loras(merged, [(path, 1.0)])
-        assert not any("lora" in n or "hada" in n or "lokr" in n or "oft_R" in n
-                       for n, _ in merged.unet.named_parameters())
+        assert not any(
+            "lora" in n or "hada" in n or "lokr" in n or "oft_R" in n for n, _ in merged.unet.named_parameters()
+        )
         assert max_diff(render(merged), want) <= TOL, (fmt, "export merge")
 
 

@@ -51,8 +51,15 @@ def test_each_kind_trains_and_writes_its_files(kind, fast_config, tmp_path):
 def test_metadata_follows_the_tensors_not_the_config(fast_config, tmp_path):
     """A rank-8 file imported with adapter.rank=4 is still rank 8 in ss_network_dim (issue item 5)."""
     first = run(fast_config("adapter=lora_attn", *FAST, "adapter.rank=8", "adapter.alpha=4", "name=first"))
-    second = run(fast_config("adapter=lora_attn", *FAST, f"phase.init_lora={first['output_kohya']}",
-                             "phase.start=continue", "output_dir=" + str(tmp_path / "two")))
+    second = run(
+        fast_config(
+            "adapter=lora_attn",
+            *FAST,
+            f"phase.init_lora={first['output_kohya']}",
+            "phase.start=continue",
+            "output_dir=" + str(tmp_path / "two"),
+        )
+    )
     tensors, meta = read(second["output_kohya"])
     assert {t.shape[0] for k, t in tensors.items() if k.endswith("lora_down.weight")} == {8}
     assert (meta["ss_network_dim"], meta["ss_network_alpha"]) == ("8", "4.0")
@@ -60,17 +67,32 @@ def test_metadata_follows_the_tensors_not_the_config(fast_config, tmp_path):
 
 def test_per_layer_ranks_use_the_most_common():
     down = lambda r: torch.zeros(r, 16)  # noqa: E731
-    tensors = {"lora_unet_a.lora_down.weight": down(8), "lora_unet_a.alpha": torch.tensor(8.0),
-               "lora_unet_b.lora_down.weight": down(4), "lora_unet_b.alpha": torch.tensor(2.0),
-               "lora_unet_c.lora_down.weight": down(4), "lora_unet_c.alpha": torch.tensor(2.0)}
-    assert tensor_metadata(tensors) == {"ss_network_dim": "4", "ss_network_alpha": "2.0",
-                                        "ss_network_module": "networks.lora"}
+    tensors = {
+        "lora_unet_a.lora_down.weight": down(8),
+        "lora_unet_a.alpha": torch.tensor(8.0),
+        "lora_unet_b.lora_down.weight": down(4),
+        "lora_unet_b.alpha": torch.tensor(2.0),
+        "lora_unet_c.lora_down.weight": down(4),
+        "lora_unet_c.alpha": torch.tensor(2.0),
+    }
+    assert tensor_metadata(tensors) == {
+        "ss_network_dim": "4",
+        "ss_network_alpha": "2.0",
+        "ss_network_module": "networks.lora",
+    }
 
 
 TWO_PHASES = [
-    "+experiment=dual_phase", "model=tiny", "trainer=cpu", "trainer.enable_progress_bar=false",
-    "phases.0.overrides.trainer.max_steps=2", "phases.1.overrides.trainer.max_steps=2", "prior=none",
-    "callbacks.validation_seeds=[]", "logger=none", "adapter=loha",
+    "+experiment=dual_phase",
+    "model=tiny",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "phases.0.overrides.trainer.max_steps=2",
+    "phases.1.overrides.trainer.max_steps=2",
+    "prior=none",
+    "callbacks.validation_seeds=[]",
+    "logger=none",
+    "adapter=loha",
 ]
 
 

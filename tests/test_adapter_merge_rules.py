@@ -129,8 +129,16 @@ def check_model(model: nn.Module, text_encoder: bool, tensors: dict, client: str
 
 def adapter_cfg(kind: str, **extra) -> AdapterConfig:
     targets = ["attn1", "attn2", "ff", "proj"] + (["conv"] if kind != "dora" else [])
-    return AdapterConfig(kind=AdapterKind(kind), rank=4, alpha=2.0, conv_rank=2, conv_alpha=3.0,
-                         unet_targets=targets, text_encoder_targets=["attn", "mlp"], **extra)
+    return AdapterConfig(
+        kind=AdapterKind(kind),
+        rank=4,
+        alpha=2.0,
+        conv_rank=2,
+        conv_alpha=3.0,
+        unet_targets=targets,
+        text_encoder_targets=["attn", "mlp"],
+        **extra,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- tests
@@ -167,7 +175,11 @@ def test_peft_merge_is_what_the_layer_computes(kind, tiny_pipe_factory):
         for name in names:
             layer = layers[name]
             base = layer.get_base_layer()
-            x = torch.randn(2, 5, base.in_features) if isinstance(base, nn.Linear) else torch.randn(1, base.in_channels, 8, 8)
+            x = (
+                torch.randn(2, 5, base.in_features)
+                if isinstance(base, nn.Linear)
+                else torch.randn(1, base.in_channels, 8, 8)
+            )
             merged = copy.deepcopy(base)
             merged.weight.data = peft_weight(layer)
             assert (layer(x) - merged(x)).abs().max() <= 1e-5, name
@@ -220,4 +232,3 @@ def test_sd15_names_and_shapes(kind):
         assert check_model(te, True, tensors, client) == 2
     if kind == "lokr":  # SD 1.5 widths make LoKr's second factor low-rank (the alpha / rank path)
         assert any(k.endswith("lokr_w2_a") for k in tensors) and any(k.endswith(".lokr_w2") for k in tensors) is False
-

@@ -20,7 +20,6 @@ ATTN = {"to_q", "to_k", "to_v", "to_out.0"}
 TE_ATTN = {"q_proj", "k_proj", "v_proj", "out_proj"}
 
 
-
 def lora_module_names(model) -> set[str]:
     return {n.rsplit(".lora_A", 1)[0] for n, _ in model.named_parameters() if ".lora_A." in n}
 
@@ -36,10 +35,13 @@ def expected_unet(unet, kinds: set[str]) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("preset,unet_kinds,te_suffixes", [
-    ("lora_attn", {"attn1", "attn2"}, TE_ATTN),
-    ("lora_attn_ff", {"attn1", "attn2", "ff"}, TE_ATTN | {"fc1", "fc2"}),
-])
+@pytest.mark.parametrize(
+    "preset,unet_kinds,te_suffixes",
+    [
+        ("lora_attn", {"attn1", "attn2"}, TE_ATTN),
+        ("lora_attn_ff", {"attn1", "attn2", "ff"}, TE_ATTN | {"fc1", "fc2"}),
+    ],
+)
 def test_lora_targets_exactly_the_preset(preset, unet_kinds, te_suffixes, tiny_pipe_factory):
     pipe = tiny_pipe_factory()
     cfg = compose_config([f"adapter={preset}"]).adapter
@@ -53,8 +55,11 @@ def test_lora_targets_exactly_the_preset(preset, unet_kinds, te_suffixes, tiny_p
         assert trainable and all("lora_" in n for n in trainable)
         assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if p.requires_grad)
     # parameter count: rank * (in + out) per adapted Linear
-    expected = sum(cfg.rank * (m.in_features + m.out_features) for n, m in pipe.unet.named_modules()
-                   if n in expected_unet(pipe.unet, unet_kinds))
+    expected = sum(
+        cfg.rank * (m.in_features + m.out_features)
+        for n, m in pipe.unet.named_modules()
+        if n in expected_unet(pipe.unet, unet_kinds)
+    )
     assert count_params(pipe.unet)[0] == expected
 
 
@@ -87,16 +92,20 @@ def perturb_lora(model, seed: int) -> None:
     randomise_lora([model], seed, 0.2)
 
 
-
-@pytest.mark.parametrize("preset,train_te,alpha", [
-    ("lora_attn", True, None),
-    ("lora_attn_ff", True, 3.0),
-    ("lora_attn_ff", False, 3.0),
-    ("lora_all", True, 8.0),
-])
+@pytest.mark.parametrize(
+    "preset,train_te,alpha",
+    [
+        ("lora_attn", True, None),
+        ("lora_attn_ff", True, 3.0),
+        ("lora_attn_ff", False, 3.0),
+        ("lora_all", True, 8.0),
+    ],
+)
 def test_saved_lora_reproduces_outputs_in_diffusers(preset, train_te, alpha, tiny_pipe_factory, tmp_path):
     pipe = tiny_pipe_factory()
-    cfg = compose_config([f"adapter={preset}", f"adapter.train_text_encoder={train_te}", f"adapter.alpha={alpha or 'null'}"]).adapter
+    cfg = compose_config(
+        [f"adapter={preset}", f"adapter.train_text_encoder={train_te}", f"adapter.alpha={alpha or 'null'}"]
+    ).adapter
     setup_trainable(pipe.unet, pipe.text_encoder, cfg)
     perturb_lora(pipe.unet, 1)
     perturb_lora(pipe.text_encoder, 2)

@@ -13,19 +13,23 @@ from sdft.errors import ConfigError
 from sdft.train import prepare, run
 
 
-@pytest.mark.parametrize("override, says", [
-    ("callbacks.keep_last_k=0", "keep_last_k"),
-    ("data.repeats=0", "data.repeats"),
-    ("optim.lr=0", "optim.lr"),
-    ("data.resolution=60", "multiple of 8"),
-    ("callbacks.validation_resolution=100", "multiple of 8"),
-    ("adapter.rank=0", "adapter.rank"),
-    ("adapter.rank=-4", "adapter.rank"),
-    ("adapter.kind=loha adapter.rank=0", "adapter.rank"),
-    ("adapter.kind=locon adapter.conv_rank=0", "adapter.conv_rank"),
-    ("adapter.alpha=-1", "adapter.alpha"),
-    ("adapter.dropout=2.0", "adapter.dropout"),
-], ids=lambda v: v if "=" in str(v) else "")
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("callbacks.keep_last_k=0", "keep_last_k"),
+        ("data.repeats=0", "data.repeats"),
+        ("optim.lr=0", "optim.lr"),
+        ("data.resolution=60", "multiple of 8"),
+        ("callbacks.validation_resolution=100", "multiple of 8"),
+        ("adapter.rank=0", "adapter.rank"),
+        ("adapter.rank=-4", "adapter.rank"),
+        ("adapter.kind=loha adapter.rank=0", "adapter.rank"),
+        ("adapter.kind=locon adapter.conv_rank=0", "adapter.conv_rank"),
+        ("adapter.alpha=-1", "adapter.alpha"),
+        ("adapter.dropout=2.0", "adapter.dropout"),
+    ],
+    ids=lambda v: v if "=" in str(v) else "",
+)
 def test_bad_value_is_refused_before_the_model_loads(override, says, fast_config, monkeypatch):
     import sdft.train
 
@@ -57,8 +61,15 @@ def test_kohya_toml_resolution_reaches_every_consumer(fast_config, tmp_path, cap
     toml = tmp_path / "data.toml"
     toml.write_text(f'[general]\nresolution = 64\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = "{images}"\n')
     with caplog.at_level(logging.INFO, logger="sdft"):
-        parts = prepare(fast_config("data.resolution=512", f"data.kohya_toml={toml}", "data.instance_dir=null",
-                                    "callbacks.fixed_noise_loss=true"), with_logger=False)
+        parts = prepare(
+            fast_config(
+                "data.resolution=512",
+                f"data.kohya_toml={toml}",
+                "data.instance_dir=null",
+                "callbacks.fixed_noise_loss=true",
+            ),
+            with_logger=False,
+        )
     from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
 
     fixed = next(c for c in parts.trainer.callbacks if isinstance(c, FixedNoiseLoss))
@@ -78,8 +89,14 @@ def test_plus_key_is_refused_before_hydra_writes_it(tiny_cache, tmp_path):
     secret = "hf_" + "NOTaREALtokenJUSTaTEST0123"
     run_dir = tmp_path / "hydra_run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDFT_CACHE_DIR": str(tiny_cache), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "train.py", f"hydra.run.dir={run_dir}", f"+model.token={secret}",
-                           "trainer.max_steps=1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "train.py", f"hydra.run.dir={run_dir}", f"+model.token={secret}", "trainer.max_steps=1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     said = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "model.token" in said and "Traceback" not in said, said[-2000:]
     assert secret not in said

@@ -69,7 +69,7 @@ def test_class_images_pair_within_their_class_and_cycle():
     seen = Counter()
     for _ in range(3):
         for plan in sampler:
-            (i, j), = plan.pairs
+            ((i, j),) = plan.pairs
             assert j in {0: (0, 1), 1: (0, 1), 2: (2,), 3: (-1,)}[i]
             seen[j] += 1
     assert seen[0] == seen[1] == 3  # class images of a class are used evenly across epochs
@@ -79,9 +79,17 @@ def test_datamodule_batches_mix_instance_and_class_in_one_bucket(tmp_path, caplo
     for k, size in enumerate([(96, 48), (100, 50), (48, 96), (40, 40)]):
         noise_image(tmp_path / "inst" / f"{k}.png", size=size, seed=k)
     classes = [noise_image(tmp_path / "cls" / f"c{k}.png", size=(64, 64), seed=10 + k) for k in range(2)]
-    cfg = DataConfig(instance_dir=str(tmp_path / "inst"), instance_prompt="photo of sks thing", resolution=64,
-                     enable_bucket=True, min_bucket_reso=32, max_bucket_reso=128, bucket_reso_steps=32, batch_size=2,
-                     repeats=2)
+    cfg = DataConfig(
+        instance_dir=str(tmp_path / "inst"),
+        instance_prompt="photo of sks thing",
+        resolution=64,
+        enable_bucket=True,
+        min_bucket_reso=32,
+        max_bucket_reso=128,
+        bucket_reso_steps=32,
+        batch_size=2,
+        repeats=2,
+    )
     instances = scan_dataset(cfg).examples
     with caplog.at_level(logging.WARNING):
         dm = DreamBoothDataModule(cfg, FakeTokenizer(), instances, class_examples(classes, "photo of a thing"), 0)

@@ -23,8 +23,11 @@ class LossRecorder(L.Callback):
 def two_images(tmp_path) -> list[str]:
     for k in range(2):
         noise_image(tmp_path / "inst" / f"{k}.png", size=(64, 64), seed=k)
-    return [f"data.instance_dir={tmp_path / 'inst'}", "data.instance_prompt=photo of sks thing",
-            "data.class_prompt=photo of a thing"]
+    return [
+        f"data.instance_dir={tmp_path / 'inst'}",
+        "data.instance_prompt=photo of sks thing",
+        "data.class_prompt=photo of a thing",
+    ]
 
 
 def fitted(fast_config, *overrides):
@@ -36,8 +39,13 @@ def fitted(fast_config, *overrides):
 
 
 def test_default_run_caches_and_keeps_the_losses(fast_config, tmp_path):
-    args = [*two_images(tmp_path), "adapter.train_text_encoder=false", "prior=default", "trainer.max_steps=4",
-            "callbacks.fixed_noise_loss=false"]
+    args = [
+        *two_images(tmp_path),
+        "adapter.train_text_encoder=false",
+        "prior=default",
+        "trainer.max_steps=4",
+        "callbacks.fixed_noise_loss=false",
+    ]
     auto, cached = fitted(fast_config, *args)
     off, plain = fitted(fast_config, *args, "data.cache_latents=false", "data.cache_text_encoder_outputs=false")
     assert auto.datamodule.latents is not None and auto.datamodule.texts is not None

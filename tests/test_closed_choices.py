@@ -10,12 +10,15 @@ from helpers.config import compose_config
 from sdft.config import MissingCaptions, OnBadImages, StartMode
 
 
-@pytest.mark.parametrize("overrides,allowed", [
-    (["phase.start=sideways"], "[fresh, continue, stack, merge]"),
-    (["+experiment=dual_phase", "phases.1.start=sideways"], "[fresh, continue, stack, merge]"),
-    (["data.on_bad_images=sideways"], "[error, skip]"),
-    (["data.missing_captions=sideways"], "[warn, error]"),
-])
+@pytest.mark.parametrize(
+    "overrides,allowed",
+    [
+        (["phase.start=sideways"], "[fresh, continue, stack, merge]"),
+        (["+experiment=dual_phase", "phases.1.start=sideways"], "[fresh, continue, stack, merge]"),
+        (["data.on_bad_images=sideways"], "[error, skip]"),
+        (["data.missing_captions=sideways"], "[warn, error]"),
+    ],
+)
 def test_value_outside_a_closed_choice_fails_at_compose(overrides, allowed):
     with pytest.raises(ConfigCompositionException) as err:
         compose_config(overrides)

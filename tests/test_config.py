@@ -43,14 +43,17 @@ def instantiate_parts(cfg, pipe, tmp_path) -> None:
     setup_trainable(pipe.unet, pipe.text_encoder, cfg.adapter)
     assert any(p.requires_grad for p in pipe.unet.parameters()) or not cfg.adapter.train_unet
     embedding = attach_embedding(cfg, pipe.tokenizer, pipe.text_encoder)  # adapter.embedding (textual inversion)
-    module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss,
-                              embeddings=embedding)
+    module = DreamBoothModule(
+        pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss, embeddings=embedding
+    )
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, enum_to_str=True)
     trainer_kwargs.update(accelerator="cpu", devices=1, strategy="auto", num_nodes=1)  # GPU configs, here on CPU
     logger_cfg = cfg.logger
     if logger_cfg.kind == LoggerKind.tensorboard:
         logger_cfg = OmegaConf.merge(logger_cfg, {"kind": "csv"})
-    trainer = L.Trainer(**trainer_kwargs, logger=make_logger(logger_cfg, tmp_path, cfg.name, "main", {}), enable_checkpointing=False)
+    trainer = L.Trainer(
+        **trainer_kwargs, logger=make_logger(logger_cfg, tmp_path, cfg.name, "main", {}), enable_checkpointing=False
+    )
     module.trainer = trainer
     optim = module.configure_optimizers()
     assert optim["optimizer"].param_groups, "optimizer has no parameter groups"
@@ -99,7 +102,9 @@ def test_forced_new_key_is_rejected_before_training():
 def test_typo_in_yaml_file_fails(tmp_path):
     bad = tmp_path / "conf"
     bad.mkdir()
-    (bad / "config.yaml").write_text("defaults:\n  - sdft_schema\n  - _self_\ndata:\n  instance_prompt: x\n  resolutoin: 64\n")
+    (bad / "config.yaml").write_text(
+        "defaults:\n  - sdft_schema\n  - _self_\ndata:\n  instance_prompt: x\n  resolutoin: 64\n"
+    )
     from hydra import compose, initialize_config_dir
 
     with pytest.raises(ConfigCompositionException) as err, initialize_config_dir(str(bad), version_base="1.3"):
@@ -109,7 +114,12 @@ def test_typo_in_yaml_file_fails(tmp_path):
 
 def test_cli_reports_unknown_key_without_traceback():
     proc = subprocess.run(
-        [sys.executable, "train.py", "data.instance_dirr=x"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120
+        [sys.executable, "train.py", "data.instance_dirr=x"],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "instance_dirr" in proc.stderr

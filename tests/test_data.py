@@ -75,7 +75,10 @@ def test_captions_sidecar_and_fallback(tmp_path, caplog):
     a, b = write_image(tmp_path / "a.png"), write_image(tmp_path / "b.png")
     (tmp_path / "a.txt").write_text("photo of sks dog on a beach\n")
     with caplog.at_level(logging.INFO):
-        assert read_captions([a, b], "photo of sks dog", ".txt", True) == ["photo of sks dog on a beach", "photo of sks dog"]
+        assert read_captions([a, b], "photo of sks dog", ".txt", True) == [
+            "photo of sks dog on a beach",
+            "photo of sks dog",
+        ]
     assert "1 of 2" in caplog.text
     assert read_captions([a, b], "p", ".txt", False) == ["p", "p"]
 
@@ -102,8 +105,10 @@ class FakePipe:
 
     def __call__(self, prompts, generator, height, width, **kw):
         self.generated += len(prompts)
-        images = [Image.new("RGB", (width, height), tuple(int(x) for x in torch.randint(0, 255, (3,), generator=g)))
-                  for g in generator]
+        images = [
+            Image.new("RGB", (width, height), tuple(int(x) for x in torch.randint(0, 255, (3,), generator=g)))
+            for g in generator
+        ]
         return type("Out", (), {"images": images})()
 
 
@@ -146,16 +151,27 @@ def test_class_images_per_concept_and_loss_weights(tmp_path):
     cfg.prior.enabled, cfg.prior.num_class_images, cfg.prior.generation_steps = True, 2, 1
     cfg.data.resolution = 16
     cfg.data.concepts = [
-        ConceptConfig(instance_dir=str(tmp_path / "dog"), instance_prompt="photo of sks dog",
-                      class_prompt="photo of a dog", class_dir=str(tmp_path / "cls_dog"), loss_weight=2.0),
-        ConceptConfig(instance_dir=str(tmp_path / "cat"), instance_prompt="photo of ohwx cat",
-                      class_prompt="photo of a cat", class_dir=str(tmp_path / "cls_cat")),
+        ConceptConfig(
+            instance_dir=str(tmp_path / "dog"),
+            instance_prompt="photo of sks dog",
+            class_prompt="photo of a dog",
+            class_dir=str(tmp_path / "cls_dog"),
+            loss_weight=2.0,
+        ),
+        ConceptConfig(
+            instance_dir=str(tmp_path / "cat"),
+            instance_prompt="photo of ohwx cat",
+            class_prompt="photo of a cat",
+            class_dir=str(tmp_path / "cls_cat"),
+        ),
     ]
     pipe = FakePipe()
     classes = prior_examples(cfg, pipe)
     assert pipe.generated == 4 and len(classes) == 4
-    assert {(ex.path.parent.name, ex.prompt) for ex in classes} == {("cls_dog", "photo of a dog"),
-                                                                    ("cls_cat", "photo of a cat")}
+    assert {(ex.path.parent.name, ex.prompt) for ex in classes} == {
+        ("cls_dog", "photo of a dog"),
+        ("cls_cat", "photo of a cat"),
+    }
     assert "photo of a cat" in Image.open(tmp_path / "cls_cat" / "class_00000.png").text["parameters"]
     prior_examples(cfg, pipe)
     assert pipe.generated == 4  # reused across runs

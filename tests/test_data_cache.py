@@ -15,8 +15,14 @@ from sdft.module import DreamBoothModule
 def test_latent_key_changes_with_every_ingredient():
     base = dict(file_digest="abc", size=(64, 64), crop=(0, 0), flip=False, background=(255, 255, 255), vae_id="v1")
     key = latent_key(**base)
-    for change in (dict(file_digest="abd"), dict(size=(64, 96)), dict(crop=(0, 8)), dict(flip=True),
-                   dict(background=(0, 0, 0)), dict(vae_id="v2")):
+    for change in (
+        dict(file_digest="abd"),
+        dict(size=(64, 96)),
+        dict(crop=(0, 8)),
+        dict(flip=True),
+        dict(background=(0, 0, 0)),
+        dict(vae_id="v2"),
+    ):
         assert latent_key(**{**base, **change}) != key
     assert latent_key(**base) == key
 
@@ -33,17 +39,26 @@ def test_vae_identity_follows_the_weights(tiny_pipe_factory):
 def dataset(tmp_path, **kw):
     for k, size in enumerate([(80, 64), (64, 80), (64, 64)]):
         noise_image(tmp_path / "inst" / f"{k}.png", size=size, seed=k)
-    cfg = DataConfig(instance_dir=str(tmp_path / "inst"), instance_prompt="photo of sks thing", resolution=64,
-                     batch_size=2, enable_bucket=True, min_bucket_reso=32, max_bucket_reso=128, bucket_reso_steps=32,
-                     **kw)
+    cfg = DataConfig(
+        instance_dir=str(tmp_path / "inst"),
+        instance_prompt="photo of sks thing",
+        resolution=64,
+        batch_size=2,
+        enable_bucket=True,
+        min_bucket_reso=32,
+        max_bucket_reso=128,
+        bucket_reso_steps=32,
+        **kw,
+    )
     classes = [noise_image(tmp_path / "cls" / f"c{k}.png", size=(64, 64), seed=10 + k) for k in range(2)]
     return cfg, scan_dataset(cfg).examples, class_examples(classes, "photo of a thing")
 
 
 def module_of(pipe):
     pipe.text_encoder.requires_grad_(False)
-    return DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), OptimConfig(),
-                            LossConfig(), 1.0, False)
+    return DreamBoothModule(
+        pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), OptimConfig(), LossConfig(), 1.0, False
+    )
 
 
 def losses(dm, module, epochs=2):

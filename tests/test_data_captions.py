@@ -17,8 +17,16 @@ from sdft.errors import DataError
 def test_caption_extension_trigger_and_fallback(tmp_path):
     noise_image(tmp_path / "a.png", seed=0), noise_image(tmp_path / "b.png", seed=1)
     (tmp_path / "a.caption").write_text("a dog on a beach, sunny\n")
-    cfg = DataConfig(concepts=[ConceptConfig(instance_dir=str(tmp_path), instance_prompt="photo of sks dog",
-                                             trigger="sks", caption_extension="caption")])
+    cfg = DataConfig(
+        concepts=[
+            ConceptConfig(
+                instance_dir=str(tmp_path),
+                instance_prompt="photo of sks dog",
+                trigger="sks",
+                caption_extension="caption",
+            )
+        ]
+    )
     report = scan_dataset(cfg)
     prompts = {ex.path.name: ex.prompt for ex in report.examples}
     assert prompts == {"a.png": "sks, a dog on a beach, sunny", "b.png": "photo of sks dog"}

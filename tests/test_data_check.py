@@ -12,9 +12,27 @@ def test_check_folder_writes_report_and_preview(tmp_path, capsys):
     noise_image(tmp_path / "ds" / "a.png", size=(96, 48), seed=0)
     noise_image(tmp_path / "ds" / "b.png", size=(48, 48), seed=1)
     (tmp_path / "ds" / "a.txt").write_text("sks dog running")
-    rc = main([str(tmp_path / "ds"), "--prompt", "photo of sks dog", "--preview", str(tmp_path / "p.png"),
-               "--report", str(tmp_path / "r.txt"), "--set", "enable_bucket=true", "--set", "resolution=64",
-               "--set", "min_bucket_reso=32", "--set", "max_bucket_reso=128", "--set", "bucket_reso_steps=32"])
+    rc = main(
+        [
+            str(tmp_path / "ds"),
+            "--prompt",
+            "photo of sks dog",
+            "--preview",
+            str(tmp_path / "p.png"),
+            "--report",
+            str(tmp_path / "r.txt"),
+            "--set",
+            "enable_bucket=true",
+            "--set",
+            "resolution=64",
+            "--set",
+            "min_bucket_reso=32",
+            "--set",
+            "max_bucket_reso=128",
+            "--set",
+            "bucket_reso_steps=32",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "2 instance images" in out and "1 of 2 images have a .txt caption" in out
@@ -40,7 +58,9 @@ def test_check_names_bad_files_and_fails(tmp_path, capsys):
 
 def test_check_kohya_toml_and_bad_source(tmp_path, capsys):
     noise_image(tmp_path / "img" / "3_sks dog" / "a.png", seed=0)
-    (tmp_path / "d.toml").write_text("[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = 'img/3_sks dog'\n")
+    (tmp_path / "d.toml").write_text(
+        "[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = 'img/3_sks dog'\n"
+    )
     assert main([str(tmp_path / "d.toml"), "--out", str(tmp_path / "checks")]) == 0
     out = capsys.readouterr().out
     assert "3 repeats" in out and "'sks'" in out and (tmp_path / "checks" / "data_check.png").is_file()

@@ -47,11 +47,21 @@ def test_concepts_list(tmp_path):
     for k in range(2):
         noise_image(tmp_path / "a" / f"{k}.png", seed=k)
         noise_image(tmp_path / "b" / f"{k}.png", seed=5 + k)
-    cfg = DataConfig(concepts=[
-        ConceptConfig(instance_dir=str(tmp_path / "a"), instance_prompt="photo of sks dog", class_prompt="photo of a dog",
-                      repeats=3, loss_weight=2.0),
-        ConceptConfig(instance_dir=str(tmp_path / "b"), instance_prompt="photo of ohwx cat", class_prompt="photo of a cat"),
-    ], repeats=1)
+    cfg = DataConfig(
+        concepts=[
+            ConceptConfig(
+                instance_dir=str(tmp_path / "a"),
+                instance_prompt="photo of sks dog",
+                class_prompt="photo of a dog",
+                repeats=3,
+                loss_weight=2.0,
+            ),
+            ConceptConfig(
+                instance_dir=str(tmp_path / "b"), instance_prompt="photo of ohwx cat", class_prompt="photo of a cat"
+            ),
+        ],
+        repeats=1,
+    )
     a, b = resolve_concepts(cfg)
     assert (a.repeats, a.loss_weight, a.class_key, b.repeats) == (3, 2.0, "photo of a dog", 1)
     with pytest.raises(ConfigError, match="instance_prompt"):
@@ -97,13 +107,24 @@ def test_kohya_toml_import(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         ds = load_kohya_toml(tmp_path / "dataset.toml")
     assert "color_aug" in caplog.text  # unsupported keys are named, not silently dropped
-    assert ds.settings == {"resolution": 64, "batch_size": 2, "enable_bucket": True, "min_bucket_reso": 32,
-                           "max_bucket_reso": 128, "bucket_reso_steps": 32}
+    assert ds.settings == {
+        "resolution": 64,
+        "batch_size": 2,
+        "enable_bucket": True,
+        "min_bucket_reso": 32,
+        "max_bucket_reso": 128,
+        "bucket_reso_steps": 32,
+    }
     settings = data_settings(DataConfig(kohya_toml=str(tmp_path / "dataset.toml")))
     assert settings.resolution == 64 and settings.enable_bucket
     dog, cat, reg = resolve_concepts(settings)
     assert (dog.repeats, dog.flip, dog.captions.shuffle, dog.captions.keep_tokens, dog.caption_extension) == (
-        3, True, True, 1, ".caption")
+        3,
+        True,
+        True,
+        1,
+        ".caption",
+    )
     assert (cat.repeats, cat.trigger, cat.captions.keep_tokens, cat.flip) == (5, "ohwx", 0, False)  # from folder name
     assert reg.is_reg and reg.class_key == dog.class_key == "dog"
 
@@ -122,8 +143,9 @@ def test_kohya_toml_trains(fast_config, tmp_path):
 
     kohya_tree(tmp_path / "ds")
     (tmp_path / "ds" / "dataset.toml").write_text(TOML)
-    summary = run(fast_config("data=kohya", f"data.kohya_toml={tmp_path / 'ds' / 'dataset.toml'}",
-                              "trainer.max_steps=2"))
+    summary = run(
+        fast_config("data=kohya", f"data.kohya_toml={tmp_path / 'ds' / 'dataset.toml'}", "trainer.max_steps=2")
+    )
     assert summary["steps"] == 2 and summary["instance_images"] == 4 and summary["class_images"] == 2
 
 
@@ -131,8 +153,15 @@ def test_kohya_folder_tree_trains(fast_config, tmp_path):
     from sdft.train import run
 
     kohya_tree(tmp_path / "ds")
-    summary = run(fast_config("data=kohya", f"data.instance_dir={tmp_path / 'ds' / 'img'}",
-                              f"data.class_dir={tmp_path / 'ds' / 'reg'}", "prior=default", "trainer.max_steps=2"))
+    summary = run(
+        fast_config(
+            "data=kohya",
+            f"data.instance_dir={tmp_path / 'ds' / 'img'}",
+            f"data.class_dir={tmp_path / 'ds' / 'reg'}",
+            "prior=default",
+            "trainer.max_steps=2",
+        )
+    )
     # dog: the 2 given reg images; cat has none: 2 generated into a kohya reg folder next to them, reused next time
     assert summary["steps"] == 2 and summary["instance_images"] == 4 and summary["class_images"] == 4
     assert len(list((tmp_path / "ds" / "reg" / "1_cat").glob("class_*.png"))) == 2

@@ -20,7 +20,6 @@ from sdft.data.upscale import LanczosResizer, ModelUpscaler, load_spandrel
 from sdft.errors import ConfigError
 
 
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """One CLI run over the four photos: face 160 px, body 64 px, full set with short side >= 300."""
@@ -28,8 +27,22 @@ def prepared(tmp_path_factory):
     src, out = root / "photos", root / "out"
     write_photos(src)
     before = sorted(p.name for p in src.iterdir())
-    code = sdft_main(["data", "prepare", str(src), str(out), "--face-size", "160", "--body-size", "64",
-                      "--sets", "face,body,full", "--full-min-side", "300"])
+    code = sdft_main(
+        [
+            "data",
+            "prepare",
+            str(src),
+            str(out),
+            "--face-size",
+            "160",
+            "--body-size",
+            "64",
+            "--sets",
+            "face,body,full",
+            "--full-min-side",
+            "300",
+        ]
+    )
     assert code == 0
     return src, out, before, json.loads((out / "report.json").read_text())
 
@@ -89,8 +102,9 @@ def test_masks_match_the_written_images(tmp_path):
     files = write_photos(src)
     files["noface"].unlink()
     files["two"].unlink()
-    prepare(src, tmp_path / "out", PrepareOptions(face_size=(96, 96), body_size=(64, 80), masks="subject",
-                                                  preview=False))
+    prepare(
+        src, tmp_path / "out", PrepareOptions(face_size=(96, 96), body_size=(64, 80), masks="subject", preview=False)
+    )
     for set_name, size in (("face", (96, 96)), ("body", (64, 80))):
         for stem in ("close", "far"):
             mask = np.asarray(Image.open(tmp_path / "out" / set_name / f"{stem}.mask.png"))
@@ -100,8 +114,7 @@ def test_masks_match_the_written_images(tmp_path):
     face_mask = np.asarray(Image.open(tmp_path / "out" / "face" / "far.mask.png"))
     assert face_mask[48, 48] == 255  # the face (crop centre) is subject
     assert face_mask[2, 2] == 0 and face_mask[2, 93] == 0  # the grey canvas above the head is not
-    prepare(src, tmp_path / "ellipse", PrepareOptions(face_size=(96, 96), sets=("face",), masks="face",
-                                                      preview=False))
+    prepare(src, tmp_path / "ellipse", PrepareOptions(face_size=(96, 96), sets=("face",), masks="face", preview=False))
     ellipse = np.asarray(Image.open(tmp_path / "ellipse" / "face" / "close.mask.png"))
     assert ellipse[48, 48] == 255 and ellipse[95, 0] == 0 and 0.15 < (ellipse > 0).mean() < 0.6
 
@@ -109,8 +122,11 @@ def test_masks_match_the_written_images(tmp_path):
 def test_several_faces_skip_and_input_errors(tmp_path):
     src = tmp_path / "photos"
     write_photos(src)
-    report = prepare(src, tmp_path / "out", PrepareOptions(face_size=(64, 64), body_size=(64, 64),
-                                                           several_faces="skip", preview=False))
+    report = prepare(
+        src,
+        tmp_path / "out",
+        PrepareOptions(face_size=(64, 64), body_size=(64, 64), several_faces="skip", preview=False),
+    )
     two = next(i for i in report["images"] if i["file"] == "two.png")
     assert two["outputs"] == [] and two["skipped"] == {"face": "several faces", "body": "several faces"}
     with pytest.raises(ConfigError, match="already holds images"):
@@ -204,11 +220,19 @@ def test_dual_phase_trains_on_the_prepared_sets(prepared, fast_config):
     from sdft.train import run
 
     _, out, _, _ = prepared
-    cfg = fast_config("+experiment=dual_phase", "model=tiny", "trainer=cpu", "trainer.enable_progress_bar=false",
-                      "prior=none", "logger=none", "callbacks.validation_seeds=[]",
-                      f"phases.0.overrides.data.instance_dir={out / 'face'}",
-                      f"phases.1.overrides.data.instance_dir={out / 'body'}",
-                      "phases.0.overrides.trainer.max_steps=2", "phases.1.overrides.trainer.max_steps=2")
+    cfg = fast_config(
+        "+experiment=dual_phase",
+        "model=tiny",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "prior=none",
+        "logger=none",
+        "callbacks.validation_seeds=[]",
+        f"phases.0.overrides.data.instance_dir={out / 'face'}",
+        f"phases.1.overrides.data.instance_dir={out / 'body'}",
+        "phases.0.overrides.trainer.max_steps=2",
+        "phases.1.overrides.trainer.max_steps=2",
+    )
     summary = run(cfg)
     phases = {p["phase"]: p for p in summary["phases"]}
     assert list(phases) == ["face", "body"]

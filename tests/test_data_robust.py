@@ -71,8 +71,16 @@ def test_odd_folder_trains_or_is_rejected_by_name(fast_config, tmp_path):
     with pytest.raises(DataError) as err:
         run(fast_config(f"data.instance_dir={tmp_path / 'odd'}", "data.instance_prompt=photo of sks thing"))
     assert all(f[k].name in str(err.value) for k in f if k.startswith("bad_"))
-    summary = run(fast_config(f"data.instance_dir={tmp_path / 'odd'}", "data.instance_prompt=photo of sks thing",
-                              "data.on_bad_images=skip", "data.enable_bucket=true", "data.min_bucket_reso=32",
-                              "data.max_bucket_reso=128", "trainer.max_steps=2"))
+    summary = run(
+        fast_config(
+            f"data.instance_dir={tmp_path / 'odd'}",
+            "data.instance_prompt=photo of sks thing",
+            "data.on_bad_images=skip",
+            "data.enable_bucket=true",
+            "data.min_bucket_reso=32",
+            "data.max_bucket_reso=128",
+            "trainer.max_steps=2",
+        )
+    )
     assert summary["steps"] == 2 and summary["instance_images"] == 11
     assert np.isfinite(summary["final_metrics"]["train/loss"])

@@ -89,7 +89,10 @@ def test_ddp_two_cpu_processes_write_the_same_lora_file(tmp_path, tiny_cache):
     script.write_text(DRIVER.format(repo=str(REPO), conf=str(REPO / "conf")))
     res = subprocess.run(
         [sys.executable, str(script), json.dumps(overrides(ddp_out, cache, "ddp_cpu"))],
-        cwd=tmp_path, capture_output=True, text=True, timeout=150,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-4000:]

@@ -25,8 +25,11 @@ def test_disk_full_at_a_checkpoint(fast_config, monkeypatch, tmp_path):
 
     monkeypatch.setattr(L.Trainer, "save_checkpoint", save_checkpoint)
     with pytest.raises(SdftError, match=r"needs about [\d.]+ MiB") as err:
-        run(fast_config("callbacks.checkpoint_every_n_steps=1", "trainer.max_steps=3",
-                        "callbacks.fixed_noise_loss=false"))
+        run(
+            fast_config(
+                "callbacks.checkpoint_every_n_steps=1", "trainer.max_steps=3", "callbacks.fixed_noise_loss=false"
+            )
+        )
     assert "resume=auto" in str(err.value)
     out = tmp_path / "out" / "main"
     assert not [p for p in out.rglob("*") if "tmp" in p.name], "a partial temp file was left behind"

@@ -34,8 +34,11 @@ def expected_average(history: list[dict], decay: float, start: int) -> dict:
     for k, weights in enumerate(history, start=1):
         n = max(0, k - start - 1)
         d = 0.0 if n <= 0 else min(decay, (1 + n) / (10 + n))
-        avg = {key: w.clone() for key, w in weights.items()} if avg is None else {
-            key: avg[key] - (1 - d) * (avg[key] - weights[key]) for key in avg}
+        avg = (
+            {key: w.clone() for key, w in weights.items()}
+            if avg is None
+            else {key: avg[key] - (1 - d) * (avg[key] - weights[key]) for key in avg}
+        )
     return avg
 
 
@@ -89,9 +92,16 @@ def test_bad_ema_config_is_refused(fast_config):
 
 
 def test_resumed_ema_equals_the_uninterrupted_one(fast_config, subject, tmp_path):  # noqa: F811
-    args = [f"data.instance_dir={subject}", "data.instance_prompt=photo of sks character", *QUIET,
-            "trainer.max_steps=8", "callbacks.checkpoint_every_n_steps=1", "callbacks.keep_last_k=20",
-            "ema.enabled=true", "ema.decay=0.9"]
+    args = [
+        f"data.instance_dir={subject}",
+        "data.instance_prompt=photo of sks character",
+        *QUIET,
+        "trainer.max_steps=8",
+        "callbacks.checkpoint_every_n_steps=1",
+        "callbacks.keep_last_k=20",
+        "ema.enabled=true",
+        "ema.decay=0.9",
+    ]
     run(fast_config(f"output_dir={tmp_path / 'straight'}", *args))
     raw = run(fast_config(f"output_dir={tmp_path / 'raw'}", *args, "ema.enabled=false"))
     assert same_lora(tmp_path / "straight" / "main" / "lora" / LORA, raw["output"]) > 1e-4, "EMA changed nothing"
@@ -109,9 +119,18 @@ def test_ema_is_a_per_phase_section(fast_config, tmp_path):
     from sdft.phases import phase_configs
     from sdft.train import as_config
 
-    two = ["+experiment=dual_phase", "model=tiny", "trainer=cpu", "trainer.enable_progress_bar=false", "prior=none",
-           "logger=none", *QUIET, "phases.0.overrides.trainer.max_steps=2", "phases.1.overrides.trainer.max_steps=2",
-           "+phases.1.overrides.ema={enabled: true, decay: 0.5, save_ema_weights: false}"]
+    two = [
+        "+experiment=dual_phase",
+        "model=tiny",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "prior=none",
+        "logger=none",
+        *QUIET,
+        "phases.0.overrides.trainer.max_steps=2",
+        "phases.1.overrides.trainer.max_steps=2",
+        "+phases.1.overrides.ema={enabled: true, decay: 0.5, save_ema_weights: false}",
+    ]
     cfg = as_config(fast_config(*two))
     assert [p.ema.enabled for p in phase_configs(cfg)] == [False, True]
     run(cfg)

@@ -16,11 +16,24 @@ from sdft.models.text import text_states
 from sdft.train import fit, prepare, run
 from sdft.ui_session import UiSession
 
-TI = ["+experiment=textual_inversion", "model=tiny", "data.resolution=64", "trainer.max_steps=3",
-      "callbacks.checkpoint_every_n_steps=0", "callbacks.validation_every_n_steps=0", "callbacks.validation_at_start=false",
-      "callbacks.validation_seeds=[]", "logger=none"]
-PIVOTAL = ["+experiment=pivotal", *TI[1:], "trainer.max_steps=4", "adapter.embedding.train_fraction=0.5",
-           "callbacks.checkpoint_every_n_steps=2"]
+TI = [
+    "+experiment=textual_inversion",
+    "model=tiny",
+    "data.resolution=64",
+    "trainer.max_steps=3",
+    "callbacks.checkpoint_every_n_steps=0",
+    "callbacks.validation_every_n_steps=0",
+    "callbacks.validation_at_start=false",
+    "callbacks.validation_seeds=[]",
+    "logger=none",
+]
+PIVOTAL = [
+    "+experiment=pivotal",
+    *TI[1:],
+    "trainer.max_steps=4",
+    "adapter.embedding.train_fraction=0.5",
+    "callbacks.checkpoint_every_n_steps=2",
+]
 
 
 def table(pipe) -> torch.Tensor:
@@ -30,15 +43,17 @@ def table(pipe) -> torch.Tensor:
 def encode(pipe, prompt: str) -> torch.Tensor:
     """The text encoder's states for `prompt`, with diffusers' multi-vector prompt expansion."""
     prompt = pipe.maybe_convert_prompt(prompt, pipe.tokenizer)
-    ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         return_tensors="pt").input_ids
+    ids = pipe.tokenizer(
+        prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         return text_states(pipe.text_encoder, ids)
 
 
 @pytest.mark.parametrize("num_vectors", [1, 2])
-def test_textual_inversion_trains_only_the_new_token_and_its_files_load_exactly(num_vectors, fast_config,
-                                                                                  tiny_pipe_factory, tmp_path, capsys):
+def test_textual_inversion_trains_only_the_new_token_and_its_files_load_exactly(
+    num_vectors, fast_config, tiny_pipe_factory, tmp_path, capsys
+):
     parts = prepare(fast_config(*TI, f"adapter.embedding.num_vectors={num_vectors}"))
     base = tiny_pipe_factory()
     n0 = table(base).shape[0]
@@ -68,14 +83,32 @@ def test_textual_inversion_trains_only_the_new_token_and_its_files_load_exactly(
         assert torch.equal(encode(fresh, f"a {word} dog"), expected)
 
     # sdft generate --embedding: prints the token to write and renders with it
-    assert generate_main(["--model", "tiny", "--embedding", str(folder), "-p", "a <sks> dog", "--steps", "2",
-                          "--seed", "0", "--out", str(tmp_path / "gen")]) == 0
+    assert (
+        generate_main(
+            [
+                "--model",
+                "tiny",
+                "--embedding",
+                str(folder),
+                "-p",
+                "a <sks> dog",
+                "--steps",
+                "2",
+                "--seed",
+                "0",
+                "--out",
+                str(tmp_path / "gen"),
+            ]
+        )
+        == 0
+    )
     assert "write <sks> in the prompt" in capsys.readouterr().err
     assert len(list((tmp_path / "gen").glob("*.png"))) == 1
 
 
-def test_pivotal_tuning_writes_lora_bundle_and_embedding_and_freezes_the_embedding(fast_config, tiny_pipe_factory,
-                                                                                  tmp_path):
+def test_pivotal_tuning_writes_lora_bundle_and_embedding_and_freezes_the_embedding(
+    fast_config, tiny_pipe_factory, tmp_path
+):
     summary = run(fast_config(*PIVOTAL))
     lora_dir = tmp_path / "out" / "main" / "lora"
     step2 = tmp_path / "out" / "main" / "checkpoints" / "step_000002"
@@ -118,13 +151,16 @@ def test_expand_prompt_names_every_vector_token():
     assert expand_prompt("a <sks> dog", "<sks>", 1) == "a <sks> dog"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["adapter.embedding.placeholder=null"], "set adapter.embedding.placeholder"),
-    (["data.cache_text_encoder_outputs=true"], "cannot be used while an embedding trains"),
-    (["adapter.embedding.train_fraction=0.5"], "nothing else trains"),
-    (["adapter.kind=full"], "not supported"),
-    (["data.instance_prompt='a dog'"], "in no instance prompt"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["adapter.embedding.placeholder=null"], "set adapter.embedding.placeholder"),
+        (["data.cache_text_encoder_outputs=true"], "cannot be used while an embedding trains"),
+        (["adapter.embedding.train_fraction=0.5"], "nothing else trains"),
+        (["adapter.kind=full"], "not supported"),
+        (["data.instance_prompt='a dog'"], "in no instance prompt"),
+    ],
+)
 def test_bad_embedding_configs_fail_before_loading(overrides, message, fast_config):
     with pytest.raises(ConfigError, match=message):
         prepare(fast_config(*TI, *overrides))
@@ -139,9 +175,19 @@ def test_a_token_already_in_the_vocabulary_is_refused(fast_config, tiny_pipe_fac
 
 def test_textual_inversion_with_captions_buckets_and_cached_latents(fast_config, tiny_pipe_factory):
     """The example subject's captions hold `sks`: the word itself becomes the trained token (as the compare variant)."""
-    parts = prepare(fast_config(*TI, "data=example_subject", "adapter.embedding.placeholder=sks", "data.resolution=64",
-                                "data.enable_bucket=true", "data.min_bucket_reso=32", "data.max_bucket_reso=128",
-                                "data.cache_latents=true", "trainer.max_steps=2"))
+    parts = prepare(
+        fast_config(
+            *TI,
+            "data=example_subject",
+            "adapter.embedding.placeholder=sks",
+            "data.resolution=64",
+            "data.enable_bucket=true",
+            "data.min_bucket_reso=32",
+            "data.max_bucket_reso=128",
+            "data.cache_latents=true",
+            "trainer.max_steps=2",
+        )
+    )
     assert all("sks" in e.prompt for e in parts.datamodule.instances)  # captions, each holding the token
     ids = parts.pipe.tokenizer("photo of sks character").input_ids
     assert parts.module.embeddings.ids[0] in ids  # captions tokenize `sks` as the new token

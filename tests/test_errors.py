@@ -53,7 +53,11 @@ def test_nan_loss_stops_and_saves_nothing(fast_config, tmp_path):
 def test_cli_bad_data_path_is_one_readable_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "train.py", f"data.instance_dir={tmp_path / 'nope'}", f"output_dir={tmp_path / 'o'}"],
-        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 1
     assert "does not exist" in proc.stderr + proc.stdout

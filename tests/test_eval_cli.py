@@ -24,14 +24,24 @@ QUICK = ["--num-prompts", "2", "--seeds", "0,1", "--steps", "2", "--clip-model",
 def fake_run(root, phases):
     """A run folder with config.yaml, summary.json and phase outputs (no training)."""
     root.mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"name": "r", "model": {"path": "tiny"}, "eval": {"label": None}}), root / "config.yaml")
+    OmegaConf.save(
+        OmegaConf.create({"name": "r", "model": {"path": "tiny"}, "eval": {"label": None}}), root / "config.yaml"
+    )
     summaries = []
     for name, kind, start in phases:
         out = root / name / ("model" if kind == "full" else "lora/pytorch_lora_weights.safetensors")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.mkdir() if kind == "full" else out.write_bytes(b"x")
-        summaries.append({"phase": name, "adapter": kind, "start": start, "output": str(out), "steps": 3,
-                          "parameters": {"unet": {"trainable": 1}, "text_encoder": {"trainable": 0}}})
+        summaries.append(
+            {
+                "phase": name,
+                "adapter": kind,
+                "start": start,
+                "output": str(out),
+                "steps": 3,
+                "parameters": {"unet": {"trainable": 1}, "text_encoder": {"trainable": 0}},
+            }
+        )
     (root / "summary.json").write_text(json.dumps({"phases": summaries} if len(phases) > 1 else summaries[0]))
     return root
 
@@ -40,12 +50,18 @@ def test_phases_become_targets(tmp_path):
     run_dir = fake_run(tmp_path / "a", [("db", "full", "fresh"), ("lora", "lora", "fresh")])
     db, both = run_targets(run_dir, all_phases=True)
     assert (db.kind, db.loras, db.model) == ("full", [], str(run_dir / "db" / "model"))
-    assert both.kind == "full+lora" and both.model == db.model and both.loras[0].endswith("lora/pytorch_lora_weights.safetensors")
+    assert (
+        both.kind == "full+lora"
+        and both.model == db.model
+        and both.loras[0].endswith("lora/pytorch_lora_weights.safetensors")
+    )
     assert [s["phase"] for s in both.phases] == ["db", "lora"]  # its cost holds both trainings
     stacked = fake_run(tmp_path / "b", [("face", "lora", "fresh"), ("body", "lora", "stack")])
     last = run_targets(stacked)[0]
     assert (last.label, last.kind, len(last.loras)) == ("body", "lora", 2) and last.model == "tiny"
-    assert run_targets(stacked, phase="face")[0].loras == [str(stacked / "face" / "lora" / "pytorch_lora_weights.safetensors")]
+    assert run_targets(stacked, phase="face")[0].loras == [
+        str(stacked / "face" / "lora" / "pytorch_lora_weights.safetensors")
+    ]
 
 
 def test_run_folder_errors_are_for_people(tmp_path):
@@ -71,7 +87,18 @@ def test_sdft_eval_scores_a_run_and_its_base(finished_run, tmp_path, capsys):
     rows = {r["label"]: r for r in csv.DictReader(open(out / "report.csv"))}
     assert set(rows) == {"real images", "base", "sdft"}
     tuned, base = rows["sdft"], rows["base"]
-    for key in ("dino", "clip_i", "clip_t", "pres", "div", "fidelity", "drift", "infer_s", "infer_s_lora", "infer_s_fused"):
+    for key in (
+        "dino",
+        "clip_i",
+        "clip_t",
+        "pres",
+        "div",
+        "fidelity",
+        "drift",
+        "infer_s",
+        "infer_s_lora",
+        "infer_s_fused",
+    ):
         assert math.isfinite(float(tuned[key])), key
     assert float(base["drift"]) == 0.0 and float(tuned["drift"]) > 0
     assert float(tuned["fidelity"]) < float(base["fidelity"])  # it learnt the instance images (lr 1e-2)
@@ -88,8 +115,13 @@ def test_sdft_eval_errors(finished_run, tmp_path, capsys):
     assert sdft_main(["eval", str(tmp_path / "nope")]) == 2
     assert "no such run folder" in capsys.readouterr().err
     bad = tmp_path / "bad.safetensors"
-    save_file({"lora_unet_nowhere.lora_down.weight": torch.zeros(4, 8),
-               "lora_unet_nowhere.lora_up.weight": torch.zeros(8, 4)}, str(bad))
+    save_file(
+        {
+            "lora_unet_nowhere.lora_down.weight": torch.zeros(4, 8),
+            "lora_unet_nowhere.lora_up.weight": torch.zeros(8, 4),
+        },
+        str(bad),
+    )
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["eval", str(finished_run), "--lora", str(bad), "--out", str(tmp_path / "e"), *QUICK])
@@ -102,9 +134,28 @@ def test_sdft_eval_a_model_and_lora_without_a_run(finished_run, tmp_path, tiny_c
 
     out = tmp_path / "m"
     lora = finished_run / "main" / "lora"
-    assert sdft_main(["eval", "--model", "tiny", "--lora", str(lora), "--instance-dir", str(EXAMPLE_SUBJECT),
-                      "--instance-prompt", "photo of sks character", "--class-prompt", "photo of a character",
-                      "--with-base", "--out", str(out), *QUICK]) == 0
+    assert (
+        sdft_main(
+            [
+                "eval",
+                "--model",
+                "tiny",
+                "--lora",
+                str(lora),
+                "--instance-dir",
+                str(EXAMPLE_SUBJECT),
+                "--instance-prompt",
+                "photo of sks character",
+                "--class-prompt",
+                "photo of a character",
+                "--with-base",
+                "--out",
+                str(out),
+                *QUICK,
+            ]
+        )
+        == 0
+    )
     rows = {r["label"]: r for r in csv.DictReader(open(out / "report.csv"))}
     assert list(rows) == ["real images", "base", "main"]  # the LoRA is named as sdft generate names it
     assert float(rows["main"]["drift"]) > 0 and float(rows["main"]["adapter_mb"]) > 0

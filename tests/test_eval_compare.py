@@ -19,7 +19,9 @@ from sdft.train import as_config
 def test_variants_compose_with_one_budget():
     kinds = {}
     for variant in ("lora_attn", "lora_attn_ff", "dreambooth", "textual_inversion", "pivotal"):
-        cfg = as_config(compose_config(["+experiment=compare", "model=tiny", f"variant={variant}", "trainer.max_steps=7"]))
+        cfg = as_config(
+            compose_config(["+experiment=compare", "model=tiny", f"variant={variant}", "trainer.max_steps=7"])
+        )
         phases = phase_configs(cfg)
         kinds[variant] = [(p.phase.name, p.adapter.kind, tuple(p.adapter.unet_targets)) for p in phases]
         assert all(p.trainer.max_steps == 7 and p.seed == cfg.seed and p.prior.enabled for p in phases)
@@ -28,25 +30,57 @@ def test_variants_compose_with_one_budget():
     assert kinds["lora_attn_ff"] == [("main", AdapterKind.lora, ("attn1", "attn2", "ff"))]
     assert kinds["textual_inversion"] == [("main", AdapterKind.embedding, ())]
     assert kinds["pivotal"] == [("main", AdapterKind.lora, ("attn1", "attn2"))]
-    assert kinds["dreambooth"] == [("dreambooth", AdapterKind.full, ()),
-                                   ("dreambooth_lora", AdapterKind.lora, ("attn1", "attn2"))]
+    assert kinds["dreambooth"] == [
+        ("dreambooth", AdapterKind.full, ()),
+        ("dreambooth_lora", AdapterKind.lora, ("attn1", "attn2")),
+    ]
 
 
 @pytest.mark.slow
 def test_compare_multirun_writes_the_report(tiny_cache, tmp_path):
-    cmd = [sys.executable, "train.py", "+experiment=compare", "model=tiny", f"model.cache_dir={tiny_cache}",
-           "trainer.max_steps=2", "trainer.enable_progress_bar=false", "logger=none", "prior.num_class_images=2",
-           "prior.generation_steps=2", f"data.class_dir={tmp_path / 'class'}", "eval.num_prompts=2", "eval.steps=2",
-           "eval.class_images=2", "eval.drift_prompts=2", "eval.timing_images=1", f"hydra.sweep.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "+experiment=compare",
+        "model=tiny",
+        f"model.cache_dir={tiny_cache}",
+        "trainer.max_steps=2",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "prior.num_class_images=2",
+        "prior.generation_steps=2",
+        f"data.class_dir={tmp_path / 'class'}",
+        "eval.num_prompts=2",
+        "eval.steps=2",
+        "eval.class_images=2",
+        "eval.drift_prompts=2",
+        "eval.timing_images=1",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = tmp_path / "report"
     rows = {r["label"]: r for r in csv.DictReader(open(report / "report.csv"))}
-    assert list(rows) == ["real images", "base", "lora_attn", "lora_attn_ff", "dreambooth", "dreambooth_lora",
-                          "textual_inversion", "pivotal"]
-    assert [rows[k]["kind"] for k in list(rows)[1:]] == ["base", "lora", "lora", "full", "full+lora", "embedding",
-                                                         "pivotal"]
+    assert list(rows) == [
+        "real images",
+        "base",
+        "lora_attn",
+        "lora_attn_ff",
+        "dreambooth",
+        "dreambooth_lora",
+        "textual_inversion",
+        "pivotal",
+    ]
+    assert [rows[k]["kind"] for k in list(rows)[1:]] == [
+        "base",
+        "lora",
+        "lora",
+        "full",
+        "full+lora",
+        "embedding",
+        "pivotal",
+    ]
     assert [int(rows[k]["steps"]) for k in list(rows)[2:]] == [2, 2, 2, 4, 2, 2]
     assert 0 < int(rows["textual_inversion"]["trainable_params"]) < int(rows["lora_attn"]["trainable_params"])
     assert float(rows["textual_inversion"]["adapter_mb"]) < float(rows["lora_attn"]["adapter_mb"])
@@ -66,11 +100,26 @@ def test_compare_multirun_writes_the_report(tiny_cache, tmp_path):
 def test_compare_multirun_with_a_lycoris_variant(tiny_cache, tmp_path):
     """The compare experiment takes any adapter kind as a variant: LoRA beside LoKr (a LyCORIS kind, injected with
     peft by the generator, fused with diffusers' fuse_lora) on the tiny model, end to end to the report."""
-    cmd = [sys.executable, "train.py", "+experiment=compare", "model=tiny", f"model.cache_dir={tiny_cache}",
-           "variant=lora_attn,lokr", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
-           "logger=none", "prior.num_class_images=2", "prior.generation_steps=2", f"data.class_dir={tmp_path / 'class'}",
-           "eval.num_prompts=2", "eval.steps=2", "eval.class_images=2", "eval.drift_prompts=2", "eval.timing_images=1",
-           f"hydra.sweep.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "+experiment=compare",
+        "model=tiny",
+        f"model.cache_dir={tiny_cache}",
+        "variant=lora_attn,lokr",
+        "trainer.max_steps=2",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "prior.num_class_images=2",
+        "prior.generation_steps=2",
+        f"data.class_dir={tmp_path / 'class'}",
+        "eval.num_prompts=2",
+        "eval.steps=2",
+        "eval.class_images=2",
+        "eval.drift_prompts=2",
+        "eval.timing_images=1",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -34,8 +34,15 @@ def test_untrained_adapter_drifts_exactly_zero(tiny_pipe_factory):
 
 
 def drift_after_training(fast_config, base, lr: str) -> float:
-    parts = prepare(fast_config(f"optim.lr={lr}", f"optim.text_encoder_lr={lr}", "logger=none",
-                                "callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false"))
+    parts = prepare(
+        fast_config(
+            f"optim.lr={lr}",
+            f"optim.text_encoder_lr={lr}",
+            "logger=none",
+            "callbacks.validation_seeds=[]",
+            "callbacks.fixed_noise_loss=false",
+        )
+    )
     fit(parts)
     return metrics.language_drift(predictions(parts.pipe), base)
 
@@ -53,10 +60,22 @@ def test_instance_fidelity_is_the_fixed_noise_loss(fast_config, tiny_pipe_factor
     summary = fit(parts)
     pipe, cfg = parts.pipe, parts.cfg
     instances = instance_examples(cfg.data)
-    value = metrics.instance_fidelity(pipe, DDPMScheduler.from_config(pipe.scheduler.config), instances,
-                                      pipe.tokenizer, cfg.data.resolution, seed=cfg.seed)
+    value = metrics.instance_fidelity(
+        pipe,
+        DDPMScheduler.from_config(pipe.scheduler.config),
+        instances,
+        pipe.tokenizer,
+        cfg.data.resolution,
+        seed=cfg.seed,
+    )
     assert value == pytest.approx(summary["final_metrics"]["val/fixed_noise_loss"], rel=1e-4)
     base = tiny_pipe_factory()
-    before = metrics.instance_fidelity(base, DDPMScheduler.from_config(base.scheduler.config), instances,
-                                       base.tokenizer, cfg.data.resolution, seed=cfg.seed)
+    before = metrics.instance_fidelity(
+        base,
+        DDPMScheduler.from_config(base.scheduler.config),
+        instances,
+        base.tokenizer,
+        cfg.data.resolution,
+        seed=cfg.seed,
+    )
     assert before == pytest.approx(summary["final_metrics"]["val/fixed_noise_loss_start"], rel=1e-4)

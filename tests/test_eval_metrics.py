@@ -72,7 +72,9 @@ def test_drift_metric():
 
 
 def test_auto_picks_tiny_offline_models_only_for_offline_bases(tmp_path):
-    assert resolve_feature_model("auto", "clip", "stable-diffusion-v1-5/stable-diffusion-v1-5") == DEFAULT_MODELS["clip"]
+    assert (
+        resolve_feature_model("auto", "clip", "stable-diffusion-v1-5/stable-diffusion-v1-5") == DEFAULT_MODELS["clip"]
+    )
     assert resolve_feature_model("auto", "dino", "/models/rv51") == "facebook/dino-vits16"
     assert resolve_feature_model("some/clip", "clip", "tiny") == "some/clip"
     assert resolve_feature_model("auto", "dino", "tiny", str(tmp_path)).startswith(str(tmp_path))
@@ -88,7 +90,9 @@ def test_prompt_sets_follow_the_paper():
     assert sum("wearing" in p or "outfit" in p for p in LIVE) == 10  # accessorisation
     picked = spread(LIVE, 6)
     assert picked[0] == LIVE[0] and picked[-1] == LIVE[-1] and len(set(picked)) == 6
-    assert any("wearing" in p or "outfit" in p for p in picked) and any(p.startswith("a red") or "cube" in p for p in picked)
+    assert any("wearing" in p or "outfit" in p for p in picked) and any(
+        p.startswith("a red") or "cube" in p for p in picked
+    )
     assert fill(LIVE[0], "sks", "dog") == "a sks dog in the jungle"
     assert without_identifier("a sks dog in the jungle", "sks") == "a dog in the jungle"
 

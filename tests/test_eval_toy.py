@@ -25,13 +25,28 @@ def predictions(pipe, scheduler):
 
 
 def drift_after(tmp_path, reference, scheduler, prior: bool, seed: int) -> float:
-    cfg = compose_config([
-        "model=toy", "data=toy_subject", "adapter=lora_attn", "prior=default", f"prior.enabled={str(prior).lower()}",
-        "prior.num_class_images=8", "prior.generation_steps=20", "trainer=cpu", f"trainer.max_steps={STEPS}",
-        "optim.lr=2e-3", f"output_dir={tmp_path / str(prior)}", f"data.class_dir={tmp_path / 'class'}", "logger=none",
-        "trainer.enable_progress_bar=false", "callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false",
-        "callbacks.checkpoint_every_n_steps=0", f"seed={seed}",
-    ])
+    cfg = compose_config(
+        [
+            "model=toy",
+            "data=toy_subject",
+            "adapter=lora_attn",
+            "prior=default",
+            f"prior.enabled={str(prior).lower()}",
+            "prior.num_class_images=8",
+            "prior.generation_steps=20",
+            "trainer=cpu",
+            f"trainer.max_steps={STEPS}",
+            "optim.lr=2e-3",
+            f"output_dir={tmp_path / str(prior)}",
+            f"data.class_dir={tmp_path / 'class'}",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            "callbacks.validation_seeds=[]",
+            "callbacks.fixed_noise_loss=false",
+            "callbacks.checkpoint_every_n_steps=0",
+            f"seed={seed}",
+        ]
+    )
     parts = prepare(cfg)
     fit(parts)
     assert parts.trainer.global_step == STEPS

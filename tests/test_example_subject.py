@@ -15,11 +15,13 @@ COMMITTED = REPO / "datasets" / "example_subject"
 
 FACE_STEMS = [f"face/face_{i:02d}" for i in range(8)]
 BODY_STEMS = [f"body/body_{i:02d}" for i in range(8)]
-EXPECTED_SIZES = {**{s: (128, 128) for s in FACE_STEMS},
-                  **{s: (128, 128) for s in BODY_STEMS[:6]},
-                  BODY_STEMS[6]: (128, 160), BODY_STEMS[7]: (160, 128)}
-EXPECTED_FILES = sorted([f"{s}.png" for s in EXPECTED_SIZES]
-                        + [f"{s}.txt" for s in EXPECTED_SIZES] + ["README.md"])
+EXPECTED_SIZES = {
+    **{s: (128, 128) for s in FACE_STEMS},
+    **{s: (128, 128) for s in BODY_STEMS[:6]},
+    BODY_STEMS[6]: (128, 160),
+    BODY_STEMS[7]: (160, 128),
+}
+EXPECTED_FILES = sorted([f"{s}.png" for s in EXPECTED_SIZES] + [f"{s}.txt" for s in EXPECTED_SIZES] + ["README.md"])
 
 
 def _load_module():
@@ -56,8 +58,8 @@ def _png_chunks(path: Path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     types, i = [], 8
     while i < len(data):
-        n = int.from_bytes(data[i:i + 4], "big")
-        t = data[i + 4:i + 8].decode("ascii")
+        n = int.from_bytes(data[i : i + 4], "big")
+        t = data[i + 4 : i + 8].decode("ascii")
         if not types or types[-1] != t:
             types.append(t)
         i += 12 + n
@@ -113,8 +115,9 @@ def test_cli(tmp_path):
     import subprocess
 
     out = tmp_path / "cli"
-    res = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--seed", "7"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--seed", "7"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     assert _listing(out) == EXPECTED_FILES
 
@@ -122,8 +125,7 @@ def test_cli(tmp_path):
 def test_committed_copy_matches_fresh_generation(generated):
     assert COMMITTED.is_dir(), "run: python datasets/make_example_subject.py"
     assert _listing(COMMITTED) == _listing(generated)
-    stale = [rel for rel in _listing(generated)
-             if (COMMITTED / rel).read_bytes() != (generated / rel).read_bytes()]
+    stale = [rel for rel in _listing(generated) if (COMMITTED / rel).read_bytes() != (generated / rel).read_bytes()]
     assert not stale, (
-        f"datasets/example_subject/ is out of date ({stale}); "
-        "regenerate with: python datasets/make_example_subject.py")
+        f"datasets/example_subject/ is out of date ({stale}); regenerate with: python datasets/make_example_subject.py"
+    )

@@ -25,8 +25,6 @@ from sdft.train import run
 EXACT = 1e-4  # fp32 merge + single-file round trip: measured ~3e-6
 
 
-
-
 def from_single_file(path: Path, config: Path) -> StableDiffusionPipeline:
     return StableDiffusionPipeline.from_single_file(str(path), config=str(config), local_files_only=True)
 
@@ -36,8 +34,9 @@ def from_folder(path: Path) -> StableDiffusionPipeline:
 
 
 def lora_file(pipe, path: Path, seed: int, unet_targets: list[str], text_encoder: bool, kohya: bool) -> Path:
-    cfg = AdapterConfig(rank=4, alpha=2.0, unet_targets=unet_targets, text_encoder_targets=["attn"],
-                        train_text_encoder=text_encoder)
+    cfg = AdapterConfig(
+        rank=4, alpha=2.0, unet_targets=unet_targets, text_encoder_targets=["attn"], train_text_encoder=text_encoder
+    )
     setup_trainable(pipe.unet, pipe.text_encoder, cfg)
     randomise_lora([pipe.unet, pipe.text_encoder], seed, 0.2)
     if kohya:
@@ -46,8 +45,9 @@ def lora_file(pipe, path: Path, seed: int, unet_targets: list[str], text_encoder
 
 
 def test_two_weighted_loras_to_single_file_and_folder(tiny_dir, tiny_pipe_factory, tmp_path):
-    first = lora_file(tiny_pipe_factory(), tmp_path / "a.safetensors", 1, ["attn1", "attn2", "ff", "proj"], True,
-                      kohya=True)
+    first = lora_file(
+        tiny_pipe_factory(), tmp_path / "a.safetensors", 1, ["attn1", "attn2", "ff", "proj"], True, kohya=True
+    )
     second = lora_file(tiny_pipe_factory(), tmp_path / "b.safetensors", 2, ["attn1", "attn2"], False, kohya=False)
     reference = tiny_pipe_factory()  # both LoRAs active with their weights, not fused
     reference.load_lora_weights(str(first), adapter_name="a")
@@ -57,8 +57,23 @@ def test_two_weighted_loras_to_single_file_and_folder(tiny_dir, tiny_pipe_factor
     assert max_diff(want, render(tiny_pipe_factory())) > 1e-2
 
     single, folder = tmp_path / "merged.safetensors", tmp_path / "merged"
-    code = cli(["export", "--base", "tiny", "--lora", f"{first}:0.7", "--lora", f"{second}:-0.4",
-                "--single-file", str(single), "--diffusers", str(folder), "--dtype", "fp32"])
+    code = cli(
+        [
+            "export",
+            "--base",
+            "tiny",
+            "--lora",
+            f"{first}:0.7",
+            "--lora",
+            f"{second}:-0.4",
+            "--single-file",
+            str(single),
+            "--diffusers",
+            str(folder),
+            "--dtype",
+            "fp32",
+        ]
+    )
     assert code == 0
     assert max_diff(render(from_single_file(single, tiny_dir)), want) <= EXACT
     assert max_diff(render(from_folder(folder)), want) <= EXACT

@@ -19,14 +19,19 @@ def adapter(kind: str, fmt: str, tiny_pipe_factory, tmp_path):
     pipe = tiny_pipe_factory()
     targets = ["attn1", "attn2", "ff"] + (["conv"] if kind in ("loha", "lokr") else [])
     extra = {"oft_block_size": 8} if kind == "oft" else {"conv_rank": 2, "conv_alpha": 3.0}
-    setup_trainable(pipe.unet, pipe.text_encoder, AdapterConfig(kind=AdapterKind(kind), rank=4, alpha=2.0,
-                                                                unet_targets=targets, **extra))
+    setup_trainable(
+        pipe.unet,
+        pipe.text_encoder,
+        AdapterConfig(kind=AdapterKind(kind), rank=4, alpha=2.0, unet_targets=targets, **extra),
+    )
     randomise(pipe.unet, 0)
     randomise(pipe.text_encoder, 1)
     if fmt == "sdft":
         path = save_lora(pipe.unet, pipe.text_encoder, tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors")
     else:
-        path = save_kohya_lora(pipe.unet, pipe.text_encoder, tmp_path / f"{kind}.safetensors", kohya_metadata(base_model="tiny"))
+        path = save_kohya_lora(
+            pipe.unet, pipe.text_encoder, tmp_path / f"{kind}.safetensors", kohya_metadata(base_model="tiny")
+        )
     return render(pipe), path
 
 

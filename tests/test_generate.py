@@ -21,7 +21,13 @@ from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH
 from sdft.config import AdapterConfig, ModelConfig
 from sdft.errors import ConfigError
 from sdft.generate import (
-    SCHEDULERS, GenerationParams, Generator, LoraSpec, create_infotext, lora_short_hash, run_generation,
+    SCHEDULERS,
+    GenerationParams,
+    Generator,
+    LoraSpec,
+    create_infotext,
+    lora_short_hash,
+    run_generation,
 )
 
 FAST = dict(prompt="photo of sks dog", steps=2, width=64, height=64, seed=1234)
@@ -62,9 +68,30 @@ def read_parameters(path) -> str:
 
 def test_txt2img_cli_writes_n_files_with_a1111_parameters(tiny_cache, tmp_path):
     out = tmp_path / "out"
-    code = main(["--prompt", "photo of sks dog", "--negative-prompt", "blurry, bad", "--steps", "2",
-                 "--seed", "42", "--batch-size", "2", "--batch-count", "2", "--scheduler", "euler_a",
-                 "--guidance", "7.5", "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "--prompt",
+            "photo of sks dog",
+            "--negative-prompt",
+            "blurry, bad",
+            "--steps",
+            "2",
+            "--seed",
+            "42",
+            "--batch-size",
+            "2",
+            "--batch-count",
+            "2",
+            "--scheduler",
+            "euler_a",
+            "--guidance",
+            "7.5",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == ["00000-42.png", "00001-43.png", "00002-44.png", "00003-45.png"]
@@ -76,9 +103,19 @@ def test_txt2img_cli_writes_n_files_with_a1111_parameters(tiny_cache, tmp_path):
 
 
 def test_infotext_follows_a1111():
-    text = create_infotext(prompt="a, b", negative_prompt="", steps=20, sampler="DPM++ 2M Karras", cfg_scale=7,
-                           seed=1, width=512, height=768, model="my:model", denoising_strength=0.6,
-                           loras=[("face", 0.8, "0123456789ab"), ("sty,le", 1.0, "ba9876543210")])
+    text = create_infotext(
+        prompt="a, b",
+        negative_prompt="",
+        steps=20,
+        sampler="DPM++ 2M Karras",
+        cfg_scale=7,
+        seed=1,
+        width=512,
+        height=768,
+        model="my:model",
+        denoising_strength=0.6,
+        loras=[("face", 0.8, "0123456789ab"), ("sty,le", 1.0, "ba9876543210")],
+    )
     assert text == (
         "a, b <lora:face:0.8> <lora:style:1.0>\n"
         "Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7.0, Seed: 1, Size: 512x768, Model: mymodel, "
@@ -158,11 +195,20 @@ def test_every_scheduler_constructs_and_runs(gen, name):
 
 
 def test_sweep_writes_one_grid_of_the_right_size(gen, loras, tmp_path):
-    result = run_generation(gen, params(batch_size=2, loras=[LoraSpec(loras["b"], 1.0)]), tmp_path,
-                            guidance=[3.0, 7.5], lora_weights=[0.0, 1.0])
+    result = run_generation(
+        gen,
+        params(batch_size=2, loras=[LoraSpec(loras["b"], 1.0)]),
+        tmp_path,
+        guidance=[3.0, 7.5],
+        lora_weights=[0.0, 1.0],
+    )
     assert len(result.files) == 8 and result.seeds == [1234, 1235]
-    assert result.rows == ["CFG 3.0, style_b: 0.0", "CFG 3.0, style_b: 1.0", "CFG 7.5, style_b: 0.0",
-                           "CFG 7.5, style_b: 1.0"]
+    assert result.rows == [
+        "CFG 3.0, style_b: 0.0",
+        "CFG 3.0, style_b: 1.0",
+        "CFG 7.5, style_b: 0.0",
+        "CFG 7.5, style_b: 1.0",
+    ]
     with Image.open(result.grid) as grid:
         assert grid.size == (LABEL_WIDTH + 2 * 128, HEADER_HEIGHT + 4 * 128)
         assert "Seed: 1234" in grid.text["parameters"]
@@ -173,8 +219,9 @@ def test_sweep_writes_one_grid_of_the_right_size(gen, loras, tmp_path):
 def test_a_lora_that_does_not_fit_fails_naming_its_keys(gen, tmp_path):
     bad = tmp_path / "sdxl.safetensors"
     key = "lora_te1_text_model_encoder_layers_0_self_attn_q_proj"
-    safetensors.torch.save_file({f"{key}.lora_down.weight": torch.zeros(4, 768),
-                                 f"{key}.lora_up.weight": torch.zeros(768, 4)}, str(bad))
+    safetensors.torch.save_file(
+        {f"{key}.lora_down.weight": torch.zeros(4, 768), f"{key}.lora_up.weight": torch.zeros(768, 4)}, str(bad)
+    )
     before = gen.pipe.get_list_adapters()
     with pytest.raises(LoraFormatError, match=key):
         gen.render(params(loras=[str(bad)]))

@@ -39,8 +39,10 @@ def imported(tree: ast.AST, name: str, is_package: bool, modules: set[str]) -> s
 def import_graph() -> dict[str, set[str]]:
     files = {module_name(p): p for p in (ROOT / "sdft").rglob("*.py")}
     modules = set(files)
-    return {name: imported(ast.parse(p.read_text(encoding="utf-8")), name, p.name == "__init__.py", modules)
-            for name, p in files.items()}
+    return {
+        name: imported(ast.parse(p.read_text(encoding="utf-8")), name, p.name == "__init__.py", modules)
+        for name, p in files.items()
+    }
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -76,8 +78,11 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_circle_finder_sees_a_circle_through_a_function_level_import():
-    code = {"sdft.a": "import sdft.b\n", "sdft.b": "def f():\n    from sdft import a\n",
-            "sdft.c": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import sdft.a\n"}
+    code = {
+        "sdft.a": "import sdft.b\n",
+        "sdft.b": "def f():\n    from sdft import a\n",
+        "sdft.c": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import sdft.a\n",
+    }
     graph = {n: imported(ast.parse(src), n, False, set(code) | {"sdft"}) for n, src in code.items()}
     assert graph == {"sdft.a": {"sdft.b"}, "sdft.b": {"sdft.a"}, "sdft.c": set()}
     assert circles(graph) == [["sdft.a", "sdft.b"]]

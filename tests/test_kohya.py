@@ -41,7 +41,6 @@ RANK, ALPHA = 4, 2.0  # alpha != rank: a file that drops alpha is caught
 FP16_TOL = 1e-3  # fp16 LoRA weights: measured <= 3e-5 on the tiny model
 
 
-
 @functools.cache
 def base_image() -> np.ndarray:
     return render(fresh_pipe())
@@ -58,7 +57,10 @@ def lora_pipe(preset: str = "lora_all", text_encoder: bool = True):
     pipe = fresh_pipe()
     unet_targets, te_targets = PRESETS[preset]
     cfg = AdapterConfig(
-        rank=RANK, alpha=ALPHA, unet_targets=unet_targets, text_encoder_targets=te_targets,
+        rank=RANK,
+        alpha=ALPHA,
+        unet_targets=unet_targets,
+        text_encoder_targets=te_targets,
         train_text_encoder=text_encoder,
     )
     setup_trainable(pipe.unet, pipe.text_encoder, cfg)
@@ -137,7 +139,10 @@ def test_metadata_strings_hashes_and_no_secrets(tmp_path: Path, monkeypatch: pyt
     run["model"].update(hf_token=cfg_secret, revision="${oc.env:HF_TOKEN}")  # a secret under an innocent name too
     run["logger"]["wandb_api_key"] = cfg_secret
     meta = metadata(
-        steps=30, epoch=2, resolution=64, training_comment="sks person",
+        steps=30,
+        epoch=2,
+        resolution=64,
+        training_comment="sks person",
         tag_frequencies={"instance": tag_frequency(["photo of sks person, smiling", "sks person"])},
         config=OmegaConf.create(run),
     )
@@ -149,9 +154,15 @@ def test_metadata_strings_hashes_and_no_secrets(tmp_path: Path, monkeypatch: pyt
         header = f.metadata()
     assert all(isinstance(v, str) for v in header.values())
     expected = {
-        "ss_network_module": "networks.lora", "ss_network_dim": "4", "ss_network_alpha": "2.0",
-        "ss_base_model_version": "sd_v1", "ss_sd_model_name": "tiny", "ss_steps": "30", "ss_epoch": "2",
-        "ss_resolution": "(64, 64)", "ss_training_comment": "sks person",
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": "4",
+        "ss_network_alpha": "2.0",
+        "ss_base_model_version": "sd_v1",
+        "ss_sd_model_name": "tiny",
+        "ss_steps": "30",
+        "ss_epoch": "2",
+        "ss_resolution": "(64, 64)",
+        "ss_training_comment": "sks person",
     }
     assert {k: header[k] for k in expected} == expected
     tags = {"photo of sks person": 1, "smiling": 1, "sks person": 1}

@@ -34,13 +34,12 @@ from sdft.models.text import text_states
 EXACT = 1e-5  # fp32 round trips: measured <= 3e-6 on the tiny model
 
 
-
-
 def seeded_lora(pipe, rank: int, alpha: float, decay: bool = False, seed: int = 0):
     """LoRA on attention, FF and proj layers (U-Net) and attention (text encoder), random weights that matter.
     decay: the rank components get weights 1, 0.4, 0.16, ... so a lower rank keeps most of the update."""
-    cfg = AdapterConfig(rank=rank, alpha=alpha, unet_targets=["attn1", "attn2", "ff", "proj"],
-                        text_encoder_targets=["attn"])
+    cfg = AdapterConfig(
+        rank=rank, alpha=alpha, unet_targets=["attn1", "attn2", "ff", "proj"], text_encoder_targets=["attn"]
+    )
     setup_trainable(pipe.unet, pipe.text_encoder, cfg)
     gen = torch.Generator().manual_seed(seed)
     scale = (0.4 ** torch.arange(rank, dtype=torch.float32)) if decay else torch.ones(rank)
@@ -61,8 +60,9 @@ def test_import_then_continue_training(tiny_pipe_factory, tmp_path):
     src = seeded_lora(tiny_pipe_factory(), rank=4, alpha=2.0)
     want = render(src)
     files = {
-        "kohya": save_kohya_lora(src.unet, src.text_encoder, tmp_path / "k.safetensors",
-                                 kohya_metadata(rank=4, alpha=2.0, base_model="tiny")),
+        "kohya": save_kohya_lora(
+            src.unet, src.text_encoder, tmp_path / "k.safetensors", kohya_metadata(rank=4, alpha=2.0, base_model="tiny")
+        ),
         "diffusers": save_lora(src.unet, src.text_encoder, tmp_path / "d.safetensors"),
     }
     for fmt, path in files.items():
@@ -72,15 +72,17 @@ def test_import_then_continue_training(tiny_pipe_factory, tmp_path):
         assert max_diff(render(pipe), want) <= EXACT, fmt
 
     # continue training the imported (kohya) LoRA: only LoRA parameters move
-    trainable = [n for n, p in [*pipe.unet.named_parameters(), *pipe.text_encoder.named_parameters()]
-                 if p.requires_grad]
+    trainable = [
+        n for n, p in [*pipe.unet.named_parameters(), *pipe.text_encoder.named_parameters()] if p.requires_grad
+    ]
     assert trainable and all(".lora_" in n for n in trainable)
     frozen = {n: p.detach().clone() for n, p in pipe.unet.named_parameters() if not p.requires_grad}
     before = {n: p.detach().clone() for n, p in pipe.unet.named_parameters() if p.requires_grad}
     params = [p for m in (pipe.unet, pipe.text_encoder) for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-2)
-    ids = pipe.tokenizer(["photo of sks person"], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         return_tensors="pt").input_ids
+    ids = pipe.tokenizer(
+        ["photo of sks person"], padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
     gen = torch.Generator().manual_seed(0)
     pipe.unet.train()
     for _ in range(3):
@@ -134,8 +136,14 @@ def test_import_keeps_per_module_ranks_and_alphas(tiny_pipe_factory, tmp_path):
 
 def test_import_refuses_a_lora_that_does_not_fit(tiny_pipe_factory, tmp_path):
     stem = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
-    save_file({f"{stem}.lora_down.weight": torch.zeros(4, 320), f"{stem}.lora_up.weight": torch.zeros(320, 4),
-               f"{stem}.alpha": torch.tensor(4.0)}, tmp_path / "sd15.safetensors")
+    save_file(
+        {
+            f"{stem}.lora_down.weight": torch.zeros(4, 320),
+            f"{stem}.lora_up.weight": torch.zeros(320, 4),
+            f"{stem}.alpha": torch.tensor(4.0),
+        },
+        tmp_path / "sd15.safetensors",
+    )
     pipe = tiny_pipe_factory()
     with pytest.raises(LoraFormatError, match=r"down \(4, 320\) / up \(320, 4\) do not fit"):
         load_lora_into(pipe.unet, pipe.text_encoder, tmp_path / "sd15.safetensors")
@@ -148,8 +156,12 @@ def test_import_refuses_a_lora_that_does_not_fit(tiny_pipe_factory, tmp_path):
 def test_resize_keeps_most_of_the_norm_and_exact_at_same_rank(tiny_pipe_factory, tmp_path, capsys):
     src = seeded_lora(tiny_pipe_factory(), rank=8, alpha=4.0, decay=True)
     want = render(src)
-    path = save_kohya_lora(src.unet, src.text_encoder, tmp_path / "r8.safetensors",
-                           kohya_metadata(rank=8, alpha=4.0, base_model="tiny", training_comment="test"))
+    path = save_kohya_lora(
+        src.unet,
+        src.text_encoder,
+        tmp_path / "r8.safetensors",
+        kohya_metadata(rank=8, alpha=4.0, base_model="tiny", training_comment="test"),
+    )
     # r -> r: a copy, exact
     same = resize_file(path, tmp_path / "r8b.safetensors", rank=8)
     assert same.overall == 1.0
@@ -165,8 +177,10 @@ def test_resize_keeps_most_of_the_norm_and_exact_at_same_rank(tiny_pipe_factory,
         meta = f.metadata()
     assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0"  # alpha / rank stays 0.5
     assert "resized from 8 to 4" in meta["ss_training_comment"] and meta["ss_training_comment"].startswith("test")
-    for stem in ("lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_ff_net_2",
-                 "lora_unet_down_blocks_0_attentions_0_proj_in"):  # best rank-4 approximation of the update
+    for stem in (
+        "lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_ff_net_2",
+        "lora_unet_down_blocks_0_attentions_0_proj_in",
+    ):  # best rank-4 approximation of the update
         full = a[f"{stem}.lora_up.weight"].flatten(1).double() @ a[f"{stem}.lora_down.weight"].flatten(1).double()
         u, s, vh = torch.linalg.svd(full, full_matrices=False)
         best = (u[:, :4] * s[:4]) @ vh[:4]
@@ -181,7 +195,10 @@ def test_resize_keeps_most_of_the_norm_and_exact_at_same_rank(tiny_pipe_factory,
     got = render(resized)
     assert max_diff(got, render(ours)) <= EXACT
     base = render(tiny_pipe_factory())
-    assert max_diff(got, want) < 0.15 * max_diff(base, want), (max_diff(got, want), max_diff(base, want))  # the rank-8 LoRA's effect
+    assert max_diff(got, want) < 0.15 * max_diff(base, want), (
+        max_diff(got, want),
+        max_diff(base, want),
+    )  # the rank-8 LoRA's effect
 
 
 def test_resize_dynamic_rank_loads_everywhere(tiny_pipe_factory, tmp_path):
@@ -237,8 +254,14 @@ def test_extract_from_a_fine_tune(tiny_pipe_factory, tmp_path, capsys):
     with safe_open(str(out), framework="pt") as f:
         meta = f.metadata()
     # dims are the tensors' (--rank 256 is capped by each layer's size): the most common rank, convs apart
-    ranks = [(k.endswith(("conv1.lora_down.weight", "conv2.lora_down.weight", "samplers_0_conv.lora_down.weight")),
-              v.shape[0]) for k, v in sd.items() if k.endswith("lora_down.weight")]
+    ranks = [
+        (
+            k.endswith(("conv1.lora_down.weight", "conv2.lora_down.weight", "samplers_0_conv.lora_down.weight")),
+            v.shape[0],
+        )
+        for k, v in sd.items()
+        if k.endswith("lora_down.weight")
+    ]
     common = lambda conv: str(Counter(r for c, r in ranks if c == conv).most_common(1)[0][0])  # noqa: E731
     assert meta["ss_network_dim"] == common(False) and meta["ss_base_model_version"] == "sd_v1"
     assert json.loads(meta["ss_network_args"])["conv_dim"] == common(True) and "sshs_model_hash" in meta

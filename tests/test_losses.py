@@ -14,21 +14,34 @@ from sdft.errors import ConfigError
 from sdft.losses import debiased_weights, elementwise_loss, huber_threshold, per_sample_loss
 from sdft.models.loading import make_noise_scheduler
 from sdft.module import DreamBoothModule
-from sdft.noise import (check_zero_terminal_snr, perturb, pyramid_noise, sample_noise, sample_timesteps,
-                        use_zero_terminal_snr)
+from sdft.noise import (
+    check_zero_terminal_snr,
+    perturb,
+    pyramid_noise,
+    sample_noise,
+    sample_timesteps,
+    use_zero_terminal_snr,
+)
 from sdft.train import run
 
 BATCH = {"pixel_values": torch.rand(2, 3, 64, 64) * 2 - 1, "input_ids": torch.zeros(2, 77, dtype=torch.long)}
 
 
 def scheduler(prediction_type="epsilon"):
-    return DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                         prediction_type=prediction_type)
+    return DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=prediction_type
+    )
 
 
 def module(pipe, **loss) -> DreamBoothModule:
-    return DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, DDPMScheduler.from_config(pipe.scheduler.config),
-                            OptimConfig(), LossConfig(**loss))
+    return DreamBoothModule(
+        pipe.unet,
+        pipe.text_encoder,
+        pipe.vae,
+        DDPMScheduler.from_config(pipe.scheduler.config),
+        OptimConfig(),
+        LossConfig(**loss),
+    )
 
 
 def old_step_loss(m: DreamBoothModule, batch: dict) -> torch.Tensor:
@@ -73,8 +86,11 @@ def test_loss_kind_changes_only_the_loss(kind, tiny_pipe_factory):
         assert torch.equal(base[key], other[key]), f"loss.kind={kind.value} changed the {key}"
     assert not torch.allclose(base["loss"], other["loss"])
     r = other["pred"] - other["target"]
-    expected = {LossKind.l1: r.abs(), LossKind.huber: 0.6 * (torch.sqrt(r**2 + 0.09) - 0.3),
-                LossKind.smooth_l1: 2 * (torch.sqrt(r**2 + 0.09) - 0.3)}[kind]
+    expected = {
+        LossKind.l1: r.abs(),
+        LossKind.huber: 0.6 * (torch.sqrt(r**2 + 0.09) - 0.3),
+        LossKind.smooth_l1: 2 * (torch.sqrt(r**2 + 0.09) - 0.3),
+    }[kind]
     assert torch.allclose(other["loss"], expected.mean(dim=(1, 2, 3)))
 
 
@@ -91,8 +107,9 @@ def test_huber_schedules():
     s, t = scheduler(), torch.tensor([0, 250, 500, 999])
     assert torch.equal(huber_threshold(t, s, 0.1, HuberSchedule.constant), torch.full((4,), 0.1))
     exp = huber_threshold(t, s, 0.1, HuberSchedule.exponential)
-    assert exp[0] == 1 and torch.isclose(huber_threshold(torch.tensor([1000]), s, 0.1, HuberSchedule.exponential),
-                                         torch.tensor(0.1))
+    assert exp[0] == 1 and torch.isclose(
+        huber_threshold(torch.tensor([1000]), s, 0.1, HuberSchedule.exponential), torch.tensor(0.1)
+    )
     snr = huber_threshold(t, s, 0.1, HuberSchedule.snr)
     assert (snr.diff() < 0).all() and snr[0] > 0.9 and 0.1 < snr[-1] < 0.15  # L2-like early, L1-like late
 
@@ -171,11 +188,21 @@ def test_zero_terminal_snr_scheduler(tiny_pipe_factory):
 
 
 def test_all_loss_options_train_together(fast_config):
-    summary = run(fast_config("loss.kind=huber", "loss.huber_schedule=snr", "loss.debiased_estimation=true",
-                              "loss.pyramid_noise_iterations=3", "loss.input_perturbation=0.1",
-                              "loss.timestep_sampling=logit_normal", "loss.min_timestep=100", "loss.max_timestep=900",
-                              "loss.zero_terminal_snr=true", "model.prediction_type=v_prediction",
-                              "callbacks.validation_seeds=[0]"))
+    summary = run(
+        fast_config(
+            "loss.kind=huber",
+            "loss.huber_schedule=snr",
+            "loss.debiased_estimation=true",
+            "loss.pyramid_noise_iterations=3",
+            "loss.input_perturbation=0.1",
+            "loss.timestep_sampling=logit_normal",
+            "loss.min_timestep=100",
+            "loss.max_timestep=900",
+            "loss.zero_terminal_snr=true",
+            "model.prediction_type=v_prediction",
+            "callbacks.validation_seeds=[0]",
+        )
+    )
     assert summary["steps"] == 3 and summary["grids"]
     assert all(v == v for v in summary["final_metrics"].values())  # finite, not NaN
 

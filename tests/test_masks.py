@@ -45,9 +45,18 @@ def masked_folder(tmp_path):
 
 
 def overrides(images, masks, *extra):
-    return [f"data.instance_dir={images}", f"data.mask_dir={masks}", "data.instance_prompt=photo of sks thing",
-            "loss.masked_loss=true", "data.enable_bucket=true", "data.bucket_reso_steps=16", "data.min_bucket_reso=32",
-            "data.random_flip=true", "callbacks.validation_seeds=[]", *extra]
+    return [
+        f"data.instance_dir={images}",
+        f"data.mask_dir={masks}",
+        "data.instance_prompt=photo of sks thing",
+        "loss.masked_loss=true",
+        "data.enable_bucket=true",
+        "data.bucket_reso_steps=16",
+        "data.min_bucket_reso=32",
+        "data.random_flip=true",
+        "callbacks.validation_seeds=[]",
+        *extra,
+    ]
 
 
 def red_square(pixels: torch.Tensor) -> torch.Tensor:

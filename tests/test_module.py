@@ -54,18 +54,35 @@ def test_noise_offset_changes_the_noise(tiny_pipe_factory):
 
 
 def test_options_together_train(fast_config, tmp_path):
-    summary = run(fast_config("optim=adamw8bit", "loss.min_snr_gamma=5", "loss.noise_offset=0.05",
-                              "model.prediction_type=v_prediction", "model.gradient_checkpointing=true",
-                              "optim.scheduler=cosine", "optim.warmup_steps=1", "callbacks.validation_seeds=[]"))
+    summary = run(
+        fast_config(
+            "optim=adamw8bit",
+            "loss.min_snr_gamma=5",
+            "loss.noise_offset=0.05",
+            "model.prediction_type=v_prediction",
+            "model.gradient_checkpointing=true",
+            "optim.scheduler=cosine",
+            "optim.warmup_steps=1",
+            "callbacks.validation_seeds=[]",
+        )
+    )
     assert summary["steps"] == 3 and all(v == v for v in summary["final_metrics"].values())  # finite, not NaN
 
 
 def test_checkpoints_keep_last_k(fast_config, tmp_path):
-    run(fast_config("trainer.max_steps=5", "callbacks.checkpoint_every_n_steps=1", "callbacks.keep_last_k=2",
-                    "callbacks.validation_seeds=[]"))
+    run(
+        fast_config(
+            "trainer.max_steps=5",
+            "callbacks.checkpoint_every_n_steps=1",
+            "callbacks.keep_last_k=2",
+            "callbacks.validation_seeds=[]",
+        )
+    )
     kept = sorted(p.name for p in (tmp_path / "out" / "main" / "checkpoints").iterdir())
     assert kept == ["step_000003", "step_000004"]
-    assert all((tmp_path / "out" / "main" / "checkpoints" / k / "pytorch_lora_weights.safetensors").is_file() for k in kept)
+    assert all(
+        (tmp_path / "out" / "main" / "checkpoints" / k / "pytorch_lora_weights.safetensors").is_file() for k in kept
+    )
     assert not list((tmp_path / "out" / "main").rglob(".tmp*"))
 
 
@@ -91,8 +108,17 @@ def test_wandb_offline_run_writes_its_folder(fast_config, tmp_path, monkeypatch)
     while b"train/loss" not in record_file.read_bytes() and time.monotonic() < deadline:
         time.sleep(0.2)  # wandb-core writes the file out after finish() returns
     records = record_file.read_bytes()
-    for key in [b"train/loss", b"train/instance_loss", b"val/fixed_noise_loss", b"train/grad_norm", b"lr-AdamW/unet",
-                b"perf/images_per_sec", b"perf/peak_memory_gb", b"instance_prompt", b"sdft-lora"]:
+    for key in [
+        b"train/loss",
+        b"train/instance_loss",
+        b"val/fixed_noise_loss",
+        b"train/grad_norm",
+        b"lr-AdamW/unet",
+        b"perf/images_per_sec",
+        b"perf/peak_memory_gb",
+        b"instance_prompt",
+        b"sdft-lora",
+    ]:
         assert key in records, f"{key} is not in the offline W&B run"
 
 

@@ -30,7 +30,11 @@ def nan_from_step(monkeypatch, step: int, explode: bool = False):
 def test_nan_with_a_sparse_check_is_a_clear_error(fast_config, monkeypatch):
     nan_from_step(monkeypatch, 1)
     with pytest.raises(SdftError, match="not finite"):
-        run(fast_config("loss.finite_check_every_n_steps=100", "trainer.max_steps=3", "callbacks.fixed_noise_loss=false"))
+        run(
+            fast_config(
+                "loss.finite_check_every_n_steps=100", "trainer.max_steps=3", "callbacks.fixed_noise_loss=false"
+            )
+        )
 
 
 def test_nan_message_does_not_call_exploded_weights_intact(fast_config, monkeypatch):

@@ -31,8 +31,9 @@ def comfy_oft(weight: torch.Tensor, blocks: torch.Tensor, strength: float = 1.0)
     q = blocks - blocks.transpose(1, 2)
     r = (eye + q) @ torch.linalg.inv(eye - q)
     _, *shape = weight.shape
-    diff = torch.einsum("k n m, k n ... -> k m ...", r * strength - strength * eye,
-                        weight.view(block_num, block_size, *shape)).reshape(weight.shape)
+    diff = torch.einsum(
+        "k n m, k n ... -> k m ...", r * strength - strength * eye, weight.view(block_num, block_size, *shape)
+    ).reshape(weight.shape)
     return weight + strength * diff
 
 
@@ -50,8 +51,16 @@ def check(model: nn.Module, text_encoder: bool, tensors: dict) -> int:
 
 def test_tiny_model_oft_file_merges_to_the_peft_weight(tiny_pipe_factory):
     pipe = tiny_pipe_factory()
-    setup_trainable(pipe.unet, pipe.text_encoder, oft_cfg(8, unet_targets=["attn1", "attn2", "ff", "proj"],
-                                                          text_encoder_targets=["attn", "mlp"], train_text_encoder=True))
+    setup_trainable(
+        pipe.unet,
+        pipe.text_encoder,
+        oft_cfg(
+            8,
+            unet_targets=["attn1", "attn2", "ff", "proj"],
+            text_encoder_targets=["attn", "mlp"],
+            train_text_encoder=True,
+        ),
+    )
     randomise(pipe.unet)
     randomise(pipe.text_encoder, 1)
     tensors = kohya_tensors(pipe.unet, pipe.text_encoder)
@@ -68,8 +77,10 @@ def test_peft_oft_merge_is_what_linear_layers_compute(tiny_pipe_factory):
     layers = {n: m for n, m in pipe.unet.named_modules() if isinstance(m, BaseTunerLayer)}
     torch.manual_seed(0)
     with torch.no_grad():
-        for name in ("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k",
-                     "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0"):
+        for name in (
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k",
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0",
+        ):
             layer = layers[name]
             base = layer.get_base_layer()
             x = torch.randn(2, 5, base.in_features)
@@ -84,14 +95,23 @@ def test_sd15_names_and_shapes():
     te = build_sd15_text_encoder(device="meta")
     te_names = [n for n in (s.removeprefix("text_model.") for s in SD15_TE) if n in dict(te.named_modules())] or SD15_TE
     te = _materialise(te, te_names)
-    setup_trainable(unet, te, oft_cfg(32, unet_targets=["attn1", "attn2", "ff", "proj"],
-                                      text_encoder_targets=["attn", "mlp"], train_text_encoder=True))
+    setup_trainable(
+        unet,
+        te,
+        oft_cfg(
+            32,
+            unet_targets=["attn1", "attn2", "ff", "proj"],
+            text_encoder_targets=["attn", "mlp"],
+            train_text_encoder=True,
+        ),
+    )
     randomise(unet)
     randomise(te, 1)
     tensors = kohya_tensors(unet, te)
     linear = [n for n in SD15_UNET if "conv" not in n]
     assert {k.partition(".")[0] for k in tensors} == (
-        {"lora_unet_" + n.replace(".", "_") for n in linear} | {"lora_te_" + n.replace(".", "_") for n in SD15_TE})
+        {"lora_unet_" + n.replace(".", "_") for n in linear} | {"lora_te_" + n.replace(".", "_") for n in SD15_TE}
+    )
     assert check(unet, False, tensors) == len(linear)
     assert check(te, True, tensors) == 2
 
@@ -107,8 +127,9 @@ def test_no_oft_blocks_file_can_merge_to_peft_oft():
     model.add_module("to_q", layer)
     from peft import OFTConfig, inject_adapter_in_model
 
-    inject_adapter_in_model(OFTConfig(r=0, oft_block_size=block, target_modules=["to_q"], use_cayley_neumann=False),
-                            model)
+    inject_adapter_in_model(
+        OFTConfig(r=0, oft_block_size=block, target_modules=["to_q"], use_cayley_neumann=False), model
+    )
     with torch.no_grad():
         model.to_q.oft_R["default"].weight.normal_(std=0.2)
     weight = model.to_q.get_base_layer().weight.detach().float()
@@ -117,7 +138,7 @@ def test_no_oft_blocks_file_can_merge_to_peft_oft():
     assert (m @ weight - target).abs().max() < 1e-4
     off_block = m.clone()
     for k in range(0, 32, block):
-        off_block[k:k + block, k:k + block] = 0
+        off_block[k : k + block, k : k + block] = 0
     assert off_block.abs().max() > 0.05  # not block-diagonal for the trained block size
     assert (m.T @ m - torch.eye(32)).abs().max() > 0.05  # not orthogonal: no single 32x32 Cayley block either
     skew = model.to_q.oft_R["default"]._pytorch_skew_symmetric(model.to_q.oft_R["default"].weight.detach(), block)
@@ -142,7 +163,9 @@ def test_oft_on_3x3_convs_is_refused(tiny_pipe_factory):
     assert (model.c(x) - merged).abs().max() > 0.1  # why sdft refuses it
     pipe = tiny_pipe_factory()
     with pytest.raises(ConfigError, match="3x3 conv"):
-        setup_trainable(pipe.unet, pipe.text_encoder, oft_cfg(8, unet_targets=["attn1", "conv"], train_text_encoder=False))
+        setup_trainable(
+            pipe.unet, pipe.text_encoder, oft_cfg(8, unet_targets=["attn1", "conv"], train_text_encoder=False)
+        )
 
 
 def test_oft_file_metadata_and_sdft_refuses_to_read_it(tmp_path, tiny_pipe_factory):
@@ -151,8 +174,11 @@ def test_oft_file_metadata_and_sdft_refuses_to_read_it(tmp_path, tiny_pipe_facto
     pipe = tiny_pipe_factory()
     setup_trainable(pipe.unet, pipe.text_encoder, oft_cfg(8, train_text_encoder=False))
     randomise(pipe.unet)
-    path = write_kohya_file(kohya_tensors(pipe.unet, None), tmp_path / "oft.safetensors",
-                            {"ss_network_dim": "4", "ss_network_alpha": "4.0", "ss_base_model_version": "sd_v1"})
+    path = write_kohya_file(
+        kohya_tensors(pipe.unet, None),
+        tmp_path / "oft.safetensors",
+        {"ss_network_dim": "4", "ss_network_alpha": "4.0", "ss_base_model_version": "sd_v1"},
+    )
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:

@@ -16,8 +16,15 @@ from sdft.train import prepare, run
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "optim").glob("*.yaml"))
 QUIET = ["callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false", "trainer.max_steps=2"]
-CLASSES = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "prodigy": "Prodigy", "adafactor": "Adafactor", "lion": "Lion",
-           "schedulefree_adamw": "AdamWScheduleFree", "came": "CAME"}
+CLASSES = {
+    "adamw": "AdamW",
+    "adamw8bit": "AdamW8bit",
+    "prodigy": "Prodigy",
+    "adafactor": "Adafactor",
+    "lion": "Lion",
+    "schedulefree_adamw": "AdamWScheduleFree",
+    "came": "CAME",
+}
 
 
 def lora_values(module) -> dict:
@@ -42,12 +49,18 @@ def test_schedulefree_steps_in_train_mode_and_rests_in_eval_mode(fast_config, mo
     import schedulefree
 
     calls = []
-    real_train, real_eval, real_step = (schedulefree.AdamWScheduleFree.train, schedulefree.AdamWScheduleFree.eval,
-                                        schedulefree.AdamWScheduleFree.step)
+    real_train, real_eval, real_step = (
+        schedulefree.AdamWScheduleFree.train,
+        schedulefree.AdamWScheduleFree.eval,
+        schedulefree.AdamWScheduleFree.step,
+    )
     monkeypatch.setattr(schedulefree.AdamWScheduleFree, "train", lambda self: (calls.append("train"), real_train(self)))
     monkeypatch.setattr(schedulefree.AdamWScheduleFree, "eval", lambda self: (calls.append("eval"), real_eval(self)))
-    monkeypatch.setattr(schedulefree.AdamWScheduleFree, "step",
-                        lambda self, closure=None: (calls.append("step"), real_step(self, closure))[1])
+    monkeypatch.setattr(
+        schedulefree.AdamWScheduleFree,
+        "step",
+        lambda self, closure=None: (calls.append("step"), real_step(self, closure))[1],
+    )
     parts = prepare(fast_config("optim=schedulefree_adamw", *QUIET, "trainer.max_steps=3"))
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     assert calls == ["train", "step", "eval"] * 3
@@ -63,8 +76,7 @@ def test_a_missing_optimizer_package_is_named_before_training(fast_config, monke
 
 
 def test_any_optimizer_class_by_target(fast_config):
-    parts = prepare(fast_config("+optim.optimizer={_target_: torch.optim.SGD, _partial_: true, momentum: 0.9}",
-                                *QUIET))
+    parts = prepare(fast_config("+optim.optimizer={_target_: torch.optim.SGD, _partial_: true, momentum: 0.9}", *QUIET))
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     opt = parts.trainer.optimizers[0]
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
@@ -93,19 +105,32 @@ def test_defaults_keep_the_two_groups(lora_module):
 
 def test_loraplus_puts_the_b_matrices_in_their_own_groups(lora_module):
     groups = groups_of(lora_module, loraplus_ratio=16.0)
-    assert {k: v["lr"] for k, v in groups.items()} == {"unet": 1.0, "unet_lora_B": 16.0, "text_encoder": 0.5,
-                                                       "text_encoder_lora_B": 8.0}
+    assert {k: v["lr"] for k, v in groups.items()} == {
+        "unet": 1.0,
+        "unet_lora_B": 16.0,
+        "text_encoder": 0.5,
+        "text_encoder_lora_B": 8.0,
+    }
     for name, group in groups.items():
         assert all((".lora_B." in n) == name.endswith("_lora_B") for n in group["names"])
 
 
 def test_per_block_lr_by_diffusers_block(lora_module):
-    groups = groups_of(lora_module, unet_block_lr=BlockLrConfig(down=[0.1, 0.2, 0.3, 0.4], mid=0.5,
-                                                                up=[1.0, 2.0, 3.0, 4.0]))
+    groups = groups_of(
+        lora_module, unet_block_lr=BlockLrConfig(down=[0.1, 0.2, 0.3, 0.4], mid=0.5, up=[1.0, 2.0, 3.0, 4.0])
+    )
     lrs = {k: v["lr"] for k, v in groups.items()}
     # the tiny U-Net has attention in down blocks 0-2, the mid block, up blocks 1-3 (LoRA targets attn1/attn2)
-    assert lrs == {"unet/down.0": 0.1, "unet/down.1": 0.2, "unet/down.2": 0.3, "unet/mid": 0.5, "unet/up.1": 2.0,
-                   "unet/up.2": 3.0, "unet/up.3": 4.0, "text_encoder": 0.5}
+    assert lrs == {
+        "unet/down.0": 0.1,
+        "unet/down.1": 0.2,
+        "unet/down.2": 0.3,
+        "unet/mid": 0.5,
+        "unet/up.1": 2.0,
+        "unet/up.2": 3.0,
+        "unet/up.3": 4.0,
+        "text_encoder": 0.5,
+    }
     assert all(n.startswith("unet.down_blocks.1.") for n in groups["unet/down.1"]["names"])
 
 
@@ -113,8 +138,12 @@ def test_per_block_lr_by_kohya_block(lora_module):
     unet = lora_module.unet
     cfg = BlockLrConfig(down=[float(i) for i in range(12)], mid=-1.0, up=[float(100 + i) for i in range(12)])
     # SD 1.x numbering: IN01/02 = down_blocks.0 layers, IN03 its downsampler, IN04/05 = down_blocks.1 layers, ...
-    assert block_multiplier("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.default.weight",
-                            unet, cfg) == 4.0
+    assert (
+        block_multiplier(
+            "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.default.weight", unet, cfg
+        )
+        == 4.0
+    )
     assert block_multiplier("unet.down_blocks.2.downsamplers.0.conv.weight", unet, cfg) == 9.0
     assert block_multiplier("unet.conv_in.weight", unet, cfg) == 0.0
     assert block_multiplier("unet.up_blocks.2.attentions.1.proj_in.weight", unet, cfg) == 107.0  # OUT07

@@ -50,7 +50,6 @@ def load_single(path: Path, model_dir: Path) -> StableDiffusionPipeline:
     return pipe
 
 
-
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, FP16_TOL)], ids=["fp32", "fp16"])
 def test_round_trip_through_from_single_file(model_dir: Path, tmp_path: Path, dtype: torch.dtype, tol: float) -> None:
     pipe = load_dir(model_dir)
@@ -93,14 +92,22 @@ def test_inverse_of_diffusers_converters(layers_per_block: int) -> None:
     """diffusers' original->diffusers converters undo our mapping exactly, for other block counts too."""
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, block_out_channels=(16, 32, 32), layers_per_block=layers_per_block, norm_num_groups=8,
+        sample_size=8,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=layers_per_block,
+        norm_num_groups=8,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        attention_head_dim=4, cross_attention_dim=16,
+        attention_head_dim=4,
+        cross_attention_dim=16,
     )
     vae = AutoencoderKL(
-        block_out_channels=(8, 16, 16), layers_per_block=layers_per_block, norm_num_groups=8, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=layers_per_block,
+        norm_num_groups=8,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
     )
     for model, to_original, back, prefix in (
         (unet, unet_to_original, convert_ldm_unet_checkpoint, "model.diffusion_model."),

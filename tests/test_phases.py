@@ -13,12 +13,18 @@ from sdft.phases import phase_configs
 from sdft.train import as_config, fit, prepare, run
 
 TWO_PHASES = [
-    "+experiment=dual_phase", "model=tiny", "trainer=cpu", "trainer.enable_progress_bar=false",
-    "phases.0.overrides.trainer.max_steps=3", "phases.1.overrides.trainer.max_steps=3",
-    "prior=none", "callbacks.validation_seeds=[]", "logger=none",
-    "phases.0.overrides.optim.lr=1e-2", "phases.1.overrides.optim.lr=1e-2",
+    "+experiment=dual_phase",
+    "model=tiny",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "phases.0.overrides.trainer.max_steps=3",
+    "phases.1.overrides.trainer.max_steps=3",
+    "prior=none",
+    "callbacks.validation_seeds=[]",
+    "logger=none",
+    "phases.0.overrides.optim.lr=1e-2",
+    "phases.1.overrides.optim.lr=1e-2",
 ]
-
 
 
 def train_phases(fast_config, *overrides):
@@ -33,8 +39,9 @@ def train_phases(fast_config, *overrides):
 
 
 def trainable_adapters(model) -> set[str]:
-    return {n.split(".lora_A.")[1].split(".")[0] for n, p in model.named_parameters() if ".lora_A." in n and p.requires_grad}
-
+    return {
+        n.split(".lora_A.")[1].split(".")[0] for n, p in model.named_parameters() if ".lora_A." in n and p.requires_grad
+    }
 
 
 def load_both(tiny_pipe_factory, summaries, weights=(1.0, 1.0)):
@@ -65,8 +72,11 @@ def test_merge_puts_phase_one_into_the_base(fast_config, tiny_pipe_factory):
     base_weights = {n: p.clone() for n, p in tiny_pipe_factory().unet.named_parameters()}
     pipe, summaries = train_phases(fast_config, "phases.1.start=merge")
     assert adapter_names(pipe.unet) == ["default"]
-    changed = [n for n, p in pipe.unet.named_parameters()
-               if ".base_layer." in n and not torch.equal(p, base_weights[n.replace(".base_layer", "")])]
+    changed = [
+        n
+        for n, p in pipe.unet.named_parameters()
+        if ".base_layer." in n and not torch.equal(p, base_weights[n.replace(".base_layer", "")])
+    ]
     assert changed and all(".attn" in n for n in changed)  # phase 1's attention delta is in the base now
     assert np.abs(render(load_both(tiny_pipe_factory, summaries)) - render(pipe)).max() <= 1e-4
 
@@ -87,11 +97,14 @@ def test_run_writes_each_phase_folder_and_a_combined_summary(fast_config, tmp_pa
         assert (tmp_path / "out" / phase / "summary.json").is_file()
 
 
-@pytest.mark.parametrize("override,message", [
-    ("phases.0.start=stack", "no previous adapter"),
-    ("+phases.1.overrides.model={path: x}", "not allowed"),
-    ("phases.1.name=face", "unique"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("phases.0.start=stack", "no previous adapter"),
+        ("+phases.1.overrides.model={path: x}", "not allowed"),
+        ("phases.1.name=face", "unique"),
+    ],
+)
 def test_bad_phase_configs_fail_before_training(fast_config, override, message):
     with pytest.raises(ConfigError, match=message):
         run(fast_config(*TWO_PHASES, override))

@@ -71,8 +71,12 @@ def test_base_prediction_prior_errors(fast_config):
         run(fast_config("prior=base_prediction", "data.class_prompt=null"))
 
 
-CAPTIONS = ["prior=base_prediction", CLASS, "prior.base_prediction_captions=true",
-            "data.instance_prompt=photo of sks character"]
+CAPTIONS = [
+    "prior=base_prediction",
+    CLASS,
+    "prior.base_prediction_captions=true",
+    "data.instance_prompt=photo of sks character",
+]
 
 
 def test_per_caption_prompts_swap_the_trigger_for_the_class_word(fast_config):
@@ -80,8 +84,9 @@ def test_per_caption_prompts_swap_the_trigger_for_the_class_word(fast_config):
     tok, swap = parts.pipe.tokenizer, parts.module.base_prior.swap
 
     def ids(*texts):
-        return tok(list(texts), padding="max_length", truncation=True, max_length=tok.model_max_length,
-                   return_tensors="pt").input_ids
+        return tok(
+            list(texts), padding="max_length", truncation=True, max_length=tok.model_max_length, return_tensors="pt"
+        ).input_ids
 
     got = swap(ids("photo of sks character, smiling", "sks, on a beach", "a photo"))
     assert torch.equal(got, ids("photo of character, smiling", "character, on a beach", "a photo"))

@@ -22,8 +22,15 @@ from sdft.train import run
 LORA = "pytorch_lora_weights.safetensors"
 # 3 instance images (an epoch is 3 batches: 12 steps cross 4 epochs), prior preservation, a grid at every step (so
 # sampling runs between steps: the batches' randomness must not depend on it), checkpoints every 4 steps
-RUN = ["trainer.max_steps=12", "callbacks.checkpoint_every_n_steps=4", "callbacks.keep_last_k=2",
-       "prior=default", "prior.num_class_images=2", "prior.generation_steps=2", "optim.lr=1e-2"]
+RUN = [
+    "trainer.max_steps=12",
+    "callbacks.checkpoint_every_n_steps=4",
+    "callbacks.keep_last_k=2",
+    "prior=default",
+    "prior.num_class_images=2",
+    "prior.generation_steps=2",
+    "optim.lr=1e-2",
+]
 SLOW_GRIDS = ["callbacks.validation_every_n_steps=1", "callbacks.validation_steps=2"]
 
 
@@ -38,20 +45,35 @@ def subject(tmp_path):
 
 def overrides(subject, out, *extra) -> list[str]:
     """The run's overrides beyond fast_config's (in-process runs) ..."""
-    return [f"output_dir={out}", f"data.instance_dir={subject}", "data.instance_prompt=photo of sks character",
-            "data.class_prompt=photo of a character", *RUN, *extra]
+    return [
+        f"output_dir={out}",
+        f"data.instance_dir={subject}",
+        "data.instance_prompt=photo of sks character",
+        "data.class_prompt=photo of a character",
+        *RUN,
+        *extra,
+    ]
 
 
 def command(tmp_path, tiny_cache, subject, out, *extra) -> list[str]:
     """... and the same run as train.py's command line (subprocess runs)."""
-    return FAST + [f"model.cache_dir={tiny_cache}", f"data.class_dir={tmp_path / 'class'}",
-                   *overrides(subject, out, *extra)]
+    return FAST + [
+        f"model.cache_dir={tiny_cache}",
+        f"data.class_dir={tmp_path / 'class'}",
+        *overrides(subject, out, *extra),
+    ]
 
 
 def start(args: list[str], tiny_cache) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDFT_CACHE_DIR": str(tiny_cache), "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(path, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -89,18 +111,28 @@ def test_sigkill_then_resume_ends_with_the_same_lora(fast_config, tiny_cache, su
     assert resumed["steps"] == 12
     diff = same_lora(out / "main" / "lora" / LORA, tmp_path / "straight" / "main" / "lora" / LORA)
     assert diff <= 1e-6, f"resumed LoRA differs from the uninterrupted one by {diff}"
-    moved = same_lora(out / "main" / "checkpoints" / "step_000004" / "sdft-step000004.safetensors",
-                      out / "main" / "lora" / "sdft.safetensors")
+    moved = same_lora(
+        out / "main" / "checkpoints" / "step_000004" / "sdft-step000004.safetensors",
+        out / "main" / "lora" / "sdft.safetensors",
+    )
     assert moved > 1e-4, "steps 5-12 changed nothing: the comparison above proves nothing"
     # retention: last 2 step checkpoints, each with its resumable state
     assert sorted(p.name for p in (out / "main" / "checkpoints").iterdir()) == ["step_000004", "step_000008"]
-    assert resumed["final_metrics"]["val/fixed_noise_loss_start"] == straight["final_metrics"]["val/fixed_noise_loss_start"]
+    assert (
+        resumed["final_metrics"]["val/fixed_noise_loss_start"]
+        == straight["final_metrics"]["val/fixed_noise_loss_start"]
+    )
 
 
 def cut_back(run_dir, step: int, phase: str = "main") -> None:
     """Leave `run_dir` as a SIGKILL right after the step-`step` checkpoint would: later checkpoints and results gone."""
-    for p in [run_dir / "summary.json", run_dir / phase / "summary.json", run_dir / phase / "final_state.ckpt",
-              run_dir / phase / "lora", *(run_dir / phase / "checkpoints").glob("step_*")]:
+    for p in [
+        run_dir / "summary.json",
+        run_dir / phase / "summary.json",
+        run_dir / phase / "final_state.ckpt",
+        run_dir / phase / "lora",
+        *(run_dir / phase / "checkpoints").glob("step_*"),
+    ]:
         if p.name.startswith("step_") and int(p.name[5:]) <= step:
             continue
         if p.exists():
@@ -139,10 +171,20 @@ def test_a_stop_signal_saves_a_checkpoint_at_the_current_step(signum, code, fast
     assert same_lora(out / "main" / "lora" / LORA, tmp_path / "straight" / "main" / "lora" / LORA) <= 1e-6
 
 
-TWO = ["+experiment=dual_phase", "model=tiny", "trainer=cpu", "trainer.enable_progress_bar=false", "logger=csv",
-       "prior=none", "callbacks.validation_seeds=[]", "phases.0.overrides.trainer.max_steps=3",
-       "phases.1.overrides.trainer.max_steps=6", "callbacks.checkpoint_every_n_steps=2",
-       "phases.0.overrides.optim.lr=1e-2", "phases.1.overrides.optim.lr=1e-2"]
+TWO = [
+    "+experiment=dual_phase",
+    "model=tiny",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+    "prior=none",
+    "callbacks.validation_seeds=[]",
+    "phases.0.overrides.trainer.max_steps=3",
+    "phases.1.overrides.trainer.max_steps=6",
+    "callbacks.checkpoint_every_n_steps=2",
+    "phases.0.overrides.optim.lr=1e-2",
+    "phases.1.overrides.optim.lr=1e-2",
+]
 
 
 def test_resume_in_the_middle_of_phase_two(fast_config, tmp_path):

@@ -39,8 +39,9 @@ def real_names() -> dict[str, set[str]]:
 
 def render(pipe) -> np.ndarray:
     generator = torch.Generator().manual_seed(0)
-    return pipe("photo of a dog", num_inference_steps=2, height=64, width=64, generator=generator,
-                output_type="np").images[0]
+    return pipe(
+        "photo of a dog", num_inference_steps=2, height=64, width=64, generator=generator, output_type="np"
+    ).images[0]
 
 
 def test_real_sdxl_names(real_names):
@@ -54,7 +55,10 @@ def test_tiny_sdxl_has_sdxl_shape_and_names(real_names):
     assert isinstance(pipe.text_encoder, CLIPTextModel)
     assert isinstance(pipe.text_encoder_2, CLIPTextModelWithProjection)
     assert pipe.unet.config.addition_embed_type == "text_time"
-    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
+    assert (
+        pipe.unet.config.cross_attention_dim
+        == pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
+    )
     parts = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
     for part, model in parts.items():
         names = {name for name, _ in model.named_modules() if name}
@@ -86,16 +90,25 @@ def test_sdxl_conditioning_matches_the_pipeline():
 
     pipe = build_sdxl_tiny_pipeline()
     prompts = ["photo of a dog", "a cat"]
-    ids = [tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-               return_tensors="pt").input_ids for tok in (pipe.tokenizer, pipe.tokenizer_2)]
+    ids = [
+        tok(
+            prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        for tok in (pipe.tokenizer, pipe.tokenizer_2)
+    ]
     with torch.no_grad():
         embeds, pooled = sdxl_text_embeddings(pipe.text_encoder, pipe.text_encoder_2, *ids)
         expected, _, expected_pooled, _ = pipe.encode_prompt(prompts, device="cpu", do_classifier_free_guidance=False)
     torch.testing.assert_close(embeds, expected)
     torch.testing.assert_close(pooled, expected_pooled)
     time_ids = sdxl_time_ids([(96, 80), (64, 64)], [(16, 0), (0, 0)], [(64, 64), (64, 64)])
-    first = pipe._get_add_time_ids((96, 80), (16, 0), (64, 64), torch.float32,
-                                   text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+    first = pipe._get_add_time_ids(
+        (96, 80),
+        (16, 0),
+        (64, 64),
+        torch.float32,
+        text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim,
+    )
     torch.testing.assert_close(time_ids[:1], first)
     assert time_ids[1].tolist() == [64, 64, 0, 0, 64, 64]
 

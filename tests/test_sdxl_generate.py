@@ -31,8 +31,10 @@ def sdxl_files(tmp_path_factory):
     setup_trainable(pipe.unet, pipe.text_encoder, AdapterConfig(kind=AdapterKind.lora, rank=2), pipe.text_encoder_2)
     for seed, model in enumerate(models):
         randomise(model, seed)
-    return (save_sdxl_lora(*models, out / "pytorch_lora_weights.safetensors"),
-            save_sdxl_kohya_lora(*models, out / "kohya.safetensors", {"ss_network_module": "networks.lora"}))
+    return (
+        save_sdxl_lora(*models, out / "pytorch_lora_weights.safetensors"),
+        save_sdxl_kohya_lora(*models, out / "kohya.safetensors", {"ss_network_module": "networks.lora"}),
+    )
 
 
 def reference(path=None) -> np.ndarray:
@@ -42,8 +44,15 @@ def reference(path=None) -> np.ndarray:
         pipe.load_lora_weights(str(path.parent), weight_name=path.name)
     pipe.scheduler = make_scheduler("euler", pipe.scheduler.config)  # as the Generator's params below
     pipe.set_progress_bar_config(disable=True)
-    return pipe(PROMPT, num_inference_steps=2, guidance_scale=3.0, height=64, width=64, output_type="np",
-                generator=torch.Generator("cpu").manual_seed(0)).images[0]
+    return pipe(
+        PROMPT,
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        height=64,
+        width=64,
+        output_type="np",
+        generator=torch.Generator("cpu").manual_seed(0),
+    ).images[0]
 
 
 def test_sdxl_loras_render_as_in_diffusers_and_img2img_works(sdxl_files, tmp_path):
@@ -66,8 +75,9 @@ def test_what_an_sdxl_base_cannot_load_is_refused(sdxl_files, tmp_path):
     gen = Generator("sdxl_tiny", cache_dir=str(tmp_path), device="cpu")
     kohya = load_file(str(sdxl_files[1]))
     sd1 = tmp_path / "sd1.safetensors"
-    save_file({k.replace("lora_te1_", "lora_te_"): v for k, v in kohya.items() if not k.startswith("lora_te2_")},
-              str(sd1))
+    save_file(
+        {k.replace("lora_te1_", "lora_te_"): v for k, v in kohya.items() if not k.startswith("lora_te2_")}, str(sd1)
+    )
     with pytest.raises(LoraFormatError, match="SD 1.x LoRA"):
         gen.load_lora(sd1)
     emb = tmp_path / "emb.safetensors"

@@ -34,12 +34,14 @@ def sdxl_config(fast_config, tmp_path):
 @torch.no_grad()
 def unet_output(pipe) -> torch.Tensor:
     """The U-Net's prediction for a fixed prompt, latents, timestep and time ids: conditioning on both towers."""
-    embeds, _, pooled, _ = pipe.encode_prompt(["photo of sks character"], device="cpu",
-                                              do_classifier_free_guidance=False)
+    embeds, _, pooled, _ = pipe.encode_prompt(
+        ["photo of sks character"], device="cpu", do_classifier_free_guidance=False
+    )
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     time_ids = torch.tensor([[96.0, 80.0, 16.0, 0.0, 64.0, 64.0]])
-    return pipe.unet(latents, torch.tensor([500]), embeds,
-                     added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+    return pipe.unet(
+        latents, torch.tensor([500]), embeds, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}
+    ).sample
 
 
 def fresh_pipe_with(path) -> StableDiffusionXLPipeline:
@@ -63,8 +65,11 @@ def test_two_step_sdxl_lora_run_writes_both_files_that_load_in_diffusers(sdxl_co
     with safe_open(str(kohya), framework="pt") as f:
         keys, meta = list(f.keys()), f.metadata()
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
-    for prefix in ("lora_unet_down_blocks_1_attentions_0_", "lora_te1_text_model_encoder_layers_",
-                   "lora_te2_text_model_encoder_layers_"):
+    for prefix in (
+        "lora_unet_down_blocks_1_attentions_0_",
+        "lora_te1_text_model_encoder_layers_",
+        "lora_te2_text_model_encoder_layers_",
+    ):
         assert any(k.startswith(prefix) for k in keys), prefix
     assert all(k.startswith(("lora_unet_", "lora_te1_text_model_", "lora_te2_text_model_")) for k in keys)
     with safe_open(str(kohya), framework="pt") as f:  # the second tower was trained (its LoRA B moved off zero)
@@ -79,8 +84,11 @@ def test_two_step_sdxl_lora_run_writes_both_files_that_load_in_diffusers(sdxl_co
 
 
 def test_full_unet_fine_tune_saves_an_sdxl_pipeline(sdxl_config):
-    summary = run(sdxl_config("adapter=full", "adapter.train_text_encoder=false", "trainer.max_steps=1",
-                              "callbacks.fixed_noise_loss=true"))
+    summary = run(
+        sdxl_config(
+            "adapter=full", "adapter.train_text_encoder=false", "trainer.max_steps=1", "callbacks.fixed_noise_loss=true"
+        )
+    )
     assert "val/fixed_noise_loss" in summary["final_metrics"]  # SDXL conditioning without per-sample sizes
     saved = StableDiffusionXLPipeline.from_pretrained(summary["output"], local_files_only=True)
     assert summary["parameters"]["unet"]["trainable"] == summary["parameters"]["unet"]["total"]
@@ -88,9 +96,18 @@ def test_full_unet_fine_tune_saves_an_sdxl_pipeline(sdxl_config):
 
 
 def test_dual_phase_stack_on_sdxl_adapts_both_towers_per_phase(sdxl_config, tmp_path):
-    summary = run(sdxl_config("+experiment=dual_phase", "model=sdxl_tiny", "trainer=cpu", "prior=none",
-                              "trainer.enable_progress_bar=false", "callbacks.validation_seeds=[]",
-                              "phases.0.overrides.trainer.max_steps=1", "phases.1.overrides.trainer.max_steps=1"))
+    summary = run(
+        sdxl_config(
+            "+experiment=dual_phase",
+            "model=sdxl_tiny",
+            "trainer=cpu",
+            "prior=none",
+            "trainer.enable_progress_bar=false",
+            "callbacks.validation_seeds=[]",
+            "phases.0.overrides.trainer.max_steps=1",
+            "phases.1.overrides.trainer.max_steps=1",
+        )
+    )
     assert [p["steps"] for p in summary["phases"]] == [1, 1]
     keys = {}
     for phase in ("face", "body"):
@@ -112,9 +129,14 @@ def test_sdxl_resume_ends_with_the_same_lora(sdxl_config, tmp_path):
         assert same_lora(out / "main" / "lora" / name, tmp_path / "straight" / "main" / "lora" / name) <= 1e-6
 
 
-@pytest.mark.parametrize("override, words", [("model.clip_skip=2", "model.clip_skip=2"),
-                                             ("data.cache_text_encoder_outputs=true", "cache_text_encoder_outputs"),
-                                             ("adapter=embedding", "textual inversion")])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.clip_skip=2", "model.clip_skip=2"),
+        ("data.cache_text_encoder_outputs=true", "cache_text_encoder_outputs"),
+        ("adapter=embedding", "textual inversion"),
+    ],
+)
 def test_what_sdxl_lacks_is_refused_before_training(sdxl_config, tmp_path, override, words):
     extra = ["adapter.embedding.placeholder='<sks>'"] if override == "adapter=embedding" else []
     with pytest.raises(UnsupportedModelError, match=words):
@@ -127,16 +149,34 @@ def test_time_ids_follow_each_sample_through_buckets_and_the_latent_cache(tmp_pa
         noise_image(tmp_path / "inst" / f"{k}.png", size=size, seed=k)
     pipe = build_sdxl_tiny_pipeline()
     pipe.text_encoder.requires_grad_(False)
-    module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), OptimConfig(),
-                              LossConfig(), 1.0, False, text_encoder_2=pipe.text_encoder_2,
-                              conditioning=SdxlConditioning())
+    module = DreamBoothModule(
+        pipe.unet,
+        pipe.text_encoder,
+        pipe.vae,
+        make_noise_scheduler(pipe),
+        OptimConfig(),
+        LossConfig(),
+        1.0,
+        False,
+        text_encoder_2=pipe.text_encoder_2,
+        conditioning=SdxlConditioning(),
+    )
     batches = {}
     for cached in (False, True):
-        cfg = DataConfig(instance_dir=str(tmp_path / "inst"), instance_prompt="photo of sks thing", resolution=64,
-                         batch_size=1, enable_bucket=True, min_bucket_reso=32, max_bucket_reso=128,
-                         bucket_reso_steps=32, cache_latents=cached)
-        dm = DreamBoothDataModule(cfg, PairTokenizer(pipe.tokenizer, pipe.tokenizer_2), scan_dataset(cfg).examples,
-                                  [], seed=0, time_ids=True)
+        cfg = DataConfig(
+            instance_dir=str(tmp_path / "inst"),
+            instance_prompt="photo of sks thing",
+            resolution=64,
+            batch_size=1,
+            enable_bucket=True,
+            min_bucket_reso=32,
+            max_bucket_reso=128,
+            bucket_reso_steps=32,
+            cache_latents=cached,
+        )
+        dm = DreamBoothDataModule(
+            cfg, PairTokenizer(pipe.tokenizer, pipe.tokenizer_2), scan_dataset(cfg).examples, [], seed=0, time_ids=True
+        )
         dm.build_caches(module)
         dm.setup("fit")
         batches[cached] = list(dm.train_dataloader())
@@ -169,10 +209,14 @@ def test_kohya_names_map_onto_the_real_sdxl_architecture():
     from test_adapter_merge_rules import _materialise, adapter_cfg, randomise
 
     names = {
-        "unet": ["down_blocks.1.attentions.0.transformer_blocks.1.attn1.to_q",
-                 "down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k",  # cross-attention 2048 -> 1280
-                 "mid_block.attentions.0.transformer_blocks.9.ff.net.2", "up_blocks.0.attentions.2.proj_out",
-                 "down_blocks.0.resnets.1.conv1", "up_blocks.1.upsamplers.0.conv"],
+        "unet": [
+            "down_blocks.1.attentions.0.transformer_blocks.1.attn1.to_q",
+            "down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k",  # cross-attention 2048 -> 1280
+            "mid_block.attentions.0.transformer_blocks.9.ff.net.2",
+            "up_blocks.0.attentions.2.proj_out",
+            "down_blocks.0.resnets.1.conv1",
+            "up_blocks.1.upsamplers.0.conv",
+        ],
         # CLIPTextModel: no `text_model.` in transformers 5 (all four projections: diffusers infers the format from them)
         "text_encoder": [f"encoder.layers.11.self_attn.{p}_proj" for p in ("q", "k", "v", "out")],
         "text_encoder_2": ["text_model.encoder.layers.31.mlp.fc2"],  # CLIPTextModelWithProjection keeps it
@@ -187,7 +231,8 @@ def test_kohya_names_map_onto_the_real_sdxl_architecture():
     assert {k.partition(".")[0] for k in tensors} == {
         *("lora_unet_" + n.replace(".", "_") for n in names["unet"]),
         *(f"lora_te1_text_model_encoder_layers_11_self_attn_{p}_proj" for p in ("q", "k", "v", "out")),
-        "lora_te2_text_model_encoder_layers_31_mlp_fc2"}
+        "lora_te2_text_model_encoder_layers_31_mlp_fc2",
+    }
     converted = sdxl_peft_state(tensors)  # diffusers' own kohya conversion, as load_lora_weights does it
     # diffusers drops `text_model.` for a CLIPTextModel without that level (transformers 5), as here
     converted["text_encoder"] = {k.removeprefix("text_model."): v for k, v in converted["text_encoder"].items()}
@@ -219,10 +264,14 @@ def test_sdxl_lora_files_are_checked_against_the_base_and_render_img2img(tmp_pat
     setup_trainable(pipe.unet, pipe.text_encoder, AdapterConfig(kind=AdapterKind.lora, rank=2), pipe.text_encoder_2)
     for seed, model in enumerate(models):
         randomise(model, seed)
-    adapted = {part: {n for n, m in model.named_modules() if hasattr(m, "lora_A")}
-               for part, model in zip(("unet", "text_encoder", "text_encoder_2"), models)}
-    files = [save_sdxl_lora(*models, tmp_path / LORA),
-             save_sdxl_kohya_lora(*models, tmp_path / "k.safetensors", {"ss_network_module": "networks.lora"})]
+    adapted = {
+        part: {n for n, m in model.named_modules() if hasattr(m, "lora_A")}
+        for part, model in zip(("unet", "text_encoder", "text_encoder_2"), models)
+    }
+    files = [
+        save_sdxl_lora(*models, tmp_path / LORA),
+        save_sdxl_kohya_lora(*models, tmp_path / "k.safetensors", {"ss_network_module": "networks.lora"}),
+    ]
     fresh = build_sdxl_tiny_pipeline()
     for path in files:
         assert check_sdxl_lora_fits(load_file(str(path)), fresh, str(path)) == adapted
@@ -234,7 +283,12 @@ def test_sdxl_lora_files_are_checked_against_the_base_and_render_img2img(tmp_pat
     with pytest.raises(LoraFormatError, match=r"does not fit this SDXL model: 1 problem"):
         check_sdxl_lora_fits(load_file(str(tmp_path / "bad.safetensors")), fresh)
     fresh.load_lora_weights(str(tmp_path), weight_name=LORA)
-    image = img2img_pipeline(fresh)("photo of a dog", image=Image.new("RGB", (64, 64), "gray"), strength=0.5,
-                                    num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-                                    output_type="np").images[0]
+    image = img2img_pipeline(fresh)(
+        "photo of a dog",
+        image=Image.new("RGB", (64, 64), "gray"),
+        strength=0.5,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()

@@ -70,16 +70,38 @@ def test_hydra_and_wandb_offline_run_writes_no_token(tiny_cache, tmp_path):
     from helpers.config import FAST  # noqa: PLC0415  (tests/ is on sys.path under pytest)
 
     run_dir = tmp_path / "hydra_run"
-    env = {**os.environ, **FAKE, "SDFT_CACHE_DIR": str(tiny_cache), "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    overrides = [*FAST, f"model.cache_dir={tiny_cache}", f"data.class_dir={tmp_path / 'class'}", "logger=wandb",
-                 f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run([sys.executable, "-c", HYDRA_APP, str(ROOT / "conf"), *overrides], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        **FAKE,
+        "SDFT_CACHE_DIR": str(tiny_cache),
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    overrides = [
+        *FAST,
+        f"model.cache_dir={tiny_cache}",
+        f"data.class_dir={tmp_path / 'class'}",
+        "logger=wandb",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", HYDRA_APP, str(ROOT / "conf"), *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
-    assert {".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "config.yaml",
-            "summary.json"} <= written, written
+    assert {
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        ".hydra/hydra.yaml",
+        "config.yaml",
+        "summary.json",
+    } <= written, written
     assert any(name.startswith("wandb/offline-run-") for name in written), written
     assert files_containing_secrets(run_dir) == []
     for value in FAKE.values():

@@ -82,8 +82,9 @@ def test_vae_override_from_folder_and_single_file(tiny_cache, tiny_dir, tiny_pip
 def test_clip_skip_text_states_match_diffusers(tiny_pipe_factory, monkeypatch):
     pipe = tiny_pipe_factory()
     encoder = pipe.text_encoder
-    ids = pipe.tokenizer(["photo of sks person"], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         return_tensors="pt").input_ids
+    ids = pipe.tokenizer(
+        ["photo of sks person"], padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         last = text_states(encoder, ids, 1)
         penultimate = text_states(encoder, ids, 2)
@@ -104,8 +105,9 @@ def test_clip_skip_text_states_match_diffusers(tiny_pipe_factory, monkeypatch):
     assert torch.allclose(embeds["prompt_embeds"], ref, atol=1e-6, rtol=0)
     # diffusers applies clip_skip to the prompt only; A1111 (and prompt_embeds) to the negative prompt as well
     with torch.no_grad():
-        empty = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                               return_tensors="pt").input_ids
+        empty = pipe.tokenizer(
+            [""], padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt"
+        ).input_ids
         assert torch.allclose(ref_neg, text_states(encoder, empty, 1), atol=1e-6, rtol=0)
         assert torch.allclose(embeds["negative_prompt_embeds"], text_states(encoder, empty, 2), atol=1e-6, rtol=0)
     for bad in (0, encoder.config.num_hidden_layers + 1):

@@ -44,13 +44,28 @@ runpy.run_path("train.py", run_name="__main__")
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_sigterm_at_any_start_stage_exits_143(stage, tiny_cache, tmp_path):
     out = tmp_path / "run"
-    args = FAST + [f"model.cache_dir={tiny_cache}", f"output_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}", f"data.class_dir={tmp_path / 'class'}",
-                   f"data.instance_dir={EXAMPLE_SUBJECT / 'face'}", "data.instance_prompt=photo of sks character",
-                   "data.class_prompt=photo of a character", "prior=default", "callbacks.validation_at_start=true",
-                   "callbacks.fixed_noise_loss=true", "trainer.max_steps=3"]
+    args = FAST + [
+        f"model.cache_dir={tiny_cache}",
+        f"output_dir={out}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        f"data.class_dir={tmp_path / 'class'}",
+        f"data.instance_dir={EXAMPLE_SUBJECT / 'face'}",
+        "data.instance_prompt=photo of sks character",
+        "data.class_prompt=photo of a character",
+        "prior=default",
+        "callbacks.validation_at_start=true",
+        "callbacks.fixed_noise_loss=true",
+        "trainer.max_steps=3",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDFT_CACHE_DIR": str(tiny_cache), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, *STAGES[stage], *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *STAGES[stage], *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     said = proc.stdout + proc.stderr  # Hydra's console log goes to stdout
     tail = said[-3000:]
     assert proc.returncode == 143, f"exit {proc.returncode}:\n{tail}"

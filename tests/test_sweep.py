@@ -18,7 +18,9 @@ def fake_job(sweep, n, rank, lr, loss):
     job = sweep / str(n)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(f"- model=tiny\n- adapter.rank={rank}\n- optim.lr={lr}\n")
-    (job / "summary.json").write_text(json.dumps({"final_metrics": {"val/fixed_noise_loss": loss}, "train_seconds": 1.0}))
+    (job / "summary.json").write_text(
+        json.dumps({"final_metrics": {"val/fixed_noise_loss": loss}, "train_seconds": 1.0})
+    )
 
 
 def test_summary_ranks_jobs_and_plots_a_grid(tmp_path):
@@ -34,10 +36,22 @@ def test_summary_ranks_jobs_and_plots_a_grid(tmp_path):
 
 
 def test_two_by_two_multirun_writes_four_runs_and_the_summary(tiny_cache, tmp_path):
-    cmd = [sys.executable, "train.py", "-m", "model=tiny", "trainer=cpu", "trainer.enable_progress_bar=false",
-           "data.resolution=64", "trainer.max_steps=1", "callbacks.validation_seeds=[]",
-           "callbacks.checkpoint_every_n_steps=0", f"model.cache_dir={tiny_cache}",
-           "adapter.rank=2,4", "optim.lr=1e-3,1e-4", f"hydra.sweep.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "model=tiny",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "data.resolution=64",
+        "trainer.max_steps=1",
+        "callbacks.validation_seeds=[]",
+        "callbacks.checkpoint_every_n_steps=0",
+        f"model.cache_dir={tiny_cache}",
+        "adapter.rank=2,4",
+        "optim.lr=1e-3,1e-4",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: one thread is as fast and never oversubscribes
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -45,16 +59,32 @@ def test_two_by_two_multirun_writes_four_runs_and_the_summary(tiny_cache, tmp_pa
     assert jobs == ["0", "1", "2", "3"]
     assert all((tmp_path / j / "main" / "lora" / "pytorch_lora_weights.safetensors").is_file() for j in jobs)
     rows = list(csv.DictReader(open(tmp_path / "sweep_summary.csv")))
-    assert {(r["adapter.rank"], r["optim.lr"]) for r in rows} == {("2", "0.001"), ("2", "0.0001"), ("4", "0.001"), ("4", "0.0001")}
+    assert {(r["adapter.rank"], r["optim.lr"]) for r in rows} == {
+        ("2", "0.001"),
+        ("2", "0.0001"),
+        ("4", "0.001"),
+        ("4", "0.0001"),
+    }
     assert all(float(r["val/fixed_noise_loss"]) > 0 for r in rows)
     assert (tmp_path / "sweep_summary.png").is_file()
 
 
 def test_optuna_search_over_rank_and_lr_minimises_the_returned_metric(tiny_cache, tmp_path):
-    cmd = [sys.executable, "train.py", "model=tiny", "trainer=cpu", "trainer.enable_progress_bar=false",
-           "data.resolution=64", "trainer.max_steps=2", "callbacks.validation_seeds=[]",
-           "callbacks.checkpoint_every_n_steps=0", f"model.cache_dir={tiny_cache}", "hparams_search=rank_lr",
-           "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "model=tiny",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "data.resolution=64",
+        "trainer.max_steps=2",
+        "callbacks.validation_seeds=[]",
+        "callbacks.checkpoint_every_n_steps=0",
+        f"model.cache_dir={tiny_cache}",
+        "hparams_search=rank_lr",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -33,11 +33,19 @@ def _measure(pipe, prompt: str, subject) -> tuple[float, int]:
 @pytest.mark.slow
 def test_textual_inversion_moves_the_token_towards_the_subject(tmp_path):
     subject = [Image.open(p).convert("RGB") for p in SUBJECT]
-    cfg = compose_config([
-        "+experiment=textual_inversion", f"output_dir={tmp_path / 'ti'}", "trainer.enable_progress_bar=false",
-        "logger=none", "callbacks.checkpoint_every_n_steps=0", "callbacks.validation_every_n_steps=0",
-        "callbacks.validation_at_start=false", "callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false",
-    ])
+    cfg = compose_config(
+        [
+            "+experiment=textual_inversion",
+            f"output_dir={tmp_path / 'ti'}",
+            "trainer.enable_progress_bar=false",
+            "logger=none",
+            "callbacks.checkpoint_every_n_steps=0",
+            "callbacks.validation_every_n_steps=0",
+            "callbacks.validation_at_start=false",
+            "callbacks.validation_seeds=[]",
+            "callbacks.fixed_noise_loss=false",
+        ]
+    )
     summary = run(cfg)
     token, trained = load_embedding_file(summary["output"])
 
@@ -48,7 +56,9 @@ def test_textual_inversion_moves_the_token_towards_the_subject(tmp_path):
     tuned.load_textual_inversion(summary["output"])
     after, blue_after = _measure(tuned, PROMPT, subject)
     reference, blue_reference = _measure(load_toy_pipeline(), "a blue dog", subject)  # the nearest one-colour prompt
-    print(f"\n{PROMPT!r} -> subject colour-histogram distance (0..2, {SEEDS} seeds): untrained {before:.3f} "
-          f"({blue_before} blue), trained {after:.3f} ({blue_after} blue); 'a blue dog' on the base {reference:.3f} "
-          f"({blue_reference} blue); {summary['steps']} steps in {summary['train_seconds']} s")
+    print(
+        f"\n{PROMPT!r} -> subject colour-histogram distance (0..2, {SEEDS} seeds): untrained {before:.3f} "
+        f"({blue_before} blue), trained {after:.3f} ({blue_after} blue); 'a blue dog' on the base {reference:.3f} "
+        f"({blue_reference} blue); {summary['steps']} steps in {summary['train_seconds']} s"
+    )
     assert after < before, (before, after)

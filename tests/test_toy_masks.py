@@ -22,8 +22,12 @@ SUBJECT = "datasets/toy_subject"
 def renderer_masks(scene: Scene, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(opaque, touched) object pixels as the renderer draws them: the same on a white and a black background, and
     different from the background on either (anti-aliased edges included)."""
-    on = {bg: np.asarray(render(Scene(scene.cls, scene.colour, scene.second, scene.pattern, bg, scene.flip), seed),
-                         dtype=np.float32) for bg in ("white", "black")}
+    on = {
+        bg: np.asarray(
+            render(Scene(scene.cls, scene.colour, scene.second, scene.pattern, bg, scene.flip), seed), dtype=np.float32
+        )
+        for bg in ("white", "black")
+    }
     opaque = np.abs(on["white"] - on["black"]).sum(-1) < 30
     touched = np.zeros(opaque.shape, dtype=bool)
     for bg, arr in on.items():

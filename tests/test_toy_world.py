@@ -12,7 +12,17 @@ import pytest
 
 from sdft.toy.arch import toy_tokenizer
 from sdft.toy.detector import accuracy, colour_histogram, detect, subject_distance
-from sdft.toy.world import ATTRIBUTES, BACKGROUNDS, CLASSES, COLOURS, PATTERNS, Scene, random_scene, render, write_dataset
+from sdft.toy.world import (
+    ATTRIBUTES,
+    BACKGROUNDS,
+    CLASSES,
+    COLOURS,
+    PATTERNS,
+    Scene,
+    random_scene,
+    render,
+    write_dataset,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECT_SCRIPT = ROOT / "datasets" / "make_toy_subject.py"
@@ -57,8 +67,13 @@ def test_parts_always_differ_in_colour_and_every_value_occurs():
     rng = random.Random(0)
     scenes = [random_scene(rng) for _ in range(400)]
     assert all(s.colour != s.second for s in scenes)
-    for attr, values in (("cls", CLASSES), ("colour", COLOURS), ("second", COLOURS), ("pattern", PATTERNS),
-                         ("background", BACKGROUNDS)):
+    for attr, values in (
+        ("cls", CLASSES),
+        ("colour", COLOURS),
+        ("second", COLOURS),
+        ("pattern", PATTERNS),
+        ("background", BACKGROUNDS),
+    ):
         assert {getattr(s, attr) for s in scenes} == set(values), attr
 
 
@@ -125,14 +140,20 @@ def test_subject_is_one_dog_of_the_world_read_exactly_by_the_detector():
     subject = [Image.open(p).convert("RGB") for p in sorted(SUBJECT_DIR.glob("*.png"))]
     assert len(subject) == 8
     found = [detect(im).attributes() for im in subject]
-    assert all(f["cls"] == "dog" and f["colour"] == "blue" and f["second"] == "yellow" and f["pattern"] == "spots"
-               for f in found), found
+    assert all(
+        f["cls"] == "dog" and f["colour"] == "blue" and f["second"] == "yellow" and f["pattern"] == "spots"
+        for f in found
+    ), found
     assert len({f["background"] for f in found}) == 4
     assert subject_attributes(subject) == {"cls": "dog", "colour": "blue", "second": "yellow", "pattern": "spots"}
 
 
 @pytest.mark.parametrize("cls", CLASSES)
 def test_each_class_is_told_apart_from_the_others(cls):
-    found = {detect(render(Scene(cls, c, "yellow" if c != "yellow" else "red", p, b), seed=1)).cls
-             for c in COLOURS for b in ("white", "black") for p in PATTERNS}
+    found = {
+        detect(render(Scene(cls, c, "yellow" if c != "yellow" else "red", p, b), seed=1)).cls
+        for c in COLOURS
+        for b in ("white", "black")
+        for p in PATTERNS
+    }
     assert found == {cls}

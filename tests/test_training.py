@@ -50,8 +50,16 @@ def test_lora_run_writes_lora_grid_and_summary(preset, fast_config, tiny_pipe_fa
         pipe = tiny_pipe_factory()
         pipe.set_progress_bar_config(disable=True)
         pipe.load_lora_weights(str(path))
-        images.append(pipe("photo of sks character", num_inference_steps=2, height=64, width=64, output_type="np",
-                           generator=torch.Generator().manual_seed(0)).images)
+        images.append(
+            pipe(
+                "photo of sks character",
+                num_inference_steps=2,
+                height=64,
+                width=64,
+                output_type="np",
+                generator=torch.Generator().manual_seed(0),
+            ).images
+        )
     assert np.abs(images[0] - images[1]).max() <= 1e-4
 
 
@@ -76,19 +84,24 @@ def test_prior_preservation_uses_class_images_and_logs_both_losses(fast_config, 
     parts.datamodule.setup("fit")
     batch = next(iter(parts.datamodule.train_dataloader()))
     assert batch["is_prior"].tolist() == [False, False, True, True]
-    class_ids = parts.datamodule.tokenizer("photo of a character", padding="max_length", max_length=77,
-                                           return_tensors="pt").input_ids[0]
+    class_ids = parts.datamodule.tokenizer(
+        "photo of a character", padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids[0]
     assert all(torch.equal(ids, class_ids) for ids in batch["input_ids"][2:])
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     rows = read_metrics(tmp_path / "out")
     logged = [r for r in rows if r.get("train/prior_loss")]
     assert len(logged) == 3 and all(r["train/instance_loss"] for r in logged)
     for r in logged:  # total = instance + weight * prior
-        assert float(r["train/loss"]) == pytest.approx(float(r["train/instance_loss"]) + float(r["train/prior_loss"]), rel=1e-5)
+        assert float(r["train/loss"]) == pytest.approx(
+            float(r["train/instance_loss"]) + float(r["train/prior_loss"]), rel=1e-5
+        )
 
 
 def test_grid_png_has_expected_size(fast_config, tmp_path):
-    summary = run(fast_config("callbacks.validation_seeds=[0,1,2]", "callbacks.validation_at_start=true", "prior=default"))
+    summary = run(
+        fast_config("callbacks.validation_seeds=[0,1,2]", "callbacks.validation_at_start=true", "prior=default")
+    )
     assert len(summary["grids"]) == 2  # before training and at the end
     with Image.open(summary["grids"][-1]) as grid:
         rows, cols, tile = 2, 3, max(64, MIN_TILE)  # instance + class prompt, 3 seeds
@@ -111,8 +124,17 @@ def test_loss_falls_when_overfitting_one_image(fast_config, tmp_path):
     one = tmp_path / "one"
     one.mkdir()
     Image.open("datasets/example_subject/face/face_00.png").save(one / "face.png")
-    parts = prepare(fast_config(f"data.instance_dir={one}", "trainer.max_steps=30", "optim.lr=1e-2", "optim.text_encoder_lr=1e-2",
-                                "adapter=lora_attn_ff", "logger=none", "callbacks.validation_seeds=[]"))
+    parts = prepare(
+        fast_config(
+            f"data.instance_dir={one}",
+            "trainer.max_steps=30",
+            "optim.lr=1e-2",
+            "optim.text_encoder_lr=1e-2",
+            "adapter=lora_attn_ff",
+            "logger=none",
+            "callbacks.validation_seeds=[]",
+        )
+    )
     parts.datamodule.setup("fit")
     batch = next(iter(parts.datamodule.train_dataloader()))
     before = fixed_loss(parts.module, batch)

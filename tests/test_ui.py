@@ -23,14 +23,19 @@ FAST = dict(prompt="photo of sks dog", scheduler="euler", steps=2, guidance=7.5,
 @pytest.fixture(scope="module")
 def lora_files(tiny_pipe_factory, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("ui-loras")
-    return {"a": make_lora(tiny_pipe_factory(), root / "run" / "face" / "lora" / "pytorch_lora_weights.safetensors"),
-            "b": make_lora(tiny_pipe_factory(), root / "style_b.safetensors", seed=1)}
+    return {
+        "a": make_lora(tiny_pipe_factory(), root / "run" / "face" / "lora" / "pytorch_lora_weights.safetensors"),
+        "b": make_lora(tiny_pipe_factory(), root / "style_b.safetensors", seed=1),
+    }
 
 
 def test_lora_lines_parse_paths_and_weights():
     text = "outputs/run/face/lora:0.8\n\n# a comment\n  C:/loras/style.safetensors  \nx.safetensors:-0.5\n"
-    assert parse_lora_lines(text) == [LoraSpec("outputs/run/face/lora", 0.8),
-                                      LoraSpec("C:/loras/style.safetensors", 1.0), LoraSpec("x.safetensors", -0.5)]
+    assert parse_lora_lines(text) == [
+        LoraSpec("outputs/run/face/lora", 0.8),
+        LoraSpec("C:/loras/style.safetensors", 1.0),
+        LoraSpec("x.safetensors", -0.5),
+    ]
     assert parse_lora_lines("") == [] and parse_lora_lines(None) == []
     with pytest.raises(ConfigError, match="line 2"):
         parse_lora_lines("a.safetensors\nb.safetensors:nan")
@@ -44,8 +49,9 @@ def test_scan_lists_run_folders_once_and_lora_files_but_not_models(tmp_path):
     safetensors.torch.save_file(lora, str(run / "run.safetensors"))  # the kohya twin: not listed again
     safetensors.torch.save_file(lora, str(tmp_path / "style.safetensors"))
     (tmp_path / "model" / "unet").mkdir(parents=True)
-    safetensors.torch.save_file({"conv_in.weight": torch.zeros(2)},
-                                str(tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
+    safetensors.torch.save_file(
+        {"conv_in.weight": torch.zeros(2)}, str(tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    )
     assert sorted(find_loras(tmp_path)) == sorted([str(run), str(tmp_path / "style.safetensors")])
     with pytest.raises(ConfigError, match="no such folder"):
         find_loras(tmp_path / "missing")
@@ -97,8 +103,9 @@ def test_errors_reach_the_page_as_readable_messages(tiny_cache, tmp_path):
         check(str(tmp_path / "missing.safetensors"))
     sdxl = tmp_path / "sdxl.safetensors"
     key = "lora_te1_text_model_encoder_layers_0_self_attn_q_proj"
-    safetensors.torch.save_file({f"{key}.lora_down.weight": torch.zeros(4, 768),
-                                 f"{key}.lora_up.weight": torch.zeros(768, 4)}, str(sdxl))
+    safetensors.torch.save_file(
+        {f"{key}.lora_down.weight": torch.zeros(4, 768), f"{key}.lora_up.weight": torch.zeros(768, 4)}, str(sdxl)
+    )
     with pytest.raises(gr.Error, match=key):
         check(str(sdxl))
     with pytest.raises(gr.Error, match="multiples of 8"):

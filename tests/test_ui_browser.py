@@ -21,8 +21,16 @@ from sdft.ui_session import UiSession
 
 CHROMIUM = Path("/usr/bin/chromium")
 # headless, and no network chatter: this machine has no internet and chromium would keep retrying connections
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 30_000
 
 
@@ -49,8 +57,7 @@ def served(tiny_cache, tiny_pipe_factory, tmp_path, monkeypatch):
     real = generator_module.load_pipeline
     monkeypatch.setattr(generator_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
     lora = make_lora(tiny_pipe_factory(), tmp_path / "loras" / "style_b.safetensors")
-    session = UiSession(Generator(ModelConfig(path="tiny", cache_dir=str(tiny_cache)), device="cpu"),
-                        tmp_path / "out")
+    session = UiSession(Generator(ModelConfig(path="tiny", cache_dir=str(tiny_cache)), device="cpu"), tmp_path / "out")
     app = build_app(session, lora_dir=str(tmp_path / "loras"))
     _, url, _ = launch(app, session, port=_free_port(), block=False)
     try:

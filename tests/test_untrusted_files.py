@@ -39,8 +39,14 @@ def test_resume_never_unpickles_code(which, fast_config, tmp_path):
     marker = tmp_path / "code_ran"
     tamper(target, marker)
     with pytest.raises(SdftError, match=str(target.name)):
-        run(fast_config("trainer.max_steps=2", "callbacks.checkpoint_every_n_steps=1", "callbacks.fixed_noise_loss=false",
-                        f"resume={out}"))
+        run(
+            fast_config(
+                "trainer.max_steps=2",
+                "callbacks.checkpoint_every_n_steps=1",
+                "callbacks.fixed_noise_loss=false",
+                f"resume={out}",
+            )
+        )
     assert not marker.exists(), "loading the checkpoint ran code"
 
 
@@ -85,8 +91,26 @@ def test_bad_lora_for_generate_is_one_line(which, bad_loras, tiny_cache, tmp_pat
     from sdft.cli.generate import main
 
     path = bad_loras[which]
-    rc = main(["--prompt", "photo of sks dog", "--model", "tiny", "--lora", str(path), "--steps", "2", "--width", "64",
-               "--height", "64", "--device", "cpu", "--out", str(tmp_path / "gen")])
+    rc = main(
+        [
+            "--prompt",
+            "photo of sks dog",
+            "--model",
+            "tiny",
+            "--lora",
+            str(path),
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "gen"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc != 0 and str(path) in err and "Traceback" not in err, err[-2000:]
     assert not list((tmp_path / "gen").glob("*.png")), "an image was written from a bad LoRA"

@@ -48,8 +48,11 @@ class ExtractReport:
 
     def summary(self) -> str:
         te = "U-Net + text encoder" if self.text_encoder else "U-Net only (text encoder unchanged)"
-        extra = f"; {len(self.not_extracted)} changed non-LoRA parameters (biases/norms/embeddings) not extracted" \
-            if self.not_extracted else ""
+        extra = (
+            f"; {len(self.not_extracted)} changed non-LoRA parameters (biases/norms/embeddings) not extracted"
+            if self.not_extracted
+            else ""
+        )
         return f"{len(self.norms)} modules, {te}; Frobenius norm of dW retained: overall {self.overall:.4f}{extra}"
 
 
@@ -72,8 +75,9 @@ def _svd(delta, rank: int):
     return root[:, None] * vh[:keep], u[:, :keep] * root, retained, keep
 
 
-def extract_model(base, tuned, kind: str, rank: int, conv_rank: int, min_diff: float, report: ExtractReport,
-                  device: str = "cpu"):
+def extract_model(
+    base, tuned, kind: str, rank: int, conv_rank: int, min_diff: float, report: ExtractReport, device: str = "cpu"
+):
     """peft-keyed LoRA state dict and alphas for one model pair (same architecture)."""
     import torch
 
@@ -114,19 +118,28 @@ def extract_model(base, tuned, kind: str, rank: int, conv_rank: int, min_diff: f
     return sd, alphas
 
 
-def extract_lora(base_pipe, tuned_pipe, rank: int, conv_rank: int | None = None, min_diff: float = MIN_DIFF,
-                 text_encoder: bool | None = None, device: str = "cpu"):
+def extract_lora(
+    base_pipe,
+    tuned_pipe,
+    rank: int,
+    conv_rank: int | None = None,
+    min_diff: float = MIN_DIFF,
+    text_encoder: bool | None = None,
+    device: str = "cpu",
+):
     """(unet_sd, te_sd, alphas, report) from two pipelines; text_encoder=None: only if it differs."""
     conv_rank = rank if conv_rank is None else conv_rank
     if rank < 1 or conv_rank < 0:
         raise ConfigError(f"rank must be >= 1 and conv rank >= 0 (got {rank}, {conv_rank})")
     report = ExtractReport()
-    unet_sd, unet_alphas = extract_model(base_pipe.unet, tuned_pipe.unet, "unet", rank, conv_rank, min_diff,
-                                         report, device)
+    unet_sd, unet_alphas = extract_model(
+        base_pipe.unet, tuned_pipe.unet, "unet", rank, conv_rank, min_diff, report, device
+    )
     te_sd, te_alphas = {}, {}
     if text_encoder is not False:
-        te_sd, te_alphas = extract_model(base_pipe.text_encoder, tuned_pipe.text_encoder, "text_encoder", rank,
-                                         conv_rank, min_diff, report, device)
+        te_sd, te_alphas = extract_model(
+            base_pipe.text_encoder, tuned_pipe.text_encoder, "text_encoder", rank, conv_rank, min_diff, report, device
+        )
     report.text_encoder = bool(te_sd)
     if not unet_sd and not te_sd:
         raise ConfigError("The tuned model's Linear/Conv2d weights equal the base's: nothing to extract.")
@@ -145,8 +158,11 @@ def adapter_file(tuned: str) -> Path | None:
 
     path = Path(tuned).expanduser()
     if path.is_dir():
-        if (path / "model_index.json").is_file() or list(path.glob("model/model_index.json")) or \
-                list(path.glob("*/model/model_index.json")):
+        if (
+            (path / "model_index.json").is_file()
+            or list(path.glob("model/model_index.json"))
+            or list(path.glob("*/model/model_index.json"))
+        ):
             return None
         try:
             path = resolve_lora(str(path))
@@ -159,9 +175,18 @@ def adapter_file(tuned: str) -> Path | None:
     return path if keys and all(k.startswith(ADAPTER_KEY) for k in keys) else None
 
 
-def extract_file(base: str, tuned: str, out: str | os.PathLike, rank: int, conv_rank: int | None = None,
-                 config: str | None = None, min_diff: float = MIN_DIFF, fp16: bool = False,
-                 device: str = "cpu", allow_pickle: bool = False) -> ExtractReport:
+def extract_file(
+    base: str,
+    tuned: str,
+    out: str | os.PathLike,
+    rank: int,
+    conv_rank: int | None = None,
+    config: str | None = None,
+    min_diff: float = MIN_DIFF,
+    fp16: bool = False,
+    device: str = "cpu",
+    allow_pickle: bool = False,
+) -> ExtractReport:
     """Load base and tuned (anything model.path accepts, run folders too), extract, write a kohya file."""
     import torch
 

@@ -27,7 +27,10 @@ LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 def _adapter_state(model: nn.Module) -> tuple[dict | None, dict | None]:
     if not has_lora(model):
         return None, None
-    state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME).items()}
+    state = {
+        k: v.detach().float().cpu().contiguous()
+        for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME).items()
+    }
     meta = model.peft_config[ADAPTER_NAME].to_dict()
     if isinstance(meta.get("target_modules"), (set, frozenset)):  # same file bytes in every process (set order varies)
         meta["target_modules"] = sorted(meta["target_modules"])
@@ -43,8 +46,14 @@ def save_lora(unet: nn.Module, text_encoder: nn.Module, path: str | os.PathLike)
     te_sd = with_text_model(te_sd)
     if unet_sd is None and te_sd is None:
         raise ConfigError("save_lora: neither the U-Net nor the text encoder has a LoRA adapter.")
-    return write_lora_file(StableDiffusionPipeline, path, unet_lora_layers=unet_sd, text_encoder_lora_layers=te_sd,
-                           unet_lora_adapter_metadata=unet_meta, text_encoder_lora_adapter_metadata=te_meta)
+    return write_lora_file(
+        StableDiffusionPipeline,
+        path,
+        unet_lora_layers=unet_sd,
+        text_encoder_lora_layers=te_sd,
+        unet_lora_adapter_metadata=unet_meta,
+        text_encoder_lora_adapter_metadata=te_meta,
+    )
 
 
 def with_text_model(te_sd: dict | None) -> dict | None:

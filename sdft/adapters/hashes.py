@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 def tensors_sha256(source: bytes | str | Path) -> str:
     """sha256 (hex) of a safetensors file's bytes after its header; `source` is the file or its bytes."""
-    with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as f:
+    with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
         return _after_header(f)
 
 

@@ -61,9 +61,11 @@ def _refuse_oft_on_kxk_convs(model: nn.Module, targets: list[str]) -> None:
     modules = dict(model.named_modules())
     convs = [t for t in targets if isinstance(_base(modules[t]), nn.Conv2d) and _base(modules[t]).kernel_size != (1, 1)]
     if convs:
-        raise ConfigError(f"adapter.kind=oft on {len(convs)} 3x3 conv(s) (e.g. {convs[0]}): peft's OFT trains these "
-                          "with a forward its merged weights do not reproduce; drop `conv` from adapter.unet_targets "
-                          "(OFT on attention/ff/proj layers is exact).")
+        raise ConfigError(
+            f"adapter.kind=oft on {len(convs)} 3x3 conv(s) (e.g. {convs[0]}): peft's OFT trains these "
+            "with a forward its merged weights do not reproduce; drop `conv` from adapter.unet_targets "
+            "(OFT on attention/ff/proj layers is exact)."
+        )
 
 
 def peft_config(model: nn.Module, targets: list[str], cfg: AdapterConfig) -> PeftConfig:
@@ -72,17 +74,50 @@ def peft_config(model: nn.Module, targets: list[str], cfg: AdapterConfig) -> Pef
     alpha = cfg.alpha if cfg.alpha is not None else cfg.rank
     ranks, alphas = _conv_patterns(model, targets, cfg)
     if kind in ("lora", "locon", "dora"):
-        return LoraConfig(r=cfg.rank, lora_alpha=alpha, lora_dropout=cfg.dropout, init_lora_weights=True,
-                          target_modules=targets, rank_pattern=ranks, alpha_pattern=alphas, use_dora=kind == "dora")
+        return LoraConfig(
+            r=cfg.rank,
+            lora_alpha=alpha,
+            lora_dropout=cfg.dropout,
+            init_lora_weights=True,
+            target_modules=targets,
+            rank_pattern=ranks,
+            alpha_pattern=alphas,
+            use_dora=kind == "dora",
+        )
     if kind == "loha":  # use_effective_conv2d=False: LyCORIS' non-Tucker layout (hada_w1_b [r, in*kh*kw])
-        return LoHaConfig(r=cfg.rank, alpha=alpha, rank_dropout=0.0, module_dropout=cfg.dropout,
-                          target_modules=targets, rank_pattern=ranks, alpha_pattern=alphas, use_effective_conv2d=False)
+        return LoHaConfig(
+            r=cfg.rank,
+            alpha=alpha,
+            rank_dropout=0.0,
+            module_dropout=cfg.dropout,
+            target_modules=targets,
+            rank_pattern=ranks,
+            alpha_pattern=alphas,
+            use_effective_conv2d=False,
+        )
     if kind == "lokr":  # LyCORIS defaults: factor -1, w1 full, w2 low-rank when the rank is small enough
-        return LoKrConfig(r=cfg.rank, alpha=alpha, rank_dropout=0.0, module_dropout=cfg.dropout,
-                          target_modules=targets, rank_pattern=ranks, alpha_pattern=alphas,
-                          use_effective_conv2d=False, decompose_both=False, decompose_factor=-1)
+        return LoKrConfig(
+            r=cfg.rank,
+            alpha=alpha,
+            rank_dropout=0.0,
+            module_dropout=cfg.dropout,
+            target_modules=targets,
+            rank_pattern=ranks,
+            alpha_pattern=alphas,
+            use_effective_conv2d=False,
+            decompose_both=False,
+            decompose_factor=-1,
+        )
     if kind == "oft":  # exact Cayley transform (no Neumann series), no COFT projection
         _refuse_oft_on_kxk_convs(model, targets)
-        return OFTConfig(r=0, oft_block_size=cfg.oft_block_size, module_dropout=cfg.dropout, target_modules=targets,
-                         coft=False, block_share=False, use_cayley_neumann=False, init_weights=True)
+        return OFTConfig(
+            r=0,
+            oft_block_size=cfg.oft_block_size,
+            module_dropout=cfg.dropout,
+            target_modules=targets,
+            coft=False,
+            block_share=False,
+            use_cayley_neumann=False,
+            init_weights=True,
+        )
     raise ConfigError(f"adapter.kind={kind!r} is not a peft adapter kind; use one of {list(PEFT_KINDS)} or full.")

@@ -152,8 +152,9 @@ def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: Mapping[str, 
     return model_hash, legacy_hash
 
 
-def kohya_tensors(unet: nn.Module | None, text_encoder: nn.Module | None,
-                  dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def kohya_tensors(
+    unet: nn.Module | None, text_encoder: nn.Module | None, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """The adapters of `unet`/`text_encoder` as kohya/LyCORIS tensors (OFT as `.diff` weight differences; see
     adapters/lycoris.py)."""
     tensors: dict[str, torch.Tensor] = {}
@@ -161,8 +162,10 @@ def kohya_tensors(unet: nn.Module | None, text_encoder: nn.Module | None,
         if model is None or not has_lora(model):
             continue
         if getattr(model.peft_config[ADAPTER_NAME], "use_rslora", False):
-            raise LoraFormatError(f"{type(model).__name__}: rsLoRA has no kohya SD1 equivalent; "
-                                  "save this adapter with sdft.adapters.formats.save_lora instead.")
+            raise LoraFormatError(
+                f"{type(model).__name__}: rsLoRA has no kohya SD1 equivalent; "
+                "save this adapter with sdft.adapters.formats.save_lora instead."
+            )
         try:
             layers = layer_tensors(model)
         except NoKohyaFormat as e:

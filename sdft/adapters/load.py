@@ -113,8 +113,14 @@ def load_lora_into(
         summary.modules[kind] = len(layers)
         summary.ranks[kind] = sorted({m.r[ADAPTER_NAME] for m in layers})
         summary.alphas[kind] = sorted({float(m.lora_alpha[ADAPTER_NAME]) for m in layers})
-        log.info("Imported %d LoRA modules into the %s from %s (ranks %s, alphas %s)", len(layers), kind, path,
-                 summary.ranks[kind], summary.alphas[kind])
+        log.info(
+            "Imported %d LoRA modules into the %s from %s (ranks %s, alphas %s)",
+            len(layers),
+            kind,
+            path,
+            summary.ranks[kind],
+            summary.alphas[kind],
+        )
     return summary
 
 
@@ -141,7 +147,9 @@ def _load_other_kind(unet, text_encoder, path, kind: str, train_unet: bool, trai
         if models[part] is None:
             raise LoraFormatError(f"{path}: the file has tensors for the {part} but no {part} was given")
         if has_lora(models[part]) and ADAPTER_NAME in models[part].peft_config:
-            raise LoraFormatError(f"The {part} already has an adapter named {ADAPTER_NAME!r}; import into a fresh model.")
+            raise LoraFormatError(
+                f"The {part} already has an adapter named {ADAPTER_NAME!r}; import into a fresh model."
+            )
         trainable = train_unet if part == "unet" else train_text_encoder
         summary.modules[part] = inject(models[part], config, sd, ADAPTER_NAME, trainable, f"{path} ({part})")
         log.info("Imported a %s adapter on %d modules of the %s from %s", kind, summary.modules[part], part, path)

@@ -36,8 +36,9 @@ def add_lora(model: nn.Module, groups: list[str], known: dict[str, str], cfg: Ad
     return config
 
 
-def setup_trainable(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig,
-                    text_encoder_2: nn.Module | None = None) -> None:
+def setup_trainable(
+    unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, text_encoder_2: nn.Module | None = None
+) -> None:
     """Freeze everything, then make trainable what the adapter config asks for (LoRA layers or whole models).
     SDXL's `text_encoder_2` is treated like the text encoder (same target groups, train_text_encoder)."""
     unet.requires_grad_(False)
@@ -52,10 +53,17 @@ def setup_trainable(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig
         if cfg.train_unet:
             add_lora(unet, list(cfg.unet_targets), UNET_TARGETS, cfg, "adapter.unet_targets")
         if cfg.train_text_encoder:
-            add_lora(text_encoder, list(cfg.text_encoder_targets), TEXT_ENCODER_TARGETS, cfg, "adapter.text_encoder_targets")
+            add_lora(
+                text_encoder, list(cfg.text_encoder_targets), TEXT_ENCODER_TARGETS, cfg, "adapter.text_encoder_targets"
+            )
             if text_encoder_2 is not None:
-                add_lora(text_encoder_2, list(cfg.text_encoder_targets), TEXT_ENCODER_TARGETS, cfg,
-                         "adapter.text_encoder_targets")
+                add_lora(
+                    text_encoder_2,
+                    list(cfg.text_encoder_targets),
+                    TEXT_ENCODER_TARGETS,
+                    cfg,
+                    "adapter.text_encoder_targets",
+                )
     else:  # full DreamBooth: the models themselves are trained
         if cfg.train_unet:
             unet.float().requires_grad_(True)
@@ -147,13 +155,21 @@ def check_same_kind(model: nn.Module, cfg: AdapterConfig, train: bool) -> None:
     old = str(model.peft_config[ADAPTER_NAME].peft_type.value)
     new = str(peft_config(model, [], cfg).peft_type.value) if train else old
     if old != new:
-        raise ConfigError(f"phase start=stack: the previous adapter is {old}, this phase's adapter.kind="
-                          f"{getattr(cfg.kind, 'value', cfg.kind)} is {new}; peft cannot stack different kinds on one "
-                          "layer. Use the same kind, or start=merge / fresh.")
+        raise ConfigError(
+            f"phase start=stack: the previous adapter is {old}, this phase's adapter.kind="
+            f"{getattr(cfg.kind, 'value', cfg.kind)} is {new}; peft cannot stack different kinds on one "
+            "layer. Use the same kind, or start=merge / fresh."
+        )
 
 
-def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mode: str, previous: str | None,
-                text_encoder_2: nn.Module | None = None) -> None:
+def start_phase(
+    unet: nn.Module,
+    text_encoder: nn.Module,
+    cfg: AdapterConfig,
+    mode: str,
+    previous: str | None,
+    text_encoder_2: nn.Module | None = None,
+) -> None:
     """Set up the adapters for a phase. `previous` names the phase whose adapter is in the models (or None).
 
     fresh: drop any previous adapter, new one on the base. continue: keep training the previous adapter.
@@ -161,12 +177,26 @@ def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mo
     merge: merge the previous adapter into the base weights, train a new one.
     SDXL's `text_encoder_2` (when given) follows the text encoder's settings.
     """
-    models = ((unet, cfg.train_unet, cfg.unet_targets, UNET_TARGETS, "adapter.unet_targets"),
-              (text_encoder, cfg.train_text_encoder, cfg.text_encoder_targets, TEXT_ENCODER_TARGETS,
-               "adapter.text_encoder_targets"))
+    models = (
+        (unet, cfg.train_unet, cfg.unet_targets, UNET_TARGETS, "adapter.unet_targets"),
+        (
+            text_encoder,
+            cfg.train_text_encoder,
+            cfg.text_encoder_targets,
+            TEXT_ENCODER_TARGETS,
+            "adapter.text_encoder_targets",
+        ),
+    )
     if text_encoder_2 is not None:
-        models += ((text_encoder_2, cfg.train_text_encoder, cfg.text_encoder_targets, TEXT_ENCODER_TARGETS,
-                    "adapter.text_encoder_targets"),)
+        models += (
+            (
+                text_encoder_2,
+                cfg.train_text_encoder,
+                cfg.text_encoder_targets,
+                TEXT_ENCODER_TARGETS,
+                "adapter.text_encoder_targets",
+            ),
+        )
     has_previous = previous is not None and any(ADAPTER_NAME in adapter_names(m) for m, *_ in models)
     if mode == "fresh" or not has_previous:
         for model, *_ in models:
@@ -175,8 +205,10 @@ def start_phase(unet: nn.Module, text_encoder: nn.Module, cfg: AdapterConfig, mo
         setup_trainable(unet, text_encoder, cfg, text_encoder_2)
         return
     if not is_peft_kind(cfg.kind):
-        raise ConfigError(f"phase start={mode} needs adapters (lora, locon, dora, loha, lokr, oft); "
-                          f"adapter.kind={getattr(cfg.kind, 'value', cfg.kind)} phases start fresh.")
+        raise ConfigError(
+            f"phase start={mode} needs adapters (lora, locon, dora, loha, lokr, oft); "
+            f"adapter.kind={getattr(cfg.kind, 'value', cfg.kind)} phases start fresh."
+        )
     for model, train, groups, known, where in models:
         if mode == "continue":
             if ADAPTER_NAME in adapter_names(model):

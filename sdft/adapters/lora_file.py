@@ -21,16 +21,22 @@ def read_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
-        raise LoraFormatError(f"LoRA {path}: not a readable .safetensors file (empty, truncated or another format: "
-                              f"{str(err)[:160]}). Use the LoRA file a training run wrote (lora/*.safetensors).") from None
+        raise LoraFormatError(
+            f"LoRA {path}: not a readable .safetensors file (empty, truncated or another format: "
+            f"{str(err)[:160]}). Use the LoRA file a training run wrote (lora/*.safetensors)."
+        ) from None
     if "lora_adapter_metadata" in metadata:
         try:
             json.loads(metadata["lora_adapter_metadata"])
         except json.JSONDecodeError as err:
-            raise LoraFormatError(f"LoRA {path}: its lora_adapter_metadata is not valid JSON ({err}); the file was "
-                                  "edited or damaged. Re-export it, or drop that metadata entry.") from None
+            raise LoraFormatError(
+                f"LoRA {path}: its lora_adapter_metadata is not valid JSON ({err}); the file was "
+                "edited or damaged. Re-export it, or drop that metadata entry."
+            ) from None
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise LoraFormatError(f"LoRA {path}: {len(bad)} tensor(s) hold NaN/inf values (e.g. {bad[0]}): training "
-                              "diverged. Use an earlier checkpoint (checkpoints/step_*/) or retrain with a lower lr.")
+        raise LoraFormatError(
+            f"LoRA {path}: {len(bad)} tensor(s) hold NaN/inf values (e.g. {bad[0]}): training "
+            "diverged. Use an earlier checkpoint (checkpoints/step_*/) or retrain with a lower lr."
+        )
     return state, metadata

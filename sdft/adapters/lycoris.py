@@ -62,8 +62,11 @@ def _loha(layer, base: nn.Module) -> dict[str, torch.Tensor]:
 def _lokr(layer, base: nn.Module) -> dict[str, torch.Tensor]:
     if ADAPTER in layer.lokr_t2:
         raise NoKohyaFormat("LoKr with Tucker (effective conv2d) layers is not written; sdft trains without it")
-    out = {k: getattr(layer, k)[ADAPTER] for k in ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a",
-                                                    "lokr_w2_b") if ADAPTER in getattr(layer, k)}
+    out = {
+        k: getattr(layer, k)[ADAPTER]
+        for k in ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
+        if ADAPTER in getattr(layer, k)
+    }
     if "lokr_w1" in out and "lokr_w2" in out:  # clients use scale 1 here: fold peft's alpha / r in
         out["lokr_w1"] = out["lokr_w1"] * layer.scaling[ADAPTER]
     return {**out, "alpha": torch.tensor(float(layer.alpha[ADAPTER]))}
@@ -98,8 +101,13 @@ def layer_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
-KIND_KEYS = {"loha": r"\.hada_w[12]_[ab]\b", "lokr": r"\.lokr_w[12]", "dora": r"\.(dora_scale|lora_magnitude_vector)\b",
-             "oft": r"\.(oft_blocks|oft_diag|oft_R)\b", "full": r"\.diff\b"}
+KIND_KEYS = {
+    "loha": r"\.hada_w[12]_[ab]\b",
+    "lokr": r"\.lokr_w[12]",
+    "dora": r"\.(dora_scale|lora_magnitude_vector)\b",
+    "oft": r"\.(oft_blocks|oft_diag|oft_R)\b",
+    "full": r"\.diff\b",
+}
 
 
 def file_kind(keys) -> str | None:

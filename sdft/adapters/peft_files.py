@@ -31,8 +31,13 @@ def _patterned(cls, ranks: dict[str, int], alphas: dict[str, float], alpha_key: 
     """A peft config over exactly these modules, each with its own rank and alpha (patterns where they differ)."""
     rank, alpha = _most(ranks), _most(alphas)
     kwargs[alpha_key] = alpha
-    return cls(r=rank, target_modules=sorted(ranks), rank_pattern={m: r for m, r in ranks.items() if r != rank},
-               alpha_pattern={m: a for m, a in alphas.items() if a != alpha}, **kwargs)
+    return cls(
+        r=rank,
+        target_modules=sorted(ranks),
+        rank_pattern={m: r for m, r in ranks.items() if r != rank},
+        alpha_pattern={m: a for m, a in alphas.items() if a != alpha},
+        **kwargs,
+    )
 
 
 def from_diffusers_file(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Parsed:
@@ -40,14 +45,19 @@ def from_diffusers_file(state: Mapping[str, torch.Tensor], metadata: Mapping[str
     adapter = json.loads(metadata.get("lora_adapter_metadata", "{}") or "{}")
     out: Parsed = {}
     for part in ("unet", "text_encoder"):
-        sd = {k.removeprefix(part + ".").removeprefix("text_model."): v  # TE: conventional or transformers-5 names
-              for k, v in state.items() if k.startswith(part + ".")}
+        sd = {
+            k.removeprefix(part + ".").removeprefix("text_model."): v  # TE: conventional or transformers-5 names
+            for k, v in state.items()
+            if k.startswith(part + ".")
+        }
         if not sd:
             continue
         conf = {k.removeprefix(part + "."): v for k, v in adapter.items() if k.startswith(part + ".")}
         if "peft_type" not in conf:
-            raise LoraFormatError(f"{part}: the file has no peft config in its metadata (lora_adapter_metadata); "
-                                  "it cannot be rebuilt as a LoHa/LoKr/DoRA/OFT adapter.")
+            raise LoraFormatError(
+                f"{part}: the file has no peft config in its metadata (lora_adapter_metadata); "
+                "it cannot be rebuilt as a LoHa/LoKr/DoRA/OFT adapter."
+            )
         out[part] = (get_peft_config(conf), sd)
     return out
 
@@ -60,7 +70,9 @@ def _kohya_modules(state: Mapping[str, torch.Tensor], models: dict[str, nn.Modul
     for key, value in state.items():
         stem, _, suffix = key.partition(".")
         part = next((p for p, prefix in PREFIXES.items() if stem.startswith(prefix)), None)
-        module = tables[part].get(stem.removeprefix(PREFIXES[part])) if part and not stem.startswith(SDXL_PREFIXES) else None
+        module = (
+            tables[part].get(stem.removeprefix(PREFIXES[part])) if part and not stem.startswith(SDXL_PREFIXES) else None
+        )
         if module is None:
             bad.append(key)
         else:
@@ -81,16 +93,25 @@ def _lokr(modules: dict, model: nn.Module) -> tuple[PeftConfig, dict]:
     ranks, alphas = {}, {}
     for m, t in modules.items():
         if "lokr_w1" not in t:
-            raise LoraFormatError(f"{m}: LoKr with a low-rank first factor (lokr_w1_a/b) is not read (peft needs "
-                                  "decompose_both for it); sdft reads the LyCORIS default layout (full lokr_w1).")
+            raise LoraFormatError(
+                f"{m}: LoKr with a low-rank first factor (lokr_w1_a/b) is not read (peft needs "
+                "decompose_both for it); sdft reads the LyCORIS default layout (full lokr_w1)."
+            )
         if "lokr_w2_b" in t:
             ranks[m], alphas[m] = int(t["lokr_w2_b"].shape[0]), float(t.get("alpha", t["lokr_w2_b"].shape[0]))
         else:  # both factors full: clients apply scale 1; a rank this high makes peft keep w2 full, alpha = r
             ranks[m] = max(t["lokr_w2"].shape[:2])
             alphas[m] = float(ranks[m])
     sd = {f"{m}.{k}": v for m, t in modules.items() for k, v in t.items() if k.startswith("lokr_")}
-    config = _patterned(LoKrConfig, ranks, alphas, alpha_key="alpha", use_effective_conv2d=False,
-                        decompose_both=False, decompose_factor=-1)
+    config = _patterned(
+        LoKrConfig,
+        ranks,
+        alphas,
+        alpha_key="alpha",
+        use_effective_conv2d=False,
+        decompose_both=False,
+        decompose_factor=-1,
+    )
     return config, sd
 
 
@@ -115,34 +136,41 @@ def from_kohya_file(state: Mapping[str, torch.Tensor], kind: str, models: dict[s
     """A kohya/LyCORIS LoHa, LoKr or DoRA file (as adapters/lycoris.py writes them) -> peft configs and states."""
     reader = {"loha": _loha, "lokr": _lokr, "dora": _dora}.get(kind)
     if reader is None:
-        raise LoraFormatError(f"a kohya-format {kind} file (`.diff` weight differences, as sdft writes OFT for "
-                              "A1111/ComfyUI) is not read by sdft; give it the run's pytorch_lora_weights.safetensors."
-                              if kind == "full" else f"a kohya-format {kind} file is not read by sdft (OFT: only the "
-                              "sdft/diffusers file).")
+        raise LoraFormatError(
+            f"a kohya-format {kind} file (`.diff` weight differences, as sdft writes OFT for "
+            "A1111/ComfyUI) is not read by sdft; give it the run's pytorch_lora_weights.safetensors."
+            if kind == "full"
+            else f"a kohya-format {kind} file is not read by sdft (OFT: only the sdft/diffusers file)."
+        )
     return {part: reader(modules, models[part]) for part, modules in _kohya_modules(state, models).items() if modules}
 
 
-def parse_file(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], kind: str,
-               models: dict[str, nn.Module | None]) -> Parsed:
+def parse_file(
+    state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], kind: str, models: dict[str, nn.Module | None]
+) -> Parsed:
     if all(k.startswith(("unet.", "text_encoder.")) for k in state):
         return from_diffusers_file(state, metadata)
     return from_kohya_file(state, kind, models)
 
 
-def inject(model: nn.Module, config: PeftConfig, sd: dict[str, torch.Tensor], name: str, trainable: bool,
-           where: str) -> int:
+def inject(
+    model: nn.Module, config: PeftConfig, sd: dict[str, torch.Tensor], name: str, trainable: bool, where: str
+) -> int:
     """Add the adapter `name` to `model` and set its tensors; every tensor must land. Returns the layer count."""
     model.add_adapter(config, adapter_name=name)
     device = next(model.parameters()).device
     try:
-        result = set_peft_model_state_dict(model, {k: v.to(device, torch.float32) for k, v in sd.items()},
-                                           adapter_name=name)
+        result = set_peft_model_state_dict(
+            model, {k: v.to(device, torch.float32) for k, v in sd.items()}, adapter_name=name
+        )
     except RuntimeError as err:  # a shape that does not fit
         raise LoraFormatError(f"{where}: the adapter tensors do not fit the layers: {err}") from None
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     missing = [k for k in getattr(result, "missing_keys", []) or [] if is_adapter_param(k) and f".{name}." in k + "."]
     if unexpected or missing:
-        raise LoraFormatError(f"{where}: adapter tensors did not load: unexpected {unexpected[:5]}, missing {missing[:5]}")
+        raise LoraFormatError(
+            f"{where}: adapter tensors did not load: unexpected {unexpected[:5]}, missing {missing[:5]}"
+        )
     for layer in model.modules():  # peft 0.21's OFT layers lack the `scaling` dict their set_scale reads (diffusers'
         if type(layer).__module__.startswith("peft.tuners.oft") and not hasattr(layer, "scaling"):  # set_adapters
             layer.scaling = {}  # calls it): with it empty, set_scale is a no-op; OFT has no weight (always 1)
@@ -153,8 +181,15 @@ def inject(model: nn.Module, config: PeftConfig, sd: dict[str, torch.Tensor], na
     return len(config.target_modules)
 
 
-def inject_file(models: dict[str, nn.Module | None], state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
-                kind: str, name: str, where: str, trainable: bool = False) -> tuple[str, ...]:
+def inject_file(
+    models: dict[str, nn.Module | None],
+    state: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str],
+    kind: str,
+    name: str,
+    where: str,
+    trainable: bool = False,
+) -> tuple[str, ...]:
     """Parse a LoHa/LoKr/DoRA/OFT file and inject it into `models` as adapter `name`; returns the parts it holds."""
     parsed = parse_file(state, metadata, kind, models)
     for part, (config, sd) in parsed.items():

@@ -39,18 +39,26 @@ def save_sdxl_lora(unet: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.
     """Write the diffusers-format SDXL LoRA file (whichever models hold an adapter), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    (unet_sd, unet_meta), (te_sd, te_meta), (te2_sd, te2_meta) = (_adapter_state(m) for m in
-                                                                  (unet, text_encoder, text_encoder_2))
+    (unet_sd, unet_meta), (te_sd, te_meta), (te2_sd, te2_meta) = (
+        _adapter_state(m) for m in (unet, text_encoder, text_encoder_2)
+    )
     if not (unet_sd or te_sd or te2_sd):
         raise LoraFormatError("save_sdxl_lora: neither the U-Net nor a text encoder has a LoRA adapter.")
-    return write_lora_file(StableDiffusionXLPipeline, path, unet_lora_layers=unet_sd,
-                           text_encoder_lora_layers=with_text_model(te_sd),
-                           text_encoder_2_lora_layers=with_text_model(te2_sd), unet_lora_adapter_metadata=unet_meta,
-                           text_encoder_lora_adapter_metadata=te_meta, text_encoder_2_lora_adapter_metadata=te2_meta)
+    return write_lora_file(
+        StableDiffusionXLPipeline,
+        path,
+        unet_lora_layers=unet_sd,
+        text_encoder_lora_layers=with_text_model(te_sd),
+        text_encoder_2_lora_layers=with_text_model(te2_sd),
+        unet_lora_adapter_metadata=unet_meta,
+        text_encoder_lora_adapter_metadata=te_meta,
+        text_encoder_2_lora_adapter_metadata=te2_meta,
+    )
 
 
-def sdxl_kohya_tensors(models: Mapping[str, nn.Module | None], dtype: torch.dtype = torch.float32
-                       ) -> dict[str, torch.Tensor]:
+def sdxl_kohya_tensors(
+    models: Mapping[str, nn.Module | None], dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """{"unet"|"text_encoder"|"text_encoder_2": model} adapters as kohya tensors (LoRA, LoCon, DoRA, LoHa, LoKr)."""
     tensors: dict[str, torch.Tensor] = {}
     for part, model in models.items():
@@ -68,8 +76,14 @@ def sdxl_kohya_tensors(models: Mapping[str, nn.Module | None], dtype: torch.dtyp
     return tensors
 
 
-def save_sdxl_kohya_lora(unet: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.Module, path,
-                         metadata: Mapping[str, str], fp16: bool = False) -> Path:
+def save_sdxl_kohya_lora(
+    unet: nn.Module,
+    text_encoder: nn.Module,
+    text_encoder_2: nn.Module,
+    path,
+    metadata: Mapping[str, str],
+    fp16: bool = False,
+) -> Path:
     """Write the kohya-format SDXL LoRA file (ss_* metadata, sshs_* hashes), atomically."""
     models = {"unet": unet, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2}
     tensors = sdxl_kohya_tensors(models, torch.float16 if fp16 else torch.float32)
@@ -78,8 +92,9 @@ def save_sdxl_kohya_lora(unet: nn.Module, text_encoder: nn.Module, text_encoder_
     return write_kohya_file(tensors, path, {**metadata, "ss_base_model_version": SDXL_BASE_VERSION})
 
 
-def save_sdxl_weights(module, target: Path, name: str, kind, metadata: Mapping[str, str], fp16: bool,
-                      tokenizer, tokenizer_2, scheduler) -> Path:
+def save_sdxl_weights(
+    module, target: Path, name: str, kind, metadata: Mapping[str, str], fp16: bool, tokenizer, tokenizer_2, scheduler
+) -> Path:
     """What LoraCheckpoint saves for an SDXL module: both LoRA files (the kohya one where the kind has one), or
     the whole SDXL pipeline for a full fine-tune. Returns the diffusers file / the pipeline folder."""
     from sdft.adapters.formats import LORA_WEIGHT_NAME, save_pipeline

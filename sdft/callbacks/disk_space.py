@@ -36,7 +36,9 @@ def disk_full(err: OSError, folder: Path, needed: int, whole: bool) -> SdftError
         return err
     remove_partial(folder, whole)
     free = shutil.disk_usage(folder if folder.exists() else folder.parent.parent).free
-    return DiskFullError(f"No space left on the device writing {folder} ({err.strerror}): it needs about "
-                         f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free. The partial write was removed; "
-                         "earlier checkpoints are intact. Free some space (or lower callbacks.keep_last_k), then run "
-                         "the same command with resume=auto.")
+    return DiskFullError(
+        f"No space left on the device writing {folder} ({err.strerror}): it needs about "
+        f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free. The partial write was removed; "
+        "earlier checkpoints are intact. Free some space (or lower callbacks.keep_last_k), then run "
+        "the same command with resume=auto."
+    )

@@ -34,8 +34,13 @@ class FixedNoiseLoss(L.Callback):
             examples = (self.examples or trainer.datamodule.instances)[: self.max_images]
             tokenizer = trainer.datamodule.tokenizer
             pixels = torch.stack([to_tensor(resize_crop(load_rgb(e.path), self.resolution, True)) for e in examples])
-            ids = tokenizer([e.prompt for e in examples], padding="max_length", truncation=True,
-                            max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+            ids = tokenizer(
+                [e.prompt for e in examples],
+                padding="max_length",
+                truncation=True,
+                max_length=tokenizer.model_max_length,
+                return_tensors="pt",
+            ).input_ids
             self._batch = {"pixel_values": pixels, "input_ids": ids}
         return {k: v.to(module.device) for k, v in self._batch.items()}
 

@@ -27,9 +27,12 @@ SIGNALS = {signal.SIGTERM: ("SIGTERM", 143), signal.SIGINT: ("Ctrl-C", 130)}
 
 def _stop_now(signum, frame) -> None:
     name, code = SIGNALS[signum]
-    raise TrainingStopped(f"Stopped by {name} before a training step: nothing trained yet since the last checkpoint "
-                          "(none in a new run), so nothing to save. Run the same command with resume=auto to continue "
-                          "(class images already made are kept).", code)
+    raise TrainingStopped(
+        f"Stopped by {name} before a training step: nothing trained yet since the last checkpoint "
+        "(none in a new run), so nothing to save. Run the same command with resume=auto to continue "
+        "(class images already made are kept).",
+        code,
+    )
 
 
 @contextmanager
@@ -60,8 +63,9 @@ class GracefulStop(L.Callback):
             self._restore()
             raise KeyboardInterrupt  # the second Ctrl-C: stop now, no checkpoint
         self.requested = signum
-        log.warning("%s: stopping after this batch, with a checkpoint (Ctrl-C again to stop at once).",
-                    SIGNALS[signum][0])
+        log.warning(
+            "%s: stopping after this batch, with a checkpoint (Ctrl-C again to stop at once).", SIGNALS[signum][0]
+        )
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
@@ -81,8 +85,11 @@ class GracefulStop(L.Callback):
         name, code = SIGNALS.get(self.requested, ("a signal on another rank", 143))
         path = self.checkpoint.checkpoint(trainer, module)
         self._restore()
-        raise TrainingStopped(f"Stopped by {name} at step {trainer.global_step}; saved {path}. "
-                              "Run the same command with resume=auto to continue.", code)
+        raise TrainingStopped(
+            f"Stopped by {name} at step {trainer.global_step}; saved {path}. "
+            "Run the same command with resume=auto to continue.",
+            code,
+        )
 
     def on_train_end(self, trainer, module) -> None:
         self._restore()

@@ -36,9 +36,19 @@ FINAL_STATE_NAME = "final_state.ckpt"  # in the phase folder: trained weights at
 class LoraCheckpoint(L.Callback):
     """Writes <phase_dir>/checkpoints/step_<N>/ during training and <phase_dir>/lora (or model) at the end."""
 
-    def __init__(self, phase_dir: Path, kind: AdapterKind, every_n_steps: int, keep_last_k: int, tokenizer, scheduler,
-                 kohya_name: str = "lora", kohya_metadata: Callable[[int, int], dict] | None = None,
-                 kohya_fp16: bool = False, log_artifact: bool = False):
+    def __init__(
+        self,
+        phase_dir: Path,
+        kind: AdapterKind,
+        every_n_steps: int,
+        keep_last_k: int,
+        tokenizer,
+        scheduler,
+        kohya_name: str = "lora",
+        kohya_metadata: Callable[[int, int], dict] | None = None,
+        kohya_fp16: bool = False,
+        log_artifact: bool = False,
+    ):
         self.phase_dir, self.kind = Path(phase_dir), kind
         self.kohya_name, self.kohya_metadata, self.kohya_fp16 = kohya_name, kohya_metadata, kohya_fp16
         self.every_n_steps, self.keep_last_k = every_n_steps, keep_last_k
@@ -51,34 +61,67 @@ class LoraCheckpoint(L.Callback):
         self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/train.py), for saving a full SDXL pipeline
 
     @classmethod
-    def from_config(cls, phase_dir: Path, kind: AdapterKind, cb, tokenizer, scheduler, kohya_name: str,
-                    kohya_metadata: Callable[[int, int], dict] | None, log_artifact: bool = False) -> LoraCheckpoint:
+    def from_config(
+        cls,
+        phase_dir: Path,
+        kind: AdapterKind,
+        cb,
+        tokenizer,
+        scheduler,
+        kohya_name: str,
+        kohya_metadata: Callable[[int, int], dict] | None,
+        log_artifact: bool = False,
+    ) -> LoraCheckpoint:
         """From the whole `callbacks` config section (checkpoint_every_n_steps, keep_last_k, kohya_fp16)."""
-        return cls(phase_dir, kind, cb.checkpoint_every_n_steps, cb.keep_last_k, tokenizer, scheduler, kohya_name,
-                   kohya_metadata, cb.kohya_fp16, log_artifact)
+        return cls(
+            phase_dir,
+            kind,
+            cb.checkpoint_every_n_steps,
+            cb.keep_last_k,
+            tokenizer,
+            scheduler,
+            kohya_name,
+            kohya_metadata,
+            cb.kohya_fp16,
+            log_artifact,
+        )
 
     def save(self, module: L.LightningModule, target: Path, name: str, step: int = 0, epoch: int = 0) -> Path:
         """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""
         with self.swap(module) if self.swap else contextlib.nullcontext():  # EMA weights (sdft/ema.py) when asked
             trained = [p for p in module.parameters() if p.requires_grad]
             if not all(torch.isfinite(p).all() for p in trained):
-                raise NonFiniteLossError(f"Trained weights are not finite (the loss became NaN/inf; with "
-                                         "loss.finite_check_every_n_steps > 1 it is caught late): nothing written to "
-                                         f"{target}. Resume from an earlier checkpoint with a lower optim.lr, or set "
-                                         "loss.finite_check_every_n_steps=1 to stop at the first bad step.")
+                raise NonFiniteLossError(
+                    f"Trained weights are not finite (the loss became NaN/inf; with "
+                    "loss.finite_check_every_n_steps > 1 it is caught late): nothing written to "
+                    f"{target}. Resume from an earlier checkpoint with a lower optim.lr, or set "
+                    "loss.finite_check_every_n_steps=1 to stop at the first bad step."
+                )
             embedding = getattr(module, "embeddings", None)  # sdft.embeddings: textual inversion / pivotal tuning
             if self.kind == AdapterKind.embedding:
                 return save_trained(embedding, target)["diffusers"]
             if getattr(module, "text_encoder_2", None) is not None:  # SDXL: both text towers (adapters/sdxl_files.py)
                 meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
-                return save_sdxl_weights(module, target, name, self.kind, meta, self.kohya_fp16, self.tokenizer,
-                                         self.tokenizer_2, self.scheduler)
+                return save_sdxl_weights(
+                    module,
+                    target,
+                    name,
+                    self.kind,
+                    meta,
+                    self.kohya_fp16,
+                    self.tokenizer,
+                    self.tokenizer_2,
+                    self.scheduler,
+                )
             if is_peft_kind(self.kind):
                 meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
                 kohya = None
-                if has_kohya_format(self.kind):  # every peft kind (OFT as `.diff` weight differences: adapters/lycoris.py)
-                    kohya = save_kohya_lora(module.unet, module.text_encoder, target / f"{name}.safetensors", meta,
-                                            self.kohya_fp16)
+                if has_kohya_format(
+                    self.kind
+                ):  # every peft kind (OFT as `.diff` weight differences: adapters/lycoris.py)
+                    kohya = save_kohya_lora(
+                        module.unet, module.text_encoder, target / f"{name}.safetensors", meta, self.kohya_fp16
+                    )
                 if embedding is not None:  # pivotal: the embedding beside the adapter, and bundled in the kohya file
                     save_trained(embedding, target, kohya)
                 return save_lora(module.unet, module.text_encoder, target / LORA_WEIGHT_NAME)

@@ -20,9 +20,21 @@ log = logging.getLogger(__name__)
 class ValidationGrid(L.Callback):
     """Renders the grid every N steps, at the end (and optionally before training); writes <phase_dir>/grids/*.png."""
 
-    def __init__(self, phase_dir: Path, prompts: list[str], seeds: list[int], resolution: int, steps: int,
-                 guidance: float, negative_prompt: str, every_n_steps: int, at_start: bool, tokenizer, scheduler,
-                 clip_skip: int = 1):
+    def __init__(
+        self,
+        phase_dir: Path,
+        prompts: list[str],
+        seeds: list[int],
+        resolution: int,
+        steps: int,
+        guidance: float,
+        negative_prompt: str,
+        every_n_steps: int,
+        at_start: bool,
+        tokenizer,
+        scheduler,
+        clip_skip: int = 1,
+    ):
         self.grid_dir = Path(phase_dir) / "grids"
         self.prompts, self.seeds, self.resolution = list(prompts), list(seeds), resolution
         self.steps, self.guidance, self.negative_prompt = steps, guidance, negative_prompt
@@ -33,12 +45,24 @@ class ValidationGrid(L.Callback):
         self._last_step = -1
 
     @classmethod
-    def from_config(cls, phase_dir: Path, prompts: list[str], cb, resolution: int, tokenizer, scheduler,
-                    clip_skip: int = 1) -> ValidationGrid:
+    def from_config(
+        cls, phase_dir: Path, prompts: list[str], cb, resolution: int, tokenizer, scheduler, clip_skip: int = 1
+    ) -> ValidationGrid:
         """From the whole `callbacks` config section (validation_*; resolution: data.resolution unless set there)."""
-        return cls(phase_dir, prompts, list(cb.validation_seeds), cb.validation_resolution or resolution,
-                   cb.validation_steps, cb.validation_guidance, cb.validation_negative_prompt,
-                   cb.validation_every_n_steps, cb.validation_at_start, tokenizer, scheduler, clip_skip)
+        return cls(
+            phase_dir,
+            prompts,
+            list(cb.validation_seeds),
+            cb.validation_resolution or resolution,
+            cb.validation_steps,
+            cb.validation_guidance,
+            cb.validation_negative_prompt,
+            cb.validation_every_n_steps,
+            cb.validation_at_start,
+            tokenizer,
+            scheduler,
+            clip_skip,
+        )
 
     @torch.no_grad()
     def render(self, module: L.LightningModule) -> Image.Image:
@@ -61,7 +85,9 @@ class ValidationGrid(L.Callback):
         if isinstance(pipe, StableDiffusionXLPipeline):  # SDXL: the pipeline encodes both towers (clip skip 1 only)
             embeds = {"prompt": [prompt] * n, "negative_prompt": [self.negative_prompt] * n}
         else:
-            embeds = prompt_embeds(pipe, [prompt] * n, [self.negative_prompt] * n, self.clip_skip)  # clip skip as in A1111
+            embeds = prompt_embeds(
+                pipe, [prompt] * n, [self.negative_prompt] * n, self.clip_skip
+            )  # clip skip as in A1111
         return pipe(
             **embeds,
             num_inference_steps=self.steps,
@@ -95,8 +121,14 @@ class ValidationGrid(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if (not self.every_n_steps or step == 0 or step % self.every_n_steps or step == self._last_step
-                or step >= trainer.max_steps or not trainer.is_global_zero):
+        if (
+            not self.every_n_steps
+            or step == 0
+            or step % self.every_n_steps
+            or step == self._last_step
+            or step >= trainer.max_steps
+            or not trainer.is_global_zero
+        ):
             return
         self._last_step = step
         self.write(trainer, module, f"step_{step:06d}")

@@ -10,15 +10,23 @@ from omegaconf import OmegaConf
 
 def register(subparsers) -> None:
     """sdft.cli hook: `sdft eval RUN [options]` or `sdft eval --model M [--lora F ...] --instance-dir D ...`."""
-    parser = subparsers.add_parser("eval", help="score a run: DINO, CLIP-I, CLIP-T, PRES, DIV, fidelity, drift, cost",
-                                   description="Generate the prompt set with a trained run (or a model and LoRA "
-                                               "files) and score it (docs/eval.md).")
+    parser = subparsers.add_parser(
+        "eval",
+        help="score a run: DINO, CLIP-I, CLIP-T, PRES, DIV, fidelity, drift, cost",
+        description="Generate the prompt set with a trained run (or a model and LoRA "
+        "files) and score it (docs/eval.md).",
+    )
     add = parser.add_argument
     add("run", nargs="?", default=None, help="a finished run's output folder (holds config.yaml and summary.json)")
     add("--phase", default=None, help="evaluate this phase (default: the last)")
     add("--all-phases", action="store_true", help="evaluate every phase")
-    add("--lora", action="append", default=[], metavar="FILE",
-        help="LoRA file(s) or lora/ folders: with a run, scored on its base instead of the run's own outputs")
+    add(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="LoRA file(s) or lora/ folders: with a run, scored on its base instead of the run's own outputs",
+    )
     add("--model", default=None, help="without a run: the base model (tiny, hub id, diffusers folder, single file)")
     add("--instance-dir", default=None, help="without a run: the real subject images")
     add("--instance-prompt", default=None, help="without a run: e.g. 'photo of sks dog'")
@@ -44,13 +52,24 @@ def model_run_config(args: argparse.Namespace):
     from sdft.errors import ConfigError
 
     if not args.instance_dir:
-        raise ConfigError("sdft eval --model needs --instance-dir (the real subject images) and the prompts "
-                          "(--instance-prompt, --class-prompt); or give a run folder instead.")
+        raise ConfigError(
+            "sdft eval --model needs --instance-dir (the real subject images) and the prompts "
+            "(--instance-prompt, --class-prompt); or give a run folder instead."
+        )
     resolution = args.resolution or (64 if args.model == "tiny" else 512)
-    return OmegaConf.merge(OmegaConf.structured(SdftConfig), {
-        "name": "eval", "model": {"path": args.model},
-        "data": {"instance_dir": args.instance_dir, "instance_prompt": args.instance_prompt,
-                 "class_prompt": args.class_prompt, "resolution": resolution}})
+    return OmegaConf.merge(
+        OmegaConf.structured(SdftConfig),
+        {
+            "name": "eval",
+            "model": {"path": args.model},
+            "data": {
+                "instance_dir": args.instance_dir,
+                "instance_prompt": args.instance_prompt,
+                "class_prompt": args.class_prompt,
+                "resolution": resolution,
+            },
+        },
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -72,11 +91,21 @@ def run_from_args(args: argparse.Namespace) -> int:
         targets = [Target(label, cfg.model.path, loras, cfg.model.path, "lora" if loras else "base")]
     else:
         targets = run_targets(args.run, args.phase, args.all_phases)
-    overrides = {k: v for k, v in {
-        "prompts": args.prompts, "num_prompts": args.num_prompts, "steps": args.steps,
-        "clip_model": args.clip_model, "dino_model": args.dino_model, "identifier": args.identifier,
-        "class_noun": args.class_noun, "device": args.device,
-        "seeds": [int(s) for s in args.seeds.split(",")] if args.seeds else None}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "prompts": args.prompts,
+            "num_prompts": args.num_prompts,
+            "steps": args.steps,
+            "clip_model": args.clip_model,
+            "dino_model": args.dino_model,
+            "identifier": args.identifier,
+            "class_noun": args.class_noun,
+            "device": args.device,
+            "seeds": [int(s) for s in args.seeds.split(",")] if args.seeds else None,
+        }.items()
+        if v is not None
+    }
     out = Path(args.out) if args.out else (Path(args.run) / "eval" if args.run else Path("outputs") / "eval")
     with_base = args.with_base and targets[0].kind != "base"
     rows, results, evaluator = evaluate_targets(targets, cfg, out, with_base, overrides)

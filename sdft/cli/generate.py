@@ -19,8 +19,12 @@ DESCRIPTION = "Generate images with a base model and any number of LoRAs."
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The base-model options shared by `sdft generate` and `sdft ui`."""
     add = parser.add_argument
-    add("--model", "-m", default=TINY_MODEL,
-        help="tiny, a hub id, a diffusers folder (also a merged/full DreamBooth output) or a single-file checkpoint")
+    add(
+        "--model",
+        "-m",
+        default=TINY_MODEL,
+        help="tiny, a hub id, a diffusers folder (also a merged/full DreamBooth output) or a single-file checkpoint",
+    )
     add("--model-config", default=None, help="single files: diffusers folder or hub id of the same architecture")
     add("--vae", default=None, help="replace the VAE (hub id, folder or single file)")
     add("--allow-pickle", action="store_true", help="allow .ckpt/.pt model files (pickle: only files you trust)")
@@ -33,12 +37,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--prompt", "-p", required=True)
     add("--negative-prompt", "-n", default="")
     add_model_arguments(parser)
-    add("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
-        help="a LoRA .safetensors (ours or kohya/A1111) or a run's lora/ folder; repeat for several")
+    add(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH[:WEIGHT]",
+        help="a LoRA .safetensors (ours or kohya/A1111) or a run's lora/ folder; repeat for several",
+    )
     add("--lora-weight-sweep", default=None, metavar="W1,W2,...", help="grid over the LAST --lora's weight")
-    add("--embedding", action="append", default=[], metavar="PATH",
+    add(
+        "--embedding",
+        action="append",
+        default=[],
+        metavar="PATH",
         help="a textual-inversion embedding (A1111 <name>.safetensors, diffusers learned_embeds.safetensors or a "
-             "run's embedding/ folder); its token is printed; repeat for several")
+        "run's embedding/ folder); its token is printed; repeat for several",
+    )
     add("--guidance", "--cfg", default="7.5", metavar="G[,G2,...]", help="CFG scale; a comma list sweeps")
     add("--steps", type=int, default=20)
     add("--scheduler", "--sampler", default=DEFAULT_SCHEDULER, choices=list(SCHEDULERS))
@@ -57,8 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def register(subparsers) -> None:
     """sdft.cli hook: `sdft generate ...`."""
-    parser = subparsers.add_parser("generate", help="txt2img / img2img with LoRAs, sweeps into grids",
-                                   description=DESCRIPTION)
+    parser = subparsers.add_parser(
+        "generate", help="txt2img / img2img with LoRAs, sweeps into grids", description=DESCRIPTION
+    )
     add_arguments(parser)
     parser.set_defaults(func=run_from_args)
 
@@ -84,15 +99,29 @@ def run_from_args(args: argparse.Namespace, generator: Generator | None = None) 
         except OSError as err:
             raise ConfigError(f"--init-image {args.init_image}: cannot read it as an image: {err}") from err
     if generator is None:
-        cfg = ModelConfig(path=args.model, config=args.model_config, vae=args.vae, allow_pickle=args.allow_pickle,
-                          local_files_only=args.offline)
+        cfg = ModelConfig(
+            path=args.model,
+            config=args.model_config,
+            vae=args.vae,
+            allow_pickle=args.allow_pickle,
+            local_files_only=args.offline,
+        )
         generator = Generator(cfg, device=args.device, dtype=DTYPES[WeightDtype(args.dtype)] if args.dtype else None)
     for path in args.embedding:
         print(f"embedding {path}: write {generator.load_embedding(path)} in the prompt", file=sys.stderr)
     params = GenerationParams(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, guidance=guidance[0],
-        scheduler=args.scheduler, seed=args.seed, width=args.width, height=args.height, batch_size=args.batch_size,
-        batch_count=args.batch_count, init_image=init, strength=strength[0],
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        steps=args.steps,
+        guidance=guidance[0],
+        scheduler=args.scheduler,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        batch_size=args.batch_size,
+        batch_count=args.batch_count,
+        init_image=init,
+        strength=strength[0],
         loras=[LoraSpec.parse(s) for s in args.lora],
     )
     result = run_generation(generator, params, args.out, guidance=guidance, strength=strength, lora_weights=sweep)

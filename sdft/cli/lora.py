@@ -25,8 +25,12 @@ def register_resize(subparsers) -> None:
     p.add_argument("input", type=Path, help="LoRA file (kohya or diffusers format, .safetensors)")
     p.add_argument("output", type=Path, help="resized LoRA, kohya format (.safetensors)")
     p.add_argument("--rank", type=int, required=True, help="new rank (modules already at or below it are copied)")
-    p.add_argument("--fro-target", type=float, default=None,
-                   help="per-module dynamic rank: smallest rank <= --rank keeping this Frobenius-norm fraction")
+    p.add_argument(
+        "--fro-target",
+        type=float,
+        default=None,
+        help="per-module dynamic rank: smallest rank <= --rank keeping this Frobenius-norm fraction",
+    )
     dtype = p.add_mutually_exclusive_group()
     dtype.add_argument("--fp16", dest="fp16", action="store_true", default=None, help="write fp16 tensors")
     dtype.add_argument("--fp32", dest="fp16", action="store_false", help="write fp32 tensors (default: as input)")
@@ -53,8 +57,12 @@ def register_extract(subparsers) -> None:
     )
     p.add_argument("output", type=Path, help="LoRA file to write, kohya format (.safetensors)")
     p.add_argument("--base", required=True, help="base model: anything model.path accepts")
-    p.add_argument("--tuned", required=True, help="fine-tuned model (e.g. a full DreamBooth run folder or its model/), "
-                   "or an adapter file / run of any kind (LoHa, LoKr, DoRA, OFT...) to turn into a LoRA")
+    p.add_argument(
+        "--tuned",
+        required=True,
+        help="fine-tuned model (e.g. a full DreamBooth run folder or its model/), "
+        "or an adapter file / run of any kind (LoHa, LoKr, DoRA, OFT...) to turn into a LoRA",
+    )
     p.add_argument("--rank", type=int, required=True, help="LoRA rank")
     p.add_argument("--conv-rank", type=int, default=None, help="rank for 3x3 convs (default: --rank; 0 = skip them)")
     p.add_argument("--config", default=None, help="diffusers folder / hub id giving single files their architecture")
@@ -68,7 +76,17 @@ def register_extract(subparsers) -> None:
 def run_extract(args: argparse.Namespace) -> int:
     if args.output.suffix != ".safetensors":
         raise SystemExit("sdft lora extract: the output must be a .safetensors file")
-    report = extract_file(args.base, args.tuned, args.output, args.rank, args.conv_rank, args.config,
-                          args.min_diff, args.fp16, args.device, args.allow_pickle)
+    report = extract_file(
+        args.base,
+        args.tuned,
+        args.output,
+        args.rank,
+        args.conv_rank,
+        args.config,
+        args.min_diff,
+        args.fp16,
+        args.device,
+        args.allow_pickle,
+    )
     print(f"{args.output}: {report.summary()}")
     return 0

@@ -11,14 +11,22 @@ from sdft.config import WeightDtype
 
 def register(subparsers) -> None:
     """sdft.cli hook: `sdft ui ...`."""
-    parser = subparsers.add_parser("ui", help="a local web UI: txt2img / img2img with LoRAs",
-                                   description="A Gradio app on localhost over one loaded base model.")
+    parser = subparsers.add_parser(
+        "ui",
+        help="a local web UI: txt2img / img2img with LoRAs",
+        description="A Gradio app on localhost over one loaded base model.",
+    )
     add = parser.add_argument
     add_model_arguments(parser)
     add("--lora", action="append", default=[], metavar="PATH[:WEIGHT]", help="LoRAs listed at start; repeatable")
     add("--lora-dir", default="outputs", help="the folder the LoRA scan starts in")
-    add("--embedding", action="append", default=[], metavar="PATH",
-        help="a textual-inversion embedding loaded at start (A1111 or diffusers file); the status shows its token")
+    add(
+        "--embedding",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a textual-inversion embedding loaded at start (A1111 or diffusers file); the status shows its token",
+    )
     add("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it to your network)")
     add("--port", type=int, default=7860)
     add("--out", "-o", default="outputs/ui", help="output folder for the images")
@@ -36,8 +44,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     from sdft.ui_session import UiSession, parse_lora_lines
 
     parse_lora_lines("\n".join(args.lora))  # a malformed --lora fails before the model loads
-    cfg = ModelConfig(path=args.model, config=args.model_config, vae=args.vae, allow_pickle=args.allow_pickle,
-                      local_files_only=args.offline)
+    cfg = ModelConfig(
+        path=args.model,
+        config=args.model_config,
+        vae=args.vae,
+        allow_pickle=args.allow_pickle,
+        local_files_only=args.offline,
+    )
     generator = Generator(cfg, device=args.device, dtype=DTYPES[WeightDtype(args.dtype)] if args.dtype else None)
     session = UiSession(generator, Path(args.out))
     for path in args.embedding:
@@ -46,6 +59,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         session.check_loras("\n".join(args.lora))  # a bad --lora fails now, with the same message as in the page
     app = build_app(session, loras=args.lora, lora_dir=args.lora_dir)
     _, url, _ = launch(app, session, host=args.host, port=args.port, block=False)
-    print(f"sdft ui: {url} (model {generator.model_name}; images go to {session.out_dir}). Ctrl+C stops it.", flush=True)
+    print(
+        f"sdft ui: {url} (model {generator.model_name}; images go to {session.out_dir}). Ctrl+C stops it.", flush=True
+    )
     app.block_thread()
     return 0

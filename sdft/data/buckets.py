@@ -79,8 +79,16 @@ class BucketBatchSampler(Sampler):
     Used as a DataLoader *sampler* with batch_size=None, so Lightning can shard the batches across DDP ranks.
     """
 
-    def __init__(self, buckets: list[Size], repeats: list[int], pools: list[tuple[int, ...]], batch_size: int,
-                 seed: int, shuffle: bool = True, resume=None):
+    def __init__(
+        self,
+        buckets: list[Size],
+        repeats: list[int],
+        pools: list[tuple[int, ...]],
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        resume=None,
+    ):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.buckets, self.repeats, self.pools = buckets, repeats, pools
@@ -106,12 +114,17 @@ class BucketBatchSampler(Sampler):
         by_bucket: dict[Size, list[int]] = {}
         for i in entries:
             by_bucket.setdefault(self.buckets[i], []).append(i)
-        batches = [(size, items[k : k + self.batch_size]) for size, items in sorted(by_bucket.items())
-                   for k in range(0, len(items), self.batch_size)]
+        batches = [
+            (size, items[k : k + self.batch_size])
+            for size, items in sorted(by_bucket.items())
+            for k in range(0, len(items), self.batch_size)
+        ]
         if self.shuffle:
             batches = [batches[k] for k in torch.randperm(len(batches), generator=gen).tolist()]
-        orders = {pool: (torch.randperm(len(pool), generator=gen).tolist() if self.shuffle else list(range(len(pool))))
-                  for pool in sorted(self._pool_uses)}
+        orders = {
+            pool: (torch.randperm(len(pool), generator=gen).tolist() if self.shuffle else list(range(len(pool))))
+            for pool in sorted(self._pool_uses)
+        }
         used = {pool: epoch * n for pool, n in self._pool_uses.items()}  # class images continue across epochs
         plans = []
         for number, (size, items) in enumerate(batches):

@@ -40,8 +40,9 @@ def vae_identity(vae) -> str:
     return h.hexdigest()[:32]
 
 
-def latent_key(file_digest: str, size: tuple[int, int], crop: tuple[int, int], flip: bool,
-               background: tuple[int, ...], vae_id: str) -> str:
+def latent_key(
+    file_digest: str, size: tuple[int, int], crop: tuple[int, int], flip: bool, background: tuple[int, ...], vae_id: str
+) -> str:
     text = f"v{CACHE_VERSION}|{file_digest}|{size[0]}x{size[1]}|{crop[0]},{crop[1]}|{int(flip)}|{background}|{vae_id}"
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -35,8 +35,11 @@ def latent_cache_wanted(setting: bool | None, center_crop: bool) -> bool:
 def latent_cache_worth_it(setting: bool | None, entries: int, encodes_in_run: int | None) -> bool:
     """Auto mode: fill the cache only if that encodes no more images than the run's steps would."""
     if setting is None and encodes_in_run is not None and entries > encodes_in_run:
-        return _skip(setting, "cache_latents", f"filling it would encode {entries} images, more than the "
-                     f"{encodes_in_run} the run's steps encode")
+        return _skip(
+            setting,
+            "cache_latents",
+            f"filling it would encode {entries} images, more than the {encodes_in_run} the run's steps encode",
+        )
     return True
 
 

@@ -14,14 +14,24 @@ from sdft.data.captions import caption_path, ensure_trigger, normalize_extension
 from sdft.data.images import check_folder, list_images, load_rgb, no_images_error, scan_images
 from sdft.errors import ConfigError
 
+
 def tags_text(tags: list[tuple[str, float]]) -> str:
     return ", ".join(name for name, _ in tags)
 
 
-def caption_folder(folder: str | Path, captioner, trigger: str | None = None, extension: str = ".txt",
-                   overwrite: bool = False, recursive: bool = True, batch_size: int = 4, threshold: float = 0.35,
-                   character_threshold: float = 0.85, exclude_tags: set[str] | None = None,
-                   max_tags: int | None = None) -> dict[str, list[str]]:
+def caption_folder(
+    folder: str | Path,
+    captioner,
+    trigger: str | None = None,
+    extension: str = ".txt",
+    overwrite: bool = False,
+    recursive: bool = True,
+    batch_size: int = 4,
+    threshold: float = 0.35,
+    character_threshold: float = 0.85,
+    exclude_tags: set[str] | None = None,
+    max_tags: int | None = None,
+) -> dict[str, list[str]]:
     """Caption every image of `folder`; returns {"written": [...], "kept": [...], "unreadable": [...]} (paths)."""
     from sdft.data.caption_models import OnnxTagger, pick_tags
 
@@ -40,11 +50,13 @@ def caption_folder(folder: str | Path, captioner, trigger: str | None = None, ex
         else:
             todo.append(path)
     for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
+        batch = todo[start : start + batch_size]
         images = [load_rgb(p, target=(1024, 1024)) for p in batch]
         if isinstance(captioner, OnnxTagger):
-            texts = [tags_text(pick_tags(row, captioner.tags, threshold, character_threshold, exclude_tags, max_tags))
-                     for row in captioner.probabilities(images)]
+            texts = [
+                tags_text(pick_tags(row, captioner.tags, threshold, character_threshold, exclude_tags, max_tags))
+                for row in captioner.probabilities(images)
+            ]
         else:
             texts = captioner(images)
         for path, text in zip(batch, texts):
@@ -56,15 +68,23 @@ def caption_folder(folder: str | Path, captioner, trigger: str | None = None, ex
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", help="folder of images; captions are written next to them")
-    parser.add_argument("--model", required=True,
-                        help="a local folder or hub id (online) of a BLIP / GIT / Florence-2 model in transformers "
-                             "format, or a WD14 tagger: a folder with model.onnx + selected_tags.csv, or an .onnx")
-    parser.add_argument("--kind", choices=["auto", "tagger", "transformers"], default="auto",
-                        help="what --model is (default: tell from the files)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a local folder or hub id (online) of a BLIP / GIT / Florence-2 model in transformers "
+        "format, or a WD14 tagger: a folder with model.onnx + selected_tags.csv, or an .onnx",
+    )
+    parser.add_argument(
+        "--kind",
+        choices=["auto", "tagger", "transformers"],
+        default="auto",
+        help="what --model is (default: tell from the files)",
+    )
     parser.add_argument("--trigger", default=None, help="trigger word(s) put first in every caption (e.g. 'sks')")
     parser.add_argument("--threshold", type=float, default=0.35, help="tagger: general tag threshold (0.35)")
-    parser.add_argument("--character-threshold", type=float, default=0.85,
-                        help="tagger: character tag threshold (0.85)")
+    parser.add_argument(
+        "--character-threshold", type=float, default=0.85, help="tagger: character tag threshold (0.85)"
+    )
     parser.add_argument("--exclude-tags", default="", help="tagger: comma-separated tags never written")
     parser.add_argument("--max-tags", type=int, default=None, help="tagger: keep at most this many tags")
     parser.add_argument("--max-new-tokens", type=int, default=40, help="captioner: caption length limit (40)")
@@ -85,14 +105,27 @@ def run_from_args(args: argparse.Namespace) -> int:
     folder = check_folder(args.folder, "sdft data caption")
     if not list_images(folder, args.recursive):  # before loading a model
         raise no_images_error(folder, args.recursive, "sdft data caption")
-    captioner = load_captioner(args.model, args.kind, args.device, max_new_tokens=args.max_new_tokens,
-                               num_beams=args.num_beams, task=args.task)
+    captioner = load_captioner(
+        args.model, args.kind, args.device, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, task=args.task
+    )
     exclude = {t.strip() for t in args.exclude_tags.split(",") if t.strip()}
-    result = caption_folder(args.folder, captioner, args.trigger, args.caption_extension, args.overwrite,
-                            args.recursive, args.batch_size, args.threshold, args.character_threshold, exclude,
-                            args.max_tags)
-    print(f"{captioner.name}: wrote {len(result['written'])} captions, kept {len(result['kept'])} existing "
-          f"(--overwrite replaces them), {len(result['unreadable'])} unreadable images skipped.")
+    result = caption_folder(
+        args.folder,
+        captioner,
+        args.trigger,
+        args.caption_extension,
+        args.overwrite,
+        args.recursive,
+        args.batch_size,
+        args.threshold,
+        args.character_threshold,
+        exclude,
+        args.max_tags,
+    )
+    print(
+        f"{captioner.name}: wrote {len(result['written'])} captions, kept {len(result['kept'])} existing "
+        f"(--overwrite replaces them), {len(result['unreadable'])} unreadable images skipped."
+    )
     for path in result["unreadable"]:
         print(f"  unreadable: {path}")
     return 0

@@ -20,8 +20,27 @@ from sdft.errors import ConfigError, ModelLoadError
 RATING, GENERAL, CHARACTER = 9, 0, 4
 TAGS_CSV = "selected_tags.csv"
 # Tags whose underscores are part of the tag (emoticons), kept as they are when underscores become spaces.
-KAOMOJI = {"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o", "@_@",
-           "^_^", "o_o", "u_u", "x_x", "|_|", "||_||"}
+KAOMOJI = {
+    "0_0",
+    "(o)_(o)",
+    "+_+",
+    "+_-",
+    "._.",
+    "<o>_<o>",
+    "<|>_<|>",
+    "=_=",
+    ">_<",
+    "3_3",
+    "6_9",
+    ">_o",
+    "@_@",
+    "^_^",
+    "o_o",
+    "u_u",
+    "x_x",
+    "|_|",
+    "||_||",
+}
 
 
 class TransformersCaptioner:
@@ -29,21 +48,29 @@ class TransformersCaptioner:
 
     TASK = "<MORE_DETAILED_CAPTION>"  # Florence-2's caption task token (also <CAPTION>, <DETAILED_CAPTION>)
 
-    def __init__(self, source: str, device: str = "cpu", max_new_tokens: int = 40, num_beams: int = 3,
-                 task: str | None = None):
+    def __init__(
+        self, source: str, device: str = "cpu", max_new_tokens: int = 40, num_beams: int = 3, task: str | None = None
+    ):
         import transformers
 
-        classes = {"blip": transformers.BlipForConditionalGeneration, "git": transformers.GitForCausalLM,
-                   "florence2": getattr(transformers, "Florence2ForConditionalGeneration", None)}
+        classes = {
+            "blip": transformers.BlipForConditionalGeneration,
+            "git": transformers.GitForCausalLM,
+            "florence2": getattr(transformers, "Florence2ForConditionalGeneration", None),
+        }
         try:
             config = transformers.AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as err:
-            raise ModelLoadError(f"--model {source}: no captioning model there ({err}). Give a local folder or a hub "
-                                 "id (online), or a WD14 tagger folder / .onnx.") from err
+            raise ModelLoadError(
+                f"--model {source}: no captioning model there ({err}). Give a local folder or a hub "
+                "id (online), or a WD14 tagger folder / .onnx."
+            ) from err
         self.kind = config.model_type
         if classes.get(self.kind) is None:
-            raise ConfigError(f"--model {source}: a {self.kind!r} model; sdft captions with blip, git or florence2 "
-                              "(transformers' own classes) or a WD14 .onnx tagger.")
+            raise ConfigError(
+                f"--model {source}: a {self.kind!r} model; sdft captions with blip, git or florence2 "
+                "(transformers' own classes) or a WD14 .onnx tagger."
+            )
         try:
             self.processor = transformers.AutoProcessor.from_pretrained(source)
             self.model = classes[self.kind].from_pretrained(source).to(device).eval()
@@ -59,8 +86,9 @@ class TransformersCaptioner:
         text = [self.task] * len(images) if self.task else None
         inputs = self.processor(images=images, text=text, return_tensors="pt").to(self.device)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
-                                      do_sample=False)
+            out = self.model.generate(
+                **inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=False
+            )
         texts = self.processor.batch_decode(out, skip_special_tokens=True)
         return [" ".join(t.split()) for t in texts]
 
@@ -79,8 +107,14 @@ def read_tags(path: Path) -> list[Tag]:
     return [Tag(r["name"], int(r.get("category") or GENERAL)) for r in rows]
 
 
-def pick_tags(probs: np.ndarray, tags: list[Tag], threshold: float = 0.35, character_threshold: float = 0.85,
-              exclude: set[str] | None = None, max_tags: int | None = None) -> list[tuple[str, float]]:
+def pick_tags(
+    probs: np.ndarray,
+    tags: list[Tag],
+    threshold: float = 0.35,
+    character_threshold: float = 0.85,
+    exclude: set[str] | None = None,
+    max_tags: int | None = None,
+) -> list[tuple[str, float]]:
     """Tags above their threshold, most confident first: character tags (own threshold) before general ones;
     ratings are dropped; underscores become spaces except in emoticons."""
     exclude = {e.strip().lower() for e in (exclude or set())}
@@ -106,10 +140,12 @@ class OnnxTagger:
         try:
             import onnxruntime as ort
         except ImportError as err:
-            raise ConfigError("WD14 taggers need onnxruntime: pip install onnxruntime (or: pip install -e "
-                              "\".[caption]\").") from err
-        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda")
-                     else ["CPUExecutionProvider"])
+            raise ConfigError(
+                'WD14 taggers need onnxruntime: pip install onnxruntime (or: pip install -e ".[caption]").'
+            ) from err
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
+        )
         try:
             self.session = ort.InferenceSession(str(model), providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types for unreadable models

@@ -37,8 +37,9 @@ class CaptionReport:
         return f"{self.found} of {self.total} images have a {self.extension} caption"
 
 
-def read_captions(images: list[Path], fallback: str, extension: str, use_captions: bool,
-                  missing: str = "warn") -> list[str]:
+def read_captions(
+    images: list[Path], fallback: str, extension: str, use_captions: bool, missing: str = "warn"
+) -> list[str]:
     """One prompt per image (log line says how many came from caption files); see `read_captions_report`."""
     return read_captions_report(images, fallback, extension, use_captions, missing)[0]
 
@@ -49,13 +50,17 @@ def read_caption(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        log.warning("Caption %s is not UTF-8: read as Windows-1252 (%r). Save it as UTF-8 to be sure it is read as "
-                    "meant.", path, data.decode("cp1252", errors="replace")[:80])
+        log.warning(
+            "Caption %s is not UTF-8: read as Windows-1252 (%r). Save it as UTF-8 to be sure it is read as meant.",
+            path,
+            data.decode("cp1252", errors="replace")[:80],
+        )
         return data.decode("cp1252", errors="replace")
 
 
-def read_captions_report(images: list[Path], fallback: str, extension: str, use_captions: bool,
-                         missing: str = "warn") -> tuple[list[str], CaptionReport]:
+def read_captions_report(
+    images: list[Path], fallback: str, extension: str, use_captions: bool, missing: str = "warn"
+) -> tuple[list[str], CaptionReport]:
     """Prompts and a report. A caption extension that matches no file while other caption files exist is a loud
     warning (missing="warn") or a DataError (missing="error")."""
     extension = normalize_extension(extension)
@@ -68,14 +73,17 @@ def read_captions_report(images: list[Path], fallback: str, extension: str, use_
         text = " ".join(text.split())  # one line
         found += bool(text)
         prompts.append(text or fallback)
-    others = sorted({e for e in KNOWN_CAPTION_EXTENSIONS if e != extension
-                     for i in images if caption_path(i, e).is_file()})
+    others = sorted(
+        {e for e in KNOWN_CAPTION_EXTENSIONS if e != extension for i in images if caption_path(i, e).is_file()}
+    )
     report = CaptionReport(found, len(images), extension, others)
     log.info("Captions: %s; the others use %r.", report.line(), fallback)
     if found == 0 and others and images:
-        message = (f"No {extension} caption files next to {len(images)} images in {images[0].parent}, but "
-                   f"{', '.join(others)} files exist: set data.caption_extension={others[0]} (or caption_extension "
-                   "in the concept / kohya subset).")
+        message = (
+            f"No {extension} caption files next to {len(images)} images in {images[0].parent}, but "
+            f"{', '.join(others)} files exist: set data.caption_extension={others[0]} (or caption_extension "
+            "in the concept / kohya subset)."
+        )
         if missing == "error":
             raise DataError(message)
         log.warning("!!! %s Training on the fallback prompt %r instead.", message, fallback)
@@ -111,7 +119,7 @@ def process_caption(caption: str, options: CaptionOptions, rng: random.Random) -
         return ""
     if options.shuffle:
         tags = split_tags(caption)
-        keep, rest = tags[: options.keep_tokens], tags[options.keep_tokens:]
+        keep, rest = tags[: options.keep_tokens], tags[options.keep_tokens :]
         rng.shuffle(rest)
         return ", ".join(keep + rest)
     return caption

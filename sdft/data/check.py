@@ -50,26 +50,34 @@ def load_data_config(source: str, prompt: str | None = None, overrides: list[str
 
 
 def report_lines(report: DatasetReport, dm: DreamBoothDataModule, settings) -> list[str]:
-    lines = [f"Dataset: {len(report.examples)} instance images in {sum(not c.is_reg for c in report.concepts)} "
-             f"concept(s), {len(report.reg_examples)} class images given as folders."]
+    lines = [
+        f"Dataset: {len(report.examples)} instance images in {sum(not c.is_reg for c in report.concepts)} "
+        f"concept(s), {len(report.reg_examples)} class images given as folders."
+    ]
     for c in report.concepts:
         n = sum(ex.concept == c for ex in report.examples + report.reg_examples)
         cap = report.captions.get(str(c.folder))
         kind = "class" if c.is_reg else "instance"
-        lines.append(f"  [{kind}] {c.folder}: {n} images x {c.repeats} repeats, prompt {c.prompt!r}, trigger "
-                     f"{c.trigger!r}, class {c.class_prompt!r}, loss weight {c.loss_weight}; "
-                     f"captions: {cap.line() if cap else 'n/a'}")
+        lines.append(
+            f"  [{kind}] {c.folder}: {n} images x {c.repeats} repeats, prompt {c.prompt!r}, trigger "
+            f"{c.trigger!r}, class {c.class_prompt!r}, loss weight {c.loss_weight}; "
+            f"captions: {cap.line() if cap else 'n/a'}"
+        )
     sizes = [ex.size for ex in report.examples]
     if sizes:
-        lines.append(f"Sizes: smallest {min(sizes, key=lambda s: s[0] * s[1])}, largest "
-                     f"{max(sizes, key=lambda s: s[0] * s[1])} (w, h)")
+        lines.append(
+            f"Sizes: smallest {min(sizes, key=lambda s: s[0] * s[1])}, largest "
+            f"{max(sizes, key=lambda s: s[0] * s[1])} (w, h)"
+        )
     mode = "aspect buckets" if settings.enable_bucket else "square crops"
     lines.append(f"Training sizes ({mode}, resolution {settings.resolution}):")
     for bucket, count in dm.bucket_counts().items():
         lines.append(f"  {bucket[0]}x{bucket[1]}: {count} images")
     samples = sum(ex.repeats for ex in dm.instances)
-    lines.append(f"Epoch: {samples} instance samples (repeats included) in {len(dm.sampler())} batches of up to "
-                 f"{settings.batch_size}" + (" (+ as many class samples)" if dm.classes else ""))
+    lines.append(
+        f"Epoch: {samples} instance samples (repeats included) in {len(dm.sampler())} batches of up to "
+        f"{settings.batch_size}" + (" (+ as many class samples)" if dm.classes else "")
+    )
     problems = []
     for path, why in report.bad:
         problems.append(f"  unreadable: {path}: {why}")
@@ -116,12 +124,22 @@ def write_preview(dm: DreamBoothDataModule, out: Path, background, limit: int = 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a folder of images, a kohya dataset .toml, or a .yaml data / run config")
     parser.add_argument("--prompt", help="instance prompt for a plain folder (default: the folder's name)")
-    parser.add_argument("--out", default=None, help="folder for the preview (default: outputs/data_check/<source "
-                        "name>/, never inside the dataset: the preview must not become a training image)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for the preview (default: outputs/data_check/<source "
+        "name>/, never inside the dataset: the preview must not become a training image)",
+    )
     parser.add_argument("--preview", default=None, help="PNG to write (default: <out>/data_check.png)")
     parser.add_argument("--report", default=None, help="also write the report to this text file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="data config values, e.g. --set enable_bucket=true --set resolution=768")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="data config values, e.g. --set enable_bucket=true --set resolution=768",
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -152,8 +170,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         Path(args.report).write_text(text + "\n", encoding="utf-8")
     stops = bool(report.bad) and settings.on_bad_images == "error"
     if stops:
-        print(f"Training would stop: {len(report.bad)} unreadable file(s) (or set data.on_bad_images=skip).",
-              file=sys.stderr)
+        print(
+            f"Training would stop: {len(report.bad)} unreadable file(s) (or set data.on_bad_images=skip).",
+            file=sys.stderr,
+        )
     return 1 if stops else 0
 
 

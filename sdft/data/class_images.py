@@ -92,13 +92,17 @@ def local_rank() -> int:
     return 0
 
 
-def wait_for_class_images(class_dir: Path, num_images: int, timeout_s: float = 4 * 3600, poll_s: float = 2.0) -> list[Path]:
+def wait_for_class_images(
+    class_dir: Path, num_images: int, timeout_s: float = 4 * 3600, poll_s: float = 2.0
+) -> list[Path]:
     start = time.monotonic()
     log.info("Waiting for local rank 0 to generate %d class images in %s.", num_images, class_dir)
     while len(found := list_images(class_dir, recursive=False)) < num_images:
         if time.monotonic() - start > timeout_s:
-            raise TimeoutError(f"{len(found)} of {num_images} class images in {class_dir} after {timeout_s:.0f} s: "
-                               "did local rank 0 fail? Its log says why; generating them in a single-process run "
-                               "first also works (they are reused).")
+            raise TimeoutError(
+                f"{len(found)} of {num_images} class images in {class_dir} after {timeout_s:.0f} s: "
+                "did local rank 0 fail? Its log says why; generating them in a single-process run "
+                "first also works (they are reused)."
+            )
         time.sleep(poll_s)
     return found

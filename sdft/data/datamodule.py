@@ -13,14 +13,21 @@ from torch.utils.data import DataLoader
 
 from sdft.config import DataConfig
 from sdft.data.buckets import BucketBatchSampler, needs_upscale, plan_buckets
-from sdft.data.cache_policy import (encodes_in_run, latent_cache_wanted, latent_cache_worth_it,
-                                    text_cache_wanted)
+from sdft.data.cache_policy import encodes_in_run, latent_cache_wanted, latent_cache_worth_it, text_cache_wanted
 from sdft.data.cache import LatentCache, default_cache_dir, fill_latent_cache, latent_key, text_cache, vae_identity
 from sdft.data.captions import CaptionReport, ensure_trigger, read_captions_report
 from sdft.data.dataset import BucketDataset, Example, ImageTransform, center_crop_of
 from sdft.data.folders import Concept, class_dir_concepts, data_settings, require_images, resolve_concepts
-from sdft.data.images import (check_image, file_digest, handle_bad, list_ignored, list_images, no_images_error,
-                              report_duplicates, scan_images)
+from sdft.data.images import (
+    check_image,
+    file_digest,
+    handle_bad,
+    list_ignored,
+    list_images,
+    no_images_error,
+    report_duplicates,
+    scan_images,
+)
 from sdft.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -53,8 +60,9 @@ def examples_of(concepts: list[Concept], settings, report: DatasetReport, what: 
         report.bad += scan.bad
         report.duplicates += scan.duplicates
         good = scan.good
-        prompts, cap = read_captions_report(good, c.prompt, c.caption_extension, settings.use_captions,
-                                            settings.missing_captions)
+        prompts, cap = read_captions_report(
+            good, c.prompt, c.caption_extension, settings.use_captions, settings.missing_captions
+        )
         report.captions[str(c.folder)] = cap
         if settings.ensure_trigger and c.trigger:
             prompts = [ensure_trigger(p, c.trigger) for p in prompts]
@@ -77,8 +85,11 @@ def scan_dataset(cfg: DataConfig, on_bad: str | None = None) -> DatasetReport:
         handle_bad(report.bad, report.total_files, "data", on_bad or settings.on_bad_images)
     report_duplicates(report.duplicates, "data")
     if report.ignored:
-        log.warning("data: %d files that are not images were ignored: %s", len(report.ignored),
-                    ", ".join(str(p) for p in report.ignored[:20]))
+        log.warning(
+            "data: %d files that are not images were ignored: %s",
+            len(report.ignored),
+            ", ".join(str(p) for p in report.ignored[:20]),
+        )
     if not report.examples:
         raise DataError("data: no readable instance images.")
     return report
@@ -97,8 +108,10 @@ def split_validation(examples: list[Example], share: float, seed: int) -> tuple[
         raise DataError(f"data.validation_split={share}: use a share in [0, 1), e.g. 0.2.")
     held = max(1, round(share * len(examples)))
     if held >= len(examples):
-        raise DataError(f"data.validation_split={share} would hold out all {len(examples)} instance images; "
-                        "add images or lower the split.")
+        raise DataError(
+            f"data.validation_split={share} would hold out all {len(examples)} instance images; "
+            "add images or lower the split."
+        )
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
     out = set(order[:held])
     return [e for i, e in enumerate(examples) if i not in out], [e for i, e in enumerate(examples) if i in out]
@@ -138,8 +151,17 @@ class LatentLookup:
 class DreamBoothDataModule(L.LightningDataModule):
     """Batches of up to `batch_size` instance samples of one bucket plus, with class images, as many class samples."""
 
-    def __init__(self, cfg: DataConfig, tokenizer, instances: list[Example], classes: list[Example], seed: int,
-                 resume=None, masks=None, time_ids: bool = False):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        tokenizer,
+        instances: list[Example],
+        classes: list[Example],
+        seed: int,
+        resume=None,
+        masks=None,
+        time_ids: bool = False,
+    ):
         super().__init__()
         self.time_ids = time_ids  # SDXL: batches carry per-sample size/crop time ids
         self.masks = masks  # loss masks (sdft/data/masks.py MaskTransform) when loss.masked_loss
@@ -157,10 +179,13 @@ class DreamBoothDataModule(L.LightningDataModule):
     def _warn_upscale(self) -> None:
         small = [ex.path for ex, b in zip(self.instances, self.buckets) if needs_upscale(ex.size, b)]
         if small:
-            log.warning("data: %d of %d images are smaller than their training size and will be upscaled "
-                        "(consider larger images, or data.bucket_no_upscale=true with buckets): %s", len(small),
-                        len(self.instances),
-                        ", ".join(str(p) for p in small[:10]) + (" ..." if len(small) > 10 else ""))
+            log.warning(
+                "data: %d of %d images are smaller than their training size and will be upscaled "
+                "(consider larger images, or data.bucket_no_upscale=true with buckets): %s",
+                len(small),
+                len(self.instances),
+                ", ".join(str(p) for p in small[:10]) + (" ..." if len(small) > 10 else ""),
+            )
 
     def bucket_counts(self) -> dict[tuple[int, int], int]:
         counts: dict = {}
@@ -179,15 +204,18 @@ class DreamBoothDataModule(L.LightningDataModule):
         if self.time_ids:  # SDXL: the cache holds one tower's states, SDXL needs both and the pooled embedding
             log.info("data.cache_text_encoder_outputs: not for SDXL yet; not cached.")
         elif getattr(getattr(module, "base_prior", None), "swap", None) is not None:  # needs each caption's ids
-            log.info("data.cache_text_encoder_outputs: prior.base_prediction_captions swaps words in the captions' "
-                     "token ids; not cached.")
+            log.info(
+                "data.cache_text_encoder_outputs: prior.base_prediction_captions swaps words in the captions' "
+                "token ids; not cached."
+            )
         elif text_cache_wanted(cfg.cache_text_encoder_outputs, getattr(module, "train_text_encoder", True), fixed):
             ds = BucketDataset([], [], self.tokenizer, self.seed)
             original = next(module.text_encoder.parameters()).device
             module.text_encoder.to(device)
             try:
-                self.texts = text_cache([ex.prompt for ex in self.instances + self.classes], ds.tokens,
-                                        module.encode_text, device)
+                self.texts = text_cache(
+                    [ex.prompt for ex in self.instances + self.classes], ds.tokens, module.encode_text, device
+                )
             finally:
                 module.text_encoder.to(original)
 
@@ -205,9 +233,10 @@ class DreamBoothDataModule(L.LightningDataModule):
 
         def add(ex: Example, size) -> None:
             crop = center_crop_of(ex.size, size)
-            for flip in ((False, True) if ex.concept and ex.concept.flip else (False,)):
-                jobs[lookup.key(ex, size, crop, flip)] = (
-                    lambda ex=ex, size=size, crop=crop, flip=flip: transform(ex.path, size, crop, flip, ex.size))
+            for flip in (False, True) if ex.concept and ex.concept.flip else (False,):
+                jobs[lookup.key(ex, size, crop, flip)] = lambda ex=ex, size=size, crop=crop, flip=flip: transform(
+                    ex.path, size, crop, flip, ex.size
+                )
 
         for i, ex in enumerate(self.instances):
             add(ex, self.buckets[i])
@@ -221,17 +250,33 @@ class DreamBoothDataModule(L.LightningDataModule):
     # -- Lightning hooks --
     def setup(self, stage: str | None = None) -> None:
         module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is not None and (self.cfg.cache_latents is not False or self.cfg.cache_text_encoder_outputs
-                                   is not False):  # None: auto (sdft/data/cache_policy.py)
+        if module is not None and (
+            self.cfg.cache_latents is not False or self.cfg.cache_text_encoder_outputs is not False
+        ):  # None: auto (sdft/data/cache_policy.py)
             encodes = encodes_in_run(self.trainer.max_steps, self.cfg.batch_size, bool(self.classes))
             self.build_caches(module, self.trainer.strategy.root_device, encodes)
-        self.dataset = BucketDataset(self.instances, self.classes, self.tokenizer, self.seed, self.cfg.center_crop,
-                                     tuple(self.cfg.background), self.latents, self.texts, self.masks,
-                                     self.time_ids)
+        self.dataset = BucketDataset(
+            self.instances,
+            self.classes,
+            self.tokenizer,
+            self.seed,
+            self.cfg.center_crop,
+            tuple(self.cfg.background),
+            self.latents,
+            self.texts,
+            self.masks,
+            self.time_ids,
+        )
 
     def sampler(self) -> BucketBatchSampler:
-        return BucketBatchSampler(self.buckets, [ex.repeats * 1 for ex in self.instances], self.pools,
-                                  self.cfg.batch_size, self.seed, resume=self.resume)
+        return BucketBatchSampler(
+            self.buckets,
+            [ex.repeats * 1 for ex in self.instances],
+            self.pools,
+            self.cfg.batch_size,
+            self.seed,
+            resume=self.resume,
+        )
 
     def train_dataloader(self) -> DataLoader:
         if self.dataset is None:

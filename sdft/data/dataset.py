@@ -67,8 +67,14 @@ class ImageTransform:
     def __init__(self, background: tuple[int, int, int] = (255, 255, 255)):
         self.background = tuple(background)
 
-    def __call__(self, path: Path, size: tuple[int, int], crop: tuple[int, int], flip: bool,
-                 full_size: tuple[int, int] | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        path: Path,
+        size: tuple[int, int],
+        crop: tuple[int, int],
+        flip: bool,
+        full_size: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
         img = load_rgb(path, self.background, target=size)
         nw, nh = cover(full_size or img.size, size)  # from the file's full size, even if it was decoded reduced
         up = nw > img.size[0]
@@ -86,9 +92,19 @@ def sample_rng(seed: int, epoch: int, number: int, position: int) -> random.Rand
 class BucketDataset(Dataset):
     """Indexed by a BatchPlan; returns the collated batch (see the module docstring)."""
 
-    def __init__(self, instances: list[Example], classes: list[Example], tokenizer, seed: int, center_crop: bool = True,
-                 background=(255, 255, 255), latents=None, texts: dict | None = None, masks=None,
-                 time_ids: bool = False):
+    def __init__(
+        self,
+        instances: list[Example],
+        classes: list[Example],
+        tokenizer,
+        seed: int,
+        center_crop: bool = True,
+        background=(255, 255, 255),
+        latents=None,
+        texts: dict | None = None,
+        masks=None,
+        time_ids: bool = False,
+    ):
         self.instances, self.classes, self.tokenizer, self.seed = instances, classes, tokenizer, seed
         self.center_crop = center_crop
         self.transform = ImageTransform(background)
@@ -102,7 +118,11 @@ class BucketDataset(Dataset):
 
     def tokens(self, prompt: str) -> torch.Tensor:
         return self.tokenizer(
-            prompt, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt"
+            prompt,
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
         ).input_ids[0]
 
     def spec(self, example: Example, size: tuple[int, int], rng: random.Random) -> SampleSpec:

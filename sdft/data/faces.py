@@ -56,14 +56,17 @@ class CascadeDetector:
     """An OpenCV cascade (Haar or LBP): fast, frontal/near-frontal faces only; misses profiles, strong tilt,
     masks/occlusion and (with the bundled cascade) drawn/anime faces; some false positives on busy textures."""
 
-    def __init__(self, path: str | Path | None = None, min_neighbors: int = 5, min_face: float = 0.03,
-                 max_side: int = 1024):
+    def __init__(
+        self, path: str | Path | None = None, min_neighbors: int = 5, min_face: float = 0.03, max_side: int = 1024
+    ):
         cv2 = import_cv2()
         if path is None:
             path = Path(cv2.data.haarcascades) / DEFAULT_CASCADE
             if not path.is_file():
-                raise ConfigError(f"OpenCV has no {DEFAULT_CASCADE} (opencv-python-headless 5.x no longer ships the "
-                                  "cascades): pip install 'opencv-python-headless<5', or pass --face-model FILE.")
+                raise ConfigError(
+                    f"OpenCV has no {DEFAULT_CASCADE} (opencv-python-headless 5.x no longer ships the "
+                    "cascades): pip install 'opencv-python-headless<5', or pass --face-model FILE."
+                )
         try:
             self.classifier = cv2.CascadeClassifier(str(path))
         except (cv2.error, SystemError):  # OpenCV raises either for a file it cannot parse
@@ -78,15 +81,22 @@ class CascadeDetector:
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         scale = min(1.0, self.max_side / max(gray.shape))  # bounded time on huge photos
         if scale < 1.0:
-            gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
-                              interpolation=cv2.INTER_AREA)
+            gray = cv2.resize(
+                gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_AREA
+            )
         gray = cv2.equalizeHist(gray)
         smallest = max(20, round(self.min_face * min(gray.shape)))
         boxes, _, weights = self.classifier.detectMultiScale3(
-            gray, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(smallest, smallest),
-            outputRejectLevels=True)
-        faces = [Face(x / scale, y / scale, w / scale, h / scale, float(s))
-                 for (x, y, w, h), s in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1))]
+            gray,
+            scaleFactor=1.1,
+            minNeighbors=self.min_neighbors,
+            minSize=(smallest, smallest),
+            outputRejectLevels=True,
+        )
+        faces = [
+            Face(x / scale, y / scale, w / scale, h / scale, float(s))
+            for (x, y, w, h), s in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1))
+        ]
         return sorted(faces, key=lambda f: -f.area)
 
 
@@ -109,8 +119,9 @@ class YuNetDetector:
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         scale = min(1.0, self.max_side / max(bgr.shape[:2]))
         if scale < 1.0:
-            bgr = cv2.resize(bgr, (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)),
-                             interpolation=cv2.INTER_AREA)
+            bgr = cv2.resize(
+                bgr, (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)), interpolation=cv2.INTER_AREA
+            )
         self.net.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, found = self.net.detect(bgr)
         rows = [] if found is None else found

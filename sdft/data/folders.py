@@ -37,51 +37,110 @@ def _options(cfg, concept_cfg=None) -> dict:
 
     return dict(
         caption_extension=normalize_extension(pick("caption_extension", cfg.caption_extension)),
-        captions=CaptionOptions(bool(pick("shuffle_caption", cfg.shuffle_caption)),
-                                int(pick("keep_tokens", cfg.keep_tokens)), float(cfg.caption_dropout)),
+        captions=CaptionOptions(
+            bool(pick("shuffle_caption", cfg.shuffle_caption)),
+            int(pick("keep_tokens", cfg.keep_tokens)),
+            float(cfg.caption_dropout),
+        ),
         flip=bool(pick("flip", cfg.random_flip)),
         recursive=bool(cfg.recursive),
     )
 
 
-def concepts_in_folder(folder: Path, cfg, prompt: str | None, class_prompt: str | None, repeats: int | None,
-                       loss_weight: float = 1.0, trigger: str | None = None, class_dir: Path | None = None,
-                       is_reg: bool = False, what: str = "data.instance_dir", concept_cfg=None) -> list[Concept]:
+def concepts_in_folder(
+    folder: Path,
+    cfg,
+    prompt: str | None,
+    class_prompt: str | None,
+    repeats: int | None,
+    loss_weight: float = 1.0,
+    trigger: str | None = None,
+    class_dir: Path | None = None,
+    is_reg: bool = False,
+    what: str = "data.instance_dir",
+    concept_cfg=None,
+) -> list[Concept]:
     """A folder named `<n>_<tokens>`, a folder of such folders (plus loose images), or a plain folder."""
     opts = _options(cfg, concept_cfg)
     own = parse_kohya_name(folder.name)
     subs = kohya_subfolders(folder) if not own else []
     if subs:
-        concepts = [_kohya_concept(sub, n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt)
-                    for sub, n, tokens in subs]
+        concepts = [
+            _kohya_concept(sub, n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt)
+            for sub, n, tokens in subs
+        ]
         if list_images(folder, recursive=False):  # loose images next to the kohya folders
             if not prompt:
-                raise ConfigError(f"{what}: {folder} holds images outside its `<repeats>_<tokens>` folders; set a "
-                                  "prompt for them (data.instance_prompt) or move them into such a folder.")
-            concepts.append(Concept(folder.name, folder, prompt, trigger, class_prompt, class_dir,
-                                    class_key_of(class_prompt), repeats or cfg.repeats, loss_weight,
-                                    **{**opts, "recursive": False}, is_reg=is_reg))
+                raise ConfigError(
+                    f"{what}: {folder} holds images outside its `<repeats>_<tokens>` folders; set a "
+                    "prompt for them (data.instance_prompt) or move them into such a folder."
+                )
+            concepts.append(
+                Concept(
+                    folder.name,
+                    folder,
+                    prompt,
+                    trigger,
+                    class_prompt,
+                    class_dir,
+                    class_key_of(class_prompt),
+                    repeats or cfg.repeats,
+                    loss_weight,
+                    **{**opts, "recursive": False},
+                    is_reg=is_reg,
+                )
+            )
         return concepts
     if own:
         n, tokens = own
-        return [_kohya_concept(folder, repeats or n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt,
-                               class_prompt, trigger)]
+        return [
+            _kohya_concept(
+                folder, repeats or n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt, trigger
+            )
+        ]
     if not prompt:
-        raise ConfigError(f"{what}: {folder} is a plain folder; set its prompt (data.instance_prompt, or the concept's "
-                          "instance_prompt), or name it kohya-style `<repeats>_<trigger> <class>`.")
+        raise ConfigError(
+            f"{what}: {folder} is a plain folder; set its prompt (data.instance_prompt, or the concept's "
+            "instance_prompt), or name it kohya-style `<repeats>_<trigger> <class>`."
+        )
     key = class_key_of(class_prompt if not is_reg else (class_prompt or prompt))
-    return [Concept(folder.name, folder, prompt, trigger, class_prompt, class_dir, key, repeats or cfg.repeats,
-                    loss_weight, **opts, is_reg=is_reg)]
+    return [
+        Concept(
+            folder.name,
+            folder,
+            prompt,
+            trigger,
+            class_prompt,
+            class_dir,
+            key,
+            repeats or cfg.repeats,
+            loss_weight,
+            **opts,
+            is_reg=is_reg,
+        )
+    ]
 
 
-def _kohya_concept(folder, n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt,
-                   trigger=None) -> Concept:
+def _kohya_concept(
+    folder, n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt, trigger=None
+) -> Concept:
     word, cls = split_tokens(tokens)
     if is_reg:
-        return Concept(folder.name, folder, tokens, None, tokens, None, class_key_of(tokens), n, loss_weight, **opts,
-                       is_reg=True)
-    return Concept(folder.name, folder, tokens, trigger or word, class_prompt or cls, class_dir,
-                   class_key_of(cls), n, loss_weight, **opts)
+        return Concept(
+            folder.name, folder, tokens, None, tokens, None, class_key_of(tokens), n, loss_weight, **opts, is_reg=True
+        )
+    return Concept(
+        folder.name,
+        folder,
+        tokens,
+        trigger or word,
+        class_prompt or cls,
+        class_dir,
+        class_key_of(cls),
+        n,
+        loss_weight,
+        **opts,
+    )
 
 
 def resolve_concepts(cfg: DataConfig | DictConfig) -> list[Concept]:
@@ -96,8 +155,19 @@ def resolve_concepts(cfg: DataConfig | DictConfig) -> list[Concept]:
             what = f"data.concepts[{k}].instance_dir"
             folder = check_folder(c.instance_dir, what)
             class_dir = Path(c.class_dir).expanduser() if c.class_dir else None
-            concepts += concepts_in_folder(folder, cfg, c.instance_prompt, c.class_prompt, c.repeats, c.loss_weight,
-                                           c.trigger or cfg.trigger, class_dir, c.is_reg, what, c)
+            concepts += concepts_in_folder(
+                folder,
+                cfg,
+                c.instance_prompt,
+                c.class_prompt,
+                c.repeats,
+                c.loss_weight,
+                c.trigger or cfg.trigger,
+                class_dir,
+                c.is_reg,
+                what,
+                c,
+            )
         return concepts
     if not cfg.instance_dir:
         raise ConfigError("No data: set data.instance_dir (a folder of images), data.concepts, or data.kohya_toml.")
@@ -109,8 +179,10 @@ def resolve_concepts(cfg: DataConfig | DictConfig) -> list[Concept]:
 def class_dir_concepts(class_dir: Path, cfg) -> list[Concept]:
     """A class folder holding kohya `<repeats>_<class>` folders: its sets as reg concepts (else [])."""
     opts = _options(cfg)
-    return [_kohya_concept(sub, n, tokens, cfg, opts, True, 1.0, None, None, None)
-            for sub, n, tokens in kohya_subfolders(class_dir)]
+    return [
+        _kohya_concept(sub, n, tokens, cfg, opts, True, 1.0, None, None, None)
+        for sub, n, tokens in kohya_subfolders(class_dir)
+    ]
 
 
 def data_source(cfg: DataConfig | DictConfig) -> str:
@@ -131,8 +203,10 @@ def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None
     kohya_named = folder is not None and bool(parse_kohya_name(folder.name) or kohya_subfolders(folder))
     concept_classes = any(c.class_prompt or c.is_reg for c in cfg.concepts)
     if prior_enabled and not (cfg.class_prompt or cfg.kohya_toml or concept_classes or kohya_named):
-        raise ConfigError("prior.enabled=true needs data.class_prompt (e.g. 'photo of a person'), class prompts in "
-                          "data.concepts, or kohya-named folders; or set prior=none.")
+        raise ConfigError(
+            "prior.enabled=true needs data.class_prompt (e.g. 'photo of a person'), class prompts in "
+            "data.concepts, or kohya-named folders; or set prior=none."
+        )
 
 
 def require_images(concepts: list[Concept]) -> None:
@@ -147,7 +221,7 @@ def default_validation_prompts(cfg: DataConfig | DictConfig, concepts: list[Conc
         return [p for p in (cfg.instance_prompt, cfg.class_prompt) if p]
     prompts: list[str] = []
     for c in concepts:
-        for p in ((c.prompt, c.class_prompt) if not c.is_reg else ()):
+        for p in (c.prompt, c.class_prompt) if not c.is_reg else ():
             if p and p not in prompts:
                 prompts.append(p)
     return prompts[:limit]

@@ -68,4 +68,3 @@ def subject_box(face: Face, frame: tuple[int, int]) -> Box:
 def fraction(box: Box, frame: tuple[int, int]) -> float:
     """The share of the frame a box covers."""
     return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]) / (frame[0] * frame[1])
-

@@ -40,8 +40,10 @@ def _files(folder: Path, recursive: bool) -> list[Path]:
     try:
         return list(folder.glob("**/*" if recursive else "*"))
     except OSError as err:
-        raise DataError(f"{folder}: cannot read {err.filename or folder} ({err.strerror or err}). Point the data "
-                        "setting at a folder of images you can read (or set data.recursive=false).") from None
+        raise DataError(
+            f"{folder}: cannot read {err.filename or folder} ({err.strerror or err}). Point the data "
+            "setting at a folder of images you can read (or set data.recursive=false)."
+        ) from None
 
 
 MASK_SUFFIX = ".mask.png"  # `<stem>.mask.png` beside an image is its loss mask (sdft/data/masks.py), not an image
@@ -50,8 +52,12 @@ MASK_SUFFIX = ".mask.png"  # `<stem>.mask.png` beside an image is its loss mask 
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     """Image files under `folder` (by extension, hidden files, masks and sdft's previews skipped), sorted."""
     return sorted(
-        p for p in _files(folder, recursive)
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and not is_sdft_file(p)
+        p
+        for p in _files(folder, recursive)
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not p.name.startswith(".")
+        and not is_sdft_file(p)
         and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
     )
 
@@ -59,8 +65,11 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
 def list_ignored(folder: Path, recursive: bool = True) -> list[Path]:
     """Files that are neither images nor expected sidecars: reported, so nothing is dropped silently."""
     return sorted(
-        p for p in _files(folder, recursive)
-        if p.is_file() and not p.name.startswith(".") and p.name.lower() not in SIDECAR_NAMES
+        p
+        for p in _files(folder, recursive)
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.name.lower() not in SIDECAR_NAMES
         and (p.suffix.lower() not in IMAGE_EXTENSIONS | SIDECAR_EXTENSIONS or p.name.lower() in SDFT_PREVIEWS)
         and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
     )
@@ -181,8 +190,11 @@ def collect_images(folder: str | Path, recursive: bool, what: str, on_bad: str =
 
 def report_duplicates(duplicates: list[list[Path]], what: str) -> None:
     for group in duplicates:
-        log.warning("%s: identical files (same bytes, trained on as separate images): %s", what,
-                    ", ".join(str(p) for p in group))
+        log.warning(
+            "%s: identical files (same bytes, trained on as separate images): %s",
+            what,
+            ", ".join(str(p) for p in group),
+        )
 
 
 def _to_8bit_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
@@ -201,8 +213,9 @@ def _to_8bit_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Im
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, P without transparency, RGB
 
 
-def load_rgb(path: Path, background: tuple[int, int, int] = (255, 255, 255),
-             target: tuple[int, int] | None = None) -> Image.Image:
+def load_rgb(
+    path: Path, background: tuple[int, int, int] = (255, 255, 255), target: tuple[int, int] | None = None
+) -> Image.Image:
     """Open an image upright (EXIF orientation applied) as 8-bit RGB, transparency composited on `background`.
 
     `target` (w, h): the size it will be resized to. Huge images are then decoded/reduced to no less than twice
@@ -221,8 +234,9 @@ def load_rgb(path: Path, background: tuple[int, int, int] = (255, 255, 255),
         return _to_8bit_rgb(img, background)
 
 
-def resize_crop(img: Image.Image, size: int | tuple[int, int], center: bool = True,
-                gen: torch.Generator | None = None) -> Image.Image:
+def resize_crop(
+    img: Image.Image, size: int | tuple[int, int], center: bool = True, gen: torch.Generator | None = None
+) -> Image.Image:
     """Resize to cover `size` (w, h) keeping the aspect ratio, then crop it (centre or random)."""
     box_w, box_h = (size, size) if isinstance(size, int) else size
     left, top, scale = crop_box(img.size, (box_w, box_h), center, gen)
@@ -232,8 +246,9 @@ def resize_crop(img: Image.Image, size: int | tuple[int, int], center: bool = Tr
     return img.crop((left, top, left + box_w, top + box_h))
 
 
-def crop_box(size: tuple[int, int], box: tuple[int, int], center: bool = True,
-             gen: torch.Generator | None = None) -> tuple[int, int, float]:
+def crop_box(
+    size: tuple[int, int], box: tuple[int, int], center: bool = True, gen: torch.Generator | None = None
+) -> tuple[int, int, float]:
     """(left, top, scale): where the `box` crop lies in the image resized by `scale` to cover it."""
     w, h = size
     box_w, box_h = box

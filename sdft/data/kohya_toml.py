@@ -21,21 +21,46 @@ from sdft.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SUBSET_KEYS = {"image_dir", "num_repeats", "class_tokens", "is_reg", "caption_extension", "keep_tokens",
-               "shuffle_caption", "flip_aug", "caption_dropout_rate", "random_crop"}
-DATASET_KEYS = {"resolution", "batch_size", "enable_bucket", "min_bucket_reso", "max_bucket_reso",
-                "bucket_reso_steps", "bucket_no_upscale"}
-SETTING_NAMES = {"batch_size": "batch_size", "enable_bucket": "enable_bucket", "min_bucket_reso": "min_bucket_reso",
-                 "max_bucket_reso": "max_bucket_reso", "bucket_reso_steps": "bucket_reso_steps",
-                 "bucket_no_upscale": "bucket_no_upscale"}
+SUBSET_KEYS = {
+    "image_dir",
+    "num_repeats",
+    "class_tokens",
+    "is_reg",
+    "caption_extension",
+    "keep_tokens",
+    "shuffle_caption",
+    "flip_aug",
+    "caption_dropout_rate",
+    "random_crop",
+}
+DATASET_KEYS = {
+    "resolution",
+    "batch_size",
+    "enable_bucket",
+    "min_bucket_reso",
+    "max_bucket_reso",
+    "bucket_reso_steps",
+    "bucket_no_upscale",
+}
+SETTING_NAMES = {
+    "batch_size": "batch_size",
+    "enable_bucket": "enable_bucket",
+    "min_bucket_reso": "min_bucket_reso",
+    "max_bucket_reso": "max_bucket_reso",
+    "bucket_reso_steps": "bucket_reso_steps",
+    "bucket_no_upscale": "bucket_no_upscale",
+}
 
 
 def _resolution(value) -> int:
     if isinstance(value, (list, tuple)):
         w, h = (int(value[0]), int(value[-1]))
         if w != h:
-            log.warning("kohya resolution %s: sdft uses one resolution; training at %d (the same area).", value,
-                        int(math.sqrt(w * h)))
+            log.warning(
+                "kohya resolution %s: sdft uses one resolution; training at %d (the same area).",
+                value,
+                int(math.sqrt(w * h)),
+            )
         return int(math.sqrt(w * h))
     return int(value)
 
@@ -55,16 +80,27 @@ class KohyaDataset:
             repeats = int(sub.get("num_repeats", parsed[0] if parsed else 1))
             is_reg = bool(sub.get("is_reg", False))
             trigger, cls = (None, tokens) if is_reg else split_tokens(tokens)
-            captions = CaptionOptions(bool(sub.get("shuffle_caption", cfg.shuffle_caption)),
-                                      int(sub.get("keep_tokens", cfg.keep_tokens)),
-                                      float(sub.get("caption_dropout_rate", cfg.caption_dropout)))
-            out.append(Concept(
-                name=folder.name, folder=folder, prompt=tokens, trigger=trigger, class_prompt=cls,
-                class_key=class_key_of(cls), repeats=repeats,
-                caption_extension=normalize_extension(sub.get("caption_extension", cfg.caption_extension)),
-                captions=captions, flip=bool(sub.get("flip_aug", cfg.random_flip)), is_reg=is_reg,
-                recursive=bool(cfg.recursive),
-            ))
+            captions = CaptionOptions(
+                bool(sub.get("shuffle_caption", cfg.shuffle_caption)),
+                int(sub.get("keep_tokens", cfg.keep_tokens)),
+                float(sub.get("caption_dropout_rate", cfg.caption_dropout)),
+            )
+            out.append(
+                Concept(
+                    name=folder.name,
+                    folder=folder,
+                    prompt=tokens,
+                    trigger=trigger,
+                    class_prompt=cls,
+                    class_key=class_key_of(cls),
+                    repeats=repeats,
+                    caption_extension=normalize_extension(sub.get("caption_extension", cfg.caption_extension)),
+                    captions=captions,
+                    flip=bool(sub.get("flip_aug", cfg.random_flip)),
+                    is_reg=is_reg,
+                    recursive=bool(cfg.recursive),
+                )
+            )
         return out
 
     def image_dir(self, value, k: int) -> Path:
@@ -74,8 +110,10 @@ class KohyaDataset:
         if not p.is_absolute() and (self.path.parent / p).exists():
             p = self.path.parent / p
         if not p.is_dir():
-            raise ConfigError(f"{self.path}: subset {k} image_dir {value} is not a folder (relative paths are from "
-                              f"{self.path.parent} or {Path.cwd()}).")
+            raise ConfigError(
+                f"{self.path}: subset {k} image_dir {value} is not a folder (relative paths are from "
+                f"{self.path.parent} or {Path.cwd()})."
+            )
         return p
 
 
@@ -105,8 +143,12 @@ def load_kohya_toml(path: str | Path) -> KohyaDataset:
     if ignored:
         log.warning("data.kohya_toml: %s: keys not used by sdft, ignored: %s", path, ", ".join(sorted(ignored)))
     if any(s != dataset_settings[0] for s in dataset_settings[1:]):
-        log.warning("data.kohya_toml: %s: the [[datasets]] differ in resolution/bucket/batch settings; sdft trains "
-                    "all subsets with the first dataset's: %s", path, dataset_settings[0])
+        log.warning(
+            "data.kohya_toml: %s: the [[datasets]] differ in resolution/bucket/batch settings; sdft trains "
+            "all subsets with the first dataset's: %s",
+            path,
+            dataset_settings[0],
+        )
     first = dataset_settings[0]
     settings = {SETTING_NAMES[k]: v for k, v in first.items() if k in SETTING_NAMES}
     if "resolution" in first:

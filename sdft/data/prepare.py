@@ -91,13 +91,17 @@ def parse_size(text: str) -> tuple[int, int]:
 def check_paths(src: Path, out: Path, opts: PrepareOptions) -> None:
     src_r, out_r = src.resolve(), out.resolve()
     if out_r == src_r or src_r in out_r.parents:
-        raise ConfigError(f"output folder {out} is inside the input folder {src}: choose a folder outside it "
-                          "(prepare never writes into your images' folder).")
+        raise ConfigError(
+            f"output folder {out} is inside the input folder {src}: choose a folder outside it "
+            "(prepare never writes into your images' folder)."
+        )
     for name in opts.sets:
         folder = out / name
         if folder.is_dir() and list_images(folder) and not opts.overwrite:
-            raise ConfigError(f"{folder} already holds images: choose an empty output folder, or pass --overwrite "
-                              "(files of the same name are replaced, others are left).")
+            raise ConfigError(
+                f"{folder} already holds images: choose an empty output folder, or pass --overwrite "
+                "(files of the same name are replaced, others are left)."
+            )
     unknown = set(opts.sets) - set(SETS)
     if unknown or not opts.sets:
         raise ConfigError(f"--sets {','.join(opts.sets)}: choose from {', '.join(SETS)}.")
@@ -136,14 +140,18 @@ class Preparer:
         box = tuple(round(float(v), 1) for v in crop)
         region = img.crop(tuple(round(v) for v in box))
         factor = max(out_size[0] / region.size[0], out_size[1] / region.size[1])
-        resized = self.resizer.resize(region, out_size) if factor > 1.0 + 1e-6 else region.resize(
-            out_size, Image.Resampling.LANCZOS)
+        resized = (
+            self.resizer.resize(region, out_size)
+            if factor > 1.0 + 1e-6
+            else region.resize(out_size, Image.Resampling.LANCZOS)
+        )
         folder = self.out / set_name
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.{self.opts.image_format}"
         save_atomic(resized, path, self.opts.image_format)
-        result = Output(set_name, str(path.relative_to(self.out)), box, out_size,
-                        round(factor, 3) if factor > 1.0 + 1e-6 else None)
+        result = Output(
+            set_name, str(path.relative_to(self.out)), box, out_size, round(factor, 3) if factor > 1.0 + 1e-6 else None
+        )
         if mask is not None:
             from sdft.data.prep_masks import crop_mask
 
@@ -169,8 +177,10 @@ class Preparer:
         if not faces:
             res.warnings.append("no face found")
         elif len(faces) > 1:
-            res.warnings.append(f"{len(faces)} faces" + (": the largest is used" if opts.several_faces == "largest"
-                                                          else ": skipped (--several-faces skip)"))
+            res.warnings.append(
+                f"{len(faces)} faces"
+                + (": the largest is used" if opts.several_faces == "largest" else ": skipped (--several-faces skip)")
+            )
         usable = face is not None and (len(faces) == 1 or opts.several_faces == "largest")
         mask = None
         if opts.masks and face is not None:
@@ -189,8 +199,11 @@ class Preparer:
                 continue
             out_size = opts.face_size if set_name == "face" else opts.body_size
             aspect = out_size[0] / out_size[1]
-            crop = (face_crop(face, img.size, aspect, opts.face_margin) if set_name == "face"
-                    else body_crop(face, img.size, aspect, opts.body_heads))
+            crop = (
+                face_crop(face, img.size, aspect, opts.face_margin)
+                if set_name == "face"
+                else body_crop(face, img.size, aspect, opts.body_heads)
+            )
             if crop.tight < TOO_TIGHT:
                 res.skipped[set_name] = f"the frame is too tight for a {set_name} crop ({crop.tight:.0%} of it fits)"
                 continue
@@ -240,48 +253,104 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = PrepareOptions()
     parser.add_argument("source", help="folder of photos (sub-folders too); never written to")
     parser.add_argument("output", help="output folder: face/, body/ (and full/), report.md, report.json, preview.png")
-    parser.add_argument("--sets", default=",".join(d.sets),
-                        help="which sets to write, comma-separated from face,body,full (default face,body; full: "
-                             "whole images, upscaled to --full-min-side when smaller)")
+    parser.add_argument(
+        "--sets",
+        default=",".join(d.sets),
+        help="which sets to write, comma-separated from face,body,full (default face,body; full: "
+        "whole images, upscaled to --full-min-side when smaller)",
+    )
     parser.add_argument("--face-size", default="512", help="face crop size, WxH or one number (default 512)")
-    parser.add_argument("--body-size", default="512", help="half-body crop size, WxH or one number (default 512; "
-                                                           "e.g. 512x640 for portrait crops with aspect buckets)")
-    parser.add_argument("--full-min-side", type=int, default=d.full_min_side,
-                        help="full set: upscale images whose short side is below this (default 512)")
-    parser.add_argument("--face-margin", type=float, default=d.face_margin,
-                        help="face crop height in detected-face heights (default 2.4: head and a little neck)")
-    parser.add_argument("--body-heads", type=float, default=d.body_heads,
-                        help="half-body crop height in detected-face heights (default 5: head to about the waist)")
-    parser.add_argument("--several-faces", choices=["largest", "skip"], default=d.several_faces,
-                        help="images with several similar-sized faces: crop the largest (default) or skip them")
-    parser.add_argument("--face-model", default=None, metavar="FILE",
-                        help="detector file: an OpenCV cascade .xml or a YuNet .onnx (default: OpenCV's bundled "
-                             "frontal-face Haar cascade)")
-    parser.add_argument("--upscaler", default=None, metavar="FILE",
-                        help="super-resolution weights loaded by spandrel (needs spandrel + torchvision installed); "
-                             "default Lanczos")
-    parser.add_argument("--masks", nargs="?", const="subject", choices=["subject", "face"], default=None,
-                        help="also write <stem>.mask.png per image (white = subject): subject (GrabCut, default) "
-                             "or face (head ellipse)")
-    parser.add_argument("--caption-extension", default=d.caption_extension,
-                        help="captions to copy next to the crops (default .txt)")
-    parser.add_argument("--format", dest="image_format", choices=["png", "jpg"], default=d.image_format,
-                        help="image format written (default png)")
+    parser.add_argument(
+        "--body-size",
+        default="512",
+        help="half-body crop size, WxH or one number (default 512; "
+        "e.g. 512x640 for portrait crops with aspect buckets)",
+    )
+    parser.add_argument(
+        "--full-min-side",
+        type=int,
+        default=d.full_min_side,
+        help="full set: upscale images whose short side is below this (default 512)",
+    )
+    parser.add_argument(
+        "--face-margin",
+        type=float,
+        default=d.face_margin,
+        help="face crop height in detected-face heights (default 2.4: head and a little neck)",
+    )
+    parser.add_argument(
+        "--body-heads",
+        type=float,
+        default=d.body_heads,
+        help="half-body crop height in detected-face heights (default 5: head to about the waist)",
+    )
+    parser.add_argument(
+        "--several-faces",
+        choices=["largest", "skip"],
+        default=d.several_faces,
+        help="images with several similar-sized faces: crop the largest (default) or skip them",
+    )
+    parser.add_argument(
+        "--face-model",
+        default=None,
+        metavar="FILE",
+        help="detector file: an OpenCV cascade .xml or a YuNet .onnx (default: OpenCV's bundled "
+        "frontal-face Haar cascade)",
+    )
+    parser.add_argument(
+        "--upscaler",
+        default=None,
+        metavar="FILE",
+        help="super-resolution weights loaded by spandrel (needs spandrel + torchvision installed); default Lanczos",
+    )
+    parser.add_argument(
+        "--masks",
+        nargs="?",
+        const="subject",
+        choices=["subject", "face"],
+        default=None,
+        help="also write <stem>.mask.png per image (white = subject): subject (GrabCut, default) "
+        "or face (head ellipse)",
+    )
+    parser.add_argument(
+        "--caption-extension", default=d.caption_extension, help="captions to copy next to the crops (default .txt)"
+    )
+    parser.add_argument(
+        "--format",
+        dest="image_format",
+        choices=["png", "jpg"],
+        default=d.image_format,
+        help="image format written (default png)",
+    )
     parser.add_argument("--no-recursive", dest="recursive", action="store_false", help="ignore sub-folders")
     parser.add_argument("--no-preview", dest="preview", action="store_false", help="do not write preview.png")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into output sets that already hold images (same names are replaced)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into output sets that already hold images (same names are replaced)",
+    )
     parser.add_argument("--device", default="cpu", help="device for --upscaler (default cpu)")
 
 
 def options_from_args(args: argparse.Namespace) -> PrepareOptions:
     return PrepareOptions(
-        sets=tuple(s.strip() for s in args.sets.split(",") if s.strip()), face_size=parse_size(args.face_size),
-        body_size=parse_size(args.body_size), full_min_side=args.full_min_side, face_margin=args.face_margin,
-        body_heads=args.body_heads, several_faces=args.several_faces, face_model=args.face_model,
-        upscaler=args.upscaler, masks=args.masks, caption_extension=args.caption_extension,
-        image_format=args.image_format, recursive=args.recursive, overwrite=args.overwrite, preview=args.preview,
-        device=args.device)
+        sets=tuple(s.strip() for s in args.sets.split(",") if s.strip()),
+        face_size=parse_size(args.face_size),
+        body_size=parse_size(args.body_size),
+        full_min_side=args.full_min_side,
+        face_margin=args.face_margin,
+        body_heads=args.body_heads,
+        several_faces=args.several_faces,
+        face_model=args.face_model,
+        upscaler=args.upscaler,
+        masks=args.masks,
+        caption_extension=args.caption_extension,
+        image_format=args.image_format,
+        recursive=args.recursive,
+        overwrite=args.overwrite,
+        preview=args.preview,
+        device=args.device,
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -289,12 +358,18 @@ def run_from_args(args: argparse.Namespace) -> int:
     out = Path(args.output)
     counts = {s: sum(o["set"] == s for r in report["images"] for o in r["outputs"]) for s in report["options"]["sets"]}
     print(f"Wrote {', '.join(f'{n} images to {out / s}' for s, n in counts.items())}.")
-    print(f"No face: {len(report['no_face'])}, several faces: {len(report['several_faces'])}, subject < 50 % of "
-          f"the frame: {len(report['subject_under_half'])}, upscaled: {len(report['upscaled'])} "
-          f"({report['upscaler']}).")
-    print(f"Report: {out / 'report.md'} (and report.json)" + (f"; preview: {report['preview']}" if "preview" in report
-                                                             else ""))
+    print(
+        f"No face: {len(report['no_face'])}, several faces: {len(report['several_faces'])}, subject < 50 % of "
+        f"the frame: {len(report['subject_under_half'])}, upscaled: {len(report['upscaled'])} "
+        f"({report['upscaler']})."
+    )
+    print(
+        f"Report: {out / 'report.md'} (and report.json)"
+        + (f"; preview: {report['preview']}" if "preview" in report else "")
+    )
     if counts.get("face") and counts.get("body"):
-        print(f"Train: python train.py +experiment=dual_phase phases.0.overrides.data.instance_dir={out / 'face'} "
-              f"phases.1.overrides.data.instance_dir={out / 'body'}")
+        print(
+            f"Train: python train.py +experiment=dual_phase phases.0.overrides.data.instance_dir={out / 'face'} "
+            f"phases.1.overrides.data.instance_dir={out / 'body'}"
+        )
     return 0

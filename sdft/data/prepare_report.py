@@ -27,37 +27,54 @@ def summary(results: list[ImageResult]) -> dict[str, list]:
     return {
         "no_face": [r.file for r in results if r.size and r.faces == 0],
         "several_faces": [{"file": r.file, "faces": r.faces} for r in results if r.faces > 1],
-        "subject_under_half": [{"file": r.file, "fraction": r.subject_fraction} for r in results
-                               if r.subject_fraction is not None and r.subject_fraction < MIN_SUBJECT],
-        "upscaled": [{"file": o.file, "source": r.file, "factor": o.upscaled} for r in results for o in r.outputs
-                     if o.upscaled],
+        "subject_under_half": [
+            {"file": r.file, "fraction": r.subject_fraction}
+            for r in results
+            if r.subject_fraction is not None and r.subject_fraction < MIN_SUBJECT
+        ],
+        "upscaled": [
+            {"file": o.file, "source": r.file, "factor": o.upscaled} for r in results for o in r.outputs if o.upscaled
+        ],
         "unreadable": [r.file for r in results if r.size is None],
         "not_written": [{"file": r.file, "set": s, "why": why} for r in results for s, why in r.skipped.items()],
     }
 
 
-def markdown(src: Path, out: Path, opts: PrepareOptions, results: list[ImageResult], lists: dict, resizer: str,
-             detector: str) -> str:
+def markdown(
+    src: Path, out: Path, opts: PrepareOptions, results: list[ImageResult], lists: dict, resizer: str, detector: str
+) -> str:
     written = {s: sum(o.set == s for r in results for o in r.outputs) for s in opts.sets}
-    lines = [f"# sdft data prepare: {src} -> {out}", "",
-             f"- detector: {detector}; upscaling: {resizer}; masks: {opts.masks or 'none'}",
-             "- written: " + ", ".join(f"{n} in {s}/" for s, n in written.items()),
-             f"- captions copied for {sum(r.caption for r in results)} of {len(results)} images", ""]
+    lines = [
+        f"# sdft data prepare: {src} -> {out}",
+        "",
+        f"- detector: {detector}; upscaling: {resizer}; masks: {opts.masks or 'none'}",
+        "- written: " + ", ".join(f"{n} in {s}/" for s, n in written.items()),
+        f"- captions copied for {sum(r.caption for r in results)} of {len(results)} images",
+        "",
+    ]
     sections = [
         ("No face found", [f"`{f}`" for f in lists["no_face"]]),
         ("Several faces", [f"`{d['file']}`: {d['faces']} faces" for d in lists["several_faces"]]),
-        ("Subject fills less than 50 % of the frame (move closer or crop)",
-         [f"`{d['file']}`: ~{d['fraction']:.0%}" for d in lists["subject_under_half"]]),
-        ("Upscaled", [f"`{d['file']}` (from `{d['source']}`): x{d['factor']:.2f} with {resizer}"
-                      for d in lists["upscaled"]]),
+        (
+            "Subject fills less than 50 % of the frame (move closer or crop)",
+            [f"`{d['file']}`: ~{d['fraction']:.0%}" for d in lists["subject_under_half"]],
+        ),
+        (
+            "Upscaled",
+            [f"`{d['file']}` (from `{d['source']}`): x{d['factor']:.2f} with {resizer}" for d in lists["upscaled"]],
+        ),
         ("Not written", [f"`{d['file']}` {d['set']}: {d['why']}" for d in lists["not_written"]]),
         ("Unreadable", [f"`{f}`" for f in lists["unreadable"]]),
     ]
     for title, items in sections:
         lines.append(f"## {title}: {len(items)}")
         lines += [f"- {item}" for item in items] + [""]
-    lines += ["## Images", "", "| image | resolution | faces | subject | written | notes |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "## Images",
+        "",
+        "| image | resolution | faces | subject | written | notes |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         res = f"{r.size[0]}x{r.size[1]}" if r.size else "-"
         subj = f"{r.subject_fraction:.0%}" if r.subject_fraction is not None else "-"
@@ -107,13 +124,18 @@ def preview(src: Path, results: list[ImageResult], path: Path, limit: int = 64) 
 def write_reports(src: Path, out: Path, opts: PrepareOptions, results: list[ImageResult], preparer: Preparer) -> dict:
     lists = summary(results)
     report = {
-        "source": str(src), "output": str(out), "detector": preparer.detector.name,
-        "upscaler": preparer.resizer.name, "options": asdict(opts), **lists,
+        "source": str(src),
+        "output": str(out),
+        "detector": preparer.detector.name,
+        "upscaler": preparer.resizer.name,
+        "options": asdict(opts),
+        **lists,
         "images": [asdict(r) for r in results],
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(markdown(src, out, opts, results, lists, preparer.resizer.name,
-                                            preparer.detector.name), encoding="utf-8")
+    (out / "report.md").write_text(
+        markdown(src, out, opts, results, lists, preparer.resizer.name, preparer.detector.name), encoding="utf-8"
+    )
     if opts.preview:
         report["preview"] = str(preview(src, results, out / "preview.png"))
     return report

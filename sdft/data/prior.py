@@ -27,8 +27,12 @@ def prior_examples(cfg, pipe, report: DatasetReport | None = None) -> list:
     examples = list(report.reg_examples)
     if not cfg.prior.enabled:
         if examples:
-            log.info("Class images: %d given as folders (is_reg / <repeats>_<class>), used with weight "
-                     "prior.loss_weight=%s.", len(examples), cfg.prior.loss_weight)
+            log.info(
+                "Class images: %d given as folders (is_reg / <repeats>_<class>), used with weight "
+                "prior.loss_weight=%s.",
+                len(examples),
+                cfg.prior.loss_weight,
+            )
         return examples
     given = {ex.class_key for ex in examples}
     done = set()
@@ -42,8 +46,15 @@ def prior_examples(cfg, pipe, report: DatasetReport | None = None) -> list:
         if folder is None:
             folder = default_class_dir(cfg.model.path, concept.class_prompt, settings.resolution)
         paths = ensure_class_images(
-            pipe, Path(folder).expanduser(), concept.class_prompt, cfg.prior.num_class_images, settings.resolution,
-            cfg.seed, cfg.prior.generation_batch_size, cfg.prior.generation_steps, cfg.prior.generation_guidance,
+            pipe,
+            Path(folder).expanduser(),
+            concept.class_prompt,
+            cfg.prior.num_class_images,
+            settings.resolution,
+            cfg.seed,
+            cfg.prior.generation_batch_size,
+            cfg.prior.generation_steps,
+            cfg.prior.generation_guidance,
             cfg.prior.negative_prompt,
         )
         examples += class_examples(paths[: cfg.prior.num_class_images], concept.class_prompt, concept)

@@ -49,15 +49,18 @@ def load_spandrel(path: str | Path, device: str = "cpu") -> ModelUpscaler:
     """The user's upscaler weights through spandrel, or a ConfigError saying what to install or fix."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"--upscaler {path}: no such file (give an ESRGAN/Real-ESRGAN/SwinIR/... .pth or "
-                          ".safetensors, or leave it out for Lanczos).")
+        raise ConfigError(
+            f"--upscaler {path}: no such file (give an ESRGAN/Real-ESRGAN/SwinIR/... .pth or "
+            ".safetensors, or leave it out for Lanczos)."
+        )
     try:
         from spandrel import ImageModelDescriptor, ModelLoader
     except ImportError as err:
         raise ConfigError(
             f"--upscaler needs spandrel, which sdft does not install (it requires torchvision, whose PyPI wheels "
             f"pull a CUDA torch): install torchvision matching your torch, then `pip install spandrel` "
-            f"({type(err).__name__}: {err}). Without --upscaler, Lanczos is used.") from err
+            f"({type(err).__name__}: {err}). Without --upscaler, Lanczos is used."
+        ) from err
     try:
         descriptor = ModelLoader(device=device).load_from_file(str(path))
     except Exception as err:  # spandrel raises several types for unknown architectures / bad files

@@ -38,13 +38,22 @@ def _write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str
     return path
 
 
-def save_embedding_files(token: str, vectors: torch.Tensor, folder: str | os.PathLike, init_word: str = "",
-                         metadata: dict[str, str] | None = None) -> dict[str, Path]:
+def save_embedding_files(
+    token: str,
+    vectors: torch.Tensor,
+    folder: str | os.PathLike,
+    init_word: str = "",
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Path]:
     """Write both files into `folder`: {"diffusers": learned_embeds.safetensors, "a1111": <name>.safetensors}."""
     folder = Path(folder)
     vectors = vectors.detach().float().cpu().contiguous()
-    meta = {"sdft_token": token, "sdft_num_vectors": str(vectors.shape[0]), "sdft_init_word": init_word,
-            **(metadata or {})}
+    meta = {
+        "sdft_token": token,
+        "sdft_num_vectors": str(vectors.shape[0]),
+        "sdft_init_word": init_word,
+        **(metadata or {}),
+    }
     return {
         "diffusers": _write({token: vectors}, folder / DIFFUSERS_NAME, meta),
         "a1111": _write({A1111_KEY: vectors}, folder / f"{file_stem(token)}.safetensors", meta),
@@ -74,7 +83,7 @@ def split_bundle(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
     embeddings = {}
     for key, value in state_dict.items():
         if key.startswith(BUNDLE_PREFIX):
-            name, _, part = key[len(BUNDLE_PREFIX):].partition(".")
+            name, _, part = key[len(BUNDLE_PREFIX) :].partition(".")
             if part != BUNDLE_SUFFIX.lstrip("."):
                 raise EmbeddingFormatError(f"{key}: a bundled embedding must be bundle_emb.<name>{BUNDLE_SUFFIX}")
             embeddings[name] = value
@@ -90,8 +99,10 @@ def load_embedding_file(path: str | os.PathLike) -> tuple[str, torch.Tensor]:
     if path.is_dir():
         path = path / DIFFUSERS_NAME
     if path.suffix != ".safetensors" or not path.is_file():
-        raise EmbeddingFormatError(f"{path}: not an embedding .safetensors file (A1111 <name>.safetensors or "
-                                   f"diffusers {DIFFUSERS_NAME}); .pt/.bin embeddings are pickles and not read.")
+        raise EmbeddingFormatError(
+            f"{path}: not an embedding .safetensors file (A1111 <name>.safetensors or "
+            f"diffusers {DIFFUSERS_NAME}); .pt/.bin embeddings are pickles and not read."
+        )
     with safe_open(str(path), framework="pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}
     if A1111_KEY in state:
@@ -99,8 +110,10 @@ def load_embedding_file(path: str | os.PathLike) -> tuple[str, torch.Tensor]:
     elif len(state) == 1:
         token, vectors = next(iter(state.items()))
     else:
-        raise EmbeddingFormatError(f"{path}: neither an A1111 embedding ({A1111_KEY}) nor a diffusers one (one "
-                                   f"token: tensor); it holds {sorted(state)[:5]}.")
+        raise EmbeddingFormatError(
+            f"{path}: neither an A1111 embedding ({A1111_KEY}) nor a diffusers one (one "
+            f"token: tensor); it holds {sorted(state)[:5]}."
+        )
     if vectors.dim() == 1:
         vectors = vectors.unsqueeze(0)
     if vectors.dim() != 2:

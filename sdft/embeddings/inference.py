@@ -26,19 +26,26 @@ class PipelineEmbeddings:
         if token in self.sources:
             if self.sources[token] == source:
                 return token
-            raise ConfigError(f"embedding {token!r} from {source}: an embedding of that name is already loaded (from "
-                              f"{self.sources[token]}). Rename one of the files.")
+            raise ConfigError(
+                f"embedding {token!r} from {source}: an embedding of that name is already loaded (from "
+                f"{self.sources[token]}). Rename one of the files."
+            )
         if token in self.pipe.tokenizer.get_vocab():
-            raise ConfigError(f"embedding {token!r} from {source}: {token!r} is already a token of this model's "
-                              "tokenizer; rename the file (A1111 names an embedding by its file name).")
+            raise ConfigError(
+                f"embedding {token!r} from {source}: {token!r} is already a token of this model's "
+                "tokenizer; rename the file (A1111 names an embedding by its file name)."
+            )
         width = self.pipe.text_encoder.get_input_embeddings().weight.shape[1]
         if vectors.shape[-1] != width:
-            raise ConfigError(f"embedding {token!r} from {source} has width {vectors.shape[-1]}, this model's text "
-                              f"encoder {width}: it was trained for another base (SD 1.x is 768).")
+            raise ConfigError(
+                f"embedding {token!r} from {source} has width {vectors.shape[-1]}, this model's text "
+                f"encoder {width}: it was trained for another base (SD 1.x is 768)."
+            )
         self.pipe.load_textual_inversion(vectors, token=token)
         self.sources[token] = source
-        log.info("Loaded embedding %s (%d vector(s)) from %s: write %s in the prompt", token, vectors.shape[0], source,
-                 token)
+        log.info(
+            "Loaded embedding %s (%d vector(s)) from %s: write %s in the prompt", token, vectors.shape[0], source, token
+        )
         return token
 
     def load_file(self, path: str | Path) -> str:

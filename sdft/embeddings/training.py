@@ -72,8 +72,10 @@ def init_word_of(cfg: DictConfig) -> str:
         return emb.init_word
     words = (cfg.data.class_prompt or "").split()
     if not words:
-        raise ConfigError("adapter.embedding.init_word is not set and there is no data.class_prompt to take it from: "
-                          "set adapter.embedding.init_word=<a word close to the subject>, e.g. dog.")
+        raise ConfigError(
+            "adapter.embedding.init_word is not set and there is no data.class_prompt to take it from: "
+            "set adapter.embedding.init_word=<a word close to the subject>, e.g. dog."
+        )
     return words[-1]
 
 
@@ -81,13 +83,17 @@ def check_embedding_config(cfg: DictConfig) -> None:
     """Config checks for embeddings, before any work."""
     emb, kind = cfg.adapter.embedding, cfg.adapter.kind
     if kind == AdapterKind.embedding and not emb.placeholder:
-        raise ConfigError("adapter.kind=embedding trains a new token's embedding: set adapter.embedding.placeholder, "
-                          "e.g. adapter.embedding.placeholder='<sks>', and write it in the captions.")
+        raise ConfigError(
+            "adapter.kind=embedding trains a new token's embedding: set adapter.embedding.placeholder, "
+            "e.g. adapter.embedding.placeholder='<sks>', and write it in the captions."
+        )
     if not emb.placeholder:
         return
     if kind == AdapterKind.full:
-        raise ConfigError("adapter.embedding.placeholder with adapter.kind=full is not supported: train the embedding with "
-                          "kind=embedding (textual inversion) or with a LoRA (kind=lora: pivotal tuning).")
+        raise ConfigError(
+            "adapter.embedding.placeholder with adapter.kind=full is not supported: train the embedding with "
+            "kind=embedding (textual inversion) or with a LoRA (kind=lora: pivotal tuning)."
+        )
     if any(c.isspace() for c in emb.placeholder):
         raise ConfigError(f"adapter.embedding.placeholder={emb.placeholder!r}: one word without spaces, e.g. <sks>.")
     if emb.num_vectors < 1:
@@ -95,16 +101,22 @@ def check_embedding_config(cfg: DictConfig) -> None:
     if not 0.0 < emb.train_fraction <= 1.0:
         raise ConfigError(f"adapter.embedding.train_fraction={emb.train_fraction}: must be in (0, 1].")
     if kind == AdapterKind.embedding and emb.train_fraction < 1.0:
-        raise ConfigError("adapter.embedding.train_fraction < 1 freezes the embedding, but with adapter.kind=embedding "
-                          "nothing else trains: use it for pivotal tuning (kind=lora) or leave it at 1.")
+        raise ConfigError(
+            "adapter.embedding.train_fraction < 1 freezes the embedding, but with adapter.kind=embedding "
+            "nothing else trains: use it for pivotal tuning (kind=lora) or leave it at 1."
+        )
     if cfg.data.cache_text_encoder_outputs:
-        raise ConfigError("data.cache_text_encoder_outputs cannot be used while an embedding trains (adapter.embedding"
-                          ".placeholder): the text encoder's outputs change every step. Set data.cache_text_encoder_outputs="
-                          "false (latents can still be cached: data.cache_latents=true).")
+        raise ConfigError(
+            "data.cache_text_encoder_outputs cannot be used while an embedding trains (adapter.embedding"
+            ".placeholder): the text encoder's outputs change every step. Set data.cache_text_encoder_outputs="
+            "false (latents can still be cached: data.cache_latents=true)."
+        )
     prompts = [cfg.data.instance_prompt, *(c.instance_prompt for c in cfg.data.concepts)]
     if not any(p and emb.placeholder in p for p in prompts) and not cfg.data.use_captions:
-        raise ConfigError(f"adapter.embedding.placeholder={emb.placeholder!r} is in no instance prompt, so it would never be "
-                          f"trained: write it there, e.g. data.instance_prompt='a {emb.placeholder} dog'.")
+        raise ConfigError(
+            f"adapter.embedding.placeholder={emb.placeholder!r} is in no instance prompt, so it would never be "
+            f"trained: write it there, e.g. data.instance_prompt='a {emb.placeholder} dog'."
+        )
 
 
 def attach_embedding(cfg: DictConfig, tokenizer, text_encoder: nn.Module) -> TokenVectors | None:
@@ -119,14 +131,18 @@ def attach_embedding(cfg: DictConfig, tokenizer, text_encoder: nn.Module) -> Tok
         return None
     if existing is not None and existing.token == emb.placeholder:
         if len(existing.ids) != emb.num_vectors:
-            raise ConfigError(f"adapter.embedding.num_vectors={emb.num_vectors}, but {emb.placeholder} already has "
-                              f"{len(existing.ids)} vectors from an earlier phase.")
+            raise ConfigError(
+                f"adapter.embedding.num_vectors={emb.num_vectors}, but {emb.placeholder} already has "
+                f"{len(existing.ids)} vectors from an earlier phase."
+            )
         existing.vectors.requires_grad_(True)
         existing.frozen = False
         return existing
     if existing is not None:
-        raise ConfigError(f"one embedding per run: {existing.token} was trained in an earlier phase; {emb.placeholder} "
-                          "cannot be added too.")
+        raise ConfigError(
+            f"one embedding per run: {existing.token} was trained in an earlier phase; {emb.placeholder} "
+            "cannot be added too."
+        )
     word = init_word_of(cfg)
     ids = add_tokens(tokenizer, text_encoder, emb.placeholder, emb.num_vectors, word)
     start = text_encoder.get_input_embeddings().weight[ids]

@@ -27,8 +27,7 @@ def finished_jobs(sweep_dir: Path) -> list[Path]:
 
 def budget_notes(targets) -> list[str]:
     """Say how many steps each training phase had, and flag phases that differ (an unfair comparison)."""
-    steps = {s["phase"] if len(t.phases) > 1 else t.label: s["steps"]
-             for t in targets for s in t.phases}
+    steps = {s["phase"] if len(t.phases) > 1 else t.label: s["steps"] for t in targets for s in t.phases}
     distinct = sorted(set(steps.values()))
     if len(distinct) == 1:
         note = f"Budget: every training phase ran {distinct[0]} steps with the same seed"

@@ -24,11 +24,15 @@ def adapter_bytes(target: Target) -> int | None:
         return None
     total = sum(_size(Path(f)) for f in target.loras)
     total += sum(_size(Path(f)) for f in target.embeddings)  # textual inversion; a pivotal LoRA's embedding beside it:
-    total += sum(_size(Path(f).parent / DIFFUSERS_NAME) for f in target.loras if (Path(f).parent / DIFFUSERS_NAME).is_file())
+    total += sum(
+        _size(Path(f).parent / DIFFUSERS_NAME) for f in target.loras if (Path(f).parent / DIFFUSERS_NAME).is_file()
+    )
     if target.model != target.base_model:
         folder = Path(target.model)
         trained = [s for s in target.phases if s["adapter"] == "full"]
-        parts = ["unet"] + (["text_encoder"] if any(s["parameters"]["text_encoder"]["trainable"] for s in trained) else [])
+        parts = ["unet"] + (
+            ["text_encoder"] if any(s["parameters"]["text_encoder"]["trainable"] for s in trained) else []
+        )
         total += sum(_size(folder / part) for part in parts if (folder / part).exists())
     return total
 

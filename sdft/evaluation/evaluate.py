@@ -53,8 +53,9 @@ class Evaluator:
         self.clip_skip = clip_skip
         self.resolution = self.cfg.resolution or data_cfg.resolution
         self.seeds = list(self.cfg.seeds)
-        self.identifier, self.cls = subject_words(data_cfg.instance_prompt, data_cfg.class_prompt, data_cfg.trigger,
-                                                  self.cfg.identifier, self.cfg.class_noun)
+        self.identifier, self.cls = subject_words(
+            data_cfg.instance_prompt, data_cfg.class_prompt, data_cfg.trigger, self.cfg.identifier, self.cfg.class_noun
+        )
         templates = spread(prompt_templates(self.cfg.prompts), self.cfg.num_prompts)
         self.prompts = [fill(t, self.identifier, self.cls) for t in templates]
         self.class_prompt = data_cfg.class_prompt or f"a {self.cls}"
@@ -68,8 +69,12 @@ class Evaluator:
         self.device = device
         offline = bool(self.model_cfg.local_files_only)
         cache = self.model_cfg.cache_dir
-        self.clip = ClipScorer(resolve_feature_model(self.cfg.clip_model, "clip", self.model_cfg.path, cache), device, offline)
-        self.dino = DinoScorer(resolve_feature_model(self.cfg.dino_model, "dino", self.model_cfg.path, cache), device, offline)
+        self.clip = ClipScorer(
+            resolve_feature_model(self.cfg.clip_model, "clip", self.model_cfg.path, cache), device, offline
+        )
+        self.dino = DinoScorer(
+            resolve_feature_model(self.cfg.dino_model, "dino", self.model_cfg.path, cache), device, offline
+        )
         self.real_clip, self.real_dino = self.clip.images(self.real), self.dino.images(self.real)
         self._generator = None
         self._references: dict[str, torch.Tensor] = {}
@@ -83,8 +88,11 @@ class Evaluator:
         if self._generator is not None and self._generator.model_config.path == model:
             return self._generator
         self._generator = None
-        cfg = self.model_cfg if model == self.model_cfg.path else OmegaConf.merge(
-            self.model_cfg, {"path": model, "vae": None, "config": None})
+        cfg = (
+            self.model_cfg
+            if model == self.model_cfg.path
+            else OmegaConf.merge(self.model_cfg, {"path": model, "vae": None, "config": None})
+        )
         self._generator = Generator(OmegaConf.to_object(cfg), device=self.device)
         return self._generator
 
@@ -97,7 +105,8 @@ class Evaluator:
             gen = self.generator(base_model)
             gen.set_loras([])
             self._references[base_model] = metrics.eps_predictions(
-                gen.pipe, self.noise_scheduler(gen), self.drift_prompts, self.resolution, clip_skip=self.clip_skip)
+                gen.pipe, self.noise_scheduler(gen), self.drift_prompts, self.resolution, clip_skip=self.clip_skip
+            )
         return self._references[base_model]
 
     # -- one target --------------------------------------------------------------------------------------------
@@ -105,9 +114,16 @@ class Evaluator:
     def params(self, prompt: str, loras: list[str]):
         from sdft.generation.params import GenerationParams, LoraSpec
 
-        return GenerationParams(prompt=prompt, steps=self.cfg.steps, guidance=self.cfg.guidance,
-                                scheduler=self.cfg.scheduler, width=self.resolution, height=self.resolution,
-                                batch_size=len(self.seeds), loras=[LoraSpec(f) for f in loras])
+        return GenerationParams(
+            prompt=prompt,
+            steps=self.cfg.steps,
+            guidance=self.cfg.guidance,
+            scheduler=self.cfg.scheduler,
+            width=self.resolution,
+            height=self.resolution,
+            batch_size=len(self.seeds),
+            loras=[LoraSpec(f) for f in loras],
+        )
 
     def render(self, gen, prompt: str, loras: list[str], seeds: list[int]) -> list[Image.Image]:
         from dataclasses import replace
@@ -141,10 +157,12 @@ class Evaluator:
         }
         gen.set_loras(self.params("", target.loras).loras)  # fidelity and drift with the target's LoRAs active
         scheduler = self.noise_scheduler(gen)
-        row["fidelity"] = metrics.instance_fidelity(gen.pipe, scheduler, self.instances, gen.pipe.tokenizer,
-                                                    self.resolution, clip_skip=self.clip_skip)
-        tuned = metrics.eps_predictions(gen.pipe, scheduler, self.drift_prompts, self.resolution,
-                                        clip_skip=self.clip_skip)
+        row["fidelity"] = metrics.instance_fidelity(
+            gen.pipe, scheduler, self.instances, gen.pipe.tokenizer, self.resolution, clip_skip=self.clip_skip
+        )
+        tuned = metrics.eps_predictions(
+            gen.pipe, scheduler, self.drift_prompts, self.resolution, clip_skip=self.clip_skip
+        )
         row["drift"] = metrics.language_drift(tuned, reference)
         size = adapter_bytes(target)
         row["adapter_mb"] = round(size / 2**20, 3) if size is not None else None
@@ -155,26 +173,39 @@ class Evaluator:
 
     def real_row(self) -> dict:
         """The paper's 'real images' row: real instance images against each other (an upper bound)."""
-        return {"label": "real images", "kind": "real", "dino": metrics.mean_self_similarity(self.real_dino),
-                "clip_i": metrics.mean_self_similarity(self.real_clip)}
+        return {
+            "label": "real images",
+            "kind": "real",
+            "dino": metrics.mean_self_similarity(self.real_dino),
+            "clip_i": metrics.mean_self_similarity(self.real_clip),
+        }
 
     def write(self, target: Target, row: dict, images, classes) -> None:
         from sdft.images_grid import make_grid, tile_size
 
         folder = self.out / target.label
         folder.mkdir(parents=True, exist_ok=True)
-        info = {"row": row, "model": target.model, "loras": target.loras, "prompts": self.prompts,
-                "class_prompt": self.class_prompt, "drift_prompts": self.drift_prompts, "seeds": self.seeds,
-                "settings": OmegaConf.to_container(self.cfg), "clip_model": self.clip.name,
-                "dino_model": self.dino.name}
+        info = {
+            "row": row,
+            "model": target.model,
+            "loras": target.loras,
+            "prompts": self.prompts,
+            "class_prompt": self.class_prompt,
+            "drift_prompts": self.drift_prompts,
+            "seeds": self.seeds,
+            "settings": OmegaConf.to_container(self.cfg),
+            "clip_model": self.clip.name,
+            "dino_model": self.dino.name,
+        }
         (folder / "eval.json").write_text(json.dumps(info, indent=2, default=str))
         tile = tile_size(self.resolution)
         make_grid(images, self.prompts, self.seeds, tile).save(folder / "samples.png")
         make_grid([classes], [self.class_prompt], list(range(len(classes))), tile).save(folder / "classes.png")
 
 
-def evaluate_targets(targets: list[Target], run_cfg, out_dir: str | Path, with_base: bool = False,
-                     eval_overrides: dict | None = None) -> tuple[list[dict], list[TargetResult], Evaluator]:
+def evaluate_targets(
+    targets: list[Target], run_cfg, out_dir: str | Path, with_base: bool = False, eval_overrides: dict | None = None
+) -> tuple[list[dict], list[TargetResult], Evaluator]:
     """Score each target (plus the untouched base and the real images when `with_base`); rows in order."""
     eval_cfg = OmegaConf.merge(OmegaConf.structured(EvalConfig), run_cfg.get("eval", {}), eval_overrides or {})
     evaluator = Evaluator(eval_cfg, run_cfg.data, run_cfg.model, out_dir, run_cfg.model.get("clip_skip", 1))

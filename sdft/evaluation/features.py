@@ -75,13 +75,20 @@ class ClipScorer:
 
     @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
-        return in_batches(images, lambda chunk: _tensor(self.model.get_image_features(pixel_values=self._pixels(chunk))))
+        return in_batches(
+            images, lambda chunk: _tensor(self.model.get_image_features(pixel_values=self._pixels(chunk)))
+        )
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
         def encode(chunk):
-            tokens = self.tokenizer(list(chunk), padding=True, truncation=True,
-                                    max_length=self.tokenizer.model_max_length, return_tensors="pt").to(self.device)
+            tokens = self.tokenizer(
+                list(chunk),
+                padding=True,
+                truncation=True,
+                max_length=self.tokenizer.model_max_length,
+                return_tensors="pt",
+            ).to(self.device)
             return _tensor(self.model.get_text_features(**tokens))
 
         return in_batches(texts, encode)

@@ -49,13 +49,22 @@ def _module(pipe, noise_scheduler, clip_skip: int):
     from sdft.config import LossConfig, OptimConfig
     from sdft.module import DreamBoothModule
 
-    module = DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, noise_scheduler, OptimConfig(), LossConfig(),
-                              clip_skip=clip_skip)
+    module = DreamBoothModule(
+        pipe.unet, pipe.text_encoder, pipe.vae, noise_scheduler, OptimConfig(), LossConfig(), clip_skip=clip_skip
+    )
     return module.to(pipe.unet.device).eval()
 
 
-def instance_fidelity(pipe, noise_scheduler, instances: list, tokenizer, resolution: int, seed: int = 1234,
-                      clip_skip: int = 1, max_images: int = 8) -> float:
+def instance_fidelity(
+    pipe,
+    noise_scheduler,
+    instances: list,
+    tokenizer,
+    resolution: int,
+    seed: int = 1234,
+    clip_skip: int = 1,
+    max_images: int = 8,
+) -> float:
     """The diffusion loss on the instance images with their training prompts, at fixed noise and timesteps: the
     same measurement as the run's `val/fixed_noise_loss` (FixedNoiseLoss); lower = the subject is reproduced better."""
     meter = FixedNoiseLoss(0, resolution, max_images=max_images, seed=seed)
@@ -64,12 +73,20 @@ def instance_fidelity(pipe, noise_scheduler, instances: list, tokenizer, resolut
 
 
 @torch.no_grad()
-def eps_predictions(pipe, noise_scheduler, prompts: list[str], resolution: int, seed: int = DRIFT_SEED,
-                    timesteps: tuple[int, ...] = TIMESTEPS, clip_skip: int = 1) -> torch.Tensor:
+def eps_predictions(
+    pipe,
+    noise_scheduler,
+    prompts: list[str],
+    resolution: int,
+    seed: int = DRIFT_SEED,
+    timesteps: tuple[int, ...] = TIMESTEPS,
+    clip_skip: int = 1,
+) -> torch.Tensor:
     """The U-Net's predictions (P, T, C, h, w) for each prompt at fixed seeded latents, noise and timesteps."""
     unet, device = pipe.unet, pipe.unet.device
-    tokens = pipe.tokenizer(prompts, padding="max_length", truncation=True, max_length=pipe.tokenizer.model_max_length,
-                            return_tensors="pt").input_ids.to(device)
+    tokens = pipe.tokenizer(
+        prompts, padding="max_length", truncation=True, max_length=pipe.tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids.to(device)
     states = text_states(pipe.text_encoder, tokens, clip_skip).to(unet.dtype)
     side = resolution // pipe.vae_scale_factor
     gen = torch.Generator("cpu").manual_seed(seed)

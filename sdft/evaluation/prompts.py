@@ -31,30 +31,38 @@ PROPERTY = [
     "a wet {identifier} {cls}",
     "a cube shaped {identifier} {cls}",
 ]
-LIVE = RECONTEXT + [  # live subjects (pets, people, characters): accessorisation
-    "a {identifier} {cls} wearing a red hat",
-    "a {identifier} {cls} wearing a santa hat",
-    "a {identifier} {cls} wearing a rainbow scarf",
-    "a {identifier} {cls} wearing a black top hat and a monocle",
-    "a {identifier} {cls} in a chef outfit",
-    "a {identifier} {cls} in a firefighter outfit",
-    "a {identifier} {cls} in a police outfit",
-    "a {identifier} {cls} wearing pink glasses",
-    "a {identifier} {cls} wearing a yellow shirt",
-    "a {identifier} {cls} in a purple wizard outfit",
-] + PROPERTY
-OBJECT = RECONTEXT + [  # objects: more recontextualisation instead of accessories
-    "a {identifier} {cls} with a wheat field in the background",
-    "a {identifier} {cls} with a tree and autumn leaves in the background",
-    "a {identifier} {cls} with the Eiffel Tower in the background",
-    "a {identifier} {cls} floating on top of water",
-    "a {identifier} {cls} floating in an ocean of milk",
-    "a {identifier} {cls} on top of green grass with sunflowers around it",
-    "a {identifier} {cls} on top of a mirror",
-    "a {identifier} {cls} on top of the sidewalk in a crowded street",
-    "a {identifier} {cls} on top of a dirt road",
-    "a {identifier} {cls} on top of a white rug",
-] + PROPERTY
+LIVE = (
+    RECONTEXT
+    + [  # live subjects (pets, people, characters): accessorisation
+        "a {identifier} {cls} wearing a red hat",
+        "a {identifier} {cls} wearing a santa hat",
+        "a {identifier} {cls} wearing a rainbow scarf",
+        "a {identifier} {cls} wearing a black top hat and a monocle",
+        "a {identifier} {cls} in a chef outfit",
+        "a {identifier} {cls} in a firefighter outfit",
+        "a {identifier} {cls} in a police outfit",
+        "a {identifier} {cls} wearing pink glasses",
+        "a {identifier} {cls} wearing a yellow shirt",
+        "a {identifier} {cls} in a purple wizard outfit",
+    ]
+    + PROPERTY
+)
+OBJECT = (
+    RECONTEXT
+    + [  # objects: more recontextualisation instead of accessories
+        "a {identifier} {cls} with a wheat field in the background",
+        "a {identifier} {cls} with a tree and autumn leaves in the background",
+        "a {identifier} {cls} with the Eiffel Tower in the background",
+        "a {identifier} {cls} floating on top of water",
+        "a {identifier} {cls} floating in an ocean of milk",
+        "a {identifier} {cls} on top of green grass with sunflowers around it",
+        "a {identifier} {cls} on top of a mirror",
+        "a {identifier} {cls} on top of the sidewalk in a crowded street",
+        "a {identifier} {cls} on top of a dirt road",
+        "a {identifier} {cls} on top of a white rug",
+    ]
+    + PROPERTY
+)
 PROMPT_SETS = {"live": LIVE, "object": OBJECT}
 
 
@@ -87,12 +95,19 @@ def fill(template: str, identifier: str, cls: str) -> str:
     try:
         text = template.format(identifier=identifier, cls=cls)
     except (KeyError, IndexError) as err:
-        raise ConfigError(f"eval prompt {template!r}: only {{identifier}} and {{cls}} can be filled in ({err}).") from err
+        raise ConfigError(
+            f"eval prompt {template!r}: only {{identifier}} and {{cls}} can be filled in ({err})."
+        ) from err
     return " ".join(text.split())
 
 
-def subject_words(instance_prompt: str | None, class_prompt: str | None, trigger: str | None,
-                  identifier: str | None = None, class_noun: str | None = None) -> tuple[str, str]:
+def subject_words(
+    instance_prompt: str | None,
+    class_prompt: str | None,
+    trigger: str | None,
+    identifier: str | None = None,
+    class_noun: str | None = None,
+) -> tuple[str, str]:
     """(identifier, class noun): given, else the trigger / the instance prompt's word that the class prompt lacks,
     and the class prompt's last word (`photo of sks dog` + `photo of a dog` -> `sks`, `dog`)."""
     class_words = (class_prompt or "").replace(",", " ").split()

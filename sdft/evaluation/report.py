@@ -38,9 +38,11 @@ COST = {
     "infer_peak_gb": ("infer peak GiB", "lower", "peak GPU memory at inference with the LoRA (CUDA only)"),
 }
 COLUMNS = {**QUALITY, **COST}
-PAPER = ("DreamBooth paper, Table 1 (SD, 30 subjects): DreamBooth-SD DINO 0.668, CLIP-I 0.803, CLIP-T 0.305; "
-         "real images DINO 0.774, CLIP-I 0.885. Its PRES/DIV ablation is on Imagen; its DIV is LPIPS-based, "
-         "ours DINO-based: compare directions, not values.")
+PAPER = (
+    "DreamBooth paper, Table 1 (SD, 30 subjects): DreamBooth-SD DINO 0.668, CLIP-I 0.803, CLIP-T 0.305; "
+    "real images DINO 0.774, CLIP-I 0.885. Its PRES/DIV ablation is on Imagen; its DIV is LPIPS-based, "
+    "ours DINO-based: compare directions, not values."
+)
 
 
 def _cell(value) -> str:
@@ -63,12 +65,27 @@ def write_tables(rows: list[dict], out: Path, notes: list[str]) -> list[Path]:
     with open(out / "report.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["label", "kind", *keys])
-        writer.writerows([[r["label"], r.get("kind", ""), *["" if r.get(k) is None else r[k] for k in keys]]
-                          for r in rows])
+        writer.writerows(
+            [[r["label"], r.get("kind", ""), *["" if r.get(k) is None else r[k] for k in keys]] for r in rows]
+        )
     quality = [k for k in QUALITY if k in keys]
     cost = [k for k in COST if k in keys]
-    lines = ["# Evaluation report", "", *notes, "", "## Quality", "", *_table(rows, quality), "",
-             "## Cost", "", *_table([r for r in rows if r.get("kind") != "real"], cost), "", "## Columns", ""]
+    lines = [
+        "# Evaluation report",
+        "",
+        *notes,
+        "",
+        "## Quality",
+        "",
+        *_table(rows, quality),
+        "",
+        "## Cost",
+        "",
+        *_table([r for r in rows if r.get("kind") != "real"], cost),
+        "",
+        "## Columns",
+        "",
+    ]
     lines += [f"- **{COLUMNS[k][0]}** ({COLUMNS[k][1] or 'info'}): {COLUMNS[k][2]}" for k in keys]
     lines += ["", PAPER]
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -118,16 +135,21 @@ def draw_comparison_grid(results, evaluator, path: Path) -> Path:
     return path
 
 
-def write_report(rows: list[dict], results, evaluator, out: str | Path, extra_notes: list[str] | None = None) -> list[Path]:
+def write_report(
+    rows: list[dict], results, evaluator, out: str | Path, extra_notes: list[str] | None = None
+) -> list[Path]:
     """report.md, report.csv, report_<metric>.png for every metric with values, grid.png; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = evaluator.cfg
-    notes = [f"Subject: `{evaluator.identifier} {evaluator.cls}`, {len(evaluator.real)} real images; "
-             f"{len(evaluator.prompts)} prompts x {len(evaluator.seeds)} seeds, {cfg.steps} steps {cfg.scheduler}, "
-             f"CFG {cfg.guidance}, {evaluator.resolution} px; {cfg.class_images} class-prompt images "
-             f"(`{evaluator.class_prompt}`) for PRES/DIV; {len(evaluator.drift_prompts)} drift prompts.",
-             f"Feature models: CLIP `{evaluator.clip.name}`, DINO `{evaluator.dino.name}`.", *(extra_notes or [])]
+    notes = [
+        f"Subject: `{evaluator.identifier} {evaluator.cls}`, {len(evaluator.real)} real images; "
+        f"{len(evaluator.prompts)} prompts x {len(evaluator.seeds)} seeds, {cfg.steps} steps {cfg.scheduler}, "
+        f"CFG {cfg.guidance}, {evaluator.resolution} px; {cfg.class_images} class-prompt images "
+        f"(`{evaluator.class_prompt}`) for PRES/DIV; {len(evaluator.drift_prompts)} drift prompts.",
+        f"Feature models: CLIP `{evaluator.clip.name}`, DINO `{evaluator.dino.name}`.",
+        *(extra_notes or []),
+    ]
     paths = write_tables(rows, out, notes)
     for key in COLUMNS:
         if sum(isinstance(r.get(key), (int, float)) for r in rows) >= 1:

@@ -83,8 +83,19 @@ def run_targets(run_dir: str | Path, phase: str | None = None, all_phases: bool 
         if s.get("embedding"):  # sdft.embeddings: textual inversion alone, or with a LoRA (pivotal tuning)
             kind = "pivotal" if loras else "embedding"
         label = s["phase"] if len(summaries) > 1 else (cfg.get("eval", {}).get("label") or cfg.name)
-        targets.append(Target(label, model, list(loras), base_model, kind, [c[0] for c in chain],
-                              [c[1] for c in chain], run, embeddings))
+        targets.append(
+            Target(
+                label,
+                model,
+                list(loras),
+                base_model,
+                kind,
+                [c[0] for c in chain],
+                [c[1] for c in chain],
+                run,
+                embeddings,
+            )
+        )
     if phase is not None:
         chosen = [t for t, s in zip(targets, summaries) if s["phase"] == phase]
         if not chosen:

@@ -19,7 +19,12 @@ from sdft.embeddings.inference import PipelineEmbeddings
 from sdft.errors import ConfigError
 from sdft.generation.infotext import create_infotext, lora_display_name, lora_short_hash, model_display_name
 from sdft.generation.params import (
-    SCHEDULERS, GeneratedImage, GenerationParams, LoraSpec, make_scheduler, resolve_lora_file,
+    SCHEDULERS,
+    GeneratedImage,
+    GenerationParams,
+    LoraSpec,
+    make_scheduler,
+    resolve_lora_file,
 )
 from sdft.models.loading import load_pipeline
 
@@ -89,8 +94,10 @@ class Generator:
         from sdft.adapters.lycoris import file_kind
 
         if self.sdxl and (bundled or file_kind(state) is not None):
-            raise LoraFormatError(f"{file}: with an SDXL base only plain LoRA files load so far (no LoHa/LoKr/DoRA/OFT "
-                                  "files, no bundled embeddings); docs/sdxl.md.")
+            raise LoraFormatError(
+                f"{file}: with an SDXL base only plain LoRA files load so far (no LoHa/LoKr/DoRA/OFT "
+                "files, no bundled embeddings); docs/sdxl.md."
+            )
         if file_kind(state) is not None:  # LoHa / LoKr / DoRA / OFT: injected with peft (sdft/adapters/peft_files.py)
             return self._load_other_kind(file, state, metadata, file_kind(state), bundled)
         if self.sdxl:  # U-Net and both towers, mapped with diffusers' own SDXL key conversion
@@ -98,8 +105,9 @@ class Generator:
 
             expected = check_sdxl_lora_fits(state, self.pipe, str(file))
         else:
-            unet_sd, te_sd, _ = check_lora_fits(state, self.pipe.unet, self.pipe.text_encoder, metadata,
-                                                source=str(file))
+            unet_sd, te_sd, _ = check_lora_fits(
+                state, self.pipe.unet, self.pipe.text_encoder, metadata, source=str(file)
+            )
             expected = {
                 "unet": {k.removesuffix(".lora_A.weight") for k in unet_sd if k.endswith(".lora_A.weight")},
                 "text_encoder": {k.removesuffix(".lora_A.weight") for k in te_sd if k.endswith(".lora_A.weight")},
@@ -124,8 +132,9 @@ class Generator:
             )
         tokens = self.embeddings.from_lora(file, bundled)
         self.pipe.to(self.device, self.dtype)
-        lora = LoadedLora(file, adapter, name, lora_short_hash(file), tuple(p for p, m in expected.items() if m),
-                          tuple(tokens))
+        lora = LoadedLora(
+            file, adapter, name, lora_short_hash(file), tuple(p for p, m in expected.items() if m), tuple(tokens)
+        )
         self._loras[file] = lora
         log.info("Loaded LoRA %s as adapter %s (%s)", file, adapter, ", ".join(lora.parts))
         return lora
@@ -151,7 +160,9 @@ class Generator:
     def load_embedding(self, path: str | Path) -> str:
         """An embedding file (A1111/ComfyUI or diffusers); returns the token to write in prompts."""
         if self.sdxl:
-            raise ConfigError(f"{path}: embeddings are SD 1.x only so far; an SDXL base cannot load them (docs/sdxl.md).")
+            raise ConfigError(
+                f"{path}: embeddings are SD 1.x only so far; an SDXL base cannot load them (docs/sdxl.md)."
+            )
         token = self.embeddings.load_file(path)
         self.pipe.to(self.device, self.dtype)
         return token
@@ -280,17 +291,26 @@ class Generator:
         for lora, _ in self.active:
             chosen = sampling_scheduler(scheduler, lora.path)
             if chosen is not scheduler:
-                log.warning("LoRA %s was trained with zero terminal SNR: sampling with its zero-SNR DDIM, not %s.",
-                            lora.path.name, params.scheduler)
+                log.warning(
+                    "LoRA %s was trained with zero terminal SNR: sampling with its zero-SNR DDIM, not %s.",
+                    lora.path.name,
+                    params.scheduler,
+                )
                 scheduler = chosen
         return scheduler
 
     def infotext(self, params: GenerationParams, seed: int, width: int, height: int) -> str:
         """The A1111 infotext of an image rendered from `params` with `seed` (LoRAs as currently active)."""
         return create_infotext(
-            prompt=params.prompt, negative_prompt=params.negative_prompt, steps=params.steps,
-            sampler=self._sampler_name(params), cfg_scale=params.guidance, seed=seed, width=width,
-            height=height, model=self.model_name,
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt,
+            steps=params.steps,
+            sampler=self._sampler_name(params),
+            cfg_scale=params.guidance,
+            seed=seed,
+            width=width,
+            height=height,
+            model=self.model_name,
             denoising_strength=params.strength if params.init_image is not None else None,
             loras=[(lora.name, w, lora.short_hash) for lora, w in self.active],
         )

@@ -23,8 +23,9 @@ class Sd1Conditioning:
 
     family = ModelFamily.sd1
 
-    def unet_inputs(self, module, input_ids: torch.Tensor, latents: torch.Tensor,
-                    time_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict | None]:
+    def unet_inputs(
+        self, module, input_ids: torch.Tensor, latents: torch.Tensor, time_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict | None]:
         return (input_ids if input_ids.is_floating_point() else module.encode_text(input_ids)), None
 
 
@@ -40,13 +41,15 @@ class SdxlConditioning:
 
     family = ModelFamily.sdxl
 
-    def unet_inputs(self, module, input_ids: torch.Tensor, latents: torch.Tensor,
-                    time_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    def unet_inputs(
+        self, module, input_ids: torch.Tensor, latents: torch.Tensor, time_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
         if input_ids.is_floating_point():  # sdft/models/family_parts.py refuses the text cache for SDXL
             raise ValueError("SDXL batches need token ids (B, 2, 77), not cached text states")
         with torch.set_grad_enabled(module.train_text_encoder and torch.is_grad_enabled()):
-            embeds, pooled = sdxl_text_embeddings(module.text_encoder, module.text_encoder_2,
-                                                  input_ids[:, 0], input_ids[:, 1])
+            embeds, pooled = sdxl_text_embeddings(
+                module.text_encoder, module.text_encoder_2, input_ids[:, 0], input_ids[:, 1]
+            )
         if time_ids is None:  # e.g. the base-prediction prior or the fixed-noise loss: no per-sample sizes there
             time_ids = default_time_ids(latents)
         return embeds, {"text_embeds": pooled, "time_ids": time_ids.to(latents.device)}
@@ -70,8 +73,9 @@ class PairTokenizer:
         return SimpleNamespace(input_ids=torch.stack(ids, dim=1))
 
 
-def sample_time_ids(original: tuple[int, int] | None, crop: tuple[int, int], target: tuple[int, int],
-                    flipped_width: int | None = None) -> torch.Tensor:
+def sample_time_ids(
+    original: tuple[int, int] | None, crop: tuple[int, int], target: tuple[int, int], flipped_width: int | None = None
+) -> torch.Tensor:
     """One sample's SDXL time ids (6,) from sdft's (w, h) sizes and (left, top) crop: (orig h, orig w, crop top,
     crop left, target h, target w); the crop is the one in the resized image. A flipped sample passes
     the resized image's width: its crop's left edge is then counted from the flipped image's left side."""

@@ -10,7 +10,10 @@ from sdft.errors import ModelLoadError, UnsupportedModelError
 
 def pipeline_family(pipe: DiffusionPipeline) -> ModelFamily:
     """SDXL for a pipeline with SDXL's two text towers and text_time embeddings, else SD 1.x."""
-    if isinstance(pipe, StableDiffusionXLPipeline) or getattr(pipe.unet.config, "addition_embed_type", None) == "text_time":
+    if (
+        isinstance(pipe, StableDiffusionXLPipeline)
+        or getattr(pipe.unet.config, "addition_embed_type", None) == "text_time"
+    ):
         return ModelFamily.sdxl
     return ModelFamily.sd1
 

@@ -44,18 +44,22 @@ class FamilyParts:
 def check_sdxl_config(cfg) -> None:
     """Options not wired for SDXL yet: one clear error each, before any training (docs/sdxl.md)."""
     refused = {
-        "adapter.kind=embedding / adapter.embedding.placeholder (textual inversion, pivotal tuning)":
-            cfg.adapter.kind == AdapterKind.embedding or bool(cfg.adapter.embedding.placeholder),
+        "adapter.kind=embedding / adapter.embedding.placeholder (textual inversion, pivotal tuning)": cfg.adapter.kind
+        == AdapterKind.embedding
+        or bool(cfg.adapter.embedding.placeholder),
         "phase.init_lora (starting from a LoRA file)": bool(cfg.phase.init_lora),
-        "data.cache_text_encoder_outputs (SDXL also needs the pooled embedding)":
-            bool(cfg.data.cache_text_encoder_outputs),
+        "data.cache_text_encoder_outputs (SDXL also needs the pooled embedding)": bool(
+            cfg.data.cache_text_encoder_outputs
+        ),
         "prior.base_prediction": bool(cfg.prior.base_prediction),
         f"model.clip_skip={cfg.model.clip_skip} (SDXL always uses the penultimate layer)": cfg.model.clip_skip != 1,
     }
     bad = [name for name, on in refused.items() if on]
     if bad:
-        raise UnsupportedModelError(f"Not supported with an SDXL base yet: {'; '.join(bad)}. Turn it off "
-                                    "(docs/sdxl.md lists what SDXL training supports).")
+        raise UnsupportedModelError(
+            f"Not supported with an SDXL base yet: {'; '.join(bad)}. Turn it off "
+            "(docs/sdxl.md lists what SDXL training supports)."
+        )
 
 
 def family_parts(pipe, cfg) -> FamilyParts:
@@ -64,16 +68,30 @@ def family_parts(pipe, cfg) -> FamilyParts:
     if family != ModelFamily.sdxl:
         return FamilyParts(family, None, Sd1Conditioning())
     check_sdxl_config(cfg)
-    return FamilyParts(family, PairTokenizer(pipe.tokenizer, pipe.tokenizer_2), SdxlConditioning(),
-                       pipe.text_encoder_2, pipe.tokenizer_2)
+    return FamilyParts(
+        family,
+        PairTokenizer(pipe.tokenizer, pipe.tokenizer_2),
+        SdxlConditioning(),
+        pipe.text_encoder_2,
+        pipe.tokenizer_2,
+    )
 
 
-def assemble_sdxl_pipeline(unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2,
-                           scheduler) -> StableDiffusionXLPipeline:
+def assemble_sdxl_pipeline(
+    unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler
+) -> StableDiffusionXLPipeline:
     """The current SDXL weights as a pipeline (shares modules, copies nothing), for sampling and saving."""
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
-                                     force_zeros_for_empty_prompt=True, add_watermarker=False)
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -84,5 +102,6 @@ def module_pipeline(module, tokenizer, tokenizer_2, scheduler):
         from sdft.models.assemble import assemble_pipeline
 
         return assemble_pipeline(module.unet, module.vae, module.text_encoder, tokenizer, scheduler)
-    return assemble_sdxl_pipeline(module.unet, module.vae, module.text_encoder, module.text_encoder_2, tokenizer,
-                                  tokenizer_2, scheduler)
+    return assemble_sdxl_pipeline(
+        module.unet, module.vae, module.text_encoder, module.text_encoder_2, tokenizer, tokenizer_2, scheduler
+    )

@@ -11,8 +11,12 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
-from diffusers import (DiffusionPipeline, StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline,
-                       StableDiffusionXLPipeline)
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+)
 from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft, convert_unet_state_dict_to_peft
 
 from sdft.adapters.kohya import PEFT_KEY, LoraFormatError, _lora_modules
@@ -26,8 +30,9 @@ PARTS = {"unet": "unet.", "text_encoder": "text_encoder.", "text_encoder_2": "te
 def img2img_pipeline(pipe: DiffusionPipeline) -> DiffusionPipeline:
     """The family's img2img pipeline over `pipe`'s components (no reload; LoRAs shared)."""
     if pipeline_family(pipe) == ModelFamily.sdxl:
-        img2img = StableDiffusionXLImg2ImgPipeline(**{k: v for k, v in pipe.components.items()
-                                                      if k not in ("image_encoder", "feature_extractor")})
+        img2img = StableDiffusionXLImg2ImgPipeline(
+            **{k: v for k, v in pipe.components.items() if k not in ("image_encoder", "feature_extractor")}
+        )
     else:
         img2img = StableDiffusionImg2ImgPipeline(**{**pipe.components, "requires_safety_checker": False})
     img2img.set_progress_bar_config(disable=True)
@@ -38,8 +43,9 @@ def sdxl_peft_state(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, to
     """An SDXL LoRA file's tensors (diffusers or kohya keys) -> {part: peft state dict}, converted the way
     `StableDiffusionXLPipeline.load_lora_weights` converts them (text towers' keys keep `text_model.`)."""
     if any(k.startswith("lora_te_") for k in state):
-        raise LoraFormatError("this is an SD 1.x LoRA (lora_te_ keys, one text encoder), not an SDXL one; use it "
-                              "with an SD 1.x base.")
+        raise LoraFormatError(
+            "this is an SD 1.x LoRA (lora_te_ keys, one text encoder), not an SDXL one; use it with an SD 1.x base."
+        )
     converted, _ = StableDiffusionXLPipeline.lora_state_dict({k: v.clone() for k, v in state.items()})
     out = {}
     for part, prefix in PARTS.items():
@@ -72,8 +78,9 @@ def check_sdxl_lora_fits(state: Mapping[str, torch.Tensor], pipe, source: str = 
             fits = value.shape[1] == width if match["part"] == "A" else value.shape[0] == out
             if not fits:
                 errors.append(f"{part}.{key}: shape {tuple(value.shape)} does not fit the layer ({width} -> {out})")
-            modules.setdefault(part, set()).add(match["module"].removeprefix("text_model.") if part == "text_encoder"
-                                                else match["module"])
+            modules.setdefault(part, set()).add(
+                match["module"].removeprefix("text_model.") if part == "text_encoder" else match["module"]
+            )
     if errors:
         listing = "\n  ".join(errors[:10]) + (f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else "")
         raise LoraFormatError(f"{source} does not fit this SDXL model: {len(errors)} problem(s):\n  {listing}")

@@ -51,8 +51,9 @@ def _from_hub(cfg: ModelConfig) -> StableDiffusionPipeline:
         if getattr(cfg, "family", None) == "sdxl":  # model=sdxl: SDXL's pipeline class (no safety checker there)
             from diffusers import StableDiffusionXLPipeline
 
-            return StableDiffusionXLPipeline.from_pretrained(cfg.path, revision=cfg.revision, variant=cfg.variant,
-                                                             local_files_only=offline, add_watermarker=False)
+            return StableDiffusionXLPipeline.from_pretrained(
+                cfg.path, revision=cfg.revision, variant=cfg.variant, local_files_only=offline, add_watermarker=False
+            )
         return StableDiffusionPipeline.from_pretrained(
             cfg.path, revision=cfg.revision, variant=cfg.variant, local_files_only=offline, **NO_SAFETY_CHECKER
         )

@@ -85,27 +85,21 @@ def _finish(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model.eval()
 
 
-def build_sd15_unet(
-    dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> UNet2DConditionModel:
+def build_sd15_unet(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> UNet2DConditionModel:
     """SD 1.5 U-Net (859,520,964 params), randomly initialised on ``device``."""
     with torch.device(device):
         unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
     return _finish(unet, dtype)
 
 
-def build_sd15_vae(
-    dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> AutoencoderKL:
+def build_sd15_vae(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> AutoencoderKL:
     """SD 1.5 KL autoencoder (83,653,863 params), randomly initialised on ``device``."""
     with torch.device(device):
         vae = AutoencoderKL(**SD15_VAE_CONFIG)
     return _finish(vae, dtype)
 
 
-def build_sd15_text_encoder(
-    dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> CLIPTextModel:
+def build_sd15_text_encoder(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> CLIPTextModel:
     """SD 1.5 CLIP ViT-L/14 text encoder (123,060,480 params), randomly initialised."""
     with torch.device(device):
         text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT_ENCODER_CONFIG))

@@ -26,29 +26,48 @@ def toy_tokenizer() -> CLIPTokenizer:
 def toy_vae() -> AutoencoderKL:
     """3 levels: 32 px -> 8x8x4 latents (vae_scale_factor 4)."""
     return AutoencoderKL(
-        in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
-        latent_channels=4, sample_size=RESOLUTION, scaling_factor=1.0,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        norm_num_groups=16,
+        latent_channels=4,
+        sample_size=RESOLUTION,
+        scaling_factor=1.0,
     )
 
 
 def toy_unet() -> UNet2DConditionModel:
     """2 cross-attention levels + 1 plain one on 8x8 latents."""
     return UNet2DConditionModel(
-        sample_size=RESOLUTION // 4, in_channels=4, out_channels=4,
+        sample_size=RESOLUTION // 4,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(64, 128, 128), layers_per_block=1, norm_num_groups=16,
-        attention_head_dim=8, cross_attention_dim=TEXT_WIDTH, use_linear_projection=False,
+        block_out_channels=(64, 128, 128),
+        layers_per_block=1,
+        norm_num_groups=16,
+        attention_head_dim=8,
+        cross_attention_dim=TEXT_WIDTH,
+        use_linear_projection=False,
     )
 
 
 def toy_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=TEXT_WIDTH, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length, hidden_act="quick_gelu",
-        projection_dim=TEXT_WIDTH, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        hidden_act="quick_gelu",
+        projection_dim=TEXT_WIDTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     return CLIPTextModel(config)
@@ -61,7 +80,12 @@ def init_pipeline(vae: AutoencoderKL, seed: int = 0) -> StableDiffusionPipeline:
         torch.manual_seed(seed)
         unet, text_encoder = toy_unet().eval(), toy_text_encoder(tokenizer).eval()
     return StableDiffusionPipeline(
-        vae=vae.eval(), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=PNDMScheduler(**SD15_SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None,
+        vae=vae.eval(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler(**SD15_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )

@@ -22,16 +22,24 @@ def control_scenes(n: int, seed: int = 0) -> list[Scene]:
 
 
 @torch.no_grad()
-def sample(pipe, prompts: list[str], seed: int = 0, steps: int = SAMPLE_STEPS, guidance: float = GUIDANCE,
-           batch_size: int = 32) -> list[Image.Image]:
+def sample(
+    pipe, prompts: list[str], seed: int = 0, steps: int = SAMPLE_STEPS, guidance: float = GUIDANCE, batch_size: int = 32
+) -> list[Image.Image]:
     """One 32 px image per prompt; image i uses the generator seeded with seed + i (batch-size independent)."""
     pipe.set_progress_bar_config(disable=True)
     images: list[Image.Image] = []
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
+        chunk = prompts[start : start + batch_size]
         gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-        out = pipe(prompt=chunk, num_inference_steps=steps, guidance_scale=guidance, height=RESOLUTION,
-                   width=RESOLUTION, generator=gens, output_type="pil")
+        out = pipe(
+            prompt=chunk,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=RESOLUTION,
+            width=RESOLUTION,
+            generator=gens,
+            output_type="pil",
+        )
         images += out.images
     return images
 

@@ -19,15 +19,31 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sdft.toy.world import (BACKGROUNDS, CLASSES, COLOURS, DARK, PATTERNS, RESOLUTION, SKIN, SS, WINDOW, Scene,
-                            draw_shape, object_box, random_scene, render)
+from sdft.toy.world import (
+    BACKGROUNDS,
+    CLASSES,
+    COLOURS,
+    DARK,
+    PATTERNS,
+    RESOLUTION,
+    SKIN,
+    SS,
+    WINDOW,
+    Scene,
+    draw_shape,
+    object_box,
+    random_scene,
+    render,
+)
 
 TEMPLATE = 16  # silhouettes are compared at 16x16
 MIN_PIXELS = 12  # fewer object pixels than this: no object
 PATTERN_SHARE = 0.5  # share of spot (stripe) positions off the main colour that counts as spots (stripes)
 COLOUR_NAMES = list(COLOURS)
-_OBJECT = np.array([COLOURS[n] for n in COLOUR_NAMES] + [tuple(v * WINDOW for v in COLOURS[n]) for n in COLOUR_NAMES]
-                   + [SKIN], dtype=np.float32)  # object colours: the palette, window shades, skin
+_OBJECT = np.array(
+    [COLOURS[n] for n in COLOUR_NAMES] + [tuple(v * WINDOW for v in COLOURS[n]) for n in COLOUR_NAMES] + [SKIN],
+    dtype=np.float32,
+)  # object colours: the palette, window shades, skin
 _DARK = np.array([DARK], dtype=np.float32)  # wheels and doors: neither object (for the box) nor background
 
 
@@ -127,8 +143,13 @@ def templates(background: str = "white") -> dict[tuple[str, bool], Template]:
             changed_s = np.abs(spots - plain).sum(-1) > 1
             changed_t = np.abs(stripes - plain).sum(-1) > 1
             out[cls, flip] = Template(
-                silhouette(mask, box), box, main & ~changed_s & ~changed_t, _is(plain, (0, 0, 255)),
-                main & _is(spots, (0, 0, 255)) & ~changed_t, main & _is(stripes, (0, 0, 255)) & ~changed_s)
+                silhouette(mask, box),
+                box,
+                main & ~changed_s & ~changed_t,
+                _is(plain, (0, 0, 255)),
+                main & _is(spots, (0, 0, 255)) & ~changed_t,
+                main & _is(stripes, (0, 0, 255)) & ~changed_s,
+            )
     return out
 
 

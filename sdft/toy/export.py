@@ -28,6 +28,7 @@ from sdft.toy.detector import accuracy
 from sdft.toy.weights import TOY_MODEL_DIR, load_toy_pipeline
 from sdft.toy.world import CLASSES, Scene
 
+
 def read_losses(metrics_csv: Path, key: str = "train/loss") -> list[tuple[int, float]]:
     with open(metrics_csv, newline="") as f:
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
@@ -44,8 +45,13 @@ def plot_curves(curves: list[tuple[str, list[tuple[int, float]]]], path: Path, s
         ys = np.array([p[1] for p in points], dtype=float)
         lo, hi = float(ys.min()), float(np.percentile(ys, 98))
         d.rectangle([x0, y0, x1, y1], outline=(120, 120, 120))
-        pts = [(x0 + (x - xs.min()) / max(1.0, xs.max() - xs.min()) * (x1 - x0),
-                y1 - (min(y, hi) - lo) / max(1e-9, hi - lo) * (y1 - y0)) for x, y in zip(xs, ys)]
+        pts = [
+            (
+                x0 + (x - xs.min()) / max(1.0, xs.max() - xs.min()) * (x1 - x0),
+                y1 - (min(y, hi) - lo) / max(1e-9, hi - lo) * (y1 - y0),
+            )
+            for x, y in zip(xs, ys)
+        ]
         d.line(pts, fill=(30, 90, 200), width=1)
         d.text((x0, 6), title, fill="black")
         d.text((x0 - 45, y0), f"{hi:.3f}", fill="black")
@@ -55,8 +61,14 @@ def plot_curves(curves: list[tuple[str, list[tuple[int, float]]]], path: Path, s
     img.save(path)
 
 
-GRID_LOOKS = [("blue", "yellow", "plain"), ("blue", "yellow", "spots"), ("blue", "yellow", "stripes"),
-              ("red", "green", "spots"), ("purple", "yellow", "stripes"), ("green", "red", "plain")]
+GRID_LOOKS = [
+    ("blue", "yellow", "plain"),
+    ("blue", "yellow", "spots"),
+    ("blue", "yellow", "stripes"),
+    ("red", "green", "spots"),
+    ("purple", "yellow", "stripes"),
+    ("green", "red", "plain"),
+]
 
 
 def sample_grid(pipe, path: Path) -> None:
@@ -88,8 +100,9 @@ def export(run_dir: Path, out: Path = TOY_MODEL_DIR) -> dict:
     run_dir, card_dir = Path(run_dir), Path(out).parent  # the card and its figures sit beside the model folder
     summary = json.loads((run_dir / "summary.json").read_text())
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    pipe = StableDiffusionPipeline.from_pretrained(summary["output"], local_files_only=True, safety_checker=None,
-                                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        summary["output"], local_files_only=True, safety_checker=None, requires_safety_checker=False
+    )
     boost_identifiers(pipe)
     pipe.to(torch.float16)
     shutil.rmtree(out, ignore_errors=True)
@@ -99,19 +112,27 @@ def export(run_dir: Path, out: Path = TOY_MODEL_DIR) -> dict:
     losses = read_losses(run_dir / "logs" / "main" / "metrics.csv")
     vae_history = json.loads((Path(cfg["model"]["path"]) / "vae_history.json").read_text())
     vae_curve = list(enumerate(vae_history["reconstruction_loss"]))
-    plot_curves([("U-Net + text encoder: train/loss (min-SNR weighted eps MSE)", losses),
-                 ("VAE: reconstruction loss (MSE + 0.5 L1)", vae_curve)], card_dir / "loss_curve.png")
+    plot_curves(
+        [
+            ("U-Net + text encoder: train/loss (min-SNR weighted eps MSE)", losses),
+            ("VAE: reconstruction loss (MSE + 0.5 L1)", vae_curve),
+        ],
+        card_dir / "loss_curve.png",
+    )
 
     pipe = load_toy_pipeline(out)
     sample_grid(pipe, card_dir / "samples.png")
     rate, rows = prompt_control_rate(pipe, n=96)
     last = [v for _, v in losses[-20:]]
     facts = {
-        "steps": summary["steps"], "train_seconds": summary["train_seconds"],
-        "vae_steps": len(vae_history["reconstruction_loss"]), "vae_seconds": vae_history["seconds"],
+        "steps": summary["steps"],
+        "train_seconds": summary["train_seconds"],
+        "vae_steps": len(vae_history["reconstruction_loss"]),
+        "vae_seconds": vae_history["seconds"],
         "final_loss_mean_last_20_logged": round(float(np.mean(last)), 4),
         "vae_final_reconstruction_loss": round(vae_history["reconstruction_loss"][-1], 4),
-        "instance_images": summary["instance_images"], "prompt_control_rate_n96": round(rate, 3),
+        "instance_images": summary["instance_images"],
+        "prompt_control_rate_n96": round(rate, 3),
         "prompt_control_per_attribute_n96": {k: round(v, 3) for k, v in attribute_rates(rows).items()},
         "detector_accuracy_n1000": {k: round(v, 4) for k, v in accuracy(1000).items()},
         "weights_bytes": sum(p.stat().st_size for p in out.rglob("*.safetensors")),

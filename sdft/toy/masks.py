@@ -36,8 +36,10 @@ def subject_mask(image) -> Image.Image:
     Fails on an image where it finds no object (a mask of nothing would silently drop the image from the loss)."""
     mask = object_mask(_array(image))
     if mask.sum() < 12:
-        raise DataError("The toy detector finds no object in this image: generated masks need a toy-world subject "
-                        "on a plain background (datasets/make_toy_subject.py).")
+        raise DataError(
+            "The toy detector finds no object in this image: generated masks need a toy-world subject "
+            "on a plain background (datasets/make_toy_subject.py)."
+        )
     # fill holes (anti-aliased spot edges can read as background): flood the outside from a padded corner with PIL
     padded = Image.fromarray(np.pad(mask, 1).astype(np.uint8) * 255, mode="L").copy()  # a copy: writable
     ImageDraw.floodfill(padded, (0, 0), 128)

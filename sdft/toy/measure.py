@@ -45,8 +45,10 @@ def subject_attributes(images: Iterable) -> dict[str, str]:
         raise DataError("No subject images to read the subject's attributes from; pass the instance images.")
     subject = {k: Counter(f[k] for f in found).most_common(1)[0][0] for k in SUBJECT_KEYS}
     if None in subject.values():
-        raise DataError(f"The detector finds no toy-world object in most subject images ({subject}); the toy "
-                        "measurement needs a subject drawn in the toy world (datasets/make_toy_subject.py).")
+        raise DataError(
+            f"The detector finds no toy-world object in most subject images ({subject}); the toy "
+            "measurement needs a subject drawn in the toy world (datasets/make_toy_subject.py)."
+        )
     return subject
 
 
@@ -91,9 +93,17 @@ def base_reference(pipe, class_prompt: str = CLASS_PROMPT, n: int = SAMPLES, **s
     return detections(pipe, class_prompt, n, CLASS_SEED, **sampling)
 
 
-def measure(pipe, lora: str | Path | None = None, *, subject: dict[str, str] | None = None,
-            reference: list[dict] | None = None, identifier_prompt: str = IDENTIFIER_PROMPT,
-            class_prompt: str = CLASS_PROMPT, n: int = SAMPLES, **sampling) -> Measurement:
+def measure(
+    pipe,
+    lora: str | Path | None = None,
+    *,
+    subject: dict[str, str] | None = None,
+    reference: list[dict] | None = None,
+    identifier_prompt: str = IDENTIFIER_PROMPT,
+    class_prompt: str = CLASS_PROMPT,
+    n: int = SAMPLES,
+    **sampling,
+) -> Measurement:
     """Fidelity, leakage and drift of `pipe` (with the LoRA file or run folder `lora` loaded for the measurement,
     unloaded after). `subject` defaults to the bundled toy subject; `reference` (base_reference of the same pipe
     without LoRA, reused across calls) is computed here when not given."""
@@ -111,8 +121,13 @@ def measure(pipe, lora: str | Path | None = None, *, subject: dict[str, str] | N
     finally:
         if lora is not None:
             pipe.unload_lora_weights()
-    return Measurement(float(np.mean([matches(d, subject) for d in ident])),
-                       float(np.mean([matches(d, subject) for d in classes])), drift(classes, reference), ident, classes)
+    return Measurement(
+        float(np.mean([matches(d, subject) for d in ident])),
+        float(np.mean([matches(d, subject) for d in classes])),
+        drift(classes, reference),
+        ident,
+        classes,
+    )
 
 
 def toy_subject() -> dict[str, str]:
@@ -134,14 +149,16 @@ class Summary:
 
     @property
     def std(self) -> dict[str, float]:
-        return {m: float(np.std([r[m] for r in self.per_seed], ddof=1)) if len(self.per_seed) > 1 else 0.0
-                for m in METRICS}
+        return {
+            m: float(np.std([r[m] for r in self.per_seed], ddof=1)) if len(self.per_seed) > 1 else 0.0 for m in METRICS
+        }
 
     def table(self, label: str = "") -> str:
         """A markdown table: one row per seed, then mean ± sample standard deviation."""
         lines = [f"| {label or 'seed'} | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-        lines += [f"| {s} | " + " | ".join(f"{r[m]:.3f}" for m in METRICS) + " |" for s, r in zip(self.seeds,
-                                                                                                 self.per_seed)]
+        lines += [
+            f"| {s} | " + " | ".join(f"{r[m]:.3f}" for m in METRICS) + " |" for s, r in zip(self.seeds, self.per_seed)
+        ]
         lines.append("| mean ± sd | " + " | ".join(f"{self.mean[m]:.3f} ± {self.std[m]:.3f}" for m in METRICS) + " |")
         return "\n".join(lines)
 
@@ -161,14 +178,28 @@ def quickstart_lora(seed: int, out_dir: str | Path, overrides: Sequence[str] = (
     from sdft.train import run
 
     out_dir = Path(out_dir)
-    quiet = ["logger=none", "trainer.enable_progress_bar=false", "callbacks.checkpoint_every_n_steps=0",
-             "callbacks.validation_every_n_steps=0", "callbacks.validation_at_start=false",
-             "callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false"]
+    quiet = [
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "callbacks.checkpoint_every_n_steps=0",
+        "callbacks.validation_every_n_steps=0",
+        "callbacks.validation_at_start=false",
+        "callbacks.validation_seeds=[]",
+        "callbacks.fixed_noise_loss=false",
+    ]
     run_dir = out_dir / f"seed{seed}-{hashlib.sha1(repr(list(overrides)).encode()).hexdigest()[:8]}"
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+experiment=quickstart", f"seed={seed}",
-                                                       f"output_dir={run_dir}", f"data.class_dir={out_dir / 'class'}",
-                                                       *quiet, *overrides])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "+experiment=quickstart",
+                f"seed={seed}",
+                f"output_dir={run_dir}",
+                f"data.class_dir={out_dir / 'class'}",
+                *quiet,
+                *overrides,
+            ],
+        )
     summary = run(cfg)
     if not summary.get("output"):
         raise DataError(f"The run in {run_dir} wrote no LoRA file (summary: {summary}).")

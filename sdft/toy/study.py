@@ -20,8 +20,17 @@ from sdft.toy.measure import base_reference, measure, multi_seed, quickstart_lor
 NO_PRIOR = ["prior.enabled=false", "prior.base_prediction=false"]
 
 
-def study(seeds, out_dir: Path, overrides=(), priors=(True, False), guidance: float = GUIDANCE, log=None,
-          pipe=None, subject=None, reference=None) -> dict:
+def study(
+    seeds,
+    out_dir: Path,
+    overrides=(),
+    priors=(True, False),
+    guidance: float = GUIDANCE,
+    log=None,
+    pipe=None,
+    subject=None,
+    reference=None,
+) -> dict:
     """{prior: Summary} over `seeds` for each prior setting in `priors` (True: as configured, False: no prior at all,
     neither class images nor the base model's prediction); `pipe` (the toy base), `subject` and `reference` are made here when not given; `log` (a
     text file) gets one JSON line per run (figures, training seconds, per-attribute misses of the identifier)."""
@@ -41,9 +50,21 @@ def study(seeds, out_dir: Path, overrides=(), priors=(True, False), guidance: fl
             m = measure(pipe, lora, subject=subject, reference=reference, guidance=guidance)
             if log:
                 misses = {k: sum(d[k] != subject[k] for d in m.identifier) for k in subject}
-                log.write(json.dumps({"prior": prior, "seed": seed, "overrides": extra, "guidance": guidance,
-                                      **m.row(), "train_s": round(trained, 1),
-                                      "total_s": round(time.time() - start, 1), "misses": misses}) + "\n")
+                log.write(
+                    json.dumps(
+                        {
+                            "prior": prior,
+                            "seed": seed,
+                            "overrides": extra,
+                            "guidance": guidance,
+                            **m.row(),
+                            "train_s": round(trained, 1),
+                            "total_s": round(time.time() - start, 1),
+                            "misses": misses,
+                        }
+                    )
+                    + "\n"
+                )
                 log.flush()
             return m
 
@@ -61,11 +82,14 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "study.jsonl", "a") as log:
-        results = study(args.seeds, args.out, args.override, (True,) if args.no_baseline else (True, False),
-                        args.guidance, log)
+        results = study(
+            args.seeds, args.out, args.override, (True,) if args.no_baseline else (True, False), args.guidance, log
+        )
     for prior, summary in results.items():
-        print(f"\n{'with' if prior else 'without'} prior preservation, overrides {args.override}, "
-              f"guidance {args.guidance}\n{summary.table()}")
+        print(
+            f"\n{'with' if prior else 'without'} prior preservation, overrides {args.override}, "
+            f"guidance {args.guidance}\n{summary.table()}"
+        )
 
 
 if __name__ == "__main__":

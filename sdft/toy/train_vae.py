@@ -33,8 +33,14 @@ def batch(rng: random.Random, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
-def train_vae(steps: int, batch_size: int = 32, lr: float = 1e-3, kl_weight: float = 1e-6, seed: int = 0,
-              init: str | Path | None = None):
+def train_vae(
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    kl_weight: float = 1e-6,
+    seed: int = 0,
+    init: str | Path | None = None,
+):
     """Train the toy VAE (from scratch, or on from the VAE folder `init`); returns it with `scaling_factor` set to
     1 / std of the latents, and the loss history."""
     torch.manual_seed(seed)

@@ -25,5 +25,10 @@ def load_toy_pipeline(folder: Path | None = None, dtype: torch.dtype = torch.flo
     """The toy pipeline with every model in `dtype` (the files are fp16; diffusers would otherwise mix dtypes)."""
     from diffusers import StableDiffusionPipeline
 
-    return StableDiffusionPipeline.from_pretrained(folder or toy_model_dir(), dtype=dtype, local_files_only=True,
-                                                   safety_checker=None, requires_safety_checker=False)
+    return StableDiffusionPipeline.from_pretrained(
+        folder or toy_model_dir(),
+        dtype=dtype,
+        local_files_only=True,
+        safety_checker=None,
+        requires_safety_checker=False,
+    )

@@ -85,14 +85,25 @@ def _shade(c: RGB, f: float) -> RGB:
 
 
 # where the spots or stripes go, in the object's box (u0, v0, u1, v1): on the main part
-PATTERN_AREA = {"person": (0.27, 0.33, 0.73, 0.66), "dog": (0.17, 0.31, 0.66, 0.64),
-                "car": (0.14, 0.43, 0.86, 0.74), "house": (0.2, 0.52, 0.8, 0.96)}
+PATTERN_AREA = {
+    "person": (0.27, 0.33, 0.73, 0.66),
+    "dog": (0.17, 0.31, 0.66, 0.64),
+    "car": (0.14, 0.43, 0.86, 0.74),
+    "house": (0.2, 0.52, 0.8, 0.96),
+}
 SPOT_U = (0.17, 0.5, 0.83)  # three spots across the area, at mid height
 STRIPE_V = ((0.0, 0.3), (0.7, 1.0))  # two bands along the area, top and bottom
 
 
-def draw_shape(d: ImageDraw.ImageDraw, cls: str, box: tuple[float, float, float, float], main: RGB, second: RGB,
-               pattern: str = "plain", flip: bool = False) -> None:
+def draw_shape(
+    d: ImageDraw.ImageDraw,
+    cls: str,
+    box: tuple[float, float, float, float],
+    main: RGB,
+    second: RGB,
+    pattern: str = "plain",
+    flip: bool = False,
+) -> None:
     """Draw one object of `cls` filling `box` (x0, y0, x1, y1) on the 4x canvas."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
@@ -174,16 +185,29 @@ def render(scene: Scene, seed: int = 0, jitter: bool = True) -> Image.Image:
     offset = (rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03)) if jitter else (0.0, 0.0)
     full = RESOLUTION * SS
     img = Image.new("RGB", (full, full), BACKGROUNDS[scene.background])
-    draw_shape(ImageDraw.Draw(img), scene.cls, object_box(scene.cls, offset), _shade(COLOURS[scene.colour], shade),
-               _shade(COLOURS[scene.second], shade), scene.pattern, scene.flip)
+    draw_shape(
+        ImageDraw.Draw(img),
+        scene.cls,
+        object_box(scene.cls, offset),
+        _shade(COLOURS[scene.colour], shade),
+        _shade(COLOURS[scene.second], shade),
+        scene.pattern,
+        scene.flip,
+    )
     return img.resize((RESOLUTION, RESOLUTION), Image.BOX)
 
 
 def random_scene(rng: random.Random, cls: str | None = None) -> Scene:
     colour = rng.choice(list(COLOURS))
     second = rng.choice([c for c in COLOURS if c != colour])
-    return Scene(cls or rng.choice(CLASSES), colour, second, rng.choice(PATTERNS), rng.choice(list(BACKGROUNDS)),
-                 rng.random() < 0.5)
+    return Scene(
+        cls or rng.choice(CLASSES),
+        colour,
+        second,
+        rng.choice(PATTERNS),
+        rng.choice(list(BACKGROUNDS)),
+        rng.random() < 0.5,
+    )
 
 
 def write_dataset(out: Path | str, count: int, seed: int = 0, omit_prob: float = OMIT_PROB) -> list[Path]:

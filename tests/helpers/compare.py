@@ -9,8 +9,9 @@ import torch
 def render(pipe, prompt: str = "photo of sks person") -> np.ndarray:
     """A 64 px, 2-step, seed-0 image as a float array: the tests' way to compare two pipelines' outputs."""
     pipe.set_progress_bar_config(disable=True)
-    return pipe(prompt, num_inference_steps=2, height=64, width=64, output_type="np",
-                generator=torch.Generator().manual_seed(0)).images
+    return pipe(
+        prompt, num_inference_steps=2, height=64, width=64, output_type="np", generator=torch.Generator().manual_seed(0)
+    ).images
 
 
 def max_diff(a: np.ndarray, b: np.ndarray) -> float:

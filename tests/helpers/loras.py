@@ -26,7 +26,8 @@ def randomise_lora(models: Iterable[nn.Module], seed: int, scale: float) -> None
 
 def make_lora(pipe, path: Path, seed: int = 0) -> Path:
     """A rank-2 LoRA on U-Net cross-attention with random (visible) weights, in our diffusers format."""
-    setup_trainable(pipe.unet, pipe.text_encoder,
-                    AdapterConfig(rank=2, train_text_encoder=False, unet_targets=["attn2"]))
+    setup_trainable(
+        pipe.unet, pipe.text_encoder, AdapterConfig(rank=2, train_text_encoder=False, unet_targets=["attn2"])
+    )
     randomise_lora([pipe.unet], seed, 0.3)
     return save_lora(pipe.unet, pipe.text_encoder, path)

@@ -29,7 +29,9 @@ def write_photos(folder: Path) -> dict[str, Path]:
     """close: fills the frame; far: small in a big frame (< 50 %); two: two people; noface: the suit only."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {
-        "close": folder / "close.jpg", "far": folder / "far.png", "two": folder / "two.png",
+        "close": folder / "close.jpg",
+        "far": folder / "far.png",
+        "two": folder / "two.png",
         "noface": folder / "noface.png",
     }
     canvas((280, 270), [(256, (12, 14))]).save(files["close"], quality=92)
