@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sdft.toy.measure import QUIET  # noqa: E402  (after the sys.path line, for a checkout without install)
+
 STEPS = 200
 RECIPE = [  # pinned: the quickstart recipe of 2026-12-02 spelt out
     "model=toy",
@@ -42,14 +44,7 @@ RECIPE = [  # pinned: the quickstart recipe of 2026-12-02 spelt out
     "data.use_captions=false",
     "data.resolution=32",
     "data.batch_size=2",
-    # quiet: no grids, checkpoints or loggers inside the timed run
-    "logger=none",
-    "trainer.enable_progress_bar=false",
-    "callbacks.checkpoint_every_n_steps=0",
-    "callbacks.validation_every_n_steps=0",
-    "callbacks.validation_at_start=false",
-    "callbacks.validation_seeds=[]",
-    "callbacks.fixed_noise_loss=false",
+    *QUIET,  # no grids, checkpoints or loggers inside the timed run
 ]
 ADAMW = ["optim=adamw", "optim.lr=5e-3", "optim.text_encoder_lr=5e-3"]  # the recipe's optimizer (not for prodigy)
 CLASS_PRIOR = [

@@ -169,6 +169,17 @@ def multi_seed(fn: Callable[[int], Measurement], seeds: Iterable[int]) -> Summar
     return Summary(seeds, [fn(s).row() for s in seeds])
 
 
+QUIET = [  # no grids, checkpoints, loggers or progress bar inside a measured (or timed) training run
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "callbacks.checkpoint_every_n_steps=0",
+    "callbacks.validation_every_n_steps=0",
+    "callbacks.validation_at_start=false",
+    "callbacks.validation_seeds=[]",
+    "callbacks.fixed_noise_loss=false",
+]
+
+
 def quickstart_lora(seed: int, out_dir: str | Path, overrides: Sequence[str] = ()) -> Path:
     """Train `+experiment=quickstart` (plus `overrides`) with `seed`, quietly, under `out_dir`; the final LoRA file.
     Class images go to `<out_dir>/class` (shared by every run under `out_dir`) unless an override says otherwise."""
@@ -178,15 +189,6 @@ def quickstart_lora(seed: int, out_dir: str | Path, overrides: Sequence[str] = (
     from sdft.train import run
 
     out_dir = Path(out_dir)
-    quiet = [
-        "logger=none",
-        "trainer.enable_progress_bar=false",
-        "callbacks.checkpoint_every_n_steps=0",
-        "callbacks.validation_every_n_steps=0",
-        "callbacks.validation_at_start=false",
-        "callbacks.validation_seeds=[]",
-        "callbacks.fixed_noise_loss=false",
-    ]
     run_dir = out_dir / f"seed{seed}-{hashlib.sha1(repr(list(overrides)).encode()).hexdigest()[:8]}"
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
@@ -196,7 +198,7 @@ def quickstart_lora(seed: int, out_dir: str | Path, overrides: Sequence[str] = (
                 f"seed={seed}",
                 f"output_dir={run_dir}",
                 f"data.class_dir={out_dir / 'class'}",
-                *quiet,
+                *QUIET,
                 *overrides,
             ],
         )
