@@ -78,16 +78,29 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run_from_args)
 
 
+def generator_from_args(args) -> Generator:
+    """The Generator for the model options `sdft generate` and `sdft ui` share (--model, --vae, --dtype, ...)."""
+    from sdft.config import ModelConfig
+    from sdft.generation.generator import Generator
+    from sdft.models.loading import DTYPES
+
+    cfg = ModelConfig(
+        path=args.model,
+        config=args.model_config,
+        vae=args.vae,
+        allow_pickle=args.allow_pickle,
+        local_files_only=args.offline,
+    )
+    return Generator(cfg, device=args.device, dtype=DTYPES[WeightDtype(args.dtype)] if args.dtype else None)
+
+
 def run_from_args(args: argparse.Namespace, generator: Generator | None = None) -> int:
     """Run `sdft generate` from parsed arguments; returns the exit code. `generator` reuses a loaded base."""
     from PIL import Image
 
-    from sdft.config import ModelConfig
     from sdft.errors import ConfigError
-    from sdft.generation.generator import Generator
     from sdft.generation.params import GenerationParams, LoraSpec, parse_floats
     from sdft.generation.run import run_generation
-    from sdft.models.loading import DTYPES
 
     guidance = parse_floats(args.guidance, "--guidance")
     strength = parse_floats(args.strength, "--strength")
@@ -99,14 +112,7 @@ def run_from_args(args: argparse.Namespace, generator: Generator | None = None) 
         except OSError as err:
             raise ConfigError(f"--init-image {args.init_image}: cannot read it as an image: {err}") from err
     if generator is None:
-        cfg = ModelConfig(
-            path=args.model,
-            config=args.model_config,
-            vae=args.vae,
-            allow_pickle=args.allow_pickle,
-            local_files_only=args.offline,
-        )
-        generator = Generator(cfg, device=args.device, dtype=DTYPES[WeightDtype(args.dtype)] if args.dtype else None)
+        generator = generator_from_args(args)
     for path in args.embedding:
         print(f"embedding {path}: write {generator.load_embedding(path)} in the prompt", file=sys.stderr)
     params = GenerationParams(

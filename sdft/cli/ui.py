@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdft.cli.generate import add_model_arguments
+from sdft.cli.generate import add_model_arguments, generator_from_args
 from sdft.config import WeightDtype
 
 
@@ -37,21 +37,11 @@ def register(subparsers) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Load the base once, build the app and serve it until interrupted."""
-    from sdft.config import ModelConfig
-    from sdft.generation.generator import Generator
-    from sdft.models.loading import DTYPES
     from sdft.ui import build_app, launch
     from sdft.ui_session import UiSession, parse_lora_lines
 
     parse_lora_lines("\n".join(args.lora))  # a malformed --lora fails before the model loads
-    cfg = ModelConfig(
-        path=args.model,
-        config=args.model_config,
-        vae=args.vae,
-        allow_pickle=args.allow_pickle,
-        local_files_only=args.offline,
-    )
-    generator = Generator(cfg, device=args.device, dtype=DTYPES[WeightDtype(args.dtype)] if args.dtype else None)
+    generator = generator_from_args(args)
     session = UiSession(generator, Path(args.out))
     for path in args.embedding:
         generator.load_embedding(path)
