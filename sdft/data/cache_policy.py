@@ -43,9 +43,14 @@ def latent_cache_worth_it(setting: bool | None, entries: int, encodes_in_run: in
     return True
 
 
-def text_cache_wanted(setting: bool | None, text_encoder_trained: bool, captions_fixed: bool) -> bool:
+def text_cache_wanted(
+    setting: bool | None, text_encoder_trained: bool, captions_fixed: bool, needs_token_ids: str | None = None
+) -> bool:
+    """`needs_token_ids`: why the step needs the captions' ids rather than cached states (SDXL, per-caption prior)."""
     if setting is False:
         return False
+    if needs_token_ids:
+        return _skip(setting, "cache_text_encoder_outputs", needs_token_ids)
     if text_encoder_trained:
         return _skip(setting, "cache_text_encoder_outputs", "the text encoder (or an embedding) is trained")
     if not captions_fixed:

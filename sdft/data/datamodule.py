@@ -201,14 +201,14 @@ class DreamBoothDataModule(L.LightningDataModule):
         if latent_cache_wanted(cfg.cache_latents, cfg.center_crop):
             self.latents = self._latent_cache(module.vae, device, encodes)
         fixed = all(ex.caption_options.fixed for ex in self.instances + self.classes)
-        if self.time_ids:  # SDXL: the cache holds one tower's states, SDXL needs both and the pooled embedding
-            log.info("data.cache_text_encoder_outputs: not for SDXL yet; not cached.")
-        elif getattr(getattr(module, "base_prior", None), "swap", None) is not None:  # needs each caption's ids
-            log.info(
-                "data.cache_text_encoder_outputs: prior.base_prediction_captions swaps words in the captions' "
-                "token ids; not cached."
-            )
-        elif text_cache_wanted(cfg.cache_text_encoder_outputs, getattr(module, "train_text_encoder", True), fixed):
+        needs_ids = None  # a reason the step needs the captions' token ids, not cached text states
+        if self.time_ids:
+            needs_ids = "SDXL needs both towers' states and the pooled embedding (the cache holds one tower's)"
+        elif getattr(getattr(module, "base_prior", None), "swap", None) is not None:
+            needs_ids = "prior.base_prediction_captions swaps words in the captions' token ids"
+        if text_cache_wanted(
+            cfg.cache_text_encoder_outputs, getattr(module, "train_text_encoder", True), fixed, needs_ids
+        ):
             ds = BucketDataset([], [], self.tokenizer, self.seed)
             original = next(module.text_encoder.parameters()).device
             module.text_encoder.to(device)
