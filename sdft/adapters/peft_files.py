@@ -3,6 +3,8 @@
 Two sources: the sdft/diffusers-format file (peft state dict + the peft config as `lora_adapter_metadata`, every kind,
 exact) and the kohya/LyCORIS file (LoHa, LoKr, DoRA; the inverse of adapters/lycoris.py). The adapter is injected with
 peft (`add_adapter`) and its tensors set with `set_peft_model_state_dict`, so the model computes what the file means.
+SD 1.x (`unet`, `text_encoder`: `lora_unet_` / `lora_te_`) and SDXL (`text_encoder_2` given too: `lora_te1_` /
+`lora_te2_`, diffusers keys `text_encoder_2.`), the names as adapters/sdxl_files.py writes them.
 """
 
 from __future__ import annotations
@@ -18,9 +20,23 @@ from peft.utils import set_peft_model_state_dict
 from torch import nn
 
 from sdft.adapters.kinds import is_adapter_param
-from sdft.adapters.kohya import PREFIXES, SDXL_PREFIXES, LoraFormatError, _lora_modules, _name_table
+from sdft.adapters.kohya import LoraFormatError, _kohya_name, _lora_modules
 
-Parsed = dict[str, tuple[PeftConfig, dict[str, torch.Tensor]]]  # "unet"/"text_encoder" -> (config, peft state dict)
+Parsed = dict[str, tuple[PeftConfig, dict[str, torch.Tensor]]]  # "unet"/"text_encoder"(_2) -> (config, peft state)
+PARTS = ("unet", "text_encoder", "text_encoder_2")
+
+
+def _is_sdxl(models: Mapping[str, nn.Module | None]) -> bool:
+    return models.get("text_encoder_2") is not None
+
+
+def _kohya_stem(part: str, module: str, sdxl: bool) -> str:
+    """Our module name -> its kohya name (SD 1.x: lora_unet_ / lora_te_; SDXL: lora_unet_ / lora_te1_ / lora_te2_)."""
+    if sdxl:
+        from sdft.adapters.sdxl_files import kohya_name
+
+        return kohya_name(part, module)
+    return _kohya_name(module, part == "text_encoder")
 
 
 def _most(values: Mapping[str, float]):
@@ -40,13 +56,18 @@ def _patterned(cls, ranks: dict[str, int], alphas: dict[str, float], alpha_key: 
     )
 
 
-def from_diffusers_file(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Parsed:
-    """The sdft/diffusers-format file: `unet.`/`text_encoder.` peft keys + the peft config in the metadata."""
+def from_diffusers_file(
+    state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], models: Mapping[str, nn.Module | None] | None = None
+) -> Parsed:
+    """The sdft/diffusers-format file: `unet.`/`text_encoder.`(/`text_encoder_2.`) peft keys + the peft config in
+    the metadata. Text towers: conventional (`text_model.`) or transformers-5 names, matched to the model's own."""
     adapter = json.loads(metadata.get("lora_adapter_metadata", "{}") or "{}")
+    models = models or {}
     out: Parsed = {}
-    for part in ("unet", "text_encoder"):
+    for part in PARTS:
+        level = "text_model." if part != "unet" and hasattr(models.get(part), "text_model") else ""
         sd = {
-            k.removeprefix(part + ".").removeprefix("text_model."): v  # TE: conventional or transformers-5 names
+            level + k.removeprefix(part + ".").removeprefix("text_model."): v
             for k, v in state.items()
             if k.startswith(part + ".")
         }
@@ -63,22 +84,27 @@ def from_diffusers_file(state: Mapping[str, torch.Tensor], metadata: Mapping[str
 
 
 def _kohya_modules(state: Mapping[str, torch.Tensor], models: dict[str, nn.Module | None]):
-    """kohya keys -> {part: {module: {suffix: tensor}}}, names resolved against the models' own layers."""
-    out: dict[str, dict[str, dict[str, torch.Tensor]]] = {"unet": {}, "text_encoder": {}}
+    """kohya keys -> {part: {module: {suffix: tensor}}}, names resolved against the models' own layers (as kohya,
+    A1111 and ComfyUI build their key maps from the model), so an SD 1.x file on SDXL (or back) fits nothing."""
+    sdxl = _is_sdxl(models)
+    table = {
+        _kohya_stem(part, name, sdxl): (part, name)
+        for part, model in models.items()
+        if model is not None
+        for name in _lora_modules(model)
+    }
+    out: dict[str, dict[str, dict[str, torch.Tensor]]] = {p: {} for p in models}
     bad = []
-    tables = {p: _name_table(m, p) or {} for p, m in models.items()}
     for key, value in state.items():
         stem, _, suffix = key.partition(".")
-        part = next((p for p, prefix in PREFIXES.items() if stem.startswith(prefix)), None)
-        module = (
-            tables[part].get(stem.removeprefix(PREFIXES[part])) if part and not stem.startswith(SDXL_PREFIXES) else None
-        )
-        if module is None:
+        if stem not in table:
             bad.append(key)
         else:
+            part, module = table[stem]
             out[part].setdefault(module, {})[suffix] = value
     if bad:
-        raise LoraFormatError(f"{len(bad)} key(s) fit no layer of these SD 1.x models, e.g. {bad[:5]}")
+        family = "SDXL (lora_unet_ / lora_te1_ / lora_te2_)" if sdxl else "SD 1.x (lora_unet_ / lora_te_)"
+        raise LoraFormatError(f"{len(bad)} key(s) fit no layer of these {family} models, e.g. {bad[:5]}")
     return out
 
 
@@ -148,8 +174,8 @@ def from_kohya_file(state: Mapping[str, torch.Tensor], kind: str, models: dict[s
 def parse_file(
     state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], kind: str, models: dict[str, nn.Module | None]
 ) -> Parsed:
-    if all(k.startswith(("unet.", "text_encoder.")) for k in state):
-        return from_diffusers_file(state, metadata)
+    if all(k.startswith(tuple(p + "." for p in PARTS)) for k in state):
+        return from_diffusers_file(state, metadata, models)
     return from_kohya_file(state, kind, models)
 
 
