@@ -235,7 +235,8 @@ class DreamBoothModule(L.LightningModule):
         if self.embeddings is not None and self.embeddings.vectors.requires_grad:
             lr = self.optim_cfg.embedding_lr if self.optim_cfg.embedding_lr is not None else self.optim_cfg.lr
             # no weight decay: it would pull the vectors towards 0, away from where CLIP's token embeddings live
-            groups.append({"params": [self.embeddings.vectors], "lr": lr, "weight_decay": 0.0, "name": "embedding"})
+            vectors = list(self.embeddings.parameters())  # SDXL: both towers' vectors
+            groups.append({"params": vectors, "lr": lr, "weight_decay": 0.0, "name": "embedding"})
         if not groups:
             raise ConfigError("No parameter requires grad: check the adapter config.")
         return groups

@@ -227,11 +227,14 @@ def prepare(
     start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start.value, previous, family.text_encoder_2)
     if cfg.model.compile:  # nn.Module.compile: in place, so state-dict keys (and saved LoRAs) keep their names
         pipe.unet.compile()
-    embedding = attach_embedding(cfg, pipe.tokenizer, pipe.text_encoder)  # textual inversion / pivotal tuning
+    embedding = attach_embedding(  # textual inversion / pivotal tuning (SDXL: both towers)
+        cfg, pipe.tokenizer, pipe.text_encoder, family.tokenizer_2, family.text_encoder_2
+    )
     params = report_params(pipe.unet, pipe.text_encoder)
     params.update(family.param_counts())  # SDXL: the second text tower
     if embedding is not None:
-        params["embedding"] = {"trainable": embedding.vectors.numel(), "total": embedding.vectors.numel()}
+        size = sum(p.numel() for p in embedding.parameters())
+        params["embedding"] = {"trainable": size, "total": size}
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters()) or embedding is not None
     train_te = train_te or family.trains_text_encoder_2
     base_prior = None
@@ -263,7 +266,7 @@ def prepare(
     masks = MaskTransform(cfg.data.mask_dir) if cfg.loss.masked_loss else None  # loss masks (sdft/data/masks.py)
     datamodule = DreamBoothDataModule(
         cfg.data,
-        family.tokenizer or prompt_tokenizer(pipe.tokenizer, embedding),
+        prompt_tokenizer(family.tokenizer or pipe.tokenizer, embedding),
         instances,
         classes,
         cfg.seed,
@@ -297,7 +300,7 @@ def prepare(
     stats = TrainStats()
     callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
     if embedding is not None:  # freezes it after adapter.embedding.train_fraction of the steps
-        callbacks.append(EmbeddingSchedule(embedding, pipe.text_encoder, freeze_step(cfg)))
+        callbacks.append(EmbeddingSchedule(embedding, pipe.text_encoder, freeze_step(cfg), family.text_encoder_2))
     if cfg.ema.enabled:  # before the checkpoint and grids: its update precedes their saves (sdft/ema.py)
         callbacks.insert(1, EmaWeights(cfg.ema, checkpoint))
     if cfg.logger.kind != LoggerKind.none and with_logger:

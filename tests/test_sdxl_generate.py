@@ -82,6 +82,6 @@ def test_what_an_sdxl_base_cannot_load_is_refused(sdxl_files, tmp_path):
         gen.load_lora(sd1)
     emb = tmp_path / "emb.safetensors"
     save_file({"emb_params": torch.zeros(1, 32)}, str(emb))
-    with pytest.raises(ConfigError, match="SD 1.x only"):
+    with pytest.raises(ConfigError, match="SD 1.x .one tensor. embedding, this base is SDXL"):
         gen.load_embedding(emb)
     assert gen.loaded_loras == []

@@ -102,7 +102,7 @@ class LoraCheckpoint(L.Callback):
                 return save_trained(embedding, target)["diffusers"]
             if getattr(module, "text_encoder_2", None) is not None:  # SDXL: both text towers (adapters/sdxl_files.py)
                 meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
-                return save_sdxl_weights(
+                main = save_sdxl_weights(
                     module,
                     target,
                     name,
@@ -113,6 +113,10 @@ class LoraCheckpoint(L.Callback):
                     self.tokenizer_2,
                     self.scheduler,
                 )
+                if embedding is not None and is_peft_kind(self.kind):  # pivotal: beside the adapter and bundled
+                    kohya = target / f"{name}.safetensors" if has_kohya_format(self.kind) else None
+                    save_trained(embedding, target, kohya)
+                return main
             if is_peft_kind(self.kind):
                 meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
                 kohya = None

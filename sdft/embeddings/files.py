@@ -6,6 +6,13 @@
   example writes); `load_textual_inversion(path)` adds `<sks>`, `<sks>_1`, ... and expands `<sks>` in prompts.
 - kohya bundle (pivotal tuning): the LoRA file also holds `bundle_emb.<name>.string_to_param.*` [n_vectors, dim], which
   A1111's built-in Lora extension (networks.py) and ComfyUI load as the embedding `<name>` along with the LoRA.
+- SDXL (both text towers): every file holds `clip_l` [n, 768] (first tower) and `clip_g` [n, 1280] (second tower),
+  the SDXL embedding format of A1111 and ComfyUI (diffusers: `load_textual_inversion(sd["clip_l"], token=...,
+  text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)`, the same with `clip_g` and the second pair); the
+  diffusers-named `learned_embeds.safetensors` holds the same two keys and names its token in `sdft_token`. Bundled in
+  a kohya SDXL LoRA: `bundle_emb.<name>.clip_l` / `bundle_emb.<name>.clip_g` (A1111's networks.py hands the
+  `bundle_emb.<name>.*` tensors to its embedding reader, which reads the SDXL keys).
+An SDXL embedding is passed around as {"clip_l": tensor, "clip_g": tensor}; an SD 1.x one as a tensor.
 """
 
 from __future__ import annotations
@@ -27,8 +34,18 @@ BUNDLE_PREFIX = "bundle_emb."
 BUNDLE_SUFFIX = ".string_to_param.*"
 
 
+SDXL_KEYS = ("clip_l", "clip_g")  # first tower (CLIP ViT-L), second tower (OpenCLIP bigG)
+
+
 class EmbeddingFormatError(SdftError):
     """A file is not an embedding sdft can read."""
+
+
+def embedding_tensors(vectors, key: str = A1111_KEY) -> dict[str, torch.Tensor]:
+    """An SD 1.x embedding (tensor) as {key: tensor}; an SDXL one ({"clip_l", "clip_g"}) as it is."""
+    if isinstance(vectors, dict):
+        return {k: vectors[k].detach().float().cpu().contiguous() for k in SDXL_KEYS}
+    return {key: vectors.detach().float().cpu().contiguous()}
 
 
 def _write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
@@ -45,27 +62,32 @@ def save_embedding_files(
     init_word: str = "",
     metadata: dict[str, str] | None = None,
 ) -> dict[str, Path]:
-    """Write both files into `folder`: {"diffusers": learned_embeds.safetensors, "a1111": <name>.safetensors}."""
+    """Write both files into `folder`: {"diffusers": learned_embeds.safetensors, "a1111": <name>.safetensors}.
+    `vectors`: a tensor [n, dim] (SD 1.x) or {"clip_l", "clip_g"} (SDXL: both files hold the two keys)."""
     folder = Path(folder)
-    vectors = vectors.detach().float().cpu().contiguous()
+    first = vectors["clip_l"] if isinstance(vectors, dict) else vectors
     meta = {
         "sdft_token": token,
-        "sdft_num_vectors": str(vectors.shape[0]),
+        "sdft_num_vectors": str(first.shape[0]),
         "sdft_init_word": init_word,
         **(metadata or {}),
     }
     return {
-        "diffusers": _write({token: vectors}, folder / DIFFUSERS_NAME, meta),
-        "a1111": _write({A1111_KEY: vectors}, folder / f"{file_stem(token)}.safetensors", meta),
+        "diffusers": _write(embedding_tensors(vectors, token), folder / DIFFUSERS_NAME, meta),
+        "a1111": _write(embedding_tensors(vectors), folder / f"{file_stem(token)}.safetensors", meta),
     }
 
 
-def bundle_tensors(token: str, vectors: torch.Tensor, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """The `bundle_emb.*` tensors that put an embedding into a kohya LoRA file (named like its A1111 file)."""
-    return {f"{BUNDLE_PREFIX}{file_stem(token)}{BUNDLE_SUFFIX}": vectors.detach().to("cpu", dtype).contiguous()}
+def bundle_tensors(token: str, vectors, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The `bundle_emb.*` tensors that put an embedding into a kohya LoRA file (named like its A1111 file):
+    `bundle_emb.<name>.string_to_param.*` (SD 1.x), `bundle_emb.<name>.clip_l` / `.clip_g` (SDXL)."""
+    name = f"{BUNDLE_PREFIX}{file_stem(token)}"
+    if isinstance(vectors, dict):
+        return {f"{name}.{k}": vectors[k].detach().to("cpu", dtype).contiguous() for k in SDXL_KEYS}
+    return {f"{name}{BUNDLE_SUFFIX}": vectors.detach().to("cpu", dtype).contiguous()}
 
 
-def add_bundle(kohya_path: str | os.PathLike, token: str, vectors: torch.Tensor) -> Path:
+def add_bundle(kohya_path: str | os.PathLike, token: str, vectors) -> Path:
     """Rewrite a kohya LoRA file with the embedding bundled (same metadata, fresh sshs_* hashes), atomically."""
     from sdft.adapters.kohya import write_kohya_file
 
@@ -77,23 +99,35 @@ def add_bundle(kohya_path: str | os.PathLike, token: str, vectors: torch.Tensor)
     return write_kohya_file(tensors, kohya_path, {**metadata, "sdft_embedding_token": token})
 
 
-def split_bundle(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(the LoRA tensors, {embedding name: [n, dim]}) of a kohya state dict that may bundle embeddings."""
+def split_bundle(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+    """(the LoRA tensors, {embedding name: [n, dim] or {"clip_l", "clip_g"}}) of a kohya state dict that may bundle
+    embeddings (SD 1.x or SDXL keys)."""
     lora = {k: v for k, v in state_dict.items() if not k.startswith(BUNDLE_PREFIX)}
-    embeddings = {}
+    embeddings: dict = {}
     for key, value in state_dict.items():
         if key.startswith(BUNDLE_PREFIX):
             name, _, part = key[len(BUNDLE_PREFIX) :].partition(".")
-            if part != BUNDLE_SUFFIX.lstrip("."):
-                raise EmbeddingFormatError(f"{key}: a bundled embedding must be bundle_emb.<name>{BUNDLE_SUFFIX}")
-            embeddings[name] = value
+            if part == BUNDLE_SUFFIX.lstrip("."):
+                embeddings[name] = value
+            elif part in SDXL_KEYS:
+                embeddings.setdefault(name, {})[part] = value
+            else:
+                raise EmbeddingFormatError(
+                    f"{key}: a bundled embedding must be bundle_emb.<name>{BUNDLE_SUFFIX} (SD 1.x) or "
+                    "bundle_emb.<name>.clip_l / .clip_g (SDXL)"
+                )
+    for name, value in embeddings.items():
+        if isinstance(value, dict) and set(value) != set(SDXL_KEYS):
+            raise EmbeddingFormatError(f"bundle_emb.{name}: an SDXL embedding needs both clip_l and clip_g")
     return lora, embeddings
 
 
-def load_embedding_file(path: str | os.PathLike) -> tuple[str, torch.Tensor]:
-    """(the token to write in prompts, vectors [n, dim]) of an A1111/ComfyUI or diffusers embedding file.
+def load_embedding_file(path: str | os.PathLike) -> tuple[str, torch.Tensor | dict[str, torch.Tensor]]:
+    """(the token to write in prompts, vectors [n, dim] or SDXL's {"clip_l", "clip_g"}) of an A1111/ComfyUI or
+    diffusers embedding file.
 
-    A1111 files are named by their stem (what A1111 prompts write); diffusers files by their only key.
+    A1111 files are named by their stem (what A1111 prompts write); diffusers files by their only key; SDXL files
+    by their stem (sdft's learned_embeds.safetensors: by its `sdft_token`).
     """
     path = Path(path)
     if path.is_dir():
@@ -104,7 +138,16 @@ def load_embedding_file(path: str | os.PathLike) -> tuple[str, torch.Tensor]:
             f"diffusers {DIFFUSERS_NAME}); .pt/.bin embeddings are pickles and not read."
         )
     with safe_open(str(path), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
+        state, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    if set(SDXL_KEYS) <= set(state):
+        token = metadata.get("sdft_token") if path.name == DIFFUSERS_NAME else None
+        vectors = {k: state[k].unsqueeze(0) if state[k].dim() == 1 else state[k] for k in SDXL_KEYS}
+        if any(v.dim() != 2 for v in vectors.values()) or vectors["clip_l"].shape[0] != vectors["clip_g"].shape[0]:
+            raise EmbeddingFormatError(
+                f"{path}: clip_l {tuple(vectors['clip_l'].shape)} and clip_g {tuple(vectors['clip_g'].shape)} must "
+                "be [vectors, dim] with the same number of vectors."
+            )
+        return token or path.stem, vectors
     if A1111_KEY in state:
         token, vectors = path.stem, state[A1111_KEY]
     elif len(state) == 1:
@@ -124,7 +167,9 @@ def load_embedding_file(path: str | os.PathLike) -> tuple[str, torch.Tensor]:
 def save_trained(vectors, folder: str | os.PathLike, kohya_file: str | os.PathLike | None = None) -> dict[str, Path]:
     """A run's embedding (`TokenVectors`) into `folder` (both files), and bundled into `kohya_file` when given."""
     trained = vectors.trained()
-    if not torch.isfinite(trained).all():
+    if vectors.trained_2() is not None:  # SDXL: both towers' vectors
+        trained = {"clip_l": trained, "clip_g": vectors.trained_2()}
+    if not all(torch.isfinite(t).all() for t in embedding_tensors(trained).values()):
         raise FloatingPointError(f"The embedding {vectors.token} is not finite; not overwriting anything at {folder}.")
     files = save_embedding_files(vectors.token, trained, folder, vectors.init_word)
     if kohya_file is not None:

@@ -21,8 +21,9 @@ class PipelineEmbeddings:
         self.pipe = pipe
         self.sources: dict[str, str] = {}
 
-    def add(self, token: str, vectors: torch.Tensor, source: str) -> str:
-        """Load `vectors` as `token` (multi-vector: token, token_1, ...; the prompt writes `token`); returns it."""
+    def add(self, token: str, vectors: torch.Tensor | dict[str, torch.Tensor], source: str) -> str:
+        """Load `vectors` as `token` (multi-vector: token, token_1, ...; the prompt writes `token`); returns it.
+        SDXL: {"clip_l", "clip_g"}, each loaded into its tower with its tokenizer."""
         if token in self.sources:
             if self.sources[token] == source:
                 return token
@@ -30,21 +31,40 @@ class PipelineEmbeddings:
                 f"embedding {token!r} from {source}: an embedding of that name is already loaded (from "
                 f"{self.sources[token]}). Rename one of the files."
             )
+        towers = [("clip_l", self.pipe.text_encoder, self.pipe.tokenizer)]
+        if getattr(self.pipe, "text_encoder_2", None) is not None:  # SDXL
+            towers.append(("clip_g", self.pipe.text_encoder_2, self.pipe.tokenizer_2))
+        if isinstance(vectors, dict) != (len(towers) == 2):
+            raise ConfigError(
+                f"embedding {token!r} from {source} is an "
+                f"{'SDXL (clip_l + clip_g)' if isinstance(vectors, dict) else 'SD 1.x (one tensor)'} embedding, "
+                f"this base is {'SDXL' if len(towers) == 2 else 'SD 1.x'}: use it with a base of its family."
+            )
         if token in self.pipe.tokenizer.get_vocab():
             raise ConfigError(
                 f"embedding {token!r} from {source}: {token!r} is already a token of this model's "
                 "tokenizer; rename the file (A1111 names an embedding by its file name)."
             )
-        width = self.pipe.text_encoder.get_input_embeddings().weight.shape[1]
-        if vectors.shape[-1] != width:
-            raise ConfigError(
-                f"embedding {token!r} from {source} has width {vectors.shape[-1]}, this model's text "
-                f"encoder {width}: it was trained for another base (SD 1.x is 768)."
-            )
-        self.pipe.load_textual_inversion(vectors, token=token)
+        parts = vectors if isinstance(vectors, dict) else {"clip_l": vectors}
+        for key, model, _ in towers:
+            width = model.get_input_embeddings().weight.shape[1]
+            if parts[key].shape[-1] != width:
+                raise ConfigError(
+                    f"embedding {token!r} from {source} has width {parts[key].shape[-1]} ({key}), this model's "
+                    f"text encoder {width}: it was trained for another base (SD 1.x is 768; SDXL 768 + 1280)."
+                )
+        if len(towers) == 1:
+            self.pipe.load_textual_inversion(vectors, token=token)
+        else:
+            for key, model, tokenizer in towers:
+                self.pipe.load_textual_inversion(parts[key], token=token, text_encoder=model, tokenizer=tokenizer)
         self.sources[token] = source
         log.info(
-            "Loaded embedding %s (%d vector(s)) from %s: write %s in the prompt", token, vectors.shape[0], source, token
+            "Loaded embedding %s (%d vector(s)) from %s: write %s in the prompt",
+            token,
+            len(parts["clip_l"]),
+            source,
+            token,
         )
         return token
 

@@ -27,41 +27,72 @@ HOOK_ATTR = "_sdft_token_vectors"  # the text encoder's attribute holding its To
 
 
 class TokenVectors(nn.Module):
-    """The trained vectors of one token (`vectors`, [n, dim]); `frozen` detaches them (pivotal tuning's second part)."""
+    """The trained vectors of one token (`vectors`, [n, dim]); `frozen` detaches them (pivotal tuning's second part).
 
-    def __init__(self, token: str, ids: list[int], start: torch.Tensor, init_word: str):
+    SDXL: the token is in both towers, each with its own vectors (`vectors_2`, [n, dim_2], ids `ids_2` in the second
+    tokenizer), as A1111 / ComfyUI SDXL embeddings hold `clip_l` and `clip_g`."""
+
+    def __init__(
+        self,
+        token: str,
+        ids: list[int],
+        start: torch.Tensor,
+        init_word: str,
+        ids_2: list[int] | None = None,
+        start_2: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.token, self.ids, self.init_word = token, list(ids), init_word
         self.vectors = nn.Parameter(start.detach().float().clone())
+        self.ids_2 = list(ids_2) if ids_2 is not None else None
+        self.vectors_2 = nn.Parameter(start_2.detach().float().clone()) if start_2 is not None else None
         self.frozen = False
+
+    @property
+    def sdxl(self) -> bool:
+        return self.vectors_2 is not None
 
     @property
     def tokens(self) -> list[str]:
         return token_names(self.token, len(self.ids))
 
-    def splice(self, input_ids: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-        """`embeds` with the new tokens' rows replaced by the vectors; no host sync (torch.where, not indexing)."""
-        first, n = self.ids[0], len(self.ids)
+    def set_trainable(self, on: bool) -> None:
+        for param in self.parameters():
+            param.requires_grad_(on)
+
+    def splice(self, input_ids: torch.Tensor, embeds: torch.Tensor, tower: int = 1) -> torch.Tensor:
+        """`embeds` with the new tokens' rows replaced by the vectors (of `tower` 1 or 2); no host sync."""
+        ids, vectors = (self.ids, self.vectors) if tower == 1 else (self.ids_2, self.vectors_2)
+        first, n = ids[0], len(ids)
         mask = (input_ids >= first) & (input_ids < first + n)
-        vectors = self.vectors.detach() if self.frozen else self.vectors
+        vectors = vectors.detach() if self.frozen else vectors
         picked = vectors.to(embeds.dtype)[(input_ids - first).clamp(0, n - 1)]
         return torch.where(mask.unsqueeze(-1), picked, embeds)
 
     @torch.no_grad()
-    def sync(self, text_encoder: nn.Module) -> None:
-        """Copy the vectors into the text encoder's token table (for anything that reads the table directly)."""
-        table = text_encoder.get_input_embeddings().weight
-        table[self.ids] = self.vectors.to(table.dtype)
+    def sync(self, text_encoder: nn.Module, text_encoder_2: nn.Module | None = None) -> None:
+        """Copy the vectors into the towers' token tables (for anything that reads the tables directly)."""
+        for model, ids, vectors in (
+            (text_encoder, self.ids, self.vectors),
+            (text_encoder_2, self.ids_2, self.vectors_2),
+        ):
+            if model is not None and vectors is not None:
+                table = model.get_input_embeddings().weight
+                table[ids] = vectors.to(table.dtype)
 
     def trained(self) -> torch.Tensor:
         return self.vectors.detach().float().cpu().clone()
 
+    def trained_2(self) -> torch.Tensor | None:
+        return None if self.vectors_2 is None else self.vectors_2.detach().float().cpu().clone()
 
-def _attach(text_encoder: nn.Module, vectors: TokenVectors) -> None:
+
+def _attach(text_encoder: nn.Module, vectors: TokenVectors, tower: int = 1) -> None:
     def hook(module, args, output):
-        return vectors.splice(args[0], output)
+        return vectors.splice(args[0], output, tower)
 
-    vectors.handle = text_encoder.get_input_embeddings().register_forward_hook(hook)
+    handle = text_encoder.get_input_embeddings().register_forward_hook(hook)
+    setattr(vectors, "handle" if tower == 1 else "handle_2", handle)
     text_encoder.__dict__[HOOK_ATTR] = vectors  # not a submodule: the text encoder's parameters stay its own
 
 
@@ -119,13 +150,16 @@ def check_embedding_config(cfg: DictConfig) -> None:
         )
 
 
-def attach_embedding(cfg: DictConfig, tokenizer, text_encoder: nn.Module) -> TokenVectors | None:
+def attach_embedding(
+    cfg: DictConfig, tokenizer, text_encoder: nn.Module, tokenizer_2=None, text_encoder_2: nn.Module | None = None
+) -> TokenVectors | None:
     """The phase's trained embedding, or None. The first phase naming a token adds it; a later phase naming the same
-    token trains it on; an embedding from an earlier phase stays in the prompt vocabulary, frozen, otherwise."""
+    token trains it on; an embedding from an earlier phase stays in the prompt vocabulary, frozen, otherwise.
+    SDXL (`text_encoder_2` given): the token is added to both tokenizers and towers, each with its own vectors."""
     emb = cfg.adapter.embedding
     existing: TokenVectors | None = getattr(text_encoder, HOOK_ATTR, None)
     if existing is not None and existing.token != emb.placeholder:
-        existing.vectors.requires_grad_(False)
+        existing.set_trainable(False)
         existing.frozen = True
     if not emb.placeholder:
         return None
@@ -135,7 +169,7 @@ def attach_embedding(cfg: DictConfig, tokenizer, text_encoder: nn.Module) -> Tok
                 f"adapter.embedding.num_vectors={emb.num_vectors}, but {emb.placeholder} already has "
                 f"{len(existing.ids)} vectors from an earlier phase."
             )
-        existing.vectors.requires_grad_(True)
+        existing.set_trainable(True)
         existing.frozen = False
         return existing
     if existing is not None:
@@ -146,8 +180,14 @@ def attach_embedding(cfg: DictConfig, tokenizer, text_encoder: nn.Module) -> Tok
     word = init_word_of(cfg)
     ids = add_tokens(tokenizer, text_encoder, emb.placeholder, emb.num_vectors, word)
     start = text_encoder.get_input_embeddings().weight[ids]
-    vectors = TokenVectors(emb.placeholder, ids, start, word)
+    ids_2 = start_2 = None
+    if text_encoder_2 is not None:  # SDXL: the same tokens in the second tokenizer / tower
+        ids_2 = add_tokens(tokenizer_2, text_encoder_2, emb.placeholder, emb.num_vectors, word)
+        start_2 = text_encoder_2.get_input_embeddings().weight[ids_2]
+    vectors = TokenVectors(emb.placeholder, ids, start, word, ids_2, start_2)
     _attach(text_encoder, vectors)
+    if text_encoder_2 is not None:
+        _attach(text_encoder_2, vectors, tower=2)
     log.info("Embedding %s: %d vector(s) (tokens %s) start from %r", emb.placeholder, len(ids), vectors.tokens, word)
     return vectors
 
@@ -182,8 +222,11 @@ def expand_prompts(prompts: list[str], vectors: TokenVectors | None) -> list[str
 class EmbeddingSchedule(L.Callback):
     """Freezes the embedding from step `freeze_at` on (pivotal tuning); keeps the token table in step with it."""
 
-    def __init__(self, vectors: TokenVectors, text_encoder: nn.Module, freeze_at: int | None):
+    def __init__(
+        self, vectors: TokenVectors, text_encoder: nn.Module, freeze_at: int | None, text_encoder_2: nn.Module = None
+    ):
         self.vectors, self.text_encoder, self.freeze_at = vectors, text_encoder, freeze_at
+        self.text_encoder_2 = text_encoder_2
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         frozen = self.freeze_at is not None and trainer.global_step >= self.freeze_at
@@ -192,7 +235,7 @@ class EmbeddingSchedule(L.Callback):
         self.vectors.frozen = frozen  # from the step count: a resumed run freezes at the same step
 
     def on_train_end(self, trainer, module) -> None:
-        self.vectors.sync(self.text_encoder)
+        self.vectors.sync(self.text_encoder, self.text_encoder_2)
 
 
 def freeze_step(cfg: DictConfig) -> int | None:

@@ -72,7 +72,7 @@ class Generator:
         self._img2img = None
         self._loras: dict[Path, LoadedLora] = {}
         self.active: list[tuple[LoadedLora, float]] = []
-        # textual-inversion tokens (files, LoRA bundles); SD 1.x only (SDXL embeddings carry both towers' vectors)
+        # textual-inversion tokens (files, LoRA bundles; SDXL: both towers' vectors)
         self.embeddings = PipelineEmbeddings(self.pipe)
 
     # -- LoRAs --------------------------------------------------------------------------------------------------
@@ -93,11 +93,6 @@ class Generator:
         state, bundled = split_bundle(state)  # a pivotal-tuning LoRA may carry its embedding (bundle_emb.*)
         from sdft.adapters.lycoris import file_kind
 
-        if self.sdxl and (bundled or file_kind(state) is not None):
-            raise LoraFormatError(
-                f"{file}: with an SDXL base only plain LoRA files load so far (no LoHa/LoKr/DoRA/OFT "
-                "files, no bundled embeddings); docs/sdxl.md."
-            )
         if file_kind(state) is not None:  # LoHa / LoKr / DoRA / OFT: injected with peft (sdft/adapters/peft_files.py)
             return self._load_other_kind(file, state, metadata, file_kind(state), bundled)
         if self.sdxl:  # U-Net and both towers, mapped with diffusers' own SDXL key conversion
@@ -145,6 +140,8 @@ class Generator:
         name = lora_display_name(file)
         adapter = self._adapter_name(name)
         models = {"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder}
+        if self.sdxl:  # SDXL names: lora_te1_ / lora_te2_, text_encoder_2. (adapters/sdxl_files.py)
+            models["text_encoder_2"] = self.pipe.text_encoder_2
         try:
             parts = inject_file(models, state, metadata, kind, adapter, str(file))
         except Exception:
@@ -158,11 +155,7 @@ class Generator:
         return lora
 
     def load_embedding(self, path: str | Path) -> str:
-        """An embedding file (A1111/ComfyUI or diffusers); returns the token to write in prompts."""
-        if self.sdxl:
-            raise ConfigError(
-                f"{path}: embeddings are SD 1.x only so far; an SDXL base cannot load them (docs/sdxl.md)."
-            )
+        """An embedding file (A1111/ComfyUI or diffusers; SDXL: clip_l + clip_g); returns the token to write."""
         token = self.embeddings.load_file(path)
         self.pipe.to(self.device, self.dtype)
         return token

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from diffusers import StableDiffusionXLPipeline
 
 from sdft.adapters.lora import count_params
-from sdft.config import AdapterKind, ModelFamily
+from sdft.config import ModelFamily
 from sdft.errors import UnsupportedModelError
 from sdft.models.conditioning import PairTokenizer, Sd1Conditioning, SdxlConditioning
 from sdft.models.family import pipeline_family
@@ -44,9 +44,6 @@ class FamilyParts:
 def check_sdxl_config(cfg) -> None:
     """Options not wired for SDXL yet: one clear error each, before any training (docs/sdxl.md)."""
     refused = {
-        "adapter.kind=embedding / adapter.embedding.placeholder (textual inversion, pivotal tuning)": cfg.adapter.kind
-        == AdapterKind.embedding
-        or bool(cfg.adapter.embedding.placeholder),
         "phase.init_lora (starting from a LoRA file)": bool(cfg.phase.init_lora),
         "data.cache_text_encoder_outputs (SDXL also needs the pooled embedding)": bool(
             cfg.data.cache_text_encoder_outputs
