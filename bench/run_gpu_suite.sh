@@ -2,7 +2,8 @@
 # The GPU benchmark suite (issue 7), for one CUDA GPU: SD 1.5 architecture (random weights, no download) at 512²,
 # bf16-mixed, LoRA rank 16 (attention) and full DreamBooth, batch 1 and the largest batch that fits (doubling until
 # out of memory; each size in a fresh process). Prints img/s, peak GB, GFLOP/image and MFU against --peak-tflops
-# (default 989: H100/H200 dense bf16). Not yet run (no GPU so far), so its duration is unknown;
+# (default 989: H100/H200 dense bf16); PARTS=sdxl: the SDXL base architecture at 1024² (bench/sdxl_step.py).
+# Not yet run (no GPU so far), so its duration is unknown;
 # or run it in parts: PARTS=lora, PARTS=full, PARTS=extras.
 #   bash bench/run_gpu_suite.sh [results.jsonl]          # default: bench/results/gpu_suite.jsonl (appended)
 #   python bench/report.py bench/results/gpu_suite.jsonl
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT=${1:-bench/results/gpu_suite.jsonl}
 MODEL=${MODEL:-sd15}; RES=${RES:-512}; MAXB=${MAXB:-64}; STEPS=${STEPS:-20}; WARMUP=${WARMUP:-5}
-PARTS=${PARTS:-"lora full extras"}   # run a subset, e.g. PARTS=lora, when one command may only take ~10 min
+PARTS=${PARTS:-"lora full extras sdxl"}   # run a subset, e.g. PARTS=lora, when one command may only take ~10 min
 mkdir -p "$(dirname "$OUT")"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 run() { echo "+ python bench/train_step.py $*"; "$PY" bench/train_step.py --out "$OUT" "$@" | grep -v '^{'; }
@@ -27,6 +28,16 @@ for part in lora full; do
     b=$((b * 2))
   done
 done
+if [[ " $PARTS " == *" sdxl "* ]]; then
+  # SDXL base architecture (random weights, bf16 frozen weights) at 1024², batch 1: LoRA on the U-Net (lora_attn
+  # rank 16), then with gradient checkpointing, then with 8-bit AdamW too (bench/sdxl_step.py: the framework's step)
+  # its JSON lines (framework step only, no bare loop) go beside OUT: <OUT without .jsonl>_sdxl.jsonl
+  sdxl() { echo "+ python bench/sdxl_step.py $*"; "$PY" bench/sdxl_step.py --out "${OUT%.jsonl}_sdxl.jsonl" "$@" | grep -v '^{'; }
+  common="--model sdxl --resolution 1024 --batch 1 --precision bf16-mixed --weight-dtype bf16 --adapter lora_attn --rank 16 --warmup 3 --steps 10 --label gpu-suite"
+  sdxl $common
+  sdxl $common --grad-checkpointing
+  sdxl $common --grad-checkpointing --optim adamw8bit
+fi
 [[ " $PARTS " == *" extras "* ]] || exit 0
 # what the cheap speed-ups buy at batch 1 (LoRA)
 run --model $MODEL --resolution $RES --precision bf16-mixed --adapter lora_attn --rank 16 --batch 1 --warmup 8 --steps $STEPS --compile --label gpu-suite
