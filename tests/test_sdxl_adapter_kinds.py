@@ -186,3 +186,69 @@ def test_two_step_loha_run_on_sdxl_writes_a_lycoris_file_the_generator_renders(f
     gen = Generator("sdxl_tiny", cache_dir=str(tmp_path / "cache"), device="cpu")
     gen.set_loras([str(kohya)])
     assert max_diff(render(gen.pipe), want) <= TOL
+
+
+def a1111_unet_key(stem: str) -> str:
+    """A1111 extensions-builtin/Lora (lora_convert / networks.py `convert_diffusers_name_to_compvis`), U-Net rules: a
+    diffusers-named kohya key -> the original-layout (compvis/sgm) module name A1111 looks up. If nothing matches,
+    A1111 tries `lora_unet` -> `diffusion_model` on the key itself (SDXL files in kohya's own naming)."""
+    conv = {"conv1": "in_layers_2", "conv2": "out_layers_3", "time_emb_proj": "emb_layers_1"}
+    conv["conv_shortcut"] = "skip_connection"
+    rules = [
+        (r"lora_unet_down_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)", "input"),
+        (r"lora_unet_mid_block_(attentions|resnets)_(\d+)_(.+)", "middle"),
+        (r"lora_unet_up_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)", "output"),
+        (r"lora_unet_down_blocks_(\d+)_downsamplers_0_conv", "down"),
+        (r"lora_unet_up_blocks_(\d+)_upsamplers_0_conv", "up"),
+    ]
+    for pattern, kind in rules:
+        m = re.fullmatch(pattern, stem)
+        if m is None:
+            continue
+        g = [int(x) if x.isdigit() else x for x in m.groups()]
+        if kind in ("input", "output"):
+            suffix = conv.get(g[3], g[3]) if g[1] == "resnets" else g[3]
+            block = 1 + g[0] * 3 + g[2] if kind == "input" else g[0] * 3 + g[2]
+            return f"diffusion_model_{kind}_blocks_{block}_{1 if g[1] == 'attentions' else 0}_{suffix}"
+        if kind == "middle":
+            suffix = conv.get(g[2], g[2]) if g[0] == "resnets" else g[2]
+            return f"diffusion_model_middle_block_{1 if g[0] == 'attentions' else g[1] * 2}_{suffix}"
+        if kind == "down":
+            return f"diffusion_model_input_blocks_{3 + g[0] * 3}_0_op"
+        return f"diffusion_model_output_blocks_{2 + g[0] * 3}_{2 if g[0] > 0 else 1}_conv"
+    return stem.replace("lora_unet", "diffusion_model")
+
+
+# SDXL's original (sgm) U-Net layout: input_blocks 1-2 resnets (320), 3 downsample (op), 4-5 resnet + transformer
+# (640, depth 2), 6 downsample, 7-8 resnet + transformer (1280, depth 10); middle_block 0 / 2 resnets, 1 transformer;
+# output_blocks 0-2 resnet + transformer (1280), upsample at 2.2; 3-5 (640), upsample at 5.2; 6-8 resnets only.
+SGM = {
+    "down_blocks.1.attentions.0.transformer_blocks.1.attn1.to_q": "input_blocks.4.1.transformer_blocks.1.attn1.to_q",
+    "down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k": "input_blocks.8.1.transformer_blocks.9.attn2.to_k",
+    "mid_block.attentions.0.transformer_blocks.9.ff.net.2": "middle_block.1.transformer_blocks.9.ff.net.2",
+    "mid_block.resnets.1.conv2": "middle_block.2.out_layers.3",
+    "up_blocks.0.attentions.2.proj_out": "output_blocks.2.1.proj_out",
+    "down_blocks.0.resnets.1.conv1": "input_blocks.2.0.in_layers.2",
+    "up_blocks.1.resnets.0.conv_shortcut": "output_blocks.3.0.skip_connection",
+    "down_blocks.1.downsamplers.0.conv": "input_blocks.6.0.op",
+    "up_blocks.1.upsamplers.0.conv": "output_blocks.5.2.conv",
+    "up_blocks.0.upsamplers.0.conv": "output_blocks.2.2.conv",
+}
+
+
+def test_a1111_finds_every_sdxl_unet_layer_but_the_first_upsampler():
+    """A1111 resolves our diffusers-named SDXL U-Net keys with its SD 1.x block rules, which hold for SDXL (three
+    layers per block) except one: it sends up_blocks.0's upsampler to output_blocks.2.1 (SD 1.x's first up block has no
+    attentions; SDXL's does, so the upsampler is output_blocks.2.2), and its fallback name is no SDXL layer either.
+    So A1111 drops that one layer of an SDXL LoCon/LoHa/LoKr (3x3 `conv` targets) file (docs/sdxl.md); ComfyUI and
+    diffusers map it by diffusers' names."""
+    from sdft.models.sdxl_arch import sdxl_module_names
+
+    real = sdxl_module_names()["unet"]
+    assert set(SGM) <= real
+    resolved = {
+        name
+        for name, sgm in SGM.items()
+        if a1111_unet_key(kohya_name("unet", name)) == "diffusion_model_" + sgm.replace(".", "_")
+    }
+    assert set(SGM) - resolved == {"up_blocks.0.upsamplers.0.conv"}
