@@ -141,3 +141,23 @@ def test_an_embedding_of_the_other_family_is_refused(tmp_path):
     tiny = Generator("tiny", cache_dir=str(tmp_path / "cache"), device="cpu")
     with pytest.raises(ConfigError, match="SDXL .clip_l . clip_g. embedding, this base is SD 1.x"):
         tiny.load_embedding(sdxl)
+
+
+def test_sdxl_textual_inversion_resumes_exactly(fast_config, tmp_path):
+    """Both towers' vectors are in the resumable state: a run cut after step 2 and resumed ends with the same files."""
+    import shutil
+
+    from sdft.train import run
+    from test_resume import cut_back, same_lora
+
+    every = [*SDXL_TI, f"model.cache_dir={tmp_path / 'cache'}", "trainer.max_steps=4"]
+    every += ["callbacks.checkpoint_every_n_steps=1", "callbacks.keep_last_k=10"]
+    run(fast_config(*every, f"output_dir={tmp_path / 'straight'}"))
+    out = tmp_path / "cut"
+    shutil.copytree(tmp_path / "straight", out)
+    cut_back(out, 2)
+    for p in (out / "main" / "embedding",):  # the final files come from the resumed run
+        shutil.rmtree(p, ignore_errors=True)
+    assert run(fast_config(*every, f"output_dir={out}", "resume=auto"))["steps"] == 4
+    for name in (DIFFUSERS_NAME, "sks.safetensors"):
+        assert same_lora(out / "main" / "embedding" / name, tmp_path / "straight" / "main" / "embedding" / name) == 0
