@@ -49,10 +49,6 @@ class TokenVectors(nn.Module):
         self.frozen = False
 
     @property
-    def sdxl(self) -> bool:
-        return self.vectors_2 is not None
-
-    @property
     def tokens(self) -> list[str]:
         return token_names(self.token, len(self.ids))
 
@@ -223,7 +219,11 @@ class EmbeddingSchedule(L.Callback):
     """Freezes the embedding from step `freeze_at` on (pivotal tuning); keeps the token table in step with it."""
 
     def __init__(
-        self, vectors: TokenVectors, text_encoder: nn.Module, freeze_at: int | None, text_encoder_2: nn.Module = None
+        self,
+        vectors: TokenVectors,
+        text_encoder: nn.Module,
+        freeze_at: int | None,
+        text_encoder_2: nn.Module | None = None,
     ):
         self.vectors, self.text_encoder, self.freeze_at = vectors, text_encoder, freeze_at
         self.text_encoder_2 = text_encoder_2
