@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from helpers.compare import max_diff, render
 from sdft.embeddings.files import DIFFUSERS_NAME, load_embedding_file, split_bundle
+from sdft.embeddings.tokens import collapse_prompt, expand_prompt
 from sdft.errors import ConfigError
 from sdft.generate import Generator
 from sdft.models.family_parts import module_pipeline
@@ -67,6 +68,14 @@ def test_sdxl_textual_inversion_trains_both_towers_and_its_files_reload_exactly(
         assert torch.equal(mine[: theirs.shape[0]], theirs)
     assert pipe.tokenizer.convert_tokens_to_ids(["<sks>", "<sks>_1"]) == emb.ids
     assert pipe.tokenizer_2.convert_tokens_to_ids(["<sks>", "<sks>_1"]) == emb.ids_2
+
+    # validation grids hand SDXL's pipeline the prompt as written: its own expansion then gives the trained tokens
+    expanded = expand_prompt(PROMPT, "<sks>", 2)
+    sampler = module_pipeline(parts.module, pipe.tokenizer, pipe.tokenizer_2, pipe.scheduler)
+    assert (
+        sampler.maybe_convert_prompt(collapse_prompt(expanded, pipe.tokenizer.get_added_vocab()), pipe.tokenizer)
+        == expanded
+    )
 
     folder = tmp_path / "out" / "main" / "embedding"
     assert summary["output"] == str(folder / DIFFUSERS_NAME)
@@ -161,3 +170,9 @@ def test_sdxl_textual_inversion_resumes_exactly(fast_config, tmp_path):
     assert run(fast_config(*every, f"output_dir={out}", "resume=auto"))["steps"] == 4
     for name in (DIFFUSERS_NAME, "sks.safetensors"):
         assert same_lora(out / "main" / "embedding" / name, tmp_path / "straight" / "main" / "embedding" / name) == 0
+
+
+def test_collapse_prompt_undoes_expand_prompt():
+    for prompt in ("a <sks> dog", "<sks>, and (<sks>) again", "no token", "<sks>_1 alone"):
+        expanded = expand_prompt(prompt, "<sks>", 3)
+        assert collapse_prompt(expanded, ["<sks>", "<sks>_1", "<sks>_2", "dog"]) == prompt

@@ -10,6 +10,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from PIL import Image
 
+from sdft.embeddings.tokens import collapse_prompt
 from sdft.images_grid import make_grid, tile_size
 from sdft.models.family_parts import module_pipeline
 from sdft.models.text import prompt_embeds
@@ -83,7 +84,9 @@ class ValidationGrid(L.Callback):
         generators = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
         n = len(self.seeds)
         if isinstance(pipe, StableDiffusionXLPipeline):  # SDXL: the pipeline encodes both towers (clip skip 1 only)
-            embeds = {"prompt": [prompt] * n, "negative_prompt": [self.negative_prompt] * n}
+            # and expands a multi-vector embedding's token itself: hand it the prompt as written (sdft/embeddings)
+            prompts = [collapse_prompt(prompt, pipe.tokenizer.get_added_vocab())] * n
+            embeds = {"prompt": prompts, "negative_prompt": [self.negative_prompt] * n}
         else:
             embeds = prompt_embeds(
                 pipe, [prompt] * n, [self.negative_prompt] * n, self.clip_skip

@@ -31,6 +31,16 @@ def expand_prompt(prompt: str, token: str, num_vectors: int) -> str:
     return re.sub(re.escape(token) + r"(?!_\d)", " ".join(token_names(token, num_vectors)), prompt)
 
 
+def collapse_prompt(prompt: str, tokens) -> str:
+    """The inverse of `expand_prompt` for each of `tokens` (`<sks> <sks>_1` -> `<sks>`), for prompts handed to a
+    diffusers pipeline, whose `maybe_convert_prompt` expands them again (an already expanded prompt would become
+    `<sks> <sks>_1 <sks> <sks>_1_1`)."""
+    for token in tokens:
+        expanded = re.escape(token) + r"(?: " + re.escape(token) + r"_\d+)+(?!\d)"
+        prompt = re.sub(expanded, lambda _: token, prompt)
+    return prompt
+
+
 def file_stem(token: str) -> str:
     """The A1111/ComfyUI embedding's file name (what A1111 prompts write): the token without <> and odd characters."""
     stem = re.sub(r"[^\w.-]", "_", token.strip("<>")).strip("_.")
