@@ -23,6 +23,7 @@ from sdft.atomic import write_text
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
 from sdft.callbacks.graceful_stop import GracefulStop, stop_before_training
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
+from sdft.callbacks.resident_memory import ResidentMemory
 from sdft.callbacks.train_stats import TrainStats
 from sdft.callbacks.training_state import ResumePoint, TrainingState
 from sdft.callbacks.validation_grid import ValidationGrid
@@ -296,6 +297,7 @@ def prepare(
     checkpoint.tokenizer_2 = grids.tokenizer_2 = family.tokenizer_2  # SDXL: pipelines for grids and full saves
     stats = TrainStats()
     callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
+    callbacks.append(ResidentMemory())  # frozen weights the step does not read leave the resident set
     if embedding is not None:  # freezes it after adapter.embedding.train_fraction of the steps
         callbacks.append(EmbeddingSchedule(embedding, pipe.text_encoder, freeze_step(cfg)))
     if cfg.ema.enabled:  # before the checkpoint and grids: its update precedes their saves (sdft/ema.py)
