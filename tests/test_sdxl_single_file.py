@@ -30,6 +30,7 @@ from sdft.models.original_layout import (
     SDXL_TEXT_ENCODER_2_PREFIX,
     VAE_PREFIX,
     pipeline_parts,
+    pipeline_to_original,
     save_single_file,
     vae_to_original,
 )
@@ -62,7 +63,7 @@ def assert_same(a, b, parts=PARTS) -> None:
         assert same_weights(getattr(a, name), getattr(b, name)), name
 
 
-def test_export_round_trips_through_diffusers_from_single_file(sdxl_dir, sdxl_file):
+def test_export_round_trips_through_diffusers_from_single_file(sdxl_dir, sdxl_file, tmp_path):
     keys = load_file(sdxl_file).keys()
     assert "model.diffusion_model.label_emb.0.0.weight" in keys  # add_embedding, as the original names it
     assert "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight" in keys
@@ -74,6 +75,9 @@ def test_export_round_trips_through_diffusers_from_single_file(sdxl_dir, sdxl_fi
     pipe = load_pipeline(ModelConfig(path=str(sdxl_file), config=str(sdxl_dir)))
     assert isinstance(pipe, StableDiffusionXLPipeline) and pipe.vae.config.scaling_factor == 0.13025
     assert_same(pipe, base)
+    ckpt = tmp_path / "tiny_sdxl.ckpt"  # the pickle layout ({"state_dict": ...}), only with allow_pickle
+    torch.save({"state_dict": pipeline_to_original(base, torch.float32)}, ckpt)
+    assert_same(load_pipeline(ModelConfig(path=str(ckpt), config=str(sdxl_dir), allow_pickle=True)), base)
 
 
 def test_lora_merged_export_equals_the_fused_pipeline(sdxl_dir, tmp_path):
