@@ -105,7 +105,9 @@ class ModelConfig:
     # "tiny", "toy", a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), a local diffusers folder, or a single-file
     # checkpoint in the original (A1111/civitai) layout: .safetensors (.ckpt only with allow_pickle=true)
     path: str = MISSING
-    config: Optional[str] = None  # single files: diffusers folder / hub id of the same architecture (default SD 1.5's)
+    config: Optional[str] = (
+        None  # single files: diffusers folder / hub id of the architecture (default SD 1.5 / SDXL 1.0)
+    )
     vae: Optional[str] = None  # other VAE: hub id, diffusers folder or single file (e.g. stabilityai/sd-vae-ft-mse)
     allow_pickle: bool = False  # load .ckpt/.pt/.bin pickle files (pickle can run code: only files you trust)
     clip_skip: int = 1  # 1 = last CLIP layer (SD default), 2 = penultimate (A1111 "Clip skip"); training and sampling
