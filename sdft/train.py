@@ -221,6 +221,7 @@ def prepare(
             train_unet=cfg.adapter.train_unet,
             train_text_encoder=cfg.adapter.train_text_encoder,
             dropout=cfg.adapter.dropout,
+            text_encoder_2=family.text_encoder_2,  # SDXL: an SDXL LoRA file, into both towers
         )
         log.info("Phase %r starts from %s (%s)", cfg.phase.name, cfg.phase.init_lora, imported)
         previous = "init"
@@ -236,14 +237,16 @@ def prepare(
     train_te = train_te or family.trains_text_encoder_2
     base_prior = None
     if cfg.prior.base_prediction:
-        ids = pipe.tokenizer(
+        tokenizer = family.tokenizer or pipe.tokenizer  # SDXL: both towers' ids
+        ids = tokenizer(
             base_prior_prompt(cfg),
             padding="max_length",
             truncation=True,
-            max_length=pipe.tokenizer.model_max_length,
+            max_length=tokenizer.model_max_length,
             return_tensors="pt",
         ).input_ids
-        base_prior = BasePrior(ids, cfg.prior.base_prediction_weight, caption_swap(cfg, pipe.tokenizer))
+        swap = caption_swap(cfg, pipe.tokenizer, family.tokenizer_2)
+        base_prior = BasePrior(ids, cfg.prior.base_prediction_weight, swap)
     module = DreamBoothModule(
         pipe.unet,
         pipe.text_encoder,

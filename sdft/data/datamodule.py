@@ -202,22 +202,26 @@ class DreamBoothDataModule(L.LightningDataModule):
             self.latents = self._latent_cache(module.vae, device, encodes)
         fixed = all(ex.caption_options.fixed for ex in self.instances + self.classes)
         needs_ids = None  # a reason the step needs the captions' token ids, not cached text states
-        if self.time_ids:
-            needs_ids = "SDXL needs both towers' states and the pooled embedding (the cache holds one tower's)"
-        elif getattr(getattr(module, "base_prior", None), "swap", None) is not None:
+        if getattr(getattr(module, "base_prior", None), "swap", None) is not None:
             needs_ids = "prior.base_prediction_captions swaps words in the captions' token ids"
         if text_cache_wanted(
             cfg.cache_text_encoder_outputs, getattr(module, "train_text_encoder", True), fixed, needs_ids
         ):
             ds = BucketDataset([], [], self.tokenizer, self.seed)
-            original = next(module.text_encoder.parameters()).device
-            module.text_encoder.to(device)
-            try:
+            towers = [t for t in (module.text_encoder, getattr(module, "text_encoder_2", None)) if t is not None]
+            original = next(towers[0].parameters()).device
+            for tower in towers:
+                tower.to(device)
+            try:  # the family's own encoding (SD 1.x: hidden states; SDXL: both towers and the pooled embedding)
                 self.texts = text_cache(
-                    [ex.prompt for ex in self.instances + self.classes], ds.tokens, module.encode_text, device
+                    [ex.prompt for ex in self.instances + self.classes],
+                    ds.tokens,
+                    lambda ids: module.conditioning.encode(module, ids),
+                    device,
                 )
             finally:
-                module.text_encoder.to(original)
+                for tower in towers:
+                    tower.to(original)
 
     def _latent_cache(self, vae, device, encodes: int | None = None) -> LatentLookup | None:
         cfg = self.cfg
