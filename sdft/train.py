@@ -28,6 +28,7 @@ from sdft.callbacks.training_state import ResumePoint, TrainingState
 from sdft.callbacks.validation_grid import ValidationGrid
 from sdft.checks import check_values, typed_config
 from sdft.config import LoggerKind, SdftConfig
+from sdft.data.buckets import native_resolution, with_native_sizes
 from sdft.data.datamodule import DreamBoothDataModule
 from sdft.data.folders import check_data_config, data_settings, data_source, default_validation_prompts
 from sdft.data.phase_data import PhaseData, phase_data
@@ -193,7 +194,6 @@ def prepare(
     out_dir = output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     phase_dir = out_dir / cfg.phase.name
-    cfg.data = data.settings  # one resolved data view (a kohya TOML's resolution...) for every consumer
     L.seed_everything(cfg.seed, workers=True)
     instances, held_out = data.instances, data.held_out
     log.info(
@@ -208,6 +208,8 @@ def prepare(
         pipe = load_pipeline(cfg.model)
         prepare_models(pipe, cfg.model)
     family = family_parts(pipe, cfg)  # SD 1.x or SDXL: conditioning, tokenizers, text towers (refuses what SDXL lacks)
+    with_native_sizes(data.settings, native_resolution(pipe))  # null sizes: the model's own (SDXL: 1024, buckets)
+    cfg.data = data.settings  # one resolved data view (a kohya TOML's resolution...) for every consumer
     classes = class_images(cfg, pipe, data)
     if cfg.loss.zero_terminal_snr:  # after the class images (made by the base model as it is)
         use_zero_terminal_snr(pipe)

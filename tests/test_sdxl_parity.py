@@ -241,3 +241,16 @@ def test_sdxl_init_lora_refuses_a_file_that_does_not_fit(sdxl_config, fast_confi
     )
     with pytest.raises(LoraFormatError, match="SD 1.x LoRA"):
         prepare(sdxl_config(f"phase.init_lora={sd1['output_kohya']}", "phase.start=continue"))
+
+
+def test_null_resolution_trains_at_the_models_native_size(sdxl_config, fast_config, tmp_path):
+    """data=folder leaves data.resolution and the bucket limits null: each base fills in its own native size (the
+    tiny models: 64, limits 32..128); the grids, the fixed-noise loss and the buckets use it; a set value is kept."""
+    images = [*two_images(tmp_path), "data.enable_bucket=true"]
+    for config in (fast_config, sdxl_config):
+        parts = prepare(config("data=folder", *images, "data.resolution=null"))
+        data = parts.cfg.data
+        assert (data.resolution, data.min_bucket_reso, data.max_bucket_reso) == (64, 32, 128)
+        assert parts.grids.resolution == 64 and parts.datamodule.buckets == [(64, 64)] * 2
+    kept = prepare(sdxl_config("data=folder", *images, "data.resolution=128"))
+    assert kept.cfg.data.resolution == 128 and kept.datamodule.buckets == [(128, 128)] * 2

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from sdft.config import DataConfig
-from sdft.data.buckets import BucketBatchSampler, needs_upscale, plan_buckets
+from sdft.data.buckets import BucketBatchSampler, needs_upscale, plan_buckets, with_native_sizes
 from sdft.data.cache_policy import encodes_in_run, latent_cache_wanted, latent_cache_worth_it, text_cache_wanted
 from sdft.data.cache import LatentCache, default_cache_dir, fill_latent_cache, latent_key, text_cache, vae_identity
 from sdft.data.captions import CaptionReport, ensure_trigger, read_captions_report
@@ -165,7 +165,8 @@ class DreamBoothDataModule(L.LightningDataModule):
         super().__init__()
         self.time_ids = time_ids  # SDXL: batches carry per-sample size/crop time ids
         self.masks = masks  # loss masks (sdft/data/masks.py MaskTransform) when loss.masked_loss
-        self.cfg, self.tokenizer, self.seed = data_settings(cfg), tokenizer, seed
+        # sizes left null: prepare() gives the loaded model's native ones; without a model, SD 1.x's
+        self.cfg, self.tokenizer, self.seed = with_native_sizes(data_settings(cfg)), tokenizer, seed
         self.resume = resume  # ResumePoint shared with the TrainingState callback (sdft/callbacks/training_state.py)
         self.instances = [ex if ex.size else _sized(ex) for ex in instances]
         self.classes = [ex if ex.size else _sized(ex) for ex in classes]
