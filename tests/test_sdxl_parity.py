@@ -3,14 +3,24 @@ base model's prediction as prior, starting a phase from an SDXL LoRA file, and S
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
+from helpers.config import FAST, compose_config
+from sdft.adapters.kohya import LoraFormatError
+from sdft.adapters.lora import adapter_names
+from sdft.data.dataset import BucketDataset
+from sdft.models.family_parts import module_pipeline
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
 from sdft.prior_prediction import trained_adapter_off
-from sdft.train import prepare
+from sdft.train import fit, prepare, run
 from test_cache_policy import fitted, two_images
 from test_prior_prediction import randomise
+from test_sdxl_training import unet_output
 
 SDXL = ["model=sdxl_tiny", "optim.lr=1e-3"]
 CLASS = "data.class_prompt=photo of a character"
@@ -51,8 +61,6 @@ def test_sdxl_text_cache_is_skipped_when_a_tower_trains(sdxl_config, tmp_path):
 
 def caption_ids(parts, *captions: str) -> torch.Tensor:
     """Token ids as the dataset makes them (SDXL: both tokenizers', (B, 2, 77))."""
-    from sdft.data.dataset import BucketDataset
-
     ds = BucketDataset([], [], parts.datamodule.tokenizer, 0)
     return torch.stack([ds.tokens(c) for c in captions])
 
@@ -113,8 +121,6 @@ def test_sdxl_per_caption_base_prior_swaps_both_towers_ids_and_trains(sdxl_confi
     got = parts.module.base_prior.swap(caption_ids(parts, "photo of sks character, smiling", "sks, on a beach"))
     assert got.shape == (2, 2, 77)
     assert torch.equal(got, caption_ids(parts, "photo of character, smiling", "character, on a beach"))
-    from sdft.train import fit
-
     summary = fit(parts)
     assert summary["class_images"] == 0 and summary["final_metrics"]["train/base_prior_loss"] >= 0
 
@@ -136,10 +142,6 @@ def sgm_kohya_file(kohya, path):
     """Our kohya file as kohya's own SDXL files name the U-Net: SDXL's original `input_blocks` layout (attention
     blocks only: down_blocks.b.attentions.j -> input_blocks.(1 + 3b + j).1, up_blocks.b.attentions.j ->
     output_blocks.(3b + j).1, mid_block.attentions.0 -> middle_block.1; two resnets per level as in SDXL)."""
-    import re
-
-    from safetensors import safe_open
-    from safetensors.torch import save_file
 
     def rename(key: str) -> str:
         key = re.sub(
@@ -167,8 +169,6 @@ def sgm_kohya_file(kohya, path):
 @pytest.fixture(scope="module")
 def first_sdxl_run(tmp_path_factory, tiny_cache):
     """A 2-step SDXL LoRA run (U-Net and both towers, alpha != rank): its trained module and its files."""
-    from helpers.config import FAST, compose_config
-
     tmp = tmp_path_factory.mktemp("first")
     cfg = compose_config(
         [
@@ -182,8 +182,6 @@ def first_sdxl_run(tmp_path_factory, tiny_cache):
             "optim.text_encoder_lr=1e-3",
         ]
     )
-    from sdft.train import fit
-
     parts = prepare(cfg)
     fit(parts)
     files = {"diffusers": parts.checkpoint.final_path, "kohya": parts.checkpoint.final_kohya_path}
@@ -195,10 +193,6 @@ def first_sdxl_run(tmp_path_factory, tiny_cache):
 def test_sdxl_init_lora_continues_from_the_files_weights(first_sdxl_run, sdxl_config, fmt):
     """phase.init_lora with sdft's SDXL files and a third-party kohya file (original layout names): the new run's
     adapter at step 0 is the previous run's, in the U-Net and both towers (<= 1e-6), and it trains on."""
-    from sdft.train import fit
-    from test_sdxl_training import unet_output
-    from sdft.models.family_parts import module_pipeline
-
     first, files = first_sdxl_run
     want = lora_weights(first.module)
     assert {k.partition(".")[0] for k in want} == set(PARTS)
@@ -218,10 +212,6 @@ def test_sdxl_init_lora_continues_from_the_files_weights(first_sdxl_run, sdxl_co
 def test_sdxl_init_lora_stack_and_merge_start_from_the_files_model(first_sdxl_run, sdxl_config, start):
     """stack: the file's adapter frozen under the name `init`, a new zero one trains on top; merge: folded into the
     weights. Either way the model at step 0 computes what the previous run's did."""
-    from test_sdxl_training import unet_output
-    from sdft.adapters.lora import adapter_names
-    from sdft.models.family_parts import module_pipeline
-
     first, files = first_sdxl_run
     parts = prepare(sdxl_config(f"phase.init_lora={files['kohya']}", f"phase.start={start}"))
     want = ["default", "init"] if start == "stack" else ["default"]
@@ -234,11 +224,7 @@ def test_sdxl_init_lora_stack_and_merge_start_from_the_files_model(first_sdxl_ru
 
 
 def test_sdxl_init_lora_refuses_a_file_that_does_not_fit(sdxl_config, fast_config, tmp_path):
-    from sdft.adapters.kohya import LoraFormatError
-
-    sd1 = __import__("sdft.train", fromlist=["run"]).run(
-        fast_config("trainer.max_steps=1", "callbacks.validation_seeds=[]", f"output_dir={tmp_path / 'sd1'}")
-    )
+    sd1 = run(fast_config("trainer.max_steps=1", "callbacks.validation_seeds=[]", f"output_dir={tmp_path / 'sd1'}"))
     with pytest.raises(LoraFormatError, match="SD 1.x LoRA"):
         prepare(sdxl_config(f"phase.init_lora={sd1['output_kohya']}", "phase.start=continue"))
 
