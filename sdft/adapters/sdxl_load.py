@@ -21,7 +21,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sdft.adapters.kohya import LoraFormatError
+from sdft.adapters.load import ImportedLora, _file_kind
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
+from sdft.models.family_pipelines import check_sdxl_lora_fits
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +40,7 @@ def load_sdxl_lora_into(
 ):
     """Inject the SDXL LoRA in `path` as peft adapter "default" into the models it has tensors for; its LoRA
     parameters are fp32 and require grad where the `train_*` flag says so (both towers follow
-    `train_text_encoder`). Returns sdft.adapters.load.ImportedLora."""
-    from sdft.adapters.load import ImportedLora, _file_kind
-    from sdft.models.family_pipelines import check_sdxl_lora_fits
-
+    `train_text_encoder`). Returns what was injected per model."""
     path = Path(path)
     kind = _file_kind(path)
     if kind is not None:
