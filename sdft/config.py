@@ -164,12 +164,13 @@ class DataConfig:
     shuffle_caption: bool = False  # shuffle comma-separated tags (after the first keep_tokens)
     keep_tokens: int = 0  # tags kept in place at the start when shuffling
     caption_dropout: float = 0.0  # probability of training a sample on the empty prompt
-    resolution: int = 512
+    # null: the base model's native size (its U-Net's sample size x the VAE factor: SD 1.x 512, SDXL 1024, tiny 64)
+    resolution: Optional[int] = None
     center_crop: bool = True  # False: random crop
     random_flip: bool = False
     enable_bucket: bool = False  # aspect-ratio buckets instead of square crops
-    min_bucket_reso: int = 256
-    max_bucket_reso: int = 1024
+    min_bucket_reso: Optional[int] = None  # null: half the native size (SD 1.x 256, SDXL 512)
+    max_bucket_reso: Optional[int] = None  # null: twice the native size (SD 1.x 1024, SDXL 2048)
     bucket_reso_steps: int = 64
     bucket_no_upscale: bool = False  # images smaller than resolution^2 keep their size (rounded to the step)
     batch_size: int = 1  # instance images per batch; with prior preservation as many class images are added
