@@ -47,17 +47,21 @@ def _libc():
 
 def weight_ranges(modules: Iterable[torch.nn.Module]) -> list[tuple[int, int]]:
     """Sorted, merged (start, end) ranges of the whole pages inside the CPU storages of the modules' weights."""
+    return tensor_ranges(t for m in modules for t in [*m.parameters(), *m.buffers()])
+
+
+def tensor_ranges(tensors: Iterable[torch.Tensor]) -> list[tuple[int, int]]:
+    """Sorted, merged (start, end) ranges of the whole pages inside the tensors' CPU storages."""
     seen, spans = set(), []
-    for module in modules:
-        for tensor in [*module.parameters(), *module.buffers()]:
-            if tensor.device.type != "cpu":
-                continue
-            storage = tensor.untyped_storage()
-            start = storage.data_ptr()
-            if start in seen or storage.nbytes() == 0:
-                continue
-            seen.add(start)
-            spans.append((start, start + storage.nbytes()))
+    for tensor in tensors:
+        if tensor.device.type != "cpu":
+            continue
+        storage = tensor.untyped_storage()
+        start = storage.data_ptr()
+        if start in seen or storage.nbytes() == 0:
+            continue
+        seen.add(start)
+        spans.append((start, start + storage.nbytes()))
     page = mmap.PAGESIZE
     merged: list[tuple[int, int]] = []
     for s, e in sorted(((s + page - 1) // page * page, e // page * page) for s, e in spans):  # never a shared edge
@@ -99,17 +103,42 @@ def _intersect(ranges: list[tuple[int, int]], allowed: list[tuple[int, int]]) ->
 def drop_resident_pages(modules: Iterable[torch.nn.Module]) -> int:
     """Give back the resident pages of these modules' memory-mapped, unmodified weights; bytes advised (0: none or
     not Linux)."""
+    return _drop(weight_ranges(modules))
+
+
+def _drop(ranges: list[tuple[int, int]]) -> int:
     libc = _libc()
-    if not libc or not SMAPS.exists():
-        return 0
-    ranges = weight_ranges(modules)
-    if not ranges:
+    if not libc or not SMAPS.exists() or not ranges:
         return 0
     advised = 0
     for start, end in _intersect(ranges, clean_file_mappings(SMAPS.read_text())):
         if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED) == 0:
             advised += end - start
     return advised
+
+
+def to_dtype(model: torch.nn.Module, dtype: torch.dtype, batch_bytes: int = 256 << 20) -> None:
+    """`model.to(dtype=dtype)` (floating-point parameters and buffers, as Module.to converts them) that gives back
+    the source pages as it goes: converting a memory-mapped fp32 model all at once keeps every fp32 page resident
+    beside the new copy until the end (SD 1.5's U-Net: 3.4 GB + 1.7 GB at the peak)."""
+    done: list[torch.Tensor] = []  # converted sources, held until their pages are given back (see _drop's guard)
+    size = 0
+    for module in model.modules():
+        for table in (module._parameters, module._buffers):
+            for key, tensor in table.items():
+                if tensor is None or not tensor.is_floating_point() or tensor.dtype == dtype:
+                    continue
+                source = tensor.data
+                if isinstance(tensor, torch.nn.Parameter):
+                    tensor.data = source.to(dtype)
+                else:
+                    table[key] = source.to(dtype)
+                done.append(source)
+                size += source.nbytes
+        if size >= batch_bytes:
+            _drop(tensor_ranges(done))
+            done, size = [], 0
+    _drop(tensor_ranges(done))
 
 
 def trim_heap() -> None:

@@ -112,3 +112,16 @@ def test_training_with_released_pages_equals_training_without(fast_config, monke
     )
     with_, without = load_file(with_file), load_file(without_file)
     assert with_.keys() == without.keys() and all(torch.equal(with_[k], without[k]) for k in with_)
+
+
+def test_to_dtype_equals_module_to():
+    from sdft.memory import to_dtype
+
+    folder = ensure_tiny_model() / "vae"
+    ours, reference = AutoencoderKL.from_pretrained(folder), AutoencoderKL.from_pretrained(folder)
+    to_dtype(ours, torch.bfloat16, batch_bytes=4096)  # small batches: pages are given back many times on the way
+    reference.to(dtype=torch.bfloat16)
+    a, b = ours.state_dict(), reference.state_dict()
+    assert a.keys() == b.keys()
+    assert all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+    assert all(isinstance(p, torch.nn.Parameter) for p in ours.parameters())

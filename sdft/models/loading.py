@@ -14,6 +14,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 
 from sdft.config import SDXL_TINY_MODEL, TINY_MODEL, TOY_MODEL, Attention, ModelConfig, ModelFamily, WeightDtype
 from sdft.errors import ModelLoadError
+from sdft.memory import to_dtype
 from sdft.models.family import check_family, checkpoint_family
 from sdft.models.text import check_clip_skip
 
@@ -274,7 +275,7 @@ def freeze_models(pipe: StableDiffusionPipeline, cfg: ModelConfig) -> None:
     dtype = DTYPES[cfg.weight_dtype]
     for model in (pipe.unet, pipe.vae, pipe.text_encoder, *filter(None, [getattr(pipe, "text_encoder_2", None)])):
         if model.dtype != dtype:
-            model.to(dtype=dtype)
+            to_dtype(model, dtype)  # as model.to(dtype=dtype), without two copies resident at once (sdft/memory.py)
         model.requires_grad_(False)
         model.eval()
 
