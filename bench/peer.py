@@ -271,6 +271,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--sdft-arg", action="append", default=[], help="extra Hydra override for sdft (repeatable)")
     p.add_argument(
+        "--peer-arg",
+        action="append",
+        default=[],
+        help="extra flag for the peer script (repeatable), e.g. --peer-arg=--mixed_precision=bf16 on a GPU",
+    )
+    p.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -315,7 +321,7 @@ def main(argv=None) -> int:
                 out = work / f"out-{tool.replace(':', '-')}-{r}-{steps}"
                 shutil.rmtree(out, ignore_errors=True)
                 argv = (
-                    peer_command(script, model, inst, cls, res, steps, args.seed, out)
+                    [*peer_command(script, model, inst, cls, res, steps, args.seed, out), *args.peer_arg]
                     if tool == "peer"
                     else sdft_command(model, inst, cls, res, steps, args.seed, out, variants[tool])
                 )
@@ -366,6 +372,7 @@ def main(argv=None) -> int:
                         "cpus": os.cpu_count(),
                         "load_end": load,
                         "sdft_args": args.sdft_arg,
+                        "peer_args": args.peer_arg,
                         "variants": variants,
                         "median": med,
                         "ratio": ratio,
