@@ -141,6 +141,15 @@ def to_dtype(model: torch.nn.Module, dtype: torch.dtype, batch_bytes: int = 256 
     _drop(tensor_ranges(done))
 
 
+def resident_bytes() -> int:
+    """The process' resident set size in bytes (0 where /proc is not available)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def trim_heap() -> None:
     """Give freed heap memory back to the system (glibc only; a no-op elsewhere)."""
     libc = _libc()
