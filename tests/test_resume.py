@@ -116,7 +116,8 @@ def stopped(request, subject, tiny_cache, tmp_path_factory):
         if signum in wanted:
             root = tmp_path_factory.mktemp(signal.Signals(signum).name)
             args = [*extra, f"data.class_dir={root / 'class'}"]
-            proc = start(command(root, tiny_cache, subject, root / "run", *args), tiny_cache)
+            hydra_dir = f"hydra.run.dir={root / 'hydra'}"  # its own: runs started in the same second would share one
+            proc = start([*command(root, tiny_cache, subject, root / "run", *args), hydra_dir], tiny_cache)
             exit_code = watchers.submit(stop_at, root / "run" / "main" / "grids" / "step_000006.png", proc, signum)
             runs[signum] = root / "run", args, proc, exit_code
     yield runs
