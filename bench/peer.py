@@ -270,6 +270,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         "1.5 model folder (4.3 GB) is kept there between runs when given)",
     )
     p.add_argument("--sdft-arg", action="append", default=[], help="extra Hydra override for sdft (repeatable)")
+    p.add_argument(
+        "--peer-arg",
+        action="append",
+        default=[],
+        help="extra flag for the peer script (repeatable), e.g. --peer-arg=--mixed_precision=bf16 on a GPU",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDE[,OVERRIDE...]",
+        help="also run sdft with these Hydra overrides (besides its defaults), as its own row with its own ratios; "
+        "repeatable, e.g. --variant bf16=trainer.precision=bf16-mixed,model.weight_dtype=bf16",
+    )
     p.add_argument("--out", default=None, help="append the result as a JSON line to this file")
     return p.parse_args(argv)
 
@@ -292,42 +306,58 @@ def main(argv=None) -> int:
             "cached step's time. Use --steps 4 or more.",
             flush=True,
         )
-    results: dict[str, list[dict]] = {"peer": [], "sdft": []}
+    variants = {"sdft": list(args.sdft_arg)}
+    for spec in args.variant:
+        name, _, overrides = spec.partition("=")
+        if not name or not overrides or name in ("peer", "sdft"):
+            sys.exit(f"bench/peer.py: --variant {spec!r}: expected NAME=OVERRIDE[,OVERRIDE...] with a new NAME")
+        variants[f"sdft:{name}"] = [*args.sdft_arg, *overrides.split(",")]
+    tools = ["peer", *variants]
+    results: dict[str, list[dict]] = {t: [] for t in tools}
     for r in range(args.rounds):
-        for tool in ("peer", "sdft") if r % 2 == 0 else ("sdft", "peer"):
+        for tool in tools if r % 2 == 0 else tools[::-1]:
             runs = []
             for steps in (n, 3 * n):
-                out = work / f"out-{tool}-{r}-{steps}"
+                out = work / f"out-{tool.replace(':', '-')}-{r}-{steps}"
                 shutil.rmtree(out, ignore_errors=True)
                 argv = (
-                    peer_command(script, model, inst, cls, res, steps, args.seed, out)
+                    [*peer_command(script, model, inst, cls, res, steps, args.seed, out), *args.peer_arg]
                     if tool == "peer"
-                    else sdft_command(model, inst, cls, res, steps, args.seed, out, args.sdft_arg)
+                    else sdft_command(model, inst, cls, res, steps, args.seed, out, variants[tool])
                 )
                 print(f"round {r + 1}/{args.rounds}: {tool} {steps} steps ...", flush=True)
-                runs.append(run_one(args.python, argv, work, args.threads, work / f"log-{tool}-{r}-{steps}.txt"))
+                log = work / f"log-{tool.replace(':', '-')}-{r}-{steps}.txt"
+                runs.append(run_one(args.python, argv, work, args.threads, log))
                 shutil.rmtree(out, ignore_errors=True)
             results[tool].append(per_step(*runs, n))
             print(f"  {tool}: {json.dumps({k: round(v, 3) for k, v in results[tool][-1].items()})}", flush=True)
     med = {t: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for t, rs in results.items()}
-    ratio = {
-        "speed_wall_diff": med["peer"]["wall_diff_s"] / med["sdft"]["wall_diff_s"],
-        "speed_in_process": med["peer"]["in_process_s"] / med["sdft"]["in_process_s"],
-        "rss": med["sdft"]["rss_gib"] / med["peer"]["rss_gib"],
+    ratios = {
+        t: {
+            "speed_wall_diff": med["peer"]["wall_diff_s"] / med[t]["wall_diff_s"],
+            "speed_in_process": med["peer"]["in_process_s"] / med[t]["in_process_s"],
+            "rss": med[t]["rss_gib"] / med["peer"]["rss_gib"],
+        }
+        for t in variants
     }
+    ratio = ratios["sdft"]
     load = os.getloadavg()[0]
     print(
         f"\n{args.model} {res}px, N={n}/{3 * n} steps, {args.rounds} round(s), {args.threads} threads, "
         f"{os.cpu_count()} CPUs, load {load:.1f} at the end (a load above the CPU count means contended figures)"
     )
-    print(f"{'':6} {'s/step wall-diff':>17} {'s/step in-process':>18} {'set-up s':>9} {'peak RSS GiB':>13}")
-    for t in ("peer", "sdft"):
+    width = max(len(t) for t in tools)
+    print(f"{'':{width}} {'s/step wall-diff':>17} {'s/step in-process':>18} {'set-up s':>9} {'peak RSS GiB':>13}")
+    for t in tools:
         m = med[t]
-        print(f"{t:6} {m['wall_diff_s']:17.3f} {m['in_process_s']:18.3f} {m['setup_s']:9.1f} {m['rss_gib']:13.2f}")
-    print(
-        f"sdft/peer speed: {ratio['speed_wall_diff']:.2f}x (wall-diff), {ratio['speed_in_process']:.2f}x "
-        f"(in-process); peak RSS sdft/peer: {ratio['rss']:.2f}  (goal: speed >= 1.6, RSS <= 0.8)"
-    )
+        print(
+            f"{t:{width}} {m['wall_diff_s']:17.3f} {m['in_process_s']:18.3f} {m['setup_s']:9.1f} {m['rss_gib']:13.2f}"
+        )
+    for t, q in ratios.items():
+        print(
+            f"{t}/peer speed: {q['speed_wall_diff']:.2f}x (wall-diff), {q['speed_in_process']:.2f}x "
+            f"(in-process); peak RSS {t}/peer: {q['rss']:.2f}  (goal: speed >= 1.6, RSS <= 0.8)"
+        )
     if args.out:
         with open(args.out, "a") as fh:
             fh.write(
@@ -342,8 +372,11 @@ def main(argv=None) -> int:
                         "cpus": os.cpu_count(),
                         "load_end": load,
                         "sdft_args": args.sdft_arg,
+                        "peer_args": args.peer_arg,
+                        "variants": variants,
                         "median": med,
                         "ratio": ratio,
+                        "ratios": ratios,
                         "runs": results,
                     }
                 )

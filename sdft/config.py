@@ -105,7 +105,9 @@ class ModelConfig:
     # "tiny", "toy", a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), a local diffusers folder, or a single-file
     # checkpoint in the original (A1111/civitai) layout: .safetensors (.ckpt only with allow_pickle=true)
     path: str = MISSING
-    config: Optional[str] = None  # single files: diffusers folder / hub id of the same architecture (default SD 1.5's)
+    config: Optional[str] = (
+        None  # single files: diffusers folder / hub id of the architecture (default SD 1.5 / SDXL 1.0)
+    )
     vae: Optional[str] = None  # other VAE: hub id, diffusers folder or single file (e.g. stabilityai/sd-vae-ft-mse)
     allow_pickle: bool = False  # load .ckpt/.pt/.bin pickle files (pickle can run code: only files you trust)
     clip_skip: int = 1  # 1 = last CLIP layer (SD default), 2 = penultimate (A1111 "Clip skip"); training and sampling
@@ -162,12 +164,13 @@ class DataConfig:
     shuffle_caption: bool = False  # shuffle comma-separated tags (after the first keep_tokens)
     keep_tokens: int = 0  # tags kept in place at the start when shuffling
     caption_dropout: float = 0.0  # probability of training a sample on the empty prompt
-    resolution: int = 512
+    # null: the base model's native size (its U-Net's sample size x the VAE factor: SD 1.x 512, SDXL 1024, tiny 64)
+    resolution: Optional[int] = None
     center_crop: bool = True  # False: random crop
     random_flip: bool = False
     enable_bucket: bool = False  # aspect-ratio buckets instead of square crops
-    min_bucket_reso: int = 256
-    max_bucket_reso: int = 1024
+    min_bucket_reso: Optional[int] = None  # null: half the native size (SD 1.x 256, SDXL 512)
+    max_bucket_reso: Optional[int] = None  # null: twice the native size (SD 1.x 1024, SDXL 2048)
     bucket_reso_steps: int = 64
     bucket_no_upscale: bool = False  # images smaller than resolution^2 keep their size (rounded to the step)
     batch_size: int = 1  # instance images per batch; with prior preservation as many class images are added

@@ -6,7 +6,9 @@
 --base takes anything model.path takes (tiny, hub id, diffusers folder, single .safetensors file) and run folders:
 a full-DreamBooth run (or its phase folder) exports its trained `model/`. --lora takes kohya or diffusers LoRA
 files (ours or third-party) or LoRA run folders, each optionally weighted (`path:0.7`). Merging is diffusers':
-load_lora_weights per LoRA, set_adapters with the weights, fuse_lora, unload_lora_weights.
+load_lora_weights per LoRA, set_adapters with the weights, fuse_lora, unload_lora_weights. SD 1.x and SDXL bases
+(the single file is written in the family's original layout, sdft/models/original_layout.py); with an SDXL base
+only plain LoRA files merge (no LoHa/LoKr/DoRA/OFT), each checked against the base before loading.
 """
 
 from __future__ import annotations
@@ -95,10 +97,7 @@ def load_base(
         path=resolve_base(base), config=config, vae=vae, allow_pickle=allow_pickle, local_files_only=local_files_only
     )
     pipe = load_pipeline(cfg)
-    from sdft.models.family import pipeline_family, refuse_sdxl
-
-    refuse_sdxl(pipeline_family(pipe), "Export")  # the SD 1.x original layout would be wrong for SDXL
-    for model in (pipe.unet, pipe.vae, pipe.text_encoder):
+    for model in (pipe.unet, pipe.vae, pipe.text_encoder, *filter(None, [getattr(pipe, "text_encoder_2", None)])):
         if model.dtype != torch.float32:  # merge and convert in fp32; the output dtype is chosen when writing
             model.to(dtype=torch.float32)
     return pipe
@@ -109,22 +108,48 @@ def merge_loras(pipe, loras: list[tuple[Path, float]]) -> None:
     from sdft.adapters.kohya import load_kohya_lora
     from sdft.adapters.peft_files import inject_path
 
+    from sdft.config import ModelFamily
+    from sdft.models.family import pipeline_family
+
     if not loras:
         return
+    sdxl = pipeline_family(pipe) == ModelFamily.sdxl
     names, weights = [], []
     for i, (path, weight) in enumerate(loras):
         name = f"lora{i}"
         with warnings.catch_warnings():  # peft warns that a second adapter is a second adapter: that is the point
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-            if inject_path(path, pipe, name) is None:  # LoHa/LoKr/DoRA/OFT are injected with peft, LoRA by diffusers
+            if sdxl:
+                check_sdxl_lora_file(path, pipe)
+                pipe.load_lora_weights(str(path), adapter_name=name)
+            elif inject_path(path, pipe, name) is None:  # LoHa/LoKr/DoRA/OFT: injected with peft; LoRA: diffusers
                 load_kohya_lora(path, pipe.unet, pipe.text_encoder)  # fit check with a clear error, before loading
                 pipe.load_lora_weights(str(path), adapter_name=name)
         names.append(name)
         weights.append(weight)
         log.info("LoRA %s (weight %g) loaded", path, weight)
     pipe.set_adapters(names, adapter_weights=weights)
-    pipe.fuse_lora(components=["unet", "text_encoder"], lora_scale=1.0, adapter_names=names)
+    components = ["unet", "text_encoder", *(["text_encoder_2"] if sdxl else [])]
+    pipe.fuse_lora(components=components, lora_scale=1.0, adapter_names=names)
     pipe.unload_lora_weights()
+
+
+def check_sdxl_lora_file(path: Path, pipe) -> None:
+    """An SDXL base merges plain LoRA files (diffusers or kohya keys) that fit it; anything else is one clear error
+    before loading (the same check `sdft generate` makes)."""
+    from safetensors import safe_open
+
+    from sdft.adapters.lycoris import file_kind
+    from sdft.models.family_pipelines import check_sdxl_lora_fits
+
+    with safe_open(str(path), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    kind = file_kind(list(state))
+    if kind is not None:
+        raise _error(
+            f"--lora {path}: a {kind} file; with an SDXL base only plain LoRA files merge so far (docs/sdxl.md)."
+        )
+    check_sdxl_lora_fits(state, pipe, str(path))
 
 
 def write_ckpt(pipe, path: Path, dtype) -> Path:

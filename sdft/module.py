@@ -95,8 +95,9 @@ class DreamBoothModule(L.LightningModule):
         *,
         time_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The U-Net's prediction and its target (noise or velocity); `input_noise` (default: `noise`) noises the
-        input; `time_ids`: SDXL's per-sample size/crop ids."""
+        """The U-Net's prediction and its target (noise or velocity); `input_ids`: token ids or the family's encoded
+        text (`self.conditioning.encode`); `input_noise` (default: `noise`) noises the input; `time_ids`: SDXL's
+        per-sample size/crop ids."""
         noisy = self.noise_scheduler.add_noise(latents, noise if input_noise is None else input_noise, timesteps)
         text, added = self.conditioning.unet_inputs(self, input_ids, latents, time_ids)  # SD1: (text states, None)
         kwargs = {} if added is None else {"added_cond_kwargs": {k: v.to(self.unet_dtype) for k, v in added.items()}}
@@ -126,7 +127,7 @@ class DreamBoothModule(L.LightningModule):
         noise = sample_noise(latents, self.loss_cfg)  # sdft/noise.py: offset, pyramid
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = sample_timesteps(latents.shape[0], steps, self.loss_cfg, latents.device)
-        text = batch["encoder_hidden_states"] if "encoder_hidden_states" in batch else batch["input_ids"]
+        text = self.conditioning.batch_text(batch)  # cached encoded text (sdft/data/cache.py), else token ids
         input_noise = perturb(noise, self.loss_cfg)
         if self.base_prior is not None:  # training_step reuses them for the base-prediction prior
             self.step_inputs = (latents, input_noise, timesteps)
@@ -162,7 +163,8 @@ class DreamBoothModule(L.LightningModule):
             self.log("train/prior_loss", prior_loss, batch_size=n)
         if self.base_prior is not None:  # instance samples under the class prompt vs the base model's prediction
             captions = batch["input_ids"][:n] if "input_ids" in batch else None  # per-caption prompts
-            base_loss = self.base_prior.loss(self, *(x[:n] for x in self.step_inputs), captions)
+            time_ids = batch["time_ids"][:n] if "time_ids" in batch else None  # SDXL: the samples' size/crop ids
+            base_loss = self.base_prior.loss(self, *(x[:n] for x in self.step_inputs), captions, time_ids)
             loss = loss + self.base_prior.weight * base_loss
             self.log("train/base_prior_loss", base_loss, batch_size=n)
         every = max(self.loss_cfg.finite_check_every_n_steps, 1)

@@ -101,9 +101,24 @@ class CaptionSwap:
         return torch.tensor(rows, dtype=input_ids.dtype, device=input_ids.device)
 
 
-def caption_swap(cfg, tokenizer) -> CaptionSwap | None:
-    """The per-caption swap when prior.base_prediction_captions is on, else None (one class prompt)."""
-    return CaptionSwap(tokenizer, *trigger_and_class_word(cfg)) if cfg.prior.base_prediction_captions else None
+class PairCaptionSwap:
+    """SDXL's pair ids (B, 2, 77): each tower's ids swapped with its own tokenizer (their pad ids differ)."""
+
+    def __init__(self, tokenizer, tokenizer_2, trigger: str, class_word: str):
+        self.swaps = (CaptionSwap(tokenizer, trigger, class_word), CaptionSwap(tokenizer_2, trigger, class_word))
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.stack([swap(input_ids[:, k]) for k, swap in enumerate(self.swaps)], dim=1)
+
+
+def caption_swap(cfg, tokenizer, tokenizer_2=None) -> CaptionSwap | PairCaptionSwap | None:
+    """The per-caption swap when prior.base_prediction_captions is on, else None (one class prompt); with SDXL's
+    second tokenizer, one swap per tower."""
+    if not cfg.prior.base_prediction_captions:
+        return None
+    if tokenizer_2 is not None:
+        return PairCaptionSwap(tokenizer, tokenizer_2, *trigger_and_class_word(cfg))
+    return CaptionSwap(tokenizer, *trigger_and_class_word(cfg))
 
 
 @contextlib.contextmanager
@@ -125,10 +140,10 @@ def trained_adapter_off(*models: torch.nn.Module):
 
 
 class BasePrior:
-    """The class prompt's token ids (or the per-caption swap) and the prior loss's weight; `loss` runs the two extra
-    U-Net passes."""
+    """The class prompt's token ids (1, 77) (SDXL: both towers', (1, 2, 77)), or the per-caption swap, and the prior
+    loss's weight; `loss` runs the two extra U-Net passes."""
 
-    def __init__(self, input_ids: torch.Tensor, weight: float, swap: CaptionSwap | None = None):
+    def __init__(self, input_ids: torch.Tensor, weight: float, swap: CaptionSwap | PairCaptionSwap | None = None):
         self.input_ids, self.weight, self.swap = input_ids, weight, swap
 
     def loss(
@@ -138,14 +153,17 @@ class BasePrior:
         input_noise: torch.Tensor,
         timesteps: torch.Tensor,
         captions: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """MSE between the adapted and the base prediction at the same noisy latents, under the class prompt (with
-        the swap: under each sample's caption `captions` with its trigger replaced by the class word)."""
+        the swap: under each sample's caption `captions` with its trigger replaced by the class word). SDXL: both
+        passes get the samples' own size/crop `time_ids` (as the step), and the towers' adapters are off too."""
         if self.swap is not None and captions is not None:
             ids = self.swap(captions).to(latents.device)
         else:
-            ids = self.input_ids.to(latents.device).expand(latents.shape[0], -1)
-        with torch.no_grad(), trained_adapter_off(module.unet, module.text_encoder):
-            target = module.predict(latents, input_noise, timesteps, ids)[0]
-        pred = module.predict(latents, input_noise, timesteps, ids)[0]
+            ids = self.input_ids.to(latents.device).expand(latents.shape[0], *self.input_ids.shape[1:])
+        towers = [m for m in (module.text_encoder, getattr(module, "text_encoder_2", None)) if m is not None]
+        with torch.no_grad(), trained_adapter_off(module.unet, *towers):
+            target = module.predict(latents, input_noise, timesteps, ids, time_ids=time_ids)[0]
+        pred = module.predict(latents, input_noise, timesteps, ids, time_ids=time_ids)[0]
         return F.mse_loss(pred, target)

@@ -23,11 +23,13 @@ from sdft.atomic import write_text
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
 from sdft.callbacks.graceful_stop import GracefulStop, stop_before_training
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
+from sdft.callbacks.resident_memory import ResidentMemory
 from sdft.callbacks.train_stats import TrainStats
 from sdft.callbacks.training_state import ResumePoint, TrainingState
 from sdft.callbacks.validation_grid import ValidationGrid
 from sdft.checks import check_values, typed_config
 from sdft.config import LoggerKind, SdftConfig
+from sdft.data.buckets import native_resolution, with_native_sizes
 from sdft.data.datamodule import DreamBoothDataModule
 from sdft.data.folders import check_data_config, data_settings, data_source, default_validation_prompts
 from sdft.data.phase_data import PhaseData, phase_data
@@ -193,7 +195,6 @@ def prepare(
     out_dir = output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     phase_dir = out_dir / cfg.phase.name
-    cfg.data = data.settings  # one resolved data view (a kohya TOML's resolution...) for every consumer
     L.seed_everything(cfg.seed, workers=True)
     instances, held_out = data.instances, data.held_out
     log.info(
@@ -208,6 +209,8 @@ def prepare(
         pipe = load_pipeline(cfg.model)
         prepare_models(pipe, cfg.model)
     family = family_parts(pipe, cfg)  # SD 1.x or SDXL: conditioning, tokenizers, text towers (refuses what SDXL lacks)
+    with_native_sizes(data.settings, native_resolution(pipe))  # null sizes: the model's own (SDXL: 1024, buckets)
+    cfg.data = data.settings  # one resolved data view (a kohya TOML's resolution...) for every consumer
     classes = class_images(cfg, pipe, data)
     if cfg.loss.zero_terminal_snr:  # after the class images (made by the base model as it is)
         use_zero_terminal_snr(pipe)
@@ -221,6 +224,7 @@ def prepare(
             train_unet=cfg.adapter.train_unet,
             train_text_encoder=cfg.adapter.train_text_encoder,
             dropout=cfg.adapter.dropout,
+            text_encoder_2=family.text_encoder_2,  # SDXL: an SDXL LoRA file, into both towers
         )
         log.info("Phase %r starts from %s (%s)", cfg.phase.name, cfg.phase.init_lora, imported)
         previous = "init"
@@ -239,14 +243,16 @@ def prepare(
     train_te = train_te or family.trains_text_encoder_2
     base_prior = None
     if cfg.prior.base_prediction:
-        ids = pipe.tokenizer(
+        tokenizer = family.tokenizer or pipe.tokenizer  # SDXL: both towers' ids
+        ids = tokenizer(
             base_prior_prompt(cfg),
             padding="max_length",
             truncation=True,
-            max_length=pipe.tokenizer.model_max_length,
+            max_length=tokenizer.model_max_length,
             return_tensors="pt",
         ).input_ids
-        base_prior = BasePrior(ids, cfg.prior.base_prediction_weight, caption_swap(cfg, pipe.tokenizer))
+        swap = caption_swap(cfg, pipe.tokenizer, family.tokenizer_2)
+        base_prior = BasePrior(ids, cfg.prior.base_prediction_weight, swap)
     module = DreamBoothModule(
         pipe.unet,
         pipe.text_encoder,
@@ -299,6 +305,7 @@ def prepare(
     checkpoint.tokenizer_2 = grids.tokenizer_2 = family.tokenizer_2  # SDXL: pipelines for grids and full saves
     stats = TrainStats()
     callbacks = [TrainingState(cfg.seed, resume_point), checkpoint, grids, stats]  # TrainingState first: seeds batches
+    callbacks.append(ResidentMemory())  # frozen weights the step does not read leave the resident set
     if embedding is not None:  # freezes it after adapter.embedding.train_fraction of the steps
         callbacks.append(EmbeddingSchedule(embedding, pipe.text_encoder, freeze_step(cfg), family.text_encoder_2))
     if cfg.ema.enabled:  # before the checkpoint and grids: its update precedes their saves (sdft/ema.py)

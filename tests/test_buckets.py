@@ -109,3 +109,32 @@ def test_datamodule_batches_mix_instance_and_class_in_one_bucket(tmp_path, caplo
 def test_bad_bucket_settings_raise():
     with pytest.raises(ValueError):
         make_buckets(512, 1024, 256, 64)
+
+
+def test_null_sizes_follow_the_models_native_size():
+    """data.resolution / bucket limits left null: SD 1.x keeps 512 and kohya's 256..1024; SDXL gets 1024 and its
+    usual bucket list (64-px steps, area <= 1024², from 512x2048 to 2048x512); set values are kept."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from sdft.data.buckets import native_resolution, with_native_sizes
+    from sdft.models.sd15_arch import SD15_UNET_CONFIG
+    from sdft.models.sdxl_arch import SDXL_UNET_CONFIG
+
+    def pipe(unet_config):
+        return SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(**unet_config)), vae_scale_factor=8)
+
+    sd1, sdxl = native_resolution(pipe(SD15_UNET_CONFIG)), native_resolution(pipe(SDXL_UNET_CONFIG))
+    assert (sd1, sdxl) == (512, 1024)
+    sizes = lambda c: (c.resolution, c.min_bucket_reso, c.max_bucket_reso)  # noqa: E731
+    assert sizes(with_native_sizes(OmegaConf.structured(DataConfig), sd1)) == (512, 256, 1024)
+    xl = with_native_sizes(OmegaConf.structured(DataConfig), sdxl)
+    assert sizes(xl) == (1024, 512, 2048)
+    buckets = make_buckets(xl.resolution, xl.min_bucket_reso, xl.max_bucket_reso, xl.bucket_reso_steps)
+    usual = [(1024, 1024), (1152, 896), (1216, 832), (1344, 768), (1536, 640), (1728, 576), (2048, 512)]
+    assert set(usual) | {(h, w) for w, h in usual} <= set(buckets)
+    assert all(w * h <= 1024**2 and w % 64 == 0 and h % 64 == 0 and min(w, h) >= 512 for w, h in buckets)
+    assert assign_bucket((1920, 1080), buckets, 1024) == (1344, 768)  # a 16:9 photo
+    kept = OmegaConf.structured(DataConfig(resolution=768, min_bucket_reso=256, max_bucket_reso=1024))
+    assert sizes(with_native_sizes(kept, sdxl)) == (768, 256, 1024)

@@ -75,27 +75,32 @@ def lora_layout(path: Path) -> tuple[dict, dict]:
 
 def test_ddp_two_cpu_processes_write_the_same_lora_file(tmp_path, tiny_cache):
     cache = tiny_cache  # conftest: the tiny model, built once, so the two ranks only read it
+    # two DDP ranks (gloo), through a driver script that Lightning re-runs as rank 1; started first, so that the
+    # single-process run below trains meanwhile (the suite itself uses one core)
+    ddp_out = tmp_path / "ddp"
+    script = tmp_path / "ddp_driver.py"
+    script.write_text(DRIVER.format(repo=str(REPO), conf=str(REPO / "conf")))
+    log_file = tmp_path / "ddp.log"
+    with open(log_file, "w") as log_out:
+        ddp = subprocess.Popen(
+            [sys.executable, str(script), json.dumps(overrides(ddp_out, cache, "ddp_cpu"))],
+            cwd=tmp_path,
+            stdout=log_out,
+            stderr=subprocess.STDOUT,
+        )
     # single process, in this process
     from sdft.train import run
 
     single_out = tmp_path / "single"
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides(single_out, cache, "cpu"))
-    assert run(cfg)["steps"] == 3
-
-    # two DDP ranks (gloo), through a driver script that Lightning re-runs as rank 1
-    ddp_out = tmp_path / "ddp"
-    script = tmp_path / "ddp_driver.py"
-    script.write_text(DRIVER.format(repo=str(REPO), conf=str(REPO / "conf")))
-    res = subprocess.run(
-        [sys.executable, str(script), json.dumps(overrides(ddp_out, cache, "ddp_cpu"))],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log[-4000:]
+    try:
+        assert run(cfg)["steps"] == 3
+        ddp.wait(timeout=150)
+    finally:
+        ddp.kill()  # a no-op once it has exited
+    log = log_file.read_text()
+    assert ddp.returncode == 0, log[-4000:]
     assert "SDFT_RANK_DONE 0 3" in log and "SDFT_RANK_DONE 1 3" in log, log[-4000:]  # both ranks ran 3 steps
 
     single_layout, single_meta = lora_layout(single_out / LORA_FILE)

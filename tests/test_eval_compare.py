@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
 import sys
 
 import pytest
 from PIL import Image
 
 from helpers.config import ROOT, compose_config
+from helpers.processes import Concurrent, selected
 from sdft.config import AdapterKind
 from sdft.phases import phase_configs
 from sdft.train import as_config
@@ -36,31 +36,56 @@ def test_variants_compose_with_one_budget():
     ]
 
 
-@pytest.mark.slow
-def test_compare_multirun_writes_the_report(tiny_cache, tmp_path):
-    cmd = [
+def command(tiny_cache, sweep_dir, *extra: str) -> list[str]:
+    """The compare multirun on the tiny model, everything sized down to a smoke run (2 steps per phase)."""
+    return [
         sys.executable,
         "train.py",
         "+experiment=compare",
         "model=tiny",
         f"model.cache_dir={tiny_cache}",
+        *extra,
         "trainer.max_steps=2",
         "trainer.enable_progress_bar=false",
         "logger=none",
         "prior.num_class_images=2",
         "prior.generation_steps=2",
-        f"data.class_dir={tmp_path / 'class'}",
+        f"data.class_dir={sweep_dir / 'class'}",
         "eval.num_prompts=2",
         "eval.steps=2",
         "eval.class_images=2",
         "eval.drift_prompts=2",
         "eval.timing_images=1",
-        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.sweep.dir={sweep_dir}",
     ]
+
+
+MULTIRUNS = {  # test -> the variants it sweeps (the experiment's own five, or LoRA beside LoKr)
+    "test_compare_multirun_writes_the_report": [],
+    "test_compare_multirun_with_a_lycoris_variant": ["variant=lora_attn,lokr"],
+}
+
+
+@pytest.fixture(scope="module")
+def multiruns(request, tiny_cache, tmp_path_factory):
+    """The selected tests' multiruns, started together (helpers/processes.py): the runs and {test: sweep dir}."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    runs, dirs = Concurrent(), {}
+    for test, variants in MULTIRUNS.items():
+        if selected(request, test):
+            dirs[test] = tmp_path_factory.mktemp("compare")
+            runs.start(test, command(tiny_cache, dirs[test], *variants), cwd=ROOT, timeout=600, env=env)
+    yield runs, dirs
+    runs.close()
+
+
+@pytest.mark.slow
+def test_compare_multirun_writes_the_report(multiruns):
+    runs, dirs = multiruns
+    test = "test_compare_multirun_writes_the_report"
+    proc, sweep = runs.result(test), dirs[test]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = tmp_path / "report"
+    report = sweep / "report"
     rows = {r["label"]: r for r in csv.DictReader(open(report / "report.csv"))}
     assert list(rows) == [
         "real images",
@@ -97,37 +122,18 @@ def test_compare_multirun_writes_the_report(tiny_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_multirun_with_a_lycoris_variant(tiny_cache, tmp_path):
+def test_compare_multirun_with_a_lycoris_variant(multiruns):
     """The compare experiment takes any adapter kind as a variant: LoRA beside LoKr (a LyCORIS kind, injected with
     peft by the generator, fused with diffusers' fuse_lora) on the tiny model, end to end to the report."""
-    cmd = [
-        sys.executable,
-        "train.py",
-        "+experiment=compare",
-        "model=tiny",
-        f"model.cache_dir={tiny_cache}",
-        "variant=lora_attn,lokr",
-        "trainer.max_steps=2",
-        "trainer.enable_progress_bar=false",
-        "logger=none",
-        "prior.num_class_images=2",
-        "prior.generation_steps=2",
-        f"data.class_dir={tmp_path / 'class'}",
-        "eval.num_prompts=2",
-        "eval.steps=2",
-        "eval.class_images=2",
-        "eval.drift_prompts=2",
-        "eval.timing_images=1",
-        f"hydra.sweep.dir={tmp_path}",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    runs, dirs = multiruns
+    test = "test_compare_multirun_with_a_lycoris_variant"
+    proc, sweep = runs.result(test), dirs[test]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["label"]: r for r in csv.DictReader(open(tmp_path / "report" / "report.csv"))}
+    rows = {r["label"]: r for r in csv.DictReader(open(sweep / "report" / "report.csv"))}
     assert list(rows) == ["real images", "base", "lora_attn", "lokr"]
     assert (rows["lora_attn"]["kind"], rows["lokr"]["kind"]) == ("lora", "lokr")
     assert 0 < int(rows["lokr"]["trainable_params"]) != int(rows["lora_attn"]["trainable_params"])
     assert float(rows["lokr"]["adapter_mb"]) > 0 and float(rows["lokr"]["infer_s_fused"]) > 0
     assert float(rows["lokr"]["drift"]) > 0  # the LoKr changes the model
-    assert "| lokr | lokr |" in (tmp_path / "report" / "report.md").read_text()
-    assert Image.open(tmp_path / "report" / "grid.png").size[0] >= 200 + 4 * 128
+    assert "| lokr | lokr |" in (sweep / "report" / "report.md").read_text()
+    assert Image.open(sweep / "report" / "grid.png").size[0] >= 200 + 4 * 128

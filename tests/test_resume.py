@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers.config import EXAMPLE_SUBJECT, FAST, ROOT
+from helpers.config import EXAMPLE_SUBJECT, FAST, ROOT, compose_config
+from helpers.processes import selected
 from sdft.errors import ConfigError
 from sdft.train import run
 
@@ -34,10 +36,9 @@ RUN = [
 SLOW_GRIDS = ["callbacks.validation_every_n_steps=1", "callbacks.validation_steps=2"]
 
 
-@pytest.fixture
-def subject(tmp_path):
-    folder = tmp_path / "subject"
-    folder.mkdir()
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("subject")
     for name in ("face_00", "face_01", "body_00"):
         shutil.copy(EXAMPLE_SUBJECT / ("face" if "face" in name else "body") / f"{name}.png", folder)
     return folder
@@ -87,6 +88,42 @@ def wait_for(path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.02)
 
 
+def stop_at(path, proc: subprocess.Popen, signum: int) -> int:
+    """Send `signum` once `path` (the run's progress) is written; the run's exit code."""
+    wait_for(path, proc)
+    proc.send_signal(signum)
+    return proc.wait(120)
+
+
+STOP_EVERY_5 = ["callbacks.checkpoint_every_n_steps=5"]
+STOPPED = {  # the interrupted train.py runs: signal -> their overrides beyond RUN's
+    signal.SIGKILL: SLOW_GRIDS,
+    signal.SIGTERM: [*SLOW_GRIDS, *STOP_EVERY_5],
+    signal.SIGINT: [*SLOW_GRIDS, *STOP_EVERY_5],
+}
+
+
+@pytest.fixture(scope="module")
+def stopped(request, subject, tiny_cache, tmp_path_factory):
+    """The selected tests' train.py runs, started together (the suite uses one core, CI has two) and each sent its
+    signal by a watcher thread once its step-6 grid is written, while the tests train in-process meanwhile:
+    {signal: (run folder, overrides to resume it with, the process, the future of its exit code)}."""
+    wanted = selected(request, "test_a_stop_signal_saves_a_checkpoint_at_the_current_step", "signum")
+    if selected(request, "test_sigkill_then_resume_ends_with_the_same_lora"):
+        wanted.add(signal.SIGKILL)
+    runs, watchers = {}, ThreadPoolExecutor(max_workers=len(STOPPED))
+    for signum, extra in STOPPED.items():
+        if signum in wanted:
+            root = tmp_path_factory.mktemp(signal.Signals(signum).name)
+            args = [*extra, f"data.class_dir={root / 'class'}"]
+            hydra_dir = f"hydra.run.dir={root / 'hydra'}"  # its own: runs started in the same second would share one
+            proc = start([*command(root, tiny_cache, subject, root / "run", *args), hydra_dir], tiny_cache)
+            exit_code = watchers.submit(stop_at, root / "run" / "main" / "grids" / "step_000006.png", proc, signum)
+            runs[signum] = root / "run", args, proc, exit_code
+    yield runs
+    watchers.shutdown(wait=True)
+
+
 def same_lora(a, b) -> float:
     ta, tb = load_file(str(a)), load_file(str(b))
     assert ta.keys() == tb.keys()
@@ -94,20 +131,17 @@ def same_lora(a, b) -> float:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_ends_with_the_same_lora(fast_config, tiny_cache, subject, tmp_path):
+def test_sigkill_then_resume_ends_with_the_same_lora(stopped, fast_config, subject, tmp_path):
+    out, args, proc, exit_code = stopped[signal.SIGKILL]  # killed past the step-4 checkpoint, before step 8
     straight = run(fast_config(*overrides(subject, tmp_path / "straight")))
     assert straight["steps"] == 12
 
-    out = tmp_path / "killed"
-    proc = start(command(tmp_path, tiny_cache, subject, out, *SLOW_GRIDS), tiny_cache)
-    wait_for(out / "main" / "grids" / "step_000006.png", proc)  # past the step-4 checkpoint, before step 8
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(60) == -signal.SIGKILL
+    assert exit_code.result() == -signal.SIGKILL, proc.stderr.read()[-2000:]
     assert not (out / "summary.json").exists() and not (out / "main" / "lora").exists()
     states = sorted(p.parent.name for p in (out / "main" / "checkpoints").glob("step_*/state.ckpt"))
     assert states and states[-1] == "step_000004", states
 
-    resumed = run(fast_config(*overrides(subject, out, *SLOW_GRIDS, "resume=auto")))
+    resumed = run(fast_config(*overrides(subject, out, *args, "resume=auto")))
     assert resumed["steps"] == 12
     diff = same_lora(out / "main" / "lora" / LORA, tmp_path / "straight" / "main" / "lora" / LORA)
     assert diff <= 1e-6, f"resumed LoRA differs from the uninterrupted one by {diff}"
@@ -153,22 +187,27 @@ def test_resume_from_the_checkpoint_of_any_step_is_exact(fast_config, subject, t
         assert diff <= 1e-6, f"resumed from step {step}: differs by {diff}"
 
 
+@pytest.fixture(scope="module")
+def straight_every_5(subject, tiny_cache, tmp_path_factory):
+    """The uninterrupted run that both stop signals' resumed runs must match (the same run for each: trained once)."""
+    root = tmp_path_factory.mktemp("straight")
+    assert run(compose_config(command(root, tiny_cache, subject, root / "run", *STOP_EVERY_5)))["steps"] == 12
+    return root / "run"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
-def test_a_stop_signal_saves_a_checkpoint_at_the_current_step(signum, code, fast_config, tiny_cache, subject, tmp_path):
-    out = tmp_path / "stopped"
-    args = [*SLOW_GRIDS, "callbacks.checkpoint_every_n_steps=5"]
-    proc = start(command(tmp_path, tiny_cache, subject, out, *args), tiny_cache)
-    wait_for(out / "main" / "grids" / "step_000006.png", proc)
-    proc.send_signal(signum)
-    rc = proc.wait(120)
+def test_a_stop_signal_saves_a_checkpoint_at_the_current_step(
+    signum, code, stopped, fast_config, subject, straight_every_5
+):
+    out, args, proc, exit_code = stopped[signum]  # stopped once its step-6 grid was written
+    rc = exit_code.result()
     assert rc == code and not (out / "summary.json").exists(), proc.stderr.read()[-2000:]
     steps = sorted(int(p.parent.name[5:]) for p in (out / "main" / "checkpoints").glob("step_*/state.ckpt"))
     assert steps and steps[-1] > 5, f"no checkpoint at the SIGTERM step: {steps}"
     resumed = run(fast_config(*overrides(subject, out, *args, "resume=auto")))
     assert resumed["steps"] == 12
-    run(fast_config(*overrides(subject, tmp_path / "straight", "callbacks.checkpoint_every_n_steps=5")))
-    assert same_lora(out / "main" / "lora" / LORA, tmp_path / "straight" / "main" / "lora" / LORA) <= 1e-6
+    assert same_lora(out / "main" / "lora" / LORA, straight_every_5 / "main" / "lora" / LORA) <= 1e-6
 
 
 TWO = [
@@ -187,27 +226,40 @@ TWO = [
 ]
 
 
-def test_resume_in_the_middle_of_phase_two(fast_config, tmp_path):
-    straight = run(fast_config(*TWO, f"output_dir={tmp_path / 'straight'}"))
+@pytest.fixture(scope="module")
+def two_phases(tiny_cache, tmp_path_factory):
+    """One uninterrupted TWO run: the reference of the tests below, and (copied) the run folder they cut back.
+    Returns its folder, its summary and the class_dir override that every run of that config must share."""
+    root = tmp_path_factory.mktemp("two_phases")
+    class_dir = f"data.class_dir={root / 'class'}"
+    summary = run(
+        compose_config(FAST + [f"model.cache_dir={tiny_cache}", class_dir, *TWO, f"output_dir={root / 'run'}"])
+    )
+    return root / "run", summary, class_dir
+
+
+def test_resume_in_the_middle_of_phase_two(fast_config, two_phases, tmp_path):
+    straight_dir, straight, class_dir = two_phases
     out = tmp_path / "cut"
-    run(fast_config(*TWO, f"output_dir={out}"))
+    shutil.copytree(straight_dir, out)  # a finished run of the same config
     cut_back(out, 2, "body")  # what a SIGKILL after body's step-2 checkpoint leaves
     face_before = (out / "face" / "lora" / LORA).read_bytes()
-    resumed = run(fast_config(*TWO, f"output_dir={out}", "resume=auto"))
+    resumed = run(fast_config(*TWO, class_dir, f"output_dir={out}", "resume=auto"))
     assert [p["steps"] for p in resumed["phases"]] == [3, 6]
     assert (out / "face" / "lora" / LORA).read_bytes() == face_before, "the finished face phase was trained again"
     for phase in ("face", "body"):
-        assert same_lora(out / phase / "lora" / LORA, tmp_path / "straight" / phase / "lora" / LORA) <= 1e-6
+        assert same_lora(out / phase / "lora" / LORA, straight_dir / phase / "lora" / LORA) <= 1e-6
     assert json.loads((out / "summary.json").read_text())["phases"][1]["steps"] == 6
     assert straight["phases"][1]["steps"] == 6
 
 
-def test_resume_refuses_a_run_with_other_settings(fast_config, tmp_path):
+def test_resume_refuses_a_run_with_other_settings(fast_config, two_phases, tmp_path):
+    straight_dir, _, class_dir = two_phases
     out = tmp_path / "a"
-    run(fast_config(*TWO, f"output_dir={out}"))
-    (out / "summary.json").unlink()
+    shutil.copytree(straight_dir, out)  # a run of TWO ...
+    (out / "summary.json").unlink()  # ... left unfinished
     with pytest.raises(ConfigError, match=r"other values of \['phases'\]"):
-        run(fast_config(*TWO, f"output_dir={out}", "resume=auto", "phases.1.overrides.adapter.rank=4"))
+        run(fast_config(*TWO, class_dir, f"output_dir={out}", "resume=auto", "phases.1.overrides.adapter.rank=4"))
     with pytest.raises(ConfigError, match="not a run folder"):
         run(fast_config(*TWO, f"output_dir={tmp_path / 'b'}", f"resume={tmp_path / 'nowhere'}"))
 

@@ -133,7 +133,6 @@ def test_sdxl_resume_ends_with_the_same_lora(sdxl_config, tmp_path):
     "override, words",
     [
         ("model.clip_skip=2", "model.clip_skip=2"),
-        ("data.cache_text_encoder_outputs=true", "cache_text_encoder_outputs"),
     ],
 )
 def test_what_sdxl_lacks_is_refused_before_training(sdxl_config, tmp_path, override, words):
@@ -171,6 +170,7 @@ def test_time_ids_follow_each_sample_through_buckets_and_the_latent_cache(tmp_pa
             max_bucket_reso=128,
             bucket_reso_steps=32,
             cache_latents=cached,
+            cache_text_encoder_outputs=cached,
         )
         dm = DreamBoothDataModule(
             cfg, PairTokenizer(pipe.tokenizer, pipe.tokenizer_2), scan_dataset(cfg).examples, [], seed=0, time_ids=True
@@ -183,7 +183,8 @@ def test_time_ids_follow_each_sample_through_buckets_and_the_latent_cache(tmp_pa
     assert {tuple(int(v) for v in b["time_ids"][0]) for b in batches[False]} == expect
     for plain, cached in zip(*batches.values()):
         assert "latent_dist" in cached and "pixel_values" in plain
-        assert plain["input_ids"].shape == (1, 2, 77)
+        assert plain["input_ids"].shape == (1, 2, 77) and "input_ids" not in cached
+        assert cached["encoder_hidden_states"].shape[:2] == (1, 77) and cached["text_embeds"].dim() == 2
         torch.testing.assert_close(plain["time_ids"], cached["time_ids"])
         with torch.no_grad():  # the step runs on both
             assert torch.isfinite(module.diffusion_loss(cached)[0]).all()

@@ -1,17 +1,18 @@
 """SIGTERM during the start-of-training work (class images, the start grid, the start fixed-noise loss) ends the run
 with exit 143 and a clear "nothing trained yet" line, never a silent exit 0 (issue 20, item 1).
 
-The signal is sent deterministically: a wrapper patches the stage's function to SIGTERM its own process on entry."""
+The signal is sent deterministically: a wrapper patches the stage's function to SIGTERM its own process on entry.
+The four stages' runs are independent processes, started together by one fixture (helpers/processes.py)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
 
 from helpers.config import EXAMPLE_SUBJECT, FAST, ROOT
+from helpers.processes import Concurrent, selected
 
 STAGES = {  # stage -> (module, attribute patched to send SIGTERM on entry)
     "class_images": ("sdft.data.class_images", "ensure_class_images"),
@@ -40,15 +41,13 @@ runpy.run_path("train.py", run_name="__main__")
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stage", list(STAGES))
-def test_sigterm_at_any_start_stage_exits_143(stage, tiny_cache, tmp_path):
-    out = tmp_path / "run"
+def command(stage: str, run_dir, tiny_cache) -> list[str]:
+    """The wrapper's command line: train.py with FAST settings, prior preservation and every start-of-run stage on."""
     args = FAST + [
         f"model.cache_dir={tiny_cache}",
-        f"output_dir={out}",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
-        f"data.class_dir={tmp_path / 'class'}",
+        f"output_dir={run_dir / 'run'}",
+        f"hydra.run.dir={run_dir / 'hydra'}",
+        f"data.class_dir={run_dir / 'class'}",
         f"data.instance_dir={EXAMPLE_SUBJECT / 'face'}",
         "data.instance_prompt=photo of sks character",
         "data.class_prompt=photo of a character",
@@ -57,15 +56,27 @@ def test_sigterm_at_any_start_stage_exits_143(stage, tiny_cache, tmp_path):
         "callbacks.fixed_noise_loss=true",
         "trainer.max_steps=3",
     ]
+    return [sys.executable, "-c", WRAPPER, *STAGES[stage], *args]
+
+
+@pytest.fixture(scope="module")
+def stopped_runs(request, tiny_cache, tmp_path_factory):
+    """Every selected stage's run, started together (helpers/processes.py): the runs and {stage: its folder}."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDFT_CACHE_DIR": str(tiny_cache), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", WRAPPER, *STAGES[stage], *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    runs, dirs = Concurrent(), {}
+    for stage in STAGES:  # in order, so the stages that are quickest to reach finish first
+        if stage in selected(request, "test_sigterm_at_any_start_stage_exits_143", "stage"):
+            dirs[stage] = tmp_path_factory.mktemp(stage)
+            runs.start(stage, command(stage, dirs[stage], tiny_cache), cwd=ROOT, env=env, timeout=600)
+    yield runs, dirs
+    runs.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_sigterm_at_any_start_stage_exits_143(stage, stopped_runs):
+    runs, dirs = stopped_runs
+    proc, out = runs.result(stage), dirs[stage] / "run"
     said = proc.stdout + proc.stderr  # Hydra's console log goes to stdout
     tail = said[-3000:]
     assert proc.returncode == 143, f"exit {proc.returncode}:\n{tail}"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from helpers.config import ROOT
+from helpers.processes import Concurrent, selected
 from sdft.sweep import write_sweep_summary
 
 
@@ -35,8 +36,9 @@ def test_summary_ranks_jobs_and_plots_a_grid(tmp_path):
     assert Image.open(paths[2]).size[0] > 300
 
 
-def test_two_by_two_multirun_writes_four_runs_and_the_summary(tiny_cache, tmp_path):
-    cmd = [
+def two_by_two(tiny_cache, sweep) -> list[str]:
+    """`-m` over adapter.rank x optim.lr, 1 step each."""
+    return [
         sys.executable,
         "train.py",
         "-m",
@@ -50,27 +52,13 @@ def test_two_by_two_multirun_writes_four_runs_and_the_summary(tiny_cache, tmp_pa
         f"model.cache_dir={tiny_cache}",
         "adapter.rank=2,4",
         "optim.lr=1e-3,1e-4",
-        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.sweep.dir={sweep}",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: one thread is as fast and never oversubscribes
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    jobs = sorted(p.parent.name for p in tmp_path.glob("*/summary.json"))
-    assert jobs == ["0", "1", "2", "3"]
-    assert all((tmp_path / j / "main" / "lora" / "pytorch_lora_weights.safetensors").is_file() for j in jobs)
-    rows = list(csv.DictReader(open(tmp_path / "sweep_summary.csv")))
-    assert {(r["adapter.rank"], r["optim.lr"]) for r in rows} == {
-        ("2", "0.001"),
-        ("2", "0.0001"),
-        ("4", "0.001"),
-        ("4", "0.0001"),
-    }
-    assert all(float(r["val/fixed_noise_loss"]) > 0 for r in rows)
-    assert (tmp_path / "sweep_summary.png").is_file()
 
 
-def test_optuna_search_over_rank_and_lr_minimises_the_returned_metric(tiny_cache, tmp_path):
-    cmd = [
+def optuna_search(tiny_cache, sweep) -> list[str]:
+    """hparams_search=rank_lr: Optuna picks rank and lr for 3 trials of 2 steps."""
+    return [
         sys.executable,
         "train.py",
         "model=tiny",
@@ -83,20 +71,62 @@ def test_optuna_search_over_rank_and_lr_minimises_the_returned_metric(tiny_cache
         f"model.cache_dir={tiny_cache}",
         "hparams_search=rank_lr",
         "hydra.sweeper.n_trials=3",
-        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.sweep.dir={sweep}",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+MULTIRUNS = {
+    "test_two_by_two_multirun_writes_four_runs_and_the_summary": two_by_two,
+    "test_optuna_search_over_rank_and_lr_minimises_the_returned_metric": optuna_search,
+}
+
+
+@pytest.fixture(scope="module")
+def multiruns(request, tiny_cache, tmp_path_factory):
+    """The selected tests' multiruns, started together (helpers/processes.py): the runs and {test: sweep dir}."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: one thread is as fast and never oversubscribes
+    runs, dirs = Concurrent(), {}
+    for test, command in MULTIRUNS.items():
+        if selected(request, test):
+            dirs[test] = tmp_path_factory.mktemp("sweep")
+            runs.start(test, command(tiny_cache, dirs[test]), cwd=ROOT, timeout=600, env=env)
+    yield runs, dirs
+    runs.close()
+
+
+def test_two_by_two_multirun_writes_four_runs_and_the_summary(multiruns):
+    runs, dirs = multiruns
+    test = "test_two_by_two_multirun_writes_four_runs_and_the_summary"
+    proc, sweep = runs.result(test), dirs[test]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = sorted(p.parent.name for p in sweep.glob("*/summary.json"))
+    assert jobs == ["0", "1", "2", "3"]
+    assert all((sweep / j / "main" / "lora" / "pytorch_lora_weights.safetensors").is_file() for j in jobs)
+    rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
+    assert {(r["adapter.rank"], r["optim.lr"]) for r in rows} == {
+        ("2", "0.001"),
+        ("2", "0.0001"),
+        ("4", "0.001"),
+        ("4", "0.0001"),
+    }
+    assert all(float(r["val/fixed_noise_loss"]) > 0 for r in rows)
+    assert (sweep / "sweep_summary.png").is_file()
+
+
+def test_optuna_search_over_rank_and_lr_minimises_the_returned_metric(multiruns):
+    runs, dirs = multiruns
+    test = "test_optuna_search_over_rank_and_lr_minimises_the_returned_metric"
+    proc, sweep = runs.result(test), dirs[test]
     assert proc.returncode == 0, proc.stderr[-2000:]
     import yaml
 
-    result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     losses = {}
-    for job in sorted(tmp_path.glob("*/summary.json")):
+    for job in sorted(sweep.glob("*/summary.json")):
         losses[job.parent.name] = json.loads(job.read_text())["final_metrics"]["val/fixed_noise_loss"]
         overrides = (job.parent / ".hydra" / "overrides.yaml").read_text()
         assert "adapter.rank=" in overrides and "optim.lr=" in overrides  # the sweeper chose both
     assert len(losses) == 3
     assert result["best_value"] == min(losses.values())  # what train.py returned is what Optuna minimised
     assert result["best_params"]["adapter.rank"] in (4, 8, 16, 32) and 1e-5 <= result["best_params"]["optim.lr"] <= 1e-3
-    assert (tmp_path / "sweep_summary.csv").is_file()
+    assert (sweep / "sweep_summary.csv").is_file()

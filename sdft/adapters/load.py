@@ -86,14 +86,28 @@ def load_lora_into(
     train_unet: bool = True,
     train_text_encoder: bool = True,
     dropout: float = 0.0,
+    text_encoder_2: nn.Module | None = None,
 ) -> ImportedLora:
     """Inject the LoRA in `path` into `unet` / `text_encoder` as peft adapter "default", with the file's ranks and
-    alphas, so the models compute what the file means and training can continue from it.
+    alphas, so the models compute what the file means and training can continue from it. With SDXL's
+    `text_encoder_2`, the file is an SDXL LoRA (sdft/adapters/sdxl_load.py).
 
     Every tensor must fit (else `LoraFormatError` lists the keys that do not). The LoRA parameters of a model
     require grad when its `train_*` flag is true (only they do: the base weights are frozen); parts the file
     has no tensors for get no adapter. Returns a summary of what was injected.
     """
+    if text_encoder_2 is not None:
+        from sdft.adapters.sdxl_load import load_sdxl_lora_into
+
+        return load_sdxl_lora_into(
+            unet,
+            text_encoder,
+            text_encoder_2,
+            path,
+            train_unet=train_unet,
+            train_text_encoder=train_text_encoder,
+            dropout=dropout,
+        )
     kind = _file_kind(path)
     if kind is not None:  # LoHa / LoKr / DoRA / OFT: rebuilt with their own peft config
         return _load_other_kind(unet, text_encoder, path, kind, train_unet, train_text_encoder)

@@ -55,8 +55,7 @@ class FixedNoiseLoss(L.Callback):
             n = batch["pixel_values"].shape[0]
             # the VAE mean and the text states do not depend on the timestep: computed once, not per timestep
             latents = module.encode_latents(batch["pixel_values"], sample=False)
-            ids = batch["input_ids"]  # SDXL's (B, 2, 77) pair ids are encoded by its conditioning at each call
-            text = module.encode_text(ids) if ids.dim() == 2 else ids
+            text = module.conditioning.encode(module, batch["input_ids"])  # the family's encoded text (SD 1.x, SDXL)
             for t in TIMESTEPS:
                 noise = torch.randn(latents.shape, generator=gen).to(latents.device)
                 timesteps = torch.full((n,), t, device=latents.device, dtype=torch.long)

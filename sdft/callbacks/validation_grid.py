@@ -12,6 +12,7 @@ from PIL import Image
 
 from sdft.embeddings.tokens import collapse_prompt
 from sdft.images_grid import make_grid, tile_size
+from sdft.memory import trim_heap
 from sdft.models.family_parts import module_pipeline
 from sdft.models.text import prompt_embeds
 
@@ -103,6 +104,7 @@ class ValidationGrid(L.Callback):
     def write(self, trainer: L.Trainer, module: L.LightningModule, tag: str) -> Path | None:
         if not (self.prompts and self.seeds):
             return None  # validation_seeds=[] turns grids off
+        trim_heap()  # the training step's freed activations go back to the system before sampling (sdft/memory.py)
         grid = self.render(module)
         self.grid_dir.mkdir(parents=True, exist_ok=True)
         path = self.grid_dir / f"{tag}.png"

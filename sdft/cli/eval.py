@@ -56,7 +56,7 @@ def model_run_config(args: argparse.Namespace):
             "sdft eval --model needs --instance-dir (the real subject images) and the prompts "
             "(--instance-prompt, --class-prompt); or give a run folder instead."
         )
-    resolution = args.resolution or (64 if args.model == "tiny" else 512)
+    resolution = args.resolution  # None: the base model's native size (sdft/evaluation/evaluate.py)
     return OmegaConf.merge(
         OmegaConf.structured(SdftConfig),
         {

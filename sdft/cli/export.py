@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--config",
         default=None,
-        help="for a single-file --base: diffusers folder or hub id of its architecture (default SD 1.5)",
+        help="for a single-file --base: diffusers folder or hub id of its architecture (default SD 1.5 / SDXL base 1.0)",
     )
     p.add_argument("--vae", default=None, help="replace the VAE: hub id, diffusers folder or single file")
     p.add_argument(

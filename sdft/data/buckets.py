@@ -1,7 +1,9 @@
 """Aspect-ratio buckets and the batch plan (which samples form each batch, epoch by epoch).
 
 Buckets (kohya's scheme): every (w, h) with both sides multiples of `step` in [min_reso, max_reso] and
-w * h <= resolution², plus the square resolution. An image goes to the bucket whose aspect ratio is closest (in log
+w * h <= resolution², plus the square resolution. Sizes left null in the config follow the base model's native size
+(`with_native_sizes`): SD 1.x 512 with limits 256..1024 (kohya's defaults), SDXL 1024 with 512..2048, which with
+64-px steps is SDXL's usual bucket list (1024x1024, 1152x896, 1216x832, 1344x768, 1536x640, ... 512x2048). An image goes to the bucket whose aspect ratio is closest (in log
 space) to its own; it is resized to cover the bucket and cropped. With `no_upscale`, an image smaller than
 resolution² gets its own bucket: its size rounded down to the step. Without buckets, every image is a square.
 
@@ -23,6 +25,28 @@ from torch.utils.data import Sampler
 log = logging.getLogger(__name__)
 
 Size = tuple[int, int]
+
+SD1_NATIVE = 512  # SD 1.x's native size: what null sizes mean where no model is loaded (`sdft data check`, tests)
+
+
+def native_resolution(pipe) -> int:
+    """The base model's own training size: its U-Net's latent sample size times the VAE's downsampling factor
+    (SD 1.x 64 x 8 = 512, SDXL 128 x 8 = 1024, the tiny models 64)."""
+    sample = pipe.unet.config.sample_size
+    sample = sample if isinstance(sample, int) else max(sample)
+    return int(sample * pipe.vae_scale_factor)
+
+
+def with_native_sizes(settings, native: int = SD1_NATIVE):
+    """data.resolution / min_bucket_reso / max_bucket_reso left null -> the native size, half and twice it (in place;
+    returns `settings`). Values set in the config (or a kohya TOML) are kept."""
+    if settings.resolution is None:
+        settings.resolution = native
+    if settings.min_bucket_reso is None:
+        settings.min_bucket_reso = native // 2
+    if settings.max_bucket_reso is None:
+        settings.max_bucket_reso = native * 2
+    return settings
 
 
 def make_buckets(resolution: int, min_reso: int = 256, max_reso: int = 1024, step: int = 64) -> list[Size]:

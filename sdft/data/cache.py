@@ -1,4 +1,4 @@
-"""Caches: VAE latent distributions per (image, bucket, crop, flip) and text-encoder outputs per caption.
+"""Caches: VAE latent distributions per (image, bucket, crop, flip) and text-encoder outputs per caption (in memory).
 
 A latent entry holds the VAE encoder's distribution parameters (mean and log-variance, 8 channels), not a sample:
 the training step draws the sample exactly as it would from a fresh encode, so caching does not change results.
@@ -126,15 +126,18 @@ def fill_latent_cache(cache: LatentCache, jobs: dict[str, callable], vae, device
 
 
 @torch.no_grad()
-def text_cache(prompts: list[str], tokenize, encode, device, batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """caption -> encoder hidden states (77, D) on CPU, computed with the training step's own `encode`."""
+def text_cache(
+    prompts: list[str], tokenize, encode, device, batch_size: int = 16
+) -> dict[str, dict[str, torch.Tensor]]:
+    """caption -> the family's encoded text on CPU ({name: tensor}: SD 1.x the hidden states (77, D); SDXL also the
+    pooled embedding), computed with the training step's own `encode` (ids -> {name: (B, ...)})."""
     unique = sorted(set(prompts))
     out = {}
     for start in range(0, len(unique), batch_size):
         chunk = unique[start : start + batch_size]
         ids = torch.stack([tokenize(p) for p in chunk]).to(device)
-        states = encode(ids)
-        for p, s in zip(chunk, states):
-            out[p] = s.detach().to("cpu").contiguous()
+        encoded = encode(ids)
+        for i, p in enumerate(chunk):
+            out[p] = {name: value[i].detach().to("cpu").contiguous() for name, value in encoded.items()}
     log.info("Text-encoder cache: %d captions encoded once.", len(out))
     return out

@@ -7,8 +7,9 @@ step computes the same losses with the cache as without (tests/test_data_cache.p
 - latents: the cache holds the VAE encoder's distribution per (image, size, crop, flip), and the step draws its sample
   from it as it would from a fresh encode; random crops cannot be listed ahead, so they are never cached. Auto also
   skips it when filling it would encode more images than the whole run would (a few steps over many images).
-- text-encoder outputs: only while the text encoder (and no embedding) is frozen and every caption is fixed (no tag
-  shuffle, no caption dropout).
+- text-encoder outputs: only while the text encoder (SDXL: both towers; and no embedding) is frozen and every caption
+  is fixed (no tag shuffle, no caption dropout). An entry is the family's encoded text (sdft/models/conditioning.py):
+  SD 1.x the hidden states, SDXL both towers' penultimate states and the pooled embedding.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def latent_cache_worth_it(setting: bool | None, entries: int, encodes_in_run: in
 def text_cache_wanted(
     setting: bool | None, text_encoder_trained: bool, captions_fixed: bool, needs_token_ids: str | None = None
 ) -> bool:
-    """`needs_token_ids`: why the step needs the captions' ids rather than cached states (SDXL, per-caption prior)."""
+    """`needs_token_ids`: why the step needs the captions' ids rather than cached states (the per-caption prior)."""
     if setting is False:
         return False
     if needs_token_ids:

@@ -70,7 +70,9 @@ def report_lines(report: DatasetReport, dm: DreamBoothDataModule, settings) -> l
             f"{max(sizes, key=lambda s: s[0] * s[1])} (w, h)"
         )
     mode = "aspect buckets" if settings.enable_bucket else "square crops"
-    lines.append(f"Training sizes ({mode}, resolution {settings.resolution}):")
+    default = " (SD 1.x's native size; an SDXL base trains at 1024: --set resolution=1024)"
+    native = default if settings.resolution is None else ""
+    lines.append(f"Training sizes ({mode}, resolution {dm.cfg.resolution}{native}):")
     for bucket, count in dm.bucket_counts().items():
         lines.append(f"  {bucket[0]}x{bucket[1]}: {count} images")
     samples = sum(ex.repeats for ex in dm.instances)

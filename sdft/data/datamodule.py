@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from sdft.config import DataConfig
-from sdft.data.buckets import BucketBatchSampler, needs_upscale, plan_buckets
+from sdft.data.buckets import BucketBatchSampler, needs_upscale, plan_buckets, with_native_sizes
 from sdft.data.cache_policy import encodes_in_run, latent_cache_wanted, latent_cache_worth_it, text_cache_wanted
 from sdft.data.cache import LatentCache, default_cache_dir, fill_latent_cache, latent_key, text_cache, vae_identity
 from sdft.data.captions import CaptionReport, ensure_trigger, read_captions_report
@@ -165,7 +165,8 @@ class DreamBoothDataModule(L.LightningDataModule):
         super().__init__()
         self.time_ids = time_ids  # SDXL: batches carry per-sample size/crop time ids
         self.masks = masks  # loss masks (sdft/data/masks.py MaskTransform) when loss.masked_loss
-        self.cfg, self.tokenizer, self.seed = data_settings(cfg), tokenizer, seed
+        # sizes left null: prepare() gives the loaded model's native ones; without a model, SD 1.x's
+        self.cfg, self.tokenizer, self.seed = with_native_sizes(data_settings(cfg)), tokenizer, seed
         self.resume = resume  # ResumePoint shared with the TrainingState callback (sdft/callbacks/training_state.py)
         self.instances = [ex if ex.size else _sized(ex) for ex in instances]
         self.classes = [ex if ex.size else _sized(ex) for ex in classes]
@@ -202,22 +203,26 @@ class DreamBoothDataModule(L.LightningDataModule):
             self.latents = self._latent_cache(module.vae, device, encodes)
         fixed = all(ex.caption_options.fixed for ex in self.instances + self.classes)
         needs_ids = None  # a reason the step needs the captions' token ids, not cached text states
-        if self.time_ids:
-            needs_ids = "SDXL needs both towers' states and the pooled embedding (the cache holds one tower's)"
-        elif getattr(getattr(module, "base_prior", None), "swap", None) is not None:
+        if getattr(getattr(module, "base_prior", None), "swap", None) is not None:
             needs_ids = "prior.base_prediction_captions swaps words in the captions' token ids"
         if text_cache_wanted(
             cfg.cache_text_encoder_outputs, getattr(module, "train_text_encoder", True), fixed, needs_ids
         ):
             ds = BucketDataset([], [], self.tokenizer, self.seed)
-            original = next(module.text_encoder.parameters()).device
-            module.text_encoder.to(device)
-            try:
+            towers = [t for t in (module.text_encoder, getattr(module, "text_encoder_2", None)) if t is not None]
+            original = next(towers[0].parameters()).device
+            for tower in towers:
+                tower.to(device)
+            try:  # the family's own encoding (SD 1.x: hidden states; SDXL: both towers and the pooled embedding)
                 self.texts = text_cache(
-                    [ex.prompt for ex in self.instances + self.classes], ds.tokens, module.encode_text, device
+                    [ex.prompt for ex in self.instances + self.classes],
+                    ds.tokens,
+                    lambda ids: module.conditioning.encode(module, ids),
+                    device,
                 )
             finally:
-                module.text_encoder.to(original)
+                for tower in towers:
+                    tower.to(original)
 
     def _latent_cache(self, vae, device, encodes: int | None = None) -> LatentLookup | None:
         cfg = self.cfg

@@ -3,6 +3,7 @@
 A batch dict holds (docs/data.md):
   pixel_values (B,3,H,W) in [-1,1]           -- or latent_dist (B,8,H/8,W/8) when latents are cached
   input_ids (B,77)                            -- or encoder_hidden_states (B,77,D) when text outputs are cached
+                                                 (SDXL: input_ids (B,2,77), or encoder_hidden_states and text_embeds)
   is_prior (B,) bool: class samples, after the instance samples
   loss_weight (B,) float: the concept's loss weight (instance samples), 1 for class samples
   n_instance: int, the number of instance samples (plain ints stay on the CPU: the step needs no device sync)
@@ -109,7 +110,7 @@ class BucketDataset(Dataset):
         self.center_crop = center_crop
         self.transform = ImageTransform(background)
         self.latents = latents  # callable (example, spec) -> latent_dist tensor, or None
-        self.texts = texts  # caption -> encoder hidden states, or None
+        self.texts = texts  # caption -> the family's encoded text {name: tensor} (sdft/models/conditioning.py), or None
         self.masks = masks  # callable (example, spec) -> (1, H, W) loss mask (sdft/data/masks.py), or None
         self.time_ids = time_ids  # SDXL: each sample's original size and crop, kept through buckets and caches
 
@@ -145,7 +146,7 @@ class BucketDataset(Dataset):
         if self.masks is not None:  # from the same spec as the pixels or cached latents: same crop, flip, size
             out["mask"] = self.masks(example, spec)
         if self.texts is not None:
-            out["encoder_hidden_states"] = self.texts[spec.caption]
+            out.update(self.texts[spec.caption])
         else:
             out["input_ids"] = self.tokens(spec.caption)
         if self.time_ids:  # SDXL

@@ -94,6 +94,10 @@ class Evaluator:
             else OmegaConf.merge(self.model_cfg, {"path": model, "vae": None, "config": None})
         )
         self._generator = Generator(OmegaConf.to_object(cfg), device=self.device)
+        if self.resolution is None:  # data.resolution null: the base model's native size, as training used
+            from sdft.data.buckets import native_resolution
+
+            self.resolution = native_resolution(self._generator.pipe)
         return self._generator
 
     def noise_scheduler(self, gen) -> DDPMScheduler:

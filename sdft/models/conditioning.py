@@ -6,6 +6,11 @@ One LightningModule step (sdft/module.py) for every family; it asks its conditio
   SDXL:   both towers' penultimate hidden states concatenated, the second tower's pooled embedding and the
           per-sample `add_time_ids` (original size, crop top-left, target size; sdft/models/sdxl_conditioning.py).
 SDXL batches carry both tokenizers' ids as `input_ids` (B, 2, 77) (`PairTokenizer`) and `time_ids` (B, 6).
+
+The text part is either token ids or the family's *encoded text*: a dict of tensors (`encode`), which is also what
+the text-encoder cache holds per caption and what a cached batch carries under the same keys (`keys`): SD 1.x
+`encoder_hidden_states`; SDXL `encoder_hidden_states` and the pooled `text_embeds`. Callers encode once with
+`encode` (the fixed-noise loss, the cache) and pass the result wherever ids are accepted; none inspects shapes.
 """
 
 from __future__ import annotations
@@ -17,16 +22,42 @@ import torch
 from sdft.config import ModelFamily
 from sdft.models.sdxl_conditioning import sdxl_text_embeddings, sdxl_time_ids
 
+Text = torch.Tensor | dict[str, torch.Tensor]  # token ids, or the family's encoded text (`Conditioning.encode`)
 
-class Sd1Conditioning:
+
+class Conditioning:
+    """What both families share: the batch's text (cached encoded text, else ids) and encoding on demand."""
+
+    family: ModelFamily
+    keys: tuple[str, ...]  # the encoded text's tensors: cache entries and cached batches hold these keys
+
+    def encode(self, module, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def encoded(self, module, text: Text) -> dict[str, torch.Tensor]:
+        """`text` encoded: token ids go through the text encoder(s), encoded text is returned as it is."""
+        return text if isinstance(text, dict) else self.encode(module, text)
+
+    def batch_text(self, batch: dict) -> Text:
+        """The batch's encoded text when the text cache filled it, else its token ids."""
+        if self.keys[0] in batch:
+            return {k: batch[k] for k in self.keys}
+        return batch["input_ids"]
+
+
+class Sd1Conditioning(Conditioning):
     """SD 1.x: text-encoder hidden states (or cached ones), nothing added."""
 
     family = ModelFamily.sd1
+    keys = ("encoder_hidden_states",)
+
+    def encode(self, module, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"encoder_hidden_states": module.encode_text(input_ids)}
 
     def unet_inputs(
-        self, module, input_ids: torch.Tensor, latents: torch.Tensor, time_ids: torch.Tensor | None = None
+        self, module, text: Text, latents: torch.Tensor, time_ids: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict | None]:
-        return (input_ids if input_ids.is_floating_point() else module.encode_text(input_ids)), None
+        return self.encoded(module, text)["encoder_hidden_states"], None
 
 
 def default_time_ids(latents: torch.Tensor, vae_factor: int = 8) -> torch.Tensor:
@@ -36,26 +67,31 @@ def default_time_ids(latents: torch.Tensor, vae_factor: int = 8) -> torch.Tensor
     return sdxl_time_ids([(h, w)] * n, [(0, 0)] * n, [(h, w)] * n, device=latents.device)
 
 
-class SdxlConditioning:
+class SdxlConditioning(Conditioning):
     """SDXL: both text towers (module.text_encoder, module.text_encoder_2) and the size/crop time ids."""
 
     family = ModelFamily.sdxl
+    keys = ("encoder_hidden_states", "text_embeds")
 
-    def unet_inputs(
-        self, module, input_ids: torch.Tensor, latents: torch.Tensor, time_ids: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict]:
-        if input_ids.is_floating_point():  # sdft/models/family_parts.py refuses the text cache for SDXL
-            raise ValueError("SDXL batches need token ids (B, 2, 77), not cached text states")
+    def encode(self, module, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pair ids (B, 2, 77) -> both towers' penultimate states (B, 77, D1 + D2) and the pooled embedding."""
         with torch.set_grad_enabled(module.train_text_encoder and torch.is_grad_enabled()):
             embeds, pooled = sdxl_text_embeddings(
                 module.text_encoder, module.text_encoder_2, input_ids[:, 0], input_ids[:, 1]
             )
+        return {"encoder_hidden_states": embeds, "text_embeds": pooled}
+
+    def unet_inputs(
+        self, module, text: Text, latents: torch.Tensor, time_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        states = self.encoded(module, text)
         if time_ids is None:  # e.g. the base-prediction prior or the fixed-noise loss: no per-sample sizes there
             time_ids = default_time_ids(latents)
-        return embeds, {"text_embeds": pooled, "time_ids": time_ids.to(latents.device)}
+        added = {"text_embeds": states["text_embeds"], "time_ids": time_ids.to(latents.device)}
+        return states["encoder_hidden_states"], added
 
 
-def conditioning_for(family: ModelFamily) -> Sd1Conditioning | SdxlConditioning:
+def conditioning_for(family: ModelFamily) -> Conditioning:
     return SdxlConditioning() if ModelFamily(family) == ModelFamily.sdxl else Sd1Conditioning()
 
 

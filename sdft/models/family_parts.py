@@ -44,11 +44,6 @@ class FamilyParts:
 def check_sdxl_config(cfg) -> None:
     """Options not wired for SDXL yet: one clear error each, before any training (docs/sdxl.md)."""
     refused = {
-        "phase.init_lora (starting from a LoRA file)": bool(cfg.phase.init_lora),
-        "data.cache_text_encoder_outputs (SDXL also needs the pooled embedding)": bool(
-            cfg.data.cache_text_encoder_outputs
-        ),
-        "prior.base_prediction": bool(cfg.prior.base_prediction),
         f"model.clip_skip={cfg.model.clip_skip} (SDXL always uses the penultimate layer)": cfg.model.clip_skip != 1,
     }
     bad = [name for name, on in refused.items() if on]

@@ -39,14 +39,17 @@ def img2img_pipeline(pipe: DiffusionPipeline) -> DiffusionPipeline:
     return img2img
 
 
-def sdxl_peft_state(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+def sdxl_peft_state(state: Mapping[str, torch.Tensor], unet_config=None) -> dict[str, dict[str, torch.Tensor]]:
     """An SDXL LoRA file's tensors (diffusers or kohya keys) -> {part: peft state dict}, converted the way
-    `StableDiffusionXLPipeline.load_lora_weights` converts them (text towers' keys keep `text_model.`)."""
+    `StableDiffusionXLPipeline.load_lora_weights` converts them (text towers' keys keep `text_model.`). With the
+    U-Net's config, kohya's own original-layout names (`lora_unet_input_blocks_4_1_...`) are mapped too, as there."""
     if any(k.startswith("lora_te_") for k in state):
         raise LoraFormatError(
             "this is an SD 1.x LoRA (lora_te_ keys, one text encoder), not an SDXL one; use it with an SD 1.x base."
         )
-    converted, _ = StableDiffusionXLPipeline.lora_state_dict({k: v.clone() for k, v in state.items()})
+    converted, _ = StableDiffusionXLPipeline.lora_state_dict(
+        {k: v.clone() for k, v in state.items()}, unet_config=unet_config
+    )
     out = {}
     for part, prefix in PARTS.items():
         sd = {k.removeprefix(prefix): v for k, v in converted.items() if k.startswith(prefix)}
@@ -62,7 +65,7 @@ def sdxl_peft_state(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, to
 def check_sdxl_lora_fits(state: Mapping[str, torch.Tensor], pipe, source: str = "LoRA") -> dict[str, set[str]]:
     """{part: module names} an SDXL LoRA file adapts; every tensor must land on a layer of its shape."""
     errors, modules = [], {}
-    for part, sd in sdxl_peft_state(state).items():
+    for part, sd in sdxl_peft_state(state, getattr(pipe.unet, "config", None)).items():
         model = getattr(pipe, part, None)
         layers = _lora_modules(model)
         if not hasattr(model, "text_model"):  # transformers 5 CLIPTextModel: no `text_model.` level

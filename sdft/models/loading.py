@@ -12,16 +12,19 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 
-from sdft.config import SDXL_TINY_MODEL, TINY_MODEL, TOY_MODEL, Attention, ModelConfig, WeightDtype
+from sdft.config import SDXL_TINY_MODEL, TINY_MODEL, TOY_MODEL, Attention, ModelConfig, ModelFamily, WeightDtype
 from sdft.errors import ModelLoadError
-from sdft.models.family import check_family
+from sdft.memory import to_dtype
+from sdft.models.family import check_family, checkpoint_family
 from sdft.models.text import check_clip_skip
 
 log = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 DTYPES = {WeightDtype.fp32: torch.float32, WeightDtype.fp16: torch.float16, WeightDtype.bf16: torch.bfloat16}
-SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # default architecture for single files
+SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # default architecture for SD 1.x single files
+SDXL_HUB_ID = "stabilityai/stable-diffusion-xl-base-1.0"  # default architecture for SDXL single files
+DEFAULT_CONFIGS = {ModelFamily.sd1: SD15_HUB_ID, ModelFamily.sdxl: SDXL_HUB_ID}
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 CONFIG_PATTERNS = ["**/*.json", "*.json", "*.txt", "**/*.txt", "**/*.model"]  # what diffusers fetches for a config
@@ -84,22 +87,31 @@ def check_weights_file(path: Path, allow_pickle: bool, option: str) -> None:
         )
 
 
-def resolve_config(cfg: ModelConfig) -> str:
-    """The local diffusers folder that gives a single file its architecture: model.config, default SD 1.5's hub id.
+def resolve_config(cfg: ModelConfig, family: ModelFamily = ModelFamily.sd1) -> str:
+    """The local diffusers folder that gives a single file its architecture: model.config, default the family's base
+    (SD 1.5 or SDXL base 1.0) hub id.
 
     A hub id is resolved to its cached config files (only json/txt, no weights) so that diffusers never goes to
-    the network on its own; offline and not cached is an error that says what to pass instead.
+    the network on its own; offline and not cached is an error that says what to pass instead. A config of the
+    other family is an error.
     """
-    config = cfg.config or SD15_HUB_ID
+    config = cfg.config or DEFAULT_CONFIGS[family]
     local = Path(config).expanduser()
     if local.is_dir():
         if not (local / "model_index.json").is_file():
             raise ModelLoadError(
                 f"model.config={config} is a folder but not a diffusers pipeline (no model_index.json)."
             )
-        return str(local)
-    if not HUB_ID.match(config):
+        folder = str(local)
+    elif not HUB_ID.match(config):
         raise ModelLoadError(f"model.config={config!r} is neither an existing folder nor a hub id (owner/name).")
+    else:
+        folder = _config_snapshot(cfg, config, family)
+    _check_config_family(Path(folder), config, family, cfg.path)
+    return folder
+
+
+def _config_snapshot(cfg: ModelConfig, config: str, family: ModelFamily) -> str:
     from huggingface_hub import snapshot_download
 
     offline = is_offline(cfg)
@@ -107,26 +119,56 @@ def resolve_config(cfg: ModelConfig) -> str:
         return snapshot_download(config, allow_patterns=CONFIG_PATTERNS, local_files_only=offline)
     except (OSError, ValueError) as err:
         where = "is not in the local Hugging Face cache (offline)" if offline else "could not be fetched from the hub"
+        sdxl = family == ModelFamily.sdxl
+        example = (
+            "any SDXL base 1.0 diffusers folder for SDXL fine-tunes such as RealVisXL or Pony"
+            if sdxl
+            else "any SD 1.5 diffusers folder for SD 1.5 fine-tunes such as Realistic Vision"
+        )
+        default = f" (the default, {'SDXL base 1.0' if sdxl else 'SD 1.5'})" if not cfg.config else ""
         raise ModelLoadError(
             f"model.path={cfg.path} is a single-file checkpoint; its architecture comes from the diffusers config "
-            f"{config!r}{'' if cfg.config else ' (the default, SD 1.5)'}, which {where}: {err}\n"
-            "Pass model.config=<local diffusers folder of the same architecture> (e.g. any SD 1.5 diffusers folder "
-            "for SD 1.5 fine-tunes such as Realistic Vision), or go online once so the config files are cached."
+            f"{config!r}{default}, which {where}: {err}\n"
+            f"Pass model.config=<local diffusers folder of the same architecture> ({example}), or go online once so "
+            "the config files are cached."
         ) from err
 
 
-def _from_single_file(path: Path, cfg: ModelConfig) -> StableDiffusionPipeline:
-    check_weights_file(path, cfg.allow_pickle, "model.path")
-    config = resolve_config(cfg)
-    try:
-        return StableDiffusionPipeline.from_single_file(
-            str(path), config=config, local_files_only=True, **NO_SAFETY_CHECKER
+def _check_config_family(folder: Path, config: str, family: ModelFamily, path: str) -> None:
+    """model.config must describe a pipeline of the checkpoint's family (its model_index.json names the class)."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return  # diffusers itself reports a config snapshot without one
+    is_sdxl = '"StableDiffusionXLPipeline"' in index.read_text()
+    if is_sdxl != (family == ModelFamily.sdxl):
+        raise ModelLoadError(
+            f"model.config={config} is {'an SDXL' if is_sdxl else 'an SD 1.x'} pipeline but model.path={path} is a "
+            f"checkpoint of family {family.value}; pass model.config=<diffusers folder of the checkpoint's "
+            "architecture>."
         )
+
+
+def _from_single_file(path: Path, cfg: ModelConfig) -> StableDiffusionPipeline:
+    """An original-layout checkpoint through diffusers' own converter (`from_single_file`), with the pipeline class
+    of its family: detected from the keys (SDXL's second text tower), checked against model.family."""
+    check_weights_file(path, cfg.allow_pickle, "model.path")
+    family = checkpoint_family(path, getattr(cfg, "family", None))
+    config = resolve_config(cfg, family)
+    if family == ModelFamily.sdxl:
+        from diffusers import StableDiffusionXLPipeline
+
+        pipeline_class, extra = StableDiffusionXLPipeline, dict(add_watermarker=False)
+        layout = "model.diffusion_model.*, first_stage_model.*, conditioner.embedders.0/1.*"
+    else:
+        pipeline_class, extra = StableDiffusionPipeline, NO_SAFETY_CHECKER
+        layout = "model.diffusion_model.*, first_stage_model.*, cond_stage_model.*"
+    try:
+        return pipeline_class.from_single_file(str(path), config=config, local_files_only=True, **extra)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         raise ModelLoadError(
             f"Could not load the single-file checkpoint model.path={path} with the architecture of {config}: {err}\n"
-            "Is it an SD 1.x checkpoint in the original layout (model.diffusion_model.*, first_stage_model.*, "
-            "cond_stage_model.*)? Does model.config name a diffusers folder of the same architecture?"
+            f"Is it an {'SDXL' if family == ModelFamily.sdxl else 'SD 1.x'} checkpoint in the original layout "
+            f"({layout})? Does model.config name a diffusers folder of the same architecture?"
         ) from err
 
 
@@ -162,7 +204,24 @@ def load_vae(spec: str, cfg: ModelConfig, base_vae: AutoencoderKL) -> Autoencode
             f"model.vae={spec}: {vae.config.latent_channels} latent channels, the base model's U-Net expects "
             f"{base_vae.config.latent_channels}; use a VAE of the same model family."
         )
+    keep_base_scaling_factor(vae, base_vae, spec)
     return vae
+
+
+def keep_base_scaling_factor(vae: AutoencoderKL, base_vae: AutoencoderKL, spec: str) -> None:
+    """A VAE whose config does not state its latent scale gets the base's (SDXL: 0.13025, not diffusers' default
+    0.18215); a stated scale that differs from the base's is kept, with a warning (a VAE of another family?)."""
+    base, own = base_vae.config.scaling_factor, vae.config.scaling_factor
+    if "scaling_factor" in getattr(vae.config, "_use_default_values", []):
+        if own != base:
+            vae.register_to_config(scaling_factor=base)
+    elif own != base:
+        log.warning(
+            "model.vae=%s scales latents by %s, the base model's VAE by %s: is it a VAE of the same model family?",
+            spec,
+            own,
+            base,
+        )
 
 
 def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
@@ -216,7 +275,7 @@ def freeze_models(pipe: StableDiffusionPipeline, cfg: ModelConfig) -> None:
     dtype = DTYPES[cfg.weight_dtype]
     for model in (pipe.unet, pipe.vae, pipe.text_encoder, *filter(None, [getattr(pipe, "text_encoder_2", None)])):
         if model.dtype != dtype:
-            model.to(dtype=dtype)
+            to_dtype(model, dtype)  # as model.to(dtype=dtype), without two copies resident at once (sdft/memory.py)
         model.requires_grad_(False)
         model.eval()
 

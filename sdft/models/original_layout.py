@@ -1,12 +1,18 @@
-"""Write a diffusers SD 1.x pipeline as one original-layout (A1111 / civitai / ComfyUI) `.safetensors` file.
+"""Write a diffusers SD 1.x or SDXL pipeline as one original-layout (A1111 / civitai / ComfyUI) `.safetensors` file.
 
 diffusers ships only the original -> diffusers direction (`diffusers.loaders.single_file_utils`:
-convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint); this module is its inverse.
-The block numbering is derived from each model's config (number of blocks, layers_per_block, which up blocks
-have attentions), so it holds for SD 1.5 and for the tiny test model alike. Every key must map: nothing is dropped.
-A LoRA injected with peft is merged into the written weights (peft's own `get_delta_weight` does the maths).
+convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint, convert_open_clip_checkpoint);
+this module is its inverse. The block numbering is derived from each model's config (number of blocks,
+layers_per_block, which up blocks have attentions), so it holds for SD 1.5, SDXL and the tiny test models alike.
+Every key must map: nothing is dropped. A LoRA injected with peft is merged into the written weights (peft's own
+`get_delta_weight` does the maths).
 
-Load the file back with `StableDiffusionPipeline.from_single_file(path, config=<diffusers folder>)`.
+Per family only the text side differs (`pipeline_parts`): SD 1.x has one CLIP under `cond_stage_model.`; SDXL has
+CLIP-L under `conditioner.embedders.0.transformer.` and OpenCLIP bigG under `conditioner.embedders.1.model.` (fused
+q/k/v `in_proj`, `text_projection` stored transposed), and its U-Net's `add_embedding` is the original `label_emb`.
+
+Load the file back with `StableDiffusionPipeline.from_single_file(path, config=<diffusers folder>)` (SDXL:
+`StableDiffusionXLPipeline`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from sdft.errors import SdftError
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_ENCODER_PREFIX = "cond_stage_model.transformer.text_model."
+SDXL_TEXT_ENCODER_PREFIX = "conditioner.embedders.0.transformer.text_model."  # CLIP ViT-L
+SDXL_TEXT_ENCODER_2_PREFIX = "conditioner.embedders.1.model."  # OpenCLIP ViT-bigG
 
 # Inner renames inside one block (diffusers name -> original name)
 UNET_RESNET = {
@@ -39,6 +47,20 @@ UNET_RESNET = {
 }
 VAE_RESNET = {"conv_shortcut": "nin_shortcut"}
 VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+# OpenCLIP text tower: whole keys outside the transformer, and inner renames of one residual block
+OPEN_CLIP_KEYS = {
+    "embeddings.token_embedding.weight": "token_embedding.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "final_layer_norm.weight": "ln_final.weight",
+    "final_layer_norm.bias": "ln_final.bias",
+}
+OPEN_CLIP_BLOCK = {
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+    "self_attn.out_proj": "attn.out_proj",
+}
 
 Rule = tuple[str, dict[str, str]]  # (original module prefix, inner renames)
 
@@ -82,6 +104,9 @@ def unet_rules(config) -> dict[str, Rule]:
             rules[f"up_blocks.{b}.attentions.{j}"] = (f"output_blocks.{i}.1", {})
         slot = 2 if "CrossAttn" in block_type else 1  # the upsampler follows the attention when there is one
         rules[f"up_blocks.{b}.upsamplers.0.conv"] = (f"output_blocks.{b * (per + 1) + per}.{slot}.conv", {})
+    if getattr(config, "addition_embed_type", None) == "text_time":  # SDXL's size/crop + pooled text embedding
+        rules["add_embedding.linear_1"] = ("label_emb.0.0", {})
+        rules["add_embedding.linear_2"] = ("label_emb.0.2", {})
     return rules
 
 
@@ -162,15 +187,62 @@ def text_encoder_to_original(state_dict: dict[str, torch.Tensor]) -> dict[str, t
     return {k.removeprefix("text_model."): v for k, v in state_dict.items() if not k.endswith("position_ids")}
 
 
-def pipeline_to_original(pipe: StableDiffusionPipeline, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """All weights of `pipe` under their original single-file names (LoRA merged), optionally cast to `dtype`."""
-    parts: list[tuple[str, Callable[[dict], dict], nn.Module]] = [
+def open_clip_to_original(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SDXL's second tower (CLIPTextModelWithProjection) -> OpenCLIP keys without the prefix: q/k/v fused into
+    `attn.in_proj_*` (in that order), `text_projection` transposed (OpenCLIP multiplies `x @ text_projection`)."""
+    out, fused, unmapped = {}, {}, []
+    for key, value in state_dict.items():
+        name = key.removeprefix("text_model.")
+        if name.endswith("position_ids"):
+            continue  # a buffer, not a weight
+        if name == "text_projection.weight":
+            out["text_projection"] = value.T.contiguous()
+        elif name in OPEN_CLIP_KEYS:
+            out[OPEN_CLIP_KEYS[name]] = value
+        elif name.startswith("encoder.layers."):
+            layer, rest = name.removeprefix("encoder.layers.").split(".", 1)
+            module, _, param = rest.rpartition(".")
+            block = f"transformer.resblocks.{layer}."
+            if module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                fused.setdefault(f"{block}attn.in_proj_{param}", {})[module.removeprefix("self_attn.")[0]] = value
+            elif module in OPEN_CLIP_BLOCK:
+                out[f"{block}{OPEN_CLIP_BLOCK[module]}.{param}"] = value
+            else:
+                unmapped.append(key)
+        else:
+            unmapped.append(key)
+    for key, qkv in fused.items():
+        if set(qkv) != {"q", "k", "v"}:
+            unmapped.append(f"{key} (only {sorted(qkv)} of q/k/v)")
+            continue
+        out[key] = torch.cat([qkv["q"], qkv["k"], qkv["v"]])
+    if unmapped:
+        raise SingleFileError(f"text_encoder_2: {len(unmapped)} key(s) have no original-layout name: {unmapped[:10]}")
+    return out
+
+
+Part = tuple[str, Callable[[dict], dict], nn.Module]  # (original prefix, key conversion, model)
+
+
+def pipeline_parts(pipe: StableDiffusionPipeline) -> list[Part]:
+    """Each model of `pipe` with its original prefix and key conversion; SDXL when it has a second text tower."""
+    parts: list[Part] = [
         (UNET_PREFIX, lambda sd: unet_to_original(sd, pipe.unet.config), pipe.unet),
         (VAE_PREFIX, lambda sd: vae_to_original(sd, pipe.vae.config), pipe.vae),
-        (TEXT_ENCODER_PREFIX, text_encoder_to_original, pipe.text_encoder),
     ]
+    if getattr(pipe, "text_encoder_2", None) is None:
+        return [*parts, (TEXT_ENCODER_PREFIX, text_encoder_to_original, pipe.text_encoder)]
+    return [
+        *parts,
+        (SDXL_TEXT_ENCODER_PREFIX, text_encoder_to_original, pipe.text_encoder),
+        (SDXL_TEXT_ENCODER_2_PREFIX, open_clip_to_original, pipe.text_encoder_2),
+    ]
+
+
+def pipeline_to_original(pipe: StableDiffusionPipeline, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """All weights of `pipe` under their original single-file names (LoRA merged), optionally cast to `dtype`."""
     out: dict[str, torch.Tensor] = {}
-    for prefix, convert, model in parts:
+    for prefix, convert, model in pipeline_parts(pipe):
         for key, value in convert(merged_state_dict(model)).items():
             value = value.detach().to("cpu", dtype=dtype if dtype is not None and value.is_floating_point() else None)
             out[prefix + key] = value.contiguous()

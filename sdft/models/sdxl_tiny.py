@@ -19,8 +19,11 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 from sdft.models.tiny import TEXT_HIDDEN_SIZE, TINY_RESOLUTION, _tiny_text_encoder, _tiny_vae, ensure_model_folder
 from sdft.models.tokenizer_vocab import build_clip_tokenizer, write_vocab_files
 
-SDXL_TINY_MODEL_VERSION = "sdxl-tiny-v1"
+SDXL_TINY_MODEL_VERSION = "sdxl-tiny-v2"  # v2: the second tower is wider than the first, as in SDXL
 TIME_EMBED_DIM = 8  # addition_time_embed_dim (SDXL: 256)
+# The second tower's width (SDXL: 768 and 1280). It must differ from the first's: diffusers' single-file loader tells
+# the towers of an original SDXL checkpoint apart by their width.
+TEXT_2_HIDDEN_SIZE = 48
 _SEED = 4321
 
 # stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json
@@ -51,18 +54,21 @@ def _tiny_sdxl_unet() -> UNet2DConditionModel:
         transformer_layers_per_block=(1, 2, 2),
         norm_num_groups=8,
         attention_head_dim=(2, 4, 4),
-        cross_attention_dim=2 * TEXT_HIDDEN_SIZE,  # both towers' hidden states, concatenated
+        cross_attention_dim=TEXT_HIDDEN_SIZE + TEXT_2_HIDDEN_SIZE,  # both towers' hidden states, concatenated
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=TIME_EMBED_DIM,
-        projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM + TEXT_HIDDEN_SIZE,  # time ids + pooled text
+        projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM + TEXT_2_HIDDEN_SIZE,  # time ids + pooled text
     )
 
 
 def _tiny_text_encoder_2(text_encoder: CLIPTextModel) -> CLIPTextModelWithProjection:
-    """The first tower's tiny config with OpenCLIP's gelu, plus the projection that gives SDXL its pooled embedding."""
+    """The first tower's tiny config, wider, with OpenCLIP's gelu, plus the projection that gives SDXL its pooled
+    embedding."""
     config = copy.deepcopy(text_encoder.config)
     config.hidden_act = "gelu"
+    config.hidden_size = config.projection_dim = TEXT_2_HIDDEN_SIZE
+    config.intermediate_size = 2 * TEXT_2_HIDDEN_SIZE
     return CLIPTextModelWithProjection(config)
 
 
