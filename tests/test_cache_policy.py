@@ -112,3 +112,5 @@ def test_fixed_noise_loss_encodes_once_and_keeps_its_value(fast_config, tmp_path
             steps = torch.full((latents.shape[0],), t, dtype=torch.long)
             losses.append(module.loss_at(latents, noise, steps, batch["input_ids"]).mean())
     assert value == float(torch.stack(losses).mean())
+    # later measurements (every N steps, the end) reuse the frozen VAE's means: no encoder run, same value
+    assert fixed.measure(trainer, module) == value and calls["vae"] == 1

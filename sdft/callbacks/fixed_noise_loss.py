@@ -13,6 +13,7 @@ import lightning as L
 import torch
 
 from sdft.data.images import load_rgb, resize_crop, to_tensor
+from sdft.memory import trim_heap
 
 TIMESTEPS = (100, 300, 500, 700, 900)  # spread over the schedule; every image is measured at each of them
 
@@ -27,6 +28,7 @@ class FixedNoiseLoss(L.Callback):
         self.first: float | None = None
         self.last: float | None = None
         self._batch: dict | None = None
+        self._latents: torch.Tensor | None = None
         self._last_step = -1
 
     def _fixed_batch(self, trainer: L.Trainer, module) -> dict:
@@ -46,6 +48,7 @@ class FixedNoiseLoss(L.Callback):
 
     @torch.no_grad()
     def measure(self, trainer: L.Trainer, module) -> float:
+        trim_heap()  # the training step's freed activations go back to the system first (sdft/memory.py)
         batch = self._fixed_batch(trainer, module)
         was_training = module.training
         module.eval()
@@ -53,8 +56,11 @@ class FixedNoiseLoss(L.Callback):
             gen = torch.Generator("cpu").manual_seed(self.seed)
             losses = []
             n = batch["pixel_values"].shape[0]
-            # the VAE mean and the text states do not depend on the timestep: computed once, not per timestep
-            latents = module.encode_latents(batch["pixel_values"], sample=False)
+            # the VAE mean and the text states do not depend on the timestep: computed once, not per timestep; the VAE
+            # is never trained, so its means are kept from the first measurement (no encoder activations later on)
+            if self._latents is None:
+                self._latents = module.encode_latents(batch["pixel_values"], sample=False)
+            latents = self._latents
             text = module.conditioning.encode(module, batch["input_ids"])  # the family's encoded text (SD 1.x, SDXL)
             for t in TIMESTEPS:
                 noise = torch.randn(latents.shape, generator=gen).to(latents.device)
