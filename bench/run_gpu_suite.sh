@@ -4,7 +4,7 @@
 # out of memory; each size in a fresh process). Prints img/s, peak GB, GFLOP/image and MFU against --peak-tflops
 # (default 989: H100/H200 dense bf16); PARTS=sdxl: the SDXL base architecture at 1024² (bench/sdxl_step.py).
 # Not yet run (no GPU so far), so its duration is unknown;
-# or run it in parts: PARTS=lora, PARTS=full, PARTS=extras.
+# or run it in parts: PARTS=lora, PARTS=full, PARTS=extras; PARTS=peer (not default): the side by side of issue #21.
 #   bash bench/run_gpu_suite.sh [results.jsonl]          # default: bench/results/gpu_suite.jsonl (appended)
 #   python bench/report.py bench/results/gpu_suite.jsonl
 set -uo pipefail
@@ -37,6 +37,15 @@ if [[ " $PARTS " == *" sdxl "* ]]; then
   sdxl $common
   sdxl $common --grad-checkpointing
   sdxl $common --grad-checkpointing --optim adamw8bit
+fi
+if [[ " $PARTS " == *" peer "* ]]; then
+  # side by side with diffusers' train_dreambooth_lora.py (issue #21; needs torchvision beside torch for the peer and
+  # ../shared/peer/): each tool's defaults, then both in bf16 mixed precision (the peer's --mixed_precision; sdft's
+  # trainer=gpu). Not in the default PARTS: run it as PARTS=peer.
+  echo "+ python bench/peer.py (SD 1.5 shape, ${RES}²)"
+  "$PY" bench/peer.py --model sd15 --resolution "$RES" --steps 10 --rounds 2 --out "${OUT%.jsonl}_peer.jsonl"
+  "$PY" bench/peer.py --model sd15 --resolution "$RES" --steps 10 --rounds 2 --out "${OUT%.jsonl}_peer.jsonl" \
+    --peer-arg=--mixed_precision=bf16 --sdft-arg trainer=gpu
 fi
 [[ " $PARTS " == *" extras "* ]] || exit 0
 # what the cheap speed-ups buy at batch 1 (LoRA)
