@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field
 
 import torch
 from peft import LoraConfig
@@ -19,19 +18,11 @@ from peft.tuners.lora import LoraLayer
 from peft.utils import set_peft_model_state_dict
 from torch import nn
 
+from sdft.adapters.imported import ImportedLora, file_kind_of
 from sdft.adapters.kohya import PEFT_KEY, Alphas, LoraFormatError, load_kohya_lora
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ImportedLora:
-    """What was injected, per model: module count, ranks and alphas found in the file."""
-
-    modules: dict[str, int] = field(default_factory=dict)  # "unet"/"text_encoder" -> number of LoRA modules
-    ranks: dict[str, list[int]] = field(default_factory=dict)  # distinct ranks per model
-    alphas: dict[str, list[float]] = field(default_factory=dict)  # distinct alphas per model
 
 
 def _lora_config(sd: dict[str, torch.Tensor], alphas: Alphas, kind: str, dropout: float) -> LoraConfig:
@@ -108,7 +99,7 @@ def load_lora_into(
             train_text_encoder=train_text_encoder,
             dropout=dropout,
         )
-    kind = _file_kind(path)
+    kind = file_kind_of(path)
     if kind is not None:  # LoHa / LoKr / DoRA / OFT: rebuilt with their own peft config
         return _load_other_kind(unet, text_encoder, path, kind, train_unet, train_text_encoder)
     unet_sd, te_sd, alphas = load_kohya_lora(path, unet, text_encoder)
@@ -136,15 +127,6 @@ def load_lora_into(
             summary.alphas[kind],
         )
     return summary
-
-
-def _file_kind(path: str | os.PathLike) -> str | None:
-    from safetensors import safe_open
-
-    from sdft.adapters.lycoris import file_kind
-
-    with safe_open(str(path), framework="pt") as f:
-        return file_kind(list(f.keys()))
 
 
 def _load_other_kind(unet, text_encoder, path, kind: str, train_unet: bool, train_text_encoder: bool) -> ImportedLora:

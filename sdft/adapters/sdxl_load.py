@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sdft.adapters.kohya import LoraFormatError
-from sdft.adapters.load import ImportedLora, _file_kind
+from sdft.adapters.imported import ImportedLora, file_kind_of
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 from sdft.models.family_pipelines import check_sdxl_lora_fits
 
@@ -42,7 +42,7 @@ def load_sdxl_lora_into(
     parameters are fp32 and require grad where the `train_*` flag says so (both towers follow
     `train_text_encoder`). Returns what was injected per model."""
     path = Path(path)
-    kind = _file_kind(path)
+    kind = file_kind_of(path)
     if kind is not None:
         raise LoraFormatError(
             f"{path} is a {kind} file: phase.init_lora with an SDXL base takes LoRA files (diffusers or kohya "
