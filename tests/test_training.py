@@ -98,10 +98,21 @@ def test_prior_preservation_uses_class_images_and_logs_both_losses(fast_config, 
         )
 
 
-def test_grid_png_has_expected_size(fast_config, tmp_path):
+def test_grid_png_has_expected_size(fast_config, tmp_path, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    decoded, real_decode = [], AutoencoderKL._decode
+
+    def counting(self, z, *args, **kwargs):  # _decode is what decode calls once per slice
+        decoded.append((z.shape[0], self.use_slicing))
+        return real_decode(self, z, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "_decode", counting)
     summary = run(
         fast_config("callbacks.validation_seeds=[0,1,2]", "callbacks.validation_at_start=true", "prior=default")
     )
+    # grids decode one image at a time (the decode of all seeds at once was a run's memory peak, issue #21)
+    assert decoded and all(d == (1, True) for d in decoded[-6:]), decoded
     assert len(summary["grids"]) == 2  # before training and at the end
     with Image.open(summary["grids"][-1]) as grid:
         rows, cols, tile = 2, 3, max(64, MIN_TILE)  # instance + class prompt, 3 seeds

@@ -73,11 +73,15 @@ class ValidationGrid(L.Callback):
         module.eval()
         frozen_dtype = module.vae.dtype  # mixed frozen/trained dtypes need autocast
         autocast = torch.autocast(module.device.type, dtype=frozen_dtype, enabled=frozen_dtype != torch.float32)
+        # the VAE decodes a row's images one at a time (diffusers' slicing): decoding all seeds at once was the run's
+        # peak memory at SD 1.5 size on a CPU (issue #21); only here, so the training latents' encoding is untouched
+        slicing, module.vae.use_slicing = getattr(module.vae, "use_slicing", False), True
         try:
             with autocast:
                 pipe = module_pipeline(module, self.tokenizer, self.tokenizer_2, self.scheduler)  # SD 1.x or SDXL
                 rows = [self._row(pipe, prompt) for prompt in self.prompts]
         finally:
+            module.vae.use_slicing = slicing
             module.train(was_training)
         return make_grid(rows, self.prompts, self.seeds, tile_size(self.resolution))
 
