@@ -14,11 +14,10 @@ from collections import Counter
 
 import torch
 from peft import LoraConfig
-from peft.tuners.lora import LoraLayer
 from peft.utils import set_peft_model_state_dict
 from torch import nn
 
-from sdft.adapters.imported import ImportedLora, file_kind_of
+from sdft.adapters.imported import ImportedLora, file_kind_of, lora_layers
 from sdft.adapters.kohya import PEFT_KEY, Alphas, LoraFormatError, load_kohya_lora
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 
@@ -114,18 +113,7 @@ def load_lora_into(
             continue
         config = _lora_config(sd, alphas, kind, dropout)
         _inject(model, sd, config, trainable, kind)
-        layers = [m for m in model.modules() if isinstance(m, LoraLayer) and ADAPTER_NAME in m.r]
-        summary.modules[kind] = len(layers)
-        summary.ranks[kind] = sorted({m.r[ADAPTER_NAME] for m in layers})
-        summary.alphas[kind] = sorted({float(m.lora_alpha[ADAPTER_NAME]) for m in layers})
-        log.info(
-            "Imported %d LoRA modules into the %s from %s (ranks %s, alphas %s)",
-            len(layers),
-            kind,
-            path,
-            summary.ranks[kind],
-            summary.alphas[kind],
-        )
+        summary.record(kind, lora_layers(model), path)
     return summary
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sdft.adapters.kohya import LoraFormatError
-from sdft.adapters.imported import ImportedLora, file_kind_of
+from sdft.adapters.imported import ImportedLora, file_kind_of, lora_layers
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 from sdft.models.family_pipelines import check_sdxl_lora_fits
 
@@ -76,24 +76,14 @@ def load_sdxl_lora_into(
             raise LoraFormatError(
                 f"{path}: {len(adapted[part])} {part} modules in the file, but diffusers injected {len(layers)}."
             )
-        summary.modules[part] = len(layers)
-        summary.ranks[part] = sorted({m.r[ADAPTER_NAME] for m in layers})
-        summary.alphas[part] = sorted({float(m.lora_alpha[ADAPTER_NAME]) for m in layers})
-        log.info(
-            "Imported %d LoRA modules into the %s from %s (ranks %s, alphas %s)",
-            len(layers),
-            part,
-            path,
-            summary.ranks[part],
-            summary.alphas[part],
-        )
+        summary.record(part, layers, path)
     return summary
 
 
 def _trainable_layers(model: nn.Module, trainable: bool, dropout: float) -> list[LoraLayer]:
     """The model's imported LoRA layers, their parameters fp32 (trained params stay fp32 whatever the frozen weights
     are) and requiring grad when `trainable`, with this run's dropout (as an SD 1.x import has)."""
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and ADAPTER_NAME in m.r]
+    layers = lora_layers(model)
     for layer in layers:
         layer.lora_dropout[ADAPTER_NAME] = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
     for name, param in model.named_parameters():
