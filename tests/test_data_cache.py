@@ -36,6 +36,16 @@ def test_vae_identity_follows_the_weights(tiny_pipe_factory):
     assert vae_identity(vae) != before
 
 
+def test_vae_identity_of_a_channels_last_vae(tiny_pipe_factory):
+    """model.channels_last=true with cached latents crashed here: a channels_last 1x1 conv weight is "contiguous"
+    with a last stride of C, which Tensor.view(uint8) refuses. The layout does not change the weights' identity."""
+    vae = tiny_pipe_factory().vae
+    before = vae_identity(vae)
+    vae.to(memory_format=torch.channels_last)
+    assert vae.quant_conv.weight.stride(-1) != 1  # the case that crashed
+    assert vae_identity(vae) == before
+
+
 def dataset(tmp_path, **kw):
     for k, size in enumerate([(80, 64), (64, 80), (64, 64)]):
         noise_image(tmp_path / "inst" / f"{k}.png", size=size, seed=k)

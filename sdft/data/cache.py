@@ -36,7 +36,8 @@ def vae_identity(vae) -> str:
     for name, tensor in sorted(vae.state_dict().items()):
         h.update(name.encode())
         h.update(str(tensor.dtype).encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # reshape(-1): a channels_last 1x1 conv weight is "contiguous" with a non-unit last stride, which view() refuses
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:32]
 
 
