@@ -138,3 +138,25 @@ def test_pages_given_back_again_only_after_the_resident_set_grew(monkeypatch):
     for _ in range(4):  # first batch; +0; +REGROWTH-1; +REGROWTH (a grid read the pages again)
         callback.on_train_batch_start(trainer, None, None, 0)
     assert calls == [1, 1]
+
+
+@linux
+def test_grid_gives_the_text_encoder_back_and_renders_the_same(fast_config, monkeypatch):
+    """Each grid row gives the text encoder's pages back once its prompts are encoded (a CPU grid's memory peak,
+    issue #21), and the grid is pixel-identical to one rendered without it (the next row maps them in again)."""
+    import numpy as np
+
+    import sdft.callbacks.validation_grid as grid_module
+    from sdft.train import prepare
+
+    parts = prepare(fast_config("callbacks.validation_seeds=[0,1]", "callbacks.validation_steps=3"))
+    grid = next(c for c in parts.trainer.callbacks if isinstance(c, grid_module.ValidationGrid))
+    monkeypatch.setattr(grid_module, "drop_resident_pages", lambda models: 0)
+    kept = np.asarray(grid.render(parts.module))
+    calls, real = [], drop_resident_pages
+    monkeypatch.setattr(grid_module, "drop_resident_pages", lambda models: calls.append((models, real(models))) or 0)
+    given_back = np.asarray(grid.render(parts.module))
+    assert len(calls) == len(grid.prompts) == 2  # once per row, not once per denoising step
+    assert all(models == [parts.module.text_encoder] for models, _ in calls)
+    assert calls[0][1] > 0, "the tiny text encoder's weights should be memory-mapped from its safetensors file"
+    assert np.array_equal(kept, given_back)
