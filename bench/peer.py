@@ -336,7 +336,8 @@ def main(argv=None) -> int:
                 log = work / f"log-{tool.replace(':', '-')}-{r}-{steps}.txt"
                 runs.append(run_one(args.python, argv, work, args.threads, log))
                 shutil.rmtree(out, ignore_errors=True)
-            results[tool].append(per_step(*([None] if args.in_process_only else []), *runs, n))
+            short, long = (None, *runs) if args.in_process_only else runs
+            results[tool].append(per_step(short, long, n))
             print(f"  {tool}: {json.dumps({k: round(v, 3) for k, v in results[tool][-1].items()})}", flush=True)
     med = {t: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for t, rs in results.items()}
     ratios = {
