@@ -137,13 +137,11 @@ def merge_loras(pipe, loras: list[tuple[Path, float]]) -> None:
 def check_sdxl_lora_file(path: Path, pipe) -> None:
     """An SDXL base merges plain LoRA files (diffusers or kohya keys) that fit it; anything else is one clear error
     before loading (the same check `sdft generate` makes)."""
-    from safetensors import safe_open
-
+    from sdft.adapters.lora_file import read_lora_file
     from sdft.adapters.lycoris import file_kind
     from sdft.models.family_pipelines import check_sdxl_lora_fits
 
-    with safe_open(str(path), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    state, _ = read_lora_file(path)
     kind = file_kind(list(state))
     if kind is not None:
         raise _error(
@@ -196,6 +194,10 @@ def export(
             )
         if suffix not in (".safetensors", ".ckpt"):
             raise _error(f"--single-file {single_file}: use a .safetensors file name")
+    from sdft.adapters.lora_file import read_lora_file
+
+    for path, _ in loras or []:  # a damaged or NaN LoRA fails now, before the base loads
+        read_lora_file(path)
     pipe = load_base(base, config=config, vae=vae, allow_pickle=allow_pickle)
     merge_loras(pipe, list(loras or []))
     written = []

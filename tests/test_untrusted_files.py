@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import struct
 
 import pytest
 import torch
@@ -50,6 +52,11 @@ def test_resume_never_unpickles_code(which, fast_config, tmp_path):
     assert not marker.exists(), "loading the checkpoint ran code"
 
 
+def header_file(header: bytes) -> bytes:
+    """A safetensors file with this (damaged) JSON header and 16 bytes of data."""
+    return struct.pack("<Q", len(header)) + header + bytes(16)
+
+
 @pytest.fixture(scope="module")
 def bad_loras(tiny_pipe_factory, tmp_path_factory) -> dict:
     """A valid LoRA file, and broken variants of it."""
@@ -70,6 +77,9 @@ def bad_loras(tiny_pipe_factory, tmp_path_factory) -> dict:
         metadata = f.metadata()
     tensors = load_file(str(good))
     files = {"empty": b"", "garbage": b"this is not a safetensors file" * 10, "truncated": data[: len(data) // 2]}
+    files["bad_header"] = header_file(b'{"lora_unet_x.lora_down.weight": {"dtype": "F32", "shape": [2')
+    huge = {"lora_unet_x.lora_down.weight": {"dtype": "F32", "shape": [10**6, 10**6], "data_offsets": [0, 16]}}
+    files["huge_shape"] = header_file(json.dumps(huge).encode())
     out = {}
     for name, content in files.items():
         (root / f"{name}.safetensors").write_bytes(content)
@@ -83,7 +93,7 @@ def bad_loras(tiny_pipe_factory, tmp_path_factory) -> dict:
     return out
 
 
-BAD = ["empty", "garbage", "truncated", "bad_json", "nan"]
+BAD = ["empty", "garbage", "truncated", "bad_header", "huge_shape", "bad_json", "nan"]
 
 
 @pytest.mark.parametrize("which", BAD)
@@ -124,3 +134,41 @@ def test_bad_init_lora_is_refused_before_the_model_loads(which, bad_loras, fast_
     monkeypatch.setattr(sdft.train, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded first"))
     with pytest.raises(LoraFormatError, match=bad_loras[which].name):
         run(fast_config(f"phase.init_lora={bad_loras[which]}", "phase.start=continue"))
+
+
+@pytest.mark.parametrize("base", ["tiny", "sdxl_tiny"])
+@pytest.mark.parametrize("which", BAD)
+def test_bad_lora_for_export_is_one_line_before_the_base_loads(which, base, bad_loras, monkeypatch, tmp_path, capsys):
+    import sdft.export
+    from sdft.cli import main
+
+    monkeypatch.setattr(sdft.export, "load_base", lambda *a, **k: pytest.fail("the base loaded first"))
+    path = bad_loras[which]
+    rc = main(["export", "--base", base, "--lora", str(path), "--diffusers", str(tmp_path / "merged")])
+    err = capsys.readouterr().err
+    assert rc != 0 and str(path) in err and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("which", BAD)
+def test_bad_lora_for_resize_is_one_line(which, bad_loras, tmp_path, capsys):
+    from sdft.cli import main
+
+    path = bad_loras[which]
+    rc = main(["lora", "resize", str(path), str(tmp_path / "small.safetensors"), "--rank", "1"])
+    err = capsys.readouterr().err
+    assert rc != 0 and str(path) in err and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "small.safetensors").exists()
+
+
+@pytest.mark.parametrize("which", ["bad_header", "huge_shape"])
+def test_every_lora_reader_refuses_a_damaged_file(which, bad_loras, tiny_pipe_factory):
+    """The adapter imports and the SDXL fit check read through sdft/adapters/lora_file.py too."""
+    from sdft.adapters.imported import file_kind_of
+    from sdft.adapters.kohya import LoraFormatError
+    from sdft.adapters.peft_files import inject_path
+
+    path = bad_loras[which]
+    for read in (lambda: file_kind_of(path), lambda: inject_path(path, tiny_pipe_factory(), "x")):
+        with pytest.raises(LoraFormatError, match=path.name):
+            read()

@@ -46,9 +46,7 @@ def lora_layers(model: nn.Module) -> list[LoraLayer]:
 
 def file_kind_of(path: str | os.PathLike) -> str | None:
     """The adapter kind of a safetensors file from its key names (sdft/adapters/lycoris.py: loha, lokr, dora, oft, full), None for LoRA / LoCon."""
-    from safetensors import safe_open
-
+    from sdft.adapters.lora_file import lora_header
     from sdft.adapters.lycoris import file_kind
 
-    with safe_open(str(path), framework="pt") as f:
-        return file_kind(list(f.keys()))
+    return file_kind(lora_header(path)[0])

@@ -119,12 +119,10 @@ def load_lora_into(
 
 def _load_other_kind(unet, text_encoder, path, kind: str, train_unet: bool, train_text_encoder: bool) -> ImportedLora:
     """A LoHa / LoKr / DoRA / OFT file (sdft/diffusers or kohya format) as the trainable adapter "default"."""
-    from safetensors import safe_open
-
+    from sdft.adapters.lora_file import read_lora_file
     from sdft.adapters.peft_files import inject, parse_file
 
-    with safe_open(str(path), framework="pt") as f:
-        metadata, state = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    state, metadata = read_lora_file(path)
     models = {"unet": unet, "text_encoder": text_encoder}
     summary = ImportedLora()
     for part, (config, sd) in parse_file(state, metadata, kind, models).items():

@@ -228,14 +228,12 @@ def inject_file(
 def inject_path(path, pipe, name: str) -> tuple[str, ...] | None:
     """Inject the file at `path` into the pipeline as adapter `name` if it is a LoHa/LoKr/DoRA/OFT file; None (and
     nothing done) for a LoRA / LoCon file, which diffusers' load_lora_weights reads."""
-    from safetensors import safe_open
-
+    from sdft.adapters.lora_file import lora_header, read_lora_file
     from sdft.adapters.lycoris import file_kind
 
-    with safe_open(str(path), framework="pt") as f:
-        kind = file_kind(list(f.keys()))
-        if kind is None:
-            return None
-        metadata, state = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    kind = file_kind(lora_header(path)[0])
+    if kind is None:
+        return None
+    state, metadata = read_lora_file(path)
     models = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
     return inject_file(models, state, metadata, kind, name, str(path))

@@ -161,16 +161,15 @@ def resize_file(
 ) -> ResizeReport:
     """Read a kohya or diffusers LoRA file, resize it, write kohya format. fp16=None keeps the input's dtype."""
     import torch
-    from safetensors import safe_open
 
     from sdft.adapters.kohya import kohya_metadata, load_kohya_lora, to_kohya, write_kohya_file
+    from sdft.adapters.lora_file import read_lora_file
     from sdft.adapters.lycoris import file_kind
 
-    with safe_open(str(src), framework="pt") as f:
-        metadata = dict(f.metadata() or {})
-        weights = [k for k in f.keys() if k.endswith(("lora_down.weight", "lora_A.weight", "lora.down.weight"))]
-        in_dtype = f.get_tensor(weights[0]).dtype if weights else torch.float32
-        kind = file_kind(list(f.keys()))
+    state, metadata = read_lora_file(src)
+    weights = [k for k in state if k.endswith(("lora_down.weight", "lora_A.weight", "lora.down.weight"))]
+    in_dtype = state[weights[0]].dtype if weights else torch.float32
+    kind = file_kind(list(state))
     if kind is not None:  # SVD of up @ down is LoRA's maths; DoRA's scale would no longer match the new direction
         raise ConfigError(f"sdft lora resize: {src} is a {kind} file; resize handles LoRA and LoCon files only.")
     unet_sd, te_sd, alphas = load_kohya_lora(src)

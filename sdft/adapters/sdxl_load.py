@@ -17,12 +17,12 @@ from types import SimpleNamespace
 
 from diffusers import StableDiffusionXLPipeline
 from peft.tuners.lora import LoraLayer
-from safetensors.torch import load_file
 from torch import nn
 
 from sdft.adapters.kohya import LoraFormatError
 from sdft.adapters.imported import ImportedLora, file_kind_of, lora_layers
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
+from sdft.adapters.lora_file import read_lora_file
 from sdft.models.family_pipelines import check_sdxl_lora_fits
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def load_sdxl_lora_into(
             raise LoraFormatError(
                 f"The {part} already has an adapter named {ADAPTER_NAME!r}; import into a fresh model."
             )
-    adapted = check_sdxl_lora_fits(load_file(str(path)), SimpleNamespace(**models), str(path))
+    adapted = check_sdxl_lora_fits(read_lora_file(path)[0], SimpleNamespace(**models), str(path))
     state, alphas, metadata = StableDiffusionXLPipeline.lora_state_dict(
         str(path.parent), weight_name=path.name, unet_config=unet.config, return_lora_metadata=True
     )
