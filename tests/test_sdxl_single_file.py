@@ -212,6 +212,24 @@ def test_offline_sdxl_file_without_config_names_the_sdxl_default(sdxl_file, tmp_
     assert "stabilityai/stable-diffusion-xl-base-1.0" in str(err.value) and "SDXL base 1.0" in str(err.value)
 
 
+def test_damaged_or_vae_less_sdxl_single_file_is_one_clear_error(sdxl_dir, sdxl_file, tmp_path):
+    """Issue 33 item 5: a truncated SDXL file is one ModelLoadError naming it; one without VAE weights (as many SDXL
+    fine-tunes ship) asks for model.vae instead of two chained SingleFileComponentError tracebacks, and loads with
+    it."""
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(sdxl_file.read_bytes()[:4096])
+    with pytest.raises(ModelLoadError, match=r"truncated\.safetensors: not a readable checkpoint"):
+        load_pipeline(ModelConfig(path=str(truncated), config=str(sdxl_dir)))
+    no_vae = tmp_path / "no_vae.safetensors"
+    save_file({k: v for k, v in load_file(sdxl_file).items() if not k.startswith(VAE_PREFIX)}, str(no_vae))
+    with pytest.raises(ModelLoadError, match=r"no VAE weights .*model\.vae=madebyollin/sdxl-vae-fp16-fix"):
+        load_pipeline(ModelConfig(path=str(no_vae), config=str(sdxl_dir)))
+    pipe = load_pipeline(ModelConfig(path=str(no_vae), config=str(sdxl_dir), vae=str(sdxl_dir)))
+    base = folder_pipe(sdxl_dir)
+    assert_same(pipe, base, PARTS)
+    assert pipe.vae.config.scaling_factor == 0.13025
+
+
 def test_sdxl_vae_override_from_folder_and_single_file(sdxl_dir, sdxl_file, tmp_path):
     """An fp16-fix-style VAE (another SDXL VAE, force_upcast off) as a folder and as a single file, on an SDXL base
     (diffusers folder and single file); the latent scale stays SDXL's."""

@@ -113,3 +113,21 @@ def test_clip_skip_text_states_match_diffusers(tiny_pipe_factory, monkeypatch):
     for bad in (0, encoder.config.num_hidden_layers + 1):
         with pytest.raises(ConfigError, match="clip_skip"):
             text_states(encoder, ids, bad)
+
+
+def test_damaged_or_vae_less_single_file_is_one_clear_error(tiny_dir, tiny_pipe_factory, tmp_path):
+    """Issue 33 item 5: a truncated file is a ModelLoadError naming it (not a SafetensorError); a file without VAE
+    weights asks for model.vae and, given it, loads with that VAE."""
+    base = tiny_pipe_factory()
+    path = save_single_file(base, tmp_path / "model.safetensors", dtype=torch.float32)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match=r"truncated\.safetensors: not a readable checkpoint"):
+        load_pipeline(ModelConfig(path=str(truncated), config=str(tiny_dir)))
+    state = pipeline_to_original(base, torch.float32)
+    no_vae = tmp_path / "no_vae.safetensors"
+    save_file({k: v for k, v in state.items() if not k.startswith(VAE_PREFIX)}, str(no_vae))
+    with pytest.raises(ModelLoadError, match=r"no VAE weights .*model\.vae="):
+        load_pipeline(ModelConfig(path=str(no_vae), config=str(tiny_dir)))
+    pipe = load_pipeline(ModelConfig(path=str(no_vae), config=str(tiny_dir), vae=str(tiny_dir)))
+    assert same_weights(pipe.vae, base.vae) and same_weights(pipe.unet, base.unet)

@@ -30,25 +30,33 @@ SDXL_REFINER_MARK = "conditioner.embedders.0.model."
 def checkpoint_keys(path: Path) -> list[str]:
     """The tensor names of a single-file checkpoint: read from the .safetensors header, without the weights; a
     pickle (already allowed by the caller) is memory-mapped where its format permits."""
-    if path.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            return list(f.keys())
-    import torch
-
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        import torch
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (SafetensorError, UnpicklingError, EOFError, ...: all mean damaged)
+        raise ModelLoadError(
+            f"model.path={path}: not a readable checkpoint (truncated, a damaged header or another format: "
+            f"{str(err)[:160]}). Download it again (compare its size or sha256 with the source's)."
+        ) from None
     state = state.get("state_dict", state) if isinstance(state, dict) else {}
     return list(state)
 
 
-def checkpoint_family(path: Path, wanted: ModelFamily | str | None = None) -> ModelFamily:
+def checkpoint_family(
+    path: Path, wanted: ModelFamily | str | None = None, keys: list[str] | None = None
+) -> ModelFamily:
     """SDXL when the file holds SDXL's second text tower (`conditioner.embedders.1.*`), else SD 1.x; a different
-    explicit ``model.family`` (``wanted``) is an error, before anything is loaded."""
-    keys = checkpoint_keys(path)
+    explicit ``model.family`` (``wanted``) is an error, before anything is loaded. `keys`: checkpoint_keys(path)."""
+    keys = checkpoint_keys(path) if keys is None else keys
     if not any(k.startswith(SDXL_MARK) for k in keys) and any(k.startswith(SDXL_REFINER_MARK) for k in keys):
         raise ModelLoadError(
             f"model.path={path} is an SDXL refiner checkpoint (one OpenCLIP tower, conditioner.embedders.0.model.*); "

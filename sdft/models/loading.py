@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
+from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from sdft.config import SDXL_TINY_MODEL, TINY_MODEL, TOY_MODEL, Attention, ModelConfig, ModelFamily, WeightDtype
 from sdft.errors import ModelLoadError
 from sdft.memory import to_dtype
-from sdft.models.family import check_family, checkpoint_family
+from sdft.models.family import check_family, checkpoint_family, checkpoint_keys
 from sdft.models.text import check_clip_skip
 
 log = logging.getLogger(__name__)
@@ -148,12 +149,30 @@ def _check_config_family(folder: Path, config: str, family: ModelFamily, path: s
         )
 
 
-def _from_single_file(path: Path, cfg: ModelConfig) -> StableDiffusionPipeline:
+def _from_single_file(path: Path, cfg: ModelConfig) -> tuple[StableDiffusionPipeline, bool]:
     """An original-layout checkpoint through diffusers' own converter (`from_single_file`), with the pipeline class
-    of its family: detected from the keys (SDXL's second text tower), checked against model.family."""
+    of its family: detected from the keys (SDXL's second text tower), checked against model.family.
+
+    A checkpoint without VAE weights (many SDXL fine-tunes ship so) takes model.vae, loaded first and given to the
+    converter; without model.vae it is one clear error before any weight loads. Returns (pipeline, whether its VAE
+    is model.vae's already)."""
+    from sdft.models.original_layout import VAE_PREFIX
+
     check_weights_file(path, cfg.allow_pickle, "model.path")
-    family = checkpoint_family(path, getattr(cfg, "family", None))
+    keys = checkpoint_keys(path)
+    family = checkpoint_family(path, getattr(cfg, "family", None), keys)
+    has_vae = any(k.startswith(VAE_PREFIX) for k in keys)
+    if not has_vae and not cfg.vae:
+        example = "madebyollin/sdxl-vae-fp16-fix" if family == ModelFamily.sdxl else "stabilityai/sd-vae-ft-mse"
+        raise ModelLoadError(
+            f"model.path={path} holds no VAE weights ({VAE_PREFIX}*): pass the VAE it was made for as "
+            f"model.vae=<hub id, diffusers folder or single file> (e.g. model.vae={example})."
+        )
     config = resolve_config(cfg, family)
+    if not has_vae:  # the converter cannot build the VAE from this file: it takes model.vae's
+        extra_vae = dict(vae=load_vae(cfg.vae, cfg, _config_only_vae(config)))
+    else:
+        extra_vae = {}
     if family == ModelFamily.sdxl:
         from diffusers import StableDiffusionXLPipeline
 
@@ -163,13 +182,22 @@ def _from_single_file(path: Path, cfg: ModelConfig) -> StableDiffusionPipeline:
         pipeline_class, extra = StableDiffusionPipeline, NO_SAFETY_CHECKER
         layout = "model.diffusion_model.*, first_stage_model.*, cond_stage_model.*"
     try:
-        return pipeline_class.from_single_file(str(path), config=config, local_files_only=True, **extra)
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        pipe = pipeline_class.from_single_file(str(path), config=config, local_files_only=True, **extra, **extra_vae)
+    except (OSError, ValueError, RuntimeError, KeyError, SingleFileComponentError) as err:
         raise ModelLoadError(
             f"Could not load the single-file checkpoint model.path={path} with the architecture of {config}: {err}\n"
             f"Is it an {'SDXL' if family == ModelFamily.sdxl else 'SD 1.x'} checkpoint in the original layout "
             f"({layout})? Does model.config name a diffusers folder of the same architecture?"
         ) from err
+    return pipe, bool(extra_vae)
+
+
+def _config_only_vae(config: str) -> AutoencoderKL:
+    """The architecture's VAE with no weights (meta tensors): load_vae reads only its config."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        return AutoencoderKL.from_config(AutoencoderKL.load_config(config, subfolder="vae"))
 
 
 def load_vae(spec: str, cfg: ModelConfig, base_vae: AutoencoderKL) -> AutoencoderKL:
@@ -226,6 +254,7 @@ def keep_base_scaling_factor(vae: AutoencoderKL, base_vae: AutoencoderKL, spec: 
 
 def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
     """Load the base pipeline named by `cfg` (nothing trainable is set up here)."""
+    vae_done = False
     if cfg.path == TINY_MODEL:
         from sdft.models.tiny import ensure_tiny_model
 
@@ -243,7 +272,7 @@ def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
         if local.is_dir():
             pipe = _from_folder(local)
         elif local.is_file():
-            pipe = _from_single_file(local, cfg)
+            pipe, vae_done = _from_single_file(local, cfg)
         elif HUB_ID.match(cfg.path):
             pipe = _from_hub(cfg)
         else:
@@ -254,7 +283,7 @@ def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
             )
     if cfg.config and not (cfg.path not in (TINY_MODEL, TOY_MODEL) and Path(cfg.path).expanduser().is_file()):
         log.warning("model.config=%s is only used for single-file checkpoints; ignored for %s.", cfg.config, cfg.path)
-    if cfg.vae:
+    if cfg.vae and not vae_done:
         pipe.register_modules(vae=load_vae(cfg.vae, cfg, pipe.vae))
         log.info("VAE replaced by %s", cfg.vae)
     if cfg.prediction_type is not None:
