@@ -10,56 +10,63 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sdft.adapters.kinds import is_peft_kind
 from sdft.errors import ConfigError
 
 
 def check_values(cfg: DictConfig, data: DictConfig) -> None:
     """`data` is the resolved data view (a kohya TOML's settings merged in: sdft.data.folders.data_settings)."""
-    cb, ad = cfg.callbacks, cfg.adapter
-    if cb.keep_last_k < 1:
-        raise ConfigError(
-            f"callbacks.keep_last_k={cb.keep_last_k} would delete every checkpoint, resumable state "
-            "included: keep at least 1 (set callbacks.checkpoint_every_n_steps=0 for no step checkpoints)."
-        )
-    if data.repeats < 1 or any(c.repeats is not None and c.repeats < 1 for c in data.concepts):
-        raise ConfigError(
-            "data.repeats (and each concept's repeats) must be >= 1: with 0 an epoch has no images and "
-            "nothing is trained."
-        )
-    if cfg.optim.lr <= 0 or (cfg.optim.text_encoder_lr is not None and cfg.optim.text_encoder_lr < 0):
-        raise ConfigError(
-            f"optim.lr={cfg.optim.lr} (text_encoder_lr={cfg.optim.text_encoder_lr}): learning rates "
-            "must be > 0, or the result is the untrained model (to freeze the text encoder, set "
-            "adapter.train_text_encoder=false)."
-        )
-    if getattr(cfg.optim, "text_encoder_2_lr", None) is not None and cfg.optim.text_encoder_2_lr < 0:  # SDXL
-        raise ConfigError(
-            f"optim.text_encoder_2_lr={cfg.optim.text_encoder_2_lr}: learning rates must be >= 0 (to "
-            "freeze both text towers, set adapter.train_text_encoder=false)."
-        )
+    from sdft.config import DataConfig, SdftConfig
+
+    where = f" (phase {cfg.phase.name!r})" if cfg.phase.name != "main" else ""
+    check_ranges(cfg, SdftConfig, "", where)
+    check_ranges(data, DataConfig, "data.", where)  # a kohya TOML's values, under the keys they stand for
     for key, value in (
         ("data.resolution", data.resolution),
-        ("callbacks.validation_resolution", cb.validation_resolution),
+        ("callbacks.validation_resolution", cfg.callbacks.validation_resolution),
+        ("eval.resolution", cfg.eval.resolution),
     ):
-        if value is not None and (value < 8 or value % 8):
+        if value is not None and value % 8:
             raise ConfigError(
-                f"{key}={value}: must be a positive multiple of 8 (the VAE downsamples by 8), "
+                f"{key}={value}{where}: must be a positive multiple of 8 (the VAE downsamples by 8), "
                 f"e.g. {max(8, value // 8 * 8)}."
             )
-    if is_peft_kind(ad.kind):  # LoRA, LoCon, DoRA, LoHa, LoKr, OFT
-        if ad.rank < 1:
-            raise ConfigError(f"adapter.rank={ad.rank}: the adapter rank must be >= 1 (typical: 4 to 64).")
-        if ad.conv_rank is not None and ad.conv_rank < 1:
-            raise ConfigError(f"adapter.conv_rank={ad.conv_rank}: must be >= 1 (or unset: conv_rank = rank).")
-        if ad.alpha is not None and ad.alpha <= 0:
-            raise ConfigError(f"adapter.alpha={ad.alpha}: must be > 0 (or unset: alpha = rank).")
-    if not 0.0 <= ad.dropout < 1.0:
-        raise ConfigError(f"adapter.dropout={ad.dropout}: must be in [0, 1) (a probability; typical 0 to 0.1).")
     if cfg.phase.init_lora and Path(cfg.phase.init_lora).expanduser().is_file():
         from sdft.adapters.lora_file import read_lora_file
 
         read_lora_file(Path(cfg.phase.init_lora).expanduser())  # a damaged or NaN file fails now, not after loading
+
+
+def check_ranges(cfg: DictConfig, schema: type, prefix: str = "", where: str = "") -> None:
+    """Every numeric field of the dataclass `schema` (recursively) against the Range it declares in sdft/config.py
+    (`ranged`); the first value outside is a ConfigError naming the key, the value, the range and the default."""
+    import dataclasses
+    import typing
+
+    from sdft.config import field_range
+
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key, value, hint = prefix + f.name, cfg.get(f.name), hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            check_ranges(value, hint, key + ".", where)
+            continue
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) in (list, typing.List) else None
+        if item is not None and dataclasses.is_dataclass(item):  # data.concepts, phases
+            for i, element in enumerate(value or []):
+                check_ranges(element, item, f"{key}[{i}].", where)
+            continue
+        valid = field_range(f)
+        if valid is None or value is None:
+            continue
+        for v in value if item is not None else [value]:
+            if v not in valid:
+                default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+                raise ConfigError(
+                    f"{key}={value if item is None else list(value)}{where}: must be {valid.text()}"
+                    f"{' for each value' if item is not None else ''}"
+                    f"{f' ({valid.why})' if valid.why else ''}. Set {key} in that range in the config or on "
+                    f"the command line (default: {'unset' if default is None else default})."
+                )
 
 
 def typed_config(cfg: dict) -> DictConfig:

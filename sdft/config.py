@@ -6,6 +6,8 @@ fails when the config is composed, before anything is loaded, with Hydra's messa
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
@@ -18,6 +20,51 @@ TOY_MODEL = "toy"  # model.path value that selects the pretrained toy-world base
 SDXL_TINY_MODEL = (
     "sdxl_tiny"  # model.path value that selects the offline tiny SDXL-shaped model (sdft/models/sdxl_tiny.py)
 )
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric config field (each element, for a list): declared once, on the field, with
+    `ranged`; sdft/checks.py checks every field from it before anything loads. Bounds of None are open ends; a value
+    must also be finite."""
+
+    ge: Optional[float] = None
+    gt: Optional[float] = None
+    le: Optional[float] = None
+    lt: Optional[float] = None
+    why: str = ""  # what the value means, said in the error message
+
+    def __contains__(self, value: float) -> bool:
+        return (
+            math.isfinite(value)
+            and (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+    def text(self) -> str:
+        """e.g. `>= 1`, `> 0`, `in [0, 1)`, `a finite number`."""
+        low = (f"{self.ge:g}", "[") if self.ge is not None else (f"{self.gt:g}", "(") if self.gt is not None else None
+        high = (f"{self.le:g}", "]") if self.le is not None else (f"{self.lt:g}", ")") if self.lt is not None else None
+        if low and high:
+            return f"in {low[1]}{low[0]}, {high[0]}{high[1]}"
+        if low:
+            return f"{'>=' if low[1] == '[' else '>'} {low[0]}"
+        if high:
+            return f"{'<=' if high[1] == ']' else '<'} {high[0]}"
+        return "a finite number"
+
+
+def ranged(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **bounds: Any) -> Any:
+    """A dataclass field with its valid Range in the metadata: `ranged(1, ge=1, why="images per batch")`; lists take
+    `factory=` and the range holds for each element."""
+    return field(default=default, default_factory=factory, metadata={"range": Range(**bounds)})
+
+
+def field_range(f: dataclasses.Field) -> Range | None:
+    """The Range a schema field declares, None for non-numeric fields."""
+    return f.metadata.get("range")
 
 
 class WeightDtype(str, Enum):
@@ -110,7 +157,8 @@ class ModelConfig:
     )
     vae: Optional[str] = None  # other VAE: hub id, diffusers folder or single file (e.g. stabilityai/sd-vae-ft-mse)
     allow_pickle: bool = False  # load .ckpt/.pt/.bin pickle files (pickle can run code: only files you trust)
-    clip_skip: int = 1  # 1 = last CLIP layer (SD default), 2 = penultimate (A1111 "Clip skip"); training and sampling
+    # 1 = last CLIP layer (SD default), 2 = penultimate (A1111 "Clip skip"); training and sampling
+    clip_skip: int = ranged(1, ge=1, why="1 = the last CLIP layer, 2 = the penultimate")
     revision: Optional[str] = None
     variant: Optional[str] = None  # e.g. "fp16" for hub repos that ship fp16 weight files
     local_files_only: bool = False  # never touch the network; also set by HF_HUB_OFFLINE=1
@@ -134,12 +182,13 @@ class ConceptConfig:
     instance_prompt: Optional[str] = None  # e.g. "photo of sks dog"; default: from the folder name
     class_prompt: Optional[str] = None  # e.g. "photo of a dog"; its class images get this prompt
     class_dir: Optional[str] = None  # existing class images, or where generated ones go
-    repeats: Optional[int] = None  # default: the folder's `<repeats>_` prefix, else data.repeats
-    loss_weight: float = 1.0  # multiplies this concept's per-sample loss
+    # default: the folder's `<repeats>_` prefix, else data.repeats
+    repeats: Optional[int] = ranged(None, ge=1, why="0 leaves the concept out of every epoch")
+    loss_weight: float = ranged(1.0, ge=0)  # multiplies this concept's per-sample loss
     trigger: Optional[str] = None  # ensured in every caption; default: from the folder name / instance prompt
     is_reg: bool = False  # this entry is a class (regularisation) set, not a subject
     caption_extension: Optional[str] = None  # default: data.caption_extension
-    keep_tokens: Optional[int] = None  # default: data.keep_tokens
+    keep_tokens: Optional[int] = ranged(None, ge=0)  # default: data.keep_tokens
     shuffle_caption: Optional[bool] = None  # default: data.shuffle_caption
     flip: Optional[bool] = None  # default: data.random_flip
 
@@ -162,23 +211,29 @@ class DataConfig:
     missing_captions: MissingCaptions = MissingCaptions.warn
     ensure_trigger: bool = True  # prepend the concept's trigger word to captions that lack it
     shuffle_caption: bool = False  # shuffle comma-separated tags (after the first keep_tokens)
-    keep_tokens: int = 0  # tags kept in place at the start when shuffling
-    caption_dropout: float = 0.0  # probability of training a sample on the empty prompt
+    keep_tokens: int = ranged(0, ge=0)  # tags kept in place at the start when shuffling
+    # probability of training a sample on the empty prompt
+    caption_dropout: float = ranged(0.0, ge=0, lt=1, why="a probability")
     # null: the base model's native size (its U-Net's sample size x the VAE factor: SD 1.x 512, SDXL 1024, tiny 64)
-    resolution: Optional[int] = None
+    resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8")
     center_crop: bool = True  # False: random crop
     random_flip: bool = False
     enable_bucket: bool = False  # aspect-ratio buckets instead of square crops
-    min_bucket_reso: Optional[int] = None  # null: half the native size (SD 1.x 256, SDXL 512)
-    max_bucket_reso: Optional[int] = None  # null: twice the native size (SD 1.x 1024, SDXL 2048)
-    bucket_reso_steps: int = 64
+    # null: half the native size (SD 1.x 256, SDXL 512)
+    min_bucket_reso: Optional[int] = ranged(None, ge=8, why="pixels")
+    # null: twice the native size (SD 1.x 1024, SDXL 2048)
+    max_bucket_reso: Optional[int] = ranged(None, ge=8, why="pixels")
+    bucket_reso_steps: int = ranged(64, ge=8, why="pixels, a multiple of 8")
     bucket_no_upscale: bool = False  # images smaller than resolution^2 keep their size (rounded to the step)
-    batch_size: int = 1  # instance images per batch; with prior preservation as many class images are added
-    repeats: int = 1  # an epoch shows each instance image this many times
-    num_workers: int = 0
+    # instance images per batch; with prior preservation as many class images are added
+    batch_size: int = ranged(1, ge=1, why="instance images per batch")
+    # an epoch shows each instance image this many times
+    repeats: int = ranged(1, ge=1, why="with 0 an epoch has no images and nothing is trained")
+    num_workers: int = ranged(0, ge=0, why="data loader processes; 0 loads in the main process")
     # error: stop with the list of unreadable files | skip: leave them out, with a warning
     on_bad_images: OnBadImages = OnBadImages.error
-    background: List[int] = field(default_factory=lambda: [255, 255, 255])  # transparency is composited on this
+    # transparency is composited on this
+    background: List[int] = ranged(factory=lambda: [255, 255, 255], ge=0, le=255, why="an RGB colour")
     # null (auto): cached where exact and worth it (sdft/data/cache_policy.py); true: asked for; false: never
     cache_latents: Optional[bool] = None  # encode each image with the VAE once (memory, or disk with cache_to_disk)
     cache_to_disk: bool = False
@@ -186,7 +241,8 @@ class DataConfig:
     cache_text_encoder_outputs: Optional[bool] = (
         None  # only used when the text encoder is frozen and captions are fixed
     )
-    validation_split: float = 0.0  # hold out this share of the instance images (seeded): val/fixed_noise_loss uses them
+    # hold out this share of the instance images (seeded): val/fixed_noise_loss uses them
+    validation_split: float = ranged(0.0, ge=0, lt=1, why="a share of the instance images")
     mask_dir: Optional[str] = None  # loss masks by image stem (loss.masked_loss); else <stem>.mask.png, else alpha
 
 
@@ -200,10 +256,10 @@ class EmbeddingConfig:
     init_word: Optional[str] = (
         None  # every vector starts as this word's embedding; default: the class prompt's last word
     )
-    num_vectors: int = (
-        1  # vectors per token (<sks>, <sks>_1, ... as diffusers names them); the prompt writes <sks> only
-    )
-    train_fraction: float = 1.0  # pivotal tuning: the embedding is frozen after this share of trainer.max_steps
+    # vectors per token (<sks>, <sks>_1, ... as diffusers names them); the prompt writes <sks> only
+    num_vectors: int = ranged(1, ge=1)
+    # pivotal tuning: the embedding is frozen after this share of trainer.max_steps
+    train_fraction: float = ranged(1.0, gt=0, le=1, why="the share of trainer.max_steps the embedding trains")
 
 
 @dataclass
@@ -211,16 +267,20 @@ class AdapterConfig:
     """What is trained: LoRA on named target groups, or the full U-Net (DreamBooth)."""
 
     kind: AdapterKind = AdapterKind.lora
-    rank: int = 4
-    alpha: Optional[float] = None  # LoRA scale = alpha / rank; default alpha = rank
-    dropout: float = 0.0
+    rank: int = ranged(4, ge=1, why="typical: 4 to 64")
+    # LoRA scale = alpha / rank; default alpha = rank
+    alpha: Optional[float] = ranged(None, gt=0, why="or unset: alpha = rank")
+    dropout: float = ranged(0.0, ge=0, lt=1, why="a probability; typical 0 to 0.1")
     train_unet: bool = True
     train_text_encoder: bool = True
     unet_targets: List[str] = field(default_factory=lambda: ["attn1", "attn2"])  # see sdft/adapters/targets.py
     text_encoder_targets: List[str] = field(default_factory=lambda: ["attn"])
-    conv_rank: Optional[int] = None  # rank on 3x3 convs (target group `conv`); default: rank
-    conv_alpha: Optional[float] = None  # alpha on 3x3 convs; default: conv_rank
-    oft_block_size: int = 32  # kind=oft: size of the orthogonal blocks (must divide every target's input features)
+    # rank on 3x3 convs (target group `conv`); default: rank
+    conv_rank: Optional[int] = ranged(None, ge=1, why="or unset: conv_rank = rank")
+    # alpha on 3x3 convs; default: conv_rank
+    conv_alpha: Optional[float] = ranged(None, gt=0, why="or unset: conv_alpha = conv_rank")
+    # kind=oft: size of the orthogonal blocks (must divide every target's input features)
+    oft_block_size: int = ranged(32, ge=1, why="it must divide every target's input features, e.g. 32")
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # kind=embedding, or a peft kind (pivotal)
 
 
@@ -247,15 +307,15 @@ class PriorConfig:
     """Prior preservation: class images in every batch, their loss weighted in."""
 
     enabled: bool = False
-    loss_weight: float = 1.0
-    num_class_images: int = 100
-    generation_batch_size: int = 4
-    generation_steps: int = 30
-    generation_guidance: float = 7.5
+    loss_weight: float = ranged(1.0, ge=0)
+    num_class_images: int = ranged(100, ge=1)
+    generation_batch_size: int = ranged(4, ge=1)
+    generation_steps: int = ranged(30, ge=1)
+    generation_guidance: float = ranged(7.5, ge=0)
     negative_prompt: str = ""
     # the base model's own prediction as the prior (LoRA only, no class images): sdft/prior_prediction.py
     base_prediction: bool = False
-    base_prediction_weight: float = 1.0
+    base_prediction_weight: float = ranged(1.0, ge=0)
     base_prediction_prompt: Optional[str] = None  # default: data.class_prompt
     # per sample: its own caption with the trigger replaced by the class word (kohya-style captions) as the prompt
     base_prediction_captions: bool = False
@@ -266,9 +326,11 @@ class PriorConfig:
 class BlockLrConfig:
     """Per-block U-Net lr multipliers (kohya's down_lr_weight / mid_lr_weight / up_lr_weight), sdft/optimizers.py."""
 
-    down: List[float] = field(default_factory=list)  # one per down block (SD 1.x: 4) or per kohya IN block (12); []: 1
-    mid: float = 1.0
-    up: List[float] = field(default_factory=list)  # one per up block (4) or per kohya OUT block (12); []: 1
+    # one per down block (SD 1.x: 4) or per kohya IN block (12); []: 1
+    down: List[float] = ranged(factory=list, ge=0, why="lr multipliers")
+    mid: float = ranged(1.0, ge=0, why="an lr multiplier")
+    # one per up block (4) or per kohya OUT block (12); []: 1
+    up: List[float] = ranged(factory=list, ge=0, why="lr multipliers")
 
 
 @dataclass
@@ -276,20 +338,28 @@ class OptimConfig:
     """Optimizer and learning-rate schedule."""
 
     name: OptimizerName = OptimizerName.adamw  # adamw8bit needs bitsandbytes
-    lr: float = 1e-4
-    text_encoder_lr: Optional[float] = None  # default: lr
-    text_encoder_2_lr: Optional[float] = None  # SDXL's second text tower (OpenCLIP bigG); default: text_encoder_lr
-    embedding_lr: Optional[float] = None  # trained token embeddings (adapter.embedding); default: lr
-    weight_decay: float = 1e-2
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+    lr: float = ranged(1e-4, gt=0, why="0 leaves the untrained model")
+    # default: lr
+    text_encoder_lr: Optional[float] = ranged(
+        None, ge=0, why="to freeze the text encoder, set adapter.train_text_encoder=false"
+    )
+    # SDXL's second text tower (OpenCLIP bigG); default: text_encoder_lr
+    text_encoder_2_lr: Optional[float] = ranged(
+        None, ge=0, why="to freeze both text towers, set adapter.train_text_encoder=false"
+    )
+    # trained token embeddings (adapter.embedding); default: lr
+    embedding_lr: Optional[float] = ranged(None, gt=0, why="0 trains no embedding")
+    weight_decay: float = ranged(1e-2, ge=0)
+    betas: List[float] = ranged(factory=lambda: [0.9, 0.999], ge=0, lt=1, why="Adam's moment decays")
+    eps: float = ranged(1e-8, gt=0)
     scheduler: str = "constant"  # any name diffusers.optimization.get_scheduler knows: constant, linear, cosine, ...
-    warmup_steps: int = 0
+    warmup_steps: int = ranged(0, ge=0)
     fused: Optional[bool] = None  # AdamW's fused CUDA kernel; None: on when the trained parameters are on a GPU
     # any optimizer class: {_target_: prodigyopt.Prodigy, _partial_: true, ...its arguments}; replaces name/betas/eps/
     # weight_decay/fused when set (presets in conf/optim/; a missing package fails with its pip name)
     optimizer: Dict[str, Any] = field(default_factory=dict)  # {}: use optim.name
-    loraplus_ratio: Optional[float] = None  # LoRA+: lr × ratio for the LoRA B (up) matrices, e.g. 16
+    # LoRA+: lr × ratio for the LoRA B (up) matrices, e.g. 16
+    loraplus_ratio: Optional[float] = ranged(None, gt=0, why="LoRA+ multiplies the B matrices' lr by it; typical 16")
     unet_block_lr: BlockLrConfig = field(default_factory=BlockLrConfig)
 
 
@@ -297,28 +367,32 @@ class OptimConfig:
 class LossConfig:
     """Diffusion loss options."""
 
-    min_snr_gamma: Optional[float] = None  # e.g. 5.0 (Hang et al. 2023); None = plain MSE
-    noise_offset: float = 0.0  # e.g. 0.05; adds per-channel offset noise
+    # e.g. 5.0 (Hang et al. 2023); None = plain MSE
+    min_snr_gamma: Optional[float] = ranged(None, gt=0, why="typical 5")
+    noise_offset: float = ranged(0.0, ge=0, why="typical 0.05")  # e.g. 0.05; adds per-channel offset noise
     # check the loss for NaN/inf every N steps. 1: every step, so a bad step never updates the weights (one host-device
     # sync per step); N > 1: no per-step sync on GPUs, a bad step is caught at the next check (saves refuse bad weights)
-    finite_check_every_n_steps: int = 1
+    finite_check_every_n_steps: int = ranged(1, ge=1)
     # the rest: sdft/losses.py and sdft/noise.py, docs/techniques.md (kohya sd-scripts' names where it has them)
     kind: LossKind = LossKind.l2  # l2 | l1 | huber | smooth_l1
-    huber_c: float = 0.1  # huber / smooth_l1 threshold
+    huber_c: float = ranged(0.1, gt=0)  # huber / smooth_l1 threshold
     huber_schedule: HuberSchedule = HuberSchedule.snr  # constant | exponential | snr (as kohya's --huber_schedule)
     debiased_estimation: bool = False  # weight each sample by 1/sqrt(SNR) (1/(SNR+1) for v-prediction)
     zero_terminal_snr: bool = False  # rescale betas to zero terminal SNR; needs model.prediction_type=v_prediction
-    pyramid_noise_iterations: int = 0  # multi-resolution noise levels (kohya multires_noise_iterations, e.g. 6)
-    pyramid_noise_discount: float = 0.3  # each coarser level's weight multiplies by this
-    input_perturbation: float = 0.0  # e.g. 0.1: the U-Net's input noise gets extra noise, the target does not
-    min_timestep: int = 0  # timesteps are drawn from [min_timestep, max_timestep)
-    max_timestep: Optional[int] = None  # default: the scheduler's num_train_timesteps
+    # multi-resolution noise levels (kohya multires_noise_iterations, e.g. 6)
+    pyramid_noise_iterations: int = ranged(0, ge=0)
+    pyramid_noise_discount: float = ranged(0.3, ge=0, le=1)  # each coarser level's weight multiplies by this
+    # e.g. 0.1: the U-Net's input noise gets extra noise, the target does not
+    input_perturbation: float = ranged(0.0, ge=0, why="typical 0.1")
+    min_timestep: int = ranged(0, ge=0)  # timesteps are drawn from [min_timestep, max_timestep)
+    max_timestep: Optional[int] = ranged(None, ge=1)  # default: the scheduler's num_train_timesteps
     timestep_sampling: TimestepSampling = TimestepSampling.uniform  # uniform | logit_normal | mode (SD3)
-    logit_mean: float = 0.0  # logit_normal
-    logit_std: float = 1.0  # logit_normal
-    mode_scale: float = 1.29  # mode
+    logit_mean: float = ranged(0.0)  # logit_normal
+    logit_std: float = ranged(1.0, gt=0)  # logit_normal
+    mode_scale: float = ranged(1.29)  # mode
     masked_loss: bool = False  # weight the loss by per-image masks (data.mask_dir, <stem>.mask.png, or alpha)
-    unmasked_weight: float = 0.0  # the loss weight outside the mask (0: the background is ignored)
+    # the loss weight outside the mask (0: the background is ignored)
+    unmasked_weight: float = ranged(0.0, ge=0, le=1, why="the loss weight outside the mask")
 
 
 @dataclass
@@ -326,10 +400,11 @@ class EmaConfig:
     """An exponential moving average of the trained weights (diffusers' EMAModel), sdft/ema.py."""
 
     enabled: bool = False
-    decay: float = 0.999  # the most it reaches; before that (1+n)/(10+n) at n steps after start_step (diffusers)
-    start_step: int = 0  # the average equals the weights until this step, then averages
+    # the most it reaches; before that (1+n)/(10+n) at n steps after start_step (diffusers)
+    decay: float = ranged(0.999, ge=0, lt=1)
+    start_step: int = ranged(0, ge=0)  # the average equals the weights until this step, then averages
     warmup: bool = False  # diffusers' use_ema_warmup: decay 1-(1+n)^-power instead of (1+n)/(10+n)
-    power: float = 0.6666666666666666  # warmup's power (2/3; 3/4 for long runs)
+    power: float = ranged(0.6666666666666666, gt=0)  # warmup's power (2/3; 3/4 for long runs)
     device: str = "same"  # same: beside the weights | cpu: in CPU memory (saves GPU memory, copies every step)
     save_ema_weights: bool = True  # LoRA files and the phase's end weights from the average; false: raw, + lora_ema/
 
@@ -338,15 +413,15 @@ class EmaConfig:
 class TrainerConfig:
     """Passed to lightning.Trainer as keyword arguments."""
 
-    max_steps: int = 400
+    max_steps: int = ranged(400, ge=1)
     accelerator: str = "auto"
     devices: Any = "auto"
-    num_nodes: int = 1
+    num_nodes: int = ranged(1, ge=1)
     strategy: str = "auto"
     precision: str = "32-true"  # e.g. bf16-mixed, 16-mixed
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: Optional[float] = 1.0
-    log_every_n_steps: int = 10
+    accumulate_grad_batches: int = ranged(1, ge=1, why="batches per optimizer step")
+    gradient_clip_val: Optional[float] = ranged(1.0, ge=0, why="or null: no clipping")
+    log_every_n_steps: int = ranged(10, ge=1)
     enable_progress_bar: bool = True
     deterministic: bool = False
 
@@ -369,16 +444,16 @@ class LoggerConfig:
 class CallbacksConfig:
     """LoRA checkpoints and validation grids."""
 
-    checkpoint_every_n_steps: int = 0  # 0: only the final save
-    keep_last_k: int = 3
+    checkpoint_every_n_steps: int = ranged(0, ge=0, why="0: only the final save")  # 0: only the final save
+    keep_last_k: int = ranged(3, ge=1, why="fewer would delete every checkpoint, resumable state included")
     kohya_fp16: bool = False  # the kohya/A1111 LoRA file in fp16 (half the size); the diffusers file stays fp32
-    validation_every_n_steps: int = 0  # 0: only at the end
+    validation_every_n_steps: int = ranged(0, ge=0, why="0: only at the end")  # 0: only at the end
     validation_prompts: List[str] = field(default_factory=list)  # default: instance and class prompt
-    validation_seeds: List[int] = field(default_factory=lambda: [0, 1])
-    validation_steps: int = 20
-    validation_guidance: float = 7.5
+    validation_seeds: List[int] = ranged(factory=lambda: [0, 1], ge=0, lt=2**32, why="seeds")
+    validation_steps: int = ranged(20, ge=1)
+    validation_guidance: float = ranged(7.5, ge=0)
     validation_negative_prompt: str = ""
-    validation_resolution: Optional[int] = None  # default: data.resolution
+    validation_resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8")  # default: data.resolution
     validation_at_start: bool = False  # also render the untrained model, for a before/after comparison
     fixed_noise_loss: bool = True  # log val/fixed_noise_loss (instance images, fixed noise/timesteps): comparable
 
@@ -391,13 +466,14 @@ class EvalConfig:
     prompts: str = (
         "live"  # DreamBooth's 25 prompts: live | object; or a text file, one prompt a line ({identifier} {cls})
     )
-    num_prompts: Optional[int] = None  # spread over the list (keeps all three kinds); None: all
-    seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3])  # images per prompt: one per seed
-    class_images: int = 8  # class-prompt generations (seeds 0..N-1) for PRES and DIV
-    steps: int = 25
-    guidance: float = 7.5
+    num_prompts: Optional[int] = ranged(None, ge=1)  # spread over the list (keeps all three kinds); None: all
+    # images per prompt: one per seed
+    seeds: List[int] = ranged(factory=lambda: [0, 1, 2, 3], ge=0, lt=2**32, why="seeds")
+    class_images: int = ranged(8, ge=1)  # class-prompt generations (seeds 0..N-1) for PRES and DIV
+    steps: int = ranged(25, ge=1)
+    guidance: float = ranged(7.5, ge=0)
     scheduler: str = "dpmpp_2m_karras"  # any name of sdft generate --scheduler
-    resolution: Optional[int] = None  # default: data.resolution
+    resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8")  # default: data.resolution
     identifier: Optional[str] = (
         None  # default: data.trigger, else the instance prompt's word absent from the class prompt
     )
@@ -406,9 +482,10 @@ class EvalConfig:
         "auto"  # hub id or folder (CLIP-I, CLIP-T); tiny: offline random; auto: tiny for model=tiny, else B/32
     )
     dino_model: str = "auto"  # hub id or folder (DINO, PRES, DIV); tiny: offline random; auto: tiny, else dino-vits16
-    drift_prompts: int = 8  # class prompts for language drift (the class prompt + eval prompts without the identifier)
-    timing_images: int = 2  # images timed per inference setting (after one warm-up image)
-    grid_prompts: int = 4  # prompts (rows) in the compare report's side-by-side grid
+    # class prompts for language drift (the class prompt + eval prompts without the identifier)
+    drift_prompts: int = ranged(8, ge=1)
+    timing_images: int = ranged(2, ge=1)  # images timed per inference setting (after one warm-up image)
+    grid_prompts: int = ranged(4, ge=1)  # prompts (rows) in the compare report's side-by-side grid
     device: Optional[str] = None  # default: cuda when available
 
 
@@ -417,7 +494,7 @@ class SdftConfig:
     """The whole run."""
 
     name: str = "sdft"
-    seed: int = 42
+    seed: int = ranged(42, ge=0, lt=2**32, why="Lightning's seed_everything range")
     output_dir: Optional[str] = None  # default: Hydra's run directory
     resume: Optional[str] = None  # auto: continue the newest unfinished run of this name; or a run folder
     optimized_metric: Optional[str] = None  # train.py returns this final metric (Optuna sweeps: hparams_search=...)

@@ -27,6 +27,14 @@ from sdft.train import prepare, run
         ("adapter.kind=locon adapter.conv_rank=0", "adapter.conv_rank"),
         ("adapter.alpha=-1", "adapter.alpha"),
         ("adapter.dropout=2.0", "adapter.dropout"),
+        # issue 33 item 6: each found failing after the model loaded, or passing silently
+        ("data.batch_size=0", r"data\.batch_size=0: must be >= 1"),
+        ("trainer.accumulate_grad_batches=0", r"trainer\.accumulate_grad_batches=0: must be >= 1"),
+        ("adapter.kind=oft adapter.oft_block_size=0", r"adapter\.oft_block_size=0: must be >= 1"),
+        ("adapter.embedding.placeholder=sks_token optim.embedding_lr=0", r"optim\.embedding_lr=0\.0: must be > 0"),
+        ("callbacks.checkpoint_every_n_steps=-5", r"callbacks\.checkpoint_every_n_steps=-5: must be >= 0"),
+        ("optim.betas=[0.9,1.5]", r"optim\.betas=\[0\.9, 1\.5\]: must be in \[0, 1\) for each value"),
+        ("loss.noise_offset=nan", r"loss\.noise_offset=nan: must be >= 0"),
     ],
     ids=lambda v: v if "=" in str(v) else "",
 )
@@ -102,3 +110,42 @@ def test_plus_key_is_refused_before_hydra_writes_it(tiny_cache, tmp_path):
     assert secret not in said
     leaked = [p for p in run_dir.rglob("*") if p.is_file() and secret in p.read_text(errors="replace")]
     assert not leaked, leaked
+
+
+def test_every_numeric_schema_field_declares_its_range():
+    """Issue 33 item 6: each int/float field (and list of them) of sdft/config.py says its valid values once, with
+    `ranged`, so sdft/checks.py checks it before anything loads; and each default lies in its own range."""
+    import dataclasses
+    import typing
+
+    from sdft.config import SdftConfig, field_range
+
+    numeric = (int, float)
+    missing, bad_default, seen, schemas = [], [], 0, [SdftConfig]
+    while schemas:  # every section of the schema, nested ones (data.concepts[], phases[]) included
+        schema = schemas.pop()
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+            schemas += [t for t in [hints[f.name], *args] if dataclasses.is_dataclass(t)]
+            if hints[f.name] not in numeric and not (args and all(a in numeric for a in args)):
+                continue
+            seen += 1
+            valid = field_range(f)
+            if valid is None:
+                missing.append(f"{schema.__name__}.{f.name}")
+                continue
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            if any(v not in valid for v in (default if isinstance(default, list) else [default]) if v is not None):
+                bad_default.append(f"{schema.__name__}.{f.name}={default}")
+    assert seen > 60, seen
+    assert not missing, f"numeric fields without a declared range: {missing}"
+    assert not bad_default, f"defaults outside their own range: {bad_default}"
+
+
+def test_a_phase_override_out_of_range_is_refused_naming_the_phase(fast_config, monkeypatch):
+    import sdft.train
+
+    monkeypatch.setattr(sdft.train, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded first"))
+    with pytest.raises(ConfigError, match=r"data\.batch_size=0 \(phase 'body'\): must be >= 1"):
+        run(fast_config("phases=[{name: face}, {name: body, overrides: {data: {batch_size: 0}}}]"))
