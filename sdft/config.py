@@ -253,6 +253,9 @@ class EmbeddingConfig:
     # the new token, e.g. "<sks>": write it in captions and prompts; None: no embedding is trained. (Not called `token`:
     # config keys named like secrets are dropped from LoRA metadata, tests/test_secrets.py)
     placeholder: Optional[str] = None
+    # true: the placeholder may be a word the tokenizer already has (DreamBooth's rare `sks`), which then means the
+    # embedding in every prompt, A1111's and ComfyUI's included; false: such a placeholder (e.g. `dog`) is refused
+    take_over_word: bool = False
     init_word: Optional[str] = (
         None  # every vector starts as this word's embedding; default: the class prompt's last word
     )

@@ -3,6 +3,8 @@ in diffusers (`load_textual_inversion`) and in sdft's loader as exactly the trai
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -180,6 +182,7 @@ def test_textual_inversion_with_captions_buckets_and_cached_latents(fast_config,
             *TI,
             "data=example_subject",
             "adapter.embedding.placeholder=sks",
+            "adapter.embedding.take_over_word=true",
             "data.resolution=64",
             "data.enable_bucket=true",
             "data.min_bucket_reso=32",
@@ -195,3 +198,23 @@ def test_textual_inversion_with_captions_buckets_and_cached_latents(fast_config,
     summary = fit(parts)
     assert summary["steps"] == 2 and parts.datamodule.latents is not None  # latents came from the cache
     assert not torch.equal(parts.module.embeddings.trained(), start)
+
+
+def test_a_placeholder_that_is_already_a_word_is_refused(fast_config, tiny_pipe_factory, tmp_path):
+    """Issue 33 item 7: `dog` is the vocabulary's word `dog</w>`; as a placeholder it would replace the word in every
+    prompt and write dog.safetensors. Refused before anything trains or is written, unless taken over on purpose."""
+    pipe = tiny_pipe_factory()
+    config = [*TI, "adapter.embedding.placeholder=dog", "data.instance_prompt='a dog'", "data.class_prompt='a dog'"]
+    with pytest.raises(ConfigError, match=r"placeholder='dog' is already a word .*'dog</w>'.*take_over_word=true"):
+        prepare(fast_config(*config), pipe)
+    assert not list((tmp_path / "out").rglob("*.safetensors"))
+    parts = prepare(fast_config(*config, "adapter.embedding.take_over_word=true"), tiny_pipe_factory())
+    assert parts.module.embeddings.token == "dog"
+
+
+def test_an_init_word_outside_the_vocabulary_warns_naming_its_pieces(fast_config, tiny_pipe_factory, caplog):
+    """Issue 33 item 7: an init_word the vocabulary does not hold splits into pieces; the start is their mean, said."""
+    with caplog.at_level(logging.WARNING, logger="sdft"):
+        prepare(fast_config(*TI, "adapter.embedding.init_word=zzqx"), tiny_pipe_factory())
+    said = [r.getMessage() for r in caplog.records if "init_word='zzqx'" in r.getMessage()]
+    assert said and "['z', 'z', 'q', 'x</w>']" in said[0], [r.getMessage() for r in caplog.records]

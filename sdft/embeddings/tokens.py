@@ -7,12 +7,15 @@ pipelines do that in `maybe_convert_prompt`; training does it with `expand_promp
 
 from __future__ import annotations
 
+import logging
 import re
 
 import torch
 from torch import nn
 
 from sdft.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def token_names(token: str, num_vectors: int) -> list[str]:
@@ -48,17 +51,31 @@ def file_stem(token: str) -> str:
 
 
 def word_embedding(tokenizer, text_encoder: nn.Module, word: str) -> torch.Tensor:
-    """The input embedding of `word` (the mean of its tokens when the tokenizer splits it), fp32."""
+    """The input embedding of `word`, fp32. CLIP's byte-level BPE never reads a word as "unknown": a word it does not
+    know splits into pieces, and the start is the mean of their embeddings, with a warning naming them."""
     ids = tokenizer(word, add_special_tokens=False).input_ids
     if not ids:
         raise ConfigError(f"adapter.embedding.init_word={word!r} tokenizes to nothing: give a plain word, e.g. dog.")
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    if len(ids) > 1:
+        log.warning(
+            "adapter.embedding.init_word=%r is not one token of the vocabulary: the embedding starts from the mean of "
+            "its pieces %s. A single-token word close to the subject (e.g. dog) is a better start.",
+            word,
+            pieces,
+        )
     table = text_encoder.get_input_embeddings().weight
     return table[torch.tensor(ids, device=table.device)].detach().float().mean(dim=0)
 
 
-def add_tokens(tokenizer, text_encoder: nn.Module, token: str, num_vectors: int, init_word: str) -> list[int]:
+def add_tokens(
+    tokenizer, text_encoder: nn.Module, token: str, num_vectors: int, init_word: str, take_over_word: bool = False
+) -> list[int]:
     """Add the embedding's tokens to the tokenizer, grow the text encoder's token table, start the new rows at
-    `init_word`'s embedding. Returns the token ids (consecutive). Existing rows are copied unchanged by transformers."""
+    `init_word`'s embedding. Returns the token ids (consecutive). Existing rows are copied unchanged by transformers.
+
+    A token already in the vocabulary is refused, and so is a placeholder that is a word of it (`dog` is the token
+    `dog</w>`: the new token would replace the word in every prompt) unless `take_over_word`."""
     names = token_names(token, num_vectors)
     vocab = tokenizer.get_vocab()
     taken = [n for n in names if n in vocab]
@@ -66,6 +83,14 @@ def add_tokens(tokenizer, text_encoder: nn.Module, token: str, num_vectors: int,
         raise ConfigError(
             f"adapter.embedding.placeholder={token!r}: {taken} is already a token of this tokenizer. Pick a new token, "
             "e.g. <my-subject> (angle brackets keep it apart from real words)."
+        )
+    pieces = tokenizer.tokenize(token)
+    if len(pieces) == 1 and pieces[0] in vocab and pieces[0] != tokenizer.unk_token and not take_over_word:
+        raise ConfigError(
+            f"adapter.embedding.placeholder={token!r} is already a word of this tokenizer (the token {pieces[0]!r}): "
+            f"the embedding would replace it in every prompt (the class prompt's too, and in A1111/ComfyUI through "
+            f"its file {file_stem(token)}.safetensors). Pick a new token, e.g. <{token}-subject>; to take over a rare "
+            "word on purpose (DreamBooth's sks), set adapter.embedding.take_over_word=true."
         )
     start = word_embedding(tokenizer, text_encoder, init_word)
     tokenizer.add_tokens(names)

@@ -123,10 +123,7 @@ def check_embedding_config(cfg: DictConfig) -> None:
         )
     if any(c.isspace() for c in emb.placeholder):
         raise ConfigError(f"adapter.embedding.placeholder={emb.placeholder!r}: one word without spaces, e.g. <sks>.")
-    if emb.num_vectors < 1:
-        raise ConfigError(f"adapter.embedding.num_vectors={emb.num_vectors}: must be >= 1.")
-    if not 0.0 < emb.train_fraction <= 1.0:
-        raise ConfigError(f"adapter.embedding.train_fraction={emb.train_fraction}: must be in (0, 1].")
+    # num_vectors and train_fraction: their ranges are declared in sdft/config.py (checked by sdft/checks.py)
     if kind == AdapterKind.embedding and emb.train_fraction < 1.0:
         raise ConfigError(
             "adapter.embedding.train_fraction < 1 freezes the embedding, but with adapter.kind=embedding "
@@ -174,11 +171,12 @@ def attach_embedding(
             "cannot be added too."
         )
     word = init_word_of(cfg)
-    ids = add_tokens(tokenizer, text_encoder, emb.placeholder, emb.num_vectors, word)
+    take = emb.take_over_word
+    ids = add_tokens(tokenizer, text_encoder, emb.placeholder, emb.num_vectors, word, take)
     start = text_encoder.get_input_embeddings().weight[ids]
     ids_2 = start_2 = None
     if text_encoder_2 is not None:  # SDXL: the same tokens in the second tokenizer / tower
-        ids_2 = add_tokens(tokenizer_2, text_encoder_2, emb.placeholder, emb.num_vectors, word)
+        ids_2 = add_tokens(tokenizer_2, text_encoder_2, emb.placeholder, emb.num_vectors, word, take)
         start_2 = text_encoder_2.get_input_embeddings().weight[ids_2]
     vectors = TokenVectors(emb.placeholder, ids, start, word, ids_2, start_2)
     _attach(text_encoder, vectors)
