@@ -316,7 +316,7 @@ class PriorConfig:
     generation_steps: int = ranged(30, ge=1)
     generation_guidance: float = ranged(7.5, ge=0)
     negative_prompt: str = ""
-    # the base model's own prediction as the prior (LoRA only, no class images): sdft/prior_prediction.py
+    # the base model's own prediction as the prior (any peft adapter kind, no class images): sdft/prior_prediction.py
     base_prediction: bool = False
     base_prediction_weight: float = ranged(1.0, ge=0)
     base_prediction_prompt: Optional[str] = None  # default: data.class_prompt

@@ -2,7 +2,8 @@
 output preservation): no class images. Each step, the instance samples' noisy latents are also denoised under the class
 prompt twice: with the trained adapter off (the target, no grad) and on; their MSE is the prior loss.
 
-"Base" means the model without the adapter this phase trains: a stacked, frozen adapter of an earlier phase stays on
+Any peft adapter kind (LoRA, LoCon, DoRA, LoHa, LoKr, OFT): peft switches each off the same way. "Base" means the
+model without the adapter this phase trains: a stacked, frozen adapter of an earlier phase stays on
 (it is part of what this phase starts from), a merged one is in the weights anyway; a `continue` phase's target is the
 model without the continued adapter, i.e. before the earlier phase too.
 
@@ -18,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from sdft.adapters.kinds import is_peft_kind
 from sdft.adapters.lora import ADAPTER_NAME
+from sdft.config import AdapterKind
 from sdft.errors import ConfigError
 
 
@@ -58,10 +61,13 @@ def trigger_and_class_word(cfg) -> tuple[str, str]:
 def check_base_prior(cfg) -> None:
     if not cfg.prior.base_prediction:
         return
-    if cfg.adapter.kind != "lora":
+    if not is_peft_kind(cfg.adapter.kind):
         raise ConfigError(
-            "prior.base_prediction=true needs a LoRA (adapter.kind=lora): full fine-tuning has no "
-            "adapter to switch off for the base model's prediction. Use prior=default (class images)."
+            f"prior.base_prediction=true needs an adapter it can switch off for the base model's prediction: "
+            f"adapter.kind=lora, locon, loha, lokr, dora or oft. adapter.kind={AdapterKind(cfg.adapter.kind).value} "
+            "trains "
+            + ("the U-Net's own weights" if cfg.adapter.kind == AdapterKind.full else "only a token's embedding")
+            + ", so there is no adapter to switch off: use prior=default (class images)."
         )
     base_prior_prompt(cfg)
     if cfg.prior.base_prediction_captions:
@@ -124,10 +130,12 @@ def caption_swap(cfg, tokenizer, tokenizer_2=None) -> CaptionSwap | PairCaptionS
 @contextlib.contextmanager
 def trained_adapter_off(*models: torch.nn.Module):
     """Inside: the adapter being trained (peft's ADAPTER_NAME) is inactive; other (stacked) adapters stay active.
-    peft's set_adapter also sets requires_grad, so every LoRA parameter's flag is put back afterwards."""
+    Any peft tuner (LoRA, LoCon, DoRA, LoHa, LoKr, OFT): each layer then computes its base layer plus the adapters
+    left active, exactly. peft's set_adapter also sets requires_grad, so every tuner parameter's flag is put back
+    afterwards."""
     layers = [m for model in models for m in model.modules() if isinstance(m, BaseTunerLayer)]
     before = [list(layer.active_adapters) for layer in layers]
-    flags = {p: p.requires_grad for model in models for n, p in model.named_parameters() if "lora_" in n}
+    flags = {p: p.requires_grad for layer in layers for p in layer.parameters()}
     try:
         for layer, active in zip(layers, before):
             layer.set_adapter([a for a in active if a != ADAPTER_NAME])

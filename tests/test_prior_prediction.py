@@ -65,10 +65,42 @@ def test_base_prediction_prior_trains_without_class_images(fast_config, tmp_path
 
 
 def test_base_prediction_prior_errors(fast_config):
-    with pytest.raises(ConfigError, match="needs a LoRA"):
+    with pytest.raises(
+        ConfigError, match=r"lora, locon, loha, lokr, dora or oft\. adapter\.kind=full trains the U-Net"
+    ):
         run(fast_config("prior=base_prediction", CLASS, "adapter=full"))
     with pytest.raises(ConfigError, match="needs a class prompt"):
         run(fast_config("prior=base_prediction", "data.class_prompt=null"))
+
+
+@pytest.mark.parametrize("kind", ["locon", "loha", "lokr", "dora", "oft"])
+def test_every_peft_kind_switches_off_to_the_exact_base(kind, fast_config):
+    """Issue 33 item 8: LoCon/LoHa/LoKr/DoRA/OFT are switched off as LoRA is (peft's set_adapter): the target is the
+    bare model's prediction bit for bit, a trained adapter gives a prior loss, and requires_grad is put back."""
+    extra = ["adapter.oft_block_size=8"] if kind == "oft" else ["adapter.conv_rank=2"]
+    module = prepare(fast_config("prior=base_prediction", CLASS, f"adapter.kind={kind}", *extra)).module
+    with torch.no_grad():  # move every trained tensor away from its (identity) start
+        for p in module.unet.parameters():
+            if p.requires_grad:
+                p.add_(0.3 * torch.randn_like(p))
+    flags = {n: p.requires_grad for n, p in module.named_parameters()}
+    x, t = torch.randn(1, 4, 8, 8), torch.tensor([500])
+    text = module.encode_text(module.base_prior.input_ids)
+    with torch.no_grad():
+        on = module.unet(x, t, text).sample
+        with trained_adapter_off(module.unet, module.text_encoder):
+            off = module.unet(x, t, text).sample
+        module.unet.disable_adapters()  # diffusers': every adapter of every tuner layer off
+        bare = module.unet(x, t, text).sample
+        module.unet.enable_adapters()
+    assert torch.equal(off, bare) and not torch.allclose(on, bare), kind
+    assert float(base_loss(module)) > 1e-6
+    assert {n: p.requires_grad for n, p in module.named_parameters()} == flags, "requires_grad not restored"
+
+
+def test_base_prediction_prior_trains_a_loha(fast_config):
+    summary = run(fast_config("prior=base_prediction", CLASS, "adapter.kind=loha", "callbacks.validation_seeds=[]"))
+    assert summary["class_images"] == 0 and "train/base_prior_loss" in summary["final_metrics"]
 
 
 CAPTIONS = [
