@@ -45,15 +45,15 @@ def has_progress(run_dir: Path) -> bool:
 
 def candidates(cfg: DictConfig, current: Path) -> list[Path]:
     """Where resume=auto looks: output_dir itself if set; else earlier Hydra runs of this name (in a multirun, the
-    same job number of earlier sweeps)."""
+    same job number of earlier sweeps). Only folders: a file beside the runs (a run1.log) is none."""
     if cfg.output_dir:
         return [current]
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return [d / current.name for d in current.parent.parent.iterdir() if d != current.parent]
-    return [d for d in current.parent.iterdir() if d != current]
+        return [d / current.name for d in current.parent.parent.iterdir() if d != current.parent and d.is_dir()]
+    return [d for d in current.parent.iterdir() if d != current and d.is_dir()]
 
 
 def find_run(cfg: DictConfig, current: Path) -> Path | None:

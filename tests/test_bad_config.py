@@ -61,6 +61,22 @@ def test_resume_auto_with_nothing_to_continue_warns(fast_config, caplog, tmp_pat
     assert warned and str(tmp_path / "out") in warned[0].getMessage(), [r.getMessage() for r in caplog.records]
 
 
+def test_resume_auto_counts_only_run_folders(tmp_path, caplog):
+    """Issue 33 item 11: a plain file beside the runs (run1.log) is not counted as an earlier run folder."""
+    from sdft.checks import typed_config
+    from sdft.resume import find_run
+
+    outputs = tmp_path / "outputs"
+    for name in ("run1", "run2"):
+        (outputs / name).mkdir(parents=True)
+    (outputs / "run1.log").write_text("a log")
+    cfg = typed_config({"model": {"path": "tiny"}, "resume": "auto"})
+    with caplog.at_level(logging.WARNING, logger="sdft"):
+        assert find_run(cfg, outputs / "run2") is None
+    warned = [r.getMessage() for r in caplog.records if "resume=auto" in r.getMessage()]
+    assert warned and "1 earlier run folder(s)" in warned[0], warned
+
+
 def test_kohya_toml_resolution_reaches_every_consumer(fast_config, tmp_path, caplog):
     images = tmp_path / "img" / "3_sks character"
     images.mkdir(parents=True)
