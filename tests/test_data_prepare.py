@@ -150,6 +150,20 @@ def test_several_faces_skip_and_input_errors(tmp_path):
     assert not (tmp_path / "o3").exists()  # bad options stop before anything is written
 
 
+def test_prepare_that_writes_no_image_exits_non_zero(tmp_path, capsys):
+    """Issue 33 item 11: photos with no face give no face/body crop; that is exit 2 with one line saying why."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i, colour in enumerate(("gray", "teal")):
+        Image.new("RGB", (96, 96), colour).save(src / f"plain{i}.png")
+    assert (
+        sdft_main(["data", "prepare", str(src), str(tmp_path / "out"), "--face-size", "64", "--body-size", "64"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "wrote no image from the 2 photo(s)" in err and "2 without a detected face" in err, err
+    assert "Traceback" not in err and (tmp_path / "out" / "report.md").is_file()
+
+
 def test_full_set_upscales_small_images_and_reports_it(tmp_path):
     """The anime seed's case: 128 px images -> 512 px, whether or not a face is found."""
     from helpers.photos import astronaut

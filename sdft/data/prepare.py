@@ -24,7 +24,7 @@ from sdft.data.framing import MIN_SUBJECT, body_crop, face_crop, fraction, subje
 from sdft.data.images import MASK_SUFFIX, check_folder, list_images, load_rgb, no_images_error, scan_images
 from sdft.data.prepare_report import write_reports
 from sdft.data.upscale import make_resizer
-from sdft.errors import ConfigError
+from sdft.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +367,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         f"Report: {out / 'report.md'} (and report.json)"
         + (f"; preview: {report['preview']}" if "preview" in report else "")
     )
+    if not sum(counts.values()):  # nothing to train on: not a success (the report says why, image by image)
+        raise DataError(
+            f"wrote no image from the {len(report['images'])} photo(s) in {args.source}: "
+            f"{len(report['no_face'])} without a detected face, {len(report['several_faces'])} with several faces, "
+            f"{len(report['unreadable'])} unreadable (see {out / 'report.md'}). Photos without a findable face: "
+            "--sets full, or another detector (--face-model)."
+        )
     if counts.get("face") and counts.get("body"):
         print(
             f"Train: python train.py +experiment=dual_phase phases.0.overrides.data.instance_dir={out / 'face'} "
