@@ -48,7 +48,8 @@ def check_ranges(cfg: DictConfig, schema: type, prefix: str = "", where: str = "
     for f in dataclasses.fields(schema):
         key, value, hint = prefix + f.name, cfg.get(f.name), hints[f.name]
         if dataclasses.is_dataclass(hint):
-            check_ranges(value, hint, key + ".", where)
+            if value is not None:
+                check_ranges(value, hint, key + ".", where)
             continue
         item = typing.get_args(hint)[0] if typing.get_origin(hint) in (list, typing.List) else None
         if item is not None and dataclasses.is_dataclass(item):  # data.concepts, phases
