@@ -91,6 +91,12 @@ class MissingCaptions(str, Enum):
     error = "error"
 
 
+class DoctorMode(str, Enum):
+    warn = "warn"  # the data doctor's cheap checks at start: severe findings are logged
+    fatal = "fatal"  # ... and stop the run before the model loads
+    off = "off"
+
+
 class LoggerKind(str, Enum):
     csv = "csv"
     wandb = "wandb"
@@ -188,6 +194,7 @@ class DataConfig:
     )
     validation_split: float = 0.0  # hold out this share of the instance images (seeded): val/fixed_noise_loss uses them
     mask_dir: Optional[str] = None  # loss masks by image stem (loss.masked_loss); else <stem>.mask.png, else alpha
+    doctor: DoctorMode = DoctorMode.warn  # `sdft data doctor`'s cheap checks at start: warn | fatal | off
 
 
 @dataclass
