@@ -13,7 +13,7 @@ from PIL import Image
 from sdft.prep.doctor.findings import Finding, Item, Severity
 from sdft.prep.doctor.inputs import DoctorData
 
-NEAR_BITS = 10  # of 64: re-saves/resizes are 0-4 apart, light crops/colour changes ~4-10, distinct photos ~24-40
+NEAR_BITS = 6  # of 64: re-saves, resizes, exposure changes of one shot are 0-4 apart; other shots of one subject 18+
 
 
 def import_imagehash():

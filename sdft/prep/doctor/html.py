@@ -17,6 +17,7 @@ h1{font-size:22px} h2{font-size:17px;margin-top:28px}
 table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
 .f{background:#fff;border-left:6px solid;margin:10px 0;padding:8px 12px;box-shadow:0 1px 2px #0002}
 .sev{font-weight:bold;text-transform:uppercase;font-size:12px} .adv{color:#2e7d32;font-size:14px}
+img{border:1px solid #bbb}
 .imgs{display:flex;flex-wrap:wrap;gap:6px;margin-top:6px} figure{margin:0;text-align:center}
 figcaption{font-size:11px;max-width:160px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .missing{width:120px;height:90px;background:#eee;display:flex;align-items:center;justify-content:center;font-size:11px}

@@ -49,7 +49,8 @@ def outliers(losses: dict[Path, float], z: float = OUTLIER_Z) -> dict[Path, floa
     """{image: robust z-score} of the images beyond `z` (higher loss than the set: hard or unlike the others)."""
     values = np.array(list(losses.values()))
     median = float(np.median(values))
-    mad = float(np.median(np.abs(values - median))) or 1e-12
+    # a floor of 5 % of the median: when most losses are equal (MAD ~ 0) a tiny difference is not an outlier
+    mad = max(float(np.median(np.abs(values - median))), 0.05 * abs(median), 1e-12)
     scores = {p: 0.6745 * (v - median) / mad for p, v in losses.items()}
     return {p: s for p, s in scores.items() if s > z}
 
