@@ -23,6 +23,7 @@ from sdft.prep.face_identity import SAME_PERSON, FaceIdentity
 
 FACE_SIDE = 1024  # detection size: faces down to ~40 px at this size are found (one upsampling pass)
 FACE_SET = 0.5  # share of a concept's images with a face that makes it a face set
+MIN_SCORE = 0.3  # dlib HOG detections below this are dropped: real faces here score ~1, hits on a suit or a collar ~0.1
 MIN_GROUP = 3  # faces that must agree before one can be called an outlier
 
 
@@ -39,7 +40,7 @@ class FaceMeter:
 
     def __init__(self):
         try:
-            self.identity = FaceIdentity(upsample=1)
+            self.identity = FaceIdentity(upsample=1, min_score=MIN_SCORE)
         except ConfigError as err:
             raise ConfigError(f"{err} Or skip the face checks: --no-faces.") from None
 
