@@ -16,7 +16,7 @@ from sdft.data.check import load_data_config
 from sdft.errors import ConfigError
 from sdft.prep.doctor.findings import Severity
 from sdft.prep.doctor.inputs import from_data_settings
-from sdft.prep.doctor.run import doctor
+from sdft.prep.doctor.run import DoctorOptions, doctor
 
 
 def tree(folder: Path) -> dict[str, str]:
@@ -191,3 +191,31 @@ def test_config_name_reads_the_run_config_phases(tmp_path):
     assert data.settings.resolution == 64 and {i.bucket for i in data.items} == {(64, 64)}  # the tiny base's size
     with pytest.raises(ConfigError, match="no .*nope.yaml"):
         compose_run_config("nope", [], str(CONF_DIR))
+
+
+def test_caption_tokens_exact_with_a_tokenizer_and_a_lower_bound_without():
+    from helpers.config import ROOT
+
+    from sdft.prep.doctor.captions import MAX_TOKENS, TokenCounter, load_tokenizer
+
+    tokenizer = load_tokenizer(str(ROOT / "sdft" / "toy" / "model"))  # a model folder: its tokenizer/ is used
+    exact, estimate = TokenCounter(tokenizer), TokenCounter()
+    text = "a red dog with spots, " * 15 + "standing near the house"
+    n, cut = exact.cut(text)
+    assert n == len(tokenizer(text, padding=False, truncation=False).input_ids) - 2 > MAX_TOKENS and cut.endswith(
+        "near the house"
+    )
+    m, rough_cut = estimate.cut(text)
+    assert MAX_TOKENS < m <= n and rough_cut.endswith("standing near the house")
+    assert exact.cut("a red dog") == (3, "")
+    with pytest.raises(ConfigError, match="no CLIP tokenizer"):
+        load_tokenizer(str(ROOT / "docs"))
+
+
+def test_files_that_are_not_images_are_noted(tmp_path):
+    root = tmp_path / "set"
+    write_clean(root)
+    (root / "notes.md").write_text("shot list", encoding="utf-8")
+    result = doctor([from_data_settings(load_data_config(str(root), "x", []), "s")], DoctorOptions(False, False))
+    (f,) = [f for f in result.findings if f.check == "ignored"]
+    assert f.severity == Severity.info and [p.name for p in f.files] == ["notes.md"]

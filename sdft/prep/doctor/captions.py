@@ -43,7 +43,8 @@ class TokenCounter:
         if len(pieces) <= MAX_TOKENS:
             return len(pieces), ""
         if self.tokenizer is not None:
-            return len(pieces), self.tokenizer.convert_tokens_to_string(pieces[MAX_TOKENS:]).strip()
+            ids = self.tokenizer.convert_tokens_to_ids(pieces[MAX_TOKENS:])
+            return len(pieces), self.tokenizer.decode(ids, skip_special_tokens=True).strip()
         matches = list(PIECES.finditer(text.lower()))
         return len(pieces), text[matches[MAX_TOKENS].start() :].strip()
 
@@ -61,6 +62,8 @@ def load_tokenizer(name: str | None):
     path = Path(name).expanduser()
     if (path / "tokenizer").is_dir():
         path = path / "tokenizer"
+    if path.exists() and not any((path / f).is_file() for f in ("vocab.json", "tokenizer.json")):
+        raise ConfigError(f"--tokenizer {name}: no CLIP tokenizer there (no vocab.json / tokenizer.json).")
     try:
         return CLIPTokenizer.from_pretrained(str(path) if path.exists() else name, local_files_only=True)
     except (OSError, ValueError) as err:
