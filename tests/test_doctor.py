@@ -219,3 +219,12 @@ def test_files_that_are_not_images_are_noted(tmp_path):
     result = doctor([from_data_settings(load_data_config(str(root), "x", []), "s")], DoctorOptions(False, False))
     (f,) = [f for f in result.findings if f.check == "ignored"]
     assert f.severity == Severity.info and [p.name for p in f.files] == ["notes.md"]
+
+
+def test_move_list_is_severe_image_findings_only(defects):
+    from sdft.prep.doctor.move import to_move
+
+    _, result = defects
+    stems = {p.stem for p in to_move(result.findings)}
+    assert {"broken", "blurry", "bright", "small", "wide", "grace"} <= stems
+    assert "notrigger" not in stems and "face" not in stems  # a caption finding, a good image

@@ -76,7 +76,8 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
         "--move-to",
         default=None,
         metavar="DIR",
-        help="move the images of severe findings (with their captions) to DIR, outside the dataset",
+        help="move the images of severe image findings (unreadable, blur, exposure, resolution, aspect, identity; "
+        "with their captions) to DIR, outside the dataset",
     )
 
 

@@ -14,11 +14,16 @@ from sdft.errors import ConfigError
 from sdft.prep.doctor.findings import Finding, Severity
 
 
+# findings about the image itself; a caption finding (e.g. a missing trigger) is fixed in the caption, not by moving
+IMAGE_CHECKS = {"unreadable", "blur", "exposure", "resolution", "aspect", "identity", "faces"}
+
+
 def to_move(findings: list[Finding], checks: set[str] | None = None) -> list[Path]:
-    """Images named by severe findings (or by findings of the given checks), each once, in report order."""
+    """Images named by severe findings about the image (or by findings of the given checks), each once, in report
+    order."""
     out: list[Path] = []
     for f in findings:
-        wanted = f.check in checks if checks else f.severity == Severity.severe
+        wanted = f.check in checks if checks else f.severity == Severity.severe and f.check in IMAGE_CHECKS
         for p in f.files if wanted else ():
             if p not in out:
                 out.append(p)
