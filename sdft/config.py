@@ -138,6 +138,12 @@ class MissingCaptions(str, Enum):
     error = "error"
 
 
+class DoctorMode(str, Enum):
+    warn = "warn"  # the data doctor's cheap checks at start: severe findings are logged
+    fatal = "fatal"  # ... and stop the run before the model loads
+    off = "off"
+
+
 class LoggerKind(str, Enum):
     csv = "csv"
     wandb = "wandb"
@@ -244,6 +250,7 @@ class DataConfig:
     # hold out this share of the instance images (seeded): val/fixed_noise_loss uses them
     validation_split: float = ranged(0.0, ge=0, lt=1, why="a share of the instance images")
     mask_dir: Optional[str] = None  # loss masks by image stem (loss.masked_loss); else <stem>.mask.png, else alpha
+    doctor: DoctorMode = DoctorMode.warn  # `sdft data doctor`'s cheap checks at start: warn | fatal | off
 
 
 @dataclass

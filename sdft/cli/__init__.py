@@ -17,7 +17,7 @@ import sys
 COMMANDS: dict[str | None, tuple[str, list[str]]] = {
     None: ("", ["sdft.cli.generate", "sdft.cli.export", "sdft.cli.ui", "sdft.cli.eval"]),
     "lora": ("LoRA file tools: resize, extract", ["sdft.cli.lora"]),
-    "data": ("Dataset tools: check, prepare, caption", ["sdft.cli.data"]),
+    "data": ("Dataset tools: check, doctor, prepare, caption", ["sdft.cli.data"]),
 }
 
 

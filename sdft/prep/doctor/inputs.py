@@ -1,0 +1,107 @@
+"""The dataset as training sees it: resolved and scanned by sdft/data (the same code a run uses), one `Item` per image.
+
+Sources: a folder / kohya tree / kohya TOML / data YAML (sdft.data.check.load_data_config, as `sdft data check`), a
+run config's phases (`--config-name`, composed as train.py does), or a `PhaseData` from a training run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from sdft.data.buckets import SD1_NATIVE, plan_buckets, with_native_sizes
+from sdft.data.captions import caption_path, read_caption
+from sdft.data.datamodule import DatasetReport, scan_dataset
+from sdft.prep.doctor.findings import Item
+
+NATIVE_BY_MODEL = {"tiny": 64, "sdxl_tiny": 64, "toy": 32}  # the offline models' own sizes (sdft/models, sdft/toy)
+
+
+def native_size(model_cfg) -> int:
+    """The base's native size without loading it (null data sizes follow it): the offline models' own, 1024 for an
+    SDXL family or an SDXL-named base, else SD 1.x's 512. A run replaces the guess with the loaded model's value."""
+    if model_cfg is None:
+        return SD1_NATIVE
+    path = str(model_cfg.get("path") or "")
+    if path in NATIVE_BY_MODEL:
+        return NATIVE_BY_MODEL[path]
+    family = model_cfg.get("family")
+    if (family is not None and str(getattr(family, "value", family)) == "sdxl") or "xl" in path.lower():
+        return 1024
+    return SD1_NATIVE
+
+
+@dataclass
+class DoctorData:
+    """One dataset (a phase's): its settings (sizes resolved), the scan, and every readable image as an `Item`."""
+
+    label: str
+    settings: DictConfig
+    report: DatasetReport
+    items: list[Item]
+
+    @property
+    def instances(self) -> list[Item]:
+        return [i for i in self.items if not i.is_reg]
+
+
+def caption_text(path: Path, extension: str, use_captions: bool) -> str | None:
+    """The caption file's text as one line ("" for an empty file), None when there is none (or captions are off)."""
+    cap = caption_path(path, extension)
+    if not use_captions or not cap.is_file():
+        return None
+    return " ".join(read_caption(cap).split())
+
+
+def from_report(report: DatasetReport, label: str, native: int = SD1_NATIVE) -> DoctorData:
+    settings = with_native_sizes(report.settings.copy(), native)
+    examples = [(e, False) for e in report.examples] + [(e, True) for e in report.reg_examples]
+    buckets = plan_buckets([e.size for e, _ in examples], settings)
+    items = []
+    for (e, is_reg), bucket in zip(examples, buckets):
+        ext = e.concept.caption_extension if e.concept else settings.caption_extension
+        caption = caption_text(e.path, ext, settings.use_captions)
+        items.append(Item(e.path, e.concept, e.prompt, caption, e.size, tuple(bucket), is_reg))
+    return DoctorData(label, settings, report, items)
+
+
+def from_data_settings(settings: DictConfig, label: str, native: int = SD1_NATIVE) -> DoctorData:
+    """Scan like training, but unreadable files are reported (findings), not raised."""
+    return from_report(scan_dataset(settings, on_bad="report"), label, native)
+
+
+def from_source(source: str, prompt: str | None = None, overrides: list[str] | None = None) -> DoctorData:
+    """A folder, kohya tree, kohya TOML or data YAML, resolved as `sdft data check` does."""
+    from sdft.data.check import load_data_config
+
+    settings = load_data_config(source, prompt, overrides)
+    return from_data_settings(settings, str(source))
+
+
+def compose_run_config(config_name: str, overrides: list[str], config_dir: str | None = None) -> DictConfig:
+    """A run config composed as `python train.py --config-name NAME overrides` would (conf/ of the working folder, or
+    `config_dir`), typed and checked like a run's."""
+    from hydra import compose, initialize_config_dir
+
+    import sdft.config  # noqa: F401  (registers the schema)
+    from sdft.errors import ConfigError
+
+    folder = Path(config_dir or "conf").expanduser().resolve()
+    if not (folder / f"{config_name}.yaml").is_file():
+        raise ConfigError(f"--config-name {config_name}: no {folder / (config_name + '.yaml')} (set --config-dir).")
+    with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def from_run_config(cfg: DictConfig) -> list[DoctorData]:
+    """Every phase's dataset of a run config (train.py's phases), its base's native size guessed by name."""
+    from omegaconf import OmegaConf
+
+    from sdft.checks import typed_config
+    from sdft.phases import phase_configs
+
+    cfg = typed_config(OmegaConf.to_container(cfg, resolve=False))  # unknown keys fail, as in a run
+    phases = phase_configs(cfg)
+    native = native_size(cfg.model)
+    return [from_data_settings(p.data, f"phase {p.phase.name}", native) for p in phases]
