@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sdft.toy import study as study_mod
 from sdft.toy.measure import Measurement
-from sdft.toy.study import NO_PRIOR
+from sdft.toy.study import NO_PRIOR, parse_seeds
 
 
 def test_study_trains_each_seed_with_and_without_prior_and_logs_each_run(tmp_path, monkeypatch, capsys):
@@ -44,5 +46,43 @@ def test_study_trains_each_seed_with_and_without_prior_and_logs_each_run(tmp_pat
     assert [(r["seed"], r["prior"]) for r in rows] == [(3, True), (4, True), (3, False), (4, False)]
     assert rows[0]["misses"] == {"cls": 0, "colour": 1} and rows[0]["guidance"] == 5.0
     out = capsys.readouterr().out
-    assert "| mean ± sd | 0.900 ± 0.000 | 0.050 ± 0.000 | 0.150 ± 0.000 |" in out
-    assert "| mean ± sd | 0.800 ± 0.000 | 0.600 ± 0.000 | 0.150 ± 0.000 |" in out
+    assert "| seed | fidelity | spots | leakage | drift |" in out
+    assert "| mean ± sd | 0.900 ± 0.000 | 0.000 ± 0.000 | 0.050 ± 0.000 | 0.150 ± 0.000 |" in out
+    assert "| mean ± sd | 0.800 ± 0.000 | 0.000 ± 0.000 | 0.600 ± 0.000 | 0.150 ± 0.000 |" in out
+
+
+def test_study_takes_seed_ranges_and_reports_each_seed_then_mean_and_sd(tmp_path, monkeypatch, capsys):
+    trained = []
+    figures = {5: (0.5, 0.0), 6: (0.75, 0.5), 7: (1.0, 1.0), 9: (1.0, 0.5)}  # fidelity, spots per seed
+
+    def fake_lora(seed, out_dir, overrides=()):
+        trained.append(seed)
+        return tmp_path / f"lora{seed}"
+
+    def fake_measure(pipe, lora, *, subject, reference, guidance):
+        fidelity, spots = figures[trained[-1]]
+        return Measurement(fidelity, 0.0, 0.1, spots=spots, identifier=[{"cls": "dog", "marks": 3}], classes=[])
+
+    monkeypatch.setattr(study_mod, "quickstart_lora", fake_lora)
+    monkeypatch.setattr(study_mod, "measure", fake_measure)
+    monkeypatch.setattr(study_mod, "toy_subject", lambda: {"cls": "dog"})
+    monkeypatch.setattr(study_mod, "base_reference", lambda pipe, guidance: [])
+    monkeypatch.setattr("sdft.toy.weights.load_toy_pipeline", lambda: object())
+
+    study_mod.main(["--seeds", "5-7", "9", "6", "--out", str(tmp_path), "--no-baseline"])
+
+    assert trained == [5, 6, 7, 9]
+    out = capsys.readouterr().out
+    assert "| 6 | 0.750 | 0.500 | 0.000 | 0.100 |" in out
+    assert "| mean ± sd | 0.812 ± 0.239 | 0.500 ± 0.408 | 0.000 ± 0.000 | 0.100 ± 0.000 |" in out
+    rows = [json.loads(line) for line in (tmp_path / "study.jsonl").read_text().splitlines()]
+    assert [r["spots"] for r in rows] == [0.0, 0.5, 1.0, 0.5] and rows[0]["marks"] == {"3": 1}
+
+
+@pytest.mark.parametrize("seeds", [["4-2"], ["x"], ["-1"]])
+def test_study_rejects_bad_seeds_before_training(seeds, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(study_mod, "quickstart_lora", lambda *a, **k: pytest.fail("trained despite bad seeds"))
+    with pytest.raises(SystemExit):
+        study_mod.main(["--seeds", *seeds, "--out", str(tmp_path)])
+    assert "Bad seed" in capsys.readouterr().err
+    assert parse_seeds(["0-4", "10", "3"]) == [0, 1, 2, 3, 4, 10]

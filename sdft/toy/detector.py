@@ -7,7 +7,8 @@ nearest rendered template silhouette. That template's part map (which pixels are
 stripe positions), stretched onto the object's bounding box, says where to read each attribute: the main and second
 colours are palette votes over their parts (the main one among pixels not in the second colour: they differ in
 the world); spots or stripes are present when most of their positions show a colour
-other than the main one.
+other than the main one. The marks (connected groups of second-colour pixels inside the pattern's area) tell three
+separate spots from one band (`separate_spots`), which the positions alone do not: a band covers them too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sdft.toy.world import (
     PATTERNS,
     RESOLUTION,
     SKIN,
+    SPOT_U,
     SS,
     WINDOW,
     Scene,
@@ -38,6 +40,8 @@ from sdft.toy.world import (
 
 TEMPLATE = 16  # silhouettes are compared at 16x16
 MIN_PIXELS = 12  # fewer object pixels than this: no object
+MIN_MARK = 2  # a second-colour mark on the main part has at least this many pixels
+SPOTS = len(SPOT_U)  # the world draws three spots
 PATTERN_SHARE = 0.5  # share of spot (stripe) positions off the main colour that counts as spots (stripes)
 COLOUR_NAMES = list(COLOURS)
 _OBJECT = np.array(
@@ -55,11 +59,13 @@ class Detection:
     second: str | None = None
     pattern: str | None = None
     flip: bool | None = None
+    marks: int | None = None  # separate second-colour marks on the main part: 3 spots, 2 stripes, 1 band, 0 plain
 
     def attributes(self) -> dict[str, str | None]:
-        """The attributes the world captions (flip is not one)."""
+        """The attributes the world captions (flip and marks are not)."""
         d = asdict(self)
         d.pop("flip")
+        d.pop("marks")
         return d
 
 
@@ -127,6 +133,7 @@ class Template:
     second: np.ndarray
     spots: np.ndarray  # positions only spots cover
     stripes: np.ndarray  # positions only stripes cover
+    area: np.ndarray  # the pattern's area on the main part, one pixel in from its edge: where marks are counted
 
 
 @lru_cache(maxsize=len(BACKGROUNDS))
@@ -149,6 +156,7 @@ def templates(background: str = "white") -> dict[tuple[str, bool], Template]:
                 _is(plain, (0, 0, 255)),
                 main & _is(spots, (0, 0, 255)) & ~changed_t,
                 main & _is(stripes, (0, 0, 255)) & ~changed_s,
+                _erode(_box_fill(changed_s | changed_t) & (main | changed_s | changed_t)),
             )
     return out
 
@@ -165,22 +173,67 @@ def _warp(part: np.ndarray, src: tuple[int, int, int, int], dst: tuple[int, int,
     return out
 
 
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """`mask` less every pixel with a 4-neighbour outside it."""
+    m = np.pad(mask, 1)
+    return mask & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+
+
+def _box_fill(mask: np.ndarray) -> np.ndarray:
+    """The bounding box of `mask`, filled."""
+    out = np.zeros_like(mask)
+    ys, xs = np.nonzero(mask)
+    out[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
+    return out
+
+
+def count_marks(on: np.ndarray, min_pixels: int = MIN_MARK) -> int:
+    """Connected groups (4-neighbour) of at least `min_pixels` True pixels in a small boolean map. Hand-written
+    (a flood fill over <= 32x32 pixels): the core dependencies have no connected-component labelling (scipy's
+    ndimage.label would be one more required package for ten lines)."""
+    seen = np.zeros_like(on, dtype=bool)
+    count = 0
+    for y, x in zip(*np.nonzero(on)):
+        if seen[y, x]:
+            continue
+        seen[y, x], stack, size = True, [(y, x)], 0
+        while stack:
+            cy, cx = stack.pop()
+            size += 1
+            for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
+                if 0 <= ny < on.shape[0] and 0 <= nx < on.shape[1] and on[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    stack.append((ny, nx))
+        count += size >= min_pixels
+    return count
+
+
 def _vote(names: np.ndarray, where: np.ndarray) -> int | None:
     picked = names[where]
     return int(np.bincount(picked, minlength=len(COLOUR_NAMES)).argmax()) if picked.size else None
 
 
-def detect(image) -> Detection:
-    """Every attribute of a toy-world image (class, colours, pattern, background; None where no object is found)."""
-    arr = _array(image)
+def _locate(arr: np.ndarray):
+    """Background, object mask and box, the nearest template (class, flip) and the palette name of each pixel;
+    None in place of the box (and after) when there is no object."""
     bg, _ = background_of(arr)
     mask = object_mask(arr)
     box = _bbox(mask)
     if box is None:
-        return Detection(bg)
+        return bg, mask, None, None, None, None
     sil = silhouette(mask, box)
-    (cls, flip), t = min(templates(bg).items(), key=lambda kv: float(np.abs(sil - kv[1].silhouette).mean()))
+    key, t = min(templates(bg).items(), key=lambda kv: float(np.abs(sil - kv[1].silhouette).mean()))
     names, _ = _nearest(arr, np.array([COLOURS[n] for n in COLOUR_NAMES], dtype=np.float32))
+    return bg, mask, box, key, t, names
+
+
+def detect(image) -> Detection:
+    """Every attribute of a toy-world image (class, colours, pattern, background; None where no object is found),
+    and the number of separate marks on the main part."""
+    bg, mask, box, key, t, names = _locate(_array(image))
+    if box is None:
+        return Detection(bg)
+    cls, flip = key
     second = _vote(names, _warp(t.second, t.box, box) & mask)
     main = _vote(names, _warp(t.main, t.box, box) & mask & (names != second))  # the world's parts differ in colour
     if main is None or second is None:
@@ -189,7 +242,31 @@ def detect(image) -> Detection:
     share = {p: float(off_main[_warp(m, t.box, box)].mean()) for p, m in (("spots", t.spots), ("stripes", t.stripes))}
     best = max(share, key=share.get)
     pattern = best if share[best] >= PATTERN_SHARE else "plain"
-    return Detection(bg, cls, COLOUR_NAMES[main], COLOUR_NAMES[second], pattern, flip)
+    marks = count_marks((names == second) & _warp(t.area, t.box, box) & mask)
+    return Detection(bg, cls, COLOUR_NAMES[main], COLOUR_NAMES[second], pattern, flip, marks)
+
+
+def separate_spots(detection: Detection | dict) -> bool:
+    """True when the detection shows spots drawn as the world draws them: three separate marks, not one band."""
+    d = asdict(detection) if isinstance(detection, Detection) else detection
+    return d["pattern"] == "spots" and d.get("marks") == SPOTS
+
+
+def band_of(image) -> Image.Image:
+    """A synthetic band for validating `separate_spots`: `image` (a spotted object) with the box spanning its
+    spots filled in their colour, the spots merged into one band. The image unchanged when it shows no spots."""
+    arr = _array(image)
+    bg, mask, box, key, t, names = _locate(arr)
+    if box is None:
+        return Image.fromarray(arr.astype(np.uint8))
+    d = detect(image)
+    marked = (names == COLOUR_NAMES.index(d.second)) & _warp(t.area, t.box, box) & mask if d.second else None
+    if marked is None or not marked.any():
+        return Image.fromarray(arr.astype(np.uint8))
+    colour = np.median(arr[marked], axis=0)
+    out = arr.copy()
+    out[_box_fill(marked)] = colour
+    return Image.fromarray(out.astype(np.uint8))
 
 
 def accuracy(count: int = 400, seed: int = 0) -> dict[str, float]:
@@ -202,6 +279,25 @@ def accuracy(count: int = 400, seed: int = 0) -> dict[str, float]:
         for a in hits:
             hits[a].append(found[a] == getattr(scene, a))
     return {a: float(np.mean(v)) for a, v in hits.items()}
+
+
+def spots_accuracy(count: int = 100, seed: int = 0) -> dict[str, dict[str, float]]:
+    """How often `separate_spots` is right, per class, on `count` random world images of each kind: spotted renders
+    (should read as spots), their `band_of` images, striped and plain renders (should not)."""
+    rng = random.Random(seed)
+    hits: dict[str, dict[str, list[bool]]] = {
+        c: {k: [] for k in ("spots", "band", "stripes", "plain")} for c in CLASSES
+    }
+    for _ in range(count):
+        base = random_scene(rng)
+        render_seed = rng.randrange(1 << 30)
+        for pattern in PATTERNS:
+            scene = Scene(base.cls, base.colour, base.second, pattern, base.background, base.flip)
+            image = render(scene, seed=render_seed)
+            hits[base.cls][pattern].append(separate_spots(detect(image)) == (pattern == "spots"))
+            if pattern == "spots":
+                hits[base.cls]["band"].append(not separate_spots(detect(band_of(image))))
+    return {c: {k: float(np.mean(v)) for k, v in h.items() if v} for c, h in hits.items()}
 
 
 def colour_histogram(image) -> np.ndarray:

@@ -3,6 +3,9 @@ and as mean ± spread, so that techniques (prior preservation, EMA, masked loss,
 
 - fidelity: share of identifier-prompt generations (`a sks dog`) that match the subject on every attribute the
   detector reads (class, main colour, second colour, pattern; the background is a nuisance, not the subject);
+- spots: share of identifier-prompt generations whose pattern reads as three separate spots, as the world draws
+  them, and not as one band (sdft.toy.detector.separate_spots; fidelity counts a band over the spot positions as
+  spots, so a subject learned with its spots smeared into a band still scores there); for a spotted subject only;
 - leakage: the same share for class-prompt generations (`a dog`): the subject bleeding into its class;
 - drift: how far the class prompt's attribute distribution moved from the base model's, at the same seeds: the mean
   over class, main colour, second colour, pattern and background of the total-variation distance (0..1) between the
@@ -26,7 +29,7 @@ import numpy as np
 
 from sdft.errors import DataError
 from sdft.toy.control import sample
-from sdft.toy.detector import Detection, detect
+from sdft.toy.detector import Detection, detect, separate_spots
 
 IDENTIFIER_PROMPT = "a sks dog"  # the quickstart's instance prompt
 CLASS_PROMPT = "a dog"  # and its class prompt
@@ -34,7 +37,7 @@ SAMPLES = 32  # generations per prompt
 IDENTIFIER_SEED, CLASS_SEED = 1000, 2000  # generation i uses seed + i
 SUBJECT_KEYS = ("cls", "colour", "second", "pattern")
 DRIFT_KEYS = SUBJECT_KEYS + ("background",)
-METRICS = ("fidelity", "leakage", "drift")
+METRICS = ("fidelity", "spots", "leakage", "drift")
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the checkout's configs (quickstart_lora)
 
 
@@ -72,8 +75,9 @@ def drift(detections: Sequence[dict], reference: Sequence[dict], keys: Sequence[
 
 
 def detections(pipe, prompt: str, n: int = SAMPLES, seed: int = 0, **sampling) -> list[dict]:
-    """Attributes of `n` generations of `prompt` (generation i seeded with seed + i)."""
-    return [detect(im).attributes() for im in sample(pipe, [prompt] * n, seed=seed, **sampling)]
+    """Attributes of `n` generations of `prompt` (generation i seeded with seed + i), with their `marks`."""
+    found = [detect(im) for im in sample(pipe, [prompt] * n, seed=seed, **sampling)]
+    return [{**d.attributes(), "marks": d.marks} for d in found]
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Measurement:
     fidelity: float
     leakage: float
     drift: float
+    spots: float = 0.0
     identifier: list[dict] = field(default_factory=list, repr=False)  # per-generation attributes
     classes: list[dict] = field(default_factory=list, repr=False)
 
@@ -107,13 +112,13 @@ def measure(
     """Fidelity, leakage and drift of `pipe` (with the LoRA file or run folder `lora` loaded for the measurement,
     unloaded after). `subject` defaults to the bundled toy subject; `reference` (base_reference of the same pipe
     without LoRA, reused across calls) is computed here when not given."""
-    from sdft.generation.params import resolve_lora_file
-
     if subject is None:
         subject = toy_subject()
     if reference is None:
         reference = base_reference(pipe, class_prompt, n, **sampling)
     if lora is not None:
+        from sdft.generation.params import resolve_lora_file  # imports diffusers: only when a LoRA is loaded
+
         pipe.load_lora_weights(str(resolve_lora_file(lora)), adapter_name="measured")
     try:
         ident = detections(pipe, identifier_prompt, n, IDENTIFIER_SEED, **sampling)
@@ -122,11 +127,12 @@ def measure(
         if lora is not None:
             pipe.unload_lora_weights()
     return Measurement(
-        float(np.mean([matches(d, subject) for d in ident])),
-        float(np.mean([matches(d, subject) for d in classes])),
-        drift(classes, reference),
-        ident,
-        classes,
+        fidelity=float(np.mean([matches(d, subject) for d in ident])),
+        leakage=float(np.mean([matches(d, subject) for d in classes])),
+        drift=drift(classes, reference),
+        spots=float(np.mean([separate_spots(d) for d in ident])),
+        identifier=ident,
+        classes=classes,
     )
 
 

@@ -2,8 +2,13 @@
 without prior preservation, measure each LoRA (sdft.toy.measure) and print the per-seed tables that go into
 sdft/toy/MODEL_CARD.md.
 
-    OMP_NUM_THREADS=1 python -m sdft.toy.study --seeds 0 1 2 3 4 --out outputs/toy_study
+    OMP_NUM_THREADS=1 python -m sdft.toy.study --seeds 0-4 --out outputs/toy_study
     python -m sdft.toy.study --seeds 0 1 --no-baseline -o trainer.max_steps=300   # screen a recipe change
+    python -m sdft.toy.study --seeds 0-19 --no-baseline   # per-seed rows, then mean ± sd over 20 seeds
+
+Each table has one row per seed (fidelity, spots, leakage, drift; sdft/toy/measure.py) and a mean ± sd row; each
+run also goes to `<out>/study.jsonl` as one JSON line. (The argparse stays here rather than in sdft/cli/: the study is
+a `python -m` research tool, not an `sdft` subcommand.)
 """
 
 from __future__ import annotations
@@ -11,10 +16,29 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
+from sdft.errors import ConfigError
 from sdft.toy.control import GUIDANCE
 from sdft.toy.measure import base_reference, measure, multi_seed, quickstart_lora, toy_subject
+
+
+def parse_seeds(tokens) -> list[int]:
+    """Training seeds from tokens such as `0-19`, `5 6 7` or `0-4 10` (ranges inclusive), in order, no repeats."""
+    seeds: list[int] = []
+    for token in tokens:
+        try:
+            lo, _, hi = str(token).partition("-") if "-" in str(token)[1:] else (token, "", token)
+            first, last = int(lo), int(hi)
+        except ValueError:
+            first = last = None
+        if first is None or first < 0 or last < first:
+            raise ConfigError(f"Bad seed {token!r}: give non-negative seeds or ranges such as `0-19` or `5 6 7`.")
+        seeds += [s for s in range(first, last + 1) if s not in seeds]
+    if not seeds:
+        raise ConfigError("No seeds given: pass --seeds such as `0-19` or `5 6 7`.")
+    return seeds
 
 
 NO_PRIOR = ["prior.enabled=false", "prior.base_prediction=false"]
@@ -61,6 +85,7 @@ def study(
                             "train_s": round(trained, 1),
                             "total_s": round(time.time() - start, 1),
                             "misses": misses,
+                            "marks": dict(Counter(str(d.get("marks")) for d in m.identifier)),
                         }
                     )
                     + "\n"
@@ -74,16 +99,20 @@ def study(
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--seeds", nargs="+", default=["0-4"], help="training seeds: `0-19`, `5 6 7`, `0-4 10`")
     p.add_argument("--out", type=Path, default=Path("outputs/toy_study"))
     p.add_argument("-o", "--override", action="append", default=[], help="a Hydra override for the quickstart")
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance scale of the measured generations")
     p.add_argument("--no-baseline", action="store_true", help="skip the runs without prior preservation")
     args = p.parse_args(argv)
+    try:
+        seeds = parse_seeds(args.seeds)  # bad seeds fail here, before any training
+    except ConfigError as e:
+        p.error(str(e))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "study.jsonl", "a") as log:
         results = study(
-            args.seeds, args.out, args.override, (True,) if args.no_baseline else (True, False), args.guidance, log
+            seeds, args.out, args.override, (True,) if args.no_baseline else (True, False), args.guidance, log
         )
     for prior, summary in results.items():
         print(
