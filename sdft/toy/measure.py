@@ -109,7 +109,7 @@ def measure(
     n: int = SAMPLES,
     **sampling,
 ) -> Measurement:
-    """Fidelity, leakage and drift of `pipe` (with the LoRA file or run folder `lora` loaded for the measurement,
+    """Fidelity, spots, leakage and drift of `pipe` (with the LoRA file or run folder `lora` loaded for the measurement,
     unloaded after). `subject` defaults to the bundled toy subject; `reference` (base_reference of the same pipe
     without LoRA, reused across calls) is computed here when not given."""
     if subject is None:

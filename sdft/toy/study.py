@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,12 +29,9 @@ def parse_seeds(tokens) -> list[int]:
     """Training seeds from tokens such as `0-19`, `5 6 7` or `0-4 10` (ranges inclusive), in order, no repeats."""
     seeds: list[int] = []
     for token in tokens:
-        try:
-            lo, _, hi = str(token).partition("-") if "-" in str(token)[1:] else (token, "", token)
-            first, last = int(lo), int(hi)
-        except ValueError:
-            first = last = None
-        if first is None or first < 0 or last < first:
+        found = re.fullmatch(r"(\d+)(?:-(\d+))?", str(token).strip())
+        first, last = (int(found[1]), int(found[2] or found[1])) if found else (0, -1)
+        if last < first:
             raise ConfigError(f"Bad seed {token!r}: give non-negative seeds or ranges such as `0-19` or `5 6 7`.")
         seeds += [s for s in range(first, last + 1) if s not in seeds]
     if not seeds:
