@@ -188,13 +188,16 @@ class ConceptConfig:
     instance_prompt: Optional[str] = None  # e.g. "photo of sks dog"; default: from the folder name
     class_prompt: Optional[str] = None  # e.g. "photo of a dog"; its class images get this prompt
     class_dir: Optional[str] = None  # existing class images, or where generated ones go
-    # default: the folder's `<repeats>_` prefix, else data.repeats
-    repeats: Optional[int] = ranged(None, ge=1, why="0 leaves the concept out of every epoch")
+    repeats: Optional[int] = ranged(
+        None,
+        ge=1,
+        why="0 leaves the concept out of every epoch; unset: the folder's `<repeats>_` prefix, else data.repeats",
+    )
     loss_weight: float = ranged(1.0, ge=0)  # multiplies this concept's per-sample loss
     trigger: Optional[str] = None  # ensured in every caption; default: from the folder name / instance prompt
     is_reg: bool = False  # this entry is a class (regularisation) set, not a subject
     caption_extension: Optional[str] = None  # default: data.caption_extension
-    keep_tokens: Optional[int] = ranged(None, ge=0)  # default: data.keep_tokens
+    keep_tokens: Optional[int] = ranged(None, ge=0, why="unset: data.keep_tokens")
     shuffle_caption: Optional[bool] = None  # default: data.shuffle_caption
     flip: Optional[bool] = None  # default: data.random_flip
 
@@ -221,14 +224,14 @@ class DataConfig:
     # probability of training a sample on the empty prompt
     caption_dropout: float = ranged(0.0, ge=0, lt=1, why="a probability")
     # null: the base model's native size (its U-Net's sample size x the VAE factor: SD 1.x 512, SDXL 1024, tiny 64)
-    resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8")
+    resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8; unset: the base model's native size")
     center_crop: bool = True  # False: random crop
     random_flip: bool = False
     enable_bucket: bool = False  # aspect-ratio buckets instead of square crops
     # null: half the native size (SD 1.x 256, SDXL 512)
-    min_bucket_reso: Optional[int] = ranged(None, ge=8, why="pixels")
+    min_bucket_reso: Optional[int] = ranged(None, ge=8, why="pixels; unset: half the native size")
     # null: twice the native size (SD 1.x 1024, SDXL 2048)
-    max_bucket_reso: Optional[int] = ranged(None, ge=8, why="pixels")
+    max_bucket_reso: Optional[int] = ranged(None, ge=8, why="pixels; unset: twice the native size")
     bucket_reso_steps: int = ranged(64, ge=8, why="pixels, a multiple of 8")
     bucket_no_upscale: bool = False  # images smaller than resolution^2 keep their size (rounded to the step)
     # instance images per batch; with prior preservation as many class images are added
@@ -351,14 +354,14 @@ class OptimConfig:
     lr: float = ranged(1e-4, gt=0, why="0 leaves the untrained model")
     # default: lr
     text_encoder_lr: Optional[float] = ranged(
-        None, ge=0, why="to freeze the text encoder, set adapter.train_text_encoder=false"
+        None, ge=0, why="unset: optim.lr; to freeze the text encoder, set adapter.train_text_encoder=false"
     )
     # SDXL's second text tower (OpenCLIP bigG); default: text_encoder_lr
     text_encoder_2_lr: Optional[float] = ranged(
-        None, ge=0, why="to freeze both text towers, set adapter.train_text_encoder=false"
+        None, ge=0, why="unset: optim.text_encoder_lr; to freeze both text towers, set adapter.train_text_encoder=false"
     )
     # trained token embeddings (adapter.embedding); default: lr
-    embedding_lr: Optional[float] = ranged(None, gt=0, why="0 trains no embedding")
+    embedding_lr: Optional[float] = ranged(None, gt=0, why="0 trains no embedding; unset: optim.lr")
     weight_decay: float = ranged(1e-2, ge=0)
     betas: List[float] = ranged(factory=lambda: [0.9, 0.999], ge=0, lt=1, why="Adam's moment decays")
     eps: float = ranged(1e-8, gt=0)
@@ -369,7 +372,9 @@ class OptimConfig:
     # weight_decay/fused when set (presets in conf/optim/; a missing package fails with its pip name)
     optimizer: Dict[str, Any] = field(default_factory=dict)  # {}: use optim.name
     # LoRA+: lr × ratio for the LoRA B (up) matrices, e.g. 16
-    loraplus_ratio: Optional[float] = ranged(None, gt=0, why="LoRA+ multiplies the B matrices' lr by it; typical 16")
+    loraplus_ratio: Optional[float] = ranged(
+        None, gt=0, why="LoRA+ multiplies the B matrices' lr by it; typical 16; unset: no LoRA+"
+    )
     unet_block_lr: BlockLrConfig = field(default_factory=BlockLrConfig)
 
 
@@ -378,7 +383,7 @@ class LossConfig:
     """Diffusion loss options."""
 
     # e.g. 5.0 (Hang et al. 2023); None = plain MSE
-    min_snr_gamma: Optional[float] = ranged(None, gt=0, why="typical 5")
+    min_snr_gamma: Optional[float] = ranged(None, gt=0, why="typical 5; unset: no min-SNR weighting")
     noise_offset: float = ranged(0.0, ge=0, why="typical 0.05")  # e.g. 0.05; adds per-channel offset noise
     # check the loss for NaN/inf every N steps. 1: every step, so a bad step never updates the weights (one host-device
     # sync per step); N > 1: no per-step sync on GPUs, a bad step is caught at the next check (saves refuse bad weights)
@@ -395,7 +400,7 @@ class LossConfig:
     # e.g. 0.1: the U-Net's input noise gets extra noise, the target does not
     input_perturbation: float = ranged(0.0, ge=0, why="typical 0.1")
     min_timestep: int = ranged(0, ge=0)  # timesteps are drawn from [min_timestep, max_timestep)
-    max_timestep: Optional[int] = ranged(None, ge=1)  # default: the scheduler's num_train_timesteps
+    max_timestep: Optional[int] = ranged(None, ge=1, why="unset: the scheduler's num_train_timesteps")
     timestep_sampling: TimestepSampling = TimestepSampling.uniform  # uniform | logit_normal | mode (SD3)
     logit_mean: float = ranged(0.0)  # logit_normal
     logit_std: float = ranged(1.0, gt=0)  # logit_normal
@@ -463,7 +468,7 @@ class CallbacksConfig:
     validation_steps: int = ranged(20, ge=1)
     validation_guidance: float = ranged(7.5, ge=0)
     validation_negative_prompt: str = ""
-    validation_resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8")  # default: data.resolution
+    validation_resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8; unset: data.resolution")
     validation_at_start: bool = False  # also render the untrained model, for a before/after comparison
     fixed_noise_loss: bool = True  # log val/fixed_noise_loss (instance images, fixed noise/timesteps): comparable
 
@@ -476,14 +481,14 @@ class EvalConfig:
     prompts: str = (
         "live"  # DreamBooth's 25 prompts: live | object; or a text file, one prompt a line ({identifier} {cls})
     )
-    num_prompts: Optional[int] = ranged(None, ge=1)  # spread over the list (keeps all three kinds); None: all
+    num_prompts: Optional[int] = ranged(None, ge=1, why="unset: all")  # spread over the list (keeps all three kinds)
     # images per prompt: one per seed
     seeds: List[int] = ranged(factory=lambda: [0, 1, 2, 3], ge=0, lt=2**32, why="seeds")
     class_images: int = ranged(8, ge=1)  # class-prompt generations (seeds 0..N-1) for PRES and DIV
     steps: int = ranged(25, ge=1)
     guidance: float = ranged(7.5, ge=0)
     scheduler: str = "dpmpp_2m_karras"  # any name of sdft generate --scheduler
-    resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8")  # default: data.resolution
+    resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8; unset: data.resolution")
     identifier: Optional[str] = (
         None  # default: data.trigger, else the instance prompt's word absent from the class prompt
     )

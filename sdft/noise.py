@@ -101,13 +101,14 @@ def lora_training_config(lora) -> dict:
     from pathlib import Path
 
     from omegaconf import OmegaConf
-    from safetensors import safe_open
+
+    from sdft.adapters.lora_file import lora_header
+    from sdft.errors import LoraFormatError
 
     path = Path(lora)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception:  # noqa: BLE001  (unreadable: the LoRA loader reports it; here the file only has no config)
+        meta = lora_header(path)[1]
+    except LoraFormatError:  # unreadable: the LoRA loader reports it; here the file only has no config
         meta = {}
     if "sdft_config" in meta:
         return json.loads(meta["sdft_config"])

@@ -92,8 +92,6 @@ def check_config(cfg: DictConfig) -> None:
         check_target_names(cfg.adapter.text_encoder_targets, TEXT_ENCODER_TARGETS, "adapter.text_encoder_targets")
     if cfg.phase.init_lora and not Path(cfg.phase.init_lora).expanduser().is_file():
         raise ConfigError(f"phase {cfg.phase.name!r}: init_lora={cfg.phase.init_lora} is not a file.")
-    if cfg.trainer.max_steps <= 0:
-        raise ConfigError("trainer.max_steps must be > 0.")
     check_embedding_config(cfg)
     check_zero_terminal_snr(cfg.loss, cfg.model.prediction_type)
     check_ema_config(cfg.ema)

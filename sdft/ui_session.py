@@ -50,12 +50,12 @@ def format_lora_lines(specs: list[LoraSpec]) -> str:
 
 def _is_lora_file(path: Path) -> bool:
     """A .safetensors file whose header names LoRA tensors (not a model's weights); reads the header only."""
-    from safetensors import safe_open
+    from sdft.adapters.lora_file import lora_header
+    from sdft.errors import LoraFormatError
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return any("lora" in key.lower() for key in f.keys())
-    except Exception:  # unreadable or not safetensors: not offered
+        return any("lora" in key.lower() for key in lora_header(path)[0])
+    except LoraFormatError:  # unreadable or not safetensors: not offered
         return False
 
 

@@ -35,6 +35,13 @@ from sdft.train import prepare, run
         ("callbacks.checkpoint_every_n_steps=-5", r"callbacks\.checkpoint_every_n_steps=-5: must be >= 0"),
         ("optim.betas=[0.9,1.5]", r"optim\.betas=\[0\.9, 1\.5\]: must be in \[0, 1\) for each value"),
         ("loss.noise_offset=nan", r"loss\.noise_offset=nan: must be >= 0"),
+        # checks once hand-written beside the schema, now its ranges
+        ("trainer.max_steps=0", r"trainer\.max_steps=0: must be >= 1"),
+        ("data.caption_dropout=1.0", r"data\.caption_dropout=1\.0: must be in \[0, 1\) \(a probability\)"),
+        ("ema.enabled=true ema.decay=1.5", r"ema\.decay=1\.5: must be in \[0, 1\)"),
+        ("ema.enabled=true ema.start_step=-1", r"ema\.start_step=-1: must be >= 0"),
+        # an optional field's error says what unset means
+        ("optim.text_encoder_lr=-1", r"optim\.text_encoder_lr=-1\.0: must be >= 0 \(unset: optim\.lr;"),
     ],
     ids=lambda v: v if "=" in str(v) else "",
 )

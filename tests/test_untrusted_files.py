@@ -172,3 +172,70 @@ def test_every_lora_reader_refuses_a_damaged_file(which, bad_loras, tiny_pipe_fa
     for read in (lambda: file_kind_of(path), lambda: inject_path(path, tiny_pipe_factory(), "x")):
         with pytest.raises(LoraFormatError, match=path.name):
             read()
+
+
+@pytest.mark.parametrize("which", ["bad_header", "huge_shape", "truncated", "nan"])
+def test_bad_tuned_for_extract_is_one_line_before_the_base_loads(which, bad_loras, monkeypatch, tmp_path, capsys):
+    import sdft.export
+    from sdft.cli import main
+
+    monkeypatch.setattr(sdft.export, "load_base", lambda *a, **k: pytest.fail("the base loaded first"))
+    path, out = bad_loras[which], tmp_path / "extracted.safetensors"
+    rc = main(["lora", "extract", str(out), "--base", "tiny", "--tuned", str(path), "--rank", "2"])
+    err = capsys.readouterr().err
+    assert rc != 0 and str(path) in err and "Traceback" not in err, err[-2000:]
+    assert not out.exists()
+
+
+def test_bad_sdft_config_json_is_refused(bad_loras, tmp_path):
+    """sdft/noise.py parses `sdft_config` to pick the sampling scheduler: a damaged one is refused when read."""
+    from safetensors.torch import load_file, save_file
+
+    from sdft.adapters.lora_file import read_lora_file
+    from sdft.errors import LoraFormatError
+
+    path = tmp_path / "bad_config.safetensors"
+    save_file(load_file(str(bad_loras["bad_json"])), str(path), {"sdft_config": "{not json"})
+    with pytest.raises(LoraFormatError, match="sdft_config is not valid JSON"):
+        read_lora_file(path)
+
+
+@pytest.fixture(scope="module")
+def bad_embeddings(tmp_path_factory) -> dict:
+    """A valid A1111 embedding file, and broken variants of it."""
+    from safetensors.torch import save_file
+
+    from sdft.embeddings.files import save_embedding_files
+
+    root = tmp_path_factory.mktemp("bad_embeddings")
+    good = save_embedding_files("<sks>", torch.randn(2, 32), root / "good")["a1111"]
+    data = good.read_bytes()
+    huge = {"emb_params": {"dtype": "F32", "shape": [10**6, 10**6], "data_offsets": [0, 16]}}
+    files = {
+        "empty": b"",
+        "truncated": data[: len(data) // 2],
+        "bad_header": header_file(b'{"emb_params": {"dtype": "F32", "shape": [2'),
+        "huge_shape": header_file(json.dumps(huge).encode()),
+    }
+    out = {"good": good}
+    for name, content in files.items():
+        out[name] = root / f"{name}.safetensors"
+        out[name].write_bytes(content)
+    out["nan"] = root / "nan.safetensors"
+    save_file({"emb_params": torch.full((2, 32), float("nan"))}, str(out["nan"]))
+    return out
+
+
+@pytest.mark.parametrize("which", ["empty", "truncated", "bad_header", "huge_shape", "nan"])
+def test_bad_embedding_is_one_line_before_the_model_loads(which, bad_embeddings, monkeypatch, tmp_path, capsys):
+    import sdft.cli.generate
+    from sdft.embeddings.files import EmbeddingFormatError, load_embedding_file
+
+    path = bad_embeddings[which]
+    with pytest.raises(EmbeddingFormatError, match=path.name):  # what every embedding reader calls
+        load_embedding_file(path)
+    monkeypatch.setattr(sdft.cli.generate, "generator_from_args", lambda *a: pytest.fail("the model loaded first"))
+    rc = sdft.cli.generate.main(["--prompt", "x", "--model", "tiny", "--embedding", str(path), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc != 0 and str(path) in err and "Traceback" not in err, err[-2000:]
+    assert load_embedding_file(bad_embeddings["good"])[0] == bad_embeddings["good"].stem  # a good one still reads

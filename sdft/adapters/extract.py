@@ -151,9 +151,9 @@ ADAPTER_KEY = ("lora_unet_", "lora_te_", "unet.", "text_encoder.")  # keys of ad
 
 def adapter_file(tuned: str) -> Path | None:
     """The adapter file `tuned` names (a LoRA-style .safetensors, or a run / lora folder holding one), else None
-    (a model: a diffusers folder, a full-DreamBooth run, a single-file checkpoint)."""
-    from safetensors import safe_open
-
+    (a model: a diffusers folder, a full-DreamBooth run, a single-file checkpoint). A damaged .safetensors file is
+    one LoraFormatError naming it."""
+    from sdft.adapters.lora_file import open_safetensors
     from sdft.export import resolve_lora
 
     path = Path(tuned).expanduser()
@@ -170,7 +170,8 @@ def adapter_file(tuned: str) -> Path | None:
             return None
     if not (path.is_file() and path.suffix == ".safetensors"):
         return None
-    with safe_open(str(path), framework="pt") as f:
+    fix = "Give --tuned a LoRA/adapter file a training run wrote, an adapter run folder, or a fine-tuned model."
+    with open_safetensors(path, "--tuned", fix) as f:
         keys = list(f.keys())
     return path if keys and all(k.startswith(ADAPTER_KEY) for k in keys) else None
 
@@ -191,10 +192,13 @@ def extract_file(
     import torch
 
     from sdft.adapters.kohya import kohya_metadata, to_kohya, write_kohya_file
+    from sdft.adapters.lora_file import read_lora_file
     from sdft.export import load_base, merge_loras
 
+    lora = adapter_file(tuned)  # a damaged or NaN adapter fails now, before the models load
+    if lora:
+        read_lora_file(lora)
     base_pipe = load_base(base, config=config, allow_pickle=allow_pickle)
-    lora = adapter_file(tuned)
     tuned_pipe = load_base(base if lora else tuned, config=config, allow_pickle=allow_pickle)
     if lora:  # any adapter kind: merged into the base as `sdft export` does (OFT's `.diff` file refused there)
         merge_loras(tuned_pipe, [(lora, 1.0)])

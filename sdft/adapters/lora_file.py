@@ -3,52 +3,62 @@ it (never a raw SafetensorError / JSONDecodeError traceback), and weights that a
 (a NaN LoRA would otherwise render black images with exit 0).
 
 Every command that reads a LoRA / LyCORIS / OFT file (train's init_lora, generate, export, lora resize, the
-adapter imports) reads it through these two functions, so each refuses a damaged file the same way."""
+adapter imports, `lora extract`) reads it through these functions, so each refuses a damaged file the same way;
+embedding files open through `open_safetensors` too, with their own error class."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
-from sdft.errors import LoraFormatError
+from sdft.errors import LoraFormatError, SdftError
 
 
-def _unreadable(path, err: Exception) -> LoraFormatError:
-    return LoraFormatError(
-        f"LoRA {path}: not a readable .safetensors file (empty, truncated, a damaged header or another format: "
-        f"{str(err)[:160]}). Use the LoRA file a training run wrote (lora/*.safetensors)."
-    )
+JSON_METADATA = ("lora_adapter_metadata", "sdft_config")  # metadata entries readers parse as JSON (peft, sdft/noise.py)
+LORA_FIX = "Use the LoRA file a training run wrote (lora/*.safetensors)."
+
+
+@contextmanager
+def open_safetensors(
+    path: str | os.PathLike, what: str = "LoRA", fix: str = LORA_FIX, error: type[SdftError] = LoraFormatError
+) -> Iterator:
+    """`safe_open(path)` for a file given by the user; a damaged one (empty, truncated, a bad header, a declared
+    shape its data does not hold, another format) is one `error` naming it: "<what> <path>: not a readable
+    .safetensors file (...). <fix>". Every reader of a user-given .safetensors file (LoRA, adapter, embedding, the
+    `--tuned` of `lora extract`) opens it here."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            yield f
+    except (SafetensorError, OSError, ValueError) as err:
+        raise error(
+            f"{what} {path}: not a readable .safetensors file (empty, truncated, a damaged header or another format: "
+            f"{str(err)[:160]}). {fix}"
+        ) from None
 
 
 def lora_header(path: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
     """(tensor names, metadata) from the file's header only, without reading the weights; checked as readable."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return list(f.keys()), dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as err:
-        raise _unreadable(path, err) from None
+    with open_safetensors(path) as f:
+        return list(f.keys()), dict(f.metadata() or {})
 
 
 def read_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors LoRA file, checked: readable, metadata JSON valid, values finite."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise _unreadable(path, err) from None
-    if "lora_adapter_metadata" in metadata:
+    with open_safetensors(path) as f:
+        metadata = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    for key in JSON_METADATA:
         try:
-            json.loads(metadata["lora_adapter_metadata"])
+            json.loads(metadata.get(key, "{}"))
         except json.JSONDecodeError as err:
             raise LoraFormatError(
-                f"LoRA {path}: its lora_adapter_metadata is not valid JSON ({err}); the file was "
+                f"LoRA {path}: its {key} is not valid JSON ({err}); the file was "
                 "edited or damaged. Re-export it, or drop that metadata entry."
             ) from None
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]

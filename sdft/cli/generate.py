@@ -111,6 +111,10 @@ def run_from_args(args: argparse.Namespace, generator: Generator | None = None) 
             init = Image.open(args.init_image).convert("RGB")
         except OSError as err:
             raise ConfigError(f"--init-image {args.init_image}: cannot read it as an image: {err}") from err
+    from sdft.embeddings.files import load_embedding_file
+
+    for path in args.embedding:  # a damaged embedding file fails now, before the model loads
+        load_embedding_file(path)
     if generator is None:
         generator = generator_from_args(args)
     for path in args.embedding:

@@ -196,9 +196,8 @@ def data_source(cfg: DataConfig | DictConfig) -> str:
 
 def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None:
     """Checks that need no images: prior preservation needs a class prompt somewhere."""
-    # data.on_bad_images / missing_captions are enums (sdft/config.py): other values fail when the config is composed
-    if not 0.0 <= cfg.caption_dropout < 1.0:
-        raise ConfigError("data.caption_dropout must be in [0, 1).")
+    # data.on_bad_images / missing_captions are enums (sdft/config.py): other values fail when the config is composed;
+    # numeric ranges (data.caption_dropout ...) are declared there too and checked by sdft/checks.py
     folder = Path(cfg.instance_dir).expanduser() if cfg.instance_dir else None
     kohya_named = folder is not None and bool(parse_kohya_name(folder.name) or kohya_subfolders(folder))
     concept_classes = any(c.class_prompt or c.is_reg for c in cfg.concepts)

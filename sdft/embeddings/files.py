@@ -24,6 +24,7 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
+from sdft.adapters.lora_file import open_safetensors
 from sdft.atomic import atomic_path
 from sdft.embeddings.tokens import file_stem
 from sdft.errors import SdftError
@@ -137,8 +138,15 @@ def load_embedding_file(path: str | os.PathLike) -> tuple[str, torch.Tensor | di
             f"{path}: not an embedding .safetensors file (A1111 <name>.safetensors or "
             f"diffusers {DIFFUSERS_NAME}); .pt/.bin embeddings are pickles and not read."
         )
-    with safe_open(str(path), framework="pt") as f:
+    fix = f"Use an embedding file a training run wrote (embedding/<name>.safetensors or {DIFFUSERS_NAME})."
+    with open_safetensors(path, "embedding", fix, EmbeddingFormatError) as f:
         state, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise EmbeddingFormatError(
+            f"embedding {path}: {bad[0]} holds NaN/inf values (training diverged); use an earlier run's embedding "
+            "or retrain with a lower lr."
+        )
     if set(SDXL_KEYS) <= set(state):
         token = metadata.get("sdft_token") if path.name == DIFFUSERS_NAME else None
         vectors = {k: state[k].unsqueeze(0) if state[k].dim() == 1 else state[k] for k in SDXL_KEYS}
