@@ -164,6 +164,9 @@ class DataConfig:
     shuffle_caption: bool = False  # shuffle comma-separated tags (after the first keep_tokens)
     keep_tokens: int = 0  # tags kept in place at the start when shuffling
     caption_dropout: float = 0.0  # probability of training a sample on the empty prompt
+    caption_tag_dropout_rate: float = 0.0  # probability of leaving out each tag (after the first keep_tokens)
+    caption_variants: bool = False  # each line of a caption file is one caption; one is drawn per sample
+    caption_wildcards: bool = False  # `{a|b|c}` in captions becomes one of a, b, c per sample
     # null: the base model's native size (its U-Net's sample size x the VAE factor: SD 1.x 512, SDXL 1024, tiny 64)
     resolution: Optional[int] = None
     center_crop: bool = True  # False: random crop

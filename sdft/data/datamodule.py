@@ -61,7 +61,7 @@ def examples_of(concepts: list[Concept], settings, report: DatasetReport, what: 
         report.duplicates += scan.duplicates
         good = scan.good
         prompts, cap = read_captions_report(
-            good, c.prompt, c.caption_extension, settings.use_captions, settings.missing_captions
+            good, c.prompt, c.caption_extension, settings.use_captions, settings.missing_captions, c.captions.variants
         )
         report.captions[str(c.folder)] = cap
         if settings.ensure_trigger and c.trigger:
@@ -201,7 +201,7 @@ class DreamBoothDataModule(L.LightningDataModule):
         cfg = self.cfg
         if latent_cache_wanted(cfg.cache_latents, cfg.center_crop):
             self.latents = self._latent_cache(module.vae, device, encodes)
-        fixed = all(ex.caption_options.fixed for ex in self.instances + self.classes)
+        fixed = all(ex.caption_options.fixed_for(ex.prompt) for ex in self.instances + self.classes)
         needs_ids = None  # a reason the step needs the captions' token ids, not cached text states
         if getattr(getattr(module, "base_prior", None), "swap", None) is not None:
             needs_ids = "prior.base_prediction_captions swaps words in the captions' token ids"

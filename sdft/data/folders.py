@@ -41,6 +41,9 @@ def _options(cfg, concept_cfg=None) -> dict:
             bool(pick("shuffle_caption", cfg.shuffle_caption)),
             int(pick("keep_tokens", cfg.keep_tokens)),
             float(cfg.caption_dropout),
+            float(cfg.caption_tag_dropout_rate),
+            bool(cfg.caption_variants),
+            bool(cfg.caption_wildcards),
         ),
         flip=bool(pick("flip", cfg.random_flip)),
         recursive=bool(cfg.recursive),
@@ -199,6 +202,8 @@ def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None
     # data.on_bad_images / missing_captions are enums (sdft/config.py): other values fail when the config is composed
     if not 0.0 <= cfg.caption_dropout < 1.0:
         raise ConfigError("data.caption_dropout must be in [0, 1).")
+    if not 0.0 <= cfg.caption_tag_dropout_rate < 1.0:
+        raise ConfigError("data.caption_tag_dropout_rate must be in [0, 1), e.g. 0.1.")
     folder = Path(cfg.instance_dir).expanduser() if cfg.instance_dir else None
     kohya_named = folder is not None and bool(parse_kohya_name(folder.name) or kohya_subfolders(folder))
     concept_classes = any(c.class_prompt or c.is_reg for c in cfg.concepts)

@@ -2,7 +2,8 @@
 
 Subset keys fall back to their dataset's, then to [general]'s, then to sdft's data config, as in kohya.
 Supported: image_dir, num_repeats, class_tokens, is_reg, caption_extension, keep_tokens, shuffle_caption, flip_aug,
-caption_dropout_rate, random_crop; dataset/general: resolution, batch_size, enable_bucket, min_bucket_reso,
+caption_dropout_rate, caption_tag_dropout_rate, enable_wildcard (as kohya: several lines of a caption file are variants,
+one drawn per sample, and `{a|b|c}` wildcards; sdft's data.caption_variants + data.caption_wildcards), random_crop; dataset/general: resolution, batch_size, enable_bucket, min_bucket_reso,
 max_bucket_reso, bucket_reso_steps, bucket_no_upscale. Other keys are reported (warning) and ignored.
 Relative image_dir paths are taken from the TOML file's folder when they exist there, else from the working folder.
 """
@@ -31,6 +32,8 @@ SUBSET_KEYS = {
     "shuffle_caption",
     "flip_aug",
     "caption_dropout_rate",
+    "caption_tag_dropout_rate",
+    "enable_wildcard",
     "random_crop",
 }
 DATASET_KEYS = {
@@ -84,6 +87,9 @@ class KohyaDataset:
                 bool(sub.get("shuffle_caption", cfg.shuffle_caption)),
                 int(sub.get("keep_tokens", cfg.keep_tokens)),
                 float(sub.get("caption_dropout_rate", cfg.caption_dropout)),
+                float(sub.get("caption_tag_dropout_rate", cfg.caption_tag_dropout_rate)),
+                bool(sub.get("enable_wildcard", cfg.caption_variants)),
+                bool(sub.get("enable_wildcard", cfg.caption_wildcards)),
             )
             out.append(
                 Concept(
