@@ -416,6 +416,14 @@ class EvalConfig:
 
 
 @dataclass
+class CardConfig:
+    """The model card written beside the trained files (sdft/adapters/model_card.py)."""
+
+    # the card's license field; null: the base family's (SD 1.x creativeml-openrail-m, SD 2.x / SDXL openrail++)
+    license: Optional[str] = None
+
+
+@dataclass
 class SdftConfig:
     """The whole run."""
 
@@ -437,6 +445,7 @@ class SdftConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    card: CardConfig = field(default_factory=CardConfig)
 
 
 def register_configs() -> None:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from sdft.adapters.kinds import is_peft_kind
 from sdft.adapters.kohya import kohya_metadata, tag_frequency
 from sdft.adapters.lora import count_params, start_phase
+from sdft.adapters.model_card import write_model_card
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
 from sdft.atomic import write_text
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
@@ -420,6 +421,13 @@ def _run(cfg: DictConfig | dict) -> dict:
             summaries.append(fit(parts, state))
         if parts.trainer.is_global_zero:  # under DDP every rank runs this; only rank 0 writes
             write_json(parts.out_dir / phase_cfg.phase.name / "summary.json", summaries[-1])
+            write_model_card(
+                parts.out_dir / phase_cfg.phase.name,
+                phase_cfg,
+                summaries[-1],
+                data.report.concepts,
+                validation_prompts(phase_cfg, data),
+            )
         pipe, previous = parts.pipe, phase_cfg.phase.name
     if len(summaries) == 1:
         summary = summaries[0]
