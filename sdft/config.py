@@ -142,6 +142,7 @@ class ConceptConfig:
     keep_tokens: Optional[int] = None  # default: data.keep_tokens
     shuffle_caption: Optional[bool] = None  # default: data.shuffle_caption
     flip: Optional[bool] = None  # default: data.random_flip
+    resolution: Optional[int] = None  # this concept's training resolution (multi-resolution data); default: data's
 
 
 @dataclass
@@ -169,6 +170,9 @@ class DataConfig:
     caption_wildcards: bool = False  # `{a|b|c}` in captions becomes one of a, b, c per sample
     # null: the base model's native size (its U-Net's sample size x the VAE factor: SD 1.x 512, SDXL 1024, tiny 64)
     resolution: Optional[int] = None
+    # multi-resolution: every instance image (of concepts without their own resolution) trains at each of these, e.g.
+    # [512, 768]; buckets and caches are per resolution, data.resolution stays the grids' size. []: data.resolution only
+    resolutions: List[int] = field(default_factory=list)
     center_crop: bool = True  # False: random crop
     random_flip: bool = False
     enable_bucket: bool = False  # aspect-ratio buckets instead of square crops

@@ -47,6 +47,7 @@ def _options(cfg, concept_cfg=None) -> dict:
         ),
         flip=bool(pick("flip", cfg.random_flip)),
         recursive=bool(cfg.recursive),
+        resolution=pick("resolution", None),
     )
 
 
@@ -202,6 +203,12 @@ def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None
     # data.on_bad_images / missing_captions are enums (sdft/config.py): other values fail when the config is composed
     if not 0.0 <= cfg.caption_dropout < 1.0:
         raise ConfigError("data.caption_dropout must be in [0, 1).")
+    for r in [*cfg.resolutions, *(c.resolution for c in cfg.concepts if c.resolution is not None)]:
+        if r < 8 or r % 8:
+            raise ConfigError(
+                f"resolution {r} in data.resolutions / a concept's resolution: must be a positive multiple of 8 "
+                f"(the VAE downsamples by 8), e.g. {max(8, r // 8 * 8)}."
+            )
     if not 0.0 <= cfg.caption_tag_dropout_rate < 1.0:
         raise ConfigError("data.caption_tag_dropout_rate must be in [0, 1), e.g. 0.1.")
     folder = Path(cfg.instance_dir).expanduser() if cfg.instance_dir else None
