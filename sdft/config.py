@@ -26,6 +26,12 @@ class WeightDtype(str, Enum):
     bf16 = "bf16"
 
 
+class Quantize(str, Enum):
+    int8 = "int8"
+    fp8 = "fp8"
+    nf4 = "nf4"
+
+
 class ModelFamily(str, Enum):
     sd1 = "sd1"
     sdxl = "sdxl"
@@ -124,6 +130,9 @@ class ModelConfig:
     channels_last: bool = False  # U-Net and VAE in channels_last memory layout (GPU speed-up with bf16/fp16)
     compile: bool = False  # torch.compile the U-Net (in place, after the adapters are set up; first steps compile)
     family: Optional[ModelFamily] = None  # sd1 | sdxl; default: from the loaded pipeline (a mismatch is an error)
+    # int8 | fp8 | nf4: the frozen U-Net / text encoder weights stored quantized (adapter training only;
+    # sdft/models/quantize.py); null: as weight_dtype
+    quantize: Optional[Quantize] = None
 
 
 @dataclass

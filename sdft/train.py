@@ -49,6 +49,7 @@ from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
 from sdft.models.family_parts import family_parts
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
+from sdft.models.quantize import check_quantize
 from sdft.module import DreamBoothModule
 from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
 from sdft.optimizers import optimizer_class
@@ -98,6 +99,7 @@ def check_config(cfg: DictConfig) -> None:
     check_zero_terminal_snr(cfg.loss, cfg.model.prediction_type)
     check_ema_config(cfg.ema)
     check_base_prior(cfg)
+    check_quantize(cfg)
     if cfg.optim.optimizer:
         optimizer_class(cfg.optim.optimizer)  # a missing package fails here, naming it
 
