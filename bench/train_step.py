@@ -76,7 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument(
-        "--quantize", choices=["int8", "fp8"], default=None, help="frozen base quantized (model.quantize, torchao)"
+        "--quantize",
+        choices=["int8", "fp8"],
+        default=None,
+        help="frozen base quantized (model.quantize, optimum-quanto)",
     )
     p.add_argument("--optim", choices=["adamw", "adamw8bit"], default="adamw", help="conf/optim/<name>.yaml")
     p.add_argument("--attention", choices=["sdpa", "xformers"], default="sdpa")

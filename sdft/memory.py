@@ -51,7 +51,7 @@ def weight_ranges(modules: Iterable[torch.nn.Module]) -> list[tuple[int, int]]:
 
 
 def plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
-    """The tensors holding a tensor's data: itself, or the inner tensors of a wrapper subclass (torchao's quantized
+    """The tensors holding a tensor's data: itself, or the inner tensors of a wrapper subclass (optimum-quanto's quantized
     weights, model.quantize), whose own storage has no data pointer."""
     flatten = getattr(tensor, "__tensor_flatten__", None)
     if flatten is None:

@@ -1,4 +1,4 @@
-"""Issue 32 item 1: model.quantize=int8|fp8 stores the frozen base's Linear weights quantized (torchao) under trained
+"""Issue 32 item 1: model.quantize=int8|fp8 stores the frozen base's Linear weights quantized (optimum-quanto) under trained
 LoRA layers; refused for full fine-tuning, merge phases and nf4 (bitsandbytes, CUDA, not wired); the trained LoRA file
 loads on the unquantized base as usual."""
 
@@ -46,7 +46,6 @@ def test_refusals_come_before_anything_loads(fast_config):
         fast_config("model.quantize=int4")
 
 
-@pytest.mark.slow  # ~40 s on 2 contended cores (a tiny run, torchao int8 on the CPU)
 def test_a_quantized_run_writes_a_lora_that_loads_on_the_plain_base(fast_config, tiny_pipe_factory, tmp_path):
     from safetensors.torch import load_file
 
