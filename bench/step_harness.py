@@ -30,6 +30,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from sdft.adapters.lora import count_params, setup_trainable  # noqa: E402
 from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, OptimizerName, WeightDtype  # noqa: E402
 from sdft.models.loading import freeze_models, make_noise_scheduler, speed_options  # noqa: E402
+from sdft.models.quantize import quantize_models  # noqa: E402
 from sdft.module import DreamBoothModule  # noqa: E402
 
 
@@ -374,6 +375,7 @@ def build_setup(args, device: torch.device) -> SimpleNamespace:
         channels_last=args.channels_last,
     )
     freeze_models(holder, model_cfg)
+    quantize_models(holder, getattr(args, "quantize", None))  # model.quantize, as prepare_models does
     setup_trainable(holder.unet, holder.text_encoder, adapter)
     optim = load_group("optim", args.optim, OptimConfig)
     if args.no_fused:

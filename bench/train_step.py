@@ -75,6 +75,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="dtype of the frozen weights (model.weight_dtype)",
     )
     p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument(
+        "--quantize",
+        choices=["int8", "fp8"],
+        default=None,
+        help="frozen base quantized (model.quantize, optimum-quanto)",
+    )
     p.add_argument("--optim", choices=["adamw", "adamw8bit"], default="adamw", help="conf/optim/<name>.yaml")
     p.add_argument("--attention", choices=["sdpa", "xformers"], default="sdpa")
     p.add_argument(

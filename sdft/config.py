@@ -73,6 +73,12 @@ class WeightDtype(str, Enum):
     bf16 = "bf16"
 
 
+class Quantize(str, Enum):
+    int8 = "int8"
+    fp8 = "fp8"
+    nf4 = "nf4"
+
+
 class ModelFamily(str, Enum):
     sd1 = "sd1"
     sdxl = "sdxl"
@@ -178,6 +184,9 @@ class ModelConfig:
     channels_last: bool = False  # U-Net and VAE in channels_last memory layout (GPU speed-up with bf16/fp16)
     compile: bool = False  # torch.compile the U-Net (in place, after the adapters are set up; first steps compile)
     family: Optional[ModelFamily] = None  # sd1 | sdxl; default: from the loaded pipeline (a mismatch is an error)
+    # int8 | fp8 | nf4: the frozen U-Net / text encoder weights stored quantized (adapter training only;
+    # sdft/models/quantize.py); null: as weight_dtype
+    quantize: Optional[Quantize] = None
 
 
 @dataclass
@@ -200,6 +209,8 @@ class ConceptConfig:
     keep_tokens: Optional[int] = ranged(None, ge=0, why="unset: data.keep_tokens")
     shuffle_caption: Optional[bool] = None  # default: data.shuffle_caption
     flip: Optional[bool] = None  # default: data.random_flip
+    # this concept's training resolution (multi-resolution data)
+    resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8; unset: data.resolution(s)")
 
 
 @dataclass
@@ -223,8 +234,15 @@ class DataConfig:
     keep_tokens: int = ranged(0, ge=0)  # tags kept in place at the start when shuffling
     # probability of training a sample on the empty prompt
     caption_dropout: float = ranged(0.0, ge=0, lt=1, why="a probability")
+    # probability of leaving out each tag (after the first keep_tokens)
+    caption_tag_dropout_rate: float = ranged(0.0, ge=0, lt=1, why="a probability")
+    caption_variants: bool = False  # each line of a caption file is one caption; one is drawn per sample
+    caption_wildcards: bool = False  # `{a|b|c}` in captions becomes one of a, b, c per sample
     # null: the base model's native size (its U-Net's sample size x the VAE factor: SD 1.x 512, SDXL 1024, tiny 64)
     resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8; unset: the base model's native size")
+    # multi-resolution: every instance image (of concepts without their own resolution) trains at each of these, e.g.
+    # [512, 768]; buckets and caches are per resolution, data.resolution stays the grids' size. []: data.resolution only
+    resolutions: List[int] = ranged(factory=list, ge=8, why="pixels, multiples of 8")
     center_crop: bool = True  # False: random crop
     random_flip: bool = False
     enable_bucket: bool = False  # aspect-ratio buckets instead of square crops
@@ -505,6 +523,14 @@ class EvalConfig:
 
 
 @dataclass
+class CardConfig:
+    """The model card written beside the trained files (sdft/adapters/model_card.py)."""
+
+    # the card's license field; null: the base family's (SD 1.x creativeml-openrail-m, SD 2.x / SDXL openrail++)
+    license: Optional[str] = None
+
+
+@dataclass
 class SdftConfig:
     """The whole run."""
 
@@ -526,6 +552,7 @@ class SdftConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    card: CardConfig = field(default_factory=CardConfig)
 
 
 def register_configs() -> None:

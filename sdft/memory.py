@@ -47,7 +47,17 @@ def _libc():
 
 def weight_ranges(modules: Iterable[torch.nn.Module]) -> list[tuple[int, int]]:
     """Sorted, merged (start, end) ranges of the whole pages inside the CPU storages of the modules' weights."""
-    return tensor_ranges(t for m in modules for t in [*m.parameters(), *m.buffers()])
+    return tensor_ranges(p for m in modules for t in [*m.parameters(), *m.buffers()] for p in plain_tensors(t))
+
+
+def plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors holding a tensor's data: itself, or the inner tensors of a wrapper subclass (optimum-quanto's quantized
+    weights, model.quantize), whose own storage has no data pointer."""
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if flatten is None:
+        return [tensor]
+    names, _ = flatten()
+    return [p for name in names for p in plain_tensors(getattr(tensor, name))]
 
 
 def tensor_ranges(tensors: Iterable[torch.Tensor]) -> list[tuple[int, int]]:

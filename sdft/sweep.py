@@ -1,20 +1,30 @@
 """Sweep summary: after a Hydra multirun, one CSV, one markdown table and one PNG of the final metrics.
 
 A Hydra callback (conf/config.yaml: hydra.callbacks.sweep_summary) calls `write_sweep_summary` at the end of every
-multirun; it can also be run by hand: `python -m sdft.sweep multirun/<name>/<date_time>`.
+multirun; it can also be run by hand: `python -m sdft.sweep multirun/<name>/<date_time>`. It reads the jobs' folders,
+so it collects jobs that ran anywhere (another process, another node) as long as they share the sweep folder.
+
+Also here: the resolvers of conf/hydra/launcher/local_gpus.yaml (one job per local GPU), registered on import (the
+callback above makes every launcher's job process import this module before the job's env_set is read).
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import logging
 import math
+import os
 import sys
 from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
+
+log = logging.getLogger(__name__)
 
 DEFAULT_METRIC = "val/fixed_noise_loss"
 
@@ -151,6 +161,53 @@ class SweepSummary(Callback):
         paths = write_sweep_summary(config.hydra.sweep.dir, self.metric)
         if paths:
             print(f"Sweep summary: {', '.join(str(p) for p in paths)}")
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids jobs may use, without initialising CUDA (a job's CUDA_VISIBLE_DEVICES must be set before that):
+    CUDA_VISIBLE_DEVICES when set, else the NVIDIA driver's list of GPUs."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    driver = Path("/proc/driver/nvidia/gpus")
+    return [str(k) for k in range(len(list(driver.iterdir())))] if driver.is_dir() else []
+
+
+def gpu_count() -> int:
+    """`${sdft_gpus:}`: how many jobs run at once in local_gpus.yaml (at least 1)."""
+    return max(1, len(visible_gpus()))
+
+
+_claimed: dict[str, tuple[str, object]] = {}  # lock folder -> (GPU id, open lock file) of this process
+
+
+def claim_gpu(lock_dir: str) -> str:
+    """`${sdft_job_gpu:<folder>}`: the GPU this worker process owns for the sweep, for its jobs' CUDA_VISIBLE_DEVICES.
+
+    A process keeps one GPU for life (a reused worker cannot move once CUDA is up): the first free one, held by an
+    flock on `<folder>/gpu_<id>.lock` that the OS drops when the process ends. joblib has no per-worker device
+    assignment, hence this. No GPU: "" (a CPU run)."""
+    if lock_dir in _claimed:
+        return _claimed[lock_dir][0]
+    gpus = visible_gpus()
+    if not gpus:
+        return ""
+    Path(lock_dir).mkdir(parents=True, exist_ok=True)
+    for gpu in gpus:
+        handle = open(Path(lock_dir) / f"gpu_{gpu}.lock", "w")  # kept open: the lock lives as long as the process
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _claimed[lock_dir] = (gpu, handle)
+        log.info("Sweep worker %d runs its jobs on GPU %s (CUDA_VISIBLE_DEVICES=%s)", os.getpid(), gpu, gpu)
+        return gpu
+    log.warning("Sweep worker %d found every GPU taken (%s): it shares GPU %s", os.getpid(), gpus, gpus[0])
+    return gpus[0]
+
+
+OmegaConf.register_new_resolver("sdft_gpus", gpu_count, replace=True)
+OmegaConf.register_new_resolver("sdft_job_gpu", claim_gpu, replace=True, use_cache=False)
 
 
 if __name__ == "__main__":

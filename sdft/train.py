@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from sdft.adapters.kinds import is_peft_kind
 from sdft.adapters.kohya import kohya_metadata, tag_frequency
 from sdft.adapters.lora import count_params, start_phase
+from sdft.adapters.model_card import write_model_card
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
 from sdft.atomic import write_text
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
@@ -48,6 +49,7 @@ from sdft.errors import ConfigError
 from sdft.loggers import close_loggers, make_logger
 from sdft.models.family_parts import family_parts
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
+from sdft.models.quantize import check_quantize
 from sdft.module import DreamBoothModule
 from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
 from sdft.optimizers import optimizer_class
@@ -96,6 +98,7 @@ def check_config(cfg: DictConfig) -> None:
     check_zero_terminal_snr(cfg.loss, cfg.model.prediction_type)
     check_ema_config(cfg.ema)
     check_base_prior(cfg)
+    check_quantize(cfg)
     if cfg.optim.optimizer:
         optimizer_class(cfg.optim.optimizer)  # a missing package fails here, naming it
 
@@ -420,6 +423,13 @@ def _run(cfg: DictConfig | dict) -> dict:
             summaries.append(fit(parts, state))
         if parts.trainer.is_global_zero:  # under DDP every rank runs this; only rank 0 writes
             write_json(parts.out_dir / phase_cfg.phase.name / "summary.json", summaries[-1])
+            write_model_card(
+                parts.out_dir / phase_cfg.phase.name,
+                phase_cfg,
+                summaries[-1],
+                data.report.concepts,
+                validation_prompts(phase_cfg, data),
+            )
         pipe, previous = parts.pipe, phase_cfg.phase.name
     if len(summaries) == 1:
         summary = summaries[0]

@@ -79,12 +79,20 @@ def needs_upscale(size: Size, bucket: Size) -> bool:
     return max(bucket[0] / size[0], bucket[1] / size[1]) > 1.0
 
 
-def plan_buckets(sizes: list[Size], cfg) -> list[Size]:
-    """One bucket per image for the data settings (enable_bucket, resolution, min/max, step, no_upscale)."""
+def plan_buckets(sizes: list[Size], cfg, resolutions: list[int] | None = None) -> list[Size]:
+    """One bucket per image for the data settings (enable_bucket, resolution, min/max, step, no_upscale).
+
+    `resolutions`: each image's own training resolution (multi-resolution data), else cfg.resolution for all; each
+    resolution has its own bucket list (area up to its square, the min/max/step of the config)."""
+    resolutions = resolutions or [cfg.resolution] * len(sizes)
     if not cfg.enable_bucket:
-        return [(cfg.resolution, cfg.resolution)] * len(sizes)
-    buckets = make_buckets(cfg.resolution, cfg.min_bucket_reso, cfg.max_bucket_reso, cfg.bucket_reso_steps)
-    return [assign_bucket(s, buckets, cfg.resolution, cfg.bucket_reso_steps, cfg.bucket_no_upscale) for s in sizes]
+        return [(r, r) for r in resolutions]
+    lists: dict[int, list[Size]] = {}
+    for r in set(resolutions):
+        lists[r] = make_buckets(r, cfg.min_bucket_reso, cfg.max_bucket_reso, cfg.bucket_reso_steps)
+    return [
+        assign_bucket(s, lists[r], r, cfg.bucket_reso_steps, cfg.bucket_no_upscale) for s, r in zip(sizes, resolutions)
+    ]
 
 
 class BatchPlan(NamedTuple):

@@ -1,13 +1,16 @@
 """Prompts for images: a sidecar caption file when there is one, the concept's prompt otherwise.
 
-Reading happens once, at start (with a report); per-sample processing (trigger word, tag shuffling with
-keep_tokens, caption dropout) happens every time a sample is drawn, from a seeded generator.
+Reading happens once, at start (with a report); per-sample processing happens every time a sample is drawn, from
+the sample's seeded generator (sdft/data/dataset.py `sample_rng`: a function of seed, epoch, batch and position, so a
+resumed run draws the same captions): caption dropout, one of several caption variants (lines of the caption file),
+`{a|b|c}` wildcards, tag shuffling and per-tag dropout, the first keep_tokens tags kept in place by all of them.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +41,21 @@ class CaptionReport:
 
 
 def read_captions(
-    images: list[Path], fallback: str, extension: str, use_captions: bool, missing: str = "warn"
+    images: list[Path], fallback: str, extension: str, use_captions: bool, missing: str = "warn", lines: bool = False
 ) -> list[str]:
     """One prompt per image (log line says how many came from caption files); see `read_captions_report`."""
-    return read_captions_report(images, fallback, extension, use_captions, missing)[0]
+    return read_captions_report(images, fallback, extension, use_captions, missing, lines)[0]
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def caption_text(text: str, lines: bool) -> str:
+    """A caption file's text as a prompt: one line; with `lines`, its non-empty lines (variants) joined by newlines."""
+    if lines:
+        return "\n".join(one_line(t) for t in text.splitlines() if t.strip())
+    return one_line(text)
 
 
 def read_caption(path: Path) -> str:
@@ -59,18 +73,18 @@ def read_caption(path: Path) -> str:
 
 
 def read_captions_report(
-    images: list[Path], fallback: str, extension: str, use_captions: bool, missing: str = "warn"
+    images: list[Path], fallback: str, extension: str, use_captions: bool, missing: str = "warn", lines: bool = False
 ) -> tuple[list[str], CaptionReport]:
     """Prompts and a report. A caption extension that matches no file while other caption files exist is a loud
-    warning (missing="warn") or a DataError (missing="error")."""
+    warning (missing="warn") or a DataError (missing="error"). `lines`: each line of a caption file is a variant
+    (kept as newline-separated lines of the prompt; `process_caption` draws one)."""
     extension = normalize_extension(extension)
     if not use_captions:
         return [fallback] * len(images), CaptionReport(0, len(images), extension, [])
     prompts, found = [], 0
     for image in images:
         path = caption_path(image, extension)
-        text = read_caption(path).strip() if path.is_file() else ""
-        text = " ".join(text.split())  # one line
+        text = caption_text(read_caption(path), lines) if path.is_file() else ""
         found += bool(text)
         prompts.append(text or fallback)
     others = sorted(
@@ -95,10 +109,16 @@ def split_tags(caption: str) -> list[str]:
 
 
 def ensure_trigger(caption: str, trigger: str | None) -> str:
-    """Prepend the trigger word(s) unless the caption already holds them."""
+    """Prepend the trigger word(s) unless the caption already holds them (each variant line on its own)."""
+    if "\n" in caption:
+        return "\n".join(ensure_trigger(line, trigger) for line in caption.split("\n"))
     if not trigger or trigger.lower() in caption.lower():
         return caption
     return f"{trigger}, {caption}" if caption else trigger
+
+
+# `{a|b|c}`: a choice of at least two options, no nested braces (kohya's enable_wildcard syntax)
+WILDCARD = re.compile(r"\{([^{}]*\|[^{}]*)\}")
 
 
 @dataclass(frozen=True)
@@ -106,20 +126,48 @@ class CaptionOptions:
     shuffle: bool = False
     keep_tokens: int = 0
     dropout: float = 0.0
+    tag_dropout: float = 0.0  # each tag after the first keep_tokens is left out with this probability
+    variants: bool = False  # each line of a caption file is one caption; one is drawn per sample
+    wildcards: bool = False  # `{a|b|c}` in a caption becomes one of a, b, c per sample
 
     @property
     def fixed(self) -> bool:
-        """The same text every time it is drawn (text-encoder outputs can be cached)."""
-        return not self.shuffle and self.dropout <= 0
+        """The same text every time it is drawn, whatever the caption (text-encoder outputs can be cached)."""
+        return self.fixed_per_tag and not self.variants and not self.wildcards
+
+    @property
+    def fixed_per_tag(self) -> bool:
+        return not self.shuffle and self.dropout <= 0 and self.tag_dropout <= 0
+
+    def fixed_for(self, caption: str) -> bool:
+        """The same text every time for this caption: variants and wildcards only vary captions that have them."""
+        variants = self.variants and "\n" in caption
+        wildcards = self.wildcards and WILDCARD.search(caption) is not None
+        return self.fixed_per_tag and not variants and not wildcards
+
+
+def expand_wildcards(caption: str, rng: random.Random) -> str:
+    """Each `{a|b|c}` replaced by one of its options (drawn left to right from `rng`)."""
+    return WILDCARD.sub(lambda m: rng.choice(m.group(1).split("|")).strip(), caption)
 
 
 def process_caption(caption: str, options: CaptionOptions, rng: random.Random) -> str:
-    """Caption dropout (empty prompt), then tag shuffling keeping the first keep_tokens tags in place."""
+    """Caption dropout (empty prompt), then one variant line, wildcards, tag shuffling and per-tag dropout; the first
+    keep_tokens tags (after the variant and wildcards are chosen) stay in place and are never dropped."""
     if options.dropout > 0 and rng.random() < options.dropout:
         return ""
-    if options.shuffle:
+    if options.variants and "\n" in caption:
+        caption = rng.choice(caption.split("\n"))
+    elif "\n" in caption:  # variants off: a multi-line prompt is one caption
+        caption = " ".join(caption.split("\n"))
+    if options.wildcards:
+        caption = expand_wildcards(caption, rng)
+    if options.shuffle or options.tag_dropout > 0:
         tags = split_tags(caption)
         keep, rest = tags[: options.keep_tokens], tags[options.keep_tokens :]
-        rng.shuffle(rest)
+        if options.shuffle:
+            rng.shuffle(rest)
+        if options.tag_dropout > 0:
+            rest = [t for t in rest if rng.random() >= options.tag_dropout]
         return ", ".join(keep + rest)
     return caption

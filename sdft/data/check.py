@@ -72,9 +72,17 @@ def report_lines(report: DatasetReport, dm: DreamBoothDataModule, settings) -> l
     mode = "aspect buckets" if settings.enable_bucket else "square crops"
     default = " (SD 1.x's native size; an SDXL base trains at 1024: --set resolution=1024)"
     native = default if settings.resolution is None else ""
-    lines.append(f"Training sizes ({mode}, resolution {dm.cfg.resolution}{native}):")
-    for bucket, count in dm.bucket_counts().items():
-        lines.append(f"  {bucket[0]}x{bucket[1]}: {count} images")
+    per_resolution = dm.resolution_counts()
+    if len(per_resolution) > 1:  # multi-resolution data: buckets per resolution
+        lines.append(f"Training sizes ({mode}, multi-resolution; grids at {dm.cfg.resolution}{native}):")
+        for r, n in per_resolution.items():
+            lines.append(f"  resolution {r}: {n} images")
+            for bucket, count in dm.bucket_counts(r).items():
+                lines.append(f"    {bucket[0]}x{bucket[1]}: {count} images")
+    else:
+        lines.append(f"Training sizes ({mode}, resolution {dm.cfg.resolution}{native}):")
+        for bucket, count in dm.bucket_counts().items():
+            lines.append(f"  {bucket[0]}x{bucket[1]}: {count} images")
     samples = sum(ex.repeats for ex in dm.instances)
     lines.append(
         f"Epoch: {samples} instance samples (repeats included) in {len(dm.sampler())} batches of up to "

@@ -30,6 +30,7 @@ class Concept:
     flip: bool = False
     is_reg: bool = False
     recursive: bool = True
+    resolution: int | None = None  # this set's training resolution (multi-resolution data); None: data.resolution
 
 
 def parse_kohya_name(name: str) -> tuple[int, str] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
@@ -61,13 +61,36 @@ def examples_of(concepts: list[Concept], settings, report: DatasetReport, what: 
         report.duplicates += scan.duplicates
         good = scan.good
         prompts, cap = read_captions_report(
-            good, c.prompt, c.caption_extension, settings.use_captions, settings.missing_captions
+            good, c.prompt, c.caption_extension, settings.use_captions, settings.missing_captions, c.captions.variants
         )
         report.captions[str(c.folder)] = cap
         if settings.ensure_trigger and c.trigger:
             prompts = [ensure_trigger(p, c.trigger) for p in prompts]
         out += [Example(p, t, c, scan.sizes[p]) for p, t in zip(good, prompts)]
     return out
+
+
+def at_resolutions(examples: list[Example], resolutions) -> list[Example]:
+    """Multi-resolution data (data.resolutions): each example whose concept has no resolution of its own, once per
+    resolution (the images are scanned once; only the samples are repeated)."""
+    if not resolutions:
+        return examples
+    out = []
+    for ex in examples:
+        if ex.concept is not None and ex.concept.resolution is not None:
+            out.append(ex)
+        else:
+            out += [replace(ex, resolution=int(r)) for r in resolutions]
+    return out
+
+
+def resolution_counts(examples: list[Example], default: int) -> dict[int, int]:
+    """Samples per training resolution (the data report's per-resolution line)."""
+    counts: dict[int, int] = {}
+    for ex in examples:
+        r = ex.train_resolution(default)
+        counts[r] = counts.get(r, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def scan_dataset(cfg: DataConfig, on_bad: str | None = None) -> DatasetReport:
@@ -79,7 +102,9 @@ def scan_dataset(cfg: DataConfig, on_bad: str | None = None) -> DatasetReport:
         class_dir = Path(settings.class_dir).expanduser()
         concepts += class_dir_concepts(class_dir, settings) if class_dir.is_dir() else []
     report = DatasetReport(concepts=concepts, settings=settings)
-    report.examples = examples_of([c for c in concepts if not c.is_reg], settings, report, "data")
+    report.examples = at_resolutions(
+        examples_of([c for c in concepts if not c.is_reg], settings, report, "data"), settings.resolutions
+    )
     report.reg_examples = examples_of([c for c in concepts if c.is_reg], settings, report, "class images")
     if on_bad != "report":
         handle_bad(report.bad, report.total_files, "data", on_bad or settings.on_bad_images)
@@ -101,20 +126,28 @@ def instance_examples(cfg: DataConfig) -> list[Example]:
 
 
 def split_validation(examples: list[Example], share: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """(train, held out): round(share * n) images, at least 1 when share > 0, chosen by a seeded permutation."""
+    """(train, held out): round(share * n) images, at least 1 when share > 0, chosen by a seeded permutation.
+
+    Counted in image files: an image that trains at several resolutions (data.resolutions) is held out at all of them
+    (its first sample is the one measured), so no held-out image is trained on."""
     if share <= 0:
         return examples, []
     if not share < 1:
         raise DataError(f"data.validation_split={share}: use a share in [0, 1), e.g. 0.2.")
-    held = max(1, round(share * len(examples)))
-    if held >= len(examples):
+    paths = list(dict.fromkeys(e.path for e in examples))
+    held = max(1, round(share * len(paths)))
+    if held >= len(paths):
         raise DataError(
-            f"data.validation_split={share} would hold out all {len(examples)} instance images; "
+            f"data.validation_split={share} would hold out all {len(paths)} instance images; "
             "add images or lower the split."
         )
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
-    out = set(order[:held])
-    return [e for i, e in enumerate(examples) if i not in out], [e for i, e in enumerate(examples) if i in out]
+    order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed)).tolist()
+    out = {paths[i] for i in order[:held]}
+    measured: dict[Path, Example] = {}  # each held-out image's first sample
+    for e in examples:
+        if e.path in out:
+            measured.setdefault(e.path, e)
+    return [e for e in examples if e.path not in out], list(measured.values())
 
 
 def reg_examples(cfg: DataConfig) -> list[Example]:
@@ -170,7 +203,16 @@ class DreamBoothDataModule(L.LightningDataModule):
         self.resume = resume  # ResumePoint shared with the TrainingState callback (sdft/callbacks/training_state.py)
         self.instances = [ex if ex.size else _sized(ex) for ex in instances]
         self.classes = [ex if ex.size else _sized(ex) for ex in classes]
-        self.buckets = plan_buckets([ex.size for ex in self.instances], self.cfg)
+        self.buckets = plan_buckets(
+            [ex.size for ex in self.instances],
+            self.cfg,
+            [ex.train_resolution(self.cfg.resolution) for ex in self.instances],
+        )
+        if len(self.resolution_counts()) > 1:
+            log.info(
+                "data: multi-resolution: %s",
+                ", ".join(f"{n} images at {r} px" for r, n in self.resolution_counts().items()),
+            )
         self.pools = class_pools(self.instances, self.classes)
         self.dataset: BucketDataset | None = None
         self.latents: LatentLookup | None = None
@@ -188,10 +230,15 @@ class DreamBoothDataModule(L.LightningDataModule):
                 ", ".join(str(p) for p in small[:10]) + (" ..." if len(small) > 10 else ""),
             )
 
-    def bucket_counts(self) -> dict[tuple[int, int], int]:
+    def resolution_counts(self) -> dict[int, int]:
+        return resolution_counts(self.instances, self.cfg.resolution)
+
+    def bucket_counts(self, resolution: int | None = None) -> dict[tuple[int, int], int]:
+        """Images per bucket (only those training at `resolution`, when given)."""
         counts: dict = {}
-        for b in self.buckets:
-            counts[b] = counts.get(b, 0) + 1
+        for ex, b in zip(self.instances, self.buckets):
+            if resolution is None or ex.train_resolution(self.cfg.resolution) == resolution:
+                counts[b] = counts.get(b, 0) + 1
         return dict(sorted(counts.items()))
 
     # -- caches --
@@ -201,7 +248,7 @@ class DreamBoothDataModule(L.LightningDataModule):
         cfg = self.cfg
         if latent_cache_wanted(cfg.cache_latents, cfg.center_crop):
             self.latents = self._latent_cache(module.vae, device, encodes)
-        fixed = all(ex.caption_options.fixed for ex in self.instances + self.classes)
+        fixed = all(ex.caption_options.fixed_for(ex.prompt) for ex in self.instances + self.classes)
         needs_ids = None  # a reason the step needs the captions' token ids, not cached text states
         if getattr(getattr(module, "base_prior", None), "swap", None) is not None:
             needs_ids = "prior.base_prediction_captions swaps words in the captions' token ids"
@@ -300,4 +347,4 @@ def _sized(ex: Example) -> Example:
     size = check_image(ex.path)
     if isinstance(size, str):
         raise DataError(f"class image {ex.path} cannot be read: {size}")
-    return Example(ex.path, ex.prompt, ex.concept, size)
+    return replace(ex, size=size)

@@ -34,10 +34,16 @@ class Example:
     prompt: str  # the caption (trigger ensured) or the concept's prompt
     concept: Concept | None = None
     size: tuple[int, int] | None = None  # upright (w, h), when known
+    resolution: int | None = None  # the resolution this sample trains at (multi-resolution data); None: the default
 
     @property
     def repeats(self) -> int:
         return self.concept.repeats if self.concept else 1
+
+    def train_resolution(self, default: int) -> int:
+        """Its own resolution, else its concept's, else `default` (data.resolution)."""
+        own = self.resolution or (self.concept.resolution if self.concept else None)
+        return int(own or default)
 
     @property
     def loss_weight(self) -> float:

@@ -41,9 +41,13 @@ def _options(cfg, concept_cfg=None) -> dict:
             bool(pick("shuffle_caption", cfg.shuffle_caption)),
             int(pick("keep_tokens", cfg.keep_tokens)),
             float(cfg.caption_dropout),
+            float(cfg.caption_tag_dropout_rate),
+            bool(cfg.caption_variants),
+            bool(cfg.caption_wildcards),
         ),
         flip=bool(pick("flip", cfg.random_flip)),
         recursive=bool(cfg.recursive),
+        resolution=pick("resolution", None),
     )
 
 
@@ -198,6 +202,12 @@ def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None
     """Checks that need no images: prior preservation needs a class prompt somewhere."""
     # data.on_bad_images / missing_captions are enums (sdft/config.py): other values fail when the config is composed;
     # numeric ranges (data.caption_dropout ...) are declared there too and checked by sdft/checks.py
+    for r in [*cfg.resolutions, *(c.resolution for c in cfg.concepts if c.resolution is not None)]:
+        if r % 8:
+            raise ConfigError(
+                f"resolution {r} in data.resolutions / a concept's resolution: must be a positive multiple of 8 "
+                f"(the VAE downsamples by 8), e.g. {max(8, r // 8 * 8)}."
+            )
     folder = Path(cfg.instance_dir).expanduser() if cfg.instance_dir else None
     kohya_named = folder is not None and bool(parse_kohya_name(folder.name) or kohya_subfolders(folder))
     concept_classes = any(c.class_prompt or c.is_reg for c in cfg.concepts)

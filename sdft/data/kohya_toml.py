@@ -1,9 +1,12 @@
 """Import of a kohya-ss dataset config (`--dataset_config`): [general], [[datasets]], [[datasets.subsets]].
 
 Subset keys fall back to their dataset's, then to [general]'s, then to sdft's data config, as in kohya.
-Supported: image_dir, num_repeats, class_tokens, is_reg, caption_extension, keep_tokens, shuffle_caption, flip_aug,
-caption_dropout_rate, random_crop; dataset/general: resolution, batch_size, enable_bucket, min_bucket_reso,
-max_bucket_reso, bucket_reso_steps, bucket_no_upscale. Other keys are reported (warning) and ignored.
+Each [[datasets]] may have its own resolution (kohya's multi-resolution training): its subsets train at it, with
+buckets and caches per resolution; the first dataset's is the run's data.resolution (grids, fixed-noise loss). The same
+image_dir in two [[datasets]] trains at both. Supported: image_dir, num_repeats, class_tokens, is_reg, caption_extension, keep_tokens, shuffle_caption, flip_aug,
+caption_dropout_rate, caption_tag_dropout_rate, enable_wildcard (as kohya: several lines of a caption file are variants,
+one drawn per sample, and `{a|b|c}` wildcards; sdft's data.caption_variants + data.caption_wildcards), random_crop;
+dataset/general: resolution, batch_size, enable_bucket, min_bucket_reso, max_bucket_reso, bucket_reso_steps, bucket_no_upscale. Other keys are reported (warning) and ignored.
 Relative image_dir paths are taken from the TOML file's folder when they exist there, else from the working folder.
 """
 
@@ -31,6 +34,8 @@ SUBSET_KEYS = {
     "shuffle_caption",
     "flip_aug",
     "caption_dropout_rate",
+    "caption_tag_dropout_rate",
+    "enable_wildcard",
     "random_crop",
 }
 DATASET_KEYS = {
@@ -42,6 +47,7 @@ DATASET_KEYS = {
     "bucket_reso_steps",
     "bucket_no_upscale",
 }
+DATASET_RESOLUTION = "dataset resolution"  # each subset's own [[datasets]] resolution, when they differ
 SETTING_NAMES = {
     "batch_size": "batch_size",
     "enable_bucket": "enable_bucket",
@@ -84,6 +90,9 @@ class KohyaDataset:
                 bool(sub.get("shuffle_caption", cfg.shuffle_caption)),
                 int(sub.get("keep_tokens", cfg.keep_tokens)),
                 float(sub.get("caption_dropout_rate", cfg.caption_dropout)),
+                float(sub.get("caption_tag_dropout_rate", cfg.caption_tag_dropout_rate)),
+                bool(sub.get("enable_wildcard", cfg.caption_variants)),
+                bool(sub.get("enable_wildcard", cfg.caption_wildcards)),
             )
             out.append(
                 Concept(
@@ -99,6 +108,7 @@ class KohyaDataset:
                     flip=bool(sub.get("flip_aug", cfg.random_flip)),
                     is_reg=is_reg,
                     recursive=bool(cfg.recursive),
+                    resolution=sub.get(DATASET_RESOLUTION),
                 )
             )
         return out
@@ -130,29 +140,38 @@ def load_kohya_toml(path: str | Path) -> KohyaDataset:
     if not datasets:
         raise ConfigError(f"data.kohya_toml: {path} has no [[datasets]] table.")
     ignored = set()
-    subsets, dataset_settings = [], []
+    subsets, dataset_settings, resolutions = [], [], []
     for ds in datasets:
         merged = {**general, **{k: v for k, v in ds.items() if k != "subsets"}}
         ignored |= set(merged) - SUBSET_KEYS - DATASET_KEYS
-        dataset_settings.append({k: merged[k] for k in DATASET_KEYS if k in merged})
+        dataset_settings.append({k: merged[k] for k in DATASET_KEYS - {"resolution"} if k in merged})
+        resolution = _resolution(merged["resolution"]) if "resolution" in merged else None
+        resolutions.append(resolution)
         for sub in ds.get("subsets", []):
             ignored |= set(sub) - SUBSET_KEYS - DATASET_KEYS
-            subsets.append({**{k: v for k, v in merged.items() if k in SUBSET_KEYS}, **sub})
+            subsets.append(
+                {**{k: v for k, v in merged.items() if k in SUBSET_KEYS}, **sub, DATASET_RESOLUTION: resolution}
+            )
     if not subsets:
         raise ConfigError(f"data.kohya_toml: {path} has no [[datasets.subsets]] with an image_dir.")
     if ignored:
         log.warning("data.kohya_toml: %s: keys not used by sdft, ignored: %s", path, ", ".join(sorted(ignored)))
     if any(s != dataset_settings[0] for s in dataset_settings[1:]):
         log.warning(
-            "data.kohya_toml: %s: the [[datasets]] differ in resolution/bucket/batch settings; sdft trains "
-            "all subsets with the first dataset's: %s",
+            "data.kohya_toml: %s: the [[datasets]] differ in bucket/batch settings; sdft trains all subsets "
+            "with the first dataset's: %s",
             path,
             dataset_settings[0],
         )
+    if len(set(resolutions)) > 1:  # multi-resolution: each subset trains at its dataset's resolution
+        log.info("data.kohya_toml: %s: [[datasets]] at resolutions %s", path, resolutions)
+    else:
+        for sub in subsets:
+            sub[DATASET_RESOLUTION] = None
     first = dataset_settings[0]
     settings = {SETTING_NAMES[k]: v for k, v in first.items() if k in SETTING_NAMES}
-    if "resolution" in first:
-        settings["resolution"] = _resolution(first["resolution"])
+    if resolutions[0] is not None:  # the run's resolution (grids, fixed-noise loss): the first dataset's
+        settings["resolution"] = resolutions[0]
     if any(s.get("random_crop") for s in subsets):
         settings["center_crop"] = False
     return KohyaDataset(path, settings, subsets)

@@ -18,6 +18,7 @@ from sdft.errors import ModelLoadError
 from sdft.memory import to_dtype
 from sdft.models.family import check_family, checkpoint_family, checkpoint_keys
 from sdft.models.text import check_clip_skip
+from sdft.models.quantize import quantize_models
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +295,9 @@ def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
 
 
 def prepare_models(pipe: StableDiffusionPipeline, cfg: ModelConfig) -> None:
-    """Frozen dtype, attention backend and gradient checkpointing on the pipeline's models."""
+    """Frozen dtype, quantization (model.quantize), attention backend and gradient checkpointing on the models."""
     freeze_models(pipe, cfg)
+    quantize_models(pipe, getattr(cfg, "quantize", None))
     speed_options(pipe, cfg)
 
 
