@@ -101,6 +101,20 @@ def layer_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
+# Measured with A1111's rule on a DoRA trained on the toy base (bench/dora_a1111.py, docs/formats.md)
+A1111_DORA_ERROR = "MAXERR"
+
+
+def a1111_dora_note(path) -> str:
+    """The warning a DoRA run ends with: A1111 merges its kohya file inexactly (why, by how much, what to do)."""
+    return (
+        f"DoRA file {path}: exact in ComfyUI and sdft, but A1111 (v1.10.1) normalises DoRA per input column where "
+        f"peft (and ComfyUI) normalise per output row, so A1111 merges these layers off: {A1111_DORA_ERROR} "
+        "(bench/dora_a1111.py, docs/formats.md). For A1111, make a plain LoRA of it: sdft lora extract OUT.safetensors "
+        f"--base <this run's base> --tuned {path} --rank <rank>."
+    )
+
+
 KIND_KEYS = {
     "loha": r"\.hada_w[12]_[ab]\b",
     "lokr": r"\.lokr_w[12]",
