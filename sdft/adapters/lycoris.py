@@ -105,13 +105,18 @@ def layer_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
 A1111_DORA_ERROR = "MAXERR"
 
 
-def a1111_dora_note(path) -> str:
+def a1111_dora_note(path, sdxl: bool = False) -> str:
     """The warning a DoRA run ends with: A1111 merges its kohya file inexactly (why, by how much, what to do)."""
+    todo = (
+        "sdft has no SDXL converter to a plain LoRA yet: use ComfyUI or sdft for this file"
+        if sdxl
+        else f"for A1111, make a plain LoRA of it: sdft lora extract OUT.safetensors --base <this run's base> "
+        f"--tuned {path} --rank <rank>"
+    )
     return (
         f"DoRA file {path}: exact in ComfyUI and sdft, but A1111 (v1.10.1) normalises DoRA per input column where "
         f"peft (and ComfyUI) normalise per output row, so A1111 merges these layers off: {A1111_DORA_ERROR} "
-        "(bench/dora_a1111.py, docs/formats.md). For A1111, make a plain LoRA of it: sdft lora extract OUT.safetensors "
-        f"--base <this run's base> --tuned {path} --rank <rank>."
+        f"(bench/dora_a1111.py, docs/formats.md); {todo}."
     )
 
 

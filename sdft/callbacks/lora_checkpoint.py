@@ -196,11 +196,11 @@ class LoraCheckpoint(L.Callback):
         what = "adapter" if is_peft_kind(self.kind) else "pipeline" if self.kind == AdapterKind.full else "embedding"
         log.info("Saved the trained %s to %s", what, self.final_path)
         kohya = self.final_kohya_path if is_peft_kind(self.kind) else None
+        sdxl = getattr(module, "text_encoder_2", None) is not None
         if self.kind == AdapterKind.dora and kohya is not None:
-            log.warning(a1111_dora_note(kohya))
+            log.warning(a1111_dora_note(kohya, sdxl))
         embedding = getattr(module, "embeddings", None)
         if embedding is not None:  # textual inversion / pivotal: which file each client takes
-            sdxl = getattr(module, "text_encoder_2", None) is not None
             for line in usage_lines(embedding.token, folder, kohya, sdxl):
                 log.info(line)
 
