@@ -102,7 +102,10 @@ def layer_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
 
 
 # Measured with A1111's rule on a DoRA trained on the toy base (bench/dora_a1111.py, docs/formats.md)
-A1111_DORA_ERROR = "MAXERR"
+A1111_DORA_ERROR = (
+    "on a DoRA trained on the toy base, max |ΔW| 0.16 (median over layers 0.055) where the trained change is 0.17, "
+    "55% of the change's norm, images up to 0.14 off (0..1)"
+)
 
 
 def a1111_dora_note(path, sdxl: bool = False) -> str:
