@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sdft.atomic import remove_stale_temps
 from sdft.callbacks.lora_checkpoint import FINAL_STATE_NAME, STATE_NAME
 from sdft.errors import ConfigError
 
@@ -69,7 +70,7 @@ def find_run(cfg: DictConfig, current: Path) -> Path | None:
             )
         if (run / "summary.json").is_file():
             raise ConfigError(f"resume={cfg.resume}: that run has finished (summary.json is there); nothing to resume.")
-        return run
+        return without_stale_temps(run)
     looked = candidates(cfg, current)
     runs = [
         d for d in looked if (d / "config.yaml").is_file() and not (d / "summary.json").is_file() and has_progress(d)
@@ -83,7 +84,15 @@ def find_run(cfg: DictConfig, current: Path) -> Path | None:
             STATE_NAME,
         )
         return None
-    return max(runs, key=lambda d: (d / "config.yaml").stat().st_mtime)
+    return without_stale_temps(max(runs, key=lambda d: (d / "config.yaml").stat().st_mtime))
+
+
+def without_stale_temps(run: Path) -> Path:
+    """The run folder, rid of the temp files a killed write left in it (sdft/atomic.py's naming)."""
+    removed = remove_stale_temps(run)
+    if removed:
+        log.info("resume: removed %d temp file(s) an interrupted write left in %s", len(removed), run)
+    return run
 
 
 def check_same_run(run: Path, cfg: DictConfig) -> None:

@@ -74,6 +74,15 @@ def comfy_weight_decompose(dora_scale, weight, lora_diff, alpha):
     return weight_calc * (dora_scale / (norm + torch.finfo(weight.dtype).eps))
 
 
+def a1111_weight_decompose(dora_scale, weight, updown, scale):
+    """A1111 extensions-builtin/Lora network.py finalize_updown -> apply_weight_decompose at multiplier 1: W + up @ down
+    divided by its per-input-column norm, times dora_scale, and only then the alpha / rank scale."""
+    merged = updown + weight
+    shape = [merged.shape[1], *[1] * (weight.dim() - 1)]
+    norm = merged.transpose(0, 1).reshape(merged.shape[1], -1).norm(dim=1, keepdim=True).reshape(shape).transpose(0, 1)
+    return weight + (merged * (dora_scale / norm) - weight) * scale
+
+
 def client_merge(client: str, weight: torch.Tensor, t: dict) -> torch.Tensor:
     if "diff" in t:  # weight differences (OFT's file): A1111 network_full.py / ComfyUI's "diff" patch, scale 1
         return weight + t["diff"].reshape(weight.shape)

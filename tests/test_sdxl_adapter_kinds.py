@@ -10,11 +10,18 @@ import re
 import pytest
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from helpers.compare import max_diff, render
 from sdft.adapters.kinds import layer_adapters
 from sdft.adapters.lora import setup_trainable
-from sdft.adapters.sdxl_files import kohya_name, save_sdxl_kohya_lora, save_sdxl_lora, sdxl_kohya_tensors
+from sdft.adapters.sdxl_files import (
+    diffusers_style_name,
+    kohya_name,
+    save_sdxl_kohya_lora,
+    save_sdxl_lora,
+    sdxl_kohya_tensors,
+)
 from sdft.config import AdapterConfig, AdapterKind
 from sdft.generate import Generator
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
@@ -38,6 +45,7 @@ REAL_UNET = [
     "down_blocks.0.resnets.1.conv1",  # 3x3, 320 -> 320
     "up_blocks.1.resnets.0.conv_shortcut",  # 1x1, 1920 -> 640
     "up_blocks.1.upsamplers.0.conv",
+    "up_blocks.0.upsamplers.0.conv",  # output_blocks.2.2.conv: A1111 missed it under diffusers-style names
 ]
 REAL_TE = {
     "text_encoder": [
@@ -79,9 +87,9 @@ def test_real_sdxl_names_and_client_merges(kind):
         layers = adapted_layers(model)
         assert layers and set(layers) <= set(names[part])
         for name, layer in layers.items():
-            stem = kohya_name(part, name)
-            if part == "unet":  # ComfyUI's key map: `lora_unet_` + the diffusers U-Net module path, dots as _
-                assert stem.startswith("lora_unet_") and name in real_names["unet"]
+            stem = kohya_name(part, name, real["unet"].config)
+            if part == "unet":  # kohya's SDXL names (original layout): tests/test_sdxl_client_keys.py, every layer
+                assert stem == "lora_unet_" + SGM[name].replace(".", "_") and name in real_names["unet"]
             else:
                 match = CLIP_LAYER.fullmatch(stem)
                 assert match and match["tower"] == ("1" if part == "text_encoder" else "2"), stem
@@ -94,7 +102,7 @@ def test_real_sdxl_names_and_client_merges(kind):
                 assert (merged - peft_weight(layer)).abs().max() <= 1e-5, (client, part, name)
             checked += 1
     assert len(files) == checked
-    conv = files.get(kohya_name("unet", "down_blocks.0.resnets.1.conv1"))
+    conv = files.get(kohya_name("unet", "down_blocks.0.resnets.1.conv1", real["unet"].config))
     assert (conv is not None) == (kind not in ("dora", "oft"))  # 3x3 convs (LoHa/LoKr write them flattened)
     if kind == "locon":
         assert conv["lora_down.weight"].dim() == 4
@@ -127,6 +135,21 @@ def test_sdxl_generator_loads_every_kind_and_renders_the_merged_weights(kind, tm
         with safe_open(str(files["kohya"]), framework="pt") as f:
             assert f.metadata()["ss_base_model_version"] == "sdxl_base_v1-0"
             assert {k.split("_text_model")[0] for k in f.keys() if k.startswith("lora_te")} == {"lora_te1", "lora_te2"}
+            unet_keys = [k for k in f.keys() if k.startswith("lora_unet_")]
+            state, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        assert unet_keys and all(
+            k.startswith(("lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_"))
+            for k in unet_keys
+        )
+        old = {
+            kohya_name("unet", n, pipe.unet.config): diffusers_style_name("unet", n) for n in adapted_layers(pipe.unet)
+        }
+        renamed = {
+            (old[k.partition(".")[0]] + "." + k.partition(".")[2]) if k in unet_keys else k: v for k, v in state.items()
+        }
+        assert len(renamed) == len(state) and any(k.startswith("lora_unet_up_blocks_0_") for k in renamed)
+        files["kohya, diffusers-style U-Net names (sdft before)"] = tmp_path / f"old_{kind}.safetensors"
+        save_file(renamed, str(files["kohya, diffusers-style U-Net names (sdft before)"]), metadata=meta)
     for layer in (m for model in models for m in adapted_layers(model).values()):
         layer.merge(adapter_names=["default"])  # the merged weights render what the adapter's forward did
     assert max_diff(render(pipe), want) <= TOL
@@ -188,37 +211,6 @@ def test_two_step_loha_run_on_sdxl_writes_a_lycoris_file_the_generator_renders(f
     assert max_diff(render(gen.pipe), want) <= TOL
 
 
-def a1111_unet_key(stem: str) -> str:
-    """A1111 extensions-builtin/Lora (lora_convert / networks.py `convert_diffusers_name_to_compvis`), U-Net rules: a
-    diffusers-named kohya key -> the original-layout (compvis/sgm) module name A1111 looks up. If nothing matches,
-    A1111 tries `lora_unet` -> `diffusion_model` on the key itself (SDXL files in kohya's own naming)."""
-    conv = {"conv1": "in_layers_2", "conv2": "out_layers_3", "time_emb_proj": "emb_layers_1"}
-    conv["conv_shortcut"] = "skip_connection"
-    rules = [
-        (r"lora_unet_down_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)", "input"),
-        (r"lora_unet_mid_block_(attentions|resnets)_(\d+)_(.+)", "middle"),
-        (r"lora_unet_up_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)", "output"),
-        (r"lora_unet_down_blocks_(\d+)_downsamplers_0_conv", "down"),
-        (r"lora_unet_up_blocks_(\d+)_upsamplers_0_conv", "up"),
-    ]
-    for pattern, kind in rules:
-        m = re.fullmatch(pattern, stem)
-        if m is None:
-            continue
-        g = [int(x) if x.isdigit() else x for x in m.groups()]
-        if kind in ("input", "output"):
-            suffix = conv.get(g[3], g[3]) if g[1] == "resnets" else g[3]
-            block = 1 + g[0] * 3 + g[2] if kind == "input" else g[0] * 3 + g[2]
-            return f"diffusion_model_{kind}_blocks_{block}_{1 if g[1] == 'attentions' else 0}_{suffix}"
-        if kind == "middle":
-            suffix = conv.get(g[2], g[2]) if g[0] == "resnets" else g[2]
-            return f"diffusion_model_middle_block_{1 if g[0] == 'attentions' else g[1] * 2}_{suffix}"
-        if kind == "down":
-            return f"diffusion_model_input_blocks_{3 + g[0] * 3}_0_op"
-        return f"diffusion_model_output_blocks_{2 + g[0] * 3}_{2 if g[0] > 0 else 1}_conv"
-    return stem.replace("lora_unet", "diffusion_model")
-
-
 # SDXL's original (sgm) U-Net layout: input_blocks 1-2 resnets (320), 3 downsample (op), 4-5 resnet + transformer
 # (640, depth 2), 6 downsample, 7-8 resnet + transformer (1280, depth 10); middle_block 0 / 2 resnets, 1 transformer;
 # output_blocks 0-2 resnet + transformer (1280), upsample at 2.2; 3-5 (640), upsample at 5.2; 6-8 resnets only.
@@ -236,19 +228,13 @@ SGM = {
 }
 
 
-def test_a1111_finds_every_sdxl_unet_layer_but_the_first_upsampler():
-    """A1111 resolves our diffusers-named SDXL U-Net keys with its SD 1.x block rules, which hold for SDXL (three
-    layers per block) except one: it sends up_blocks.0's upsampler to output_blocks.2.1 (SD 1.x's first up block has no
-    attentions; SDXL's does, so the upsampler is output_blocks.2.2), and its fallback name is no SDXL layer either.
-    So A1111 drops that one layer of an SDXL LoCon/LoHa/LoKr (3x3 `conv` targets) file (docs/sdxl.md); ComfyUI and
-    diffusers map it by diffusers' names."""
-    from sdft.models.sdxl_arch import sdxl_module_names
+def test_unet_kohya_names_are_the_original_layout():
+    """A hand-written table (the layout above): every client's rule for these is checked on every layer in
+    tests/test_sdxl_client_keys.py."""
+    from types import SimpleNamespace
 
-    real = sdxl_module_names()["unet"]
-    assert set(SGM) <= real
-    resolved = {
-        name
-        for name, sgm in SGM.items()
-        if a1111_unet_key(kohya_name("unet", name)) == "diffusion_model_" + sgm.replace(".", "_")
-    }
-    assert set(SGM) - resolved == {"up_blocks.0.upsamplers.0.conv"}
+    from sdft.models.sdxl_arch import SDXL_UNET_CONFIG
+
+    cfg = SimpleNamespace(**SDXL_UNET_CONFIG)  # the fields the block numbering reads
+    for name, sgm in SGM.items():
+        assert kohya_name("unet", name, cfg) == "lora_unet_" + sgm.replace(".", "_")

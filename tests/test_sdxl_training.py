@@ -66,7 +66,7 @@ def test_two_step_sdxl_lora_run_writes_both_files_that_load_in_diffusers(sdxl_co
         keys, meta = list(f.keys()), f.metadata()
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
     for prefix in (
-        "lora_unet_down_blocks_1_attentions_0_",
+        "lora_unet_input_blocks_4_1_",  # down_blocks.1.attentions.0, in kohya's SDXL (original-layout) names
         "lora_te1_text_model_encoder_layers_",
         "lora_te2_text_model_encoder_layers_",
     ):
@@ -202,7 +202,7 @@ def test_kohya_names_map_onto_the_real_sdxl_architecture():
     """Our kohya keys, read by diffusers' own kohya converter, land on the real SDXL modules (meta device for the
     layout; only the named layers are materialised, with random weights)."""
     from sdft.adapters.lora import setup_trainable
-    from sdft.adapters.sdxl_files import sdxl_kohya_tensors
+    from sdft.adapters.sdxl_files import kohya_names, sdxl_kohya_tensors
     from sdft.models.family_pipelines import sdxl_peft_state
     from sdft.models.sdxl_arch import build_sdxl_text_encoders, build_sdxl_unet
     from test_adapter_merge_rules import _materialise, adapter_cfg, randomise
@@ -228,14 +228,14 @@ def test_kohya_names_map_onto_the_real_sdxl_architecture():
         randomise(model, seed)
     tensors = sdxl_kohya_tensors(models)
     assert {k.partition(".")[0] for k in tensors} == {
-        *("lora_unet_" + n.replace(".", "_") for n in names["unet"]),
+        *kohya_names("unet", names["unet"], models["unet"].config).values(),  # kohya's original-layout names
         *(f"lora_te1_text_model_encoder_layers_11_self_attn_{p}_proj" for p in ("q", "k", "v", "out")),
         "lora_te2_text_model_encoder_layers_31_mlp_fc2",
     }
-    converted = sdxl_peft_state(tensors)  # diffusers' own kohya conversion, as load_lora_weights does it
+    converted = sdxl_peft_state(tensors, models["unet"].config)  # diffusers' own conversion, as load_lora_weights
     # diffusers drops `text_model.` for a CLIPTextModel without that level (transformers 5), as here
     converted["text_encoder"] = {k.removeprefix("text_model."): v for k, v in converted["text_encoder"].items()}
-    _, alphas = StableDiffusionXLPipeline.lora_state_dict(dict(tensors))
+    _, alphas = StableDiffusionXLPipeline.lora_state_dict(dict(tensors), unet_config=models["unet"].config)
     for part, model in models.items():
         peft_state = {k: v for k, v in model.state_dict().items() if ".lora_" in k}
         ours = {k.replace(".default", ""): v for k, v in peft_state.items()}

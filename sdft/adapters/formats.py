@@ -10,8 +10,6 @@ No `.alpha` tensors: diffusers 0.42 refuses a peft-format file holding them; alp
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
@@ -19,6 +17,7 @@ from peft.utils import get_peft_model_state_dict
 from torch import nn
 
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
+from sdft.atomic import atomic_dir, atomic_path
 from sdft.errors import ConfigError
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -62,28 +61,16 @@ def with_text_model(te_sd: dict | None) -> dict | None:
 
 
 def write_lora_file(pipeline_cls, path: Path, **layers) -> Path:
-    """`pipeline_cls.save_lora_weights(**layers)` written to `path` atomically (a temp folder, then a rename)."""
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-lora-") as tmp:
-        pipeline_cls.save_lora_weights(tmp, weight_name=path.name, safe_serialization=True, **layers)
-        os.replace(Path(tmp) / path.name, path)
+    """`pipeline_cls.save_lora_weights(**layers)` written to `path` atomically (sdft/atomic.py: a temp folder, then a
+    rename, the umask's permissions)."""
+    with atomic_path(path) as tmp:
+        pipeline_cls.save_lora_weights(tmp.parent, weight_name=tmp.name, safe_serialization=True, **layers)
     return path
 
 
 def save_pipeline(pipe: StableDiffusionPipeline, directory: str | os.PathLike) -> Path:
     """Write a whole pipeline as a diffusers folder (safetensors), replacing `directory` only once complete."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".tmp-{directory.name}-"))
-    try:
+    with atomic_dir(directory) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        if directory.exists():
-            old = directory.with_name(f".old-{directory.name}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory

@@ -101,6 +101,28 @@ def layer_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
+# Measured with A1111's rule on a DoRA trained on the toy base (bench/dora_a1111.py, docs/formats.md)
+A1111_DORA_ERROR = (
+    "on a DoRA trained on the toy base, max |ΔW| 0.16 (median over layers 0.055) where the trained change is 0.17, "
+    "55% of the change's norm, images up to 0.14 off (0..1)"
+)
+
+
+def a1111_dora_note(path, sdxl: bool = False) -> str:
+    """The warning a DoRA run ends with: A1111 merges its kohya file inexactly (why, by how much, what to do)."""
+    todo = (
+        "sdft has no SDXL converter to a plain LoRA yet: use ComfyUI or sdft for this file"
+        if sdxl
+        else f"for A1111, make a plain LoRA of it: sdft lora extract OUT.safetensors --base <this run's base> "
+        f"--tuned {path} --rank <rank>"
+    )
+    return (
+        f"DoRA file {path}: exact in ComfyUI and sdft, but A1111 (v1.10.1) normalises DoRA per input column where "
+        f"peft (and ComfyUI) normalise per output row, so A1111 merges these layers off: {A1111_DORA_ERROR} "
+        f"(bench/dora_a1111.py, docs/formats.md); {todo}."
+    )
+
+
 KIND_KEYS = {
     "loha": r"\.hada_w[12]_[ab]\b",
     "lokr": r"\.lokr_w[12]",

@@ -30,13 +30,20 @@ def _is_sdxl(models: Mapping[str, nn.Module | None]) -> bool:
     return models.get("text_encoder_2") is not None
 
 
-def _kohya_stem(part: str, module: str, sdxl: bool) -> str:
-    """Our module name -> its kohya name (SD 1.x: lora_unet_ / lora_te_; SDXL: lora_unet_ / lora_te1_ / lora_te2_)."""
-    if sdxl:
-        from sdft.adapters.sdxl_files import kohya_name
+def _kohya_stems(part: str, model: nn.Module, sdxl: bool) -> dict[str, str]:
+    """kohya name -> our module name for every layer of `model` (SD 1.x: lora_unet_ / lora_te_; SDXL: lora_unet_ /
+    lora_te1_ / lora_te2_, the U-Net's under kohya's original-layout names and under the diffusers-style names sdft
+    wrote before)."""
+    modules = list(_lora_modules(model))
+    if not sdxl:
+        return {_kohya_name(m, part == "text_encoder"): m for m in modules}
+    from sdft.adapters.sdxl_files import diffusers_style_name, kohya_names
 
-        return kohya_name(part, module)
-    return _kohya_name(module, part == "text_encoder")
+    try:
+        names = kohya_names(part, modules, model.config if part == "unet" else None)
+    except LoraFormatError:  # a U-Net the original layout cannot name: only the diffusers-style names fit it
+        names = {}
+    return {**{diffusers_style_name(part, m): m for m in modules}, **{name: m for m, name in names.items()}}
 
 
 def _most(values: Mapping[str, float]):
@@ -88,10 +95,10 @@ def _kohya_modules(state: Mapping[str, torch.Tensor], models: dict[str, nn.Modul
     A1111 and ComfyUI build their key maps from the model), so an SD 1.x file on SDXL (or back) fits nothing."""
     sdxl = _is_sdxl(models)
     table = {
-        _kohya_stem(part, name, sdxl): (part, name)
+        stem: (part, name)
         for part, model in models.items()
         if model is not None
-        for name in _lora_modules(model)
+        for stem, name in _kohya_stems(part, model, sdxl).items()
     }
     out: dict[str, dict[str, dict[str, torch.Tensor]]] = {p: {} for p in models}
     bad = []

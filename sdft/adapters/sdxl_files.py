@@ -2,10 +2,14 @@
 
 diffusers file: the raw peft state dicts with their adapter configs as metadata (as sdft/adapters/formats.py does
 for SD 1.x), written by `StableDiffusionXLPipeline.save_lora_weights`; keys `unet.`, `text_encoder.text_model.`,
-`text_encoder_2.text_model.`. kohya file: `lora_unet_<diffusers module path>`, `lora_te1_text_model_...` and
-`lora_te2_text_model_...` with `.lora_down.weight` / `.lora_up.weight` / `.alpha`, `ss_base_model_version` =
-`sdxl_base_v1-0`. The U-Net keys use diffusers' module names (as sdft's SD 1.x files do); ComfyUI, A1111 and
-diffusers map them onto SDXL's original layout (kohya's own SDXL files name the original `input_blocks_...`).
+`text_encoder_2.text_model.`. kohya file: `lora_unet_<original-layout module path>`, `lora_te1_text_model_...` and
+`lora_te2_text_model_...` with `.lora_down.weight` / `.lora_up.weight` / `.alpha` (or another kind's keys),
+`ss_base_model_version` = `sdxl_base_v1-0`. The U-Net keys name SDXL's original (sgm) layout as kohya's sd-scripts
+do for SDXL (`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`, `lora_unet_output_blocks_2_2_conv`),
+mapped by sdft/models/original_layout.py (the single-file export's names): A1111 looks these up directly (its
+diffusers-name rules are SD 1.x's and send up_blocks.0's upsampler to a layer SDXL does not have), ComfyUI and
+diffusers map them too. Files sdft wrote before with diffusers-style U-Net names (`lora_unet_down_blocks_...`) are
+still read (peft_files.py; diffusers' loader for LoRA / LoCon).
 transformers 5's CLIPTextModel has no `text_model.` level while CLIPTextModelWithProjection keeps it: both are
 written with it, as every client expects.
 """
@@ -13,7 +17,7 @@ written with it, as every client expects.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import torch
 from diffusers import StableDiffusionXLPipeline
@@ -23,16 +27,39 @@ from sdft.adapters.formats import _adapter_state, with_text_model, write_lora_fi
 from sdft.adapters.kohya import LoraFormatError, write_kohya_file
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors
+from sdft.models.original_layout import SingleFileError, unet_to_original
 
 SDXL_BASE_VERSION = "sdxl_base_v1-0"
 KOHYA_PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
 
 
-def kohya_name(part: str, module: str) -> str:
-    """Our module name -> its kohya LoRA name (without the .lora_down/.alpha suffix)."""
+def kohya_names(part: str, modules: Iterable[str], unet_config=None) -> dict[str, str]:
+    """Our module names -> their kohya LoRA names (without the .lora_down/.alpha suffix), as kohya writes SDXL
+    files: the U-Net's in the original layout (needs the U-Net's config for the block numbering)."""
+    modules = list(modules)
     if part != "unet":
-        module = "text_model." + module.removeprefix("text_model.")
-    return KOHYA_PREFIXES[part] + module.replace(".", "_")
+        return {
+            m: KOHYA_PREFIXES[part] + ("text_model." + m.removeprefix("text_model.")).replace(".", "_") for m in modules
+        }
+    if unet_config is None:
+        raise ValueError("kohya_names: the U-Net's config is needed for SDXL's original-layout names")
+    try:
+        originals = unet_to_original({f"{m}.weight": m for m in modules}, unet_config)
+    except SingleFileError as err:
+        raise LoraFormatError(f"U-Net layers without an original-layout (kohya SDXL) name: {err}") from None
+    return {m: KOHYA_PREFIXES["unet"] + key.removesuffix(".weight").replace(".", "_") for key, m in originals.items()}
+
+
+def kohya_name(part: str, module: str, unet_config=None) -> str:
+    """One module's kohya name (`kohya_names`)."""
+    return kohya_names(part, [module], unet_config)[module]
+
+
+def diffusers_style_name(part: str, module: str) -> str:
+    """The kohya name sdft wrote before (U-Net: `lora_unet_<diffusers module path>`), still read."""
+    if part != "unet":
+        return kohya_name(part, module)
+    return KOHYA_PREFIXES["unet"] + module.replace(".", "_")
 
 
 def save_sdxl_lora(unet: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.Module, path) -> Path:
@@ -70,9 +97,10 @@ def sdxl_kohya_tensors(
             layers = layer_tensors(model)
         except NoKohyaFormat as e:
             raise LoraFormatError(f"{part}: {e}.") from None
+        names = kohya_names(part, layers, getattr(model, "config", None) if part == "unet" else None)
         for module, values in layers.items():
             for suffix, value in values.items():
-                tensors[f"{kohya_name(part, module)}.{suffix}"] = value.to(dtype).contiguous()
+                tensors[f"{names[module]}.{suffix}"] = value.to(dtype).contiguous()
     return tensors
 
 

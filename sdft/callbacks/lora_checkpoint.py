@@ -20,11 +20,12 @@ import torch
 from sdft.adapters.formats import LORA_WEIGHT_NAME, save_lora, save_pipeline
 from sdft.adapters.kinds import has_kohya_format, is_peft_kind
 from sdft.adapters.kohya import save_kohya_lora
+from sdft.adapters.lycoris import a1111_dora_note
 from sdft.adapters.sdxl_files import save_sdxl_weights
 from sdft.callbacks.disk_space import disk_full, folder_bytes
 from sdft.config import AdapterKind
 from sdft.atomic import atomic_path
-from sdft.embeddings.files import save_trained
+from sdft.embeddings.files import save_trained, usage_lines
 from sdft.errors import NonFiniteLossError
 from sdft.models.assemble import assemble_pipeline
 
@@ -194,6 +195,14 @@ class LoraCheckpoint(L.Callback):
                 log_lora_artifact(trainer, folder, self.kohya_name, trainer.global_step)
         what = "adapter" if is_peft_kind(self.kind) else "pipeline" if self.kind == AdapterKind.full else "embedding"
         log.info("Saved the trained %s to %s", what, self.final_path)
+        kohya = self.final_kohya_path if is_peft_kind(self.kind) else None
+        sdxl = getattr(module, "text_encoder_2", None) is not None
+        if self.kind == AdapterKind.dora and kohya is not None:
+            log.warning(a1111_dora_note(kohya, sdxl))
+        embedding = getattr(module, "embeddings", None)
+        if embedding is not None:  # textual inversion / pivotal: which file each client takes
+            for line in usage_lines(embedding.token, folder, kohya, sdxl):
+                log.info(line)
 
 
 def log_lora_artifact(trainer: L.Trainer, folder: Path, name: str, step: int) -> None:

@@ -5,7 +5,9 @@
 - diffusers: `learned_embeds.safetensors` holding `{token: [n_vectors, dim]}` (what diffusers' textual_inversion
   example writes); `load_textual_inversion(path)` adds `<sks>`, `<sks>_1`, ... and expands `<sks>` in prompts.
 - kohya bundle (pivotal tuning): the LoRA file also holds `bundle_emb.<name>.string_to_param.*` [n_vectors, dim], which
-  A1111's built-in Lora extension (networks.py) and ComfyUI load as the embedding `<name>` along with the LoRA.
+  A1111's built-in Lora extension (networks.py) loads as the embedding `<name>` along with the LoRA. ComfyUI's LoRA
+  loader does not read `bundle_emb.*` ("lora key not loaded"): ComfyUI takes the separate `<name>.safetensors`, which
+  every pivotal run writes beside the bundle (`usage_lines` says so at the end of a run).
 - SDXL (both text towers): every file holds `clip_l` [n, 768] (first tower) and `clip_g` [n, 1280] (second tower),
   the SDXL embedding format of A1111 and ComfyUI (diffusers: `load_textual_inversion(sd["clip_l"], token=...,
   text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)`, the same with `clip_g` and the second pair); the
@@ -170,6 +172,33 @@ def load_embedding_file(path: str | os.PathLike) -> tuple[str, torch.Tensor | di
     if vectors.dim() != 2:
         raise EmbeddingFormatError(f"{path}: the embedding has shape {tuple(vectors.shape)}; expected [vectors, dim].")
     return token, vectors
+
+
+def usage_lines(
+    token: str, folder: str | os.PathLike, kohya_file: str | os.PathLike | None = None, sdxl: bool = False
+) -> list[str]:
+    """How each client uses a run's embedding files in `folder` (and the LoRA file bundling it): the run's last lines."""
+    folder, stem = Path(folder), file_stem(token)
+    a1111 = folder / f"{stem}.safetensors"
+    bundle = ""
+    if kohya_file is not None:
+        bundle = (
+            f" (or the LoRA {kohya_file} alone, which bundles it: write {stem} and <lora:{Path(kohya_file).stem}:1>)"
+        )
+    diffusers = (
+        f"load_textual_inversion(sd['clip_l'], token='{token}', text_encoder=pipe.text_encoder, "
+        "tokenizer=pipe.tokenizer) and the same with clip_g, text_encoder_2, tokenizer_2, sd = "
+        f"load_file('{folder / DIFFUSERS_NAME}')"
+        if sdxl
+        else f"pipe.load_textual_inversion('{folder / DIFFUSERS_NAME}')"
+    )
+    return [
+        f"Embedding {token} for A1111: put {a1111} in embeddings/ and write {stem} in the prompt" + bundle + ".",
+        f"Embedding {token} for ComfyUI: put {a1111} in models/embeddings and write embedding:{stem} in the prompt"
+        + (" (ComfyUI does not read the embedding bundled in the LoRA file)" if kohya_file else "")
+        + ".",
+        f"Embedding {token} for diffusers: {diffusers}; write {token} in the prompt.",
+    ]
 
 
 def save_trained(vectors, folder: str | os.PathLike, kohya_file: str | os.PathLike | None = None) -> dict[str, Path]:
