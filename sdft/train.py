@@ -53,6 +53,7 @@ from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
 from sdft.optimizers import optimizer_class
 from sdft.phases import phase_configs
 from sdft.prior_prediction import BasePrior, base_prior_prompt, caption_swap, check_base_prior
+from sdft.run.plan.headline import announce
 from sdft.resume import check_same_run, find_run, phase_status, restore_weights, untrusted
 
 log = logging.getLogger(__name__)
@@ -401,6 +402,7 @@ def _run(cfg: DictConfig | dict) -> dict:
     for phase_cfg in phases:  # every phase's config is checked before any data is read
         check_config(phase_cfg)
     datas = [phase_data(phase_cfg) for phase_cfg in phases]  # and every phase's data before the first one trains
+    announce(cfg, phases, datas)  # the plan's headline; on CUDA a warning before loading if it will not fit
     out_dir.mkdir(parents=True, exist_ok=True)
     if resumed is None:
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
