@@ -45,14 +45,13 @@ def measure(case: str, precision: str) -> dict:
     import torch
 
     from sdft.run.plan.arch import build_models
-    from sdft.run.plan.compose import compose_run
+    from sdft.run.plan.compose import compose_run, plan_run
     from sdft.run.plan.devices import cpu_device
-    from sdft.run.plan.plan import make_plan
     from sdft.run.plan.trace import adapted_module, freeze, make_batch, make_optimizer, precision_context
 
     overrides = CASES[case] + COMMON + (["trainer.precision=bf16-mixed"] if precision == "bf16" else [])
     t0 = time.perf_counter()
-    plan = make_plan(compose_run(overrides), cpu_device())
+    plan = plan_run(compose_run(overrides), cpu_device())
     forecast_s = time.perf_counter() - t0
     cfg, f = plan.phases[0]
     models = build_models(plan.arch, "cpu")

@@ -9,16 +9,15 @@ import torch
 
 from sdft.cli import main
 from sdft.errors import ConfigError, ModelLoadError
-from sdft.run.plan.compose import compose_run
+from sdft.run.plan.compose import compose_run, plan_run
 from sdft.run.plan.devices import cpu_flops_per_cycle, device
-from sdft.run.plan.plan import make_plan
 
 BASE = ["data.resolution=64", "trainer.max_steps=5", "callbacks.validation_seeds=[0]"]
 
 
 @pytest.fixture(scope="module")
 def plan():
-    return make_plan(compose_run(BASE), device("cpu"))
+    return plan_run(compose_run(BASE), device("cpu"))
 
 
 def test_report_fields(plan):
@@ -100,12 +99,12 @@ def test_fit_gives_overrides_that_fit():
     from sdft.run.plan.fit import fit
 
     base = BASE + ["optim.name=adamw8bit"]  # the first candidate left is gradient checkpointing
-    plan = make_plan(compose_run(base), device("cpu"))
+    plan = plan_run(compose_run(base), device("cpu"))
     f = plan.phases[0][1]
     budget = (f.step.peak - 0.3 * f.step.activations) / 2**30
     result = fit(base, "config", plan, budget, device("cpu"))
     assert result.overrides == ["model.gradient_checkpointing=true"]
-    again = make_plan(compose_run(base + result.overrides), device("cpu"))
+    again = plan_run(compose_run(base + result.overrides), device("cpu"))
     assert again.peak <= budget * 2**30
 
 

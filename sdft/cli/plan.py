@@ -23,15 +23,14 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from sdft.run.plan.compose import compose_run
+    from sdft.run.plan.compose import compose_run, plan_run
     from sdft.run.plan.devices import budget_gib, device
-    from sdft.run.plan.plan import make_plan
     from sdft.run.plan.report import as_json, report
 
     dev = device(args.device)  # an unknown name fails before anything else
     budget = budget_gib(args.fit) if args.fit else None
     cfg = compose_run(args.overrides, args.config_name)
-    plan = make_plan(cfg, dev)
+    plan = plan_run(cfg, dev)
     print(json.dumps(as_json(plan), indent=2, default=str) if args.json else report(plan))
     if budget is not None:
         from sdft.run.plan.fit import fit, fit_report

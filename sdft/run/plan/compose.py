@@ -41,3 +41,10 @@ def checked_phases(cfg: DictConfig) -> tuple[list[DictConfig], list]:
     for phase in phases:
         check_config(phase)
     return phases, [phase_data(phase) for phase in phases]
+
+
+def plan_run(cfg: DictConfig, device):
+    """The plan of a composed run: its phases checked (train.py's checks and messages), then forecast."""
+    from sdft.run.plan.plan import make_plan
+
+    return make_plan(cfg, device, checked_phases(cfg))

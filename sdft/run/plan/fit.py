@@ -58,9 +58,8 @@ def _merge(overrides: list[str], added: list[str]) -> list[str]:
 
 def fit(overrides: list[str], config_name: str, plan, budget_gib: float, device: Device) -> FitResult:
     """Re-forecast with each candidate added in turn until the peak fits `budget_gib`; ConfigError if none does."""
-    from sdft.run.plan.compose import compose_run
-    from sdft.run.plan.plan import make_plan
-
+    from sdft.run.plan.compose import compose_run, plan_run
+    
     limit = budget_gib * GiB
     peak, kept, tried = plan.peak, [], []
     if peak <= limit:
@@ -68,7 +67,7 @@ def fit(overrides: list[str], config_name: str, plan, budget_gib: float, device:
     phase_cfg = plan.phases[-1][0]
     for added in candidates(phase_cfg, device):
         trial = _merge(overrides, kept + added)
-        new = make_plan(compose_run(trial, config_name), device).peak
+        new = plan_run(compose_run(trial, config_name), device).peak
         tried.append((" ".join(added), new))
         if new < peak:
             kept, peak = kept + added, new

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from sdft.run.plan.arch import Architecture, architecture
-from sdft.run.plan.compose import checked_phases
 from sdft.run.plan.devices import Device
 from sdft.run.plan.forecast import PhaseForecast, forecast_phase
 
@@ -32,8 +31,9 @@ class Plan:
         return sum(f.data.steps for _, f in self.phases)
 
 
-def make_plan(cfg: DictConfig, device: Device, checked: tuple | None = None) -> Plan:
-    """`cfg`: the typed run config (compose.compose_run); `checked`: its (phases, datas) when already checked."""
+def make_plan(cfg: DictConfig, device: Device, checked: tuple) -> Plan:
+    """`cfg`: the typed run config; `checked`: its (phases, datas), checked as train.py checks them
+    (compose.checked_phases; compose.plan_run does both)."""
     arch = architecture(cfg.model)  # a config not available offline fails before any tracing
-    phases, datas = checked if checked is not None else checked_phases(cfg)
+    phases, datas = checked
     return Plan(cfg, arch, device, [(p, forecast_phase(p, d, arch, device)) for p, d in zip(phases, datas)])
