@@ -59,7 +59,7 @@ def _merge(overrides: list[str], added: list[str]) -> list[str]:
 def fit(overrides: list[str], config_name: str, plan, budget_gib: float, device: Device) -> FitResult:
     """Re-forecast with each candidate added in turn until the peak fits `budget_gib`; ConfigError if none does."""
     from sdft.run.plan.compose import compose_run, plan_run
-    
+
     limit = budget_gib * GiB
     peak, kept, tried = plan.peak, [], []
     if peak <= limit:

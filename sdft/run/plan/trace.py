@@ -130,13 +130,15 @@ def adapted_module(cfg: DictConfig, models: SimpleNamespace):
     towers = filter(None, (models.text_encoder, models.text_encoder_2))
     train_te = any(p.requires_grad for m in towers for p in m.parameters())
     family = "sdxl" if models.text_encoder_2 is not None else "sd1"
+    with torch.device("cpu"):  # real tensors (betas, alphas) whether the models are on meta or not
+        scheduler = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)
     loss = cfg.loss.copy()
     loss.finite_check_every_n_steps = 2**31 - 1  # the loss check reads a value; fake tensors hold none (no memory)
     module = DreamBoothModule(
         models.unet,
         models.text_encoder,
         models.vae,
-        DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG),
+        scheduler,
         cfg.optim,
         loss,
         cfg.prior.loss_weight,
