@@ -3,8 +3,8 @@
 GPU entries are the vendors' dense peaks (no sparsity) and an ASSUMED efficiency, until bench/run_gpu_suite.sh
 measures one (then `measured` names the benchmark). The `cpu` entry is this machine's, worked out when asked:
 cores x clock x FP32 FLOP per cycle per core (2 FMA units x SIMD lanes x 2: AVX-512 64, AVX2+FMA 32, else 8; AMX
-bf16 1024), read from /proc/cpuinfo; its efficiency is the share of that peak a fp32 SD 1.5 LoRA step reached
-(bench/plan_accuracy.py, docs/benchmarks.md).
+bf16 1024), read from /proc/cpuinfo; its efficiency is ASSUMED too until bench/plan_accuracy.py measures it on an
+idle machine (the only run so far shared 2 cores with a load of ~20: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ GPUS = {
     "t4": Device("t4", 8.1, 65.0, 15, ASSUMED_GPU_EFFICIENCY, bf16=False),
 }
 
-# bench/plan_accuracy.py, fp32 eager SD 1.5 LoRA step at 256 px on a 2-core Xeon (AVX-512, AMX), docs/benchmarks.md
+# ASSUMED: a fp32 eager U-Net step on a CPU reaches a fifth to a third of the FMA peak; bench/plan_accuracy.py gives the
+# measured share (put it here, with CPU_MEASURED naming the run, once measured on an idle machine)
 CPU_EFFICIENCY = 0.25
-CPU_MEASURED = "bench/plan_accuracy.py (2-core Xeon, fp32 eager)"
+CPU_MEASURED: str | None = None
 
 
 def _cpuinfo() -> str:

@@ -16,6 +16,8 @@ def _mb(n: float) -> str:
 
 
 def duration(s: float) -> str:
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
     if s < 120:
         return f"{s:.1f} s"
     if s < 7200:
