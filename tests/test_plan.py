@@ -162,8 +162,10 @@ def test_train_headline_and_cuda_warning(monkeypatch, caplog):
     import logging
 
     from sdft.run.plan.compose import checked_phases
+    from sdft.run.plan import headline
     from sdft.run.plan.headline import announce
 
+    monkeypatch.setattr(headline, "UNTRACED_MODELS", ())  # train.py skips the trace for the tiny test model
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (1 << 20, 16 << 30))
@@ -173,3 +175,15 @@ def test_train_headline_and_cuda_warning(monkeypatch, caplog):
     text = caplog.text
     assert "plan: 5 steps, peak memory" in text and "on t4" in text
     assert "exceeds the 0.00 GiB free on Tesla T4" in text and "sdft plan --fit" in text
+
+
+def test_train_headline_skips_the_tiny_test_model(caplog):
+    import logging
+
+    from sdft.run.plan.compose import checked_phases
+    from sdft.run.plan.headline import announce
+
+    cfg = compose_run(BASE)
+    with caplog.at_level(logging.INFO, logger="sdft"):
+        announce(cfg, *checked_phases(cfg))
+    assert "plan: 5 steps (no forecast for the built-in test model 'tiny'" in caplog.text
