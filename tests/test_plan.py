@@ -187,3 +187,12 @@ def test_train_headline_skips_the_tiny_test_model(caplog):
     with caplog.at_level(logging.INFO, logger="sdft"):
         announce(cfg, *checked_phases(cfg))
     assert "plan: 5 steps (no forecast for the built-in test model 'tiny'" in caplog.text
+
+
+def test_fit_report_prints_the_overrides():
+    from sdft.run.plan.fit import FitResult, fit_report
+
+    result = FitResult(["model.gradient_checkpointing=true"], 3 * 2**30, 4.0, [("optim.name=adamw8bit", 5 * 2**30)])
+    text = fit_report(result, "4GB")
+    assert "+ optim.name=adamw8bit: 5.00 GiB" in text
+    assert "add: model.gradient_checkpointing=true  -> 3.00 GiB" in text

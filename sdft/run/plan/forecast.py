@@ -40,8 +40,8 @@ class PhaseForecast:
         return self.seconds(self.step.flops * self.data.accumulate)
 
     @property
-    def image_flops(self) -> float:
-        """One generated image (classifier-free guidance): the steps' U-Net FLOPs and the VAE decode."""
+    def image_flops(self) -> tuple[int, int]:
+        """One generated image (classifier-free guidance): FLOPs of a denoising step (U-Net, batch 2) and the decode."""
         return self.generation.step_flops, self.generation.decode_flops
 
     def generation_seconds(self, images: int, steps: int) -> float:

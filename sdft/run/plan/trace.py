@@ -1,11 +1,10 @@
 """One real training step (forward, backward, optimizer step) and one validation-grid step traced on fake tensors.
 
-Why these tools: torch's own `MemTracker` (torch.distributed._tools.mem_tracker) follows every tensor's storage through
-a dispatch mode and sorts it into parameters / buffers / gradients / activations / temporaries / optimizer state, and
-`FlopCounterMode` (torch.utils.flop_counter) counts matmul / conv / attention FLOPs; both run under `FakeTensorMode`,
-so the real module graph (diffusers U-Net, peft adapters, the framework's DreamBoothModule step) runs with shapes only.
-Nothing here is hand-counted but what the tools cannot see: bitsandbytes' 8-bit Adam (a CUDA/C kernel that fake
-tensors cannot enter; its state is 2 bytes a parameter plus block scales, counted from the parameters).
+The real module graph (diffusers U-Net, peft adapters, the framework's DreamBoothModule step, the configured torch
+optimizer) runs under torch's `FakeTensorMode`: shapes, dtypes and devices only, no memory, no arithmetic. Live bytes
+by kind come from `LiveBytes` (tracker.py: why not torch's MemTracker is said there), FLOPs from torch's
+`FlopCounterMode` on the same pass. Counted, not traced: bitsandbytes' 8-bit Adam (a C kernel that fake tensors cannot
+enter; its state is 2 bytes a parameter plus block scales).
 """
 
 from __future__ import annotations
