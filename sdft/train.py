@@ -56,6 +56,7 @@ from sdft.optimizers import optimizer_class
 from sdft.phases import phase_configs
 from sdft.prep.doctor.hooks import at_start as doctor_at_start
 from sdft.prior_prediction import BasePrior, base_prior_prompt, caption_swap, check_base_prior
+from sdft.run.plan.headline import announce
 from sdft.resume import check_same_run, find_run, phase_status, restore_weights, untrusted
 
 log = logging.getLogger(__name__)
@@ -404,6 +405,7 @@ def _run(cfg: DictConfig | dict) -> dict:
         check_config(phase_cfg)
     datas = [phase_data(phase_cfg) for phase_cfg in phases]  # and every phase's data before the first one trains
     doctor_at_start(phases, datas)  # the data doctor's cheap checks: severe findings before any model loads
+    announce(cfg, phases, datas)  # the plan's headline; on CUDA a warning before loading if it will not fit
     out_dir.mkdir(parents=True, exist_ok=True)
     if resumed is None:
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)

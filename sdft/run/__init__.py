@@ -1,0 +1,1 @@
+"""Run-level parts: the plan (forecast of a run before it starts)."""

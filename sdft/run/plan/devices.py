@@ -1,0 +1,107 @@
+"""The device table: peak FLOP/s, memory and the share of the peak a diffusion training step reaches.
+
+GPU entries are the vendors' dense peaks (no sparsity) and an ASSUMED efficiency, until bench/run_gpu_suite.sh
+measures one (then `measured` names the benchmark). The `cpu` entry is this machine's, worked out when asked:
+cores x clock x FP32 FLOP per cycle per core (2 FMA units x SIMD lanes x 2: AVX-512 64, AVX2+FMA 32, else 8; AMX
+bf16 1024), read from /proc/cpuinfo; its efficiency is ASSUMED too until bench/plan_accuracy.py measures it on an
+idle machine (the only run so far shared 2 cores with a load of ~20: docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdft.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    fp32_tflops: float  # dense, no TF32 (PyTorch's default for matmuls)
+    half_tflops: float  # bf16 / fp16 with fp32 accumulation, dense
+    memory_gib: float
+    efficiency: float  # share of the peak a training step reaches
+    measured: str | None = None  # the benchmark that measured `efficiency`; None: assumed
+    bf16: bool = True
+
+    def peak_flops(self, precision: str) -> float:
+        half = precision.startswith(("bf16", "16"))
+        return (self.half_tflops if half else self.fp32_tflops) * 1e12
+
+
+ASSUMED_GPU_EFFICIENCY = 0.35  # typical of a U-Net step in eager PyTorch; replaced by measured values
+
+GPUS = {
+    "h100": Device("h100", 67.0, 989.0, 80, ASSUMED_GPU_EFFICIENCY),
+    "h200": Device("h200", 67.0, 989.0, 141, ASSUMED_GPU_EFFICIENCY),
+    "a100": Device("a100", 19.5, 312.0, 80, ASSUMED_GPU_EFFICIENCY),
+    "a100-40gb": Device("a100-40gb", 19.5, 312.0, 40, ASSUMED_GPU_EFFICIENCY),
+    "l4": Device("l4", 30.3, 121.0, 24, ASSUMED_GPU_EFFICIENCY),
+    "4090": Device("4090", 82.6, 165.2, 24, ASSUMED_GPU_EFFICIENCY),
+    "3090": Device("3090", 35.6, 71.0, 24, ASSUMED_GPU_EFFICIENCY),
+    "3060": Device("3060", 12.7, 25.4, 12, ASSUMED_GPU_EFFICIENCY),
+    "t4": Device("t4", 8.1, 65.0, 15, ASSUMED_GPU_EFFICIENCY, bf16=False),
+}
+
+# ASSUMED: a fp32 eager U-Net step on a CPU reaches a fifth to a third of the FMA peak; bench/plan_accuracy.py gives the
+# measured share (put it here, with CPU_MEASURED naming the run, once measured on an idle machine)
+CPU_EFFICIENCY = 0.25
+CPU_MEASURED: str | None = None
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_flops_per_cycle(flags: set[str]) -> tuple[int, int]:
+    """(fp32, bf16) FLOP per cycle per core: 2 FMA units x SIMD lanes x 2 FLOP."""
+    fp32 = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 8
+    bf16 = 1024 if "amx_bf16" in flags else 128 if "avx512_bf16" in flags else fp32
+    return fp32, bf16
+
+
+def cpu_device() -> Device:
+    """This machine's CPU: the cores this process may use x clock x FLOP per cycle, and its RAM."""
+    info = _cpuinfo()
+    flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split()) if "flags" in info else set()
+    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
+    ghz = float(mhz.group(1)) / 1000 if mhz else 2.5
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    fp32, bf16 = cpu_flops_per_cycle(flags)
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 16
+    return Device(
+        "cpu",
+        cores * ghz * fp32 / 1e3,
+        cores * ghz * bf16 / 1e3,
+        mem,
+        CPU_EFFICIENCY,
+        CPU_MEASURED,
+        bf16="avx512_bf16" in flags or "amx_bf16" in flags,
+    )
+
+
+def device(name: str) -> Device:
+    key = name.lower()
+    if key == "cpu":
+        return cpu_device()
+    if key in GPUS:
+        return GPUS[key]
+    raise ConfigError(f"Unknown device {name!r}: use one of {', '.join(['cpu', *GPUS])}.")
+
+
+def budget_gib(spec: str) -> tuple[float, str]:
+    """`--fit 8GB` / `--fit 7.5GiB` / `--fit t4`: (GiB, label). GB is read as GiB, as GPU memory is sold."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*(gib|gb|g|mib|mb|m)?\s*", spec.lower())
+    if m:
+        value = float(m.group(1))
+        return (value / 1024 if (m.group(2) or "gb").startswith("m") else value), spec
+    if spec.lower() in GPUS or spec.lower() == "cpu":
+        d = device(spec)
+        return d.memory_gib, f"{d.name} ({d.memory_gib:g} GiB)"
+    raise ConfigError(f"--fit {spec!r}: give a memory size (8GB, 7.5GiB, 12000MB) or a device ({', '.join(GPUS)}).")

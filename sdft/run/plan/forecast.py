@@ -1,0 +1,128 @@
+"""One phase's forecast: data, parameters, files, peak memory and time on a device, from the traced step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig
+
+from sdft.config import AdapterKind
+from sdft.run.plan.arch import Architecture
+from sdft.run.plan.data_summary import DataSummary, summarise
+from sdft.run.plan.devices import Device
+from sdft.run.plan.trace import GiB, GenerationTrace, StepTrace, meta_models, native_resolution, trace
+
+MiB = 2**20
+
+
+@dataclass
+class PhaseForecast:
+    name: str
+    data: DataSummary
+    step: StepTrace
+    generation: GenerationTrace
+    device: Device
+    precision: str
+    grids: int  # grid renders in the phase (start, every N steps, end)
+    grid_images: int
+    files: dict[str, int] = field(default_factory=dict)  # what the phase writes -> bytes
+    caches: tuple[bool, bool] = (False, False)  # (latents, text) cached in the traced step
+
+    @property
+    def peak(self) -> int:
+        return max(self.step.peak, self.generation.peak)
+
+    def seconds(self, flops: float) -> float:
+        return flops / (self.device.peak_flops(self.precision) * self.device.efficiency)
+
+    @property
+    def step_seconds(self) -> float:
+        return self.seconds(self.step.flops * self.data.accumulate)
+
+    @property
+    def image_flops(self) -> tuple[int, int]:
+        """One generated image (classifier-free guidance): FLOPs of a denoising step (U-Net, batch 2) and the decode."""
+        return self.generation.step_flops, self.generation.decode_flops
+
+    def generation_seconds(self, images: int, steps: int) -> float:
+        unet, decode = self.image_flops
+        return self.seconds(images * (steps * unet + decode))
+
+    def total_seconds(self, cfg: DictConfig) -> dict[str, float]:
+        out = {
+            "train": self.data.steps * self.step_seconds,
+            "class_images": self.generation_seconds(self.data.class_to_generate, cfg.prior.generation_steps),
+            "grids": self.generation_seconds(self.grid_images, cfg.callbacks.validation_steps),
+        }
+        out["total"] = sum(out.values())
+        return out
+
+
+def caches_used(cfg: DictConfig, trains_text: bool) -> tuple[bool, bool]:
+    """Whether the latent and text caches are on for this config (sdft/data/cache_policy.py's rules, quietly)."""
+    d = cfg.data
+    latents = d.cache_latents is not False and d.center_crop
+    fixed = not d.shuffle_caption and d.caption_dropout == 0
+    text = d.cache_text_encoder_outputs is not False and not trains_text and fixed and not cfg.prior.base_prediction
+    return latents, text
+
+
+def _trains_text(cfg: DictConfig) -> bool:
+    a = cfg.adapter
+    return bool(a.train_text_encoder and (a.kind in (AdapterKind.full,) or a.text_encoder_targets)) or bool(
+        a.embedding.placeholder
+    )
+
+
+def _files(cfg: DictConfig, step: StepTrace) -> dict[str, int]:
+    cb = cfg.callbacks
+    trained = step.trained_bytes
+    if cfg.adapter.kind == AdapterKind.full:
+        total = sum(v["total"] for v in step.params.values()) * 4
+        files = {"final pipeline folder (fp32 trained weights)": total}
+    else:
+        files = {
+            "final LoRA (diffusers/peft)": trained,
+            "final LoRA (kohya/A1111)": trained // (2 if cb.kohya_fp16 else 1),
+        }
+    files["final_state.ckpt (weights + optimizer state)"] = 3 * trained
+    if cb.checkpoint_every_n_steps:
+        saves = min(cb.keep_last_k, cfg.trainer.max_steps // cb.checkpoint_every_n_steps)
+        files[f"checkpoints kept ({saves} x files + state.ckpt)"] = saves * (sum(files.values()))
+    return files
+
+
+def grid_count(cfg: DictConfig) -> int:
+    cb = cfg.callbacks
+    n = 1 + (1 if cb.validation_at_start else 0)
+    if cb.validation_every_n_steps:
+        n += (cfg.trainer.max_steps - 1) // cb.validation_every_n_steps
+    return n
+
+
+def forecast_phase(cfg: DictConfig, data, arch: Architecture, device: Device) -> PhaseForecast:
+    """`cfg`, `data`: a checked phase config and its PhaseData (sdft/run/plan/compose.py)."""
+    from sdft.data.buckets import with_native_sizes
+
+    models = meta_models(arch)
+    with_native_sizes(data.settings, native_resolution(models))
+    cfg.data = data.settings
+    summary = summarise(cfg, data)
+    caches = caches_used(cfg, _trains_text(cfg))
+    grid_res = cfg.callbacks.validation_resolution or cfg.data.resolution
+    step, gen = trace(cfg, models, summary.largest, caches[0], caches[1], (grid_res, grid_res))
+    from sdft.data.folders import default_validation_prompts
+
+    prompts = len(cfg.callbacks.validation_prompts or default_validation_prompts(data.settings, data.report.concepts))
+    grids = grid_count(cfg)
+    images = grids * prompts * len(cfg.callbacks.validation_seeds)
+    return PhaseForecast(
+        cfg.phase.name, summary, step, gen, device, cfg.trainer.precision, grids, images, _files(cfg, step), caches
+    )
+
+
+def gib(n: float) -> float:
+    return n / GiB
+
+
+__all__ = ["PhaseForecast", "forecast_phase", "gib", "MiB"]

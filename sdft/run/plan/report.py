@@ -1,0 +1,116 @@
+"""The printed plan and the one-line headline train.py logs."""
+
+from __future__ import annotations
+
+from sdft.run.plan.forecast import PhaseForecast
+from sdft.run.plan.plan import Plan
+from sdft.run.plan.trace import GiB
+
+
+def _gb(n: float) -> str:
+    return f"{n / GiB:.2f} GiB"
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def duration(s: float) -> str:
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def headline(plan: Plan) -> str:
+    d = plan.device
+    return (
+        f"plan: {plan.steps} steps, peak memory {_gb(plan.peak)}, about {duration(plan.seconds)} on {d.name}"
+        f"{'' if d.measured else ' (assumed efficiency)'}"
+    )
+
+
+def phase_lines(cfg, f: PhaseForecast) -> list[str]:
+    d, s, g = f.data, f.step, f.generation
+    t = f.total_seconds(cfg)
+    lines = [f"phase {f.name!r}"]
+    lines.append("  data:")
+    for name, c in d.concepts.items():
+        lines.append(f"    concept {name}: {c['images']} images x {c['repeats']} repeats")
+    lines.append("    buckets: " + ", ".join(f"{b} ({n})" for b, n in d.buckets.items()))
+    lines.append(
+        f"    steps {d.steps} x batch {d.batch_size}"
+        + (f" x accumulation {d.accumulate}" if d.accumulate > 1 else "")
+        + f" = {d.epochs:.1f} epochs; class images {d.class_images} ({d.class_to_generate} still to generate)"
+    )
+    lines.append("  parameters:")
+    for name, p in s.params.items():
+        lines.append(f"    {name}: {p['trainable']:,} trainable, {p['total'] - p['trainable']:,} frozen")
+    lines.append("  files written:")
+    for name, n in f.files.items():
+        lines.append(f"    {name}: {_mb(n)}")
+    cached = [n for n, on in zip(("latents", "text"), f.caches) if on]
+    lines.append(
+        f"  peak memory of a training step at {d.largest[0]}x{d.largest[1]} ({f.precision}"
+        f"{', cached ' + ' + '.join(cached) if cached else ''}): {_gb(s.peak)}"
+    )
+    lines.append(
+        f"    weights {_gb(s.weights)} | trainable + optimizer state {_gb(s.trainable)} | "
+        f"activations {_gb(s.activations)} | workspace {_gb(s.workspace)}"
+    )
+    lines.append(f"  peak memory of a validation-grid image: {_gb(g.peak)}")
+    lines.append(
+        f"  time on {f.device.name} ({f.device.peak_flops(f.precision) / 1e12:.2f} TFLOP/s peak x "
+        f"{f.device.efficiency:.0%} {'measured: ' + f.device.measured if f.device.measured else 'ASSUMED'}):"
+    )
+    lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step -> {duration(f.step_seconds)} a step")
+    lines.append(
+        f"    training {duration(t['train'])}, class images {duration(t['class_images'])}, "
+        f"grids {duration(t['grids'])} ({f.grids} x {f.grid_images // max(f.grids, 1)} images): total {duration(t['total'])}"
+    )
+    lines += [f"  note: {n}" for n in s.notes]
+    return lines
+
+
+def report(plan: Plan) -> str:
+    lines = [f"model: {plan.arch.source} ({plan.arch.family.value}); device: {plan.device.name}"]
+    for cfg, f in plan.phases:
+        lines += phase_lines(cfg, f)
+    lines.append(headline(plan))
+    return "\n".join(lines)
+
+
+def as_json(plan: Plan) -> dict:
+    out = {
+        "model": plan.arch.source,
+        "device": plan.device.name,
+        "steps": plan.steps,
+        "peak_bytes": plan.peak,
+        "seconds": plan.seconds,
+        "phases": [],
+    }
+    for cfg, f in plan.phases:
+        s = f.step
+        out["phases"].append(
+            {
+                "name": f.name,
+                "data": vars(f.data) | {"largest": list(f.data.largest)},
+                "params": s.params,
+                "files": f.files,
+                "memory": {
+                    "weights": s.weights,
+                    "trainable_and_optimizer": s.trainable,
+                    "activations": s.activations,
+                    "workspace": s.workspace,
+                    "step_peak": s.peak,
+                    "grid_peak": f.generation.peak,
+                },
+                "flops_per_step": s.flops,
+                "seconds": f.total_seconds(cfg),
+                "notes": s.notes,
+            }
+        )
+    return out

@@ -1,0 +1,287 @@
+"""One real training step (forward, backward, optimizer step) and one validation-grid step traced on fake tensors.
+
+The real module graph (diffusers U-Net, peft adapters, the framework's DreamBoothModule step, the configured torch
+optimizer) runs under torch's `FakeTensorMode`: shapes, dtypes and devices only, no memory, no arithmetic. Live bytes
+by kind come from `LiveBytes` (tracker.py: why not torch's MemTracker is said there), FLOPs from torch's
+`FlopCounterMode` on the same pass. Counted, not traced: bitsandbytes' 8-bit Adam (a C kernel that fake tensors cannot
+enter; its state is 2 bytes a parameter plus block scales).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import torch
+from omegaconf import DictConfig
+
+from sdft.config import Attention, OptimizerName
+from sdft.models.loading import DTYPES
+from sdft.run.plan.arch import Architecture, build_models, fake_mode
+from sdft.run.plan.tracker import LiveBytes
+
+log = logging.getLogger(__name__)
+GiB = 2**30
+ADAM8BIT_BYTES_PER_PARAM = 2 + 2 * 4 / 256  # two uint8 states, one fp32 absmax each per 256-value block
+
+
+@dataclass
+class StepTrace:
+    """Bytes at the step's peak by kind, FLOPs of one step, parameter counts (per model: trainable, total)."""
+
+    weights: int  # frozen parameters and buffers
+    trainable: int  # trained parameters, their gradients and the optimizer state
+    activations: int
+    workspace: int  # temporaries of the backward pass and kernels
+    flops: int
+    params: dict = field(default_factory=dict)
+    trained_bytes: int = 0  # the trained parameters alone (the adapter file's size, fp32)
+    notes: list[str] = field(default_factory=list)
+    resident: int = 0  # what is resident before a step (weights, trained parameters, optimizer state)
+
+    @property
+    def peak(self) -> int:
+        return self.weights + self.trainable + self.activations + self.workspace
+
+
+@dataclass
+class GenerationTrace:
+    """A validation-grid image: peak bytes (with the training state resident) and FLOPs per denoising step and per
+    VAE decode."""
+
+    peak: int
+    step_flops: int
+    decode_flops: int
+    encode_flops: int = 0
+
+
+def precision_context(precision: str):
+    """Lightning's mixed precision is autocast around the step; true half precision casts the weights."""
+    if precision.startswith("bf16-mixed"):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if precision.startswith("16-mixed"):
+        return torch.autocast("cpu", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def fakeify(model: torch.nn.Module) -> None:
+    """Meta parameters and buffers replaced by fake CPU tensors of the same shape, dtype and requires_grad (call in
+    the fake mode). Models are built and adapted on the meta device first: peft and Module.to move parameters by
+    swapping tensors, which the fake mode's weak references refuse."""
+    for sub in model.modules():
+        for key, t in sub._parameters.items():
+            if t is not None:
+                fake = torch.empty(t.shape, dtype=t.dtype, device="cpu")
+                sub._parameters[key] = torch.nn.Parameter(fake, requires_grad=t.requires_grad)
+        for key, t in sub._buffers.items():
+            if t is not None:
+                sub._buffers[key] = torch.zeros(t.shape, dtype=t.dtype, device="cpu")
+
+
+def freeze(models: SimpleNamespace, cfg: DictConfig) -> None:
+    """As sdft.models.loading.freeze_models + speed_options (its page-dropping dtype cast needs real storage)."""
+    dtype = DTYPES[cfg.model.weight_dtype]
+    for m in filter(None, (models.unet, models.vae, models.text_encoder, models.text_encoder_2)):
+        m.to(dtype=dtype)
+        m.requires_grad_(False)
+        m.eval()
+    if cfg.model.gradient_checkpointing:
+        models.unet.enable_gradient_checkpointing()
+        models.text_encoder.gradient_checkpointing_enable()
+        if models.text_encoder_2 is not None:
+            models.text_encoder_2.gradient_checkpointing_enable()
+
+
+def make_batch(cfg: DictConfig, module, size: tuple[int, int], text_cached: bool, latents_cached: bool) -> dict:
+    """A batch shaped as the DataModule yields it (instances + as many class samples with prior preservation)."""
+    n = cfg.data.batch_size * (2 if cfg.prior.enabled else 1)
+    w, h = size
+    batch: dict = {"is_prior": torch.zeros(n, dtype=torch.bool), "n_instance": cfg.data.batch_size}
+    batch["is_prior"][cfg.data.batch_size :] = True
+    if latents_cached:
+        f = vae_factor(module)
+        batch["latent_dist"] = torch.randn(n, 2 * module.vae.config.latent_channels, h // f, w // f)
+    else:
+        batch["pixel_values"] = torch.randn(n, 3, h, w)
+    sdxl = module.text_encoder_2 is not None
+    if text_cached:
+        with torch.no_grad():
+            ids = torch.zeros(n, 2, 77, dtype=torch.long) if sdxl else torch.zeros(n, 77, dtype=torch.long)
+            batch.update(module.conditioning.encode(module, ids))
+    else:
+        batch["input_ids"] = torch.zeros(n, 2, 77, dtype=torch.long) if sdxl else torch.zeros(n, 77, dtype=torch.long)
+    if sdxl:
+        batch["time_ids"] = torch.tensor([[h, w, 0, 0, h, w]] * n, dtype=torch.float32)
+    return batch
+
+
+def adapted_module(cfg: DictConfig, models: SimpleNamespace):
+    from sdft.adapters.lora import start_phase
+    from sdft.models.conditioning import conditioning_for
+    from sdft.models.tiny import SD15_SCHEDULER_CONFIG
+    from sdft.module import DreamBoothModule
+    from diffusers import DDPMScheduler
+
+    start_phase(models.unet, models.text_encoder, cfg.adapter, "fresh", None, models.text_encoder_2)
+    towers = filter(None, (models.text_encoder, models.text_encoder_2))
+    train_te = any(p.requires_grad for m in towers for p in m.parameters())
+    family = "sdxl" if models.text_encoder_2 is not None else "sd1"
+    with torch.device("cpu"):  # real tensors (betas, alphas) whether the models are on meta or not
+        scheduler = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)
+    loss = cfg.loss.copy()
+    loss.finite_check_every_n_steps = 2**31 - 1  # the loss check reads a value; fake tensors hold none (no memory)
+    module = DreamBoothModule(
+        models.unet,
+        models.text_encoder,
+        models.vae,
+        scheduler,
+        cfg.optim,
+        loss,
+        cfg.prior.loss_weight,
+        train_te,
+        cfg.model.clip_skip,
+        text_encoder_2=models.text_encoder_2,
+        conditioning=conditioning_for(family),
+    )
+    # outside a Trainer: what the step reads of it (global step 1: the finite check is off) and logging that does
+    # nothing
+    module.trainer = SimpleNamespace(max_steps=cfg.trainer.max_steps, global_step=1)
+    module.log = lambda *args, **kwargs: None
+    return module, train_te
+
+
+def make_optimizer(cfg: DictConfig, module, notes: list[str]):
+    """The configured optimizer with its state made (one step on zero gradients), or None for 8-bit Adam."""
+    if not cfg.optim.optimizer and cfg.optim.name == OptimizerName.adamw8bit:
+        return None
+    if cfg.optim.optimizer:
+        notes.append("optimizer state of optim.optimizer traced as its class makes it")
+    opt = module.configure_optimizers()["optimizer"]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt.step()  # the state exists from the second step on: the steady-state peak includes it
+    opt.zero_grad(set_to_none=True)
+    return opt
+
+
+def meta_models(arch: Architecture) -> SimpleNamespace:
+    """The architecture's models on the meta device (no memory, no weights)."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        return build_models(arch)
+
+
+def vae_factor(models: SimpleNamespace) -> int:
+    return 2 ** (len(models.vae.config.block_out_channels) - 1)
+
+
+def native_resolution(models: SimpleNamespace) -> int:
+    sample = models.unet.config.sample_size
+    return int((sample if isinstance(sample, int) else max(sample)) * vae_factor(models))
+
+
+def trace(
+    cfg: DictConfig,
+    models: SimpleNamespace,
+    size: tuple[int, int],
+    latents_cached: bool,
+    text_cached: bool,
+    grid_size: tuple[int, int] | None = None,
+) -> tuple[StepTrace, GenerationTrace]:
+    """Trace one training step of `cfg` on `models` (from meta_models; adapted in place) at `size` (w, h), and one
+    grid step at `grid_size`."""
+    notes: list[str] = []
+    if cfg.model.attention == Attention.xformers:
+        notes.append("attention=xformers traced as PyTorch SDPA (memory-efficient on both)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.device("meta"):
+            freeze(models, cfg)
+            module, _ = adapted_module(cfg, models)
+        return _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid_size, notes)
+
+
+def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid_size, notes):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with fake_mode():
+        fakeify(module)
+        module.train()
+        params = {}
+        for name in ("unet", "text_encoder", "text_encoder_2"):
+            m = getattr(models, name)
+            if m is not None:
+                params[name] = {
+                    "trainable": sum(p.numel() for p in m.parameters() if p.requires_grad),
+                    "total": sum(p.numel() for p in m.parameters()),
+                }
+        trained = [p for p in module.parameters() if p.requires_grad]
+        trained_bytes = sum(p.numel() * p.element_size() for p in trained)
+        opt = make_optimizer(cfg, module, notes)
+        batch = make_batch(cfg, module, size, text_cached, latents_cached)
+        live = LiveBytes()
+        live.track_module(module)
+        if opt is not None:
+            live.track_optimizer(opt)
+        else:
+            live.live["trainable"] += int(sum(p.numel() for p in trained) * ADAM8BIT_BYTES_PER_PARAM)
+            notes.append("8-bit Adam state counted as 2 bytes a parameter (+ block scales), not traced")
+        resident = sum(live.live.values())  # weights, trained parameters, optimizer state: before the step
+        counter = FlopCounterMode(display=False)
+        with counter, live:
+            with precision_context(cfg.trainer.precision):
+                loss = module.training_step(batch, 0)
+            live.phase = "workspace"
+            loss.backward()
+            if opt is not None:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        del loss
+        at = live.at_peak
+        step = StepTrace(
+            at["weights"],
+            at["trainable"],
+            at["activations"],
+            at["workspace"],
+            counter.get_total_flops(),
+            params,
+            trained_bytes,
+            notes,
+            resident,
+        )
+        gen = _trace_generation(module, opt, grid_size or size, live.live["trainable"])
+    return step, gen
+
+
+def _trace_generation(module, opt, size: tuple[int, int], resident_trainable: int) -> GenerationTrace:
+    """A grid image with classifier-free guidance: text encoding, one U-Net step on a batch of 2, the VAE decode,
+    with the training state (weights, trained parameters, optimizer state) resident."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module.eval()
+    w, h = size
+    sdxl = module.text_encoder_2 is not None
+    dtype = module.unet.dtype
+    live = LiveBytes()
+    live.track_module(module)
+    if opt is not None:
+        live.track_optimizer(opt)
+    live.live["trainable"] = max(live.live["trainable"], resident_trainable)
+    live.peak = sum(live.live.values())
+    with live, torch.no_grad():
+        ids = torch.zeros(2, 2, 77, dtype=torch.long) if sdxl else torch.zeros(2, 77, dtype=torch.long)
+        text = module.conditioning.encode(module, ids)
+        f = vae_factor(module)
+        latents = torch.randn(2, module.vae.config.latent_channels, h // f, w // f)
+        with FlopCounterMode(display=False) as unet_count:
+            text_in, added = module.conditioning.unet_inputs(module, text, latents)
+            kwargs = {} if added is None else {"added_cond_kwargs": {k: v.to(dtype) for k, v in added.items()}}
+            module.unet(latents.to(dtype), torch.tensor([999, 999]), text_in.to(dtype), **kwargs)
+        del text, text_in, added, kwargs
+        with FlopCounterMode(display=False) as decode_count:
+            module.vae.decode(latents[:1].to(module.vae.dtype))
+    return GenerationTrace(live.peak, unet_count.get_total_flops(), decode_count.get_total_flops())

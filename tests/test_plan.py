@@ -1,0 +1,198 @@
+"""`sdft plan`: the report's fields, the forecast against a real tiny step, --fit, bad input (tiny model only)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sdft.cli import main
+from sdft.errors import ConfigError, ModelLoadError
+from sdft.run.plan.compose import compose_run, plan_run
+from sdft.run.plan.devices import cpu_flops_per_cycle, device
+
+BASE = ["data.resolution=64", "trainer.max_steps=5", "callbacks.validation_seeds=[0]"]
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return plan_run(compose_run(BASE), device("cpu"))
+
+
+def test_report_fields(plan):
+    from sdft.run.plan.report import as_json, report
+
+    out = report(plan)
+    for field in (
+        "concept example_subject: 16 images x 1 repeats",
+        "buckets: 64x64 (16)",
+        "still to generate",
+        "trainable",
+        "frozen",
+        "final LoRA (kohya/A1111)",
+        "peak memory of a training step at 64x64",
+        "weights",
+        "trainable + optimizer state",
+        "activations",
+        "workspace",
+        "peak memory of a validation-grid image",
+        "GFLOP a step",
+        "plan: 5 steps",
+    ):
+        assert field in out, field
+    data = json.loads(json.dumps(as_json(plan), default=str))
+    mem = data["phases"][0]["memory"]
+    assert mem["step_peak"] == mem["weights"] + mem["trainable_and_optimizer"] + mem["activations"] + mem["workspace"]
+    assert data["phases"][0]["flops_per_step"] > 0 and data["seconds"] > 0
+
+
+def test_cli_json_on_a_device(capsys):
+    assert main(["plan", "--json", "--device", "t4", *BASE]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"] == "t4" and out["steps"] == 5 and out["peak_bytes"] > 0
+
+
+def test_forecast_against_a_real_tiny_step(plan):
+    """Weights and trained parameters match the real model's bytes; activations the tensors a real step saves for
+    backward (counted by autograd's saved-tensor hooks), within a loose factor."""
+    from tests.helpers.config import compose_config  # noqa: F401  (conftest's path set-up)
+    from sdft.models.tiny import build_tiny_pipeline
+    from sdft.adapters.lora import start_phase
+    from sdft.module import DreamBoothModule
+    from sdft.models.loading import make_noise_scheduler
+
+    cfg = plan.phases[0][0]
+    pipe = build_tiny_pipeline()
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        m.requires_grad_(False)
+    start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, "fresh", None)
+    module = DreamBoothModule(
+        pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss, train_text_encoder=True
+    )
+    module.log = lambda *a, **k: None
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    f = plan.phases[0][1]
+    assert abs((f.step.weights + f.step.trained_bytes) - params) / params < 0.05
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    n = cfg.data.batch_size
+    batch = {
+        "latent_dist": torch.randn(n, 8, 8, 8),
+        "input_ids": torch.zeros(n, 77, dtype=torch.long),
+        "is_prior": torch.zeros(n, dtype=torch.bool),
+        "n_instance": n,
+    }
+    module.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module.training_step(batch, 0)
+    real = sum(saved.values()) - params  # saved weights are not activations
+    assert 0.5 * real < f.step.activations < 2.5 * real, (f.step.activations, real)
+
+
+@pytest.mark.slow  # three tiny traces
+def test_fit_gives_overrides_that_fit():
+    from sdft.run.plan.fit import fit
+
+    base = BASE + ["optim.name=adamw8bit"]  # the first candidate left is gradient checkpointing
+    plan = plan_run(compose_run(base), device("cpu"))
+    f = plan.phases[0][1]
+    budget = (f.step.peak - 0.3 * f.step.activations) / 2**30
+    result = fit(base, "config", plan, budget, device("cpu"))
+    assert result.overrides == ["model.gradient_checkpointing=true"]
+    again = plan_run(compose_run(base + result.overrides), device("cpu"))
+    assert again.peak <= budget * 2**30
+
+
+def test_fit_nothing_fits(plan):
+    """Every cheaper setting already in place (no candidate left to trace): an error naming the budget."""
+    from sdft.run.plan.fit import candidates, fit
+
+    cfg = plan.phases[0][0]
+    left = [c for c in candidates(cfg, device("cpu")) if not c[0].startswith("data.resolution")]
+    assert left and left[0] == ["optim.name=adamw8bit"]
+    with pytest.raises(ConfigError, match="Nothing fits in 0.001 GiB"):
+        fit(BASE, "config", _without_candidates(plan), 0.001, device("cpu"))
+
+
+def _without_candidates(plan):
+    """The fixture's plan as if every candidate were already set (gradient checkpointing, 8-bit Adam, ...)."""
+    import copy
+
+    cfg = copy.deepcopy(plan.phases[0][0])
+    cfg.model.gradient_checkpointing = True
+    cfg.optim.name = "adamw8bit"
+    cfg.model.weight_dtype = "bf16"
+    cfg.data.batch_size = 1
+    cfg.data.resolution = 64
+    return type(plan)(plan.cfg, plan.arch, plan.device, [(cfg, plan.phases[0][1])])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "tpu9"], "Unknown device 'tpu9'"),
+        (["--fit", "lots"], "--fit 'lots'"),
+        (["trainer.max_steps=0"], "trainer.max_steps must be > 0."),
+        (["+nonsense=1"], "nonsense"),
+        (["model.path=someone/unknown-model"], "not available offline"),
+    ],
+)
+def test_bad_input(capsys, args, message):
+    assert main(["plan", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cpu_peak_from_flags():
+    assert cpu_flops_per_cycle({"avx512f", "amx_bf16"}) == (64, 1024)
+    assert cpu_flops_per_cycle({"avx2", "fma"}) == (32, 32)
+    with pytest.raises(ConfigError):
+        device("nope")
+    assert issubclass(ModelLoadError, Exception)
+
+
+def test_train_headline_and_cuda_warning(monkeypatch, caplog):
+    """What train.py logs before loading (sdft.train._run calls announce): the headline, and on a CUDA device with
+    less free memory than the forecast, a warning naming `sdft plan --fit`."""
+    import logging
+
+    from sdft.run.plan.compose import checked_phases
+    from sdft.run.plan import headline
+    from sdft.run.plan.headline import announce
+
+    monkeypatch.setattr(headline, "UNTRACED_MODELS", ())  # train.py skips the trace for the tiny test model
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (1 << 20, 16 << 30))
+    cfg = compose_run(BASE)
+    with caplog.at_level(logging.INFO, logger="sdft"):
+        announce(cfg, *checked_phases(cfg))
+    text = caplog.text
+    assert "plan: 5 steps, peak memory" in text and "on t4" in text
+    assert "exceeds the 0.00 GiB free on Tesla T4" in text and "sdft plan --fit" in text
+
+
+def test_train_headline_skips_the_tiny_test_model(caplog):
+    import logging
+
+    from sdft.run.plan.compose import checked_phases
+    from sdft.run.plan.headline import announce
+
+    cfg = compose_run(BASE)
+    with caplog.at_level(logging.INFO, logger="sdft"):
+        announce(cfg, *checked_phases(cfg))
+    assert "plan: 5 steps (no forecast for the built-in test model 'tiny'" in caplog.text
+
+
+def test_fit_report_prints_the_overrides():
+    from sdft.run.plan.fit import FitResult, fit_report
+
+    result = FitResult(["model.gradient_checkpointing=true"], 3 * 2**30, 4.0, [("optim.name=adamw8bit", 5 * 2**30)])
+    text = fit_report(result, "4GB")
+    assert "+ optim.name=adamw8bit: 5.00 GiB" in text
+    assert "add: model.gradient_checkpointing=true  -> 3.00 GiB" in text
