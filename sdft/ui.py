@@ -46,6 +46,7 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
     gr = _gradio()
     gen = session.generator
     width, height = gen.default_size()
+    smallest, largest, size_step = gen.size_range()  # from the model: the 32 px toy's size is below SD's 64
     schedulers = [(f"{a1111} ({name})", name) for name, (_, _, a1111) in SCHEDULERS.items()]
 
     def outputs_of(render):
@@ -139,8 +140,8 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
                         steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps")
                         guidance = gr.Slider(1.0, 30.0, value=7.5, step=0.5, label="CFG scale")
                     with gr.Row():
-                        w = gr.Slider(64, 2048, value=width, step=8, label="Width")
-                        h = gr.Slider(64, 2048, value=height, step=8, label="Height")
+                        w = gr.Slider(smallest, largest, value=width, step=size_step, label="Width")
+                        h = gr.Slider(smallest, largest, value=height, step=size_step, label="Height")
                     with gr.Row():
                         seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
                         batch_size = gr.Slider(1, 16, value=1, step=1, label="Batch size")

@@ -105,6 +105,37 @@ def _wait_files(folder: Path, count: int, page) -> list[Path]:
     raise AssertionError(f"{folder} holds {len(files)} PNG(s), expected {count}")
 
 
+@pytest.fixture
+def served_toy(tmp_path):
+    """The app over the shipped toy base (32 px, the quickstart's model)."""
+    _need_chromium()
+    session = UiSession(Generator(ModelConfig(path="toy"), device="cpu"), tmp_path / "out")
+    app = build_app(session, lora_dir=str(tmp_path))
+    _, url, _ = launch(app, session, port=_free_port(), block=False)
+    try:
+        yield url, session
+    finally:
+        app.close()
+
+
+def test_the_toy_model_generates_at_its_own_size(served_toy, page):
+    """Issue 33 #12: the size sliders come from the model, so the 32 px toy generates with the page's defaults."""
+    url, session = served_toy
+    page.goto(url)
+    assert page.get_by_label("number input for Width", exact=True).input_value() == "32"
+    assert page.get_by_label("number input for Width", exact=True).get_attribute("min") == "8"
+    page.locator("#prompt textarea").fill("a red dog")
+    _set(page, "number input for Sampling steps", 2)
+    _set(page, "Seed (-1: random)", 7)
+    page.locator("#generate").click()
+    (image,) = _gallery_images(page, 1)
+    assert image.size == (32, 32)
+    (file,) = _wait_files(session.out_dir, 1, page)
+    with Image.open(file) as png:
+        assert "Size: 32x32, Model: toy" in png.text["parameters"]
+    assert page.locator(".toast-body.error").count() == 0  # no red error badge
+
+
 def test_generate_in_the_browser_shows_and_saves_the_image(served, page, tmp_path):
     url, session, lora, calls = served
     out = session.out_dir

@@ -222,6 +222,12 @@ class Generator:
         side = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
         return side, side
 
+    def size_range(self) -> tuple[int, int, int]:
+        """(minimum, maximum, step) of a sensible width/height for this model: from an eighth to four times its
+        native size, in multiples of 8 (SD 1.5: 64-2048 as in A1111; SDXL: 128-4096; the 32 px toy: 8-128)."""
+        native = max(self.default_size())
+        return max(8, native // 8 // 8 * 8), native * 4, 8
+
     def seeds(self, params: GenerationParams) -> list[int]:
         seed = params.seed
         if seed is None or seed < 0:
