@@ -16,7 +16,8 @@ from typing import Sequence
 
 from sdft.errors import SdftError
 from sdft.generation.params import DEFAULT_SCHEDULER, SCHEDULERS
-from sdft.ui_session import UiSession, find_loras, format_lora_lines, parse_lora_lines
+from sdft.generation.lora_scan import find_loras
+from sdft.ui_session import UiSession, format_lora_lines, parse_lora_lines
 
 
 def _gradio():
@@ -56,7 +57,7 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
         return gallery, render.infotexts, render.infotexts[0] if render.infotexts else "", saved, session.lora_status()
 
     @for_people
-    def txt2img(prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text):
+    def txt2img(prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text, folder):
         return outputs_of(
             session.generate(
                 prompt=prompt,
@@ -70,12 +71,26 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
                 batch_size=batch_size,
                 batch_count=batch_count,
                 lora_text=lora_text,
+                lora_dir=folder,
             )
         )
 
     @for_people
     def img2img(
-        init, strength, prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text
+        init,
+        strength,
+        prompt,
+        negative,
+        scheduler,
+        steps,
+        guidance,
+        w,
+        h,
+        seed,
+        batch_size,
+        batch_count,
+        lora_text,
+        folder,
     ):
         if init is None:
             raise gr.Error("img2img needs an init image: drop one into the img2img tab.")
@@ -92,6 +107,7 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
                 batch_size=batch_size,
                 batch_count=batch_count,
                 lora_text=lora_text,
+                lora_dir=folder,
                 init_image=init,
                 strength=strength,
             )
@@ -155,7 +171,12 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
                         placeholder="outputs/run/face/lora:0.8\ndownloads/style.safetensors:0.5",
                     )
                     with gr.Row():
-                        folder = gr.Textbox(value=lora_dir, label="Find LoRAs under", scale=3)
+                        folder = gr.Textbox(
+                            value=lora_dir,
+                            label="Find LoRAs under (also where <lora:name:weight> in the prompt is looked up)",
+                            scale=3,
+                            elem_id="lora-dir",
+                        )
                         scan_btn = gr.Button("Scan", scale=1)
                     with gr.Row():
                         found = gr.Dropdown([], label="Found LoRAs", allow_custom_value=True, scale=3)
@@ -177,7 +198,20 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
                 saved = gr.Markdown(elem_id="saved")
         infotexts = gr.State([])
 
-        settings = [prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text]
+        settings = [
+            prompt,
+            negative,
+            scheduler,
+            steps,
+            guidance,
+            w,
+            h,
+            seed,
+            batch_size,
+            batch_count,
+            lora_text,
+            folder,
+        ]
         results = [gallery, infotexts, infotext, saved, status]
         run_txt.click(txt2img, settings, results)
         prompt.submit(txt2img, settings, results)

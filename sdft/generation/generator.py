@@ -26,6 +26,7 @@ from sdft.generation.params import (
     make_scheduler,
     resolve_lora_file,
 )
+from sdft.generation.prompt_loras import with_prompt_loras
 from sdft.models.loading import load_pipeline
 
 log = logging.getLogger(__name__)
@@ -320,7 +321,9 @@ class Generator:
         return wanted[2] if getattr(self, "_used_scheduler", wanted[0]) == wanted[0] else "DDIM"
 
     def generate(self, params: GenerationParams, seeds: Sequence[int] | None = None) -> list[GeneratedImage]:
-        """Render params.batch_count batches of params.batch_size PIL images (LoRAs: params.loras, set first)."""
+        """Render params.batch_count batches of params.batch_size PIL images (LoRAs: params.loras and the prompt's
+        `<lora:name:weight>` tags, set first)."""
+        params = with_prompt_loras(params)
         out: list[GeneratedImage] = []
         for batch, images in self._batches(params, seeds, "pil"):
             for seed, image in zip(batch, images):
@@ -333,4 +336,5 @@ class Generator:
         """Like `generate`, as one float numpy array (N, H, W, 3) in [0, 1] (for comparisons)."""
         import numpy as np
 
+        params = with_prompt_loras(params)
         return np.concatenate([images for _, images in self._batches(params, seeds, "np")])
