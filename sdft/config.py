@@ -366,6 +366,13 @@ class LoggerConfig:
 
 
 @dataclass
+class ProgressConfig:
+    """Terminal progress (sdft/callbacks/progress.py): one bar for the whole run, or plain lines off a terminal."""
+
+    every_n_steps: int = 10  # stdout not a terminal: one log line every N optimizer steps (and the last); 0: none
+
+
+@dataclass
 class CallbacksConfig:
     """LoRA checkpoints and validation grids."""
 
@@ -381,6 +388,7 @@ class CallbacksConfig:
     validation_resolution: Optional[int] = None  # default: data.resolution
     validation_at_start: bool = False  # also render the untrained model, for a before/after comparison
     fixed_noise_loss: bool = True  # log val/fixed_noise_loss (instance images, fixed noise/timesteps): comparable
+    progress: ProgressConfig = field(default_factory=ProgressConfig)
 
 
 @dataclass
