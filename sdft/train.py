@@ -20,6 +20,7 @@ from sdft.adapters.kohya import kohya_metadata, tag_frequency
 from sdft.adapters.lora import count_params, start_phase
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
 from sdft.atomic import write_text
+from sdft.callbacks.controls import RunControls
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
 from sdft.callbacks.graceful_stop import GracefulStop, stop_before_training
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
@@ -323,7 +324,8 @@ def prepare(
         offset, total = run_steps or (0, cfg.trainer.max_steps)
         refresh = cfg.trainer.log_every_n_steps if torch.cuda.is_available() else 1
         callbacks.append(RunProgress(cfg.phase.name, offset, total, cb.progress.every_n_steps, refresh))
-    callbacks.append(GracefulStop(checkpoint))  # last: SIGTERM / Ctrl-C stop at a batch end, after every other hook
+    stop = GracefulStop(checkpoint)  # last: SIGTERM / Ctrl-C stop at a batch end, after every other hook
+    callbacks += [RunControls(out_dir, cfg.phase.name, checkpoint, grids, stop), stop]  # sdft run sample|save|stop
     phase_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, phase_dir / "config.yaml", resolve=True)
     trainer = L.Trainer(

@@ -18,6 +18,7 @@ COMMANDS: dict[str | None, tuple[str, list[str]]] = {
     None: ("", ["sdft.cli.generate", "sdft.cli.export", "sdft.cli.ui", "sdft.cli.eval"]),
     "lora": ("LoRA file tools: resize, extract", ["sdft.cli.lora"]),
     "data": ("Dataset tools: check, prepare, caption", ["sdft.cli.data"]),
+    "run": ("A running training run: sample now, save now, stop", ["sdft.cli.run"]),
 }
 
 
