@@ -205,7 +205,7 @@ def watch(run_dir: str | Path, tail: int = 30) -> Watch:
     if log.is_file():
         text = log.read_bytes()[-200_000:].decode(errors="replace")
     lines = text.splitlines()
-    progress, fraction = "waiting for the first step (checks, model load, class images)", 0.0
+    progress, fraction = "waiting for training to start (checks, model load, class images)", 0.0
     for line in reversed(lines):
         match = PROGRESS.search(line)
         if match:

@@ -23,7 +23,8 @@ PRIOR = {"preset's": None, "on": True, "off": False}
 
 
 def _number(value):
-    return None if value in (None, "") else value
+    """An empty gr.Number reads 0, which no rank / lr / steps / resolution can be: both mean the preset's value."""
+    return None if value in (None, "", 0) else value
 
 
 def _loss_chart(points, path: Path):
@@ -133,7 +134,7 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             instance = gr.Textbox(label="Instance prompt (with the trigger word)", elem_id="train-instance")
             klass = gr.Textbox(label="Class prompt", elem_id="train-class")
         with gr.Row():
-            rank = gr.Number(label="Rank", precision=0, elem_id="train-rank")
+            rank = gr.Number(label="Rank (0: the preset's)", precision=0, elem_id="train-rank")
             lr = gr.Number(label="Learning rate", elem_id="train-lr")
             steps = gr.Number(label="Steps", precision=0, elem_id="train-steps")
             resolution = gr.Number(label="Resolution", precision=0, elem_id="train-resolution")
