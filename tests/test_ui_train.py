@@ -98,3 +98,18 @@ def test_watch_and_runs_read_the_run_folder(tmp_path):
     assert found.run_dir == run and found.state == "unfinished" and found.loras == [run / "main" / "lora"]
     (run / "summary.json").write_text(json.dumps({"name": "quickstart", "steps": 4}))
     assert runs(tmp_path)[0].state == "finished" and watch(run).progress == "finished"
+
+
+def test_sdft_ui_serves_locally_unless_asked():
+    from sdft.cli import build_parser
+
+    args = build_parser().parse_args(["ui"])
+    assert (args.host, args.listen, args.share, args.runs_dir, args.no_train) == (
+        "127.0.0.1",
+        False,
+        False,
+        "outputs",
+        False,
+    )
+    args = build_parser().parse_args(["ui", "--listen", "--runs-dir", "r", "--no-train"])
+    assert (args.listen, args.runs_dir, args.no_train) == (True, "r", True)
