@@ -148,7 +148,7 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         message = gr.Markdown(elem_id="train-message")
         with gr.Accordion("Command and composed config", open=False):
             command = gr.Textbox(label="Command", interactive=False, elem_id="train-command")
-            composed = gr.Code(label="Composed config", language="yaml", elem_id="train-config")
+            composed = gr.Code(label="Composed config", language="yaml", max_lines=30, elem_id="train-config")
         gr.Markdown("### Watch")
         with gr.Row():
             run_dir = gr.Textbox(label="Run folder", scale=3, elem_id="train-run-dir")
@@ -162,7 +162,9 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         control_msg = gr.Markdown(elem_id="train-control")
         with gr.Row():
             chart = gr.Image(label="Loss", type="pil", interactive=False, height=240, elem_id="train-loss")
-            grids = gr.Gallery(label="Validation grids", columns=3, height=240, elem_id="train-grids")
+            grids = gr.Gallery(
+                label="Validation grids", columns=3, height=240, object_fit="contain", elem_id="train-grids"
+            )
         log_tail = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, interactive=False, elem_id="train-log")
 
     fields = [name, model, experiment, dataset, instance, klass, rank, lr, steps, resolution, prior, extra]
@@ -182,8 +184,8 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             root = gr.Textbox(value=runs_root, label="Runs under", scale=3)
             list_btn = gr.Button("List runs", scale=1, elem_id="runs-list")
         chosen = gr.Dropdown([], label="Run", elem_id="runs-choice")
-        summary = gr.Code(label="summary.json", language="json", elem_id="runs-summary")
-        run_grids = gr.Gallery(label="Grids", columns=3, height=260, elem_id="runs-grids")
+        summary = gr.Code(label="summary.json", language="json", max_lines=20, elem_id="runs-summary")
+        run_grids = gr.Gallery(label="Grids", columns=3, height=260, object_fit="contain", elem_id="runs-grids")
         files = gr.Markdown(elem_id="runs-files")
         with gr.Row():
             watch_btn = gr.Button("Watch in Train", elem_id="runs-watch")
