@@ -104,7 +104,10 @@ class RunControls(L.Callback):
         for path in self._pending():  # asked of an earlier process, or after the previous phase's last step
             self._reply(path, path.stem.split("-", 1)[-1], trainer.global_step, "dropped: asked before this start")
         info = {"pid": os.getpid(), "host": socket.gethostname(), "phase": self.phase, "started": time.time()}
-        write_text(self.dir / RUNNING, json.dumps(info))
+        try:
+            write_text(self.dir / RUNNING, json.dumps(info))
+        except OSError as err:  # a read-only or full disk must not stop training; only the controls are lost
+            log.warning("sdft run sample|save|stop unavailable for this run: cannot write %s (%s)", self.dir, err)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
