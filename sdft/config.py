@@ -474,6 +474,14 @@ class LoggerConfig:
 
 
 @dataclass
+class ProgressConfig:
+    """Terminal progress (sdft/callbacks/progress.py): one bar for the whole run, or plain lines off a terminal."""
+
+    # stdout not a terminal: one log line every N optimizer steps (and the last); 0: none
+    every_n_steps: int = ranged(10, ge=0, why="optimizer steps between log lines; 0: none")
+
+
+@dataclass
 class CallbacksConfig:
     """LoRA checkpoints and validation grids."""
 
@@ -489,6 +497,7 @@ class CallbacksConfig:
     validation_resolution: Optional[int] = ranged(None, ge=8, why="pixels, a multiple of 8; unset: data.resolution")
     validation_at_start: bool = False  # also render the untrained model, for a before/after comparison
     fixed_noise_loss: bool = True  # log val/fixed_noise_loss (instance images, fixed noise/timesteps): comparable
+    progress: ProgressConfig = field(default_factory=ProgressConfig)
 
 
 @dataclass

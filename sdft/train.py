@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from sdft.adapters.kinds import is_peft_kind
@@ -21,9 +21,11 @@ from sdft.adapters.lora import count_params, start_phase
 from sdft.adapters.model_card import write_model_card
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
 from sdft.atomic import write_text
+from sdft.callbacks.controls import RunControls
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
 from sdft.callbacks.graceful_stop import GracefulStop, stop_before_training
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
+from sdft.callbacks.progress import RunProgress, quiet_library_bars
 from sdft.callbacks.resident_memory import ResidentMemory
 from sdft.callbacks.train_stats import TrainStats
 from sdft.callbacks.training_state import ResumePoint, TrainingState
@@ -184,12 +186,14 @@ def prepare(
     previous: str | None = None,
     with_logger: bool = True,
     data: PhaseData | None = None,
+    run_steps: tuple[int, int] | None = None,
 ) -> RunParts:
     """Check config and data, load the model (unless given), make class images, set up adapters, build the Trainer.
 
     `previous` names the phase whose adapter the given `pipe` holds (see sdft.adapters.lora.start_phase).
     `with_logger=False`: no logger (a finished phase rebuilt on resume).
     `data`: the phase's checked config's dataset, from run(); without it (tests) the config is checked and scanned here.
+    `run_steps`: (steps of the phases before this one, the run's steps) for the whole-run progress bar.
     """
     if data is None:
         cfg = as_config(cfg)
@@ -320,10 +324,11 @@ def prepare(
             FixedNoiseLoss(cb.validation_every_n_steps, cfg.data.resolution, seed=cfg.seed, examples=held_out or None)
         )
     if cfg.trainer.enable_progress_bar:  # on a GPU, refresh at log intervals: each refresh reads the loss (a sync)
-        callbacks.append(
-            TQDMProgressBar(refresh_rate=cfg.trainer.log_every_n_steps if torch.cuda.is_available() else 1)
-        )
-    callbacks.append(GracefulStop(checkpoint))  # last: SIGTERM / Ctrl-C stop at a batch end, after every other hook
+        offset, total = run_steps or (0, cfg.trainer.max_steps)
+        refresh = cfg.trainer.log_every_n_steps if torch.cuda.is_available() else 1
+        callbacks.append(RunProgress(cfg.phase.name, offset, total, cb.progress.every_n_steps, refresh))
+    stop = GracefulStop(checkpoint)  # last: SIGTERM / Ctrl-C stop at a batch end, after every other hook
+    callbacks += [RunControls(out_dir, cfg.phase.name, checkpoint, grids, stop), stop]  # sdft run sample|save|stop
     phase_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, phase_dir / "config.yaml", resolve=True)
     trainer = L.Trainer(
@@ -410,9 +415,12 @@ def _run(cfg: DictConfig | dict) -> dict:
     if resumed is None:
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
     pipe, previous, summaries = None, None, []
-    for phase_cfg, data in zip(phases, datas):
+    quiet_library_bars()  # off a terminal: no loading bars' redraws in the log
+    steps = [phase_cfg.trainer.max_steps for phase_cfg in phases]  # the whole-run progress bar counts them all
+    for i, (phase_cfg, data) in enumerate(zip(phases, datas)):
         status, state = phase_status(out_dir / phase_cfg.phase.name) if resumed else ("new", None)
-        parts = prepare(phase_cfg, pipe, previous, with_logger=status != "finished", data=data)
+        run_steps = (sum(steps[:i]), sum(steps))
+        parts = prepare(phase_cfg, pipe, previous, with_logger=status != "finished", data=data, run_steps=run_steps)
         if status == "finished":  # rebuilt exactly as it ended, so the next phase starts from the same weights
             restore_weights(parts.module, state)
             summaries.append(json.loads((out_dir / phase_cfg.phase.name / "summary.json").read_text()))

@@ -16,7 +16,8 @@ from typing import Sequence
 
 from sdft.errors import SdftError
 from sdft.generation.params import DEFAULT_SCHEDULER, SCHEDULERS
-from sdft.ui_session import UiSession, find_loras, format_lora_lines, parse_lora_lines
+from sdft.generation.lora_scan import find_loras
+from sdft.ui_session import UiSession, format_lora_lines, parse_lora_lines
 
 
 def _gradio():
@@ -41,11 +42,20 @@ def for_people(fn):
     return wrapper
 
 
-def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = "outputs"):
-    """The gr.Blocks of one session (not launched)."""
+def build_app(
+    session: UiSession,
+    *,
+    loras: Sequence[str] = (),
+    lora_dir: str = "outputs",
+    train_queue=None,
+    runs_root: str = "outputs",
+):
+    """The gr.Blocks of one session (not launched); with a `TrainQueue` (sdft/ui_train.py) also the Train and Runs
+    tabs, whose runs go under `runs_root`."""
     gr = _gradio()
     gen = session.generator
     width, height = gen.default_size()
+    smallest, largest, size_step = gen.size_range()  # from the model: the 32 px toy's size is below SD's 64
     schedulers = [(f"{a1111} ({name})", name) for name, (_, _, a1111) in SCHEDULERS.items()]
 
     def outputs_of(render):
@@ -55,7 +65,7 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
         return gallery, render.infotexts, render.infotexts[0] if render.infotexts else "", saved, session.lora_status()
 
     @for_people
-    def txt2img(prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text):
+    def txt2img(prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text, folder):
         return outputs_of(
             session.generate(
                 prompt=prompt,
@@ -69,12 +79,26 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
                 batch_size=batch_size,
                 batch_count=batch_count,
                 lora_text=lora_text,
+                lora_dir=folder,
             )
         )
 
     @for_people
     def img2img(
-        init, strength, prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text
+        init,
+        strength,
+        prompt,
+        negative,
+        scheduler,
+        steps,
+        guidance,
+        w,
+        h,
+        seed,
+        batch_size,
+        batch_count,
+        lora_text,
+        folder,
     ):
         if init is None:
             raise gr.Error("img2img needs an init image: drop one into the img2img tab.")
@@ -91,6 +115,7 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
                 batch_size=batch_size,
                 batch_count=batch_count,
                 lora_text=lora_text,
+                lora_dir=folder,
                 init_image=init,
                 strength=strength,
             )
@@ -115,68 +140,90 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
             f"## sdft — `{gen.model_name}`\nImages are saved to `{session.out_dir}` with their A1111 "
             "parameters; LoRAs switch without reloading the base model."
         )
-        with gr.Row():
-            prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="prompt")
-            negative = gr.Textbox(label="Negative prompt", lines=3, scale=2, elem_id="negative-prompt")
-        with gr.Row():
-            with gr.Column(scale=1):
-                with gr.Tabs():
-                    with gr.Tab("txt2img", id="txt2img"):
-                        run_txt = gr.Button("Generate", variant="primary", elem_id="generate")
-                    with gr.Tab("img2img", id="img2img"):
-                        init = gr.Image(
-                            label="Init image",
-                            type="pil",
-                            sources=["upload", "clipboard"],
-                            elem_id="init-image",
-                            height=256,
+        with gr.Tabs(selected="generate") as tabs:
+            with gr.Tab("Generate", id="generate"):
+                with gr.Row():
+                    prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="prompt")
+                    negative = gr.Textbox(label="Negative prompt", lines=3, scale=2, elem_id="negative-prompt")
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        with gr.Tabs():
+                            with gr.Tab("txt2img", id="txt2img"):
+                                run_txt = gr.Button("Generate", variant="primary", elem_id="generate")
+                            with gr.Tab("img2img", id="img2img"):
+                                init = gr.Image(
+                                    label="Init image",
+                                    type="pil",
+                                    sources=["upload", "clipboard"],
+                                    elem_id="init-image",
+                                    height=256,
+                                )
+                                strength = gr.Slider(0.01, 1.0, value=0.75, step=0.01, label="Denoising strength")
+                                run_img = gr.Button("Generate img2img", variant="primary", elem_id="generate-img2img")
+                        with gr.Accordion("Sampling", open=True):
+                            scheduler = gr.Dropdown(schedulers, value=DEFAULT_SCHEDULER, label="Scheduler")
+                            with gr.Row():
+                                steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps")
+                                guidance = gr.Slider(1.0, 30.0, value=7.5, step=0.5, label="CFG scale")
+                            with gr.Row():
+                                w = gr.Slider(smallest, largest, value=width, step=size_step, label="Width")
+                                h = gr.Slider(smallest, largest, value=height, step=size_step, label="Height")
+                            with gr.Row():
+                                seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
+                                batch_size = gr.Slider(1, 16, value=1, step=1, label="Batch size")
+                                batch_count = gr.Slider(1, 16, value=1, step=1, label="Batch count")
+                        with gr.Accordion("LoRAs", open=True):
+                            lora_text = gr.Textbox(
+                                value=format_lora_lines(parse_lora_lines("\n".join(loras))),
+                                lines=3,
+                                label="LoRAs, one per line: PATH[:WEIGHT]",
+                                elem_id="loras",
+                                placeholder="outputs/run/face/lora:0.8\ndownloads/style.safetensors:0.5",
+                            )
+                            with gr.Row():
+                                folder = gr.Textbox(
+                                    value=lora_dir,
+                                    label="Find LoRAs under (also where <lora:name:weight> in the prompt is looked up)",
+                                    scale=3,
+                                    elem_id="lora-dir",
+                                )
+                                scan_btn = gr.Button("Scan", scale=1)
+                            with gr.Row():
+                                found = gr.Dropdown([], label="Found LoRAs", allow_custom_value=True, scale=3)
+                                weight = gr.Number(value=1.0, label="Weight", scale=1)
+                                add_btn = gr.Button("Add", scale=1)
+                            check_btn = gr.Button("Load / check LoRAs")
+                            status = gr.Markdown(session.lora_status(), elem_id="lora-status")
+                    with gr.Column(scale=1):
+                        gallery = gr.Gallery(
+                            label="Images",
+                            columns=4,
+                            type="filepath",
+                            format="png",
+                            interactive=False,
+                            elem_id="gallery",
+                            height=420,
                         )
-                        strength = gr.Slider(0.01, 1.0, value=0.75, step=0.01, label="Denoising strength")
-                        run_img = gr.Button("Generate img2img", variant="primary", elem_id="generate-img2img")
-                with gr.Accordion("Sampling", open=True):
-                    scheduler = gr.Dropdown(schedulers, value=DEFAULT_SCHEDULER, label="Scheduler")
-                    with gr.Row():
-                        steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps")
-                        guidance = gr.Slider(1.0, 30.0, value=7.5, step=0.5, label="CFG scale")
-                    with gr.Row():
-                        w = gr.Slider(64, 2048, value=width, step=8, label="Width")
-                        h = gr.Slider(64, 2048, value=height, step=8, label="Height")
-                    with gr.Row():
-                        seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
-                        batch_size = gr.Slider(1, 16, value=1, step=1, label="Batch size")
-                        batch_count = gr.Slider(1, 16, value=1, step=1, label="Batch count")
-                with gr.Accordion("LoRAs", open=True):
-                    lora_text = gr.Textbox(
-                        value=format_lora_lines(parse_lora_lines("\n".join(loras))),
-                        lines=3,
-                        label="LoRAs, one per line: PATH[:WEIGHT]",
-                        elem_id="loras",
-                        placeholder="outputs/run/face/lora:0.8\ndownloads/style.safetensors:0.5",
-                    )
-                    with gr.Row():
-                        folder = gr.Textbox(value=lora_dir, label="Find LoRAs under", scale=3)
-                        scan_btn = gr.Button("Scan", scale=1)
-                    with gr.Row():
-                        found = gr.Dropdown([], label="Found LoRAs", allow_custom_value=True, scale=3)
-                        weight = gr.Number(value=1.0, label="Weight", scale=1)
-                        add_btn = gr.Button("Add", scale=1)
-                    check_btn = gr.Button("Load / check LoRAs")
-                    status = gr.Markdown(session.lora_status(), elem_id="lora-status")
-            with gr.Column(scale=1):
-                gallery = gr.Gallery(
-                    label="Images",
-                    columns=4,
-                    type="filepath",
-                    format="png",
-                    interactive=False,
-                    elem_id="gallery",
-                    height=420,
-                )
-                infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id="infotext")
-                saved = gr.Markdown(elem_id="saved")
+                        infotext = gr.Textbox(
+                            label="Generation parameters", lines=4, interactive=False, elem_id="infotext"
+                        )
+                        saved = gr.Markdown(elem_id="saved")
         infotexts = gr.State([])
 
-        settings = [prompt, negative, scheduler, steps, guidance, w, h, seed, batch_size, batch_count, lora_text]
+        settings = [
+            prompt,
+            negative,
+            scheduler,
+            steps,
+            guidance,
+            w,
+            h,
+            seed,
+            batch_size,
+            batch_count,
+            lora_text,
+            folder,
+        ]
         results = [gallery, infotexts, infotext, saved, status]
         run_txt.click(txt2img, settings, results)
         prompt.submit(txt2img, settings, results)
@@ -185,21 +232,36 @@ def build_app(session: UiSession, *, loras: Sequence[str] = (), lora_dir: str = 
         scan_btn.click(scan, folder, found)
         add_btn.click(for_people(session.add_lora), [lora_text, found, weight], lora_text)
         check_btn.click(for_people(session.check_loras), lora_text, status)
+        if train_queue is not None:  # the Train and Runs tabs: a front end to train.py (sdft/ui_train_tabs.py)
+            from sdft.ui_train_tabs import train_tabs
+
+            with tabs:
+                train_tabs(gr, train_queue, runs_root, lora_text, tabs, for_people)
     return app
 
 
-def launch(app, session: UiSession, *, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True):
-    """Serve `app` locally (never a share link); block=False returns (app, url, None) at once, the server running
-    in a thread (`app.close()` stops it)."""
+def launch(
+    app,
+    session: UiSession,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    block: bool = True,
+    share: bool = False,
+    also_serve: Sequence[str] = (),
+):
+    """Serve `app` locally (a share link only when asked); block=False returns (app, url, share url) at once, the
+    server running in a thread (`app.close()` stops it). `also_serve`: more folders whose files the page may show
+    (the runs' grids)."""
     session.out_dir.mkdir(parents=True, exist_ok=True)
     return app.launch(
         server_name=host,
         server_port=port,
-        share=False,
+        share=share,
         inbrowser=False,
         show_error=True,
         prevent_thread_lock=not block,
-        allowed_paths=[str(session.out_dir.resolve())],
+        allowed_paths=[str(session.out_dir.resolve()), *(str(Path(p).expanduser().resolve()) for p in also_serve)],
         ssr_mode=False,
         mcp_server=False,
         quiet=True,

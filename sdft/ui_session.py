@@ -1,5 +1,5 @@
 """What `sdft ui` does behind its widgets, free of gradio: one `Generator` (the base is loaded once), LoRA lines
-(`PATH[:WEIGHT]`), a scan for LoRA files, and renders written exactly as `sdft generate` writes them (numbered PNGs
+(`PATH[:WEIGHT]`; the scan for LoRA files is sdft/generation/lora_scan.py), and renders written exactly as `sdft generate` writes them (numbered PNGs
 with the A1111 `parameters` text, via `run_generation`). Errors are `SdftError`s; sdft/ui.py shows them to people.
 """
 
@@ -13,12 +13,9 @@ from pathlib import Path
 from PIL import Image
 
 from sdft.errors import ConfigError
-from sdft.adapters.formats import LORA_WEIGHT_NAME
 from sdft.generation.generator import Generator
 from sdft.generation.params import GenerationParams, LoraSpec, resolve_lora_file
 from sdft.generation.run import run_generation
-
-MAX_SCANNED = 500  # a scan lists at most this many LoRAs (newest first)
 
 
 @dataclass
@@ -48,31 +45,6 @@ def format_lora_lines(specs: list[LoraSpec]) -> str:
     return "\n".join(f"{spec.path}:{spec.weight:g}" for spec in specs)
 
 
-def _is_lora_file(path: Path) -> bool:
-    """A .safetensors file whose header names LoRA tensors (not a model's weights); reads the header only."""
-    from sdft.adapters.lora_file import lora_header
-    from sdft.errors import LoraFormatError
-
-    try:
-        return any("lora" in key.lower() for key in lora_header(path)[0])
-    except LoraFormatError:  # unreadable or not safetensors: not offered
-        return False
-
-
-def find_loras(folder: str | Path) -> list[str]:
-    """LoRAs under `folder`, newest first: a run's lora/ (or checkpoint) folder once for its two formats, else files."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise ConfigError(f"LoRA folder {folder}: no such folder.")
-    run_folders = {p.parent for p in root.rglob(LORA_WEIGHT_NAME)}
-    found: list[Path] = sorted(run_folders)
-    for path in sorted(root.rglob("*.safetensors")):
-        if path.parent not in run_folders and _is_lora_file(path):
-            found.append(path)
-    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    return [str(p) for p in found[:MAX_SCANNED]]
-
-
 class UiSession:
     """The state of one UI: its Generator and output folder. One render at a time (the pipeline is not thread-safe)."""
 
@@ -95,10 +67,12 @@ class UiSession:
         batch_size: int = 1,
         batch_count: int = 1,
         lora_text: str = "",
+        lora_dir: str | None = None,
         init_image: Image.Image | None = None,
         strength: float = 0.75,
     ) -> Render:
-        """Render txt2img (or img2img when `init_image` is given) and write the PNGs into the output folder."""
+        """Render txt2img (or img2img when `init_image` is given) and write the PNGs into the output folder. The
+        prompt's `<lora:name:weight>` tags join the LoRA lines (names looked up under `lora_dir`)."""
         params = GenerationParams(
             prompt=prompt or "",
             negative_prompt=negative_prompt or "",
@@ -113,6 +87,7 @@ class UiSession:
             init_image=init_image,
             strength=float(strength),
             loras=parse_lora_lines(lora_text),
+            lora_dir=lora_dir,
         )
         with self._lock:
             result = run_generation(self.generator, params, self.out_dir)

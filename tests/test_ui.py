@@ -15,7 +15,8 @@ from sdft.config import ModelConfig
 from sdft.errors import ConfigError
 from sdft.generate import Generator, LoraSpec
 from sdft.ui import build_app, for_people
-from sdft.ui_session import UiSession, find_loras, parse_lora_lines
+from sdft.generation.lora_scan import find_loras
+from sdft.ui_session import UiSession, parse_lora_lines
 
 FAST = dict(prompt="photo of sks dog", scheduler="euler", steps=2, guidance=7.5, width=64, height=64, seed=1234)
 

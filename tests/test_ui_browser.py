@@ -1,6 +1,7 @@
 """`sdft ui` in a real headless browser: Debian's chromium driven by playwright types a prompt, generates with the
 tiny model, and finds the image in the gallery and on disk (with its A1111 parameters); then img2img, a LoRA
-re-weighting that must not reload the base, and an error shown in the page."""
+re-weighting that must not reload the base, a LoRA named in the prompt (`<lora:name:weight>`) and an error shown in
+the page; and the shipped 32 px toy base generating with the page's default size."""
 
 from __future__ import annotations
 
@@ -105,6 +106,37 @@ def _wait_files(folder: Path, count: int, page) -> list[Path]:
     raise AssertionError(f"{folder} holds {len(files)} PNG(s), expected {count}")
 
 
+@pytest.fixture
+def served_toy(tmp_path):
+    """The app over the shipped toy base (32 px, the quickstart's model)."""
+    _need_chromium()
+    session = UiSession(Generator(ModelConfig(path="toy"), device="cpu"), tmp_path / "out")
+    app = build_app(session, lora_dir=str(tmp_path))
+    _, url, _ = launch(app, session, port=_free_port(), block=False)
+    try:
+        yield url, session
+    finally:
+        app.close()
+
+
+def test_the_toy_model_generates_at_its_own_size(served_toy, page):
+    """Issue 33 #12: the size sliders come from the model, so the 32 px toy generates with the page's defaults."""
+    url, session = served_toy
+    page.goto(url)
+    assert page.get_by_label("number input for Width", exact=True).input_value() == "32"
+    assert page.get_by_label("number input for Width", exact=True).get_attribute("min") == "8"
+    page.locator("#prompt textarea").fill("a red dog")
+    _set(page, "number input for Sampling steps", 2)
+    _set(page, "Seed (-1: random)", 7)
+    page.locator("#generate").click()
+    (image,) = _gallery_images(page, 1)
+    assert image.size == (32, 32)
+    (file,) = _wait_files(session.out_dir, 1, page)
+    with Image.open(file) as png:
+        assert "Size: 32x32, Model: toy" in png.text["parameters"]
+    assert page.locator(".toast-body.error").count() == 0  # no red error badge
+
+
 def test_generate_in_the_browser_shows_and_saves_the_image(served, page, tmp_path):
     url, session, lora, calls = served
     out = session.out_dir
@@ -156,6 +188,17 @@ def test_generate_in_the_browser_shows_and_saves_the_image(served, page, tmp_pat
     with Image.open(newest) as png:
         assert png.size == (64, 64) and "Denoising strength: 0.5" in png.text["parameters"]
 
+    # A1111's prompt syntax: the LoRA named in the prompt (looked up under the scanned folder), the box emptied
+    page.locator("#loras textarea").fill("")
+    page.locator("#prompt textarea").fill("photo of sks dog <lora:style_b:0.5>")
+    page.get_by_role("tab", name="txt2img").click()
+    page.locator("#generate").click()
+    page.wait_for_function("document.querySelector('#infotext textarea').value.includes('Seed: 1234, Size: 64x64')")
+    page.wait_for_function(
+        "document.querySelector('#infotext textarea').value.startsWith('photo of sks dog <lora:style_b:0.5>\\nSteps')"
+    )
+    assert len(_wait_files(out, 5, page)) == 5
+
     shot = tmp_path / "ui.png"  # what a user sees after generating (looked at while writing this test)
     page.screenshot(path=str(shot), full_page=True)
     assert Image.open(shot).size[0] >= 1280
@@ -165,5 +208,5 @@ def test_generate_in_the_browser_shows_and_saves_the_image(served, page, tmp_pat
     page.get_by_role("tab", name="txt2img").click()
     page.locator("#generate").click()
     page.get_by_text("no such file", exact=False).first.wait_for()
-    assert len(list(out.glob("*.png"))) == 4
+    assert len(list(out.glob("*.png"))) == 5
     page.screenshot(path=str(tmp_path / "ui_error.png"), animations="disabled")

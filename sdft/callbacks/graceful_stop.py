@@ -55,8 +55,14 @@ class GracefulStop(L.Callback):
 
     def __init__(self, checkpoint):
         self.checkpoint = checkpoint  # a LoraCheckpoint
-        self.requested: int | None = None
+        self.requested: int | str | None = None  # the signal, or who asked (`request`)
         self._previous: dict = {}
+        self._asked = ("a signal on another rank", 143)
+
+    def request(self, by: str, exit_code: int = 143) -> None:
+        """Stop as a SIGTERM would, asked for another way (`sdft run stop`: sdft/callbacks/controls.py)."""
+        self.requested = by
+        self._asked = (by, exit_code)
 
     def _handle(self, signum, frame) -> None:
         if self.requested == signal.SIGINT and signum == signal.SIGINT:
@@ -82,7 +88,7 @@ class GracefulStop(L.Callback):
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if not stop:
             return
-        name, code = SIGNALS.get(self.requested, ("a signal on another rank", 143))
+        name, code = SIGNALS.get(self.requested, self._asked)
         path = self.checkpoint.checkpoint(trainer, module)
         self._restore()
         raise TrainingStopped(

@@ -19,6 +19,7 @@ COMMANDS: dict[str | None, tuple[str, list[str]]] = {
     "lora": ("LoRA file tools: resize, extract", ["sdft.cli.lora"]),
     "data": ("Dataset tools: check, doctor, prepare, caption", ["sdft.cli.data"]),
     "hub": ("Hugging Face Hub: push a run's files and model card", ["sdft.cli.hub"]),
+    "run": ("A running training run: sample now, save now, stop", ["sdft.cli.run"]),
 }
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from sdft.config import TINY_MODEL, WeightDtype
 from sdft.generation.params import DEFAULT_SCHEDULER, SCHEDULERS
+from sdft.generation.prompt_loras import DEFAULT_LORA_DIR
 
 if TYPE_CHECKING:
     from sdft.generation.generator import Generator
@@ -43,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=[],
         metavar="PATH[:WEIGHT]",
         help="a LoRA .safetensors (ours or kohya/A1111) or a run's lora/ folder; repeat for several",
+    )
+    add(
+        "--lora-dir",
+        default=DEFAULT_LORA_DIR,
+        help="where the prompt's A1111 tags <lora:name:weight> / <lora:name> are looked up (file stem or "
+        "ss_output_name, searched in subfolders)",
     )
     add("--lora-weight-sweep", default=None, metavar="W1,W2,...", help="grid over the LAST --lora's weight")
     add(
@@ -133,6 +140,7 @@ def run_from_args(args: argparse.Namespace, generator: Generator | None = None) 
         init_image=init,
         strength=strength[0],
         loras=[LoraSpec.parse(s) for s in args.lora],
+        lora_dir=args.lora_dir,
     )
     result = run_generation(generator, params, args.out, guidance=guidance, strength=strength, lora_weights=sweep)
     for path in result.files:

@@ -28,6 +28,10 @@ def register(subparsers) -> None:
         help="a textual-inversion embedding loaded at start (A1111 or diffusers file); the status shows its token",
     )
     add("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it to your network)")
+    add("--listen", action="store_true", help="serve on 0.0.0.0 (your network), like --host 0.0.0.0")
+    add("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
+    add("--runs-dir", default="outputs", help="where the Train tab's runs go and the Runs tab looks")
+    add("--no-train", action="store_true", help="the Generate tab only (no Train / Runs tabs)")
     add("--port", type=int, default=7860)
     add("--out", "-o", default="outputs/ui", help="output folder for the images")
     add("--device", default=None, help="cuda / cpu (default: cuda when available)")
@@ -39,6 +43,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Load the base once, build the app and serve it until interrupted."""
     from sdft.ui import build_app, launch
     from sdft.ui_session import UiSession, parse_lora_lines
+    from sdft.ui_train import TrainQueue
 
     parse_lora_lines("\n".join(args.lora))  # a malformed --lora fails before the model loads
     generator = generator_from_args(args)
@@ -47,10 +52,19 @@ def run_from_args(args: argparse.Namespace) -> int:
         generator.load_embedding(path)
     if args.lora:
         session.check_loras("\n".join(args.lora))  # a bad --lora fails now, with the same message as in the page
-    app = build_app(session, loras=args.lora, lora_dir=args.lora_dir)
-    _, url, _ = launch(app, session, host=args.host, port=args.port, block=False)
-    print(
-        f"sdft ui: {url} (model {generator.model_name}; images go to {session.out_dir}). Ctrl+C stops it.", flush=True
+    queue = None if args.no_train else TrainQueue()
+    app = build_app(session, loras=args.lora, lora_dir=args.lora_dir, train_queue=queue, runs_root=args.runs_dir)
+    host = "0.0.0.0" if args.listen else args.host
+    _, url, share_url = launch(
+        app, session, host=host, port=args.port, block=False, share=args.share, also_serve=[args.runs_dir]
     )
-    app.block_thread()
+    print(
+        f"sdft ui: {share_url or url} (model {generator.model_name}; images go to {session.out_dir}). Ctrl+C stops it.",
+        flush=True,
+    )
+    try:
+        app.block_thread()
+    finally:
+        if queue is not None:
+            queue.stop_all()  # a training subprocess gets SIGTERM: its graceful stop, resumable
     return 0

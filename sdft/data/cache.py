@@ -113,7 +113,9 @@ def fill_latent_cache(cache: LatentCache, jobs: dict[str, callable], vae, device
     original = next(vae.parameters()).device
     vae.to(device)
     try:
-        with tqdm(total=len(missing), desc="latent cache", unit="img", disable=len(missing) < batch_size) as bar:
+        with tqdm(
+            total=len(missing), desc="latent cache", unit="img", disable=len(missing) < batch_size or None
+        ) as bar:
             for keys in by_shape.values():
                 for start in range(0, len(keys), batch_size):
                     chunk = keys[start : start + batch_size]

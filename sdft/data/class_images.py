@@ -62,7 +62,9 @@ def ensure_class_images(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    for start in tqdm(range(0, len(todo), batch_size), desc="class images", unit="batch"):
+    for start in tqdm(
+        range(0, len(todo), batch_size), desc="class images", unit="batch", disable=None
+    ):  # None: no bar off a terminal
         ks = todo[start : start + batch_size]
         generators = [torch.Generator(device).manual_seed(seed + k) for k in ks]
         with torch.no_grad():

@@ -26,6 +26,7 @@ from sdft.generation.params import (
     make_scheduler,
     resolve_lora_file,
 )
+from sdft.generation.prompt_loras import with_prompt_loras
 from sdft.models.loading import load_pipeline
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,12 @@ class Generator:
         side = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
         return side, side
 
+    def size_range(self) -> tuple[int, int, int]:
+        """(minimum, maximum, step) of a sensible width/height for this model: from an eighth to four times its
+        native size, in multiples of 8 (SD 1.5: 64-2048 as in A1111; SDXL: 128-4096; the 32 px toy: 8-128)."""
+        native = max(self.default_size())
+        return max(8, native // 8 // 8 * 8), native * 4, 8
+
     def seeds(self, params: GenerationParams) -> list[int]:
         seed = params.seed
         if seed is None or seed < 0:
@@ -314,7 +321,9 @@ class Generator:
         return wanted[2] if getattr(self, "_used_scheduler", wanted[0]) == wanted[0] else "DDIM"
 
     def generate(self, params: GenerationParams, seeds: Sequence[int] | None = None) -> list[GeneratedImage]:
-        """Render params.batch_count batches of params.batch_size PIL images (LoRAs: params.loras, set first)."""
+        """Render params.batch_count batches of params.batch_size PIL images (LoRAs: params.loras and the prompt's
+        `<lora:name:weight>` tags, set first)."""
+        params = with_prompt_loras(params)
         out: list[GeneratedImage] = []
         for batch, images in self._batches(params, seeds, "pil"):
             for seed, image in zip(batch, images):
@@ -327,4 +336,5 @@ class Generator:
         """Like `generate`, as one float numpy array (N, H, W, 3) in [0, 1] (for comparisons)."""
         import numpy as np
 
+        params = with_prompt_loras(params)
         return np.concatenate([images for _, images in self._batches(params, seeds, "np")])

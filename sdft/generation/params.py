@@ -111,6 +111,7 @@ class GenerationParams:
     init_image: Image.Image | None = None
     strength: float = 0.75
     loras: list[LoraSpec] = field(default_factory=list)
+    lora_dir: str | None = None  # where the prompt's `<lora:name:weight>` tags are looked up (default: outputs)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from sdft.errors import ConfigError
 from sdft.generation.generator import Generator
 from sdft.generation.infotext import lora_display_name, save_png, short_number
 from sdft.generation.params import GenerationParams, resolve_lora_file
+from sdft.generation.prompt_loras import with_prompt_loras
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,13 @@ def run_generation(
     strength: Sequence[float] | None = None,
     lora_weights: Sequence[float] | None = None,
 ) -> RunResult:
-    """Render every combination of the sweep values (guidance x strength x last-LoRA weight) over the same seeds;
+    """Render every combination of the sweep values (guidance x strength x last-LoRA weight: the prompt's last
+    `<lora:...>` tag when it has any) over the same seeds;
     write one PNG per image and, when anything is swept, one labelled grid (rows = combinations, columns = seeds)."""
     from sdft.images_grid import make_grid, tile_size
 
     out_dir = Path(out_dir)
+    params = with_prompt_loras(params)  # `<lora:name:weight>` in the prompt: after the listed LoRAs
     guidance = list(guidance or [params.guidance])
     strength = list(strength or [params.strength])
     lora_weights = list(lora_weights or [])

@@ -1,0 +1,115 @@
+"""The Train / Runs tabs' logic without a browser (sdft/ui_train.py): the form's overrides and command, the command
+line's own refusals before launching, one subprocess at a time with a queue, what the watch panel reads."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from sdft.errors import SdftError
+from sdft.ui_train import LOG_NAME, TrainForm, TrainQueue, check_form, command_line, run_overrides, runs, watch
+
+
+def test_the_form_gives_the_exact_command():
+    form = TrainForm(
+        name="me",
+        model="toy",
+        experiment="quickstart",
+        instance_prompt="photo of sks dog's face",
+        steps=50,
+        lr=1e-4,
+        prior=False,
+        extra="trainer.accumulate_grad_batches=2\n",
+    )
+    overrides = form.overrides()
+    assert overrides == [
+        "+experiment=quickstart",
+        "model=toy",
+        "name=me",
+        "data.instance_prompt='photo of sks dog\\'s face'",
+        "optim.lr=0.0001",
+        "trainer.max_steps=50",
+        "prior=none",
+        "trainer.accumulate_grad_batches=2",
+    ]
+    assert command_line(overrides).startswith("python train.py +experiment=quickstart model=toy name=me ")
+    assert TrainForm(model="/models/rv51.safetensors").overrides()[0] == "model.path=/models/rv51.safetensors"
+    composed = check_form(overrides)  # Hydra parses the quoting back to the text typed
+    assert "instance_prompt: photo of sks dog's face" in composed and "max_steps: 50" in composed
+
+
+@pytest.mark.parametrize(
+    "form, message",
+    [
+        (TrainForm(steps=0), "trainer.max_steps must be > 0"),
+        (TrainForm(lr=-1.0), "optim.lr"),
+        (TrainForm(dataset="/no/such/folder"), "does not exist"),
+        (TrainForm(extra="data.no_such_key=1"), "data.no_such_key"),
+    ],
+)
+def test_invalid_values_are_refused_with_the_command_lines_message(form, message):
+    with pytest.raises(SdftError, match=message):
+        check_form(form.overrides())
+
+
+def _fake_train_py(root, seconds: float, code: int) -> None:
+    (root / "train.py").write_text(
+        f"import sys, time\nprint('started', sys.argv[1:], flush=True)\ntime.sleep({seconds})\nsys.exit({code})\n"
+    )
+
+
+def test_one_run_at_a_time_later_ones_wait(tmp_path):
+    _fake_train_py(tmp_path, 0.5, 143)
+    queue = TrainQueue(root=tmp_path)
+    first = queue.submit(run_overrides(["name=a"], tmp_path / "a"), tmp_path / "a")
+    second = queue.submit(["name=b"], tmp_path / "b")
+    assert (first.state, second.state) == ("running", "queued")
+    for _ in range(200):
+        queue.poll()
+        if second.state not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert (first.state, first.returncode, second.state) == ("stopped", 143, "stopped")
+    log = (tmp_path / "a" / LOG_NAME).read_text()
+    assert "started ['name=a', 'output_dir=" in log and f"hydra.run.dir={tmp_path / 'a'}" in log
+
+
+def test_watch_and_runs_read_the_run_folder(tmp_path):
+    run = tmp_path / "quickstart" / "2026-12-06_10-00-00"
+    (run / "main" / "grids").mkdir(parents=True)
+    (run / "main" / "lora").mkdir()
+    (run / "logs" / "main").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: quickstart\n")
+    (run / "main" / "config.yaml").write_text("name: quickstart\n")
+    (run / "main" / "grids" / "step_000002_now.png").write_bytes(b"png")
+    (run / "main" / "lora" / "pytorch_lora_weights.safetensors").write_bytes(b"x")
+    (run / "logs" / "main" / "metrics.csv").write_text("epoch,step,train/loss\n0,0,1.5\n0,1,\n0,2,1.25\n")
+    (run / LOG_NAME).write_text(
+        "[x][sdft.callbacks.progress][INFO] - step 2/4 (50%) | phase main 2/4 | epoch 0 | 1.5 it/s | ETA 00:01 | "
+        "train/loss=1.25\nnext line\n"
+    )
+    seen = watch(run)
+    assert seen.progress == "step 2/4 (50%), phase main, 1.5 it/s, ETA 00:01" and seen.fraction == 0.5
+    assert seen.losses == [(0, 1.5), (2, 1.25)] and [p.name for p in seen.grids] == ["step_000002_now.png"]
+    assert seen.log_tail.endswith("next line")
+    (found,) = runs(tmp_path)
+    assert found.run_dir == run and found.state == "unfinished" and found.loras == [run / "main" / "lora"]
+    (run / "summary.json").write_text(json.dumps({"name": "quickstart", "steps": 4}))
+    assert runs(tmp_path)[0].state == "finished" and watch(run).progress == "finished"
+
+
+def test_sdft_ui_serves_locally_unless_asked():
+    from sdft.cli import build_parser
+
+    args = build_parser().parse_args(["ui"])
+    assert (args.host, args.listen, args.share, args.runs_dir, args.no_train) == (
+        "127.0.0.1",
+        False,
+        False,
+        "outputs",
+        False,
+    )
+    args = build_parser().parse_args(["ui", "--listen", "--runs-dir", "r", "--no-train"])
+    assert (args.listen, args.runs_dir, args.no_train) == (True, "r", True)
