@@ -365,6 +365,31 @@ class LoggerConfig:
     log_lora: bool = False  # wandb: also log the final LoRA folder (both formats) as an artifact of type "lora"
 
 
+class LikenessMetric(str, Enum):
+    auto = "auto"  # toy for model=toy; face when faces are found in most training images; else image
+    face = "face"  # dlib face identity (pip install -e ".[faces]")
+    image = "image"  # DINO similarity (and CLIP-I/CLIP-T) with eval.dino_model / eval.clip_model
+    toy = "toy"  # the toy world's detector: all-attribute fidelity
+
+
+@dataclass
+class LikenessConfig:
+    """The likeness meter: samples scored against the subject at each checkpoint, a recommended checkpoint
+    (docs/eval.md, "Likeness while training")."""
+
+    enabled: bool = True  # measures whenever a step checkpoint is saved (checkpoint_every_n_steps > 0) and at the end
+    metric: LikenessMetric = LikenessMetric.auto
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3])  # samples of the instance and the class prompt
+    flex_seeds: List[int] = field(default_factory=lambda: [0])  # samples of each varied prompt
+    flex_prompts: List[str] = field(default_factory=list)  # {identifier} {cls}; default: a set per class word
+    num_flex_prompts: int = 2  # of the default set
+    max_share: float = 0.1  # a step checkpoint is skipped when measuring it would take the meter over this share of
+    # the training time so far (the final checkpoint is always measured); 0: measure every checkpoint
+    tolerance: float = 0.1  # recommended: the earliest checkpoint within this of the best likeness (same scale)
+    max_leakage_ratio: float = 0.5  # ... whose leakage is at most this times its likeness
+    min_flex_ratio: float = 0.5  # ... and whose flexibility is at least this times its likeness
+
+
 @dataclass
 class CallbacksConfig:
     """LoRA checkpoints and validation grids."""
@@ -381,6 +406,7 @@ class CallbacksConfig:
     validation_resolution: Optional[int] = None  # default: data.resolution
     validation_at_start: bool = False  # also render the untrained model, for a before/after comparison
     fixed_noise_loss: bool = True  # log val/fixed_noise_loss (instance images, fixed noise/timesteps): comparable
+    likeness: LikenessConfig = field(default_factory=LikenessConfig)  # the likeness meter (sdft/callbacks/likeness.py)
 
 
 @dataclass

@@ -66,9 +66,15 @@ class ValidationGrid(L.Callback):
             clip_skip,
         )
 
-    @torch.no_grad()
     def render(self, module: L.LightningModule) -> Image.Image:
         """The grid for the module's current weights (models put in eval for sampling, then restored)."""
+        rows = self.sample(module, self.prompts, self.seeds)
+        return make_grid(rows, self.prompts, self.seeds, tile_size(self.resolution))
+
+    @torch.no_grad()
+    def sample(self, module: L.LightningModule, prompts: list[str], seeds: list[int]) -> list[list[Image.Image]]:
+        """One row of images per prompt (one per seed) with the grid's sampler settings and the current weights;
+        also used by the likeness meter (sdft/callbacks/likeness.py)."""
         was_training = module.training
         module.eval()
         frozen_dtype = module.vae.dtype  # mixed frozen/trained dtypes need autocast
@@ -79,15 +85,14 @@ class ValidationGrid(L.Callback):
         try:
             with autocast:
                 pipe = module_pipeline(module, self.tokenizer, self.tokenizer_2, self.scheduler)  # SD 1.x or SDXL
-                rows = [self._row(pipe, prompt) for prompt in self.prompts]
+                return [self._row(pipe, prompt, seeds) for prompt in prompts]
         finally:
             module.vae.use_slicing = slicing
             module.train(was_training)
-        return make_grid(rows, self.prompts, self.seeds, tile_size(self.resolution))
 
-    def _row(self, pipe, prompt: str) -> list[Image.Image]:
-        generators = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
-        n = len(self.seeds)
+    def _row(self, pipe, prompt: str, seeds: list[int]) -> list[Image.Image]:
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        n = len(seeds)
         if isinstance(pipe, StableDiffusionXLPipeline):  # SDXL: the pipeline encodes both towers (clip skip 1 only)
             # and expands a multi-vector embedding's token itself: hand it the prompt as written (sdft/embeddings)
             prompts = [collapse_prompt(prompt, pipe.tokenizer.get_added_vocab())] * n
@@ -157,12 +162,13 @@ def _give_back_text_encoders(pipe, step: int, timestep, outputs: dict) -> dict:
     return outputs
 
 
-def log_grid(trainer: L.Trainer, grid: Image.Image, tag: str) -> None:
-    """Send the grid to loggers that take images (W&B, TensorBoard); CSV keeps only the PNG on disk."""
+def log_grid(trainer: L.Trainer, grid: Image.Image, tag: str, key: str = "validation/grid") -> None:
+    """Send the grid (or another image: the likeness chart) to loggers that take images (W&B, TensorBoard); CSV keeps
+    only the PNG on disk."""
     for logger in trainer.loggers:
         if hasattr(logger, "log_image"):  # WandbLogger
-            logger.log_image(key="validation/grid", images=[grid], caption=[tag], step=trainer.global_step)
+            logger.log_image(key=key, images=[grid], caption=[tag], step=trainer.global_step)
         elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoardLogger
             import numpy as np
 
-            logger.experiment.add_image("validation/grid", np.asarray(grid), trainer.global_step, dataformats="HWC")
+            logger.experiment.add_image(key, np.asarray(grid), trainer.global_step, dataformats="HWC")
