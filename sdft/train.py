@@ -321,8 +321,9 @@ def prepare(
         callbacks.append(
             TQDMProgressBar(refresh_rate=cfg.trainer.log_every_n_steps if torch.cuda.is_available() else 1)
         )
-    if cb.likeness.enabled and cb.checkpoint_every_n_steps and is_peft_kind(cfg.adapter.kind):  # after checkpoint
-        callbacks.append(LikenessCallback.from_config(cfg, phase_dir, grids, checkpoint, instances, held_out))
+    if cb.likeness.enabled and cb.checkpoint_every_n_steps and is_peft_kind(cfg.adapter.kind) and embedding is None:
+        meter = LikenessCallback.from_config(cfg, phase_dir, grids, checkpoint, instances, held_out)  # after checkpoint
+        callbacks += [meter] if meter is not None else []
     callbacks.append(GracefulStop(checkpoint))  # last: SIGTERM / Ctrl-C stop at a batch end, after every other hook
     phase_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, phase_dir / "config.yaml", resolve=True)

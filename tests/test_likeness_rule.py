@@ -1,6 +1,9 @@
 """The recommended-checkpoint rule and the table/chart writer of the likeness meter (no model)."""
 
 import json
+import sys
+
+import pytest
 
 from PIL import Image
 
@@ -46,3 +49,16 @@ def test_table_json_csv_and_chart(tmp_path):
     greens = sum(1 for p in chart.getdata() if p == (40, 170, 60))
     assert chart.width > 400 and greens > 100  # the recommended step's marker line is drawn
     assert not list(tmp_path.glob(".*"))  # no temp files left
+
+
+def test_face_metric_without_dlib_names_the_extra(monkeypatch):
+    from sdft.errors import ConfigError
+    from sdft.evaluation.likeness_scorers import FaceScorer, face_identity
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if dlib-bin were not installed
+    face_identity.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r'pip install -e "\.\[faces\]"'):
+            FaceScorer([Image.new("RGB", (64, 64))])
+    finally:
+        face_identity.cache_clear()

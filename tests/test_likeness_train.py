@@ -31,6 +31,9 @@ TOY = [
 ]
 
 
+SLOW = pytest.mark.slow  # the toy run (6 steps, 3 measurements) shared by these tests: ~40 s idle, minutes contended
+
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("likeness") / "run"
@@ -39,6 +42,7 @@ def toy_run(tmp_path_factory) -> Path:
     return out
 
 
+@SLOW
 def test_meter_table_chart_best_and_keep_k_guard(toy_run):
     phase = toy_run / "main"
     doc = json.loads((phase / "likeness" / "likeness.json").read_text())
@@ -59,6 +63,7 @@ def test_meter_table_chart_best_and_keep_k_guard(toy_run):
     assert "likeness/likeness" in metrics and "likeness/leakage" in metrics  # line charts in the run's logger
 
 
+@SLOW
 def test_post_hoc_on_the_saved_checkpoints(toy_run, tmp_path):
     from sdft.cli import main
 
@@ -74,6 +79,7 @@ def test_post_hoc_on_the_saved_checkpoints(toy_run, tmp_path):
     assert after["rows"][0]["val_loss"] == pytest.approx(during["rows"][0]["val_loss"], rel=1e-3)
 
 
+@SLOW
 def test_bad_input_one_clear_error_nothing_written(toy_run, tmp_path):
     from sdft.evaluation.likeness_posthoc import evaluate_checkpoints
 
@@ -86,3 +92,30 @@ def test_bad_input_one_clear_error_nothing_written(toy_run, tmp_path):
     with pytest.raises(DataError, match="no saved LoRA checkpoints"):
         evaluate_checkpoints(empty)
     assert not (empty / "main" / "likeness").exists() and not (empty / "main" / "best").exists()
+
+
+def test_image_metric_on_the_tiny_base(fast_config, tmp_path):
+    """auto on a base that is not the toy world and draws no faces: DINO likeness, CLIP-I, CLIP-T adherence (the
+    offline tiny feature models); the tiny base is known to draw no faces, so no face detector is loaded."""
+    summary = run(
+        fast_config(
+            "trainer.max_steps=2",
+            "callbacks.checkpoint_every_n_steps=1",
+            "callbacks.likeness.enabled=true",
+            "callbacks.likeness.seeds=[0]",
+            "callbacks.likeness.num_flex_prompts=1",
+        )
+    )
+    doc = json.loads((tmp_path / "out" / "main" / "likeness" / "likeness.json").read_text())
+    assert doc["metric"] == "image" and [r["step"] for r in doc["rows"]] == [1, 2]
+    assert all(-1 <= r["likeness"] <= 1 and "clip_i" in r and r["adherence"] is not None for r in doc["rows"])
+    assert summary["likeness"]["recommended_step"] in (1, 2)
+
+
+@SLOW
+def test_forced_face_metric_without_faces_fails_before_training(tmp_path):
+    pytest.importorskip("dlib")
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="faces found in only 0 of"):
+        run(compose_config(TOY + [f"output_dir={out}", "callbacks.likeness.metric=face"]))
+    assert not (out / "main" / "checkpoints").exists() and not (out / "main" / "likeness").exists()

@@ -36,16 +36,30 @@ class LikenessCallback(L.Callback):
     @classmethod
     def from_config(cls, cfg, phase_dir: Path, grids, checkpoint, instances: list, held_out: list):
         """The meter of one phase (cfg: the phase's whole config); the scorer is built here, so a forced metric that
-        does not fit the data (no faces, dlib missing) fails before training."""
+        does not fit the data (no faces, dlib missing) fails before training. None (with a warning) when the prompts
+        do not tell the subject's identifier and class word (eval.identifier / eval.class_noun set them)."""
         from sdft.data.images import load_rgb
         from sdft.evaluation.likeness_prompts import meter_prompts
         from sdft.evaluation.likeness_scorers import choose_metric, make_scorer
 
+        from sdft.errors import ConfigError, SdftError
+
         lk = cfg.callbacks.likeness
+        try:
+            prompts = meter_prompts(cfg.data, lk, toy=cfg.model.path == "toy", eval_cfg=cfg.eval)
+        except ConfigError as err:  # no instance / class prompt to tell the subject by: the run trains without it
+            log.warning("Likeness meter off: %s", err)
+            return None
         real = [load_rgb(e.path) for e in instances]
-        metric = choose_metric(getattr(lk.metric, "value", lk.metric), cfg.model.path, real)
-        scorer = make_scorer(metric, real, lambda: feature_scorers(cfg))
-        prompts = meter_prompts(cfg.data, lk, toy=metric == "toy", eval_cfg=cfg.eval)
+        spec = getattr(lk.metric, "value", lk.metric)
+        metric = choose_metric(spec, cfg.model.path, real)
+        try:
+            scorer = make_scorer(metric, real, lambda: feature_scorers(cfg))
+        except SdftError as err:
+            if spec != "auto":
+                raise  # a forced metric that cannot run: one clear error before training
+            log.warning("Likeness meter off (callbacks.likeness.metric=auto): %s", err)  # e.g. DINO not available
+            return None
         meter = LikenessMeter(scorer, prompts, list(lk.seeds), list(lk.flex_seeds))
         info = {"metric": metric, "prompts": vars(prompts), "seeds": list(lk.seeds), "flex_seeds": list(lk.flex_seeds)}
         record = LikenessRecord(phase_dir, Rule.from_config(lk), info)
