@@ -7,6 +7,7 @@ from PIL import Image, ImageEnhance, ImageOps
 pytest.importorskip("dlib", reason="the face metric needs the `faces` extra (dlib-bin, face-recognition-models)")
 skdata = pytest.importorskip("skimage.data")
 cbook = pytest.importorskip("matplotlib.cbook")
+pytestmark = pytest.mark.slow  # dlib loads its 100 MB model: ~10 s idle, over a minute on the contended 2 cores
 
 from sdft.errors import DataError  # noqa: E402
 from sdft.evaluation.likeness_scorers import FaceScorer, choose_metric  # noqa: E402

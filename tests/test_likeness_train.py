@@ -94,6 +94,7 @@ def test_bad_input_one_clear_error_nothing_written(toy_run, tmp_path):
     assert not (empty / "main" / "likeness").exists() and not (empty / "main" / "best").exists()
 
 
+@SLOW
 def test_image_metric_on_the_tiny_base(fast_config, tmp_path):
     """auto on a base that is not the toy world and draws no faces: DINO likeness, CLIP-I, CLIP-T adherence (the
     offline tiny feature models); the tiny base is known to draw no faces, so no face detector is loaded."""
