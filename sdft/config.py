@@ -383,6 +383,7 @@ class LikenessConfig:
     flex_seeds: List[int] = field(default_factory=lambda: [0])  # samples of each varied prompt
     flex_prompts: List[str] = field(default_factory=list)  # {identifier} {cls}; default: a set per class word
     num_flex_prompts: int = 2  # of the default set
+    batch_size: int = 10  # samples per pipeline call (all 10 of the defaults in one; lower it on a small GPU / CPU)
     max_share: float = 0.1  # a step checkpoint is skipped when measuring it would take the meter over this share of
     # the training time so far (the final checkpoint is always measured); 0: measure every checkpoint
     tolerance: float = 0.1  # recommended: the earliest checkpoint within this of the best likeness (same scale)

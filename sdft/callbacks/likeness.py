@@ -60,7 +60,7 @@ class LikenessCallback(L.Callback):
                 raise  # a forced metric that cannot run: one clear error before training
             log.warning("Likeness meter off (callbacks.likeness.metric=auto): %s", err)  # e.g. DINO not available
             return None
-        meter = LikenessMeter(scorer, prompts, list(lk.seeds), list(lk.flex_seeds))
+        meter = LikenessMeter(scorer, prompts, list(lk.seeds), list(lk.flex_seeds), lk.batch_size)
         info = {"metric": metric, "prompts": vars(prompts), "seeds": list(lk.seeds), "flex_seeds": list(lk.flex_seeds)}
         record = LikenessRecord(phase_dir, Rule.from_config(lk), info)
         val_loss = None
@@ -91,7 +91,7 @@ class LikenessCallback(L.Callback):
 
         start = time.perf_counter()
         trim_heap()
-        values = self.meter.measure(lambda prompts, seeds: self.grids.sample(module, prompts, seeds))
+        values = self.meter.measure(lambda prompts, seeds: self.grids.sample_pairs(module, prompts, seeds))
         values["val_loss"] = round(self.val_loss.measure(trainer, module), 6) if self.val_loss else None
         self.record.add(step, folder, values)
         self.record.write()

@@ -73,8 +73,17 @@ class ValidationGrid(L.Callback):
 
     @torch.no_grad()
     def sample(self, module: L.LightningModule, prompts: list[str], seeds: list[int]) -> list[list[Image.Image]]:
-        """One row of images per prompt (one per seed) with the grid's sampler settings and the current weights;
-        also used by the likeness meter (sdft/callbacks/likeness.py)."""
+        """One row of images per prompt (one per seed) with the grid's sampler settings and the current weights."""
+        return self._sampling(module, lambda pipe: [self._row(pipe, [p] * len(seeds), seeds) for p in prompts])
+
+    @torch.no_grad()
+    def sample_pairs(self, module: L.LightningModule, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One image per (prompt, seed) pair, all in one pipeline call: the likeness meter's batch
+        (sdft/callbacks/likeness.py)."""
+        return self._sampling(module, lambda pipe: self._row(pipe, prompts, seeds))
+
+    def _sampling(self, module: L.LightningModule, render):
+        """`render(pipe)` with the module's current weights as a pipeline, in eval mode (restored after)."""
         was_training = module.training
         module.eval()
         frozen_dtype = module.vae.dtype  # mixed frozen/trained dtypes need autocast
@@ -85,22 +94,24 @@ class ValidationGrid(L.Callback):
         try:
             with autocast:
                 pipe = module_pipeline(module, self.tokenizer, self.tokenizer_2, self.scheduler)  # SD 1.x or SDXL
-                return [self._row(pipe, prompt, seeds) for prompt in prompts]
+                return render(pipe)
         finally:
             module.vae.use_slicing = slicing
             module.train(was_training)
 
-    def _row(self, pipe, prompt: str, seeds: list[int]) -> list[Image.Image]:
+    def _row(self, pipe, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One image per (prompt, seed) pair in one pipeline call."""
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         n = len(seeds)
         if isinstance(pipe, StableDiffusionXLPipeline):  # SDXL: the pipeline encodes both towers (clip skip 1 only)
             # and expands a multi-vector embedding's token itself: hand it the prompt as written (sdft/embeddings)
-            prompts = [collapse_prompt(prompt, pipe.tokenizer.get_added_vocab())] * n
-            embeds = {"prompt": prompts, "negative_prompt": [self.negative_prompt] * n}
+            vocab = pipe.tokenizer.get_added_vocab()
+            embeds = {
+                "prompt": [collapse_prompt(p, vocab) for p in prompts],
+                "negative_prompt": [self.negative_prompt] * n,
+            }
         else:
-            embeds = prompt_embeds(
-                pipe, [prompt] * n, [self.negative_prompt] * n, self.clip_skip
-            )  # clip skip as in A1111
+            embeds = prompt_embeds(pipe, list(prompts), [self.negative_prompt] * n, self.clip_skip)  # clip skip: A1111
         return pipe(
             **embeds,
             num_inference_steps=self.steps,

@@ -21,24 +21,33 @@ from sdft.evaluation.likeness_rule import Rule
 from sdft.evaluation.likeness_table import write_table
 
 log = logging.getLogger(__name__)
-Sampler = Callable[[list[str], list[int]], list[list[Image.Image]]]
+Sampler = Callable[[list[str], list[int]], list[Image.Image]]  # one image per (prompt, seed) pair, one batch
 BEST_DIR = "best"
 LIKENESS_DIR = "likeness"
 
 
 class LikenessMeter:
-    def __init__(self, scorer, prompts: MeterPrompts, seeds: list[int], flex_seeds: list[int]):
+    def __init__(self, scorer, prompts: MeterPrompts, seeds: list[int], flex_seeds: list[int], batch_size: int = 10):
         self.scorer, self.prompts = scorer, prompts
         self.seeds, self.flex_seeds = list(seeds), list(flex_seeds)
+        self.batch_size = max(batch_size, 1)
+
+    def pairs(self) -> list[tuple[str, int]]:
+        """(prompt, seed) of every sample: instance prompt x seeds, class prompt x seeds, varied prompts x flex_seeds."""
+        out = [(self.prompts.instance, s) for s in self.seeds] + [(self.prompts.cls, s) for s in self.seeds]
+        return out + [(p, s) for p in self.prompts.varied for s in self.flex_seeds]
 
     def images_per_measurement(self) -> int:
-        return 2 * len(self.seeds) + len(self.prompts.varied) * len(self.flex_seeds)
+        return len(self.pairs())
 
     def measure(self, sample: Sampler) -> dict:
-        own, cls = sample([self.prompts.instance, self.prompts.cls], self.seeds)
-        varied = sample(self.prompts.varied, self.flex_seeds) if self.prompts.varied and self.flex_seeds else []
-        flat = [im for row in varied for im in row]
-        flat_prompts = [p for p, row in zip(self.prompts.varied, varied) for _ in row]
+        pairs, images = self.pairs(), []
+        for i in range(0, len(pairs), self.batch_size):  # batch_size images per pipeline call
+            chunk = pairs[i : i + self.batch_size]
+            images += sample([p for p, _ in chunk], [s for _, s in chunk])
+        n = len(self.seeds)
+        own, cls, flat = images[:n], images[n : 2 * n], images[2 * n :]
+        flat_prompts = [p for p, _ in pairs[2 * n :]]
         row = {
             "likeness": self.scorer.likeness(own),
             "flexibility": self.scorer.likeness(flat) if flat else None,

@@ -137,7 +137,7 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
     trainer = SimpleNamespace(datamodule=SimpleNamespace(instances=data.instances, tokenizer=tokenizer), loggers=[])
     for step, folder in saved:
         gen.set_loras([LoraSpec(str(folder))])
-        values = meter.meter.measure(lambda prompts, seeds: grids.sample(module, prompts, seeds))
+        values = meter.meter.measure(lambda prompts, seeds: grids.sample_pairs(module, prompts, seeds))
         values["val_loss"] = round(meter.val_loss.measure(trainer, module), 6) if meter.val_loss else None
         meter.record.add(step, folder, values)
         log.info("%s step %d: %s", phase_dir.name, step, values)
