@@ -10,6 +10,7 @@
    through the frozen layers, about one more forward) + a third for the VAE / text encoder / optimizer: 2:3.
 
     python bench/likeness_cost.py --runs outputs/likeness_study/quickstart-seed*
+    OMP_NUM_THREADS=2 python bench/likeness_cost.py --measure-sd15 256     # both speeds measured here (fp32 CPU)
 """
 
 from __future__ import annotations
@@ -54,6 +55,42 @@ def sd15_share(
     return done, meter, train, meter / (train + meter)
 
 
+def measure_sd15(resolution: int, rounds: int = 2) -> tuple[float, float]:
+    """Seconds of one classifier-free-guidance sampling step (the U-Net on a batch of 2: conditional + unconditional)
+    and of one training step's U-Net work (forward + backward of one image, LoRA-like: frozen weights, gradients
+    through the activations) of the SD 1.5 U-Net (random weights, sdft/models/sd15_arch.py) at `resolution`, fp32 CPU,
+    in one process so that both see the same machine load; the median of `rounds` after a warm-up."""
+    import statistics
+    import time
+
+    import torch
+
+    from sdft.models.sd15_arch import build_sd15_unet
+
+    unet = build_sd15_unet().eval().requires_grad_(False)
+    side = resolution // 8
+    text = torch.randn(2, 77, 768)
+
+    def sample_step():
+        with torch.no_grad():
+            unet(torch.randn(2, 4, side, side), torch.tensor([500, 500]), text)
+
+    def train_step():
+        x = torch.randn(1, 4, side, side, requires_grad=True)  # stands in for the LoRA parameters' gradient path
+        unet(x, torch.tensor([500]), text[:1]).sample.square().mean().backward()
+
+    times = {}
+    for name, fn in (("sample", sample_step), ("train", train_step)):
+        fn()
+        runs = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - start)
+        times[name] = statistics.median(runs)
+    return times["sample"], times["train"]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=Path, nargs="*", default=[])
@@ -62,7 +99,14 @@ def main(argv=None) -> None:
     p.add_argument("--sample-step-s", type=float, default=2.0, help="relative cost of one CFG sampling step")
     p.add_argument("--train-step-s", type=float, default=3.0, help="relative cost of one LoRA training step")
     p.add_argument("--max-share", type=float, default=0.1, help="callbacks.likeness.max_share")
+    p.add_argument("--measure-sd15", type=int, default=None, metavar="RES", help="measure both speeds here (fp32 CPU)")
     args = p.parse_args(argv)
+    if args.measure_sd15:
+        args.sample_step_s, args.train_step_s = measure_sd15(args.measure_sd15)
+        print(
+            f"measured at {args.measure_sd15} px: sampling step {args.sample_step_s:.2f} s, training step's U-Net "
+            f"{args.train_step_s:.2f} s"
+        )
     for r in measured(list(args.runs)):
         print(
             f"{r['run']}: meter {r['meter_s']:.1f} s of {r['train_s']:.1f} s training "
