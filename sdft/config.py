@@ -473,6 +473,36 @@ class LoggerConfig:
     log_lora: bool = False  # wandb: also log the final LoRA folder (both formats) as an artifact of type "lora"
 
 
+class LikenessMetric(str, Enum):
+    auto = "auto"  # toy for model=toy; face when faces are found in most training images; else image
+    face = "face"  # dlib face identity (pip install -e ".[faces]")
+    image = "image"  # DINO similarity (and CLIP-I/CLIP-T) with eval.dino_model / eval.clip_model
+    toy = "toy"  # the toy world's detector: all-attribute fidelity
+
+
+@dataclass
+class LikenessConfig:
+    """The likeness meter: samples scored against the subject at each checkpoint, a recommended checkpoint
+    (docs/eval.md, "Likeness while training")."""
+
+    enabled: bool = True  # measures whenever a step checkpoint is saved (checkpoint_every_n_steps > 0) and at the end
+    metric: LikenessMetric = LikenessMetric.auto
+    # samples of the instance and the class prompt
+    seeds: List[int] = ranged(factory=lambda: [0, 1, 2, 3], ge=0, lt=2**32, why="seeds")
+    flex_seeds: List[int] = ranged(factory=lambda: [0], ge=0, lt=2**32, why="seeds")  # samples of each varied prompt
+    flex_prompts: List[str] = field(default_factory=list)  # {identifier} {cls}; default: a set per class word
+    num_flex_prompts: int = ranged(2, ge=0, why="prompts of the default set")
+    # samples per pipeline call (all 10 of the defaults in one; lower it on a small GPU / CPU)
+    batch_size: int = ranged(10, ge=1, why="samples per pipeline call")
+    # a step checkpoint is skipped when measuring it would take the meter over this share of the training time so far
+    # (the final checkpoint is always measured); 0: measure every checkpoint
+    max_share: float = ranged(0.1, ge=0, why="a share of the training time; 0: measure every checkpoint")
+    # recommended: the earliest checkpoint within this of the best likeness (same scale)
+    tolerance: float = ranged(0.1, ge=0, why="likeness difference")
+    max_leakage_ratio: float = ranged(0.5, ge=0, why="times its likeness")  # ... whose leakage is at most this
+    min_flex_ratio: float = ranged(0.5, ge=0, why="times its likeness")  # ... and whose flexibility at least this
+
+
 @dataclass
 class ProgressConfig:
     """Terminal progress (sdft/callbacks/progress.py): one bar for the whole run, or plain lines off a terminal."""
@@ -498,6 +528,7 @@ class CallbacksConfig:
     validation_at_start: bool = False  # also render the untrained model, for a before/after comparison
     fixed_noise_loss: bool = True  # log val/fixed_noise_loss (instance images, fixed noise/timesteps): comparable
     progress: ProgressConfig = field(default_factory=ProgressConfig)
+    likeness: LikenessConfig = field(default_factory=LikenessConfig)  # the likeness meter (sdft/callbacks/likeness.py)
 
 
 @dataclass

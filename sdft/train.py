@@ -24,6 +24,7 @@ from sdft.atomic import write_text
 from sdft.callbacks.controls import RunControls
 from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
 from sdft.callbacks.graceful_stop import GracefulStop, stop_before_training
+from sdft.callbacks.likeness import LikenessCallback
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
 from sdft.callbacks.progress import RunProgress, quiet_library_bars
 from sdft.callbacks.resident_memory import ResidentMemory
@@ -327,6 +328,9 @@ def prepare(
         offset, total = run_steps or (0, cfg.trainer.max_steps)
         refresh = cfg.trainer.log_every_n_steps if torch.cuda.is_available() else 1
         callbacks.append(RunProgress(cfg.phase.name, offset, total, cb.progress.every_n_steps, refresh))
+    if cb.likeness.enabled and cb.checkpoint_every_n_steps and is_peft_kind(cfg.adapter.kind) and embedding is None:
+        meter = LikenessCallback.from_config(cfg, phase_dir, grids, checkpoint, instances, held_out)  # after checkpoint
+        callbacks += [meter] if meter is not None else []
     stop = GracefulStop(checkpoint)  # last: SIGTERM / Ctrl-C stop at a batch end, after every other hook
     callbacks += [RunControls(out_dir, cfg.phase.name, checkpoint, grids, stop), stop]  # sdft run sample|save|stop
     phase_dir.mkdir(parents=True, exist_ok=True)
@@ -364,6 +368,7 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
     if fixed is not None and fixed.last is not None:
         metrics["val/fixed_noise_loss_start"], metrics["val/fixed_noise_loss"] = fixed.first, fixed.last
     final, kohya = parts.checkpoint.final_path, parts.checkpoint.final_kohya_path
+    likeness = next((c for c in trainer.callbacks if isinstance(c, LikenessCallback)), None)
     return {
         "name": cfg.name,
         "model": cfg.model.path,
@@ -382,6 +387,7 @@ def fit(parts: RunParts, ckpt_path: Path | None = None) -> dict:
         "output": str(final) if final else None,
         "output_kohya": str(kohya) if kohya else None,
         "grids": [str(p) for p in parts.grids.written],
+        "likeness": likeness.summary() if likeness is not None else None,  # the recommended checkpoint
     }
 
 
@@ -451,7 +457,9 @@ def _run(cfg: DictConfig | dict) -> dict:
         }
     if parts.trainer.is_global_zero:
         write_json(out_dir / "summary.json", summary)
-    log.info("Done in %.1f s. Summary: %s", summary["train_seconds"], out_dir / "summary.json")
+    best = [s["likeness"]["best_dir"] for s in summaries if (s.get("likeness") or {}).get("best_dir")]
+    recommended = f" Recommended checkpoint: {', '.join(best)}." if best else ""  # the likeness meter's
+    log.info("Done in %.1f s. Summary: %s.%s", summary["train_seconds"], out_dir / "summary.json", recommended)
     return summary
 
 

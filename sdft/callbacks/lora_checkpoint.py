@@ -60,6 +60,7 @@ class LoraCheckpoint(L.Callback):
         self._last_step = -1  # with gradient accumulation several batches end on one step
         self.swap = None  # factory(module) -> context manager putting other weights in place to save (sdft/ema.py)
         self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/train.py), for saving a full SDXL pipeline
+        self.keep: set[Path] = set()  # checkpoint folders never pruned: the likeness meter's recommended one
 
     @classmethod
     def from_config(
@@ -136,7 +137,8 @@ class LoraCheckpoint(L.Callback):
     def _prune(self) -> None:
         steps = sorted((self.phase_dir / "checkpoints").glob("step_*"))
         for old in steps[: max(len(steps) - self.keep_last_k, 0)]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old not in self.keep:  # the recommended checkpoint (sdft/callbacks/likeness.py) stays
+                shutil.rmtree(old, ignore_errors=True)
 
     def save_state(self, trainer: L.Trainer, path: Path, weights_only: bool = False) -> None:
         """Lightning checkpoint to `path`, atomically; every rank must call it (the strategy writes on rank 0)."""

@@ -66,9 +66,24 @@ class ValidationGrid(L.Callback):
             clip_skip,
         )
 
-    @torch.no_grad()
     def render(self, module: L.LightningModule) -> Image.Image:
         """The grid for the module's current weights (models put in eval for sampling, then restored)."""
+        rows = self.sample(module, self.prompts, self.seeds)
+        return make_grid(rows, self.prompts, self.seeds, tile_size(self.resolution))
+
+    @torch.no_grad()
+    def sample(self, module: L.LightningModule, prompts: list[str], seeds: list[int]) -> list[list[Image.Image]]:
+        """One row of images per prompt (one per seed) with the grid's sampler settings and the current weights."""
+        return self._sampling(module, lambda pipe: [self._row(pipe, [p] * len(seeds), seeds) for p in prompts])
+
+    @torch.no_grad()
+    def sample_pairs(self, module: L.LightningModule, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One image per (prompt, seed) pair, all in one pipeline call: the likeness meter's batch
+        (sdft/callbacks/likeness.py)."""
+        return self._sampling(module, lambda pipe: self._row(pipe, prompts, seeds))
+
+    def _sampling(self, module: L.LightningModule, render):
+        """`render(pipe)` with the module's current weights as a pipeline, in eval mode (restored after)."""
         was_training = module.training
         module.eval()
         frozen_dtype = module.vae.dtype  # mixed frozen/trained dtypes need autocast
@@ -79,23 +94,24 @@ class ValidationGrid(L.Callback):
         try:
             with autocast:
                 pipe = module_pipeline(module, self.tokenizer, self.tokenizer_2, self.scheduler)  # SD 1.x or SDXL
-                rows = [self._row(pipe, prompt) for prompt in self.prompts]
+                return render(pipe)
         finally:
             module.vae.use_slicing = slicing
             module.train(was_training)
-        return make_grid(rows, self.prompts, self.seeds, tile_size(self.resolution))
 
-    def _row(self, pipe, prompt: str) -> list[Image.Image]:
-        generators = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
-        n = len(self.seeds)
+    def _row(self, pipe, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One image per (prompt, seed) pair in one pipeline call."""
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        n = len(seeds)
         if isinstance(pipe, StableDiffusionXLPipeline):  # SDXL: the pipeline encodes both towers (clip skip 1 only)
             # and expands a multi-vector embedding's token itself: hand it the prompt as written (sdft/embeddings)
-            prompts = [collapse_prompt(prompt, pipe.tokenizer.get_added_vocab())] * n
-            embeds = {"prompt": prompts, "negative_prompt": [self.negative_prompt] * n}
+            vocab = pipe.tokenizer.get_added_vocab()
+            embeds = {
+                "prompt": [collapse_prompt(p, vocab) for p in prompts],
+                "negative_prompt": [self.negative_prompt] * n,
+            }
         else:
-            embeds = prompt_embeds(
-                pipe, [prompt] * n, [self.negative_prompt] * n, self.clip_skip
-            )  # clip skip as in A1111
+            embeds = prompt_embeds(pipe, list(prompts), [self.negative_prompt] * n, self.clip_skip)  # clip skip: A1111
         return pipe(
             **embeds,
             num_inference_steps=self.steps,
@@ -157,12 +173,13 @@ def _give_back_text_encoders(pipe, step: int, timestep, outputs: dict) -> dict:
     return outputs
 
 
-def log_grid(trainer: L.Trainer, grid: Image.Image, tag: str) -> None:
-    """Send the grid to loggers that take images (W&B, TensorBoard); CSV keeps only the PNG on disk."""
+def log_grid(trainer: L.Trainer, grid: Image.Image, tag: str, key: str = "validation/grid") -> None:
+    """Send the grid (or another image: the likeness chart) to loggers that take images (W&B, TensorBoard); CSV keeps
+    only the PNG on disk."""
     for logger in trainer.loggers:
         if hasattr(logger, "log_image"):  # WandbLogger
-            logger.log_image(key="validation/grid", images=[grid], caption=[tag], step=trainer.global_step)
+            logger.log_image(key=key, images=[grid], caption=[tag], step=trainer.global_step)
         elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoardLogger
             import numpy as np
 
-            logger.experiment.add_image("validation/grid", np.asarray(grid), trainer.global_step, dataformats="HWC")
+            logger.experiment.add_image(key, np.asarray(grid), trainer.global_step, dataformats="HWC")

@@ -17,7 +17,15 @@ def register(subparsers) -> None:
         "files) and score it (docs/eval.md).",
     )
     add = parser.add_argument
-    add("run", nargs="?", default=None, help="a finished run's output folder (holds config.yaml and summary.json)")
+    add(
+        "run",
+        nargs="?",
+        default=None,
+        help="a finished run's output folder (holds config.yaml and summary.json); or `checkpoints RUN`: the likeness "
+        "meter over the run's saved checkpoints, and the recommended one (docs/eval.md)",
+    )
+    add("run_dir", nargs="?", default=None, help=argparse.SUPPRESS)  # the RUN of `sdft eval checkpoints RUN`
+    add("--metric", default=None, choices=["auto", "face", "image", "toy"], help="checkpoints: the likeness metric")
     add("--phase", default=None, help="evaluate this phase (default: the last)")
     add("--all-phases", action="store_true", help="evaluate every phase")
     add(
@@ -72,6 +80,18 @@ def model_run_config(args: argparse.Namespace):
     )
 
 
+def checkpoints_from_args(args: argparse.Namespace) -> int:
+    """`sdft eval checkpoints RUN`: table, chart and recommended checkpoint of each phase."""
+    from sdft.errors import ConfigError
+    from sdft.evaluation.likeness_posthoc import evaluate_checkpoints
+
+    if args.run_dir is None:
+        raise ConfigError("sdft eval checkpoints needs the run folder: sdft eval checkpoints outputs/<name>/<run>.")
+    for r in evaluate_checkpoints(args.run_dir, args.phase, args.model, args.metric, args.device):
+        print(f"{r['phase']}: recommended checkpoint step {r['recommended_step']} -> {r['best_dir']} ({r['table']})")
+    return 0
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     from sdft.errors import ConfigError
     from sdft.evaluation.evaluate import evaluate_targets
@@ -80,6 +100,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     from sdft.generation.infotext import lora_display_name
     from sdft.generation.params import resolve_lora_file
 
+    if args.run == "checkpoints" and not Path("checkpoints", "summary.json").is_file():
+        return checkpoints_from_args(args)
+    if args.run_dir is not None:
+        raise ConfigError(f"unexpected argument {args.run_dir!r} (only `sdft eval checkpoints RUN` takes two).")
     if args.run is None and args.model is None:
         raise ConfigError("give a run folder (sdft eval outputs/<name>/<run>) or --model with --instance-dir.")
     if args.run is not None and args.model is not None:

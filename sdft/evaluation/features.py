@@ -18,7 +18,11 @@ from sdft.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = {"clip": "openai/clip-vit-base-patch32", "dino": "facebook/dino-vits16"}
-OFFLINE_BASES = ("tiny", "toy")  # base models whose runs score with the tiny random feature models under `auto`
+OFFLINE_BASES = (
+    "tiny",
+    "toy",
+    "sdxl_tiny",
+)  # base models whose runs score with the tiny random feature models under `auto`
 BATCH = 16
 
 

@@ -30,6 +30,7 @@ FAST = [
     "callbacks.validation_seeds=[0]",
     "callbacks.checkpoint_every_n_steps=0",
     "callbacks.validation_every_n_steps=0",
+    "callbacks.likeness.enabled=false",  # the likeness meter has its own tests (tests/test_likeness_*.py)
     "prior.generation_steps=2",
     "prior.num_class_images=2",
 ]
