@@ -6,12 +6,12 @@ the page; and the shipped 32 px toy base generating with the page's default size
 from __future__ import annotations
 
 import io
-import os
 import socket
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from helpers.browser import CHROMIUM, CHROMIUM_ARGS, need_chromium
 from helpers.loras import make_lora
 
 import sdft.generation.generator as generator_module
@@ -20,28 +20,7 @@ from sdft.generate import Generator
 from sdft.ui import build_app, launch
 from sdft.ui_session import UiSession
 
-CHROMIUM = Path("/usr/bin/chromium")
-# headless, and no network chatter: this machine has no internet and chromium would keep retrying connections
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 30_000
-
-
-def _need_chromium():
-    if CHROMIUM.is_file():
-        return
-    reason = "install Debian's chromium (apt-get install chromium)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: {reason}; .ci/run installs it before the tests.")
-    pytest.skip(reason)
 
 
 def _free_port() -> int:
@@ -53,7 +32,7 @@ def _free_port() -> int:
 @pytest.fixture
 def served(tiny_cache, tiny_pipe_factory, tmp_path, monkeypatch):
     """The app on 127.0.0.1 in a thread, over a Generator whose load_pipeline calls are counted; closed after."""
-    _need_chromium()
+    need_chromium()
     calls = []
     real = generator_module.load_pipeline
     monkeypatch.setattr(generator_module, "load_pipeline", lambda cfg: calls.append(cfg) or real(cfg))
@@ -109,7 +88,7 @@ def _wait_files(folder: Path, count: int, page) -> list[Path]:
 @pytest.fixture
 def served_toy(tmp_path):
     """The app over the shipped toy base (32 px, the quickstart's model)."""
-    _need_chromium()
+    need_chromium()
     session = UiSession(Generator(ModelConfig(path="toy"), device="cpu"), tmp_path / "out")
     app = build_app(session, lora_dir=str(tmp_path))
     _, url, _ = launch(app, session, port=_free_port(), block=False)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _need_chromium, _set
+from helpers.browser import CHROMIUM, CHROMIUM_ARGS, need_chromium
+from test_ui_browser import _free_port, _set
 
 from helpers.config import ROOT
 from sdft.config import ModelConfig
@@ -39,7 +40,7 @@ SIZES = {"desktop": (1920, 1080), "laptop": (1366, 768)}
 
 @pytest.fixture
 def served(tmp_path):
-    _need_chromium()
+    need_chromium()
     session = UiSession(Generator(ModelConfig(path="toy"), device="cpu"), tmp_path / "images")
     queue = TrainQueue()
     runs_root = tmp_path / "runs"
