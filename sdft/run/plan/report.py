@@ -28,8 +28,9 @@ def duration(s: float) -> str:
 def headline(plan: Plan) -> str:
     d = plan.device
     return (
-        f"plan: {plan.steps} steps, peak memory {_gb(plan.peak)}, about {duration(plan.seconds)} on {d.name}"
-        f"{'' if d.measured else ' (assumed efficiency)'}"
+        f"plan: {plan.steps} steps, peak memory {_gb(plan.peak)}, about {duration(plan.seconds)} of model arithmetic "
+        f"on {d.name} ({'' if d.measured else 'assumed efficiency; '}per-step overhead not counted: it dominates "
+        "small models)"
     )
 
 
