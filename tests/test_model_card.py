@@ -56,7 +56,7 @@ def test_hub_push_uploads_the_lora_folder_with_the_token_from_the_environment(tr
         api = api_class.return_value
         api.create_repo.return_value = "https://huggingface.co/me/my-lora"
         assert main(["hub", "push", str(trained), "--repo", "me/my-lora", "--private"]) == 0
-    api_class.assert_called_once_with(token=TOKEN)
+    api_class.assert_called_once_with()  # no token passed on: huggingface_hub reads HF_TOKEN itself
     api.create_repo.assert_called_once_with("me/my-lora", private=True, exist_ok=True, repo_type="model")
     upload = api.upload_folder.call_args.kwargs
     assert upload["repo_id"] == "me/my-lora" and upload["folder_path"] == str(trained / "main" / "lora")

@@ -137,7 +137,7 @@ def _without_candidates(plan):
     [
         (["--device", "tpu9"], "Unknown device 'tpu9'"),
         (["--fit", "lots"], "--fit 'lots'"),
-        (["trainer.max_steps=0"], "trainer.max_steps must be > 0."),
+        (["trainer.max_steps=0"], "trainer.max_steps=0: must be >= 1"),
         (["+nonsense=1"], "nonsense"),
         (["model.path=someone/unknown-model"], "not available offline"),
     ],

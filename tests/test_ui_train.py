@@ -43,7 +43,7 @@ def test_the_form_gives_the_exact_command():
 @pytest.mark.parametrize(
     "form, message",
     [
-        (TrainForm(steps=0), "trainer.max_steps must be > 0"),
+        (TrainForm(steps=0), "trainer.max_steps=0: must be >= 1"),
         (TrainForm(lr=-1.0), "optim.lr"),
         (TrainForm(dataset="/no/such/folder"), "does not exist"),
         (TrainForm(extra="data.no_such_key=1"), "data.no_such_key"),

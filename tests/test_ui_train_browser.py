@@ -93,9 +93,9 @@ def test_train_from_the_browser_sample_stop_resume(served, tmp_path):
         page.locator("#train-extra textarea").fill("\n".join(EXTRA))
         _set(page, "Learning rate", -1)
         page.locator("#train-check").click()
-        _wait_text(page, "#train-message", "learning rates must be > 0", 30_000)  # the command line's message
+        _wait_text(page, "#train-message", "optim.lr=-1.0: must be > 0", 30_000)  # the command line's message
         page.locator("#train-start").click()
-        page.get_by_text("learning rates must be > 0").last.wait_for()
+        page.get_by_text("optim.lr=-1.0: must be > 0").last.wait_for()
         assert queue.jobs == []  # refused before anything started
 
         _set(page, "Learning rate", 0)  # 0 (empty): the preset's

@@ -55,6 +55,8 @@ def upload_folder_of(run_dir: Path) -> Path:
 
 
 def hub_token() -> str:
+    """HF_TOKEN, checked to be set (huggingface_hub reads it from the environment itself: sdft never passes a token
+    on, tests/test_secrets.py)."""
     token = os.environ.get("HF_TOKEN", "").strip()
     if not token:
         raise ConfigError(
@@ -71,7 +73,8 @@ def push(run_dir: Path, repo: str, private: bool = False) -> str:
     if not REPO_ID.match(repo):
         raise ConfigError(f"hub push: --repo {repo!r} is not a repo id; write it as user/name.")
     folder = upload_folder_of(run_dir)
-    api = HfApi(token=hub_token())
+    hub_token()  # one clear line without it; HfApi then reads HF_TOKEN from the environment
+    api = HfApi()
     url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
     api.upload_folder(
         repo_id=repo,

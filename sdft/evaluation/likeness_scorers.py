@@ -28,13 +28,13 @@ class ToyScorer:
     name = "toy"
 
     def __init__(self, subject_images: list[Image.Image]):
-        from sdft.toy.measure import subject_attributes
+        from sdft.toy.subject import subject_attributes
 
         self.subject = subject_attributes(subject_images)
 
     def likeness(self, images: list[Image.Image]) -> float:
         from sdft.toy.detector import detect
-        from sdft.toy.measure import matches
+        from sdft.toy.subject import matches
 
         return float(np.mean([matches(detect(im), self.subject) for im in images]))
 

@@ -29,35 +29,16 @@ import numpy as np
 
 from sdft.errors import DataError
 from sdft.toy.control import sample
-from sdft.toy.detector import Detection, detect, separate_spots
+from sdft.toy.detector import detect, separate_spots
+from sdft.toy.subject import SUBJECT_KEYS, matches, subject_attributes
 
 IDENTIFIER_PROMPT = "a sks dog"  # the quickstart's instance prompt
 CLASS_PROMPT = "a dog"  # and its class prompt
 SAMPLES = 32  # generations per prompt
 IDENTIFIER_SEED, CLASS_SEED = 1000, 2000  # generation i uses seed + i
-SUBJECT_KEYS = ("cls", "colour", "second", "pattern")
 DRIFT_KEYS = SUBJECT_KEYS + ("background",)
 METRICS = ("fidelity", "spots", "leakage", "drift")
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the checkout's configs (quickstart_lora)
-
-
-def subject_attributes(images: Iterable) -> dict[str, str]:
-    """The subject as the detector reads it: the majority value of each subject attribute over its images."""
-    found = [detect(im).attributes() for im in images]
-    if not found:
-        raise DataError("No subject images to read the subject's attributes from; pass the instance images.")
-    subject = {k: Counter(f[k] for f in found).most_common(1)[0][0] for k in SUBJECT_KEYS}
-    if None in subject.values():
-        raise DataError(
-            f"The detector finds no toy-world object in most subject images ({subject}); the toy "
-            "measurement needs a subject drawn in the toy world (datasets/make_toy_subject.py)."
-        )
-    return subject
-
-
-def matches(detection: Detection | dict, subject: dict[str, str]) -> bool:
-    d = detection.attributes() if isinstance(detection, Detection) else detection
-    return all(d[k] == v for k, v in subject.items())
 
 
 def distribution(detections: Sequence[dict], key: str) -> dict[str | None, float]:
