@@ -101,7 +101,9 @@ def test_fit_gives_overrides_that_fit():
     base = BASE + ["optim.name=adamw8bit"]  # the first candidate left is gradient checkpointing
     plan = plan_run(compose_run(base), device("cpu"))
     f = plan.phases[0][1]
-    budget = (f.step.peak - 0.3 * f.step.activations) / 2**30
+    # a budget that gradient checkpointing meets with room: two traces of one config can differ by ~1.6 % (the first
+    # trace in a process vs later ones: 15.84 vs 16.10 MB here), which a budget at 30 % of the activations missed
+    budget = (f.step.peak - 0.2 * f.step.activations) / 2**30
     result = fit(base, "config", plan, budget, device("cpu"))
     assert result.overrides == ["model.gradient_checkpointing=true"]
     again = plan_run(compose_run(base + result.overrides), device("cpu"))
