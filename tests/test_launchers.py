@@ -10,28 +10,9 @@ import sys
 
 import pytest
 
-from helpers.config import ROOT
+from helpers.config import ROOT, tiny_multirun
 from helpers.processes import Concurrent, selected
 from sdft.sweep import claim_gpu, visible_gpus
-
-
-def sweep_command(tiny_cache, sweep, *launcher) -> list[str]:
-    return [
-        sys.executable,
-        "train.py",
-        "-m",
-        *launcher,
-        "model=tiny",
-        "trainer=cpu",
-        "trainer.enable_progress_bar=false",
-        "data.resolution=64",
-        "trainer.max_steps=1",
-        "callbacks.validation_seeds=[]",
-        "callbacks.checkpoint_every_n_steps=0",
-        f"model.cache_dir={tiny_cache}",
-        "adapter.rank=2,4",
-        f"hydra.sweep.dir={sweep}",
-    ]
 
 
 LAUNCHERS = {
@@ -51,7 +32,7 @@ def sweeps(request, tiny_cache, tmp_path_factory):
     for test, launcher in LAUNCHERS.items():
         if selected(request, test):
             dirs[test] = tmp_path_factory.mktemp("sweep")
-            runs.start(test, sweep_command(tiny_cache, dirs[test], *launcher), cwd=ROOT, timeout=600, env=env)
+            runs.start(test, tiny_multirun(tiny_cache, dirs[test], *launcher), cwd=ROOT, timeout=600, env=env)
     yield runs, dirs
     runs.close()
 

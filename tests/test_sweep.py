@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from helpers.config import ROOT
+from helpers.config import ROOT, tiny_multirun
 from helpers.processes import Concurrent, selected
 from sdft.sweep import write_sweep_summary
 
@@ -38,22 +38,7 @@ def test_summary_ranks_jobs_and_plots_a_grid(tmp_path):
 
 def two_by_two(tiny_cache, sweep) -> list[str]:
     """`-m` over adapter.rank x optim.lr, 1 step each."""
-    return [
-        sys.executable,
-        "train.py",
-        "-m",
-        "model=tiny",
-        "trainer=cpu",
-        "trainer.enable_progress_bar=false",
-        "data.resolution=64",
-        "trainer.max_steps=1",
-        "callbacks.validation_seeds=[]",
-        "callbacks.checkpoint_every_n_steps=0",
-        f"model.cache_dir={tiny_cache}",
-        "adapter.rank=2,4",
-        "optim.lr=1e-3,1e-4",
-        f"hydra.sweep.dir={sweep}",
-    ]
+    return tiny_multirun(tiny_cache, sweep, "optim.lr=1e-3,1e-4")
 
 
 def optuna_search(tiny_cache, sweep) -> list[str]:

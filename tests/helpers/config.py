@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -34,3 +36,24 @@ FAST = [
     "prior.generation_steps=2",
     "prior.num_class_images=2",
 ]
+
+
+def tiny_multirun(tiny_cache, sweep, *overrides: str) -> list[str]:
+    """`train.py -m` on the tiny model, 1 step a job, adapter.rank=2,4 swept into `sweep`, plus `overrides` (more
+    swept values, a Hydra launcher): the sweep and launcher tests' command."""
+    return [
+        sys.executable,
+        "train.py",
+        "-m",
+        *overrides,
+        "model=tiny",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "data.resolution=64",
+        "trainer.max_steps=1",
+        "callbacks.validation_seeds=[]",
+        "callbacks.checkpoint_every_n_steps=0",
+        f"model.cache_dir={tiny_cache}",
+        "adapter.rank=2,4",
+        f"hydra.sweep.dir={sweep}",
+    ]
