@@ -12,7 +12,7 @@ from sdft.errors import SdftError, TrainingStopped
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from sdft.train import optimized_value, run
+    from sdft.run.train import optimized_value, run
 
     try:
         return optimized_value(run(cfg), cfg.get("optimized_metric"))  # what an Optuna sweeper minimises

@@ -28,7 +28,7 @@ def load(loader: str, path: Path):
     """A toy pipeline with the file loaded by `loader` (raises what the loader raises)."""
     from sdft.adapters.load import load_lora_into
     from sdft.config import ModelConfig
-    from sdft.generate import Generator
+    from sdft.generation.generator import Generator
     from sdft.models.loading import load_pipeline
 
     if loader == "sdft generate":

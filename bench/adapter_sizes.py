@@ -20,7 +20,8 @@ import sdft.config  # noqa: E402,F401
 from sdft.adapters.formats import save_lora  # noqa: E402
 from sdft.adapters.kinds import has_kohya_format  # noqa: E402
 from sdft.adapters.kohya import kohya_metadata, save_kohya_lora  # noqa: E402
-from sdft.adapters.lora import adapter_names, count_params, delete_adapter, setup_trainable  # noqa: E402
+from sdft.adapters.lora import adapter_names, delete_adapter, setup_trainable  # noqa: E402
+from sdft.models.params import count_params  # noqa: E402
 from sdft.models.sd15_arch import build_sd15_text_encoder, build_sd15_unet  # noqa: E402
 
 PRESETS = ["lora_attn", "lora_all", "locon", "dora", "loha", "lokr", "oft"]

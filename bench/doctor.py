@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/bench_doctor", help="reports and results.json go here")
     parser.add_argument("--count", type=int, default=30)
     args = parser.parse_args(argv)
-    from sdft.data.check import load_data_config
+    from sdft.prep.check import load_data_config
     from sdft.prep.doctor.html import write_html
     from sdft.prep.doctor.inputs import from_data_settings
     from sdft.prep.doctor.report import text_lines, write_json

@@ -73,7 +73,7 @@ def main() -> None:
     from sdft.adapters.kinds import layer_adapters
     from sdft.adapters.kohya import _kohya_name
     from sdft.config import ModelConfig
-    from sdft.generate import Generator
+    from sdft.generation.generator import Generator
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

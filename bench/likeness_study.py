@@ -46,7 +46,7 @@ def train(recipe: str, seed: int, out: Path) -> Path:
 
     import sdft.config  # noqa: F401  (registers the schema)
     from sdft.toy.measure import CONF_DIR
-    from sdft.train import run
+    from sdft.run.train import run
 
     run_dir = out / f"{recipe}-seed{seed}"
     overrides = ["+experiment=quickstart", f"seed={seed}", f"output_dir={run_dir}", *QUIET, *RECIPES[recipe]]
@@ -117,7 +117,7 @@ def main(argv=None) -> None:
     lines = [json.loads(s) for s in log_path.read_text().splitlines()] if log_path.is_file() else []
     if not args.summary:
         from sdft.toy.measure import base_reference, toy_subject
-        from sdft.toy.weights import load_toy_pipeline
+        from sdft.models.toy_weights import load_toy_pipeline
 
         pipe, subject = load_toy_pipeline(), toy_subject()
         reference = base_reference(pipe, n=args.samples)

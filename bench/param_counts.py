@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sdft.config  # noqa: E402,F401
-from sdft.adapters.lora import count_params, setup_trainable  # noqa: E402
+from sdft.adapters.lora import setup_trainable  # noqa: E402
+from sdft.models.params import count_params  # noqa: E402
 from sdft.models.sd15_arch import build_sd15_text_encoder, build_sd15_unet  # noqa: E402
 from sdft.models.tiny import build_tiny_pipeline  # noqa: E402
 

@@ -43,11 +43,13 @@ from step_harness import (
 import lightning as L  # noqa: E402  (after step_harness, which puts the repository on sys.path)
 import torch  # noqa: E402
 
-from sdft.adapters.lora import count_params, setup_trainable  # noqa: E402
+from sdft.adapters.lora import setup_trainable  # noqa: E402
+
+from sdft.models.params import count_params  # noqa: E402
 from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, WeightDtype  # noqa: E402
 from sdft.models.conditioning import SdxlConditioning  # noqa: E402
 from sdft.models.loading import DTYPES, freeze_models, make_noise_scheduler, speed_options  # noqa: E402
-from sdft.module import DreamBoothModule  # noqa: E402
+from sdft.training.module import DreamBoothModule  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
         attention=Attention.sdpa,
         gradient_checkpointing=args.grad_checkpointing,
     )
-    freeze_models(holder, model_cfg)  # the framework's order (sdft.train.prepare): dtype, adapter, speed options
+    freeze_models(holder, model_cfg)  # the framework's order (sdft.run.train.prepare): dtype, adapter, speed options
     setup_trainable(holder.unet, holder.text_encoder, adapter, holder.text_encoder_2)
     speed_options(holder, model_cfg)
     optim = load_group("optim", args.optim, OptimConfig)

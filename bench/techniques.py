@@ -71,7 +71,7 @@ def train(out: Path, group: str, variant: str, seed: int, steps: int, busy: Path
     from hydra import compose, initialize_config_dir
 
     import sdft.config  # noqa: F401  (registers the config schema)
-    from sdft.train import run
+    from sdft.run.train import run
 
     folder = out / "runs" / group / variant / f"seed{seed}"
     overrides = [
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sdft.toy.masks import write_busy_subject
     from sdft.toy.measure import base_reference, toy_subject
-    from sdft.toy.weights import load_toy_pipeline
+    from sdft.models.toy_weights import load_toy_pipeline
 
     torch.set_num_threads(1)
     out, seeds = Path(args.out).resolve(), [int(s) for s in args.seeds.split(",")]

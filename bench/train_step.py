@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training-step benchmark: the framework's step against a bare PyTorch loop, same model, same process.
 
-Framework: ``sdft.module.DreamBoothModule`` driven by a real ``lightning.Trainer`` (``fit`` with ``max_steps``, no
+Framework: ``sdft.training.module.DreamBoothModule`` driven by a real ``lightning.Trainer`` (``fit`` with ``max_steps``, no
 logger, no checkpointing, no progress bar, no model summary; only a timing callback) on synthetic in-memory batches
 shaped like the DataModule's (``pixel_values`` in [-1, 1], ``input_ids`` of length 77, ``is_prior``, ``n_instance``).
 Bare: a plain loop doing the same math on the same modules: VAE encode, ``add_noise``, text encoder, U-Net, MSE,

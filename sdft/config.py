@@ -25,7 +25,7 @@ SDXL_TINY_MODEL = (
 @dataclass(frozen=True)
 class Range:
     """The valid values of a numeric config field (each element, for a list): declared once, on the field, with
-    `ranged`; sdft/checks.py checks every field from it before anything loads. Bounds of None are open ends; a value
+    `ranged`; sdft/run/checks.py checks every field from it before anything loads. Bounds of None are open ends; a value
     must also be finite."""
 
     ge: Optional[float] = None
@@ -344,7 +344,7 @@ class PriorConfig:
     generation_steps: int = ranged(30, ge=1)
     generation_guidance: float = ranged(7.5, ge=0)
     negative_prompt: str = ""
-    # the base model's own prediction as the prior (any peft adapter kind, no class images): sdft/prior_prediction.py
+    # the base model's own prediction as the prior (any peft adapter kind, no class images): sdft/training/prior_prediction.py
     base_prediction: bool = False
     base_prediction_weight: float = ranged(1.0, ge=0)
     base_prediction_prompt: Optional[str] = None  # default: data.class_prompt
@@ -355,7 +355,7 @@ class PriorConfig:
 
 @dataclass
 class BlockLrConfig:
-    """Per-block U-Net lr multipliers (kohya's down_lr_weight / mid_lr_weight / up_lr_weight), sdft/optimizers.py."""
+    """Per-block U-Net lr multipliers (kohya's down_lr_weight / mid_lr_weight / up_lr_weight), sdft/training/optimizers.py."""
 
     # one per down block (SD 1.x: 4) or per kohya IN block (12); []: 1
     down: List[float] = ranged(factory=list, ge=0, why="lr multipliers")
@@ -406,7 +406,7 @@ class LossConfig:
     # check the loss for NaN/inf every N steps. 1: every step, so a bad step never updates the weights (one host-device
     # sync per step); N > 1: no per-step sync on GPUs, a bad step is caught at the next check (saves refuse bad weights)
     finite_check_every_n_steps: int = ranged(1, ge=1)
-    # the rest: sdft/losses.py and sdft/noise.py, docs/techniques.md (kohya sd-scripts' names where it has them)
+    # the rest: sdft/training/losses.py and sdft/training/noise.py, docs/techniques.md (kohya sd-scripts' names where it has them)
     kind: LossKind = LossKind.l2  # l2 | l1 | huber | smooth_l1
     huber_c: float = ranged(0.1, gt=0)  # huber / smooth_l1 threshold
     huber_schedule: HuberSchedule = HuberSchedule.snr  # constant | exponential | snr (as kohya's --huber_schedule)
@@ -430,7 +430,7 @@ class LossConfig:
 
 @dataclass
 class EmaConfig:
-    """An exponential moving average of the trained weights (diffusers' EMAModel), sdft/ema.py."""
+    """An exponential moving average of the trained weights (diffusers' EMAModel), sdft/training/ema.py."""
 
     enabled: bool = False
     # the most it reaches; before that (1+n)/(10+n) at n steps after start_step (diffusers)

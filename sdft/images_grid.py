@@ -30,3 +30,8 @@ def make_grid(images: list[list[Image.Image]], prompts: list[str], seeds: list[i
         for c, image in enumerate(images[r]):
             grid.paste(image.resize((tile, tile), Image.Resampling.NEAREST), (LABEL_WIDTH + c * tile, top))
     return grid
+
+
+def fmt_value(value) -> str:
+    """A grid or table label for a value (floats with 5 significant digits)."""
+    return f"{value:.5g}" if isinstance(value, float) else str(value)

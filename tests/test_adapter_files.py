@@ -11,8 +11,8 @@ from sdft.adapters.kohya import kohya_metadata, save_kohya_lora
 from sdft.adapters.load import load_lora_into
 from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterConfig, AdapterKind, ModelConfig
-from sdft.export import merge_loras
-from sdft.generate import Generator
+from sdft.adapters.export import merge_loras
+from sdft.generation.generator import Generator
 from test_adapter_merge_rules import randomise
 
 TOL = 1e-4
@@ -78,7 +78,7 @@ def test_weighted_loha_in_the_generator(tiny_pipe_factory, tiny_cache, tmp_path)
     """A LoHa's weight scales its delta like a LoRA's (peft set_scale), 0 gives the base image."""
     _, files = trained("loha", tiny_pipe_factory, tmp_path)
     gen = Generator(ModelConfig(path="tiny", cache_dir=str(tiny_cache)), device="cpu")
-    from sdft.generate import LoraSpec
+    from sdft.generation.params import LoraSpec
 
     gen.set_loras([LoraSpec(str(files["kohya"]), 0.0)])
     assert max_diff(render(gen.pipe), render(tiny_pipe_factory())) <= TOL

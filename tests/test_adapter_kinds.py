@@ -12,8 +12,8 @@ from safetensors import safe_open
 
 from sdft.adapters.kinds import is_adapter_param
 from sdft.adapters.lycoris import tensor_metadata
-from sdft.train import as_config, fit, prepare, run
-from sdft.phases import phase_configs
+from sdft.run.train import as_config, fit, prepare, run
+from sdft.run.phases import phase_configs
 from test_resume import cut_back
 
 LORA = "pytorch_lora_weights.safetensors"

@@ -21,7 +21,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from sdft.adapters.kinds import layer_adapters
-from sdft.adapters.kohya import _kohya_name, kohya_tensors
+from sdft.adapters.kohya import kohya_name, kohya_tensors
 from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterConfig, AdapterKind
 
@@ -129,7 +129,7 @@ def check_model(model: nn.Module, text_encoder: bool, tensors: dict, client: str
         if not (isinstance(layer, BaseTunerLayer) and "default" in layer_adapters(layer)):
             continue
         weight = layer.get_base_layer().weight.detach().float()
-        merged = client_merge(client, weight, files[_kohya_name(name, text_encoder)])
+        merged = client_merge(client, weight, files[kohya_name(name, text_encoder)])
         ref = peft_weight(layer)
         assert (merged - ref).abs().max() <= 1e-5, f"{client} {name}: differs by {(merged - ref).abs().max()}"
         checked += 1

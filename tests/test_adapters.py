@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from sdft.adapters.lora import setup_trainable
+from sdft.models.params import count_params
+
 import re
 
 import numpy as np
@@ -12,7 +15,6 @@ from helpers.config import compose_config
 from helpers.loras import randomise_lora
 from helpers.compare import render
 from sdft.adapters.formats import save_lora
-from sdft.adapters.lora import count_params, setup_trainable
 from sdft.config import AdapterConfig
 from sdft.errors import ConfigError
 

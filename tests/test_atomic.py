@@ -112,7 +112,7 @@ def test_kill_9_mid_write_leaves_only_sdft_temp_names_and_resume_removes_them(tm
     """A kill -9 while safetensors writes leaves its `.tmpXXXXXX` file: inside sdft's temp folder, so one naming
     finds it; `resume=<run>` removes such leftovers of dead processes (not a live writer's, nor real files)."""
     from sdft.atomic import TEMP_PREFIX, remove_stale_temps, temp_name
-    from sdft.resume import find_run
+    from sdft.run.resume import find_run
 
     run = tmp_path / "run"
     state = run / "main" / "checkpoints" / "step_000002" / "state.ckpt"

@@ -10,7 +10,7 @@ import pytest
 from helpers.config import EXAMPLE_SUBJECT
 
 from sdft.errors import ConfigError
-from sdft.train import prepare, run
+from sdft.run.train import prepare, run
 
 
 @pytest.mark.parametrize(
@@ -46,12 +46,12 @@ from sdft.train import prepare, run
     ids=lambda v: v if "=" in str(v) else "",
 )
 def test_bad_value_is_refused_before_the_model_loads(override, says, fast_config, monkeypatch):
-    import sdft.train
+    import sdft.run.train
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the bad value was refused")
 
-    monkeypatch.setattr(sdft.train, "load_pipeline", no_load)
+    monkeypatch.setattr(sdft.run.train, "load_pipeline", no_load)
     with pytest.raises(ConfigError, match=says):
         run(fast_config(*override.split()))
 
@@ -70,8 +70,8 @@ def test_resume_auto_with_nothing_to_continue_warns(fast_config, caplog, tmp_pat
 
 def test_resume_auto_counts_only_run_folders(tmp_path, caplog):
     """Issue 33 item 11: a plain file beside the runs (run1.log) is not counted as an earlier run folder."""
-    from sdft.checks import typed_config
-    from sdft.resume import find_run
+    from sdft.run.checks import typed_config
+    from sdft.run.resume import find_run
 
     outputs = tmp_path / "outputs"
     for name in ("run1", "run2"):
@@ -137,7 +137,7 @@ def test_plus_key_is_refused_before_hydra_writes_it(tiny_cache, tmp_path):
 
 def test_every_numeric_schema_field_declares_its_range():
     """Issue 33 item 6: each int/float field (and list of them) of sdft/config.py says its valid values once, with
-    `ranged`, so sdft/checks.py checks it before anything loads; and each default lies in its own range."""
+    `ranged`, so sdft/run/checks.py checks it before anything loads; and each default lies in its own range."""
     import dataclasses
     import typing
 
@@ -167,8 +167,8 @@ def test_every_numeric_schema_field_declares_its_range():
 
 
 def test_a_phase_override_out_of_range_is_refused_naming_the_phase(fast_config, monkeypatch):
-    import sdft.train
+    import sdft.run.train
 
-    monkeypatch.setattr(sdft.train, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded first"))
+    monkeypatch.setattr(sdft.run.train, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded first"))
     with pytest.raises(ConfigError, match=r"data\.batch_size=0 \(phase 'body'\): must be >= 1"):
         run(fast_config("phases=[{name: face}, {name: body, overrides: {data: {batch_size: 0}}}]"))

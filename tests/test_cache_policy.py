@@ -9,7 +9,7 @@ import torch
 
 from helpers.images import noise_image
 from sdft.data.cache_policy import encodes_in_run
-from sdft.train import prepare
+from sdft.run.train import prepare
 
 
 class LossRecorder(L.Callback):
@@ -89,7 +89,8 @@ def test_fixed_noise_loss_encodes_once_and_keeps_its_value(fast_config, tmp_path
     """val/fixed_noise_loss encodes images and prompts once per measurement, not once per timestep; same value."""
     from types import SimpleNamespace
 
-    from sdft.callbacks.fixed_noise_loss import TIMESTEPS, FixedNoiseLoss
+    from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
+    from sdft.training.fixed_noise import TIMESTEPS
 
     parts = prepare(fast_config(*two_images(tmp_path)))
     module, trainer = parts.module, SimpleNamespace(datamodule=parts.datamodule)
@@ -104,7 +105,7 @@ def test_fixed_noise_loss_encodes_once_and_keeps_its_value(fast_config, tmp_path
     module.encode_latents = counted
     value = fixed.measure(trainer, module)
     assert calls["vae"] == 1
-    batch, gen, losses = fixed._batch, torch.Generator("cpu").manual_seed(5), []
+    batch, gen, losses = fixed.meter._batch, torch.Generator("cpu").manual_seed(5), []
     with torch.no_grad():  # the per-timestep computation it replaces
         for t in TIMESTEPS:
             latents = encode(batch["pixel_values"], sample=False)

@@ -13,13 +13,13 @@ from helpers.images import noise_image
 from test_resume import cut_back, same_lora
 from omegaconf import OmegaConf
 
-from sdft.checks import check_ranges
+from sdft.run.checks import check_ranges
 from sdft.config import DataConfig
 from sdft.data.captions import CaptionOptions, process_caption
 from sdft.data.datamodule import scan_dataset
 from sdft.data.folders import data_settings, resolve_concepts
 from sdft.errors import ConfigError
-from sdft.train import run
+from sdft.run.train import run
 
 CAPTION = "sks dog, red collar, grass, sunny, running, close-up"
 

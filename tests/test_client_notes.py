@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 
 from sdft.embeddings.files import load_embedding_file, split_bundle
-from sdft.train import run
+from sdft.run.train import run
 from test_adapter_merge_rules import a1111_weight_decompose, by_module, comfy_weight_decompose, lora_updown
 from test_embeddings import PIVOTAL, TI
 
@@ -48,7 +48,7 @@ def test_textual_inversion_run_says_how_each_client_uses_the_embedding(fast_conf
 def test_dora_run_warns_that_a1111_merges_its_kohya_file_inexactly(fast_config, tiny_pipe_factory, caplog):
     """The warning is true: on the base it was trained on, A1111's rule merges the file elsewhere than ComfyUI's
     (which equals peft's weight: tests/test_adapter_merge_rules.py)."""
-    from sdft.adapters.kohya import _kohya_name
+    from sdft.adapters.kohya import kohya_name
     from sdft.adapters.lycoris import A1111_DORA_ERROR
 
     with caplog.at_level(logging.INFO):
@@ -59,7 +59,7 @@ def test_dora_run_warns_that_a1111_merges_its_kohya_file_inexactly(fast_config, 
     assert "sdft lora extract" in warnings[0]
     with safe_open(kohya, "pt") as f:
         layer = by_module({k: f.get_tensor(k) for k in f.keys() if k.startswith("lora_unet_")})
-    base = {_kohya_name(n, False): m for n, m in tiny_pipe_factory().unet.named_modules()}
+    base = {kohya_name(n, False): m for n, m in tiny_pipe_factory().unet.named_modules()}
     worst = 0.0
     for stem, t in layer.items():
         weight = base[stem].weight.detach().float()

@@ -35,7 +35,7 @@ def test_closed_choices_compose_to_their_enums():
 
 
 def test_data_check_names_the_allowed_values(tmp_path):
-    from sdft.data.check import load_data_config
+    from sdft.prep.check import load_data_config
     from sdft.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"data.on_bad_images: .*'sideways'.*expected one of \[error, skip\]"):

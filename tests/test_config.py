@@ -15,7 +15,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from helpers.config import CONF_DIR, ROOT, compose_config
 from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterKind, LoggerKind
-from sdft.loggers import make_logger
+from sdft.run.loggers import make_logger
 
 GROUPS = ["model", "data", "adapter", "phase", "prior", "optim", "trainer", "logger", "callbacks", "eval"]
 GROUP_OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -37,7 +37,7 @@ def test_group_option_composes(group, option):
 def instantiate_parts(cfg, pipe, tmp_path) -> None:
     """Build what the config names, as far as possible offline on CPU: adapter, optimizer, logger, trainer."""
     from sdft.embeddings.training import attach_embedding
-    from sdft.module import DreamBoothModule
+    from sdft.training.module import DreamBoothModule
     from sdft.models.loading import make_noise_scheduler
 
     setup_trainable(pipe.unet, pipe.text_encoder, cfg.adapter)
@@ -90,7 +90,7 @@ def test_bad_override_fails_with_key_named(override, needle):
 
 def test_forced_new_key_is_rejected_before_training():
     """Hydra lets `+data.x=1` through composition; run() re-validates against the schema before any work."""
-    from sdft.train import as_config
+    from sdft.run.train import as_config
 
     from sdft.errors import ConfigError
 

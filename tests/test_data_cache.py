@@ -9,7 +9,7 @@ from sdft.config import DataConfig, LossConfig, OptimConfig
 from sdft.data.cache import LatentCache, latent_key, vae_identity
 from sdft.data.datamodule import DreamBoothDataModule, class_examples, scan_dataset
 from sdft.models.loading import make_noise_scheduler
-from sdft.module import DreamBoothModule
+from sdft.training.module import DreamBoothModule
 
 
 def test_latent_key_changes_with_every_ingredient():

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from sdft.cli import main as sdft_main
-from sdft.data.caption import caption_folder
-from sdft.data.caption_models import OnnxTagger, Tag, load_captioner, pick_tags
+from sdft.prep.caption import caption_folder
+from sdft.prep.caption_models import OnnxTagger, Tag, load_captioner, pick_tags
 from sdft.errors import ConfigError
 
 WORDS = [

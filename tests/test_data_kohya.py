@@ -1,4 +1,4 @@
-"""Rule 1: kohya folder names, the concepts list, kohya dataset TOML import; both train through sdft.train.run."""
+"""Rule 1: kohya folder names, the concepts list, kohya dataset TOML import; both train through sdft.run.train.run."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def test_kohya_toml_errors_name_the_problem(tmp_path):
 
 
 def test_kohya_toml_trains(fast_config, tmp_path):
-    from sdft.train import run
+    from sdft.run.train import run
 
     kohya_tree(tmp_path / "ds")
     (tmp_path / "ds" / "dataset.toml").write_text(TOML)
@@ -150,7 +150,7 @@ def test_kohya_toml_trains(fast_config, tmp_path):
 
 
 def test_kohya_folder_tree_trains(fast_config, tmp_path):
-    from sdft.train import run
+    from sdft.run.train import run
 
     kohya_tree(tmp_path / "ds")
     summary = run(

@@ -8,7 +8,7 @@ from helpers.config import EXAMPLE_SUBJECT
 
 from sdft.data import datamodule, images
 from sdft.data.images import list_images
-from sdft.train import run
+from sdft.run.train import run
 
 
 def test_single_phase_run_scans_its_folders_once(fast_config, monkeypatch):

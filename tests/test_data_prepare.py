@@ -13,10 +13,10 @@ from PIL import Image
 
 from helpers.photos import write_photos
 from sdft.cli import main as sdft_main
-from sdft.data.faces import CascadeDetector, Face, main_faces, make_detector
-from sdft.data.framing import body_crop, face_crop, fit_box
-from sdft.data.prepare import PrepareOptions, parse_size, prepare
-from sdft.data.upscale import LanczosResizer, ModelUpscaler, load_spandrel
+from sdft.prep.faces import CascadeDetector, Face, main_faces, make_detector
+from sdft.prep.framing import body_crop, face_crop, fit_box
+from sdft.prep.prepare import PrepareOptions, parse_size, prepare
+from sdft.prep.upscale import LanczosResizer, ModelUpscaler, load_spandrel
 from sdft.errors import ConfigError
 
 
@@ -231,7 +231,7 @@ def test_model_upscaler_runs_the_model_only_to_grow(tmp_path):
 
 
 def test_dual_phase_trains_on_the_prepared_sets(prepared, fast_config):
-    from sdft.train import run
+    from sdft.run.train import run
 
     _, out, _, _ = prepared
     cfg = fast_config(

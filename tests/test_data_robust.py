@@ -65,7 +65,7 @@ def test_skip_keeps_every_good_file_and_reports_the_rest(tmp_path, caplog):
 
 
 def test_odd_folder_trains_or_is_rejected_by_name(fast_config, tmp_path):
-    from sdft.train import run
+    from sdft.run.train import run
 
     f = odd_folder(tmp_path / "odd")
     with pytest.raises(DataError) as err:

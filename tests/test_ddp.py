@@ -1,4 +1,4 @@
-"""Two DDP processes on the CPU (gloo) train the tiny model through sdft.train.run and write the same LoRA file as a
+"""Two DDP processes on the CPU (gloo) train the tiny model through sdft.run.train.run and write the same LoRA file as a
 single-process run.
 
 Why a subprocess: Lightning's `ddp` strategy (what conf/trainer/ddp*.yaml select, and what users run) starts the
@@ -29,7 +29,7 @@ DRIVER = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     from hydra import compose, initialize_config_dir
     import sdft.config  # registers the schema
-    from sdft.train import run
+    from sdft.run.train import run
 
     with initialize_config_dir(config_dir={conf!r}, version_base="1.3"):
         cfg = compose(config_name="config", overrides=json.loads(sys.argv[1]))
@@ -89,7 +89,7 @@ def test_ddp_two_cpu_processes_write_the_same_lora_file(tmp_path, tiny_cache):
             stderr=subprocess.STDOUT,
         )
     # single process, in this process
-    from sdft.train import run
+    from sdft.run.train import run
 
     single_out = tmp_path / "single"
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sdft.errors import SdftError
-from sdft.train import run
+from sdft.run.train import run
 
 
 def test_disk_full_at_a_checkpoint(fast_config, monkeypatch, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from helpers.doctor_sets import write_clean, write_defects
 
 from sdft.cli import main
-from sdft.data.check import load_data_config
+from sdft.prep.check import load_data_config
 from sdft.errors import ConfigError
 from sdft.prep.doctor.findings import Severity
 from sdft.prep.doctor.inputs import from_data_settings
@@ -180,7 +180,7 @@ def test_cli_strict_exit_status_out_and_move(tmp_path, capsys):
 def test_config_name_reads_the_run_config_phases(tmp_path):
     from helpers.config import CONF_DIR
 
-    from sdft.prep.doctor.inputs import compose_run_config, from_run_config
+    from sdft.prep.doctor.run_config import compose_run_config, from_run_config
 
     root = tmp_path / "photos"
     write_clean(root)

@@ -15,7 +15,7 @@ from helpers.doctor_sets import grace
 from helpers.photos import astronaut, write_photos
 from PIL import ImageOps
 
-import sdft.train as train_module
+import sdft.run.train as train_module
 from sdft.cli import main
 from sdft.errors import ConfigError, DataError
 

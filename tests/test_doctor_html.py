@@ -8,7 +8,7 @@ from helpers.photos import astronaut
 from PIL import Image
 from helpers.browser import CHROMIUM, CHROMIUM_ARGS, need_chromium
 
-from sdft.data.check import load_data_config
+from sdft.prep.check import load_data_config
 from sdft.prep.doctor.html import write_html
 from sdft.prep.doctor.inputs import from_data_settings
 from sdft.prep.doctor.run import doctor

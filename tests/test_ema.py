@@ -1,4 +1,4 @@
-"""EMA of the trained weights (sdft/ema.py): the saved LoRA is the average of the weights after each step, on the
+"""EMA of the trained weights (sdft/training/ema.py): the saved LoRA is the average of the weights after each step, on the
 device or the CPU, and a resumed run's average equals an uninterrupted one's."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sdft.ema import EmaWeights
+from sdft.training.ema import EmaWeights
 from sdft.errors import ConfigError
-from sdft.train import prepare, run
+from sdft.run.train import prepare, run
 from test_resume import LORA, cut_back, same_lora, subject  # noqa: F401  (subject: the 3-image fixture)
 
 QUIET = ["callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false", "optim.lr=1e-2"]
@@ -116,8 +116,8 @@ def test_resumed_ema_equals_the_uninterrupted_one(fast_config, subject, tmp_path
 
 def test_ema_is_a_per_phase_section(fast_config, tmp_path):
     """`phases.N.overrides.ema` switches EMA for that phase only: the second phase writes lora_ema/, the first not."""
-    from sdft.phases import phase_configs
-    from sdft.train import as_config
+    from sdft.run.phases import phase_configs
+    from sdft.run.train import as_config
 
     two = [
         "+experiment=dual_phase",

@@ -12,11 +12,11 @@ from safetensors import safe_open
 from sdft.embeddings.files import DIFFUSERS_NAME, load_embedding_file, split_bundle
 from sdft.embeddings.tokens import expand_prompt, token_names
 from sdft.errors import ConfigError
-from sdft.generate import Generator
+from sdft.generation.generator import Generator
 from sdft.cli.generate import main as generate_main
 from sdft.models.text import text_states
-from sdft.train import fit, prepare, run
-from sdft.ui_session import UiSession
+from sdft.run.train import fit, prepare, run
+from sdft.ui.session import UiSession
 
 TI = [
     "+experiment=textual_inversion",

@@ -13,7 +13,7 @@ from helpers.config import ROOT
 from sdft.config import ModelConfig
 from sdft.errors import ConfigError, DataError, ModelLoadError, NonFiniteLossError
 from sdft.models.loading import load_pipeline
-from sdft.train import prepare, run
+from sdft.run.train import prepare, run
 
 
 def test_prior_without_class_prompt(fast_config):
@@ -22,7 +22,7 @@ def test_prior_without_class_prompt(fast_config):
 
 
 def test_bad_instance_dir_fails_before_model_loads(fast_config, monkeypatch, tmp_path):
-    monkeypatch.setattr("sdft.train.load_pipeline", lambda cfg: pytest.fail("model loaded before data check"))
+    monkeypatch.setattr("sdft.run.train.load_pipeline", lambda cfg: pytest.fail("model loaded before data check"))
     with pytest.raises(DataError, match="does not exist"):
         run(fast_config(f"data.instance_dir={tmp_path / 'missing'}"))
 

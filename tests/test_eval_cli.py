@@ -16,7 +16,7 @@ from sdft.cli import main as sdft_main
 from sdft.errors import ConfigError, SdftError
 from sdft.cli.eval import register, run_from_args
 from sdft.evaluation.targets import run_targets
-from sdft.train import run
+from sdft.run.train import run
 
 QUICK = ["--num-prompts", "2", "--seeds", "0,1", "--steps", "2", "--clip-model", "tiny", "--dino-model", "tiny"]
 

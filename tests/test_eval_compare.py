@@ -12,8 +12,8 @@ from PIL import Image
 from helpers.config import ROOT, compose_config
 from helpers.processes import Concurrent, selected
 from sdft.config import AdapterKind
-from sdft.phases import phase_configs
-from sdft.train import as_config
+from sdft.run.phases import phase_configs
+from sdft.run.train import as_config
 
 
 def test_variants_compose_with_one_budget():

@@ -10,7 +10,7 @@ from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterConfig
 from sdft.data.datamodule import instance_examples
 from sdft.evaluation import metrics
-from sdft.train import fit, prepare
+from sdft.run.train import fit, prepare
 
 PROMPTS = ["photo of a character", "a character in the snow"]
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from sdft.data.captions import subject_words
+from sdft.evaluation.prompts import without_identifier
+
 import math
 
 import numpy as np
@@ -12,7 +15,7 @@ from PIL import Image
 from sdft.errors import ConfigError, ModelLoadError
 from sdft.evaluation import metrics
 from sdft.evaluation.features import DEFAULT_MODELS, ClipScorer, DinoScorer, resolve_feature_model
-from sdft.evaluation.prompts import LIVE, OBJECT, fill, prompt_templates, spread, subject_words, without_identifier
+from sdft.evaluation.prompts import LIVE, OBJECT, fill, prompt_templates, spread
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from helpers.config import compose_config
 from sdft.config import ModelConfig
 from sdft.evaluation import metrics
 from sdft.models.loading import load_pipeline
-from sdft.train import fit, prepare
+from sdft.run.train import fit, prepare
 
 
 CLASS_PROMPTS = ["a dog", "a big dog in the middle on a white background", "a small dog on the left", "a red dog"]

@@ -19,8 +19,8 @@ from sdft.adapters.lora import setup_trainable
 from sdft.cli import main as cli
 from sdft.config import AdapterConfig
 from sdft.errors import ConfigError
-from sdft.export import parse_lora
-from sdft.train import run
+from sdft.adapters.export import parse_lora
+from sdft.run.train import run
 
 EXACT = 1e-4  # fp32 merge + single-file round trip: measured ~3e-6
 

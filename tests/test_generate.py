@@ -20,15 +20,10 @@ from sdft.cli.generate import main
 from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH
 from sdft.config import AdapterConfig, ModelConfig
 from sdft.errors import ConfigError
-from sdft.generate import (
-    SCHEDULERS,
-    GenerationParams,
-    Generator,
-    LoraSpec,
-    create_infotext,
-    lora_short_hash,
-    run_generation,
-)
+from sdft.generation.generator import Generator
+from sdft.generation.infotext import create_infotext, lora_short_hash
+from sdft.generation.params import SCHEDULERS, GenerationParams, LoraSpec
+from sdft.generation.run import run_generation
 
 FAST = dict(prompt="photo of sks dog", steps=2, width=64, height=64, seed=1234)
 
@@ -241,14 +236,15 @@ def test_register_adds_a_generate_subcommand():
 
 
 def test_a_zero_snr_lora_is_sampled_with_the_zero_snr_ddim(tmp_path, tiny_dir, caplog):
-    """sdft/noise.py sampling_scheduler wired into the Generator: the LoRA's training config picks the scheduler."""
+    """sdft/generation/lora_scheduler.py sampling_scheduler wired into the Generator: the LoRA's training config picks the scheduler."""
     import json
     import logging
 
     from safetensors.torch import load_file, save_file
 
     from helpers.loras import make_lora
-    from sdft.generate import GenerationParams, Generator
+    from sdft.generation.generator import Generator
+    from sdft.generation.params import GenerationParams
     from sdft.models.tiny import build_tiny_pipeline
 
     plain = make_lora(build_tiny_pipeline(), tmp_path / "plain" / "pytorch_lora_weights.safetensors")

@@ -12,7 +12,7 @@ import pytest
 
 from helpers.config import ROOT, tiny_multirun
 from helpers.processes import Concurrent, selected
-from sdft.sweep import claim_gpu, visible_gpus
+from sdft.run.sweep import claim_gpu, visible_gpus
 
 
 LAUNCHERS = {
@@ -74,7 +74,7 @@ def test_claim_gpu_takes_a_free_gpu_per_process(tmp_path, monkeypatch):
     assert claim_gpu(str(tmp_path)) == "3" and claim_gpu(str(tmp_path)) == "3"  # kept for the process's life
     import subprocess
 
-    other = sys.executable, "-c", f"from sdft.sweep import claim_gpu; print(claim_gpu({str(tmp_path)!r}))"
+    other = sys.executable, "-c", f"from sdft.run.sweep import claim_gpu; print(claim_gpu({str(tmp_path)!r}))"
     out = subprocess.run(other, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "5", out.stderr  # another process gets the other GPU
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")

@@ -11,7 +11,7 @@ import pytest
 
 from helpers.config import compose_config
 from sdft.errors import ConfigError, DataError
-from sdft.train import run
+from sdft.run.train import run
 
 TOY = [
     "+experiment=quickstart",
@@ -81,7 +81,7 @@ def test_post_hoc_on_the_saved_checkpoints(toy_run, tmp_path):
 
 @SLOW
 def test_bad_input_one_clear_error_nothing_written(toy_run, tmp_path):
-    from sdft.evaluation.likeness_posthoc import evaluate_checkpoints
+    from sdft.run.likeness_posthoc import evaluate_checkpoints
 
     with pytest.raises(ConfigError, match="trained on base 'toy'"):
         evaluate_checkpoints(toy_run, model="tiny")

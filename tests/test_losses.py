@@ -1,4 +1,4 @@
-"""Loss and noise options (sdft/losses.py, sdft/noise.py): each changes what it should and nothing else; the defaults
+"""Loss and noise options (sdft/training/losses.py, sdft/training/noise.py): each changes what it should and nothing else; the defaults
 reproduce the plain step's loss bit for bit."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from diffusers.training_utils import compute_snr
 
 from sdft.config import HuberSchedule, LossConfig, LossKind, OptimConfig, PredictionType, TimestepSampling
 from sdft.errors import ConfigError
-from sdft.losses import debiased_weights, elementwise_loss, huber_threshold, per_sample_loss
+from sdft.training.losses import debiased_weights, elementwise_loss, huber_threshold, per_sample_loss
 from sdft.models.loading import make_noise_scheduler
-from sdft.module import DreamBoothModule
-from sdft.noise import (
+from sdft.training.module import DreamBoothModule
+from sdft.training.noise import (
     check_zero_terminal_snr,
     perturb,
     pyramid_noise,
@@ -22,7 +22,7 @@ from sdft.noise import (
     sample_timesteps,
     use_zero_terminal_snr,
 )
-from sdft.train import run
+from sdft.run.train import run
 
 BATCH = {"pixel_values": torch.rand(2, 3, 64, 64) * 2 - 1, "input_ids": torch.zeros(2, 77, dtype=torch.long)}
 
@@ -45,7 +45,7 @@ def module(pipe, **loss) -> DreamBoothModule:
 
 
 def old_step_loss(m: DreamBoothModule, batch: dict) -> torch.Tensor:
-    """The step as it was before these options (copied from sdft/module.py at f1d11e8)."""
+    """The step as it was before these options (copied from sdft/training/module.py at f1d11e8)."""
     latents = m.encode_latents(batch["pixel_values"]).contiguous()
     noise = torch.randn_like(latents)
     timesteps = torch.randint(0, m.noise_scheduler.config.num_train_timesteps, (latents.shape[0],)).long()
@@ -214,7 +214,7 @@ def test_sampling_scheduler_follows_the_loras_training_config(tmp_path):
     from diffusers import PNDMScheduler
     from safetensors.torch import save_file
 
-    from sdft.noise import sampling_scheduler
+    from sdft.generation.lora_scheduler import sampling_scheduler
 
     base = PNDMScheduler()
     trained = {"loss": {"zero_terminal_snr": True}, "model": {"prediction_type": "v_prediction"}}

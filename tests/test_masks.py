@@ -1,4 +1,4 @@
-"""Masked loss (sdft/data/masks.py, sdft/losses.py): masks from alpha, `<stem>.mask.png` or data.mask_dir follow the
+"""Masked loss (sdft/data/masks.py, sdft/training/losses.py): masks from alpha, `<stem>.mask.png` or data.mask_dir follow the
 sample's bucket resize, random crop, flip and the latent cache to the same place as the subject; the loss ignores the
 background when unmasked_weight=0; the image scanner never takes a mask for an image."""
 
@@ -13,8 +13,8 @@ from PIL import Image
 
 from sdft.config import LossConfig
 from sdft.data.images import list_images
-from sdft.losses import mask_weights, per_sample_loss
-from sdft.train import prepare, run
+from sdft.training.losses import mask_weights, per_sample_loss
+from sdft.run.train import prepare, run
 
 W, H = 96, 64
 SQUARE = (56, 16, 80, 40)  # left, top, right, bottom: a red square, off-centre so a flip moves it

@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard
 from sdft.cli import main
 from sdft.cli.hub import push
 from sdft.errors import ConfigError
-from sdft.train import run
+from sdft.run.train import run
 
 TOKEN = "hf_fake_token_for_the_test_0123456789"
 

@@ -8,8 +8,8 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
 from sdft.config import LossConfig, OptimConfig
-from sdft.module import DreamBoothModule
-from sdft.train import prepare, run
+from sdft.training.module import DreamBoothModule
+from sdft.run.train import prepare, run
 
 
 def bare_module(pipe, prediction_type="epsilon", **loss) -> DreamBoothModule:

@@ -10,7 +10,7 @@ import pytest
 
 from helpers.images import noise_image
 from sdft.config import ConceptConfig, DataConfig
-from sdft.data.check import main as check_main
+from sdft.prep.check import main as check_main
 from sdft.data.datamodule import DreamBoothDataModule, scan_dataset, split_validation
 from sdft.data.folders import check_data_config, data_settings, resolve_concepts
 from sdft.errors import ConfigError
@@ -99,7 +99,7 @@ def test_data_check_reports_each_resolution(tmp_path, capsys):
 
 
 def test_a_multi_resolution_run_caches_latents_per_resolution(fast_config, tmp_path):
-    from sdft.train import run
+    from sdft.run.train import run
 
     cache = tmp_path / "latents"
     summary = run(

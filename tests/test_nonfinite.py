@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from sdft.errors import NonFiniteLossError, SdftError
-from sdft.module import DreamBoothModule
-from sdft.train import run
+from sdft.training.module import DreamBoothModule
+from sdft.run.train import run
 
 
 def nan_from_step(monkeypatch, step: int, explode: bool = False):

@@ -1,4 +1,4 @@
-"""Optimizers as config (conf/optim/*.yaml, sdft/optimizers.py): every preset trains, LoRA+ and per-block lr make the
+"""Optimizers as config (conf/optim/*.yaml, sdft/training/optimizers.py): every preset trains, LoRA+ and per-block lr make the
 right parameter groups, a missing package names itself, schedule-free optimizers switch train/eval around steps."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from helpers.config import CONF_DIR
 from sdft.config import BlockLrConfig, OptimConfig
 from sdft.errors import ConfigError
-from sdft.optimizers import block_multiplier, split_groups
-from sdft.train import prepare, run
+from sdft.training.optimizers import block_multiplier, split_groups
+from sdft.run.train import prepare, run
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "optim").glob("*.yaml"))
 QUIET = ["callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false", "trainer.max_steps=2"]

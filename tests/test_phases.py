@@ -9,8 +9,8 @@ import torch
 from helpers.compare import render
 from sdft.adapters.lora import adapter_names
 from sdft.errors import ConfigError
-from sdft.phases import phase_configs
-from sdft.train import as_config, fit, prepare, run
+from sdft.run.phases import phase_configs
+from sdft.run.train import as_config, fit, prepare, run
 
 TWO_PHASES = [
     "+experiment=dual_phase",

@@ -59,7 +59,7 @@ def test_forecast_against_a_real_tiny_step(plan):
     from tests.helpers.config import compose_config  # noqa: F401  (conftest's path set-up)
     from sdft.models.tiny import build_tiny_pipeline
     from sdft.adapters.lora import start_phase
-    from sdft.module import DreamBoothModule
+    from sdft.training.module import DreamBoothModule
     from sdft.models.loading import make_noise_scheduler
 
     cfg = plan.phases[0][0]
@@ -159,7 +159,7 @@ def test_cpu_peak_from_flags():
 
 
 def test_train_headline_and_cuda_warning(monkeypatch, caplog):
-    """What train.py logs before loading (sdft.train._run calls announce): the headline, and on a CUDA device with
+    """What train.py logs before loading (sdft.run.train._run calls announce): the headline, and on a CUDA device with
     less free memory than the forecast, a warning naming `sdft plan --fit`."""
     import logging
 

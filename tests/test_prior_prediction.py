@@ -1,4 +1,4 @@
-"""Prior from the base model's own prediction (sdft/prior_prediction.py): zero for an untrained (zero-initialised)
+"""Prior from the base model's own prediction (sdft/training/prior_prediction.py): zero for an untrained (zero-initialised)
 LoRA, the stacked earlier adapter stays on in the target, no class images, clear errors."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import torch
 
 from sdft.adapters.lora import ADAPTER_NAME, start_phase
 from sdft.errors import ConfigError
-from sdft.prior_prediction import trained_adapter_off
-from sdft.train import prepare, run
+from sdft.training.prior_prediction import trained_adapter_off
+from sdft.run.train import prepare, run
 
 CLASS = "data.class_prompt=photo of a character"
 

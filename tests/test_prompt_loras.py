@@ -17,9 +17,10 @@ from sdft.cli import build_parser
 from sdft.cli.generate import run_from_args
 from sdft.config import ModelConfig
 from sdft.errors import ConfigError
-from sdft.generate import GenerationParams, Generator
-from sdft.ui import for_people
-from sdft.ui_session import UiSession
+from sdft.generation.generator import Generator
+from sdft.generation.params import GenerationParams
+from sdft.ui.app import for_people
+from sdft.ui.session import UiSession
 
 FAST = dict(scheduler="euler", steps=2, guidance=7.5, width=64, height=64, seed=1234)
 

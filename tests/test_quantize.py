@@ -11,7 +11,7 @@ from peft import LoraConfig
 
 from sdft.errors import ConfigError
 from sdft.models.quantize import quantize_models
-from sdft.train import run
+from sdft.run.train import run
 
 
 def is_quantized(linear: torch.nn.Linear) -> bool:

@@ -95,8 +95,8 @@ def test_training_with_released_pages_equals_training_without(fast_config, monke
     from safetensors.torch import load_file
 
     import sdft.callbacks.resident_memory as resident
-    import sdft.train
-    from sdft.train import run
+    import sdft.run.train
+    from sdft.run.train import run
 
     given_back = []
     real = resident.drop_resident_pages
@@ -105,7 +105,7 @@ def test_training_with_released_pages_equals_training_without(fast_config, monke
     base = Path(fast_config().output_dir)
     run(fast_config(*caches, f"output_dir={base / 'with'}"))
     assert given_back and given_back[0] > 0  # the VAE's and text encoder's pages, before the first step
-    monkeypatch.setattr(sdft.train, "ResidentMemory", L.Callback)
+    monkeypatch.setattr(sdft.run.train, "ResidentMemory", L.Callback)
     run(fast_config(*caches, f"output_dir={base / 'without'}"))
     (with_file,), (without_file,) = (
         list((base / d).rglob("pytorch_lora_weights.safetensors")) for d in ("with", "without")
@@ -147,7 +147,7 @@ def test_grid_gives_the_text_encoder_back_and_renders_the_same(fast_config, monk
     import numpy as np
 
     import sdft.callbacks.validation_grid as grid_module
-    from sdft.train import prepare
+    from sdft.run.train import prepare
 
     parts = prepare(fast_config("callbacks.validation_seeds=[0,1]", "callbacks.validation_steps=3"))
     grid = next(c for c in parts.trainer.callbacks if isinstance(c, grid_module.ValidationGrid))

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from helpers.config import EXAMPLE_SUBJECT, FAST, ROOT, compose_config
 from helpers.processes import selected
 from sdft.errors import ConfigError
-from sdft.train import run
+from sdft.run.train import run
 
 LORA = "pytorch_lora_weights.safetensors"
 # 3 instance images (an epoch is 3 batches: 12 steps cross 4 epochs), prior preservation, a grid at every step (so

@@ -14,7 +14,7 @@ import pytest
 from sdft.callbacks import controls
 from sdft.cli import build_parser
 from sdft.errors import ConfigError, TrainingStopped
-from sdft.train import fit, prepare
+from sdft.run.train import fit, prepare
 
 
 class Ask(L.Callback):

@@ -23,7 +23,7 @@ from sdft.adapters.sdxl_files import (
     sdxl_kohya_tensors,
 )
 from sdft.config import AdapterConfig, AdapterKind
-from sdft.generate import Generator
+from sdft.generation.generator import Generator
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
 from test_adapter_merge_rules import _materialise, adapter_cfg, by_module, client_merge, peft_weight, randomise
 
@@ -184,7 +184,7 @@ def test_two_step_loha_run_on_sdxl_writes_a_lycoris_file_the_generator_renders(f
     import json
 
     from sdft.models.family_parts import module_pipeline
-    from sdft.train import fit, prepare
+    from sdft.run.train import fit, prepare
 
     parts = prepare(
         fast_config(

@@ -282,7 +282,7 @@ def test_diffusers_maps_every_layer_sdft_can_target(real_unet):
     groups) back to its diffusers layer; sdft never targets the layers outside the blocks (conv_in, time and add
     embeddings, conv_out), whose original-layout names diffusers' converter refuses."""
     from sdft.adapters.targets import UNET_TARGETS, resolve_targets
-    from sdft.models.family_pipelines import sdxl_peft_state
+    from sdft.adapters.sdxl_check import sdxl_peft_state
 
     targets = resolve_targets(real_unet, list(UNET_TARGETS), UNET_TARGETS, "unet")
     assert all(t.startswith(("down_blocks.", "mid_block.", "up_blocks.")) for t in targets)

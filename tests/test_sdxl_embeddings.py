@@ -14,10 +14,10 @@ from helpers.compare import max_diff, render
 from sdft.embeddings.files import DIFFUSERS_NAME, load_embedding_file, split_bundle
 from sdft.embeddings.tokens import collapse_prompt, expand_prompt
 from sdft.errors import ConfigError
-from sdft.generate import Generator
+from sdft.generation.generator import Generator
 from sdft.models.family_parts import module_pipeline
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
-from sdft.train import fit, prepare
+from sdft.run.train import fit, prepare
 
 SDXL_TI = [
     "+experiment=textual_inversion",
@@ -156,7 +156,7 @@ def test_sdxl_textual_inversion_resumes_exactly(fast_config, tmp_path):
     """Both towers' vectors are in the resumable state: a run cut after step 2 and resumed ends with the same files."""
     import shutil
 
-    from sdft.train import run
+    from sdft.run.train import run
     from test_resume import cut_back, same_lora
 
     every = [*SDXL_TI, f"model.cache_dir={tmp_path / 'cache'}", "trainer.max_steps=4"]

@@ -14,7 +14,8 @@ from sdft.adapters.lora import setup_trainable
 from sdft.adapters.sdxl_files import save_sdxl_kohya_lora, save_sdxl_lora
 from sdft.config import AdapterConfig, AdapterKind
 from sdft.errors import ConfigError
-from sdft.generate import GenerationParams, Generator
+from sdft.generation.generator import Generator
+from sdft.generation.params import GenerationParams
 from sdft.generation.params import make_scheduler
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
 from test_adapter_merge_rules import randomise

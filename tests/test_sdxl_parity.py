@@ -16,8 +16,8 @@ from sdft.adapters.lora import adapter_names
 from sdft.data.dataset import BucketDataset
 from sdft.models.family_parts import module_pipeline
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
-from sdft.prior_prediction import trained_adapter_off
-from sdft.train import fit, prepare, run
+from sdft.training.prior_prediction import trained_adapter_off
+from sdft.run.train import fit, prepare, run
 from test_cache_policy import fitted, two_images
 from test_prior_prediction import randomise
 from test_sdxl_training import unet_output

@@ -36,7 +36,7 @@ from sdft.models.original_layout import (
 )
 from sdft.models.sdxl_arch import build_sdxl_text_encoders, build_sdxl_unet, build_sdxl_vae
 from sdft.models.sdxl_tiny import ensure_sdxl_tiny_model
-from sdft.train import run
+from sdft.run.train import run
 
 PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
@@ -181,7 +181,8 @@ def test_training_on_an_sdxl_single_file_is_detected_as_sdxl(fast_config, sdxl_d
 
 
 def test_generator_loads_an_sdxl_single_file(sdxl_dir, sdxl_file):
-    from sdft.generate import GenerationParams, Generator
+    from sdft.generation.generator import Generator
+    from sdft.generation.params import GenerationParams
 
     params = GenerationParams(prompt="photo of sks dog", steps=2, width=64, height=64, seed=0)
     got = Generator(ModelConfig(path=str(sdxl_file), config=str(sdxl_dir)), device="cpu").generate(params)

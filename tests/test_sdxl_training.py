@@ -18,8 +18,8 @@ from sdft.models.conditioning import PairTokenizer, SdxlConditioning
 from sdft.models.family_parts import module_pipeline
 from sdft.models.loading import make_noise_scheduler
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
-from sdft.module import DreamBoothModule
-from sdft.train import fit, prepare, run
+from sdft.training.module import DreamBoothModule
+from sdft.run.train import fit, prepare, run
 from test_resume import cut_back, same_lora
 
 LORA = "pytorch_lora_weights.safetensors"
@@ -203,7 +203,7 @@ def test_kohya_names_map_onto_the_real_sdxl_architecture():
     layout; only the named layers are materialised, with random weights)."""
     from sdft.adapters.lora import setup_trainable
     from sdft.adapters.sdxl_files import kohya_names, sdxl_kohya_tensors
-    from sdft.models.family_pipelines import sdxl_peft_state
+    from sdft.adapters.sdxl_check import sdxl_peft_state
     from sdft.models.sdxl_arch import build_sdxl_text_encoders, build_sdxl_unet
     from test_adapter_merge_rules import _materialise, adapter_cfg, randomise
 
@@ -255,7 +255,8 @@ def test_sdxl_lora_files_are_checked_against_the_base_and_render_img2img(tmp_pat
     from sdft.adapters.lora import setup_trainable
     from sdft.adapters.sdxl_files import save_sdxl_kohya_lora, save_sdxl_lora
     from sdft.config import AdapterConfig, AdapterKind
-    from sdft.models.family_pipelines import check_sdxl_lora_fits, img2img_pipeline
+    from sdft.adapters.sdxl_check import check_sdxl_lora_fits
+    from sdft.models.family_pipelines import img2img_pipeline
     from test_adapter_merge_rules import randomise
 
     pipe = build_sdxl_tiny_pipeline()

@@ -14,7 +14,7 @@ import pytest
 
 from sdft.redact import SECRET_NAME  # secret-looking names, as LoRA metadata redacts them
 from sdft.config import SdftConfig
-from sdft.train import run
+from sdft.run.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
 HF = "hf" + "_"  # joined at run time so secret scanners do not mistake these fakes for real tokens
@@ -54,7 +54,7 @@ HYDRA_APP = textwrap.dedent(
     import sys
     import hydra
     import sdft.config  # noqa: F401  (registers the schema)
-    from sdft.train import run
+    from sdft.run.train import run
 
     @hydra.main(config_path=sys.argv.pop(1), config_name="config", version_base="1.3")
     def main(cfg):

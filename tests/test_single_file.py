@@ -16,7 +16,7 @@ from sdft.errors import ConfigError, ModelLoadError
 from sdft.models.loading import load_pipeline
 from sdft.models.original_layout import VAE_PREFIX, pipeline_to_original, save_single_file, vae_to_original
 from sdft.models.text import diffusers_clip_skip, prompt_embeds, text_states
-from sdft.train import run
+from sdft.run.train import run
 
 
 def test_train_on_a_single_file_checkpoint(fast_config, tiny_dir, tiny_pipe_factory, tmp_path):

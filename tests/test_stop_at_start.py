@@ -18,7 +18,7 @@ STAGES = {  # stage -> (module, attribute patched to send SIGTERM on entry)
     "class_images": ("sdft.data.class_images", "ensure_class_images"),
     "start_grid": ("sdft.callbacks.validation_grid", "ValidationGrid.render"),
     "start_loss": ("sdft.callbacks.fixed_noise_loss", "FixedNoiseLoss.measure"),
-    "first_batch": ("sdft.module", "DreamBoothModule.training_step"),
+    "first_batch": ("sdft.training.module", "DreamBoothModule.training_step"),
 }
 
 WRAPPER = """

@@ -12,7 +12,7 @@ from PIL import Image
 
 from helpers.config import ROOT, tiny_multirun
 from helpers.processes import Concurrent, selected
-from sdft.sweep import write_sweep_summary
+from sdft.run.sweep import write_sweep_summary
 
 
 def fake_job(sweep, n, rank, lr, loss):

@@ -16,8 +16,8 @@ from sdft.embeddings.files import load_embedding_file
 from sdft.embeddings.tokens import word_embedding
 from sdft.toy.control import sample
 from sdft.toy.detector import detect, subject_distance
-from sdft.toy.weights import load_toy_pipeline
-from sdft.train import run
+from sdft.models.toy_weights import load_toy_pipeline
+from sdft.run.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECT = sorted((ROOT / "datasets" / "toy_subject").glob("*.png"))

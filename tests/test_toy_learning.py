@@ -21,7 +21,7 @@ import pytest
 from helpers.config import ROOT
 from sdft.toy.measure import Summary, base_reference, matches, measure, toy_subject
 from sdft.toy.study import study
-from sdft.toy.weights import load_toy_pipeline
+from sdft.models.toy_weights import load_toy_pipeline
 
 TRAIN_SEEDS = (0, 1)  # the study's first seeds, not chosen for their figures
 BASELINE_SEEDS = (0,)  # without prior preservation (a prefix of TRAIN_SEEDS: compared seed by seed)

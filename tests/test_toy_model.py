@@ -13,7 +13,7 @@ from helpers.config import compose_config
 from sdft.adapters.targets import UNET_TARGETS, resolve_targets
 from sdft.models.loading import load_pipeline
 from sdft.toy.control import attribute_rates, prompt_control_rate
-from sdft.toy.weights import TOY_MODEL_DIR
+from sdft.models.toy_weights import TOY_MODEL_DIR
 
 CONTROL_N = 96  # generations for the prompt-control rate (random full captions, seeded)
 # measured on the shipped weights (sdft/toy/MODEL_CARD.md, model/training.json), asserted with a margin

@@ -32,7 +32,7 @@ def test_study_trains_each_seed_with_and_without_prior_and_logs_each_run(tmp_pat
     monkeypatch.setattr(study_mod, "measure", fake_measure)
     monkeypatch.setattr(study_mod, "toy_subject", lambda: {"cls": "dog", "colour": "blue"})
     monkeypatch.setattr(study_mod, "base_reference", lambda pipe, guidance: [])
-    monkeypatch.setattr("sdft.toy.weights.load_toy_pipeline", lambda: object())
+    monkeypatch.setattr("sdft.models.toy_weights.load_toy_pipeline", lambda: object())
 
     study_mod.main(["--seeds", "3", "4", "--out", str(tmp_path), "-o", "optim.lr=1e-3", "--guidance", "5"])
 
@@ -67,7 +67,7 @@ def test_study_takes_seed_ranges_and_reports_each_seed_then_mean_and_sd(tmp_path
     monkeypatch.setattr(study_mod, "measure", fake_measure)
     monkeypatch.setattr(study_mod, "toy_subject", lambda: {"cls": "dog"})
     monkeypatch.setattr(study_mod, "base_reference", lambda pipe, guidance: [])
-    monkeypatch.setattr("sdft.toy.weights.load_toy_pipeline", lambda: object())
+    monkeypatch.setattr("sdft.models.toy_weights.load_toy_pipeline", lambda: object())
 
     study_mod.main(["--seeds", "5-7", "9", "6", "--out", str(tmp_path), "--no-baseline"])
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdft.toy.arch import toy_tokenizer
+from sdft.models.toy_arch import toy_tokenizer
 from sdft.toy.detector import accuracy, colour_histogram, detect, subject_distance
 from sdft.toy.world import (
     ATTRIBUTES,

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH, MIN_TILE
-from sdft.train import prepare, run
+from sdft.run.train import prepare, run
 
 
 def read_metrics(out_dir) -> list[dict]:

@@ -13,10 +13,11 @@ import sdft.generation.generator as generator_module
 from sdft.cli import build_parser
 from sdft.config import ModelConfig
 from sdft.errors import ConfigError
-from sdft.generate import Generator, LoraSpec
-from sdft.ui import build_app, for_people
+from sdft.generation.generator import Generator
+from sdft.generation.params import LoraSpec
+from sdft.ui.app import build_app, for_people
 from sdft.generation.lora_scan import find_loras
-from sdft.ui_session import UiSession, parse_lora_lines
+from sdft.ui.session import UiSession, parse_lora_lines
 
 FAST = dict(prompt="photo of sks dog", scheduler="euler", steps=2, guidance=7.5, width=64, height=64, seed=1234)
 

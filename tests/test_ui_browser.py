@@ -16,9 +16,9 @@ from helpers.loras import make_lora
 
 import sdft.generation.generator as generator_module
 from sdft.config import ModelConfig
-from sdft.generate import Generator
-from sdft.ui import build_app, launch
-from sdft.ui_session import UiSession
+from sdft.generation.generator import Generator
+from sdft.ui.app import build_app, launch
+from sdft.ui.session import UiSession
 
 TIMEOUT_MS = 30_000
 

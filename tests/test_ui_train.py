@@ -1,4 +1,4 @@
-"""The Train / Runs tabs' logic without a browser (sdft/ui_train.py): the form's overrides and command, the command
+"""The Train / Runs tabs' logic without a browser (sdft/ui/train.py): the form's overrides and command, the command
 line's own refusals before launching, one subprocess at a time with a queue, what the watch panel reads."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from sdft.errors import SdftError
-from sdft.ui_train import LOG_NAME, TrainForm, TrainQueue, check_form, command_line, run_overrides, runs, watch
+from sdft.ui.train import LOG_NAME, TrainForm, TrainQueue, check_form, command_line, run_overrides, runs, watch
 
 
 def test_the_form_gives_the_exact_command():

@@ -19,10 +19,10 @@ from test_ui_browser import _free_port, _set
 
 from helpers.config import ROOT
 from sdft.config import ModelConfig
-from sdft.generate import Generator
-from sdft.ui import build_app, launch
-from sdft.ui_session import UiSession
-from sdft.ui_train import TrainQueue
+from sdft.generation.generator import Generator
+from sdft.ui.app import build_app, launch
+from sdft.ui.session import UiSession
+from sdft.ui.train import TrainQueue
 
 RUN_MS = 1_500_000  # a toy step takes ~0.1 s alone, up to 25 s on a contended 2-core machine
 EXTRA = [

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sdft.errors import SdftError
-from sdft.train import run
+from sdft.run.train import run
 
 
 class RunsCode:
@@ -128,10 +128,10 @@ def test_bad_lora_for_generate_is_one_line(which, bad_loras, tiny_cache, tmp_pat
 
 @pytest.mark.parametrize("which", BAD)
 def test_bad_init_lora_is_refused_before_the_model_loads(which, bad_loras, fast_config, monkeypatch):
-    import sdft.train
+    import sdft.run.train
     from sdft.adapters.kohya import LoraFormatError
 
-    monkeypatch.setattr(sdft.train, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded first"))
+    monkeypatch.setattr(sdft.run.train, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded first"))
     with pytest.raises(LoraFormatError, match=bad_loras[which].name):
         run(fast_config(f"phase.init_lora={bad_loras[which]}", "phase.start=continue"))
 
@@ -139,10 +139,10 @@ def test_bad_init_lora_is_refused_before_the_model_loads(which, bad_loras, fast_
 @pytest.mark.parametrize("base", ["tiny", "sdxl_tiny"])
 @pytest.mark.parametrize("which", BAD)
 def test_bad_lora_for_export_is_one_line_before_the_base_loads(which, base, bad_loras, monkeypatch, tmp_path, capsys):
-    import sdft.export
+    import sdft.adapters.export
     from sdft.cli import main
 
-    monkeypatch.setattr(sdft.export, "load_base", lambda *a, **k: pytest.fail("the base loaded first"))
+    monkeypatch.setattr(sdft.adapters.export, "load_base", lambda *a, **k: pytest.fail("the base loaded first"))
     path = bad_loras[which]
     rc = main(["export", "--base", base, "--lora", str(path), "--diffusers", str(tmp_path / "merged")])
     err = capsys.readouterr().err
@@ -176,10 +176,10 @@ def test_every_lora_reader_refuses_a_damaged_file(which, bad_loras, tiny_pipe_fa
 
 @pytest.mark.parametrize("which", ["bad_header", "huge_shape", "truncated", "nan"])
 def test_bad_tuned_for_extract_is_one_line_before_the_base_loads(which, bad_loras, monkeypatch, tmp_path, capsys):
-    import sdft.export
+    import sdft.adapters.export
     from sdft.cli import main
 
-    monkeypatch.setattr(sdft.export, "load_base", lambda *a, **k: pytest.fail("the base loaded first"))
+    monkeypatch.setattr(sdft.adapters.export, "load_base", lambda *a, **k: pytest.fail("the base loaded first"))
     path, out = bad_loras[which], tmp_path / "extracted.safetensors"
     rc = main(["lora", "extract", str(out), "--base", "tiny", "--tuned", str(path), "--rank", "2"])
     err = capsys.readouterr().err
@@ -188,7 +188,7 @@ def test_bad_tuned_for_extract_is_one_line_before_the_base_loads(which, bad_lora
 
 
 def test_bad_sdft_config_json_is_refused(bad_loras, tmp_path):
-    """sdft/noise.py parses `sdft_config` to pick the sampling scheduler: a damaged one is refused when read."""
+    """sdft/training/noise.py parses `sdft_config` to pick the sampling scheduler: a damaged one is refused when read."""
     from safetensors.torch import load_file, save_file
 
     from sdft.adapters.lora_file import read_lora_file

@@ -154,7 +154,7 @@ def adapter_file(tuned: str) -> Path | None:
     (a model: a diffusers folder, a full-DreamBooth run, a single-file checkpoint). A damaged .safetensors file is
     one LoraFormatError naming it."""
     from sdft.adapters.lora_file import open_safetensors
-    from sdft.export import resolve_lora
+    from sdft.adapters.export import resolve_lora
 
     path = Path(tuned).expanduser()
     if path.is_dir():
@@ -193,7 +193,7 @@ def extract_file(
 
     from sdft.adapters.kohya import kohya_metadata, to_kohya, write_kohya_file
     from sdft.adapters.lora_file import read_lora_file
-    from sdft.export import load_base, merge_loras
+    from sdft.adapters.export import load_base, merge_loras
 
     lora = adapter_file(tuned)  # a damaged or NaN adapter fails now, before the models load
     if lora:

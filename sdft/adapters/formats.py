@@ -23,7 +23,7 @@ from sdft.errors import ConfigError
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
-def _adapter_state(model: nn.Module) -> tuple[dict | None, dict | None]:
+def adapter_state(model: nn.Module) -> tuple[dict | None, dict | None]:
     if not has_lora(model):
         return None, None
     state = {
@@ -40,8 +40,8 @@ def save_lora(unet: nn.Module, text_encoder: nn.Module, path: str | os.PathLike)
     """Write the LoRA of `unet` and `text_encoder` (whichever has one) to `path`, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    unet_sd, unet_meta = _adapter_state(unet)
-    te_sd, te_meta = _adapter_state(text_encoder)
+    unet_sd, unet_meta = adapter_state(unet)
+    te_sd, te_meta = adapter_state(text_encoder)
     te_sd = with_text_model(te_sd)
     if unet_sd is None and te_sd is None:
         raise ConfigError("save_lora: neither the U-Net nor the text encoder has a LoRA adapter.")

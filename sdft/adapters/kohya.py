@@ -57,7 +57,7 @@ def _listing(items: list[str], limit: int = 10) -> str:
 # ---------------------------------------------------------------------------------------------------- writing
 
 
-def _kohya_name(module: str, text_encoder: bool) -> str:
+def kohya_name(module: str, text_encoder: bool) -> str:
     if text_encoder:  # transformers 5 has no `text_model.` level; kohya/A1111 names always do
         return TE_PREFIX + ("text_model." + module.removeprefix("text_model.")).replace(".", "_")
     return UNET_PREFIX + module.replace(".", "_")
@@ -84,7 +84,7 @@ def to_kohya(
             if match is None:  # e.g. DoRA magnitudes or LoRA biases: kohya's LoRA has no place for them
                 bad.append(key)
                 continue
-            name = _kohya_name(match["module"], kind == "text_encoder")
+            name = kohya_name(match["module"], kind == "text_encoder")
             part = "lora_down" if match["part"] == "A" else "lora_up"
             out[f"{name}.{part}.weight"] = value.detach().to("cpu", dtype).contiguous()
             module_alpha = alphas.get(f"{kind}.{match['module']}", alpha)
@@ -171,7 +171,7 @@ def kohya_tensors(
         except NoKohyaFormat as e:
             raise LoraFormatError(f"{type(model).__name__}: {e}.") from None
         for module, parts in layers.items():
-            name = _kohya_name(module, kind == "text_encoder")
+            name = kohya_name(module, kind == "text_encoder")
             for part, value in parts.items():
                 tensors[f"{name}.{part}"] = value.to(dtype).contiguous()
     return tensors
@@ -217,7 +217,7 @@ def _decode(name: str) -> str:
     return dotted.strip(".")
 
 
-def _lora_modules(model: nn.Module | None) -> dict[str, nn.Module]:
+def lora_modules(model: nn.Module | None) -> dict[str, nn.Module]:
     """Module name -> the plain layer a LoRA can sit on (peft wrappers resolved to their base layer)."""
     if model is None:
         return {}
@@ -330,7 +330,7 @@ def _name_table(model: nn.Module | None, kind: str) -> dict[str, str] | None:
     if model is None:
         return None
     cut = len(PREFIXES[kind])
-    return {_kohya_name(name, kind == "text_encoder")[cut:]: name for name in _lora_modules(model)}
+    return {kohya_name(name, kind == "text_encoder")[cut:]: name for name in lora_modules(model)}
 
 
 def _convert(sd, metadata, unet, text_encoder, errors):
@@ -362,7 +362,7 @@ def check_lora_fits(
         if sd and model is None:
             errors.append(f"{kind}: the file has {len(sd)} tensors for it but no {kind} was given")
         elif sd:
-            _check_shapes(kind, sd, _lora_modules(model), errors)
+            _check_shapes(kind, sd, lora_modules(model), errors)
     if errors:
         raise LoraFormatError(
             f"{source} does not fit this SD 1.x model: {len(errors)} problem(s) among {len(state_dict)} keys:"

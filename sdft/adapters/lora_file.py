@@ -18,7 +18,10 @@ import torch
 from sdft.errors import LoraFormatError, SdftError
 
 
-JSON_METADATA = ("lora_adapter_metadata", "sdft_config")  # metadata entries readers parse as JSON (peft, sdft/noise.py)
+JSON_METADATA = (
+    "lora_adapter_metadata",
+    "sdft_config",
+)  # metadata entries readers parse as JSON (peft, sdft/training/noise.py)
 LORA_FIX = "Use the LoRA file a training run wrote (lora/*.safetensors)."
 
 

@@ -20,7 +20,7 @@ from peft.utils import set_peft_model_state_dict
 from torch import nn
 
 from sdft.adapters.kinds import is_adapter_param
-from sdft.adapters.kohya import LoraFormatError, _kohya_name, _lora_modules
+from sdft.adapters.kohya import LoraFormatError, kohya_name, lora_modules
 
 Parsed = dict[str, tuple[PeftConfig, dict[str, torch.Tensor]]]  # "unet"/"text_encoder"(_2) -> (config, peft state)
 PARTS = ("unet", "text_encoder", "text_encoder_2")
@@ -34,9 +34,9 @@ def _kohya_stems(part: str, model: nn.Module, sdxl: bool) -> dict[str, str]:
     """kohya name -> our module name for every layer of `model` (SD 1.x: lora_unet_ / lora_te_; SDXL: lora_unet_ /
     lora_te1_ / lora_te2_, the U-Net's under kohya's original-layout names and under the diffusers-style names sdft
     wrote before)."""
-    modules = list(_lora_modules(model))
+    modules = list(lora_modules(model))
     if not sdxl:
-        return {_kohya_name(m, part == "text_encoder"): m for m in modules}
+        return {kohya_name(m, part == "text_encoder"): m for m in modules}
     from sdft.adapters.sdxl_files import diffusers_style_name, kohya_names
 
     try:
@@ -150,7 +150,7 @@ def _lokr(modules: dict, model: nn.Module) -> tuple[PeftConfig, dict]:
 
 def _dora(modules: dict, model: nn.Module) -> tuple[PeftConfig, dict]:
     """dora_scale (ComfyUI's output-axis convention, see lycoris.py) -> peft's magnitude m = scale * ||W+sBA|| / ||W||."""
-    layers = _lora_modules(model)
+    layers = lora_modules(model)
     ranks, alphas, sd = {}, {}, {}
     for m, t in modules.items():
         down, up = t["lora_down.weight"].float(), t["lora_up.weight"].float()

@@ -23,7 +23,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from torch import nn
 
-from sdft.adapters.formats import _adapter_state, with_text_model, write_lora_file
+from sdft.adapters.formats import adapter_state, with_text_model, write_lora_file
 from sdft.adapters.kohya import LoraFormatError, write_kohya_file
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors
@@ -67,7 +67,7 @@ def save_sdxl_lora(unet: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     (unet_sd, unet_meta), (te_sd, te_meta), (te2_sd, te2_meta) = (
-        _adapter_state(m) for m in (unet, text_encoder, text_encoder_2)
+        adapter_state(m) for m in (unet, text_encoder, text_encoder_2)
     )
     if not (unet_sd or te_sd or te2_sd):
         raise LoraFormatError("save_sdxl_lora: neither the U-Net nor a text encoder has a LoRA adapter.")

@@ -23,7 +23,7 @@ from sdft.adapters.kohya import LoraFormatError
 from sdft.adapters.imported import ImportedLora, file_kind_of, lora_layers
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 from sdft.adapters.lora_file import read_lora_file
-from sdft.models.family_pipelines import check_sdxl_lora_fits
+from sdft.adapters.sdxl_check import check_sdxl_lora_fits
 
 log = logging.getLogger(__name__)
 

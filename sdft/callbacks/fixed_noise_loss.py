@@ -10,12 +10,8 @@ uses its own seeded generator, so the trained batches' randomness, and with it e
 from __future__ import annotations
 
 import lightning as L
-import torch
 
-from sdft.data.images import load_rgb, resize_crop, to_tensor
-from sdft.memory import trim_heap
-
-TIMESTEPS = (100, 300, 500, 700, 900)  # spread over the schedule; every image is measured at each of them
+from sdft.training.fixed_noise import FixedNoiseMeter
 
 
 class FixedNoiseLoss(L.Callback):
@@ -27,50 +23,13 @@ class FixedNoiseLoss(L.Callback):
         self.examples = examples  # held-out images; None: the first max_images training images
         self.first: float | None = None
         self.last: float | None = None
-        self._batch: dict | None = None
-        self._latents: torch.Tensor | None = None
+        self.meter = FixedNoiseMeter(resolution, max_images, seed)
         self._last_step = -1
 
-    def _fixed_batch(self, trainer: L.Trainer, module) -> dict:
-        if self._batch is None:
-            examples = (self.examples or trainer.datamodule.instances)[: self.max_images]
-            tokenizer = trainer.datamodule.tokenizer
-            pixels = torch.stack([to_tensor(resize_crop(load_rgb(e.path), self.resolution, True)) for e in examples])
-            ids = tokenizer(
-                [e.prompt for e in examples],
-                padding="max_length",
-                truncation=True,
-                max_length=tokenizer.model_max_length,
-                return_tensors="pt",
-            ).input_ids
-            self._batch = {"pixel_values": pixels, "input_ids": ids}
-        return {k: v.to(module.device) for k, v in self._batch.items()}
-
-    @torch.no_grad()
     def measure(self, trainer: L.Trainer, module) -> float:
-        trim_heap()  # the training step's freed activations go back to the system first (sdft/memory.py)
-        batch = self._fixed_batch(trainer, module)
-        was_training = module.training
-        module.eval()
-        try:
-            gen = torch.Generator("cpu").manual_seed(self.seed)
-            losses = []
-            n = batch["pixel_values"].shape[0]
-            # the VAE mean and the text states do not depend on the timestep: computed once, not per timestep; the VAE
-            # is never trained, so its means are kept from the first measurement (no encoder activations later on)
-            if self._latents is None:
-                self._latents = module.encode_latents(batch["pixel_values"], sample=False)
-            latents = self._latents
-            text = module.conditioning.encode(module, batch["input_ids"])  # the family's encoded text (SD 1.x, SDXL)
-            for t in TIMESTEPS:
-                noise = torch.randn(latents.shape, generator=gen).to(latents.device)
-                timesteps = torch.full((n,), t, device=latents.device, dtype=torch.long)
-                losses.append(module.loss_at(latents, noise, timesteps, text).mean())
-            value = float(torch.stack(losses).mean())
-        finally:
-            module.train(was_training)
-        self.last = value
-        return value
+        examples = self.examples or trainer.datamodule.instances
+        self.last = self.meter.measure(module, examples, trainer.datamodule.tokenizer)
+        return self.last
 
     def state_dict(self) -> dict:  # a resumed run keeps the first value (and does not measure "before" again)
         return {"first": self.first, "last": self.last, "last_step": self._last_step}

@@ -58,8 +58,10 @@ class LoraCheckpoint(L.Callback):
         self.final_kohya_path: Path | None = None
         self.log_artifact = log_artifact  # W&B: the final LoRA folder as an artifact
         self._last_step = -1  # with gradient accumulation several batches end on one step
-        self.swap = None  # factory(module) -> context manager putting other weights in place to save (sdft/ema.py)
-        self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/train.py), for saving a full SDXL pipeline
+        self.swap = (
+            None  # factory(module) -> context manager putting other weights in place to save (sdft/training/ema.py)
+        )
+        self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/run/train.py), for saving a full SDXL pipeline
         self.keep: set[Path] = set()  # checkpoint folders never pruned: the likeness meter's recommended one
 
     @classmethod
@@ -90,7 +92,9 @@ class LoraCheckpoint(L.Callback):
 
     def save(self, module: L.LightningModule, target: Path, name: str, step: int = 0, epoch: int = 0) -> Path:
         """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""
-        with self.swap(module) if self.swap else contextlib.nullcontext():  # EMA weights (sdft/ema.py) when asked
+        with (
+            self.swap(module) if self.swap else contextlib.nullcontext()
+        ):  # EMA weights (sdft/training/ema.py) when asked
             trained = [p for p in module.parameters() if p.requires_grad]
             if not all(torch.isfinite(p).all() for p in trained):
                 raise NonFiniteLossError(

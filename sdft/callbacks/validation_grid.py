@@ -43,7 +43,7 @@ class ValidationGrid(L.Callback):
         self.every_n_steps, self.at_start = every_n_steps, at_start
         self.tokenizer, self.scheduler, self.clip_skip = tokenizer, scheduler, clip_skip
         self.written: list[Path] = []
-        self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/train.py): grids use the SDXL pipeline
+        self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/run/train.py): grids use the SDXL pipeline
         self._last_step = -1
 
     @classmethod

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sdft.data import caption, check, prepare
+from sdft.prep import caption, check, prepare
 
 # name -> (module with add_arguments(parser) and run_from_args(args), help)
 TOOLS = {
@@ -83,7 +83,8 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
 
 def doctor_datasets(args: argparse.Namespace):
     from sdft.errors import ConfigError
-    from sdft.prep.doctor.inputs import compose_run_config, from_run_config, from_source
+    from sdft.prep.doctor.inputs import from_source
+    from sdft.prep.doctor.run_config import compose_run_config, from_run_config
 
     if args.config_name:
         overrides = ([args.source] if args.source else []) + list(args.overrides)

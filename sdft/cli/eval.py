@@ -83,7 +83,7 @@ def model_run_config(args: argparse.Namespace):
 def checkpoints_from_args(args: argparse.Namespace) -> int:
     """`sdft eval checkpoints RUN`: table, chart and recommended checkpoint of each phase."""
     from sdft.errors import ConfigError
-    from sdft.evaluation.likeness_posthoc import evaluate_checkpoints
+    from sdft.run.likeness_posthoc import evaluate_checkpoints
 
     if args.run_dir is None:
         raise ConfigError("sdft eval checkpoints needs the run folder: sdft eval checkpoints outputs/<name>/<run>.")

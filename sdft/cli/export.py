@@ -1,12 +1,12 @@
-"""`sdft export`: the command line of sdft/export.py (merge LoRAs into a base; diffusers folder and/or single file)."""
+"""`sdft export`: the command line of sdft/adapters/export.py (merge LoRAs into a base; diffusers folder and/or single file)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import sdft.export as export_module
-from sdft.export import export, parse_lora
+import sdft.adapters.export as export_module
+from sdft.adapters.export import export, parse_lora
 
 
 def register(subparsers) -> None:

@@ -1,4 +1,4 @@
-"""`sdft ui`: the command line of the Gradio app (sdft/ui.py): load the base once, serve until interrupted."""
+"""`sdft ui`: the command line of the Gradio app (sdft/ui/app.py): load the base once, serve until interrupted."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ def register(subparsers) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Load the base once, build the app and serve it until interrupted."""
-    from sdft.ui import build_app, launch
-    from sdft.ui_session import UiSession, parse_lora_lines
-    from sdft.ui_train import TrainQueue
+    from sdft.ui.app import build_app, launch
+    from sdft.ui.session import UiSession, parse_lora_lines
+    from sdft.ui.train import TrainQueue
 
     parse_lora_lines("\n".join(args.lora))  # a malformed --lora fails before the model loads
     generator = generator_from_args(args)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdft.errors import DataError
+from sdft.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +171,26 @@ def process_caption(caption: str, options: CaptionOptions, rng: random.Random) -
             rest = [t for t in rest if rng.random() >= options.tag_dropout]
         return ", ".join(keep + rest)
     return caption
+
+
+def subject_words(
+    instance_prompt: str | None,
+    class_prompt: str | None,
+    trigger: str | None,
+    identifier: str | None = None,
+    class_noun: str | None = None,
+) -> tuple[str, str]:
+    """(identifier, class noun): given, else the trigger / the instance prompt's word that the class prompt lacks,
+    and the class prompt's last word (`photo of sks dog` + `photo of a dog` -> `sks`, `dog`)."""
+    class_words = (class_prompt or "").replace(",", " ").split()
+    cls = class_noun or (class_words[-1] if class_words else None)
+    ident = identifier or trigger
+    if ident is None and instance_prompt:
+        extra = [w for w in instance_prompt.replace(",", " ").split() if w not in class_words]
+        ident = extra[0] if extra else None
+    if not ident or not cls:
+        raise ConfigError(
+            f"Cannot tell the subject's identifier and class noun from instance prompt {instance_prompt!r} and class "
+            f"prompt {class_prompt!r}: set eval.identifier=<token> and eval.class_noun=<noun> (--identifier, --class-noun)."
+        )
+    return ident, cls

@@ -53,7 +53,7 @@ def ensure_class_images(
         return existing[:num_images]
     # multi-GPU: local rank 0 generates, the other processes of the node wait for its files. Not LightningDataModule
     # .prepare_data (issue 19): that hook runs inside Trainer.fit, after the phase's adapters are set up, and class
-    # images must come from the weights as they are before (sdft/train.py prepare), with no Trainer yet.
+    # images must come from the weights as they are before (sdft/run/train.py prepare), with no Trainer yet.
     if local_rank() > 0:
         return wait_for_class_images(class_dir, num_images)
     taken = {p.stem for p in existing}

@@ -201,7 +201,7 @@ def data_source(cfg: DataConfig | DictConfig) -> str:
 def check_data_config(cfg: DataConfig | DictConfig, prior_enabled: bool) -> None:
     """Checks that need no images: prior preservation needs a class prompt somewhere."""
     # data.on_bad_images / missing_captions are enums (sdft/config.py): other values fail when the config is composed;
-    # numeric ranges (data.caption_dropout ...) are declared there too and checked by sdft/checks.py
+    # numeric ranges (data.caption_dropout ...) are declared there too and checked by sdft/run/checks.py
     for r in [*cfg.resolutions, *(c.resolution for c in cfg.concepts if c.resolution is not None)]:
         if r % 8:
             raise ConfigError(

@@ -1,7 +1,7 @@
 """Per-image loss masks (loss.masked_loss): from data.mask_dir (same stem), else `<stem>.mask.png` beside the image,
 else the image's alpha channel; an image with none of them is weighted 1 everywhere. A mask goes through the very
 resize, crop and flip of its sample (the SampleSpec that also keys the latent cache), so it stays aligned with the
-pixels or cached latents; the module area-averages it to the latent size (sdft/losses.py mask_weights)."""
+pixels or cached latents; the module area-averages it to the latent size (sdft/training/losses.py mask_weights)."""
 
 from __future__ import annotations
 

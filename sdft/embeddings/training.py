@@ -123,7 +123,7 @@ def check_embedding_config(cfg: DictConfig) -> None:
         )
     if any(c.isspace() for c in emb.placeholder):
         raise ConfigError(f"adapter.embedding.placeholder={emb.placeholder!r}: one word without spaces, e.g. <sks>.")
-    # num_vectors and train_fraction: their ranges are declared in sdft/config.py (checked by sdft/checks.py)
+    # num_vectors and train_fraction: their ranges are declared in sdft/config.py (checked by sdft/run/checks.py)
     if kind == AdapterKind.embedding and emb.train_fraction < 1.0:
         raise ConfigError(
             "adapter.embedding.train_fraction < 1 freezes the embedding, but with adapter.kind=embedding "

@@ -21,7 +21,8 @@ from PIL import Image
 from sdft.config import EvalConfig, ModelConfig
 from sdft.evaluation import metrics
 from sdft.evaluation.cost import adapter_bytes, inference_cost, training_cost
-from sdft.evaluation.prompts import fill, prompt_templates, spread, subject_words, without_identifier
+from sdft.data.captions import subject_words
+from sdft.evaluation.prompts import fill, prompt_templates, spread, without_identifier
 from sdft.evaluation.targets import Target, base_target
 
 log = logging.getLogger(__name__)

@@ -3,9 +3,11 @@ clothing, setting, style), so that identity that appears only for the training c
 
 from __future__ import annotations
 
+from sdft.data.captions import subject_words
+from sdft.evaluation.prompts import spread
+
 from dataclasses import dataclass
 
-from sdft.evaluation.prompts import spread, subject_words
 
 PEOPLE = ("person", "man", "woman", "boy", "girl", "child", "face", "guy", "lady")
 VARIED = {

@@ -48,7 +48,7 @@ def _finite(v) -> bool:
 
 
 def chart(rows: list[dict], recommended: int | None, metric: str = "") -> Image.Image:
-    """Four line panels against step. Drawn with PIL, as sdft/sweep.py's plot: the core install has no plotting
+    """Four line panels against step. Drawn with PIL, as sdft/run/sweep.py's plot: the core install has no plotting
     library, and four polylines need none."""
     font = ImageFont.load_default(size=12)
     pw, ph, left, top, gap = 300, 170, 56, 34, 30

@@ -6,11 +6,10 @@ Feature arguments are L2-normalised embeddings (N, D), so a dot product is a cos
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import torch
 
-from sdft.callbacks.fixed_noise_loss import TIMESTEPS, FixedNoiseLoss
+from sdft.training.fixed_noise import TIMESTEPS, FixedNoiseMeter
 from sdft.models.text import text_states
 
 DRIFT_SEED = 4242
@@ -47,7 +46,7 @@ def diversity(groups: list[torch.Tensor]) -> float:
 def _module(pipe, noise_scheduler, clip_skip: int):
     """The training LightningModule around a pipeline's models (eval mode), for the fixed-noise loss."""
     from sdft.config import LossConfig, OptimConfig
-    from sdft.module import DreamBoothModule
+    from sdft.training.module import DreamBoothModule
 
     module = DreamBoothModule(
         pipe.unet, pipe.text_encoder, pipe.vae, noise_scheduler, OptimConfig(), LossConfig(), clip_skip=clip_skip
@@ -67,9 +66,8 @@ def instance_fidelity(
 ) -> float:
     """The diffusion loss on the instance images with their training prompts, at fixed noise and timesteps: the
     same measurement as the run's `val/fixed_noise_loss` (FixedNoiseLoss); lower = the subject is reproduced better."""
-    meter = FixedNoiseLoss(0, resolution, max_images=max_images, seed=seed)
-    trainer = SimpleNamespace(datamodule=SimpleNamespace(instances=instances, tokenizer=tokenizer))
-    return meter.measure(trainer, _module(pipe, noise_scheduler, clip_skip))
+    meter = FixedNoiseMeter(resolution, max_images=max_images, seed=seed)
+    return meter.measure(_module(pipe, noise_scheduler, clip_skip), instances, tokenizer)
 
 
 @torch.no_grad()

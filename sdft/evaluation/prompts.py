@@ -101,29 +101,6 @@ def fill(template: str, identifier: str, cls: str) -> str:
     return " ".join(text.split())
 
 
-def subject_words(
-    instance_prompt: str | None,
-    class_prompt: str | None,
-    trigger: str | None,
-    identifier: str | None = None,
-    class_noun: str | None = None,
-) -> tuple[str, str]:
-    """(identifier, class noun): given, else the trigger / the instance prompt's word that the class prompt lacks,
-    and the class prompt's last word (`photo of sks dog` + `photo of a dog` -> `sks`, `dog`)."""
-    class_words = (class_prompt or "").replace(",", " ").split()
-    cls = class_noun or (class_words[-1] if class_words else None)
-    ident = identifier or trigger
-    if ident is None and instance_prompt:
-        extra = [w for w in instance_prompt.replace(",", " ").split() if w not in class_words]
-        ident = extra[0] if extra else None
-    if not ident or not cls:
-        raise ConfigError(
-            f"Cannot tell the subject's identifier and class noun from instance prompt {instance_prompt!r} and class "
-            f"prompt {class_prompt!r}: set eval.identifier=<token> and eval.class_noun=<noun> (--identifier, --class-noun)."
-        )
-    return ident, cls
-
-
 def without_identifier(prompt: str, identifier: str) -> str:
     """The prompt as a class prompt: the identifier token removed (for CLIP-T and language drift)."""
     return " ".join(w for w in prompt.split() if w != identifier)

@@ -1,10 +1,12 @@
 """The evaluation report: report.md (tables), report.csv, one bar chart PNG per metric, a side-by-side image grid.
 
-Bar charts are drawn with PIL as sdft/sweep.py draws its plots (no plotting dependency); the grid reuses
+Bar charts are drawn with PIL as sdft/run/sweep.py draws its plots (no plotting dependency); the grid reuses
 `sdft.images_grid.make_grid` (rows = prompts, columns = real image and each target's first seed).
 """
 
 from __future__ import annotations
+
+from sdft.images_grid import fmt_value
 
 import csv
 import math
@@ -13,7 +15,6 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH, make_grid, tile_size
-from sdft.sweep import fmt_value
 
 # key -> (column title, which way is better, what it is)
 QUALITY = {

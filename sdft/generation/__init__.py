@@ -5,5 +5,5 @@
 - `generator.py`: `Generator`, the base loaded once with LoRAs and embeddings switched on it
 - `run.py`: `run_generation`, sweeps into numbered PNGs and one labelled grid (what `sdft generate` writes)
 
-The command line is sdft/cli/generate.py; `sdft.generate` re-exports the public names.
+The command line is sdft/cli/generate.py.
 """

@@ -97,7 +97,7 @@ class Generator:
         if file_kind(state) is not None:  # LoHa / LoKr / DoRA / OFT: injected with peft (sdft/adapters/peft_files.py)
             return self._load_other_kind(file, state, metadata, file_kind(state), bundled)
         if self.sdxl:  # U-Net and both towers, mapped with diffusers' own SDXL key conversion
-            from sdft.models.family_pipelines import check_sdxl_lora_fits
+            from sdft.adapters.sdxl_check import check_sdxl_lora_fits
 
             expected = check_sdxl_lora_fits(state, self.pipe, str(file))
         else:
@@ -284,8 +284,8 @@ class Generator:
 
     def sampling_scheduler(self, params: GenerationParams):
         """params.scheduler, unless an active LoRA was trained with loss.zero_terminal_snr: then the zero-SNR DDIM
-        (trailing, its prediction type) it was trained and validated with (sdft/noise.py), whatever was asked."""
-        from sdft.noise import sampling_scheduler
+        (trailing, its prediction type) it was trained and validated with (sdft/training/noise.py), whatever was asked."""
+        from sdft.generation.lora_scheduler import sampling_scheduler
 
         scheduler = make_scheduler(params.scheduler, self.base_scheduler_config)
         for lora, _ in self.active:

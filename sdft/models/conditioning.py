@@ -1,6 +1,6 @@
 """The family-specific part of the training step: what the U-Net is conditioned on.
 
-One LightningModule step (sdft/module.py) for every family; it asks its conditioning object for the U-Net's
+One LightningModule step (sdft/training/module.py) for every family; it asks its conditioning object for the U-Net's
 `encoder_hidden_states` and `added_cond_kwargs`:
   SD 1.x: the text encoder's hidden states (clip skip as set), no added conditioning;
   SDXL:   both towers' penultimate hidden states concatenated, the second tower's pooled embedding and the

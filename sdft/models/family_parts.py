@@ -1,16 +1,17 @@
 """What training needs to know about a model family, in one place: checks, tokenizer, conditioning, pipelines.
 
-sdft/train.py asks `family_parts(pipe, cfg)` once per phase; SD 1.x gets what it always had, SDXL gets the second
+sdft/run/train.py asks `family_parts(pipe, cfg)` once per phase; SD 1.x gets what it always had, SDXL gets the second
 text tower, a tokenizer giving both towers' ids, per-sample time ids and the SDXL pipeline for sampling and saving.
 """
 
 from __future__ import annotations
 
+from sdft.models.params import count_params
+
 from dataclasses import dataclass
 
 from diffusers import StableDiffusionXLPipeline
 
-from sdft.adapters.lora import count_params
 from sdft.config import ModelFamily
 from sdft.errors import UnsupportedModelError
 from sdft.models.conditioning import PairTokenizer, Sd1Conditioning, SdxlConditioning

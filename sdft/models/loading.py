@@ -261,7 +261,7 @@ def load_pipeline(cfg: ModelConfig) -> StableDiffusionPipeline:
 
         pipe = _from_folder(ensure_tiny_model(cfg.cache_dir))
     elif cfg.path == TOY_MODEL:
-        from sdft.toy.weights import load_toy_pipeline
+        from sdft.models.toy_weights import load_toy_pipeline
 
         pipe = load_toy_pipeline()
     elif cfg.path == SDXL_TINY_MODEL:

@@ -16,7 +16,7 @@ import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from sdft.models.tiny import TEXT_HIDDEN_SIZE, TINY_RESOLUTION, _tiny_text_encoder, _tiny_vae, ensure_model_folder
+from sdft.models.tiny import TEXT_HIDDEN_SIZE, TINY_RESOLUTION, tiny_text_encoder, tiny_vae, ensure_model_folder
 from sdft.models.tokenizer_vocab import build_clip_tokenizer, write_vocab_files
 
 SDXL_TINY_MODEL_VERSION = "sdxl-tiny-v2"  # v2: the second tower is wider than the first, as in SDXL
@@ -79,8 +79,8 @@ def build_sdxl_tiny_pipeline() -> StableDiffusionXLPipeline:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         unet = _tiny_sdxl_unet().eval()
-        vae = _tiny_vae().eval()
-        text_encoder = _tiny_text_encoder(tokenizer).eval()
+        vae = tiny_vae().eval()
+        text_encoder = tiny_text_encoder(tokenizer).eval()
         text_encoder_2 = _tiny_text_encoder_2(text_encoder).eval()
     vae.register_to_config(scaling_factor=0.13025)  # SDXL's latent scale
     return StableDiffusionXLPipeline(

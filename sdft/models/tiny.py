@@ -53,7 +53,7 @@ def _tiny_unet() -> UNet2DConditionModel:
     )
 
 
-def _tiny_vae() -> AutoencoderKL:
+def tiny_vae() -> AutoencoderKL:
     """SD-style KL autoencoder: 4 blocks, so 64 px images map to 8x8x4 latents."""
     return AutoencoderKL(
         in_channels=3,
@@ -69,7 +69,7 @@ def _tiny_vae() -> AutoencoderKL:
     )
 
 
-def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     """A 2-layer CLIP text tower sized to the tokenizer's vocabulary."""
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
@@ -97,8 +97,8 @@ def build_tiny_pipeline() -> StableDiffusionPipeline:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         unet = _tiny_unet().eval()
-        vae = _tiny_vae().eval()
-        text_encoder = _tiny_text_encoder(tokenizer).eval()
+        vae = tiny_vae().eval()
+        text_encoder = tiny_text_encoder(tokenizer).eval()
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdft.data.faces import Face
+from sdft.prep.faces import Face
 from sdft.errors import ConfigError
 
 SAME_PERSON = 0.6  # dlib's usual Euclidean threshold between descriptors of one person
@@ -41,7 +41,7 @@ def model_dir() -> Path:
 
 @dataclass(frozen=True)
 class FoundFace:
-    """A face box (sdft.data.faces.Face, in the given image's pixels) and its 128-d identity descriptor."""
+    """A face box (sdft.prep.faces.Face, in the given image's pixels) and its 128-d identity descriptor."""
 
     box: Face
     descriptor: np.ndarray

@@ -69,7 +69,7 @@ class Detection:
         return d
 
 
-def _array(image) -> np.ndarray:
+def as_array(image) -> np.ndarray:
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     return np.asarray(image, dtype=np.float32)
@@ -142,7 +142,7 @@ def templates(background: str = "white") -> dict[tuple[str, bool], Template]:
     out = {}
     for cls in CLASSES:
         for flip in (False, True):
-            arr = _array(render(Scene(cls, "blue", "yellow", "plain", background, flip), jitter=False))
+            arr = as_array(render(Scene(cls, "blue", "yellow", "plain", background, flip), jitter=False))
             mask = object_mask(arr)
             box = _bbox(mask)
             plain, spots, stripes = (_code_render(cls, flip, p) for p in PATTERNS)
@@ -230,7 +230,7 @@ def _locate(arr: np.ndarray):
 def detect(image) -> Detection:
     """Every attribute of a toy-world image (class, colours, pattern, background; None where no object is found),
     and the number of separate marks on the main part."""
-    bg, mask, box, key, t, names = _locate(_array(image))
+    bg, mask, box, key, t, names = _locate(as_array(image))
     if box is None:
         return Detection(bg)
     cls, flip = key
@@ -255,7 +255,7 @@ def separate_spots(detection: Detection | dict) -> bool:
 def band_of(image) -> Image.Image:
     """A synthetic band for validating `separate_spots`: `image` (a spotted object) with the box spanning its
     spots filled in their colour, the spots merged into one band. The image unchanged when it shows no spots."""
-    arr = _array(image)
+    arr = as_array(image)
     bg, mask, box, key, t, names = _locate(arr)
     if box is None:
         return Image.fromarray(arr.astype(np.uint8))
@@ -303,7 +303,7 @@ def spots_accuracy(count: int = 100, seed: int = 0) -> dict[str, dict[str, float
 def colour_histogram(image) -> np.ndarray:
     """Share of the object's pixels nearest each world colour (COLOUR_NAMES order); zeros when no object is found.
     Kept for colour-only comparisons (tests/test_toy_embeddings.py); sdft.toy.measure reads every attribute."""
-    arr = _array(image)
+    arr = as_array(image)
     mask = object_mask(arr)
     hist = np.zeros(len(COLOUR_NAMES), dtype=np.float64)
     if mask.sum() < MIN_PIXELS:

@@ -22,10 +22,10 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image, ImageDraw
 
 from sdft.models.tokenizer_vocab import write_vocab_files
-from sdft.toy.arch import TOY_WORDS
+from sdft.models.toy_arch import TOY_WORDS
 from sdft.toy.control import attribute_rates, grid, prompt_control_rate, sample
 from sdft.toy.detector import accuracy
-from sdft.toy.weights import TOY_MODEL_DIR, load_toy_pipeline
+from sdft.models.toy_weights import TOY_MODEL_DIR, load_toy_pipeline
 from sdft.toy.world import CLASSES, Scene
 
 

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from sdft.data.images import MASK_SUFFIX, list_images
 from sdft.errors import DataError
-from sdft.toy.detector import _array, background_of, object_mask
+from sdft.toy.detector import as_array, background_of, object_mask
 from sdft.toy.world import BACKGROUNDS, COLOURS, DARK, RESOLUTION
 
 TILE = 4  # busy background: TILE x TILE pixel tiles
@@ -34,7 +34,7 @@ BUSY_SHARE = 0.5  # an image whose border has more such pixels than this share i
 def subject_mask(image) -> Image.Image:
     """The toy detector's object mask of a plain-background world image, as mode-L (255 = subject, 0 = background).
     Fails on an image where it finds no object (a mask of nothing would silently drop the image from the loss)."""
-    mask = object_mask(_array(image))
+    mask = object_mask(as_array(image))
     if mask.sum() < 12:
         raise DataError(
             "The toy detector finds no object in this image: generated masks need a toy-world subject "
@@ -96,7 +96,7 @@ def write_busy_subject(src: str | Path, out: str | Path, seed: int = 0) -> list[
 
 def is_busy(image) -> bool:
     """True when more than BUSY_SHARE of the border pixels are far from the plain background the border reads as."""
-    arr = _array(image)
+    arr = as_array(image)
     name, _ = background_of(arr)
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
     far = np.linalg.norm(border - np.array(BACKGROUNDS[name], dtype=np.float32), axis=-1) > OFF_BACKGROUND

@@ -173,7 +173,7 @@ def quickstart_lora(seed: int, out_dir: str | Path, overrides: Sequence[str] = (
     from hydra import compose, initialize_config_dir
 
     import sdft.config  # noqa: F401  (registers the config schema)
-    from sdft.train import run
+    from sdft.run.train import run
 
     out_dir = Path(out_dir)
     run_dir = out_dir / f"seed{seed}-{hashlib.sha1(repr(list(overrides)).encode()).hexdigest()[:8]}"

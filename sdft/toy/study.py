@@ -56,7 +56,7 @@ def study(
     """{prior: Summary} over `seeds` for each prior setting in `priors` (True: as configured, False: no prior at all,
     neither class images nor the base model's prediction); `pipe` (the toy base), `subject` and `reference` are made here when not given; `log` (a
     text file) gets one JSON line per run (figures, training seconds, per-attribute misses of the identifier)."""
-    from sdft.toy.weights import load_toy_pipeline
+    from sdft.models.toy_weights import load_toy_pipeline
 
     pipe = load_toy_pipeline() if pipe is None else pipe
     subject = toy_subject() if subject is None else subject

@@ -1,6 +1,6 @@
 """The toy subject as the detector reads it, and whether a detection matches it: shared by the toy measurement
 (sdft/toy/measure.py) and the likeness meter's toy scorer (sdft/evaluation/likeness_scorers.py), apart from
-measure.py's training entry point (which imports sdft.train: the meter is part of training)."""
+measure.py's training entry point (which imports sdft.run.train: the meter is part of training)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Step 1 of the toy pretraining: train the toy VAE, then write the start pipeline for the project's trainer.
 
-Hand-written on purpose: the project's trainer (sdft/train.py, sdft/module.py) trains a U-Net and text encoder on a
+Hand-written on purpose: the project's trainer (sdft/run/train.py, sdft/training/module.py) trains a U-Net and text encoder on a
 frozen VAE's latents; it has no autoencoder objective. This loop is the whole VAE recipe (reconstruction MSE + L1 and a
 small KL term on freshly drawn toy scenes), a few minutes on one CPU thread.
 
@@ -23,7 +23,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from sdft.models.tokenizer_vocab import write_vocab_files
-from sdft.toy.arch import TOY_WORDS, init_pipeline, toy_vae
+from sdft.models.toy_arch import TOY_WORDS, init_pipeline, toy_vae
 from sdft.toy.world import random_scene, render
 
 

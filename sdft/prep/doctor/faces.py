@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from sdft.data.faces import Face, main_faces
+from sdft.prep.faces import Face, main_faces
 from sdft.errors import ConfigError
-from sdft.data.framing import MIN_SUBJECT, fraction, subject_box
+from sdft.prep.framing import MIN_SUBJECT, fraction, subject_box
 from sdft.prep.doctor.findings import Finding, Item, Severity
 from sdft.prep.doctor.inputs import DoctorData
 from sdft.prep.face_identity import SAME_PERSON, FaceIdentity
@@ -29,9 +29,9 @@ MIN_GROUP = 3  # faces that must agree before one can be called an outlier
 
 @dataclass(frozen=True)
 class FaceInfo:
-    count: int  # faces of the subject's size and confidence (sdft.data.faces.main_faces)
+    count: int  # faces of the subject's size and confidence (sdft.prep.faces.main_faces)
     face: Face | None  # the largest, in the measured image's pixels
-    subject: float | None  # share of the frame the person covers (sdft.data.framing)
+    subject: float | None  # share of the frame the person covers (sdft.prep.framing)
     descriptor: np.ndarray | None
 
 

@@ -44,7 +44,7 @@ def at_start(phases, datas) -> None:
 def after_prepare(out: Path, sets: list[str], faces: bool = True) -> list[str]:
     """The doctor on each set `sdft data prepare` wrote (OUT/face, OUT/body, ...): reports OUT/doctor.json and
     OUT/doctor.html (beside the sets, not in them); returns the lines to print."""
-    from sdft.data.check import load_data_config
+    from sdft.prep.check import load_data_config
     from sdft.errors import ConfigError
     from sdft.prep.doctor.html import write_html
     from sdft.prep.doctor.report import text_lines, write_json

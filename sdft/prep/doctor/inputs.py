@@ -1,6 +1,6 @@
 """The dataset as training sees it: resolved and scanned by sdft/data (the same code a run uses), one `Item` per image.
 
-Sources: a folder / kohya tree / kohya TOML / data YAML (sdft.data.check.load_data_config, as `sdft data check`), a
+Sources: a folder / kohya tree / kohya TOML / data YAML (sdft.prep.check.load_data_config, as `sdft data check`), a
 run config's phases (`--config-name`, composed as train.py does), or a `PhaseData` from a training run."""
 
 from __future__ import annotations
@@ -73,35 +73,7 @@ def from_data_settings(settings: DictConfig, label: str, native: int = SD1_NATIV
 
 def from_source(source: str, prompt: str | None = None, overrides: list[str] | None = None) -> DoctorData:
     """A folder, kohya tree, kohya TOML or data YAML, resolved as `sdft data check` does."""
-    from sdft.data.check import load_data_config
+    from sdft.prep.check import load_data_config
 
     settings = load_data_config(source, prompt, overrides)
     return from_data_settings(settings, str(source))
-
-
-def compose_run_config(config_name: str, overrides: list[str], config_dir: str | None = None) -> DictConfig:
-    """A run config composed as `python train.py --config-name NAME overrides` would (conf/ of the working folder, or
-    `config_dir`), typed and checked like a run's."""
-    from hydra import compose, initialize_config_dir
-
-    import sdft.config  # noqa: F401  (registers the schema)
-    from sdft.errors import ConfigError
-
-    folder = Path(config_dir or "conf").expanduser().resolve()
-    if not (folder / f"{config_name}.yaml").is_file():
-        raise ConfigError(f"--config-name {config_name}: no {folder / (config_name + '.yaml')} (set --config-dir).")
-    with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
-
-
-def from_run_config(cfg: DictConfig) -> list[DoctorData]:
-    """Every phase's dataset of a run config (train.py's phases), its base's native size guessed by name."""
-    from omegaconf import OmegaConf
-
-    from sdft.checks import typed_config
-    from sdft.phases import phase_configs
-
-    cfg = typed_config(OmegaConf.to_container(cfg, resolve=False))  # unknown keys fail, as in a run
-    phases = phase_configs(cfg)
-    native = native_size(cfg.model)
-    return [from_data_settings(p.data, f"phase {p.phase.name}", native) for p in phases]

@@ -129,7 +129,7 @@ def _build(arch: Architecture, device: torch.device) -> SimpleNamespace:
         pipe = build_sdxl_tiny_pipeline()
         unet, vae, te, te2 = pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2
     elif arch.kind == TOY_MODEL:
-        from sdft.toy.arch import toy_text_encoder, toy_tokenizer, toy_unet, toy_vae
+        from sdft.models.toy_arch import toy_text_encoder, toy_tokenizer, toy_unet, toy_vae
 
         unet, vae, te = toy_unet(), toy_vae(), toy_text_encoder(toy_tokenizer())
     elif arch.kind == "sd15":

@@ -20,7 +20,7 @@ def compose_run(overrides: list[str], config_name: str = "config", config_dir: P
     from omegaconf.errors import OmegaConfBaseException
 
     import sdft.config  # noqa: F401  (registers the schema)
-    from sdft.checks import typed_config
+    from sdft.run.checks import typed_config
 
     try:
         with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
@@ -31,11 +31,11 @@ def compose_run(overrides: list[str], config_name: str = "config", config_dir: P
 
 
 def checked_phases(cfg: DictConfig) -> tuple[list[DictConfig], list]:
-    """Every phase's config checked (sdft/phases.py, sdft/train.py's check_config), then every phase's data scanned
+    """Every phase's config checked (sdft/run/phases.py, sdft/run/train.py's check_config), then every phase's data scanned
     (sdft/data/phase_data.py): train.py's order and messages."""
     from sdft.data.phase_data import phase_data
-    from sdft.phases import phase_configs
-    from sdft.train import check_config
+    from sdft.run.phases import phase_configs
+    from sdft.run.train import check_config
 
     phases = phase_configs(cfg)
     for phase in phases:

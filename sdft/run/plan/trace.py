@@ -122,7 +122,7 @@ def adapted_module(cfg: DictConfig, models: SimpleNamespace):
     from sdft.adapters.lora import start_phase
     from sdft.models.conditioning import conditioning_for
     from sdft.models.tiny import SD15_SCHEDULER_CONFIG
-    from sdft.module import DreamBoothModule
+    from sdft.training.module import DreamBoothModule
     from diffusers import DDPMScheduler
 
     start_phase(models.unet, models.text_encoder, cfg.adapter, "fresh", None, models.text_encoder_2)

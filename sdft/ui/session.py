@@ -1,6 +1,6 @@
 """What `sdft ui` does behind its widgets, free of gradio: one `Generator` (the base is loaded once), LoRA lines
 (`PATH[:WEIGHT]`; the scan for LoRA files is sdft/generation/lora_scan.py), and renders written exactly as `sdft generate` writes them (numbered PNGs
-with the A1111 `parameters` text, via `run_generation`). Errors are `SdftError`s; sdft/ui.py shows them to people.
+with the A1111 `parameters` text, via `run_generation`). Errors are `SdftError`s; sdft/ui/app.py shows them to people.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def check_ema_config(cfg: EmaConfig) -> None:
         return
     if cfg.device not in DEVICES:
         raise ConfigError(f"ema.device={cfg.device!r}: use same (beside the weights) or cpu.")
-    # ema.decay / start_step: their ranges are declared in sdft/config.py and checked by sdft/checks.py
+    # ema.decay / start_step: their ranges are declared in sdft/config.py and checked by sdft/run/checks.py
 
 
 class EmaWeights(L.Callback):

@@ -103,7 +103,7 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
     from sdft.generation.params import LoraSpec
     from sdft.models.family_parts import family_parts
     from sdft.models.loading import make_noise_scheduler
-    from sdft.module import DreamBoothModule
+    from sdft.training.module import DreamBoothModule
 
     if metric is not None:
         cfg.callbacks.likeness.metric = metric

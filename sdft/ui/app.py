@@ -3,7 +3,7 @@
 Layout: prompt and negative prompt on top; on the left the txt2img / img2img tabs (each with its Generate button),
 the sampling settings and the LoRA panel (lines of `PATH[:WEIGHT]`, a folder scan into a dropdown, a check that loads
 them now); on the right the gallery of the images just made, their A1111 parameters and where they were saved.
-The logic lives in sdft/ui_session.py; this file is layout, error display and the command. Errors meant for people
+The logic lives in sdft/ui/session.py; this file is layout, error display and the command. Errors meant for people
 (`SdftError`: a bad path, a LoRA that does not fit the base, bad sizes) appear as a message in the page.
 """
 
@@ -17,7 +17,7 @@ from typing import Sequence
 from sdft.errors import SdftError
 from sdft.generation.params import DEFAULT_SCHEDULER, SCHEDULERS
 from sdft.generation.lora_scan import find_loras
-from sdft.ui_session import UiSession, format_lora_lines, parse_lora_lines
+from sdft.ui.session import UiSession, format_lora_lines, parse_lora_lines
 
 
 def _gradio():
@@ -50,7 +50,7 @@ def build_app(
     train_queue=None,
     runs_root: str = "outputs",
 ):
-    """The gr.Blocks of one session (not launched); with a `TrainQueue` (sdft/ui_train.py) also the Train and Runs
+    """The gr.Blocks of one session (not launched); with a `TrainQueue` (sdft/ui/train.py) also the Train and Runs
     tabs, whose runs go under `runs_root`."""
     gr = _gradio()
     gen = session.generator
@@ -232,8 +232,8 @@ def build_app(
         scan_btn.click(scan, folder, found)
         add_btn.click(for_people(session.add_lora), [lora_text, found, weight], lora_text)
         check_btn.click(for_people(session.check_loras), lora_text, status)
-        if train_queue is not None:  # the Train and Runs tabs: a front end to train.py (sdft/ui_train_tabs.py)
-            from sdft.ui_train_tabs import train_tabs
+        if train_queue is not None:  # the Train and Runs tabs: a front end to train.py (sdft/ui/train_tabs.py)
+            from sdft.ui.train_tabs import train_tabs
 
             with tabs:
                 train_tabs(gr, train_queue, runs_root, lora_text, tabs, for_people)

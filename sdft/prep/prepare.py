@@ -1,9 +1,9 @@
 """`sdft data prepare IN OUT`: face close-ups and half-body crops from a folder of photos, ready for
 `+experiment=dual_phase` (OUT/face/, OUT/body/, captions copied), with a report and a contact sheet in OUT.
 
-Per image: detect faces (sdft.data.faces), frame crops from the largest face (sdft.data.framing), resize them to
-the target size (Lanczos, or a spandrel model for images that must grow: sdft.data.upscale), optionally write a
-mask per image (sdft.data.prep_masks). Nothing is written into IN.
+Per image: detect faces (sdft.prep.faces), frame crops from the largest face (sdft.prep.framing), resize them to
+the target size (Lanczos, or a spandrel model for images that must grow: sdft.prep.upscale), optionally write a
+mask per image (sdft.prep.masks). Nothing is written into IN.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from PIL import Image
 
 from sdft.atomic import atomic_path
 from sdft.data.captions import caption_path
-from sdft.data.faces import main_faces, make_detector
-from sdft.data.framing import MIN_SUBJECT, body_crop, face_crop, fraction, subject_box
+from sdft.prep.faces import main_faces, make_detector
+from sdft.prep.framing import MIN_SUBJECT, body_crop, face_crop, fraction, subject_box
 from sdft.data.images import MASK_SUFFIX, check_folder, list_images, load_rgb, no_images_error, scan_images
-from sdft.data.prepare_report import write_reports
-from sdft.data.upscale import make_resizer
+from sdft.prep.prepare_report import write_reports
+from sdft.prep.upscale import make_resizer
 from sdft.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class Preparer:
             set_name, str(path.relative_to(self.out)), box, out_size, round(factor, 3) if factor > 1.0 + 1e-6 else None
         )
         if mask is not None:
-            from sdft.data.prep_masks import crop_mask
+            from sdft.prep.masks import crop_mask
 
             mask_path = folder / f"{name}{MASK_SUFFIX}"
             save_atomic(crop_mask(mask, box, out_size), mask_path, "png")
@@ -184,7 +184,7 @@ class Preparer:
         usable = face is not None and (len(faces) == 1 or opts.several_faces == "largest")
         mask = None
         if opts.masks and face is not None:
-            from sdft.data.prep_masks import make_mask
+            from sdft.prep.masks import make_mask
 
             mask = make_mask(opts.masks, img, face, person)
         for set_name in opts.sets:

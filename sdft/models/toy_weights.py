@@ -8,7 +8,7 @@ import torch
 
 from sdft.errors import ModelLoadError
 
-TOY_MODEL_DIR = Path(__file__).resolve().parent / "model"
+TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "toy" / "model"  # package data of sdft.toy
 
 
 def toy_model_dir() -> Path:

@@ -1,7 +1,7 @@
 """Sweep summary: after a Hydra multirun, one CSV, one markdown table and one PNG of the final metrics.
 
 A Hydra callback (conf/config.yaml: hydra.callbacks.sweep_summary) calls `write_sweep_summary` at the end of every
-multirun; it can also be run by hand: `python -m sdft.sweep multirun/<name>/<date_time>`. It reads the jobs' folders,
+multirun; it can also be run by hand: `python -m sdft.run.sweep multirun/<name>/<date_time>`. It reads the jobs' folders,
 so it collects jobs that ran anywhere (another process, another node) as long as they share the sweep folder.
 
 Also here: the resolvers of conf/hydra/launcher/local_gpus.yaml (one job per local GPU), registered on import (the
@@ -9,6 +9,8 @@ callback above makes every launcher's job process import this module before the 
 """
 
 from __future__ import annotations
+
+from sdft.images_grid import fmt_value
 
 import csv
 import fcntl
@@ -53,10 +55,6 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
     keys = sorted({k for r in rows for k in r["params"]})
     swept = [k for k in keys if len({r["params"].get(k) for r in rows}) > 1]
     return rows, swept
-
-
-def fmt_value(value) -> str:
-    return f"{value:.5g}" if isinstance(value, float) else str(value)
 
 
 def write_tables(rows: list[dict], swept: list[str], metric: str, out: Path) -> None:

@@ -139,7 +139,7 @@ def check_sdxl_lora_file(path: Path, pipe) -> None:
     before loading (the same check `sdft generate` makes)."""
     from sdft.adapters.lora_file import read_lora_file
     from sdft.adapters.lycoris import file_kind
-    from sdft.models.family_pipelines import check_sdxl_lora_fits
+    from sdft.adapters.sdxl_check import check_sdxl_lora_fits
 
     state, _ = read_lora_file(path)
     kind = file_kind(list(state))

@@ -11,11 +11,11 @@ from diffusers.training_utils import compute_snr
 
 from sdft.config import LossConfig, OptimConfig, OptimizerName
 from sdft.errors import ConfigError, NonFiniteLossError
-from sdft.losses import mask_weights, per_sample_loss
+from sdft.training.losses import mask_weights, per_sample_loss
 from sdft.models.conditioning import Sd1Conditioning
 from sdft.models.text import text_states
-from sdft.noise import perturb, sample_noise, sample_timesteps, timestep_range
-from sdft.optimizers import build_optimizer, set_mode, split_groups
+from sdft.training.noise import perturb, sample_noise, sample_timesteps, timestep_range
+from sdft.training.optimizers import build_optimizer, set_mode, split_groups
 
 
 class DreamBoothModule(L.LightningModule):
@@ -49,7 +49,7 @@ class DreamBoothModule(L.LightningModule):
         self.vae_scale = vae.config.scaling_factor
         self.embeddings = embeddings  # sdft.embeddings.TokenVectors: new prompt tokens' vectors (own param group)
         self.strict_loading = False  # checkpoints hold only the trained weights (on_save_checkpoint)
-        self.base_prior = base_prior  # sdft/prior_prediction.py: the base model's prediction as the prior
+        self.base_prior = base_prior  # sdft/training/prior_prediction.py: the base model's prediction as the prior
         timestep_range(loss, noise_scheduler.config.num_train_timesteps)  # a bad range fails here, not at step 1
 
     # -- modes: trained parts train, frozen parts stay in eval --
@@ -124,7 +124,7 @@ class DreamBoothModule(L.LightningModule):
         else:
             latents = self.encode_latents(batch["pixel_values"])
         latents = latents.contiguous()  # the noise's layout follows the latents'; the VAE may return another layout
-        noise = sample_noise(latents, self.loss_cfg)  # sdft/noise.py: offset, pyramid
+        noise = sample_noise(latents, self.loss_cfg)  # sdft/training/noise.py: offset, pyramid
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = sample_timesteps(latents.shape[0], steps, self.loss_cfg, latents.device)
         text = self.conditioning.batch_text(batch)  # cached encoded text (sdft/data/cache.py), else token ids
@@ -247,7 +247,7 @@ class DreamBoothModule(L.LightningModule):
         cfg = self.optim_cfg
         kwargs = dict(betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
         groups = split_groups(self.param_groups(), self.named_parameters(), self.unet, cfg)  # LoRA+, per-block lr
-        if cfg.optimizer:  # any class, from conf/optim/*.yaml (sdft/optimizers.py)
+        if cfg.optimizer:  # any class, from conf/optim/*.yaml (sdft/training/optimizers.py)
             optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr)
         elif cfg.name == OptimizerName.adamw8bit:
             try:

@@ -33,7 +33,7 @@ def caption_folder(
     max_tags: int | None = None,
 ) -> dict[str, list[str]]:
     """Caption every image of `folder`; returns {"written": [...], "kept": [...], "unreadable": [...]} (paths)."""
-    from sdft.data.caption_models import OnnxTagger, pick_tags
+    from sdft.prep.caption_models import OnnxTagger, pick_tags
 
     folder = check_folder(folder, "sdft data caption")
     extension = normalize_extension(extension)
@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from sdft.data.caption_models import load_captioner
+    from sdft.prep.caption_models import load_captioner
 
     if args.batch_size < 1 or not 0 <= args.threshold <= 1 or not 0 <= args.character_threshold <= 1:
         raise ConfigError("--batch-size must be >= 1 and the thresholds within 0..1.")

@@ -1,6 +1,6 @@
 """Value checks that need no model or data (issue 20): each bad value is one clear ConfigError before any long work.
 
-Called from sdft.train.check_config for every phase's config, before the model loads.
+Called from sdft.run.train.check_config for every phase's config, before the model loads.
 """
 
 from __future__ import annotations

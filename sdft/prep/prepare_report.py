@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw
 
 from sdft.atomic import atomic_path
-from sdft.data.framing import MIN_SUBJECT
+from sdft.prep.framing import MIN_SUBJECT
 from sdft.data.images import load_rgb
 
 if TYPE_CHECKING:  # annotations only: prepare.py imports this module to write its reports
-    from sdft.data.prepare import ImageResult, Preparer, PrepareOptions
+    from sdft.prep.prepare import ImageResult, Preparer, PrepareOptions
 
 THUMB = 192
 COLOURS = {"face": (60, 140, 255), "body": (255, 150, 40), "full": (200, 200, 200), "detected": (40, 220, 80)}

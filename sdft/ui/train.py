@@ -108,8 +108,8 @@ def check_form(overrides: list[str]):
 
     from sdft.data.phase_data import phase_data
     from sdft.errors import SdftError
-    from sdft.phases import phase_configs
-    from sdft.train import as_config, check_config
+    from sdft.run.phases import phase_configs
+    from sdft.run.train import as_config, check_config
 
     plain = [o for o in overrides if not o.startswith("hydra.")]
     try:

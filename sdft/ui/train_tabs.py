@@ -1,4 +1,4 @@
-"""The Train and Runs tabs of `sdft ui` (layout and wiring; the logic is sdft/ui_train.py).
+"""The Train and Runs tabs of `sdft ui` (layout and wiring; the logic is sdft/ui/train.py).
 
 Train: the fields people change -> the exact `python train.py ...` command and the composed config, checked with the
 command line's own checks; Train queues it (one run at a time); the watch panel (refreshed every 2 s) shows the
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from sdft.callbacks.controls import request
 from sdft.errors import SdftError
-from sdft.ui_train import TrainForm, TrainQueue, check_form, command_line, presets, run_overrides, runs, watch
-from sdft.ui_train import new_run_dir
+from sdft.ui.train import TrainForm, TrainQueue, check_form, command_line, presets, run_overrides, runs, watch
+from sdft.ui.train import new_run_dir
 
 THUMBNAILS = 12
 PRIOR = {"preset's": None, "on": True, "off": False}
@@ -201,7 +201,7 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
     def show(folder):
         if not folder:
             return "", [], ""
-        from sdft.ui_train import run_info
+        from sdft.ui.train import run_info
 
         info = run_info(Path(folder))
         lines = [f"**{info.state}**: `{info.run_dir}`"]
@@ -211,7 +211,7 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
 
     @for_people
     def open_in_generate(folder):
-        from sdft.ui_train import run_info
+        from sdft.ui.train import run_info
 
         if not folder:
             raise gr.Error("Pick a run first.")

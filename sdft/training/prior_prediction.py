@@ -43,10 +43,11 @@ def base_prior_prompt(cfg) -> str:
 def trigger_and_class_word(cfg) -> tuple[str, str]:
     """The trigger (data.trigger, else the concepts' one trigger, else the instance prompt's word the class prompt
     lacks) and the class word (prior.base_prediction_class_word, else the class prompt's last word)."""
-    from sdft.evaluation.prompts import subject_words
 
     triggers = {c.trigger for c in cfg.data.concepts if c.trigger and not c.is_reg}
     trigger = cfg.data.trigger or (triggers.pop() if len(triggers) == 1 else None)
+    from sdft.data.captions import subject_words
+
     try:
         return subject_words(
             cfg.data.instance_prompt, base_prior_prompt(cfg), trigger, class_noun=cfg.prior.base_prediction_class_word

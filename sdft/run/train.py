@@ -17,8 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdft.adapters.kinds import is_peft_kind
 from sdft.adapters.kohya import kohya_metadata, tag_frequency
-from sdft.adapters.lora import count_params, start_phase
+from sdft.adapters.lora import start_phase
 from sdft.adapters.model_card import write_model_card
+from sdft.models.params import count_params
 from sdft.adapters.targets import TEXT_ENCODER_TARGETS, UNET_TARGETS, check_target_names
 from sdft.atomic import write_text
 from sdft.callbacks.controls import RunControls
@@ -31,7 +32,7 @@ from sdft.callbacks.resident_memory import ResidentMemory
 from sdft.callbacks.train_stats import TrainStats
 from sdft.callbacks.training_state import ResumePoint, TrainingState
 from sdft.callbacks.validation_grid import ValidationGrid
-from sdft.checks import check_values, typed_config
+from sdft.run.checks import check_values, typed_config
 from sdft.config import LoggerKind, SdftConfig
 from sdft.data.buckets import native_resolution, with_native_sizes
 from sdft.data.datamodule import DreamBoothDataModule
@@ -39,7 +40,7 @@ from sdft.data.folders import check_data_config, data_settings, data_source, def
 from sdft.data.phase_data import PhaseData, phase_data
 from sdft.data.prior import prior_examples
 from sdft.data.masks import MaskTransform
-from sdft.ema import EmaWeights, check_ema_config
+from sdft.training.ema import EmaWeights, check_ema_config
 from sdft.embeddings.training import (
     EmbeddingSchedule,
     attach_embedding,
@@ -49,18 +50,18 @@ from sdft.embeddings.training import (
     prompt_tokenizer,
 )
 from sdft.errors import ConfigError
-from sdft.loggers import close_loggers, make_logger
+from sdft.run.loggers import close_loggers, make_logger
 from sdft.models.family_parts import family_parts
 from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
 from sdft.models.quantize import check_quantize
-from sdft.module import DreamBoothModule
-from sdft.noise import check_zero_terminal_snr, use_zero_terminal_snr
-from sdft.optimizers import optimizer_class
-from sdft.phases import phase_configs
+from sdft.training.module import DreamBoothModule
+from sdft.training.noise import check_zero_terminal_snr, use_zero_terminal_snr
+from sdft.training.optimizers import optimizer_class
+from sdft.run.phases import phase_configs
 from sdft.prep.doctor.hooks import at_start as doctor_at_start
-from sdft.prior_prediction import BasePrior, base_prior_prompt, caption_swap, check_base_prior
+from sdft.training.prior_prediction import BasePrior, base_prior_prompt, caption_swap, check_base_prior
 from sdft.run.plan.headline import announce
-from sdft.resume import check_same_run, find_run, phase_status, restore_weights, untrusted
+from sdft.run.resume import check_same_run, find_run, phase_status, restore_weights, untrusted
 
 log = logging.getLogger(__name__)
 # Frozen models stay in eval mode on purpose (DreamBoothModule.train); Lightning's warning about it is noise here.
@@ -316,7 +317,7 @@ def prepare(
     callbacks.append(ResidentMemory())  # frozen weights the step does not read leave the resident set
     if embedding is not None:  # freezes it after adapter.embedding.train_fraction of the steps
         callbacks.append(EmbeddingSchedule(embedding, pipe.text_encoder, freeze_step(cfg), family.text_encoder_2))
-    if cfg.ema.enabled:  # before the checkpoint and grids: its update precedes their saves (sdft/ema.py)
+    if cfg.ema.enabled:  # before the checkpoint and grids: its update precedes their saves (sdft/training/ema.py)
         callbacks.insert(1, EmaWeights(cfg.ema, checkpoint))
     if cfg.logger.kind != LoggerKind.none and with_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer>/unet, .../text_encoder
@@ -395,7 +396,7 @@ def run(cfg: DictConfig | dict) -> dict:
     """Train every phase in order on one loaded base; writes <output_dir>/summary.json and returns it.
 
     One phase: the summary is that phase's. Several: {"name", "phases": [phase summaries], "train_seconds"}.
-    `resume=auto|<run folder>` continues an unfinished run in its own folder (sdft/resume.py).
+    `resume=auto|<run folder>` continues an unfinished run in its own folder (sdft/run/resume.py).
     SIGTERM / Ctrl-C stop it with a checkpoint or, before a step has trained, at once (sdft/callbacks/graceful_stop.py).
     """
     with stop_before_training():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sdft.data.faces import Face
+from sdft.prep.faces import Face
 
 Box = tuple[float, float, float, float]
 

@@ -13,8 +13,8 @@ import logging
 import numpy as np
 from PIL import Image
 
-from sdft.data.faces import Face, import_cv2
-from sdft.data.framing import Box
+from sdft.prep.faces import Face, import_cv2
+from sdft.prep.framing import Box
 
 log = logging.getLogger(__name__)
 
