@@ -25,7 +25,7 @@ from pathlib import Path
 from sdft.callbacks.controls import running
 from sdft.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout holding train.py and conf/
+ROOT = Path(__file__).resolve().parents[2]  # the checkout holding train.py and conf/
 CONF = ROOT / "conf"
 LOG_NAME = "ui_train.log"
 PROGRESS = re.compile(r"step (\d+)/(\d+) \((\d+)%\) \| phase (\S+) .*?\| ([\d.?]+) it/s \| ETA (\S+)")
