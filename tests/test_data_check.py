@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from helpers.images import noise_image, odd_folder
-from sdft.prep.check import main
+from sdft.cli.data_check import main
 
 
 def test_check_folder_writes_report_and_preview(tmp_path, capsys):

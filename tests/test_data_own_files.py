@@ -7,7 +7,7 @@ import logging
 
 from helpers.images import noise_image
 from sdft.config import DataConfig
-from sdft.prep.check import main
+from sdft.cli.data_check import main
 from sdft.data.datamodule import scan_dataset
 from sdft.data.images import list_images
 

@@ -15,7 +15,8 @@ from helpers.photos import write_photos
 from sdft.cli import main as sdft_main
 from sdft.prep.faces import CascadeDetector, Face, main_faces, make_detector
 from sdft.prep.framing import body_crop, face_crop, fit_box
-from sdft.prep.prepare import PrepareOptions, parse_size, prepare
+from sdft.cli.data_prepare import parse_size
+from sdft.prep.prepare import PrepareOptions, prepare
 from sdft.prep.upscale import LanczosResizer, ModelUpscaler, load_spandrel
 from sdft.errors import ConfigError
 

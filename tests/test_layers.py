@@ -85,3 +85,18 @@ def private_imports() -> list[str]:
 
 def test_no_module_imports_a_private_name():
     assert private_imports() == []
+
+
+def test_argparse_lives_only_in_the_command_line_package():
+    """Every command line is in sdft/cli/ (issue 27): library modules take values, not argv."""
+    outside = sorted(
+        module_name(path)
+        for path in (ROOT / "sdft").rglob("*.py")
+        if "cli" not in path.relative_to(ROOT / "sdft").parts[:1]
+        and any(
+            isinstance(n, (ast.Import, ast.ImportFrom))
+            and "argparse" in ([a.name for a in n.names] if isinstance(n, ast.Import) else [n.module])
+            for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        )
+    )
+    assert outside == []

@@ -10,7 +10,7 @@ import pytest
 
 from helpers.images import noise_image
 from sdft.config import ConceptConfig, DataConfig
-from sdft.prep.check import main as check_main
+from sdft.cli.data_check import main as check_main
 from sdft.data.datamodule import DreamBoothDataModule, scan_dataset, split_validation
 from sdft.data.folders import check_data_config, data_settings, resolve_concepts
 from sdft.errors import ConfigError

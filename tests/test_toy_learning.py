@@ -5,7 +5,7 @@ seeds with that prior and one without any prior, and each LoRA is measured by sd
 seeds: fidelity (share of `a sks dog` generations matching the subject on class, body colour, head colour and
 pattern), leakage (the same share for `a dog`) and drift (mean total-variation distance of the `a dog` attribute
 distributions from the base's). The five-seed study behind the bounds is bench/techniques.py's prior rows
-(docs/techniques.md; `python -m sdft.toy.study` runs the quickstart itself the same way).
+(docs/techniques.md; `sdft toy study` runs the quickstart itself the same way).
 """
 
 from __future__ import annotations

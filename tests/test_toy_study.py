@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from sdft.cli import main as sdft_main
 from sdft.toy import study as study_mod
 from sdft.toy.measure import Measurement
 from sdft.toy.study import NO_PRIOR, parse_seeds
@@ -34,7 +35,12 @@ def test_study_trains_each_seed_with_and_without_prior_and_logs_each_run(tmp_pat
     monkeypatch.setattr(study_mod, "base_reference", lambda pipe, guidance: [])
     monkeypatch.setattr("sdft.models.toy_weights.load_toy_pipeline", lambda: object())
 
-    study_mod.main(["--seeds", "3", "4", "--out", str(tmp_path), "-o", "optim.lr=1e-3", "--guidance", "5"])
+    assert (
+        sdft_main(
+            ["toy", "study", "--seeds", "3", "4", "--out", str(tmp_path), "-o", "optim.lr=1e-3", "--guidance", "5"]
+        )
+        == 0
+    )
 
     assert trained == [
         (3, ["optim.lr=1e-3"]),
@@ -69,7 +75,7 @@ def test_study_takes_seed_ranges_and_reports_each_seed_then_mean_and_sd(tmp_path
     monkeypatch.setattr(study_mod, "base_reference", lambda pipe, guidance: [])
     monkeypatch.setattr("sdft.models.toy_weights.load_toy_pipeline", lambda: object())
 
-    study_mod.main(["--seeds", "5-7", "9", "6", "--out", str(tmp_path), "--no-baseline"])
+    assert sdft_main(["toy", "study", "--seeds", "5-7", "9", "6", "--out", str(tmp_path), "--no-baseline"]) == 0
 
     assert trained == [5, 6, 7, 9]
     out = capsys.readouterr().out
@@ -82,7 +88,6 @@ def test_study_takes_seed_ranges_and_reports_each_seed_then_mean_and_sd(tmp_path
 @pytest.mark.parametrize("seeds", [["4-2"], ["x"], ["-1"]])
 def test_study_rejects_bad_seeds_before_training(seeds, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(study_mod, "quickstart_lora", lambda *a, **k: pytest.fail("trained despite bad seeds"))
-    with pytest.raises(SystemExit):
-        study_mod.main(["--seeds", *seeds, "--out", str(tmp_path)])
+    assert sdft_main(["toy", "study", "--seeds", *seeds, "--out", str(tmp_path)]) == 2
     assert "Bad seed" in capsys.readouterr().err
     assert parse_seeds(["0-4", "10", "3"]) == [0, 1, 2, 3, 4, 10]

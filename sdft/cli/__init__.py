@@ -20,6 +20,7 @@ COMMANDS: dict[str | None, tuple[str, list[str]]] = {
     "data": ("Dataset tools: check, doctor, prepare, caption", ["sdft.cli.data"]),
     "hub": ("Hugging Face Hub: push a run's files and model card", ["sdft.cli.hub"]),
     "run": ("A running training run: sample now, save now, stop", ["sdft.cli.run"]),
+    "toy": ("The toy world: dataset, toy base pretraining, the quickstart's seed study, masks", ["sdft.cli.toy"]),
 }
 
 

@@ -1,5 +1,5 @@
-"""`sdft data check|doctor|prepare|caption`: the dataset tools' command lines (their work lives in sdft/data/ and
-sdft/prep/)."""
+"""`sdft data check|doctor|prepare|caption`: the dataset tools' command lines (check, prepare and caption have their
+options in sdft/cli/data_<tool>.py; the work lives in sdft/prep/)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sdft.prep import caption, check, prepare
+from sdft.cli import data_caption as caption
+from sdft.cli import data_check as check
+from sdft.cli import data_prepare as prepare
 
 # name -> (module with add_arguments(parser) and run_from_args(args), help)
 TOOLS = {

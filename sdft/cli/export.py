@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import sdft.adapters.export as export_module
-from sdft.adapters.export import export, parse_lora
+DESCRIPTION = (
+    "`sdft export`: merge LoRAs into a base model and write a diffusers folder and/or one single-file checkpoint."
+)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
         help="merge LoRAs into a base model; write a diffusers folder and/or a single .safetensors checkpoint",
-        description=export_module.__doc__.split("\n\n")[0],
+        description=DESCRIPTION,
     )
     p.add_argument(
         "--base",
@@ -48,6 +49,8 @@ def register(subparsers) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from sdft.adapters.export import export, parse_lora
+
     loras = [parse_lora(spec) for spec in args.lora]
     written = export(
         args.base,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdft.adapters import extract, resize
-from sdft.adapters.extract import MIN_DIFF, extract_file
-from sdft.adapters.resize import resize_file
+RESIZE_DESCRIPTION = (
+    "`sdft lora resize IN OUT --rank R`: a LoRA at a lower rank by SVD, as kohya's resize_lora.py does."
+)
+EXTRACT_DESCRIPTION = "`sdft lora extract --base B --tuned T OUT --rank R`: a LoRA from the weight difference of a fine-tuned model\n(e.g. a full DreamBooth run) and its base, by SVD, as kohya's extract_lora_from_models.py does."
 
 
 def register(subparsers) -> None:
@@ -20,7 +21,7 @@ def register_resize(subparsers) -> None:
     p = subparsers.add_parser(
         "resize",
         help="lower a LoRA's rank by SVD (kohya-style; alpha/rank scale kept)",
-        description=resize.__doc__.split("\n\n")[0],
+        description=RESIZE_DESCRIPTION,
     )
     p.add_argument("input", type=Path, help="LoRA file (kohya or diffusers format, .safetensors)")
     p.add_argument("output", type=Path, help="resized LoRA, kohya format (.safetensors)")
@@ -39,6 +40,8 @@ def register_resize(subparsers) -> None:
 
 
 def run_resize(args: argparse.Namespace) -> int:
+    from sdft.adapters.resize import resize_file
+
     if args.output.suffix != ".safetensors":
         raise SystemExit("sdft lora resize: the output must be a .safetensors file")
     report = resize_file(args.input, args.output, args.rank, args.fro_target, args.fp16)
@@ -53,7 +56,7 @@ def register_extract(subparsers) -> None:
     p = subparsers.add_parser(
         "extract",
         help="LoRA from the weight difference of a fine-tuned model and its base (SVD)",
-        description=extract.__doc__.split("\n\n")[0],
+        description=EXTRACT_DESCRIPTION,
     )
     p.add_argument("output", type=Path, help="LoRA file to write, kohya format (.safetensors)")
     p.add_argument("--base", required=True, help="base model: anything model.path accepts")
@@ -66,7 +69,9 @@ def register_extract(subparsers) -> None:
     p.add_argument("--rank", type=int, required=True, help="LoRA rank")
     p.add_argument("--conv-rank", type=int, default=None, help="rank for 3x3 convs (default: --rank; 0 = skip them)")
     p.add_argument("--config", default=None, help="diffusers folder / hub id giving single files their architecture")
-    p.add_argument("--min-diff", type=float, default=MIN_DIFF, help="relative change below which a layer is skipped")
+    p.add_argument(
+        "--min-diff", type=float, default=None, help="relative change below which a layer is skipped (default 1e-6)"
+    )
     p.add_argument("--fp16", action="store_true", help="write fp16 tensors (default fp32)")
     p.add_argument("--device", default="cpu", help="where the SVDs run (cuda is much faster for SD 1.5)")
     p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt inputs (pickle can run code)")
@@ -74,6 +79,9 @@ def register_extract(subparsers) -> None:
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    from sdft.adapters.extract import MIN_DIFF, extract_file
+
+    args.min_diff = MIN_DIFF if args.min_diff is None else args.min_diff
     if args.output.suffix != ".safetensors":
         raise SystemExit("sdft lora extract: the output must be a .safetensors file")
     report = extract_file(

@@ -8,7 +8,6 @@ from typing import Sequence
 
 from PIL import Image
 
-from sdft.adapters.formats import LORA_WEIGHT_NAME
 from sdft.errors import ConfigError
 
 
@@ -67,6 +66,8 @@ def parse_floats(text: str | float | Sequence[float], option: str) -> list[float
 
 def resolve_lora_file(path: str | Path) -> Path:
     """A LoRA .safetensors file, or the pytorch_lora_weights.safetensors in a run's lora/ folder."""
+    from sdft.adapters.formats import LORA_WEIGHT_NAME  # lazy: `sdft --help` imports this module
+
     local = Path(path).expanduser()
     if local.is_dir():
         local = local / LORA_WEIGHT_NAME

@@ -3,12 +3,11 @@
 Writes the run's pipeline in fp16 safetensors to sdft/toy/model/, the model card's figures (loss curve, sample grid)
 and training.json (steps, losses, wall times, prompt-control rate):
 
-    python -m sdft.toy.export outputs/pretrain_toy/<run>
+    sdft toy export outputs/pretrain_toy/<run>
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
@@ -140,16 +139,3 @@ def export(run_dir: Path, out: Path = TOY_MODEL_DIR) -> dict:
     }
     (out / "training.json").write_text(json.dumps(facts, indent=2) + "\n")
     return facts
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Export a pretrain_toy run as the shipped model=toy base.")
-    ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--out", type=Path, default=TOY_MODEL_DIR)
-    args = ap.parse_args(argv)
-    print(json.dumps(export(args.run_dir, args.out), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,12 +8,11 @@
 - `is_busy(image)`: whether an image's border is not one plain world background (what "the busy background leaked
   into a generation" counts as).
 
-    python -m sdft.toy.masks datasets/toy_subject --busy outputs/toy_subject_busy
+    sdft toy masks datasets/toy_subject --busy outputs/toy_subject_busy
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 from pathlib import Path
 
@@ -101,18 +100,3 @@ def is_busy(image) -> bool:
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
     far = np.linalg.norm(border - np.array(BACKGROUNDS[name], dtype=np.float32), axis=-1) > OFF_BACKGROUND
     return bool(far.mean() > BUSY_SHARE)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Generated masks (<stem>.mask.png) for toy-world images.")
-    ap.add_argument("folder", help="images of a toy-world subject on plain backgrounds")
-    ap.add_argument("--busy", default=None, help="instead: write the subject pasted on busy backgrounds here")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    written = write_busy_subject(args.folder, args.busy, args.seed) if args.busy else write_masks(args.folder)
-    print(f"wrote {len(written)} {'images + masks' if args.busy else 'masks'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -2,18 +2,16 @@
 without prior preservation, measure each LoRA (sdft.toy.measure) and print the per-seed tables that go into
 sdft/toy/MODEL_CARD.md.
 
-    OMP_NUM_THREADS=1 python -m sdft.toy.study --seeds 0-4 --out outputs/toy_study
-    python -m sdft.toy.study --seeds 0 1 --no-baseline -o trainer.max_steps=300   # screen a recipe change
-    python -m sdft.toy.study --seeds 0-19 --no-baseline   # per-seed rows, then mean ± sd over 20 seeds
+    OMP_NUM_THREADS=1 sdft toy study --seeds 0-4 --out outputs/toy_study
+    sdft toy study --seeds 0 1 --no-baseline -o trainer.max_steps=300   # screen a recipe change
+    sdft toy study --seeds 0-19 --no-baseline   # per-seed rows, then mean ± sd over 20 seeds
 
 Each table has one row per seed (fidelity, spots, leakage, drift; sdft/toy/measure.py) and a mean ± sd row; each
-run also goes to `<out>/study.jsonl` as one JSON line. (The argparse stays here rather than in sdft/cli/: the study is
-a `python -m` research tool, not an `sdft` subcommand.)
+run also goes to `<out>/study.jsonl` as one JSON line. The command line is sdft/cli/toy.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import time
@@ -95,29 +93,14 @@ def study(
     return results
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", nargs="+", default=["0-4"], help="training seeds: `0-19`, `5 6 7`, `0-4 10`")
-    p.add_argument("--out", type=Path, default=Path("outputs/toy_study"))
-    p.add_argument("-o", "--override", action="append", default=[], help="a Hydra override for the quickstart")
-    p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance scale of the measured generations")
-    p.add_argument("--no-baseline", action="store_true", help="skip the runs without prior preservation")
-    args = p.parse_args(argv)
-    try:
-        seeds = parse_seeds(args.seeds)  # bad seeds fail here, before any training
-    except ConfigError as e:
-        p.error(str(e))
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "study.jsonl", "a") as log:
-        results = study(
-            seeds, args.out, args.override, (True,) if args.no_baseline else (True, False), args.guidance, log
-        )
-    for prior, summary in results.items():
-        print(
-            f"\n{'with' if prior else 'without'} prior preservation, overrides {args.override}, "
-            f"guidance {args.guidance}\n{summary.table()}"
-        )
-
-
-if __name__ == "__main__":
-    main()
+def run_study(seeds: list[int], out: Path, overrides: list[str], baseline: bool, guidance: float) -> str:
+    """Train and measure every seed (with prior preservation, and without unless `baseline` is off); appends each run
+    to `<out>/study.jsonl` and returns the printed tables."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "study.jsonl", "a") as log:
+        results = study(seeds, out, overrides, (True, False) if baseline else (True,), guidance, log)
+    return "\n".join(
+        f"\n{'with' if prior else 'without'} prior preservation, overrides {overrides}, guidance {guidance}\n"
+        f"{summary.table()}"
+        for prior, summary in results.items()
+    )

@@ -4,7 +4,7 @@ Hand-written on purpose: the project's trainer (sdft/run/train.py, sdft/training
 frozen VAE's latents; it has no autoencoder objective. This loop is the whole VAE recipe (reconstruction MSE + L1 and a
 small KL term on freshly drawn toy scenes), a few minutes on one CPU thread.
 
-    python -m sdft.toy.train_vae --out outputs/toy_init --steps 900
+    sdft toy vae --out outputs/toy_init --steps 900
 
 The output folder is a diffusers pipeline (trained VAE, random U-Net and text encoder, the toy tokenizer) that
 `+experiment=pretrain_toy` starts from (step 2).
@@ -12,7 +12,6 @@ The output folder is a diffusers pipeline (trained VAE, random U-Net and text en
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -69,31 +68,20 @@ def train_vae(
     return vae, history
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Train the toy VAE and write the pretraining start pipeline.")
-    ap.add_argument("--out", default="outputs/toy_init")
-    ap.add_argument("--steps", type=int, default=900)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--init", default=None, help="continue from this VAE folder (e.g. outputs/toy_init/vae)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+def pretrain_vae(
+    out: str | Path, steps: int, batch_size: int, lr: float, init: str | None = None, seed: int = 0
+) -> tuple[list[float], float]:
+    """Pretraining step 1: train the VAE, write the start pipeline (and its tokenizer) to `out` and the loss history
+    to `out/vae_history.json` (a continued VAE's history continues the earlier one). Returns (history, seconds)."""
     start = time.time()
-    vae, history = train_vae(args.steps, args.batch_size, args.lr, seed=args.seed, init=args.init)
-    out = Path(args.out)
+    vae, history = train_vae(steps, batch_size, lr, seed=seed, init=init)
+    out = Path(out)
     init_pipeline(vae).save_pretrained(out, safe_serialization=True)
     write_vocab_files(out / "tokenizer", TOY_WORDS)
-    if args.init:  # a continued VAE: its history continues the earlier one
-        old = json.loads((Path(args.init).parent / "vae_history.json").read_text())
+    if init:  # a continued VAE: its history continues the earlier one
+        old = json.loads((Path(init).parent / "vae_history.json").read_text())
         history, seconds = old["reconstruction_loss"] + history, old["seconds"] + time.time() - start
     else:
         seconds = time.time() - start
     (out / "vae_history.json").write_text(json.dumps({"reconstruction_loss": history, "seconds": round(seconds, 1)}))
-    print(f"VAE trained in {time.time() - start:.0f} s (final loss {history[-1]:.4f}); start pipeline in {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return history, time.time() - start

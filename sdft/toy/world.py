@@ -7,12 +7,11 @@ one; the main part is plain or carries spots or stripes drawn in the second colo
 objects are big and centred (a slight random jitter, facing left or right), so every attribute is visible at 32 px.
 numpy + Pillow only; every image is a pure function of its seed.
 
-    python -m sdft.toy.world --out outputs/toy_world --count 5000     # images NAME.png + captions NAME.txt
+    sdft toy world --out outputs/toy_world --count 5000     # images NAME.png + captions NAME.txt
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,18 +224,3 @@ def write_dataset(out: Path | str, count: int, seed: int = 0, omit_prob: float =
         path.with_suffix(".txt").write_text(scene.caption(omit) + "\n", encoding="utf-8")
         paths.append(path)
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Write the toy-world captioned dataset.")
-    ap.add_argument("--out", default="outputs/toy_world")
-    ap.add_argument("--count", type=int, default=5000)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    paths = write_dataset(args.out, args.count, args.seed)
-    print(f"wrote {len(paths)} images + captions to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""`sdft toy world|vae|export|study|masks`: the toy world's tools (sdft/toy/, sdft/toy/MODEL_CARD.md): its dataset,
+the toy base's pretraining steps, the quickstart's multi-seed study and generated masks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    world = subparsers.add_parser("world", help="write the toy-world captioned dataset")
+    world.add_argument("--out", default="outputs/toy_world")
+    world.add_argument("--count", type=int, default=5000)
+    world.add_argument("--seed", type=int, default=0)
+    world.set_defaults(func=run_world)
+
+    vae = subparsers.add_parser("vae", help="pretraining step 1: train the toy VAE, write the start pipeline")
+    vae.add_argument("--out", default="outputs/toy_init")
+    vae.add_argument("--steps", type=int, default=900)
+    vae.add_argument("--batch-size", type=int, default=32)
+    vae.add_argument("--lr", type=float, default=1e-3)
+    vae.add_argument("--init", default=None, help="continue from this VAE folder (e.g. outputs/toy_init/vae)")
+    vae.add_argument("--seed", type=int, default=0)
+    vae.add_argument("--threads", type=int, default=1)
+    vae.set_defaults(func=run_vae)
+
+    export = subparsers.add_parser(
+        "export", help="pretraining step 3: a pretrain_toy run as the shipped model=toy base"
+    )
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--out", type=Path, default=None, help="default: the package's toy model folder")
+    export.set_defaults(func=run_export)
+
+    study = subparsers.add_parser(
+        "study", help="the quickstart over several training seeds, with and without prior preservation, measured"
+    )
+    study.add_argument("--seeds", nargs="+", default=["0-4"], help="training seeds: `0-19`, `5 6 7`, `0-4 10`")
+    study.add_argument("--out", type=Path, default=Path("outputs/toy_study"))
+    study.add_argument("-o", "--override", action="append", default=[], help="a Hydra override for the quickstart")
+    study.add_argument("--guidance", type=float, default=None, help="guidance scale of the measured generations")
+    study.add_argument("--no-baseline", action="store_true", help="skip the runs without prior preservation")
+    study.set_defaults(func=run_study)
+
+    masks = subparsers.add_parser("masks", help="generated masks (<stem>.mask.png) for toy-world images")
+    masks.add_argument("folder", help="images of a toy-world subject on plain backgrounds")
+    masks.add_argument("--busy", default=None, help="instead: write the subject pasted on busy backgrounds here")
+    masks.add_argument("--seed", type=int, default=0)
+    masks.set_defaults(func=run_masks)
+
+
+def run_world(args: argparse.Namespace) -> int:
+    from sdft.toy.world import write_dataset
+
+    paths = write_dataset(args.out, args.count, args.seed)
+    print(f"wrote {len(paths)} images + captions to {args.out}")
+    return 0
+
+
+def run_vae(args: argparse.Namespace) -> int:
+    import torch
+
+    from sdft.toy.train_vae import pretrain_vae
+
+    torch.set_num_threads(args.threads)
+    history, seconds = pretrain_vae(args.out, args.steps, args.batch_size, args.lr, args.init, args.seed)
+    print(f"VAE trained in {seconds:.0f} s (final loss {history[-1]:.4f}); start pipeline in {args.out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from sdft.models.toy_weights import TOY_MODEL_DIR
+    from sdft.toy.export import export
+
+    print(json.dumps(export(args.run_dir, args.out or TOY_MODEL_DIR), indent=2))
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from sdft.toy import study
+    from sdft.toy.control import GUIDANCE
+
+    seeds = study.parse_seeds(args.seeds)  # bad seeds fail here, before any training
+    guidance = GUIDANCE if args.guidance is None else args.guidance
+    print(study.run_study(seeds, args.out, args.override, not args.no_baseline, guidance))
+    return 0
+
+
+def run_masks(args: argparse.Namespace) -> int:
+    from sdft.toy.masks import write_busy_subject, write_masks
+
+    written = write_busy_subject(args.folder, args.busy, args.seed) if args.busy else write_masks(args.folder)
+    print(f"wrote {len(written)} {'images + masks' if args.busy else 'masks'}")
+    return 0
