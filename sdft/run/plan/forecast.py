@@ -11,6 +11,7 @@ from sdft.run.plan.arch import Architecture
 from sdft.run.plan.data_summary import DataSummary, summarise
 from sdft.run.plan.devices import Device
 from sdft.run.plan.trace import GiB, GenerationTrace, StepTrace, meta_models, native_resolution, trace
+from sdft.run.plan import trace_cache
 
 MiB = 2**20
 
@@ -110,7 +111,12 @@ def forecast_phase(cfg: DictConfig, data, arch: Architecture, device: Device) ->
     summary = summarise(cfg, data)
     caches = caches_used(cfg, _trains_text(cfg))
     grid_res = cfg.callbacks.validation_resolution or cfg.data.resolution
-    step, gen = trace(cfg, models, summary.largest, caches[0], caches[1], (grid_res, grid_res))
+    key = trace_cache.trace_key(cfg, arch, summary.largest, caches[0], caches[1], (grid_res, grid_res))
+    traced = trace_cache.load(key)
+    if traced is None:
+        traced = trace(cfg, models, summary.largest, caches[0], caches[1], (grid_res, grid_res))
+        trace_cache.store(key, *traced)
+    step, gen = traced
     from sdft.data.folders import default_validation_prompts
 
     prompts = len(cfg.callbacks.validation_prompts or default_validation_prompts(data.settings, data.report.concepts))
