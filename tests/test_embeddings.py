@@ -218,3 +218,28 @@ def test_an_init_word_outside_the_vocabulary_warns_naming_its_pieces(fast_config
         prepare(fast_config(*TI, "adapter.embedding.init_word=zzqx"), tiny_pipe_factory())
     said = [r.getMessage() for r in caplog.records if "init_word='zzqx'" in r.getMessage()]
     assert said and "['z', 'z', 'q', 'x</w>']" in said[0], [r.getMessage() for r in caplog.records]
+
+
+def test_a_run_named_like_its_token_keeps_its_lora_file(tmp_path):
+    """Pivotal tuning with name=sks and token <sks>: the kohya LoRA (sks.safetensors) and the A1111 embedding file
+    would share a name; the embedding yields (sks_embedding.safetensors), the LoRA keeps its tensors and gets the
+    bundle, and the run's last lines name the file actually written (a bug: the embedding overwrote the LoRA)."""
+    import safetensors.torch
+    import torch
+
+    from sdft.embeddings.files import add_bundle, save_embedding_files, usage_lines
+
+    lora = tmp_path / "sks.safetensors"
+    safetensors.torch.save_file({"lora_unet_x.lora_down.weight": torch.ones(2, 3)}, str(lora))
+    vectors = torch.randn(1, 32)
+    files = save_embedding_files("<sks>", vectors, tmp_path, kohya_file=lora)
+    add_bundle(lora, "<sks>", vectors)
+
+    assert files["a1111"] == tmp_path / "sks_embedding.safetensors"
+    kept = safetensors.torch.load_file(str(lora))
+    assert torch.equal(kept["lora_unet_x.lora_down.weight"], torch.ones(2, 3)) and any("bundle_emb" in k for k in kept)
+    assert torch.equal(safetensors.torch.load_file(str(files["a1111"]))["emb_params"], vectors)
+    lines = "\n".join(usage_lines("<sks>", tmp_path, lora))
+    assert "write sks_embedding in the prompt" in lines and "embedding:sks_embedding" in lines
+    other = save_embedding_files("<sks>", vectors, tmp_path / "b", kohya_file=tmp_path / "b" / "run.safetensors")
+    assert other["a1111"].name == "sks.safetensors"  # no clash: the usual name

@@ -58,12 +58,23 @@ def _write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str
     return path
 
 
+def a1111_path(folder: str | os.PathLike, token: str, kohya_file: str | os.PathLike | None = None) -> Path:
+    """The A1111/ComfyUI embedding file in `folder`: `<name>.safetensors`, or `<name>_embedding.safetensors` when the
+    LoRA file written beside it has that name (a run named like its token, e.g. name=sks with <sks>: the embedding
+    must not overwrite the LoRA; the prompt word is then the file's stem)."""
+    path = Path(folder) / f"{file_stem(token)}.safetensors"
+    if kohya_file is not None and path.resolve() == Path(kohya_file).resolve():
+        path = path.with_name(f"{file_stem(token)}_embedding.safetensors")
+    return path
+
+
 def save_embedding_files(
     token: str,
     vectors: torch.Tensor,
     folder: str | os.PathLike,
     init_word: str = "",
     metadata: dict[str, str] | None = None,
+    kohya_file: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
     """Write both files into `folder`: {"diffusers": learned_embeds.safetensors, "a1111": <name>.safetensors}.
     `vectors`: a tensor [n, dim] (SD 1.x) or {"clip_l", "clip_g"} (SDXL: both files hold the two keys)."""
@@ -77,7 +88,7 @@ def save_embedding_files(
     }
     return {
         "diffusers": _write(embedding_tensors(vectors, token), folder / DIFFUSERS_NAME, meta),
-        "a1111": _write(embedding_tensors(vectors), folder / f"{file_stem(token)}.safetensors", meta),
+        "a1111": _write(embedding_tensors(vectors), a1111_path(folder, token, kohya_file), meta),
     }
 
 
@@ -179,7 +190,7 @@ def usage_lines(
 ) -> list[str]:
     """How each client uses a run's embedding files in `folder` (and the LoRA file bundling it): the run's last lines."""
     folder, stem = Path(folder), file_stem(token)
-    a1111 = folder / f"{stem}.safetensors"
+    a1111 = a1111_path(folder, token, kohya_file)
     bundle = ""
     if kohya_file is not None:
         bundle = (
@@ -193,8 +204,8 @@ def usage_lines(
         else f"pipe.load_textual_inversion('{folder / DIFFUSERS_NAME}')"
     )
     return [
-        f"Embedding {token} for A1111: put {a1111} in embeddings/ and write {stem} in the prompt" + bundle + ".",
-        f"Embedding {token} for ComfyUI: put {a1111} in models/embeddings and write embedding:{stem} in the prompt"
+        f"Embedding {token} for A1111: put {a1111} in embeddings/ and write {a1111.stem} in the prompt" + bundle + ".",
+        f"Embedding {token} for ComfyUI: put {a1111} in models/embeddings and write embedding:{a1111.stem} in the prompt"
         + (" (ComfyUI does not read the embedding bundled in the LoRA file)" if kohya_file else "")
         + ".",
         f"Embedding {token} for diffusers: {diffusers}; write {token} in the prompt.",
@@ -208,7 +219,7 @@ def save_trained(vectors, folder: str | os.PathLike, kohya_file: str | os.PathLi
         trained = {"clip_l": trained, "clip_g": vectors.trained_2()}
     if not all(torch.isfinite(t).all() for t in embedding_tensors(trained).values()):
         raise FloatingPointError(f"The embedding {vectors.token} is not finite; not overwriting anything at {folder}.")
-    files = save_embedding_files(vectors.token, trained, folder, vectors.init_word)
+    files = save_embedding_files(vectors.token, trained, folder, vectors.init_word, kohya_file=kohya_file)
     if kohya_file is not None:
         files["kohya_bundle"] = add_bundle(kohya_file, vectors.token, trained)
     return files
