@@ -44,6 +44,7 @@ import lightning as L  # noqa: E402  (after step_harness, which puts the reposit
 import torch  # noqa: E402
 
 from sdft.adapters.lora import setup_trainable  # noqa: E402
+from sdft.models.quantize import quantize_models  # noqa: E402
 
 from sdft.models.params import count_params  # noqa: E402
 from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, WeightDtype  # noqa: E402
@@ -65,6 +66,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true")
     p.add_argument("--weight-dtype", choices=[d.value for d in WeightDtype], default="bf16")
     p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument(
+        "--quantize",
+        choices=["int8", "fp8"],
+        default=None,
+        help="frozen base quantized (model.quantize, optimum-quanto)",
+    )
     p.add_argument("--optim", choices=["adamw", "adamw8bit"], default="adamw", help="conf/optim/<name>.yaml")
     p.add_argument("--grad-clip", type=float, default=1.0, help="trainer.gradient_clip_val; 0: off")
     p.add_argument("--steps", type=int, default=2, help="measured steps (after warm-up)")
@@ -155,6 +162,7 @@ def main(argv=None) -> int:
         gradient_checkpointing=args.grad_checkpointing,
     )
     freeze_models(holder, model_cfg)  # the framework's order (sdft.run.train.prepare): dtype, adapter, speed options
+    quantize_models(holder, args.quantize)  # model.quantize, as prepare_models does
     setup_trainable(holder.unet, holder.text_encoder, adapter, holder.text_encoder_2)
     speed_options(holder, model_cfg)
     optim = load_group("optim", args.optim, OptimConfig)

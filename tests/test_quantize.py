@@ -59,3 +59,17 @@ def test_a_quantized_run_writes_a_lora_that_loads_on_the_plain_base(fast_config,
     pipe = tiny_pipe_factory()  # the unquantized base
     pipe.load_lora_weights(str(lora.parent))
     assert any("lora" in n for n, _ in pipe.unet.named_parameters())
+
+
+def test_int8_layers_on_a_bf16_base_take_permuted_inputs(tiny_pipe_factory):
+    """SDXL's / SD 2.x's linear proj_in gets a permuted (NHWC) view; optimum-quanto's CPU int8 kernel for bf16
+    activations refused it, so an SDXL int8 run on a bf16 base stopped at its first step (found by bench/sdxl_step.py)."""
+    pipe = tiny_pipe_factory()
+    pipe.unet.to(torch.bfloat16).requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    quantize_models(pipe, "int8")
+    q = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q
+    side, dim = 4, q.in_features
+    x = torch.randn(1, dim, side, side, dtype=torch.bfloat16).permute(0, 2, 3, 1).reshape(1, side * side, dim)
+    assert not x.is_contiguous()
+    assert torch.equal(q(x), q(x.contiguous()))

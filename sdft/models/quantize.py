@@ -70,5 +70,22 @@ def quantize_models(pipe, kind: str | None) -> int:
         count += sum(isinstance(m, torch.nn.Linear) for m in model.modules())
         quantize(model, weights={"int8": qint8, "fp8": qfloat8}[kind])
         freeze(model)  # the quantized weights replace the float ones (else both stay in memory)
+        contiguous_inputs(model)
     log.info("model.quantize=%s: %d Linear layers of the frozen base quantized (%s)", kind, count, BACKENDS[kind])
     return count
+
+
+def _contiguous(module, args):
+    return (args[0].contiguous(), *args[1:]) if args and isinstance(args[0], torch.Tensor) else None
+
+
+def contiguous_inputs(model: torch.nn.Module) -> None:
+    """Hand quantized Linear layers inputs contiguous in the last dimension. optimum-quanto's CPU int8 kernel
+    (`torch._weight_int8pack_mm`, taken for bf16 activations) refuses anything else, and the linear projections of
+    SDXL's and SD 2.x's transformer blocks get a permuted view (`proj_in` after NCHW -> NHWC): without this, an
+    int8 run on a bf16 base stops at its first step ("A must be contiguous on the last dimension")."""
+    from optimum.quanto.nn import QModuleMixin
+
+    for module in model.modules():
+        if isinstance(module, QModuleMixin) and isinstance(module, torch.nn.Linear):
+            module.register_forward_pre_hook(_contiguous)
