@@ -76,6 +76,30 @@ def _wait_text(page, selector: str, text: str, timeout=RUN_MS) -> None:
     )
 
 
+TAB_NAMES = "() => Array.from(document.querySelectorAll('button[role=tab]')).map(b => b.innerText.trim())"
+TOP_TABS = ["Generate", "Train", "Runs", "txt2img", "img2img"]  # each tab header once
+
+
+def test_switching_tabs_shows_each_tab_once(served):
+    """Selecting Runs, then "Watch in Train" (a programmatic switch) once showed the Runs header twice: a gr.Timer
+    made directly under gr.Tabs (gradio 6.31 counts it as a tab child)."""
+    from playwright.sync_api import sync_playwright
+
+    url, _, _ = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        page.get_by_role("tab", name="Runs").click()
+        page.locator("#runs-watch").wait_for()
+        assert page.evaluate(TAB_NAMES) == TOP_TABS
+        page.locator("#runs-watch").click()
+        page.wait_for_function("document.querySelector('button[role=tab].selected').innerText.trim() === 'Train'")
+        page.wait_for_timeout(500)
+        assert page.evaluate(TAB_NAMES) == TOP_TABS
+        browser.close()
+
+
 @pytest.mark.slow
 def test_train_from_the_browser_sample_stop_resume(served, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -153,4 +177,5 @@ def test_train_from_the_browser_sample_stop_resume(served, tmp_path):
             "document.querySelector('#infotext textarea').value.includes('<lora:main:1.0>')", timeout=60_000
         )
         _shots(page, "generate", tmp_path)
+        assert page.evaluate(TAB_NAMES) == TOP_TABS  # after two programmatic switches too
         browser.close()

@@ -166,13 +166,15 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
                 label="Validation grids", columns=3, height=240, object_fit="contain", elem_id="train-grids"
             )
         log_tail = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, interactive=False, elem_id="train-log")
+        # inside the tab: a Timer made directly under gr.Tabs shows the next tab's header twice (gradio 6.31)
+        timer = gr.Timer(2.0)
 
     fields = [name, model, experiment, dataset, instance, klass, rank, lr, steps, resolution, prior, extra]
     check_btn.click(check, fields, [command, composed, message])
     train_btn.click(launch, fields, [run_dir, message])
     dataset.change(thumbnails, dataset, thumbs)
     watched = [queue_md, progress, chart, grids, log_tail]
-    gr.Timer(2.0).tick(refresh, run_dir, watched)
+    timer.tick(refresh, run_dir, watched)
     run_dir.change(refresh, run_dir, watched)
     sample_btn.click(control("sample"), run_dir, control_msg)
     save_btn.click(control("save"), run_dir, control_msg)
