@@ -25,7 +25,7 @@ from pathlib import Path
 from sdft.callbacks.controls import running
 from sdft.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout holding train.py and conf/
+ROOT = Path(__file__).resolve().parents[2]  # the checkout holding train.py and conf/
 CONF = ROOT / "conf"
 LOG_NAME = "ui_train.log"
 PROGRESS = re.compile(r"step (\d+)/(\d+) \((\d+)%\) \| phase (\S+) .*?\| ([\d.?]+) it/s \| ETA (\S+)")
@@ -100,9 +100,19 @@ def command_line(overrides: list[str]) -> str:
 _hydra = threading.Lock()  # Hydra's compose API is one global
 
 
-def check_form(overrides: list[str]):
+@dataclass
+class Checked:
+    """A form composed and checked as train.py does: the config's YAML, the typed config, its phases and their data."""
+
+    yaml: str
+    cfg: object
+    phases: list
+    datas: list
+
+
+def inspect_form(overrides: list[str]) -> Checked:
     """Compose conf/ with the overrides as train.py does and run the command line's checks (every phase's config
-    and data); returns the composed config, or raises ConfigError with the command line's message."""
+    and data); raises ConfigError with the command line's message."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -115,14 +125,20 @@ def check_form(overrides: list[str]):
     try:
         with _hydra, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = as_config(compose(config_name="config", overrides=plain))
-        for phase in phase_configs(cfg):
+        phases = phase_configs(cfg)
+        for phase in phases:
             check_config(phase)
-            phase_data(phase)
+        datas = [phase_data(phase) for phase in phases]
     except SdftError:
         raise
     except Exception as err:  # Hydra / OmegaConf: unknown key, wrong type, missing preset: its own message
         raise ConfigError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
-    return OmegaConf.to_yaml(cfg)
+    return Checked(OmegaConf.to_yaml(cfg), cfg, phases, datas)
+
+
+def check_form(overrides: list[str]) -> str:
+    """The composed config's YAML once the command line's checks pass (inspect_form)."""
+    return inspect_form(overrides).yaml
 
 
 @dataclass
