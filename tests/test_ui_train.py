@@ -4,12 +4,18 @@ line's own refusals before launching, one subprocess at a time with a queue, wha
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
 
 import pytest
+from helpers.config import ROOT
 
-from sdft.errors import SdftError
-from sdft.ui.train import LOG_NAME, TrainForm, TrainQueue, check_form, command_line, run_overrides, runs, watch
+from sdft.errors import DataError, SdftError
+from sdft.prep.doctor.findings import Severity
+from sdft.ui.train import LOG_NAME, TrainForm, TrainQueue, check_form, command_line, inspect_form, run_overrides
+from sdft.ui.train import runs, watch
+from sdft.ui.train_checks import doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
 
 def test_the_form_gives_the_exact_command():
@@ -113,3 +119,42 @@ def test_sdft_ui_serves_locally_unless_asked():
     )
     args = build_parser().parse_args(["ui", "--listen", "--runs-dir", "r", "--no-train"])
     assert (args.listen, args.runs_dir, args.no_train) == (True, "r", True)
+
+
+@pytest.fixture
+def set_without_trigger(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(2):
+        shutil.copy(ROOT / "datasets" / "toy_subject" / f"sks_dog_0{i}.png", root / f"{i}.png")
+    (root / "0.txt").write_text("a sks dog, blue", encoding="utf-8")
+    (root / "1.txt").write_text("a blue dog", encoding="utf-8")  # the trigger is missing
+    return root
+
+
+def test_doctor_findings_are_shown_and_severe_ones_block_train(set_without_trigger):
+    form = TrainForm(
+        experiment="quickstart",
+        dataset=str(set_without_trigger),
+        extra="data.use_captions=true\ndata.trigger=sks\ndata.ensure_trigger=false",
+    )
+    checked = inspect_form(form.overrides())
+    found = doctor_findings(checked)
+    assert found[0].finding.severity == Severity.severe and found[0].finding.check == "trigger"
+    shown = doctor_markdown(found, several_phases=False)
+    assert "- **SEVERE** trigger: photos: 1 caption(s) lack the trigger 'sks'" in shown and "(`1.png`)" in shown
+    with pytest.raises(DataError, match=r"^data.doctor=fatal: 1 severe finding\(s\) .*set data.doctor=warn"):
+        doctor_gate(checked, form.overrides())  # train.py's message with data.doctor=fatal
+    warn = [*form.overrides(), "data.doctor=warn"]  # as the message says: train anyway (train.py logs them)
+    doctor_gate(inspect_form(warn), warn)
+    clean = inspect_form(TrainForm(experiment="quickstart").overrides())
+    assert not [p for p in doctor_findings(clean) if p.finding.severity == Severity.severe]
+    doctor_gate(clean, [])
+
+
+def test_plan_headline_for_a_device_of_the_plans_table():
+    checked = inspect_form(TrainForm(experiment="quickstart", steps=3).overrides())  # toy: a ~7 s trace
+    line = plan_headline(checked, "t4")
+    assert re.match(r"plan: 3 steps, peak memory \d+\.\d\d GiB, about .+ of model arithmetic on t4 ", line), line
+    with pytest.raises(SdftError, match="Unknown device 'h900'"):
+        plan_headline(checked, "h900")

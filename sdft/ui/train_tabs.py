@@ -15,8 +15,9 @@ from pathlib import Path
 
 from sdft.callbacks.controls import request
 from sdft.errors import SdftError
-from sdft.ui.train import TrainForm, TrainQueue, check_form, command_line, presets, run_overrides, runs, watch
+from sdft.ui.train import TrainForm, TrainQueue, command_line, inspect_form, presets, run_overrides, runs, watch
 from sdft.ui.train import new_run_dir
+from sdft.ui.train_checks import DEVICES, doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
 THUMBNAILS = 12
 PRIOR = {"preset's": None, "on": True, "off": False}
@@ -60,19 +61,55 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             extra=extra or "",
         )
 
+    def doctor_text(checked, overrides) -> tuple[str, str | None]:
+        """The doctor's findings, and the message that blocks Train (None: not blocked)."""
+        shown = doctor_markdown(doctor_findings(checked), len(checked.phases) > 1)
+        try:
+            doctor_gate(checked, overrides)
+        except SdftError as err:
+            return shown, str(err)
+        return shown, None
+
     def check(*fields):
         overrides = form(*fields).overrides()
         try:
-            composed = check_form(overrides)
+            checked = inspect_form(overrides)
         except SdftError as err:
-            return command_line(overrides), "", f"**Refused:** {err}"
-        return command_line(overrides), composed, "Checked: the command line would accept these values."
+            return command_line(overrides), "", f"**Refused:** {err}", "", ""
+        doctor, blocked = doctor_text(checked, overrides)
+        message = "Checked: the command line would accept these values."
+        if blocked:
+            message = f"**Train is blocked by the data doctor:** {blocked}"
+        planning = "Planning... (a trace of one training step; Train does not wait for it)"
+        return command_line(overrides), checked.yaml, message, doctor, planning
+
+    def doctor_only(*fields):
+        """On choosing a dataset folder: the doctor's cheap checks for the form as it stands."""
+        if not fields[3]:
+            return ""
+        overrides = form(*fields).overrides()
+        try:
+            return doctor_text(inspect_form(overrides), overrides)[0]
+        except SdftError as err:
+            return f"**Data doctor:** not run: {err}"
+
+    def plan(*fields):
+        *fields, device_name = fields
+        try:
+            checked = inspect_form(form(*fields).overrides())
+        except SdftError:  # refused: Check's message says why
+            return ""
+        try:
+            return plan_headline(checked, device_name or "cpu")
+        except Exception as err:  # noqa: BLE001  the forecast is advice, as in train.py: never blocks Train
+            return f"No forecast: {type(err).__name__}: {err}"
 
     @for_people
     def launch(*fields):
         name = fields[0] or "ui"
         overrides = form(*fields).overrides()
-        check_form(overrides)  # refused here with the command line's message, before anything starts
+        checked = inspect_form(overrides)  # refused here with the command line's message, before anything starts
+        doctor_gate(checked, overrides)  # severe dataset findings: train.py's data.doctor=fatal message
         run_dir = new_run_dir(runs_root, name)
         job = queue.submit(run_overrides(overrides, run_dir), run_dir)
         return str(run_dir), f"`{job.command}`: {job.state}"
@@ -130,6 +167,7 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         with gr.Row():
             dataset = gr.Textbox(label="Dataset folder (empty: the preset's)", scale=2, elem_id="train-dataset")
             thumbs = gr.Gallery(label="Dataset", columns=6, height=120, scale=3, elem_id="train-thumbs")
+        doctor_md = gr.Markdown(elem_id="train-doctor")
         with gr.Row():
             instance = gr.Textbox(label="Instance prompt (with the trigger word)", elem_id="train-instance")
             klass = gr.Textbox(label="Class prompt", elem_id="train-class")
@@ -146,6 +184,9 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             check_btn = gr.Button("Check", elem_id="train-check")
             train_btn = gr.Button("Train", variant="primary", elem_id="train-start")
         message = gr.Markdown(elem_id="train-message")
+        with gr.Row():
+            plan_device = gr.Dropdown(DEVICES, value="cpu", label="Plan for device", scale=1, elem_id="train-device")
+            plan_md = gr.Markdown(elem_id="train-plan")
         with gr.Accordion("Command and composed config", open=False):
             command = gr.Textbox(label="Command", interactive=False, elem_id="train-command")
             composed = gr.Code(label="Composed config", language="yaml", max_lines=30, elem_id="train-config")
@@ -170,9 +211,12 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         timer = gr.Timer(2.0)
 
     fields = [name, model, experiment, dataset, instance, klass, rank, lr, steps, resolution, prior, extra]
-    check_btn.click(check, fields, [command, composed, message])
+    check_btn.click(check, fields, [command, composed, message, doctor_md, plan_md]).then(
+        plan, [*fields, plan_device], plan_md
+    )
     train_btn.click(launch, fields, [run_dir, message])
     dataset.change(thumbnails, dataset, thumbs)
+    gr.on([dataset.submit, dataset.blur], doctor_only, fields, doctor_md)  # not per keystroke: it scans the set
     watched = [queue_md, progress, chart, grids, log_tail]
     timer.tick(refresh, run_dir, watched)
     run_dir.change(refresh, run_dir, watched)
