@@ -9,11 +9,13 @@ import shutil
 import time
 
 import pytest
+import yaml
 from helpers.config import ROOT
 
-from sdft.errors import DataError, SdftError
+from sdft.errors import ConfigError, DataError, SdftError
 from sdft.prep.doctor.findings import Severity
 from sdft.ui.train import LOG_NAME, TrainForm, TrainQueue, check_form, command_line, inspect_form, run_overrides
+from sdft.ui.run_files import Likeness, likeness, recommended, resume_overrides
 from sdft.ui.train import runs, watch
 from sdft.ui.train_checks import doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
@@ -158,3 +160,48 @@ def test_plan_headline_for_a_device_of_the_plans_table():
     assert re.match(r"plan: 3 steps, peak memory \d+\.\d\d GiB, about .+ of model arithmetic on t4 ", line), line
     with pytest.raises(SdftError, match="Unknown device 'h900'"):
         plan_headline(checked, "h900")
+
+
+def test_likeness_table_and_chart_are_read_while_watching_and_from_the_summary(tmp_path):
+    from sdft.evaluation.likeness_table import write_table
+
+    run = tmp_path / "run"
+    rows = [
+        {"step": s, "checkpoint": str(run / "main" / "checkpoints" / f"step_{s:06d}"), "likeness": v, "flexibility": v}
+        for s, v in ((2, 0.4), (4, 0.8))
+    ]
+    assert likeness(run) == Likeness(None, [])  # before the first measurement
+    write_table(run / "main" / "likeness", rows, 1, {"metric": "toy"})  # what the meter writes after measuring
+    seen = likeness(run)
+    assert seen.chart == run / "main" / "likeness" / "likeness.png" and seen.chart.is_file()
+    assert seen.lines == [
+        f"main: recommended checkpoint step 4 (toy likeness 0.800, of 2 measured): `{rows[1]['checkpoint']}`"
+    ]
+    summary = {"name": "r", "phases": [{"phase": "face", "likeness": None}]}
+    summary["phases"].append({"phase": "body", "likeness": {"recommended_step": 4, "best_dir": "/r/body/best"}})
+    assert recommended(summary) == ["body: recommended checkpoint step 4: `/r/body/best`"]
+    assert recommended(None) == []
+
+
+def test_resume_a_run_started_elsewhere_with_its_own_overrides(tmp_path):
+    run = tmp_path / "quickstart" / "2026-12-06_10-00-00"
+    (run / "main").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: quickstart\n")
+    (run / "main" / "config.yaml").write_text("name: quickstart\n")
+    with pytest.raises(ConfigError, match=r"no .hydra/overrides.yaml .*python train.py ... resume="):
+        resume_overrides(run)
+    (run / ".hydra").mkdir()  # what Hydra saved for `python train.py +experiment=quickstart ... resume=auto`
+    typed = ["+experiment=quickstart", "data.instance_prompt='a sks dog\\'s face'", "trainer.max_steps=4"]
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*typed, "resume=auto"]))  # as Hydra saves them
+    assert resume_overrides(run) == [
+        *typed,
+        f"resume={run}",
+        f"output_dir={run}",
+        f"hydra.run.dir={run}",
+    ]
+    _fake_train_py(tmp_path, 0.0, 0)
+    job = TrainQueue(root=tmp_path).submit(resume_overrides(run), run)
+    assert job.proc.wait(timeout=30) == 0 and f"'resume={run}'" in (run / LOG_NAME).read_text()
+    (run / "summary.json").write_text("{}")
+    with pytest.raises(ConfigError, match="that run has finished"):
+        resume_overrides(run)

@@ -36,7 +36,7 @@ def presets(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def _quote(value: str) -> str:
+def quote_value(value: str) -> str:
     """A Hydra override value: quoted when it holds anything but plain word characters."""
     if re.fullmatch(r"[\w./\-]+", value):
         return value
@@ -65,15 +65,15 @@ class TrainForm:
         if self.model in presets("model"):
             out.append(f"model={self.model}")
         elif self.model:
-            out.append(f"model.path={_quote(self.model)}")
-        out.append(f"name={_quote(self.name or 'ui')}")
+            out.append(f"model.path={quote_value(self.model)}")
+        out.append(f"name={quote_value(self.name or 'ui')}")
         for key, value in (
             ("data.instance_dir", self.dataset),
             ("data.instance_prompt", self.instance_prompt),
             ("data.class_prompt", self.class_prompt),
         ):
             if value:
-                out.append(f"{key}={_quote(value)}")
+                out.append(f"{key}={quote_value(value)}")
         for key, value in (
             ("adapter.rank", self.rank),
             ("optim.lr", self.lr),
@@ -90,7 +90,7 @@ class TrainForm:
 
 def run_overrides(form_overrides: list[str], run_dir: Path) -> list[str]:
     """The form's overrides for one run folder (Hydra's log and the run's files in the same place)."""
-    return [*form_overrides, f"output_dir={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}"]
+    return [*form_overrides, f"output_dir={quote_value(str(run_dir))}", f"hydra.run.dir={quote_value(str(run_dir))}"]
 
 
 def command_line(overrides: list[str]) -> str:

@@ -17,6 +17,7 @@ from sdft.callbacks.controls import request
 from sdft.errors import SdftError
 from sdft.ui.train import TrainForm, TrainQueue, command_line, inspect_form, presets, run_overrides, runs, watch
 from sdft.ui.train import new_run_dir
+from sdft.ui.run_files import likeness, recommended, resume_overrides
 from sdft.ui.train_checks import DEVICES, doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
 THUMBNAILS = 12
@@ -26,6 +27,19 @@ PRIOR = {"preset's": None, "on": True, "off": False}
 def _number(value):
     """An empty gr.Number reads 0, which no rank / lr / steps / resolution can be: both mean the preset's value."""
     return None if value in (None, "", 0) else value
+
+
+def _image(path: Path | None):
+    """A run's PNG as an image value (not a file path the server must be allowed to read); None when absent."""
+    if path is None:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.copy()
+    except OSError:  # being replaced: the next refresh reads it
+        return None
 
 
 def _loss_chart(points, path: Path):
@@ -128,14 +142,23 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         jobs = [f"- {j.state}: `{j.run_dir}`" for j in queue.jobs[-8:]]
         queue_md = "\n".join(jobs) or "No run started from this page yet."
         if not run_dir:
-            return queue_md, "", None, [], ""
+            return queue_md, "", None, [], "", None, ""
         seen = watch(run_dir)
         job = next((j for j in reversed(queue.jobs) if str(j.run_dir) == run_dir), None)
         progress = seen.progress if job is None or job.state in ("running", "finished") else f"{job.state}"
         if job is not None and job.state in ("stopped", "failed"):
             progress = f"{job.state} (exit {job.returncode}); last: {seen.progress}"
         chart = _loss_chart(seen.losses, chart_dir / f"loss-{abs(hash(run_dir))}.png")
-        return queue_md, progress, chart, [str(p) for p in seen.grids], seen.log_tail
+        meter = likeness(run_dir)
+        return (
+            queue_md,
+            progress,
+            chart,
+            [str(p) for p in seen.grids],
+            seen.log_tail,
+            _image(meter.chart),
+            "\n".join(f"- {line}" for line in meter.lines),
+        )
 
     def control(action):
         @for_people
@@ -149,13 +172,14 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
 
     @for_people
     def resume(run_dir):
+        """Any unfinished run folder, started here or not: train.py with the run's own saved overrides."""
+        if not run_dir:
+            raise gr.Error("No run selected: pick one in the Runs tab.")
         job = next((j for j in reversed(queue.jobs) if str(j.run_dir) == run_dir), None)
-        if job is None:
-            raise gr.Error("Resume continues a run started from this page; for others: python train.py ... resume=DIR")
-        if job.state in ("running", "queued"):
+        if job is not None and job.state in ("running", "queued"):
             raise gr.Error(f"That run is {job.state}.")
-        again = queue.submit([*job.overrides, f"resume={run_dir}"], Path(run_dir))
-        return f"Resuming `{run_dir}`: {again.state}"
+        again = queue.submit(resume_overrides(run_dir), Path(run_dir))
+        return f"Resuming `{run_dir}`: `{again.command}`: {again.state}"
 
     with gr.Tab("Train", id="train"):
         with gr.Row():
@@ -206,6 +230,11 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             grids = gr.Gallery(
                 label="Validation grids", columns=3, height=240, object_fit="contain", elem_id="train-grids"
             )
+        with gr.Row():
+            likeness_img = gr.Image(
+                label="Likeness (per checkpoint)", type="pil", interactive=False, height=240, elem_id="train-likeness"
+            )
+            likeness_md = gr.Markdown(elem_id="train-recommended")
         log_tail = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, interactive=False, elem_id="train-log")
         # inside the tab: a Timer made directly under gr.Tabs shows the next tab's header twice (gradio 6.31)
         timer = gr.Timer(2.0)
@@ -217,7 +246,7 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
     train_btn.click(launch, fields, [run_dir, message])
     dataset.change(thumbnails, dataset, thumbs)
     gr.on([dataset.submit, dataset.blur], doctor_only, fields, doctor_md)  # not per keystroke: it scans the set
-    watched = [queue_md, progress, chart, grids, log_tail]
+    watched = [queue_md, progress, chart, grids, log_tail, likeness_img, likeness_md]
     timer.tick(refresh, run_dir, watched)
     run_dir.change(refresh, run_dir, watched)
     sample_btn.click(control("sample"), run_dir, control_msg)
@@ -252,6 +281,9 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         info = run_info(Path(folder))
         lines = [f"**{info.state}**: `{info.run_dir}`"]
         lines += [f"- LoRA: `{p}` ({', '.join(f.name for f in sorted(p.glob('*.safetensors')))})" for p in info.loras]
+        lines += [f"- Likeness meter: {line}" for line in recommended(info.summary)]
+        if info.state == "unfinished":
+            lines.append("- Unfinished: *Watch in Train*, then *Resume* continues it with its own saved overrides.")
         text = json.dumps(info.summary, indent=2) if info.summary else ""
         return text, [str(p) for p in info.grids], "\n".join(lines)
 
