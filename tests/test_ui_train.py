@@ -15,8 +15,9 @@ from helpers.config import ROOT
 from sdft.errors import ConfigError, DataError, SdftError
 from sdft.prep.doctor.findings import Severity
 from sdft.ui.train import LOG_NAME, TrainForm, TrainQueue, check_form, command_line, inspect_form, run_overrides
+from sdft.ui.phases import phase_overrides, preset_rows
 from sdft.ui.run_files import Likeness, likeness, recommended, resume_overrides
-from sdft.ui.train import runs, watch
+from sdft.ui.train import compose_form, runs, watch
 from sdft.ui.train_checks import doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
 
@@ -205,3 +206,56 @@ def test_resume_a_run_started_elsewhere_with_its_own_overrides(tmp_path):
     (run / "summary.json").write_text("{}")
     with pytest.raises(ConfigError, match="that run has finished"):
         resume_overrides(run)
+
+
+def test_phases_table_becomes_the_per_phase_overrides_train_py_takes():
+    base = TrainForm(model="tiny", experiment="dual_phase", prior=False, extra="trainer=cpu")
+    preset = preset_rows(compose_form(base.overrides()))
+    assert preset == [
+        [
+            "face",
+            150,
+            0.001,
+            "datasets/example_subject/face",
+            "photo of sks character, face close-up",
+            "photo of a character",
+        ],
+        [
+            "body",
+            150,
+            0.001,
+            "datasets/example_subject/body",
+            "photo of sks character, half-body",
+            "photo of a character",
+        ],
+    ]
+    rows = [list(r) for r in preset]
+    rows[0][1], rows[1][0], rows[1][2], rows[0][5] = 7, "torso", 2e-3, "a character, face"  # as the table sends them
+    edits = phase_overrides(rows, preset)
+    assert edits == [
+        "++phases.0.overrides.trainer.max_steps=7",
+        "++phases.0.overrides.data.class_prompt='a character, face'",
+        "phases.1.name=torso",
+        "++phases.1.overrides.optim.lr=0.002",
+    ]
+    form = TrainForm(**{**vars(base), "phases": edits})
+    assert command_line(form.overrides()).endswith(
+        "prior=none ++phases.0.overrides.trainer.max_steps=7 "
+        "'++phases.0.overrides.data.class_prompt='\"'\"'a character, face'\"'\"'' "
+        "phases.1.name=torso ++phases.1.overrides.optim.lr=0.002 trainer=cpu"
+    )
+    phases = inspect_form(form.overrides()).phases
+    assert [(p.phase.name, p.trainer.max_steps, p.optim.lr, p.data.class_prompt) for p in phases] == [
+        ("face", 7, 0.001, "a character, face"),
+        ("torso", 150, 0.002, "photo of a character"),
+    ]
+    assert phase_overrides(preset, preset) == []  # nothing changed: the preset's phases as they are
+
+    rows[0][1] = 0
+    with pytest.raises(SdftError, match=r"trainer.max_steps=0 \(phase 'face'\): must be >= 1"):
+        inspect_form(TrainForm(**{**vars(base), "phases": phase_overrides(rows, preset)}).overrides())
+    with pytest.raises(ConfigError, match="has 1 row"):
+        phase_overrides(rows[:1], preset)
+    rows[0][1] = None
+    with pytest.raises(ConfigError, match="row 1, steps: empty"):
+        phase_overrides(rows, preset)

@@ -58,6 +58,7 @@ class TrainForm:
     steps: int | None = None
     resolution: int | None = None
     prior: bool | None = None
+    phases: list[str] = field(default_factory=list)  # per-phase overrides (sdft/ui/phases.py)
     extra: str = ""  # more overrides, one per line (as on the command line)
 
     def overrides(self) -> list[str]:
@@ -84,6 +85,7 @@ class TrainForm:
                 out.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={int(value)}")
         if self.prior is not None:
             out.append(f"prior={'default' if self.prior else 'none'}")
+        out += self.phases
         out += [line.strip() for line in self.extra.splitlines() if line.strip() and not line.startswith("#")]
         return out
 
@@ -110,28 +112,43 @@ class Checked:
     datas: list
 
 
+def compose_form(overrides: list[str]):
+    """conf/ composed with the overrides as train.py composes it (typed); ConfigError with Hydra's / the schema's
+    message (unknown key, wrong type, missing preset)."""
+    from hydra import compose, initialize_config_dir
+
+    from sdft.errors import SdftError
+    from sdft.run.train import as_config
+
+    plain = [o for o in overrides if not o.startswith("hydra.")]
+    try:
+        with _hydra, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return as_config(compose(config_name="config", overrides=plain))
+    except SdftError:
+        raise
+    except Exception as err:  # its own message, first line
+        raise ConfigError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
+
+
 def inspect_form(overrides: list[str]) -> Checked:
     """Compose conf/ with the overrides as train.py does and run the command line's checks (every phase's config
     and data); raises ConfigError with the command line's message."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from sdft.data.phase_data import phase_data
     from sdft.errors import SdftError
     from sdft.run.phases import phase_configs
-    from sdft.run.train import as_config, check_config
+    from sdft.run.train import check_config
 
-    plain = [o for o in overrides if not o.startswith("hydra.")]
+    cfg = compose_form(overrides)
     try:
-        with _hydra, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = as_config(compose(config_name="config", overrides=plain))
         phases = phase_configs(cfg)
         for phase in phases:
             check_config(phase)
         datas = [phase_data(phase) for phase in phases]
     except SdftError:
         raise
-    except Exception as err:  # Hydra / OmegaConf: unknown key, wrong type, missing preset: its own message
+    except Exception as err:  # OmegaConf: a phase override of the wrong type
         raise ConfigError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
     return Checked(OmegaConf.to_yaml(cfg), cfg, phases, datas)
 

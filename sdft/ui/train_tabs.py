@@ -17,6 +17,7 @@ from sdft.callbacks.controls import request
 from sdft.errors import SdftError
 from sdft.ui.train import TrainForm, TrainQueue, command_line, inspect_form, presets, run_overrides, runs, watch
 from sdft.ui.train import new_run_dir
+from sdft.ui.phases import COLUMNS, phase_overrides, preset_rows
 from sdft.ui.run_files import likeness, recommended, resume_overrides
 from sdft.ui.train_checks import DEVICES, doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
@@ -59,7 +60,10 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
     """Add the Train and Runs tabs inside the open gr.Tabs `tabs`; `lora_text` is the Generate tab's LoRA box."""
     chart_dir = Path(tempfile.mkdtemp(prefix="sdft-ui-"))
 
-    def form(name, model, experiment, dataset, instance, klass, rank, lr, steps, resolution, prior, extra):
+    def form(
+        name, model, experiment, dataset, instance, klass, rank, lr, steps, resolution, prior, extra, table, preset
+    ):
+        """The page's fields as a TrainForm; ConfigError for a phases table that does not fit the preset."""
         return TrainForm(
             name=name or "ui",
             model=model or "toy",
@@ -72,8 +76,22 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             steps=_number(steps),
             resolution=_number(resolution),
             prior=PRIOR.get(prior),
+            phases=phase_overrides(table, preset) if preset else [],
             extra=extra or "",
         )
+
+    def load_phases(model, experiment):
+        """A multi-phase preset's phases as editable rows (hidden for single-phase presets)."""
+        from sdft.ui.train import compose_form
+
+        overrides = TrainForm(model=model or "toy", experiment=experiment or "").overrides()
+        try:
+            rows = preset_rows(compose_form(overrides))
+        except SdftError:  # Check says why
+            rows = []
+        limits = (len(rows), len(rows)) if rows else None
+        table = gr.Dataframe(value=rows or None, row_count=len(rows) or 1, row_limits=limits)
+        return table, rows, gr.Accordion(visible=bool(rows))
 
     def doctor_text(checked, overrides) -> tuple[str, str | None]:
         """The doctor's findings, and the message that blocks Train (None: not blocked)."""
@@ -85,8 +103,9 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         return shown, None
 
     def check(*fields):
-        overrides = form(*fields).overrides()
+        overrides = []
         try:
+            overrides = form(*fields).overrides()
             checked = inspect_form(overrides)
         except SdftError as err:
             return command_line(overrides), "", f"**Refused:** {err}", "", ""
@@ -101,8 +120,8 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         """On choosing a dataset folder: the doctor's cheap checks for the form as it stands."""
         if not fields[3]:
             return ""
-        overrides = form(*fields).overrides()
         try:
+            overrides = form(*fields).overrides()
             return doctor_text(inspect_form(overrides), overrides)[0]
         except SdftError as err:
             return f"**Data doctor:** not run: {err}"
@@ -201,6 +220,16 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             steps = gr.Number(label="Steps", precision=0, elem_id="train-steps")
             resolution = gr.Number(label="Resolution", precision=0, elem_id="train-resolution")
             prior = gr.Radio(list(PRIOR), value="preset's", label="Prior preservation")
+        with gr.Accordion("Phases (this preset trains several in order)", open=True, visible=False) as phases_box:
+            phases_table = gr.Dataframe(
+                headers=COLUMNS,
+                datatype=["str", "number", "number", "str", "str", "str"],
+                type="array",
+                interactive=True,
+                label="Each phase's own values (they win over the fields above); edit the cells, not the rows",
+                elem_id="train-phases",
+            )
+        preset_phases = gr.State([])
         extra = gr.Textbox(
             label="More overrides, one per line (as on the command line)", lines=2, elem_id="train-extra"
         )
@@ -240,6 +269,10 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         timer = gr.Timer(2.0)
 
     fields = [name, model, experiment, dataset, instance, klass, rank, lr, steps, resolution, prior, extra]
+    fields += [phases_table, preset_phases]
+    gr.on(
+        [experiment.change, model.change], load_phases, [model, experiment], [phases_table, preset_phases, phases_box]
+    )
     check_btn.click(check, fields, [command, composed, message, doctor_md, plan_md]).then(
         plan, [*fields, plan_device], plan_md
     )
