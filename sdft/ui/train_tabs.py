@@ -161,7 +161,7 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         jobs = [f"- {j.state}: `{j.run_dir}`" for j in queue.jobs[-8:]]
         queue_md = "\n".join(jobs) or "No run started from this page yet."
         if not run_dir:
-            return queue_md, "", None, [], "", None, ""
+            return queue_md, "", None, [], "", gr.Image(value=None, visible=False), ""
         seen = watch(run_dir)
         job = next((j for j in reversed(queue.jobs) if str(j.run_dir) == run_dir), None)
         progress = seen.progress if job is None or job.state in ("running", "finished") else f"{job.state}"
@@ -175,7 +175,7 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             chart,
             [str(p) for p in seen.grids],
             seen.log_tail,
-            _image(meter.chart),
+            gr.Image(value=_image(meter.chart), visible=meter.chart is not None),  # shown once the meter measured
             "\n".join(f"- {line}" for line in meter.lines),
         )
 
@@ -239,7 +239,8 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         message = gr.Markdown(elem_id="train-message")
         with gr.Row():
             plan_device = gr.Dropdown(DEVICES, value="cpu", label="Plan for device", scale=1, elem_id="train-device")
-            plan_md = gr.Markdown(elem_id="train-plan")
+            with gr.Column(scale=3):  # the device list narrow, the headline wide
+                plan_md = gr.Markdown(elem_id="train-plan")
         with gr.Accordion("Command and composed config", open=False):
             command = gr.Textbox(label="Command", interactive=False, elem_id="train-command")
             composed = gr.Code(label="Composed config", language="yaml", max_lines=30, elem_id="train-config")
@@ -261,7 +262,12 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             )
         with gr.Row():
             likeness_img = gr.Image(
-                label="Likeness (per checkpoint)", type="pil", interactive=False, height=240, elem_id="train-likeness"
+                label="Likeness (per checkpoint)",
+                type="pil",
+                interactive=False,
+                height=240,
+                visible=False,
+                elem_id="train-likeness",
             )
             likeness_md = gr.Markdown(elem_id="train-recommended")
         log_tail = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, interactive=False, elem_id="train-log")
