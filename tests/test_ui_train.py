@@ -4,12 +4,21 @@ line's own refusals before launching, one subprocess at a time with a queue, wha
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
 
 import pytest
+import yaml
+from helpers.config import ROOT
 
-from sdft.errors import SdftError
-from sdft.ui.train import LOG_NAME, TrainForm, TrainQueue, check_form, command_line, run_overrides, runs, watch
+from sdft.errors import ConfigError, DataError, SdftError
+from sdft.prep.doctor.findings import Severity
+from sdft.ui.train import LOG_NAME, TrainForm, TrainQueue, check_form, command_line, inspect_form, run_overrides
+from sdft.ui.phases import phase_overrides, preset_rows
+from sdft.ui.run_files import Likeness, likeness, recommended, resume_overrides
+from sdft.ui.train import compose_form, runs, watch
+from sdft.ui.train_checks import doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
 
 def test_the_form_gives_the_exact_command():
@@ -113,3 +122,140 @@ def test_sdft_ui_serves_locally_unless_asked():
     )
     args = build_parser().parse_args(["ui", "--listen", "--runs-dir", "r", "--no-train"])
     assert (args.listen, args.runs_dir, args.no_train) == (True, "r", True)
+
+
+@pytest.fixture
+def set_without_trigger(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(2):
+        shutil.copy(ROOT / "datasets" / "toy_subject" / f"sks_dog_0{i}.png", root / f"{i}.png")
+    (root / "0.txt").write_text("a sks dog, blue", encoding="utf-8")
+    (root / "1.txt").write_text("a blue dog", encoding="utf-8")  # the trigger is missing
+    return root
+
+
+def test_doctor_findings_are_shown_and_severe_ones_block_train(set_without_trigger):
+    form = TrainForm(
+        experiment="quickstart",
+        dataset=str(set_without_trigger),
+        extra="data.use_captions=true\ndata.trigger=sks\ndata.ensure_trigger=false",
+    )
+    checked = inspect_form(form.overrides())
+    found = doctor_findings(checked)
+    assert found[0].finding.severity == Severity.severe and found[0].finding.check == "trigger"
+    shown = doctor_markdown(found, several_phases=False)
+    assert "- **SEVERE** trigger: photos: 1 caption(s) lack the trigger 'sks'" in shown and "(`1.png`)" in shown
+    with pytest.raises(DataError, match=r"^data.doctor=fatal: 1 severe finding\(s\) .*set data.doctor=warn"):
+        doctor_gate(checked, form.overrides())  # train.py's message with data.doctor=fatal
+    warn = [*form.overrides(), "data.doctor=warn"]  # as the message says: train anyway (train.py logs them)
+    doctor_gate(inspect_form(warn), warn)
+    clean = inspect_form(TrainForm(experiment="quickstart").overrides())
+    assert not [p for p in doctor_findings(clean) if p.finding.severity == Severity.severe]
+    doctor_gate(clean, [])
+
+
+def test_plan_headline_for_a_device_of_the_plans_table():
+    checked = inspect_form(TrainForm(experiment="quickstart", steps=3).overrides())  # toy: a ~7 s trace
+    line = plan_headline(checked, "t4")
+    assert re.match(r"plan: 3 steps, peak memory \d+\.\d\d GiB, about .+ of model arithmetic on t4 ", line), line
+    with pytest.raises(SdftError, match="Unknown device 'h900'"):
+        plan_headline(checked, "h900")
+
+
+def test_likeness_table_and_chart_are_read_while_watching_and_from_the_summary(tmp_path):
+    from sdft.evaluation.likeness_table import write_table
+
+    run = tmp_path / "run"
+    rows = [
+        {"step": s, "checkpoint": str(run / "main" / "checkpoints" / f"step_{s:06d}"), "likeness": v, "flexibility": v}
+        for s, v in ((2, 0.4), (4, 0.8))
+    ]
+    assert likeness(run) == Likeness(None, [])  # before the first measurement
+    write_table(run / "main" / "likeness", rows, 1, {"metric": "toy"})  # what the meter writes after measuring
+    seen = likeness(run)
+    assert seen.chart == run / "main" / "likeness" / "likeness.png" and seen.chart.is_file()
+    assert seen.lines == [
+        f"main: recommended checkpoint step 4 (toy likeness 0.800, of 2 measured): `{rows[1]['checkpoint']}`"
+    ]
+    summary = {"name": "r", "phases": [{"phase": "face", "likeness": None}]}
+    summary["phases"].append({"phase": "body", "likeness": {"recommended_step": 4, "best_dir": "/r/body/best"}})
+    assert recommended(summary) == ["body: recommended checkpoint step 4: `/r/body/best`"]
+    assert recommended(None) == []
+
+
+def test_resume_a_run_started_elsewhere_with_its_own_overrides(tmp_path):
+    run = tmp_path / "quickstart" / "2026-12-06_10-00-00"
+    (run / "main").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: quickstart\n")
+    (run / "main" / "config.yaml").write_text("name: quickstart\n")
+    with pytest.raises(ConfigError, match=r"no .hydra/overrides.yaml .*python train.py ... resume="):
+        resume_overrides(run)
+    (run / ".hydra").mkdir()  # what Hydra saved for `python train.py +experiment=quickstart ... resume=auto`
+    typed = ["+experiment=quickstart", "data.instance_prompt='a sks dog\\'s face'", "trainer.max_steps=4"]
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*typed, "resume=auto"]))  # as Hydra saves them
+    assert resume_overrides(run) == [
+        *typed,
+        f"resume={run}",
+        f"output_dir={run}",
+        f"hydra.run.dir={run}",
+    ]
+    _fake_train_py(tmp_path, 0.0, 0)
+    job = TrainQueue(root=tmp_path).submit(resume_overrides(run), run)
+    assert job.proc.wait(timeout=30) == 0 and f"'resume={run}'" in (run / LOG_NAME).read_text()
+    (run / "summary.json").write_text("{}")
+    with pytest.raises(ConfigError, match="that run has finished"):
+        resume_overrides(run)
+
+
+def test_phases_table_becomes_the_per_phase_overrides_train_py_takes():
+    base = TrainForm(model="tiny", experiment="dual_phase", prior=False, extra="trainer=cpu")
+    preset = preset_rows(compose_form(base.overrides()))
+    assert preset == [
+        [
+            "face",
+            150,
+            0.001,
+            "datasets/example_subject/face",
+            "photo of sks character, face close-up",
+            "photo of a character",
+        ],
+        [
+            "body",
+            150,
+            0.001,
+            "datasets/example_subject/body",
+            "photo of sks character, half-body",
+            "photo of a character",
+        ],
+    ]
+    rows = [list(r) for r in preset]
+    rows[0][1], rows[1][0], rows[1][2], rows[0][5] = 7, "torso", 2e-3, "a character, face"  # as the table sends them
+    edits = phase_overrides(rows, preset)
+    assert edits == [
+        "++phases.0.overrides.trainer.max_steps=7",
+        "++phases.0.overrides.data.class_prompt='a character, face'",
+        "phases.1.name=torso",
+        "++phases.1.overrides.optim.lr=0.002",
+    ]
+    form = TrainForm(**{**vars(base), "phases": edits})
+    assert command_line(form.overrides()).endswith(
+        "prior=none ++phases.0.overrides.trainer.max_steps=7 "
+        "'++phases.0.overrides.data.class_prompt='\"'\"'a character, face'\"'\"'' "
+        "phases.1.name=torso ++phases.1.overrides.optim.lr=0.002 trainer=cpu"
+    )
+    phases = inspect_form(form.overrides()).phases
+    assert [(p.phase.name, p.trainer.max_steps, p.optim.lr, p.data.class_prompt) for p in phases] == [
+        ("face", 7, 0.001, "a character, face"),
+        ("torso", 150, 0.002, "photo of a character"),
+    ]
+    assert phase_overrides(preset, preset) == []  # nothing changed: the preset's phases as they are
+
+    rows[0][1] = 0
+    with pytest.raises(SdftError, match=r"trainer.max_steps=0 \(phase 'face'\): must be >= 1"):
+        inspect_form(TrainForm(**{**vars(base), "phases": phase_overrides(rows, preset)}).overrides())
+    with pytest.raises(ConfigError, match="has 1 row"):
+        phase_overrides(rows[:1], preset)
+    rows[0][1] = None
+    with pytest.raises(ConfigError, match="row 1, steps: empty"):
+        phase_overrides(rows, preset)

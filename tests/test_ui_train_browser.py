@@ -28,7 +28,10 @@ RUN_MS = 1_500_000  # a toy step takes ~0.1 s alone, up to 25 s on a contended 2
 EXTRA = [
     "callbacks.validation_at_start=false",
     "callbacks.validation_every_n_steps=0",
-    "callbacks.checkpoint_every_n_steps=0",
+    "callbacks.checkpoint_every_n_steps=20",  # and the likeness meter (at 20 and at the end), one sample a prompt
+    "callbacks.likeness.seeds=[0]",
+    "callbacks.likeness.num_flex_prompts=1",
+    "callbacks.likeness.max_share=0",  # measured every time, whatever the machine's speed: the same in both runs
     "callbacks.validation_steps=2",
     "callbacks.validation_seeds=[0]",
     "callbacks.fixed_noise_loss=false",
@@ -76,6 +79,30 @@ def _wait_text(page, selector: str, text: str, timeout=RUN_MS) -> None:
     )
 
 
+TAB_NAMES = "() => Array.from(document.querySelectorAll('button[role=tab]')).map(b => b.innerText.trim())"
+TOP_TABS = ["Generate", "Train", "Runs", "txt2img", "img2img"]  # each tab header once
+
+
+def test_switching_tabs_shows_each_tab_once(served):
+    """Selecting Runs, then "Watch in Train" (a programmatic switch) once showed the Runs header twice: a gr.Timer
+    made directly under gr.Tabs (gradio 6.31 counts it as a tab child)."""
+    from playwright.sync_api import sync_playwright
+
+    url, _, _ = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        page.get_by_role("tab", name="Runs").click()
+        page.locator("#runs-watch").wait_for()
+        assert page.evaluate(TAB_NAMES) == TOP_TABS
+        page.locator("#runs-watch").click()
+        page.wait_for_function("document.querySelector('button[role=tab].selected').innerText.trim() === 'Train'")
+        page.wait_for_timeout(500)
+        assert page.evaluate(TAB_NAMES) == TOP_TABS
+        browser.close()
+
+
 @pytest.mark.slow
 def test_train_from_the_browser_sample_stop_resume(served, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -88,7 +115,15 @@ def test_train_from_the_browser_sample_stop_resume(served, tmp_path):
         page.goto(url)
         page.get_by_role("tab", name="Train").click()
         page.get_by_label("Experiment preset").click()
+        page.get_by_role("option", name="dual_phase", exact=True).click()  # a multi-phase preset: its phases table
+        page.wait_for_function(
+            "(document.querySelector('#train-phases') || {}).innerText?.includes('datasets/example')"
+        )
+        assert "half-body" in _text(page, "#train-phases")
+        _shots(page, "train_phases", tmp_path)
+        page.get_by_label("Experiment preset").click()
         page.get_by_role("option", name="quickstart", exact=True).click()
+        page.locator("#train-phases").wait_for(state="hidden")  # one phase: no table
         page.get_by_label("off").check()
         page.locator("#train-extra textarea").fill("\n".join(EXTRA))
         _set(page, "Learning rate", -1)
@@ -102,6 +137,8 @@ def test_train_from_the_browser_sample_stop_resume(served, tmp_path):
         _set(page, "Steps", 40)  # long enough to sample and stop mid-run on an idle machine
         page.locator("#train-check").click()
         _wait_text(page, "#train-message", "Checked", 30_000)
+        assert _text(page, "#train-doctor").startswith("Data doctor: no findings")  # the toy subject is clean
+        _wait_text(page, "#train-plan", "plan: 40 steps, peak memory", 180_000)  # the trace, after Check answered
         page.get_by_text("Command and composed config").click()
         command = page.locator("#train-command textarea").input_value()
         assert command.startswith("python train.py +experiment=quickstart model=toy name=ui ")
@@ -130,6 +167,8 @@ def test_train_from_the_browser_sample_stop_resume(served, tmp_path):
         page.locator("#train-resume").click()
         _wait_text(page, "#train-progress", "finished")
         page.wait_for_function("document.querySelectorAll('#train-grids img').length >= 2")
+        _wait_text(page, "#train-recommended", "main: recommended checkpoint step", 30_000)  # the likeness meter's
+        page.locator("#train-likeness img").wait_for()
         _shots(page, "train_watch", tmp_path)
         assert plain.wait(timeout=RUN_MS / 1000) == 0
         ours = safetensors.torch.load_file(str(run_dir / "main" / "lora" / "pytorch_lora_weights.safetensors"))
@@ -141,6 +180,7 @@ def test_train_from_the_browser_sample_stop_resume(served, tmp_path):
         page.get_by_label("Run", exact=True).click()
         page.get_by_role("option", name=f"ui/{run_dir.name} (finished)").click()
         _wait_text(page, "#runs-files", "LoRA", 30_000)
+        assert "Likeness meter: main: recommended checkpoint step" in _text(page, "#runs-files")
         page.wait_for_function("document.querySelectorAll('#runs-grids img').length >= 2")
         _shots(page, "runs", tmp_path)
         page.locator("#runs-open").click()
@@ -153,4 +193,5 @@ def test_train_from_the_browser_sample_stop_resume(served, tmp_path):
             "document.querySelector('#infotext textarea').value.includes('<lora:main:1.0>')", timeout=60_000
         )
         _shots(page, "generate", tmp_path)
+        assert page.evaluate(TAB_NAMES) == TOP_TABS  # after two programmatic switches too
         browser.close()

@@ -36,7 +36,7 @@ def presets(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def _quote(value: str) -> str:
+def quote_value(value: str) -> str:
     """A Hydra override value: quoted when it holds anything but plain word characters."""
     if re.fullmatch(r"[\w./\-]+", value):
         return value
@@ -58,6 +58,7 @@ class TrainForm:
     steps: int | None = None
     resolution: int | None = None
     prior: bool | None = None
+    phases: list[str] = field(default_factory=list)  # per-phase overrides (sdft/ui/phases.py)
     extra: str = ""  # more overrides, one per line (as on the command line)
 
     def overrides(self) -> list[str]:
@@ -65,15 +66,15 @@ class TrainForm:
         if self.model in presets("model"):
             out.append(f"model={self.model}")
         elif self.model:
-            out.append(f"model.path={_quote(self.model)}")
-        out.append(f"name={_quote(self.name or 'ui')}")
+            out.append(f"model.path={quote_value(self.model)}")
+        out.append(f"name={quote_value(self.name or 'ui')}")
         for key, value in (
             ("data.instance_dir", self.dataset),
             ("data.instance_prompt", self.instance_prompt),
             ("data.class_prompt", self.class_prompt),
         ):
             if value:
-                out.append(f"{key}={_quote(value)}")
+                out.append(f"{key}={quote_value(value)}")
         for key, value in (
             ("adapter.rank", self.rank),
             ("optim.lr", self.lr),
@@ -84,13 +85,14 @@ class TrainForm:
                 out.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={int(value)}")
         if self.prior is not None:
             out.append(f"prior={'default' if self.prior else 'none'}")
+        out += self.phases
         out += [line.strip() for line in self.extra.splitlines() if line.strip() and not line.startswith("#")]
         return out
 
 
 def run_overrides(form_overrides: list[str], run_dir: Path) -> list[str]:
     """The form's overrides for one run folder (Hydra's log and the run's files in the same place)."""
-    return [*form_overrides, f"output_dir={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}"]
+    return [*form_overrides, f"output_dir={quote_value(str(run_dir))}", f"hydra.run.dir={quote_value(str(run_dir))}"]
 
 
 def command_line(overrides: list[str]) -> str:
@@ -100,29 +102,60 @@ def command_line(overrides: list[str]) -> str:
 _hydra = threading.Lock()  # Hydra's compose API is one global
 
 
-def check_form(overrides: list[str]):
-    """Compose conf/ with the overrides as train.py does and run the command line's checks (every phase's config
-    and data); returns the composed config, or raises ConfigError with the command line's message."""
+@dataclass
+class Checked:
+    """A form composed and checked as train.py does: the config's YAML, the typed config, its phases and their data."""
+
+    yaml: str
+    cfg: object
+    phases: list
+    datas: list
+
+
+def compose_form(overrides: list[str]):
+    """conf/ composed with the overrides as train.py composes it (typed); ConfigError with Hydra's / the schema's
+    message (unknown key, wrong type, missing preset)."""
     from hydra import compose, initialize_config_dir
+
+    from sdft.errors import SdftError
+    from sdft.run.train import as_config
+
+    plain = [o for o in overrides if not o.startswith("hydra.")]
+    try:
+        with _hydra, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return as_config(compose(config_name="config", overrides=plain))
+    except SdftError:
+        raise
+    except Exception as err:  # its own message, first line
+        raise ConfigError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
+
+
+def inspect_form(overrides: list[str]) -> Checked:
+    """Compose conf/ with the overrides as train.py does and run the command line's checks (every phase's config
+    and data); raises ConfigError with the command line's message."""
     from omegaconf import OmegaConf
 
     from sdft.data.phase_data import phase_data
     from sdft.errors import SdftError
     from sdft.run.phases import phase_configs
-    from sdft.run.train import as_config, check_config
+    from sdft.run.train import check_config
 
-    plain = [o for o in overrides if not o.startswith("hydra.")]
+    cfg = compose_form(overrides)
     try:
-        with _hydra, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = as_config(compose(config_name="config", overrides=plain))
-        for phase in phase_configs(cfg):
+        phases = phase_configs(cfg)
+        for phase in phases:
             check_config(phase)
-            phase_data(phase)
+        datas = [phase_data(phase) for phase in phases]
     except SdftError:
         raise
-    except Exception as err:  # Hydra / OmegaConf: unknown key, wrong type, missing preset: its own message
+    except Exception as err:  # OmegaConf: a phase override of the wrong type
         raise ConfigError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
-    return OmegaConf.to_yaml(cfg)
+    return Checked(OmegaConf.to_yaml(cfg), cfg, phases, datas)
+
+
+def check_form(overrides: list[str]) -> str:
+    """The composed config's YAML once the command line's checks pass (inspect_form)."""
+    return inspect_form(overrides).yaml
 
 
 @dataclass

@@ -15,8 +15,11 @@ from pathlib import Path
 
 from sdft.callbacks.controls import request
 from sdft.errors import SdftError
-from sdft.ui.train import TrainForm, TrainQueue, check_form, command_line, presets, run_overrides, runs, watch
+from sdft.ui.train import TrainForm, TrainQueue, command_line, inspect_form, presets, run_overrides, runs, watch
 from sdft.ui.train import new_run_dir
+from sdft.ui.phases import COLUMNS, phase_overrides, preset_rows
+from sdft.ui.run_files import likeness, recommended, resume_overrides
+from sdft.ui.train_checks import DEVICES, doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
 THUMBNAILS = 12
 PRIOR = {"preset's": None, "on": True, "off": False}
@@ -25,6 +28,19 @@ PRIOR = {"preset's": None, "on": True, "off": False}
 def _number(value):
     """An empty gr.Number reads 0, which no rank / lr / steps / resolution can be: both mean the preset's value."""
     return None if value in (None, "", 0) else value
+
+
+def _image(path: Path | None):
+    """A run's PNG as an image value (not a file path the server must be allowed to read); None when absent."""
+    if path is None:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.copy()
+    except OSError:  # being replaced: the next refresh reads it
+        return None
 
 
 def _loss_chart(points, path: Path):
@@ -44,7 +60,10 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
     """Add the Train and Runs tabs inside the open gr.Tabs `tabs`; `lora_text` is the Generate tab's LoRA box."""
     chart_dir = Path(tempfile.mkdtemp(prefix="sdft-ui-"))
 
-    def form(name, model, experiment, dataset, instance, klass, rank, lr, steps, resolution, prior, extra):
+    def form(
+        name, model, experiment, dataset, instance, klass, rank, lr, steps, resolution, prior, extra, table, preset
+    ):
+        """The page's fields as a TrainForm; ConfigError for a phases table that does not fit the preset."""
         return TrainForm(
             name=name or "ui",
             model=model or "toy",
@@ -57,22 +76,73 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             steps=_number(steps),
             resolution=_number(resolution),
             prior=PRIOR.get(prior),
+            phases=phase_overrides(table, preset) if preset else [],
             extra=extra or "",
         )
 
-    def check(*fields):
-        overrides = form(*fields).overrides()
+    def load_phases(model, experiment):
+        """A multi-phase preset's phases as editable rows (hidden for single-phase presets)."""
+        from sdft.ui.train import compose_form
+
+        overrides = TrainForm(model=model or "toy", experiment=experiment or "").overrides()
         try:
-            composed = check_form(overrides)
+            rows = preset_rows(compose_form(overrides))
+        except SdftError:  # Check says why
+            rows = []
+        limits = (len(rows), len(rows)) if rows else None
+        table = gr.Dataframe(value=rows or None, row_count=len(rows) or 1, row_limits=limits)
+        return table, rows, gr.Accordion(visible=bool(rows))
+
+    def doctor_text(checked, overrides) -> tuple[str, str | None]:
+        """The doctor's findings, and the message that blocks Train (None: not blocked)."""
+        shown = doctor_markdown(doctor_findings(checked), len(checked.phases) > 1)
+        try:
+            doctor_gate(checked, overrides)
         except SdftError as err:
-            return command_line(overrides), "", f"**Refused:** {err}"
-        return command_line(overrides), composed, "Checked: the command line would accept these values."
+            return shown, str(err)
+        return shown, None
+
+    def check(*fields):
+        overrides = []
+        try:
+            overrides = form(*fields).overrides()
+            checked = inspect_form(overrides)
+        except SdftError as err:
+            return command_line(overrides), "", f"**Refused:** {err}", "", ""
+        doctor, blocked = doctor_text(checked, overrides)
+        message = "Checked: the command line would accept these values."
+        if blocked:
+            message = f"**Train is blocked by the data doctor:** {blocked}"
+        planning = "Planning... (a trace of one training step; Train does not wait for it)"
+        return command_line(overrides), checked.yaml, message, doctor, planning
+
+    def doctor_only(*fields):
+        """On choosing a dataset folder: the doctor's cheap checks for the form as it stands."""
+        if not fields[3]:
+            return ""
+        try:
+            overrides = form(*fields).overrides()
+            return doctor_text(inspect_form(overrides), overrides)[0]
+        except SdftError as err:
+            return f"**Data doctor:** not run: {err}"
+
+    def plan(*fields):
+        *fields, device_name = fields
+        try:
+            checked = inspect_form(form(*fields).overrides())
+        except SdftError:  # refused: Check's message says why
+            return ""
+        try:
+            return plan_headline(checked, device_name or "cpu")
+        except Exception as err:  # noqa: BLE001  the forecast is advice, as in train.py: never blocks Train
+            return f"No forecast: {type(err).__name__}: {err}"
 
     @for_people
     def launch(*fields):
         name = fields[0] or "ui"
         overrides = form(*fields).overrides()
-        check_form(overrides)  # refused here with the command line's message, before anything starts
+        checked = inspect_form(overrides)  # refused here with the command line's message, before anything starts
+        doctor_gate(checked, overrides)  # severe dataset findings: train.py's data.doctor=fatal message
         run_dir = new_run_dir(runs_root, name)
         job = queue.submit(run_overrides(overrides, run_dir), run_dir)
         return str(run_dir), f"`{job.command}`: {job.state}"
@@ -91,14 +161,23 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         jobs = [f"- {j.state}: `{j.run_dir}`" for j in queue.jobs[-8:]]
         queue_md = "\n".join(jobs) or "No run started from this page yet."
         if not run_dir:
-            return queue_md, "", None, [], ""
+            return queue_md, "", None, [], "", gr.Image(value=None, visible=False), ""
         seen = watch(run_dir)
         job = next((j for j in reversed(queue.jobs) if str(j.run_dir) == run_dir), None)
         progress = seen.progress if job is None or job.state in ("running", "finished") else f"{job.state}"
         if job is not None and job.state in ("stopped", "failed"):
             progress = f"{job.state} (exit {job.returncode}); last: {seen.progress}"
         chart = _loss_chart(seen.losses, chart_dir / f"loss-{abs(hash(run_dir))}.png")
-        return queue_md, progress, chart, [str(p) for p in seen.grids], seen.log_tail
+        meter = likeness(run_dir)
+        return (
+            queue_md,
+            progress,
+            chart,
+            [str(p) for p in seen.grids],
+            seen.log_tail,
+            gr.Image(value=_image(meter.chart), visible=meter.chart is not None),  # shown once the meter measured
+            "\n".join(f"- {line}" for line in meter.lines),
+        )
 
     def control(action):
         @for_people
@@ -112,13 +191,14 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
 
     @for_people
     def resume(run_dir):
+        """Any unfinished run folder, started here or not: train.py with the run's own saved overrides."""
+        if not run_dir:
+            raise gr.Error("No run selected: pick one in the Runs tab.")
         job = next((j for j in reversed(queue.jobs) if str(j.run_dir) == run_dir), None)
-        if job is None:
-            raise gr.Error("Resume continues a run started from this page; for others: python train.py ... resume=DIR")
-        if job.state in ("running", "queued"):
+        if job is not None and job.state in ("running", "queued"):
             raise gr.Error(f"That run is {job.state}.")
-        again = queue.submit([*job.overrides, f"resume={run_dir}"], Path(run_dir))
-        return f"Resuming `{run_dir}`: {again.state}"
+        again = queue.submit(resume_overrides(run_dir), Path(run_dir))
+        return f"Resuming `{run_dir}`: `{again.command}`: {again.state}"
 
     with gr.Tab("Train", id="train"):
         with gr.Row():
@@ -130,6 +210,7 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         with gr.Row():
             dataset = gr.Textbox(label="Dataset folder (empty: the preset's)", scale=2, elem_id="train-dataset")
             thumbs = gr.Gallery(label="Dataset", columns=6, height=120, scale=3, elem_id="train-thumbs")
+        doctor_md = gr.Markdown(elem_id="train-doctor")
         with gr.Row():
             instance = gr.Textbox(label="Instance prompt (with the trigger word)", elem_id="train-instance")
             klass = gr.Textbox(label="Class prompt", elem_id="train-class")
@@ -139,6 +220,16 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             steps = gr.Number(label="Steps", precision=0, elem_id="train-steps")
             resolution = gr.Number(label="Resolution", precision=0, elem_id="train-resolution")
             prior = gr.Radio(list(PRIOR), value="preset's", label="Prior preservation")
+        with gr.Accordion("Phases (this preset trains several in order)", open=True, visible=False) as phases_box:
+            phases_table = gr.Dataframe(
+                headers=COLUMNS,
+                datatype=["str", "number", "number", "str", "str", "str"],
+                type="array",
+                interactive=True,
+                label="Each phase's own values (they win over the fields above); edit the cells, not the rows",
+                elem_id="train-phases",
+            )
+        preset_phases = gr.State([])
         extra = gr.Textbox(
             label="More overrides, one per line (as on the command line)", lines=2, elem_id="train-extra"
         )
@@ -146,6 +237,10 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             check_btn = gr.Button("Check", elem_id="train-check")
             train_btn = gr.Button("Train", variant="primary", elem_id="train-start")
         message = gr.Markdown(elem_id="train-message")
+        with gr.Row():
+            plan_device = gr.Dropdown(DEVICES, value="cpu", label="Plan for device", scale=1, elem_id="train-device")
+            with gr.Column(scale=3):  # the device list narrow, the headline wide
+                plan_md = gr.Markdown(elem_id="train-plan")
         with gr.Accordion("Command and composed config", open=False):
             command = gr.Textbox(label="Command", interactive=False, elem_id="train-command")
             composed = gr.Code(label="Composed config", language="yaml", max_lines=30, elem_id="train-config")
@@ -165,14 +260,33 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             grids = gr.Gallery(
                 label="Validation grids", columns=3, height=240, object_fit="contain", elem_id="train-grids"
             )
+        with gr.Row():
+            likeness_img = gr.Image(
+                label="Likeness (per checkpoint)",
+                type="pil",
+                interactive=False,
+                height=240,
+                visible=False,
+                elem_id="train-likeness",
+            )
+            likeness_md = gr.Markdown(elem_id="train-recommended")
         log_tail = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, interactive=False, elem_id="train-log")
+        # inside the tab: a Timer made directly under gr.Tabs shows the next tab's header twice (gradio 6.31)
+        timer = gr.Timer(2.0)
 
     fields = [name, model, experiment, dataset, instance, klass, rank, lr, steps, resolution, prior, extra]
-    check_btn.click(check, fields, [command, composed, message])
+    fields += [phases_table, preset_phases]
+    gr.on(
+        [experiment.change, model.change], load_phases, [model, experiment], [phases_table, preset_phases, phases_box]
+    )
+    check_btn.click(check, fields, [command, composed, message, doctor_md, plan_md]).then(
+        plan, [*fields, plan_device], plan_md
+    )
     train_btn.click(launch, fields, [run_dir, message])
     dataset.change(thumbnails, dataset, thumbs)
-    watched = [queue_md, progress, chart, grids, log_tail]
-    gr.Timer(2.0).tick(refresh, run_dir, watched)
+    gr.on([dataset.submit, dataset.blur], doctor_only, fields, doctor_md)  # not per keystroke: it scans the set
+    watched = [queue_md, progress, chart, grids, log_tail, likeness_img, likeness_md]
+    timer.tick(refresh, run_dir, watched)
     run_dir.change(refresh, run_dir, watched)
     sample_btn.click(control("sample"), run_dir, control_msg)
     save_btn.click(control("save"), run_dir, control_msg)
@@ -206,6 +320,9 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
         info = run_info(Path(folder))
         lines = [f"**{info.state}**: `{info.run_dir}`"]
         lines += [f"- LoRA: `{p}` ({', '.join(f.name for f in sorted(p.glob('*.safetensors')))})" for p in info.loras]
+        lines += [f"- Likeness meter: {line}" for line in recommended(info.summary)]
+        if info.state == "unfinished":
+            lines.append("- Unfinished: *Watch in Train*, then *Resume* continues it with its own saved overrides.")
         text = json.dumps(info.summary, indent=2) if info.summary else ""
         return text, [str(p) for p in info.grids], "\n".join(lines)
 
