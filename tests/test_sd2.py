@@ -39,7 +39,14 @@ def test_lora_training_on_sd2_writes_an_sd2_kohya_file_that_reads_back(fast_conf
     from sdft.adapters.kohya import check_lora_fits
     from sdft.run.train import run
 
-    cfg = fast_config("model=sd2_tiny", f"model.cache_dir={sd2_cache}", "trainer.max_steps=2", "optim.lr=1e-3")
+    cfg = fast_config(
+        "model=sd2_tiny",
+        f"model.cache_dir={sd2_cache}",
+        "trainer.max_steps=2",
+        "optim.lr=1e-3",
+        "prior=none",
+        "callbacks.validation_seeds=[]",
+    )
     assert cfg.model.path == "sd2_tiny"
     summary = run(cfg)
     assert summary["steps"] == 2
