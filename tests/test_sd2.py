@@ -110,3 +110,26 @@ def test_plan_for_sd21_works_offline_from_the_shipped_configs(monkeypatch):
     assert models.unet.config.cross_attention_dim == 1024 and models.unet.config.sample_size == 96
     assert models.text_encoder.config.num_hidden_layers == 23 and models.text_encoder_2 is None
     assert architecture(ModelConfig(path="stabilityai/stable-diffusion-2-1")).kind == "sd21"  # a known id
+
+
+def test_generator_renders_an_sd2_kohya_lora(sd2_cache, tmp_path):
+    """`sdft generate` on an SD 2 base takes an SD 2 kohya file (SD 1 naming, SD 2 fields) and it changes the image."""
+    import numpy as np
+
+    from helpers.loras import make_lora
+    from sdft.adapters.kohya import kohya_metadata, save_kohya_lora
+    from sdft.families import get_family
+    from sdft.generation.generator import Generator
+    from sdft.generation.params import GenerationParams, LoraSpec
+
+    cfg = ModelConfig(path="sd2_tiny", cache_dir=str(sd2_cache))
+    pipe = load_pipeline(cfg)
+    make_lora(pipe, tmp_path / "peft" / "pytorch_lora_weights.safetensors")
+    meta = kohya_metadata(base_model="sd2_tiny", base=get_family("sd2").kohya_metadata(pipe.scheduler.config))
+    kohya = save_kohya_lora(pipe.unet, None, tmp_path / "sd2_lora.safetensors", meta)
+    generator = Generator(cfg, device="cpu")
+    assert generator.family.name == ModelFamily.sd2 and not generator.sdxl
+    params = dict(prompt="a photo", steps=2, width=64, height=64, seed=0, scheduler="euler")
+    base = np.asarray(generator.generate(GenerationParams(**params))[0].image, dtype=float)
+    with_lora = generator.generate(GenerationParams(**params, loras=[LoraSpec(str(kohya))]))[0].image
+    assert np.abs(np.asarray(with_lora, dtype=float) - base).max() > 0
