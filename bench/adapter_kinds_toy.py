@@ -29,7 +29,7 @@ def load(loader: str, path: Path):
     from sdft.adapters.load import load_lora_into
     from sdft.config import ModelConfig
     from sdft.generation.generator import Generator
-    from sdft.models.loading import load_pipeline
+    from sdft.families.load import load_pipeline
 
     if loader == "sdft generate":
         gen = Generator(ModelConfig(path="toy"), device="cpu")
@@ -75,7 +75,7 @@ def main() -> None:
     import warnings
 
     from sdft.config import ModelConfig
-    from sdft.models.loading import load_pipeline
+    from sdft.families.load import load_pipeline
     from sdft.toy.measure import base_reference, measure
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

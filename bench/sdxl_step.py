@@ -48,7 +48,7 @@ from sdft.models.quantize import quantize_models  # noqa: E402
 
 from sdft.models.params import count_params  # noqa: E402
 from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, WeightDtype  # noqa: E402
-from sdft.models.conditioning import SdxlConditioning  # noqa: E402
+from sdft.families.sdxl import SdxlConditioning  # noqa: E402
 from sdft.models.loading import DTYPES, freeze_models, make_noise_scheduler, speed_options  # noqa: E402
 from sdft.training.module import DreamBoothModule  # noqa: E402
 

@@ -81,6 +81,7 @@ class Quantize(str, Enum):
 
 class ModelFamily(str, Enum):
     sd1 = "sd1"
+    sd2 = "sd2"
     sdxl = "sdxl"
 
 
@@ -183,7 +184,7 @@ class ModelConfig:
     attention: Attention = Attention.sdpa  # sdpa | xformers (CUDA only)
     channels_last: bool = False  # U-Net and VAE in channels_last memory layout (GPU speed-up with bf16/fp16)
     compile: bool = False  # torch.compile the U-Net (in place, after the adapters are set up; first steps compile)
-    family: Optional[ModelFamily] = None  # sd1 | sdxl; default: from the loaded pipeline (a mismatch is an error)
+    family: Optional[ModelFamily] = None  # sd1 | sd2 | sdxl; default: from the loaded pipeline (a mismatch is an error)
     # int8 | fp8 | nf4: the frozen U-Net / text encoder weights stored quantized (adapter training only;
     # sdft/models/quantize.py); null: as weight_dtype
     quantize: Optional[Quantize] = None

@@ -66,7 +66,7 @@ def tiny_dir(tiny_cache) -> Path:
 def tiny_pipe_factory(tiny_cache):
     """Fresh tiny pipelines loaded from the cached folder (each call a new, independent pipeline)."""
     from sdft.config import ModelConfig
-    from sdft.models.loading import load_pipeline
+    from sdft.families.load import load_pipeline
 
     def make():
         return load_pipeline(ModelConfig(path="tiny", cache_dir=str(tiny_cache)))

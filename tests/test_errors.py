@@ -12,7 +12,7 @@ import torch
 from helpers.config import ROOT
 from sdft.config import ModelConfig
 from sdft.errors import ConfigError, DataError, ModelLoadError, NonFiniteLossError
-from sdft.models.loading import load_pipeline
+from sdft.families.load import load_pipeline
 from sdft.run.train import prepare, run
 
 

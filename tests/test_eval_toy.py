@@ -10,7 +10,7 @@ from diffusers import DDPMScheduler
 from helpers.config import compose_config
 from sdft.config import ModelConfig
 from sdft.evaluation import metrics
-from sdft.models.loading import load_pipeline
+from sdft.families.load import load_pipeline
 from sdft.run.train import fit, prepare
 
 

@@ -22,11 +22,10 @@ from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterConfig
 from sdft.models.original_layout import (
     SingleFileError,
-    pipeline_to_original,
-    save_single_file,
     unet_to_original,
     vae_to_original,
 )
+from sdft.families.single_file import pipeline_to_original, save_single_file
 from sdft.models.tiny import ensure_tiny_model
 
 FP16_TOL = 1e-2  # fp16 weights, fp32 compute: measured 1.1e-3 on the tiny model

@@ -10,8 +10,8 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from sdft.config import ModelConfig, ModelFamily
 from sdft.errors import ModelLoadError
-from sdft.models.family import pipeline_family
-from sdft.models.loading import load_pipeline
+from sdft.families import pipeline_family
+from sdft.families.load import load_pipeline
 from sdft.models.sdxl_arch import sdxl_module_names
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
 
@@ -78,7 +78,7 @@ def test_sdxl_tiny_loads_from_cache(tmp_path):
 
 
 def test_sdxl_conditioning_matches_the_pipeline():
-    from sdft.models.sdxl_conditioning import sdxl_text_embeddings, sdxl_time_ids
+    from sdft.families.sdxl_text import sdxl_text_embeddings, sdxl_time_ids
 
     pipe = build_sdxl_tiny_pipeline()
     prompts = ["photo of a dog", "a cat"]

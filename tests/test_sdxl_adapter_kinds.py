@@ -183,7 +183,7 @@ def test_an_sd1_loha_file_is_refused_by_an_sdxl_base(tiny_pipe_factory, tmp_path
 def test_two_step_loha_run_on_sdxl_writes_a_lycoris_file_the_generator_renders(fast_config, tmp_path):
     import json
 
-    from sdft.models.family_parts import module_pipeline
+    from sdft.families import module_pipeline
     from sdft.run.train import fit, prepare
 
     parts = prepare(

@@ -15,7 +15,7 @@ from sdft.embeddings.files import DIFFUSERS_NAME, load_embedding_file, split_bun
 from sdft.embeddings.tokens import collapse_prompt, expand_prompt
 from sdft.errors import ConfigError
 from sdft.generation.generator import Generator
-from sdft.models.family_parts import module_pipeline
+from sdft.families import module_pipeline
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
 from sdft.run.train import fit, prepare
 

@@ -14,7 +14,7 @@ from helpers.config import FAST, compose_config
 from sdft.adapters.kohya import LoraFormatError
 from sdft.adapters.lora import adapter_names
 from sdft.data.dataset import BucketDataset
-from sdft.models.family_parts import module_pipeline
+from sdft.families import module_pipeline
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
 from sdft.training.prior_prediction import trained_adapter_off
 from sdft.run.train import fit, prepare, run

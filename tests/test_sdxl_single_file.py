@@ -25,15 +25,13 @@ from sdft.adapters.sdxl_files import save_sdxl_kohya_lora, save_sdxl_lora
 from sdft.cli import main as cli
 from sdft.config import AdapterConfig, AdapterKind, ModelConfig, ModelFamily
 from sdft.errors import ModelLoadError
-from sdft.models.loading import load_pipeline
+from sdft.families.load import load_pipeline
 from sdft.models.original_layout import (
     SDXL_TEXT_ENCODER_2_PREFIX,
     VAE_PREFIX,
-    pipeline_parts,
-    pipeline_to_original,
-    save_single_file,
     vae_to_original,
 )
+from sdft.families.single_file import pipeline_parts, pipeline_to_original, save_single_file
 from sdft.models.sdxl_arch import build_sdxl_text_encoders, build_sdxl_unet, build_sdxl_vae
 from sdft.models.sdxl_tiny import ensure_sdxl_tiny_model
 from sdft.run.train import run

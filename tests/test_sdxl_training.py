@@ -14,8 +14,9 @@ from helpers.images import noise_image
 from sdft.config import DataConfig, LossConfig, OptimConfig
 from sdft.data.datamodule import DreamBoothDataModule, scan_dataset
 from sdft.errors import UnsupportedModelError
-from sdft.models.conditioning import PairTokenizer, SdxlConditioning
-from sdft.models.family_parts import module_pipeline
+from sdft.families.sdxl import SdxlConditioning
+from sdft.families.sdxl_text import PairTokenizer
+from sdft.families import module_pipeline
 from sdft.models.loading import make_noise_scheduler
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
 from sdft.training.module import DreamBoothModule
@@ -191,7 +192,7 @@ def test_time_ids_follow_each_sample_through_buckets_and_the_latent_cache(tmp_pa
 
 
 def test_a_flipped_sample_counts_its_crop_from_the_flipped_side():
-    from sdft.models.conditioning import sample_time_ids
+    from sdft.families.sdxl_text import sample_time_ids
 
     # a 120x80 image (w, h) resized to 96x64 and cropped to 64x64 at left 8: flipped, the crop starts at 96-8-64
     assert sample_time_ids((120, 80), (8, 0), (64, 64)).tolist() == [80, 120, 0, 8, 64, 64]
@@ -246,7 +247,7 @@ def test_kohya_names_map_onto_the_real_sdxl_architecture():
 
 
 def test_sdxl_lora_files_are_checked_against_the_base_and_render_img2img(tmp_path):
-    """sdft/models/family_pipelines.py (for `sdft generate` with SDXL): which modules a file adapts, refusals."""
+    """sdft/families/sdxl.py (for `sdft generate` with SDXL): which modules a file adapts, refusals."""
     import numpy as np
     from PIL import Image
     from safetensors.torch import load_file, save_file
@@ -256,7 +257,7 @@ def test_sdxl_lora_files_are_checked_against_the_base_and_render_img2img(tmp_pat
     from sdft.adapters.sdxl_files import save_sdxl_kohya_lora, save_sdxl_lora
     from sdft.config import AdapterConfig, AdapterKind
     from sdft.adapters.sdxl_check import check_sdxl_lora_fits
-    from sdft.models.family_pipelines import img2img_pipeline
+    from sdft.families import img2img_pipeline
     from test_adapter_merge_rules import randomise
 
     pipe = build_sdxl_tiny_pipeline()

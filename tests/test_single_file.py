@@ -13,8 +13,9 @@ from safetensors.torch import save_file
 from helpers.compare import same_weights
 from sdft.config import ModelConfig
 from sdft.errors import ConfigError, ModelLoadError
-from sdft.models.loading import load_pipeline
-from sdft.models.original_layout import VAE_PREFIX, pipeline_to_original, save_single_file, vae_to_original
+from sdft.families.load import load_pipeline
+from sdft.families.single_file import pipeline_to_original, save_single_file
+from sdft.models.original_layout import VAE_PREFIX, vae_to_original
 from sdft.models.text import diffusers_clip_skip, prompt_embeds, text_states
 from sdft.run.train import run
 

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from helpers.config import compose_config
 from sdft.adapters.targets import UNET_TARGETS, resolve_targets
-from sdft.models.loading import load_pipeline
+from sdft.families.load import load_pipeline
 from sdft.toy.control import attribute_rates, prompt_control_rate
 from sdft.models.toy_weights import TOY_MODEL_DIR
 

@@ -18,6 +18,8 @@ import os
 import warnings
 from pathlib import Path
 
+from sdft.models.params import text_towers
+
 log = logging.getLogger(__name__)
 
 
@@ -91,13 +93,13 @@ def load_base(
     import torch
 
     from sdft.config import ModelConfig
-    from sdft.models.loading import load_pipeline
+    from sdft.families.load import load_pipeline
 
     cfg = ModelConfig(
         path=resolve_base(base), config=config, vae=vae, allow_pickle=allow_pickle, local_files_only=local_files_only
     )
     pipe = load_pipeline(cfg)
-    for model in (pipe.unet, pipe.vae, pipe.text_encoder, *filter(None, [getattr(pipe, "text_encoder_2", None)])):
+    for model in (pipe.unet, pipe.vae, *text_towers(pipe)):
         if model.dtype != torch.float32:  # merge and convert in fp32; the output dtype is chosen when writing
             model.to(dtype=torch.float32)
     return pipe
@@ -108,12 +110,11 @@ def merge_loras(pipe, loras: list[tuple[Path, float]]) -> None:
     from sdft.adapters.kohya import load_kohya_lora
     from sdft.adapters.peft_files import inject_path
 
-    from sdft.config import ModelFamily
-    from sdft.models.family import pipeline_family
+    from sdft.adapters.sdxl_files import uses_sdxl_files
 
     if not loras:
         return
-    sdxl = pipeline_family(pipe) == ModelFamily.sdxl
+    sdxl = uses_sdxl_files(pipe)  # a family test (docs/families.md): SDXL's LoRA files go through diffusers' loader
     names, weights = [], []
     for i, (path, weight) in enumerate(loras):
         name = f"lora{i}"
@@ -155,7 +156,7 @@ def write_ckpt(pipe, path: Path, dtype) -> Path:
     import torch
 
     from sdft.atomic import atomic_path
-    from sdft.models.original_layout import pipeline_to_original
+    from sdft.families.single_file import pipeline_to_original
 
     with atomic_path(path) as tmp:
         torch.save({"state_dict": pipeline_to_original(pipe, dtype)}, tmp)
@@ -178,7 +179,7 @@ def export(
     import torch
 
     from sdft.adapters.formats import save_pipeline
-    from sdft.models.original_layout import save_single_file
+    from sdft.families.single_file import save_single_file
 
     if diffusers_dir is None and single_file is None:
         raise _error("sdft export: name an output: --diffusers DIR and/or --single-file FILE.safetensors")

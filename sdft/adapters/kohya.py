@@ -27,10 +27,11 @@ from sdft.adapters.hashes import tensors_sha256
 from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors, tensor_metadata
 from sdft.atomic import atomic_path
 from sdft.errors import LoraFormatError
+from sdft.families.sd1 import KOHYA_TE_PREFIX, KOHYA_UNET_PREFIX, kohya_name
 from sdft.redact import config_json
 
-UNET_PREFIX = "lora_unet_"
-TE_PREFIX = "lora_te_"
+# kohya's SD 1 / SD 2 naming of the diffusers modules is the family's (sdft/families/sd1.py)
+UNET_PREFIX, TE_PREFIX = KOHYA_UNET_PREFIX, KOHYA_TE_PREFIX
 PREFIXES = {"unet": UNET_PREFIX, "text_encoder": TE_PREFIX}
 SDXL_PREFIXES = ("lora_te1_", "lora_te2_")
 PEFT_KEY = re.compile(r"(?P<module>.+)\.lora_(?P<part>[AB])\.weight")
@@ -55,12 +56,6 @@ def _listing(items: list[str], limit: int = 10) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-
-
-def kohya_name(module: str, text_encoder: bool) -> str:
-    if text_encoder:  # transformers 5 has no `text_model.` level; kohya/A1111 names always do
-        return TE_PREFIX + ("text_model." + module.removeprefix("text_model.")).replace(".", "_")
-    return UNET_PREFIX + module.replace(".", "_")
 
 
 def to_kohya(
@@ -115,8 +110,10 @@ def kohya_metadata(
     tag_frequencies: Mapping[str, Mapping[str, int]] | None = None,
     training_comment: str = "",
     config: Any = None,
+    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """kohya-style `ss_*` metadata that A1111/ComfyUI show; `tag_frequencies` maps a dataset name to tag counts.
+    """kohya-style `ss_*` metadata that A1111/ComfyUI show; `tag_frequencies` maps a dataset name to tag counts;
+    `base`: the model family's fields (`Family.kohya_metadata`), default SD 1.x's.
 
     ss_network_dim/alpha/module/args and the `sshs_*` hashes depend on the tensors: `write_kohya_file` sets them from
     the tensors it writes (rank/alpha given here are only placeholders until then).
@@ -135,6 +132,7 @@ def kohya_metadata(
         "ss_tag_frequency": json.dumps(tag_frequencies or {}),
         "ss_training_comment": training_comment,
     }
+    meta.update(base or {})
     if config is not None:
         meta["sdft_config"] = config_json(config)
     return meta

@@ -41,10 +41,9 @@ def setup_trainable(
 ) -> None:
     """Freeze everything, then make trainable what the adapter config asks for (LoRA layers or whole models).
     SDXL's `text_encoder_2` is treated like the text encoder (same target groups, train_text_encoder)."""
-    unet.requires_grad_(False)
-    text_encoder.requires_grad_(False)
-    if text_encoder_2 is not None:
-        text_encoder_2.requires_grad_(False)
+    towers = [t for t in (text_encoder, text_encoder_2) if t is not None]  # SDXL: both
+    for model in (unet, *towers):
+        model.requires_grad_(False)
     if cfg.kind == AdapterKind.embedding:
         return  # textual inversion: only the new tokens' vectors train (sdft/embeddings/training.py)
     if is_peft_kind(cfg.kind):
@@ -52,25 +51,13 @@ def setup_trainable(
             raise ConfigError("adapter: both train_unet and train_text_encoder are false, nothing would be trained.")
         if cfg.train_unet:
             add_lora(unet, list(cfg.unet_targets), UNET_TARGETS, cfg, "adapter.unet_targets")
-        if cfg.train_text_encoder:
-            add_lora(
-                text_encoder, list(cfg.text_encoder_targets), TEXT_ENCODER_TARGETS, cfg, "adapter.text_encoder_targets"
-            )
-            if text_encoder_2 is not None:
-                add_lora(
-                    text_encoder_2,
-                    list(cfg.text_encoder_targets),
-                    TEXT_ENCODER_TARGETS,
-                    cfg,
-                    "adapter.text_encoder_targets",
-                )
+        for tower in towers if cfg.train_text_encoder else []:
+            add_lora(tower, list(cfg.text_encoder_targets), TEXT_ENCODER_TARGETS, cfg, "adapter.text_encoder_targets")
     else:  # full DreamBooth: the models themselves are trained
         if cfg.train_unet:
             unet.float().requires_grad_(True)
-        if cfg.train_text_encoder:
-            text_encoder.float().requires_grad_(True)
-            if text_encoder_2 is not None:
-                text_encoder_2.float().requires_grad_(True)
+        for tower in towers if cfg.train_text_encoder else []:
+            tower.float().requires_grad_(True)
 
 
 def has_lora(model: nn.Module) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from types import SimpleNamespace
 from typing import Mapping
 
 import torch
@@ -20,30 +21,18 @@ from peft.utils import set_peft_model_state_dict
 from torch import nn
 
 from sdft.adapters.kinds import is_adapter_param
-from sdft.adapters.kohya import LoraFormatError, kohya_name, lora_modules
+from sdft.adapters.kohya import LoraFormatError, lora_modules
+from sdft.families import Family, family_of
 
 Parsed = dict[str, tuple[PeftConfig, dict[str, torch.Tensor]]]  # "unet"/"text_encoder"(_2) -> (config, peft state)
 PARTS = ("unet", "text_encoder", "text_encoder_2")
 
 
-def _is_sdxl(models: Mapping[str, nn.Module | None]) -> bool:
-    return models.get("text_encoder_2") is not None
-
-
-def _kohya_stems(part: str, model: nn.Module, sdxl: bool) -> dict[str, str]:
-    """kohya name -> our module name for every layer of `model` (SD 1.x: lora_unet_ / lora_te_; SDXL: lora_unet_ /
-    lora_te1_ / lora_te2_, the U-Net's under kohya's original-layout names and under the diffusers-style names sdft
-    wrote before)."""
-    modules = list(lora_modules(model))
-    if not sdxl:
-        return {kohya_name(m, part == "text_encoder"): m for m in modules}
-    from sdft.adapters.sdxl_files import diffusers_style_name, kohya_names
-
-    try:
-        names = kohya_names(part, modules, model.config if part == "unet" else None)
-    except LoraFormatError:  # a U-Net the original layout cannot name: only the diffusers-style names fit it
-        names = {}
-    return {**{diffusers_style_name(part, m): m for m in modules}, **{name: m for m, name in names.items()}}
+def _kohya_stems(part: str, model: nn.Module, family: Family) -> dict[str, str]:
+    """kohya name -> our module name for every layer of `model`, as the models' family names them (SD 1.x / SD 2.x:
+    lora_unet_ / lora_te_; SDXL: lora_unet_ / lora_te1_ / lora_te2_, the U-Net's under kohya's original-layout names
+    and under the diffusers-style names sdft wrote before)."""
+    return family.kohya_read_names(part, lora_modules(model), model.config if part == "unet" else None)
 
 
 def _most(values: Mapping[str, float]):
@@ -93,12 +82,12 @@ def from_diffusers_file(
 def _kohya_modules(state: Mapping[str, torch.Tensor], models: dict[str, nn.Module | None]):
     """kohya keys -> {part: {module: {suffix: tensor}}}, names resolved against the models' own layers (as kohya,
     A1111 and ComfyUI build their key maps from the model), so an SD 1.x file on SDXL (or back) fits nothing."""
-    sdxl = _is_sdxl(models)
+    family = family_of(SimpleNamespace(**models))
     table = {
         stem: (part, name)
         for part, model in models.items()
         if model is not None
-        for stem, name in _kohya_stems(part, model, sdxl).items()
+        for stem, name in _kohya_stems(part, model, family).items()
     }
     out: dict[str, dict[str, dict[str, torch.Tensor]]] = {p: {} for p in models}
     bad = []
@@ -110,8 +99,8 @@ def _kohya_modules(state: Mapping[str, torch.Tensor], models: dict[str, nn.Modul
             part, module = table[stem]
             out[part].setdefault(module, {})[suffix] = value
     if bad:
-        family = "SDXL (lora_unet_ / lora_te1_ / lora_te2_)" if sdxl else "SD 1.x (lora_unet_ / lora_te_)"
-        raise LoraFormatError(f"{len(bad)} key(s) fit no layer of these {family} models, e.g. {bad[:5]}")
+        names = f"{family.label} ({family.kohya_prefixes})"
+        raise LoraFormatError(f"{len(bad)} key(s) fit no layer of these {names} models, e.g. {bad[:5]}")
     return out
 
 

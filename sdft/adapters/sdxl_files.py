@@ -17,7 +17,7 @@ written with it, as every client expects.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import torch
 from diffusers import StableDiffusionXLPipeline
@@ -27,39 +27,16 @@ from sdft.adapters.formats import adapter_state, with_text_model, write_lora_fil
 from sdft.adapters.kohya import LoraFormatError, write_kohya_file
 from sdft.adapters.lora import ADAPTER_NAME, has_lora
 from sdft.adapters.lycoris import NoKohyaFormat, layer_tensors
-from sdft.models.original_layout import SingleFileError, unet_to_original
+from sdft.families import family_of
+from sdft.families.sdxl import KOHYA_PREFIXES, diffusers_style_name, kohya_name, kohya_names  # noqa: F401
 
 SDXL_BASE_VERSION = "sdxl_base_v1-0"
-KOHYA_PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
 
 
-def kohya_names(part: str, modules: Iterable[str], unet_config=None) -> dict[str, str]:
-    """Our module names -> their kohya LoRA names (without the .lora_down/.alpha suffix), as kohya writes SDXL
-    files: the U-Net's in the original layout (needs the U-Net's config for the block numbering)."""
-    modules = list(modules)
-    if part != "unet":
-        return {
-            m: KOHYA_PREFIXES[part] + ("text_model." + m.removeprefix("text_model.")).replace(".", "_") for m in modules
-        }
-    if unet_config is None:
-        raise ValueError("kohya_names: the U-Net's config is needed for SDXL's original-layout names")
-    try:
-        originals = unet_to_original({f"{m}.weight": m for m in modules}, unet_config)
-    except SingleFileError as err:
-        raise LoraFormatError(f"U-Net layers without an original-layout (kohya SDXL) name: {err}") from None
-    return {m: KOHYA_PREFIXES["unet"] + key.removesuffix(".weight").replace(".", "_") for key, m in originals.items()}
-
-
-def kohya_name(part: str, module: str, unet_config=None) -> str:
-    """One module's kohya name (`kohya_names`)."""
-    return kohya_names(part, [module], unet_config)[module]
-
-
-def diffusers_style_name(part: str, module: str) -> str:
-    """The kohya name sdft wrote before (U-Net: `lora_unet_<diffusers module path>`), still read."""
-    if part != "unet":
-        return kohya_name(part, module)
-    return KOHYA_PREFIXES["unet"] + module.replace(".", "_")
+def uses_sdxl_files(obj) -> bool:
+    """Whether `obj` (a pipeline or training module) takes SDXL's LoRA files (two text towers: lora_te1_ / lora_te2_,
+    text_encoder_2.) rather than the SD 1 layout SD 1.x and SD 2.x share: what generation, saving and export ask."""
+    return "text_encoder_2" in family_of(obj).text_parts
 
 
 def save_sdxl_lora(unet: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.Module, path) -> Path:
@@ -127,7 +104,7 @@ def save_sdxl_weights(
     the whole SDXL pipeline for a full fine-tune. Returns the diffusers file / the pipeline folder."""
     from sdft.adapters.formats import LORA_WEIGHT_NAME, save_pipeline
     from sdft.adapters.kinds import has_kohya_format, is_peft_kind
-    from sdft.models.family_parts import module_pipeline
+    from sdft.families import module_pipeline
 
     models = (module.unet, module.text_encoder, module.text_encoder_2)
     if not is_peft_kind(kind):

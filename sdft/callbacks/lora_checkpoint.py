@@ -21,13 +21,13 @@ from sdft.adapters.formats import LORA_WEIGHT_NAME, save_lora, save_pipeline
 from sdft.adapters.kinds import has_kohya_format, is_peft_kind
 from sdft.adapters.kohya import save_kohya_lora
 from sdft.adapters.lycoris import a1111_dora_note
-from sdft.adapters.sdxl_files import save_sdxl_weights
+from sdft.adapters.sdxl_files import save_sdxl_weights, uses_sdxl_files
 from sdft.callbacks.disk_space import disk_full, folder_bytes
 from sdft.config import AdapterKind
 from sdft.atomic import atomic_path
 from sdft.embeddings.files import save_trained, usage_lines
 from sdft.errors import NonFiniteLossError
-from sdft.models.assemble import assemble_pipeline
+from sdft.families.sd1 import assemble_pipeline
 
 log = logging.getLogger(__name__)
 STATE_NAME = "state.ckpt"  # in every checkpoints/step_N/ folder
@@ -106,7 +106,7 @@ class LoraCheckpoint(L.Callback):
             embedding = getattr(module, "embeddings", None)  # sdft.embeddings: textual inversion / pivotal tuning
             if self.kind == AdapterKind.embedding:
                 return save_trained(embedding, target)["diffusers"]
-            if getattr(module, "text_encoder_2", None) is not None:  # SDXL: both text towers (adapters/sdxl_files.py)
+            if uses_sdxl_files(module):  # a family test (docs/families.md): SDXL writes both text towers
                 meta = self.kohya_metadata(step, epoch) if self.kohya_metadata else {}
                 main = save_sdxl_weights(
                     module,
@@ -202,7 +202,7 @@ class LoraCheckpoint(L.Callback):
         what = "adapter" if is_peft_kind(self.kind) else "pipeline" if self.kind == AdapterKind.full else "embedding"
         log.info("Saved the trained %s to %s", what, self.final_path)
         kohya = self.final_kohya_path if is_peft_kind(self.kind) else None
-        sdxl = getattr(module, "text_encoder_2", None) is not None
+        sdxl = uses_sdxl_files(module)
         if self.kind == AdapterKind.dora and kohya is not None:
             log.warning(a1111_dora_note(kohya, sdxl))
         embedding = getattr(module, "embeddings", None)

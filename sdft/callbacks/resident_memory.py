@@ -14,6 +14,7 @@ import logging
 import lightning as L
 
 from sdft.memory import drop_resident_pages, resident_bytes, trim_heap
+from sdft.models.params import text_towers
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def unread_models(module, datamodule) -> list:
     if getattr(datamodule, "latents", None) is not None:
         models.append(module.vae)
     if getattr(datamodule, "texts", None) is not None and not module.train_text_encoder:
-        models += [m for m in (module.text_encoder, getattr(module, "text_encoder_2", None)) if m is not None]
+        models += text_towers(module)
     return [m for m in models if not any(p.requires_grad for p in m.parameters())]
 
 

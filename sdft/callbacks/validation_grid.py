@@ -13,8 +13,9 @@ from PIL import Image
 from sdft.embeddings.tokens import collapse_prompt
 from sdft.images_grid import make_grid, tile_size
 from sdft.memory import drop_resident_pages, trim_heap
-from sdft.models.family_parts import module_pipeline
+from sdft.families import module_pipeline
 from sdft.models.text import prompt_embeds
+from sdft.models.params import text_towers
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def _give_back_text_encoders(pipe, step: int, timestep, outputs: dict) -> dict:
     the resident set (sdft/memory.py: only unmodified file pages, mapped in again by the next row's encoding): with
     them resident beside the U-Net and the VAE decoder a CPU grid was the run's memory peak (issue #21)."""
     if step == 0:
-        drop_resident_pages([m for m in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m is not None])
+        drop_resident_pages(text_towers(pipe))
     return outputs
 
 

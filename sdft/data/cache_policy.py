@@ -8,7 +8,7 @@ step computes the same losses with the cache as without (tests/test_data_cache.p
   from it as it would from a fresh encode; random crops cannot be listed ahead, so they are never cached. Auto also
   skips it when filling it would encode more images than the whole run would (a few steps over many images).
 - text-encoder outputs: only while the text encoder (SDXL: both towers; and no embedding) is frozen and every caption
-  is fixed (no tag shuffle, no caption dropout). An entry is the family's encoded text (sdft/models/conditioning.py):
+  is fixed (no tag shuffle, no caption dropout). An entry is the family's encoded text (sdft/families/base.py):
   SD 1.x the hidden states, SDXL both towers' penultimate states and the pooled embedding.
 """
 

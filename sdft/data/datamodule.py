@@ -29,6 +29,7 @@ from sdft.data.images import (
     scan_images,
 )
 from sdft.errors import DataError
+from sdft.models.params import text_towers
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +257,7 @@ class DreamBoothDataModule(L.LightningDataModule):
             cfg.cache_text_encoder_outputs, getattr(module, "train_text_encoder", True), fixed, needs_ids
         ):
             ds = BucketDataset([], [], self.tokenizer, self.seed)
-            towers = [t for t in (module.text_encoder, getattr(module, "text_encoder_2", None)) if t is not None]
+            towers = text_towers(module)
             original = next(towers[0].parameters()).device
             for tower in towers:
                 tower.to(device)

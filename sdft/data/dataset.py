@@ -8,7 +8,7 @@ A batch dict holds (docs/data.md):
   loss_weight (B,) float: the concept's loss weight (instance samples), 1 for class samples
   n_instance: int, the number of instance samples (plain ints stay on the CPU: the step needs no device sync)
   plan: (epoch, number) ints, the batch's place in the batch plan; seeds the step's noise and makes resume exact
-  time_ids (B,6) float: SDXL only (time_ids=True): original size, crop top-left, target size (sdft/models/conditioning.py)
+  time_ids (B,6) float: SDXL only (time_ids=True): original size, crop top-left, target size (sdft/families/base.py)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sdft.data.buckets import BatchPlan
 from sdft.data.captions import CaptionOptions, process_caption
 from sdft.data.folders import Concept
 from sdft.data.images import crop_box, load_rgb, to_tensor
-from sdft.models.conditioning import sample_time_ids
+from sdft.families.sdxl_text import sample_time_ids
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class BucketDataset(Dataset):
         self.center_crop = center_crop
         self.transform = ImageTransform(background)
         self.latents = latents  # callable (example, spec) -> latent_dist tensor, or None
-        self.texts = texts  # caption -> the family's encoded text {name: tensor} (sdft/models/conditioning.py), or None
+        self.texts = texts  # caption -> the family's encoded text {name: tensor} (sdft/families/base.py), or None
         self.masks = masks  # callable (example, spec) -> (1, H, W) loss mask (sdft/data/masks.py), or None
         self.time_ids = time_ids  # SDXL: each sample's original size and crop, kept through buckets and caches
 

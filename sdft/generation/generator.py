@@ -27,7 +27,7 @@ from sdft.generation.params import (
     resolve_lora_file,
 )
 from sdft.generation.prompt_loras import with_prompt_loras
-from sdft.models.loading import load_pipeline
+from sdft.families.load import load_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,12 @@ class Generator:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.pipe = load_pipeline(cfg)
-        from sdft.config import ModelFamily
-        from sdft.models.family import pipeline_family
+        from sdft.families import family_of
 
-        self.sdxl = pipeline_family(self.pipe) == ModelFamily.sdxl  # SD 1.x or SDXL (two text towers)
+        from sdft.adapters.sdxl_files import uses_sdxl_files
+
+        self.family = family_of(self.pipe)
+        self.sdxl = uses_sdxl_files(self.pipe)  # a family test (docs/families.md): SDXL's LoRA files and loader
         self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self.base_scheduler_config = self.pipe.scheduler.config
@@ -140,9 +142,7 @@ class Generator:
 
         name = lora_display_name(file)
         adapter = self._adapter_name(name)
-        models = {"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder}
-        if self.sdxl:  # SDXL names: lora_te1_ / lora_te2_, text_encoder_2. (adapters/sdxl_files.py)
-            models["text_encoder_2"] = self.pipe.text_encoder_2
+        models = {part: getattr(self.pipe, part) for part in ("unet", *self.family.text_parts)}
         try:
             parts = inject_file(models, state, metadata, kind, adapter, str(file))
         except Exception:
@@ -214,7 +214,7 @@ class Generator:
     def img2img_pipe(self):
         """The family's img2img pipeline over the same components (no reload, LoRAs shared)."""
         if self._img2img is None:
-            from sdft.models.family_pipelines import img2img_pipeline
+            from sdft.families import img2img_pipeline
 
             self._img2img = img2img_pipeline(self.pipe)
         return self._img2img

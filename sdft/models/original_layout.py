@@ -7,7 +7,7 @@ layers_per_block, which up blocks have attentions), so it holds for SD 1.5, SDXL
 Every key must map: nothing is dropped. A LoRA injected with peft is merged into the written weights (peft's own
 `get_delta_weight` does the maths).
 
-Per family only the text side differs (`pipeline_parts`): SD 1.x has one CLIP under `cond_stage_model.`; SDXL has
+Per family only the text side differs (each family's `original_text_parts`; the whole file: sdft/families/single_file.py): SD 1.x has one CLIP under `cond_stage_model.`; SDXL has
 CLIP-L under `conditioner.embedders.0.transformer.` and OpenCLIP bigG under `conditioner.embedders.1.model.` (fused
 q/k/v `in_proj`, `text_projection` stored transposed), and its U-Net's `add_embedding` is the original `label_emb`.
 
@@ -17,17 +17,11 @@ Load the file back with `StableDiffusionPipeline.from_single_file(path, config=<
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Callable
 
 import torch
-from diffusers import StableDiffusionPipeline
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import save_file
 from torch import nn
 
-from sdft.atomic import atomic_path
 from sdft.errors import SdftError
 
 UNET_PREFIX = "model.diffusion_model."
@@ -219,42 +213,3 @@ def open_clip_to_original(state_dict: dict[str, torch.Tensor]) -> dict[str, torc
     if unmapped:
         raise SingleFileError(f"text_encoder_2: {len(unmapped)} key(s) have no original-layout name: {unmapped[:10]}")
     return out
-
-
-Part = tuple[str, Callable[[dict], dict], nn.Module]  # (original prefix, key conversion, model)
-
-
-def pipeline_parts(pipe: StableDiffusionPipeline) -> list[Part]:
-    """Each model of `pipe` with its original prefix and key conversion; SDXL when it has a second text tower."""
-    parts: list[Part] = [
-        (UNET_PREFIX, lambda sd: unet_to_original(sd, pipe.unet.config), pipe.unet),
-        (VAE_PREFIX, lambda sd: vae_to_original(sd, pipe.vae.config), pipe.vae),
-    ]
-    if getattr(pipe, "text_encoder_2", None) is None:
-        return [*parts, (TEXT_ENCODER_PREFIX, text_encoder_to_original, pipe.text_encoder)]
-    return [
-        *parts,
-        (SDXL_TEXT_ENCODER_PREFIX, text_encoder_to_original, pipe.text_encoder),
-        (SDXL_TEXT_ENCODER_2_PREFIX, open_clip_to_original, pipe.text_encoder_2),
-    ]
-
-
-def pipeline_to_original(pipe: StableDiffusionPipeline, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """All weights of `pipe` under their original single-file names (LoRA merged), optionally cast to `dtype`."""
-    out: dict[str, torch.Tensor] = {}
-    for prefix, convert, model in pipeline_parts(pipe):
-        for key, value in convert(merged_state_dict(model)).items():
-            value = value.detach().to("cpu", dtype=dtype if dtype is not None and value.is_floating_point() else None)
-            out[prefix + key] = value.contiguous()
-    return out
-
-
-def save_single_file(
-    pipe: StableDiffusionPipeline, path: str | os.PathLike, dtype: torch.dtype | None = torch.float16
-) -> Path:
-    """Write `pipe` as one original-layout `.safetensors` checkpoint, atomically (temp name + rename)."""
-    path = Path(path)
-    tensors = pipeline_to_original(pipe, dtype)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-    return path

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from sdft.errors import ConfigError
+from sdft.models.params import text_towers
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,7 @@ def quantize_models(pipe, kind: str | None) -> int:
             f"model.quantize={kind} needs optimum-quanto: pip install -e '.[quantize]' (or pip install optimum-quanto)."
         ) from err
     count = 0
-    for model in (pipe.unet, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
-        if model is None:
-            continue
+    for model in (pipe.unet, *text_towers(pipe)):
         count += sum(isinstance(m, torch.nn.Linear) for m in model.modules())
         quantize(model, weights={"int8": qint8, "fp8": qfloat8}[kind])
         freeze(model)  # the quantized weights replace the float ones (else both stay in memory)

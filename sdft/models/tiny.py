@@ -36,9 +36,10 @@ SD15_SCHEDULER_CONFIG: dict = {
 }
 
 
-def _tiny_unet() -> UNet2DConditionModel:
-    """SD 1.x U-Net layout (3 cross-attention levels + 1 plain) with tiny widths."""
-    return UNet2DConditionModel(
+def tiny_unet(**changes) -> UNet2DConditionModel:
+    """SD 1.x U-Net layout (3 cross-attention levels + 1 plain) with tiny widths; `changes`: another family's
+    config values (SD 2.x: linear projection, head dims per block: sdft/families/sd2_arch.py)."""
+    config = dict(
         sample_size=TINY_RESOLUTION // 8,
         in_channels=4,
         out_channels=4,
@@ -51,6 +52,7 @@ def _tiny_unet() -> UNet2DConditionModel:
         cross_attention_dim=TEXT_HIDDEN_SIZE,
         use_linear_projection=False,
     )
+    return UNet2DConditionModel(**{**config, **changes})
 
 
 def tiny_vae() -> AutoencoderKL:
@@ -96,7 +98,7 @@ def build_tiny_pipeline() -> StableDiffusionPipeline:
     tokenizer = build_clip_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
-        unet = _tiny_unet().eval()
+        unet = tiny_unet().eval()
         vae = tiny_vae().eval()
         text_encoder = tiny_text_encoder(tokenizer).eval()
     return StableDiffusionPipeline(

@@ -101,7 +101,7 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
     from sdft.data.phase_data import phase_data
     from sdft.generation.generator import Generator
     from sdft.generation.params import LoraSpec
-    from sdft.models.family_parts import family_parts
+    from sdft.families import family_parts
     from sdft.models.loading import make_noise_scheduler
     from sdft.training.module import DreamBoothModule
 

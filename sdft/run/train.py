@@ -51,8 +51,9 @@ from sdft.embeddings.training import (
 )
 from sdft.errors import ConfigError
 from sdft.run.loggers import close_loggers, make_logger
-from sdft.models.family_parts import family_parts
-from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_models
+from sdft.families import family_of, family_parts
+from sdft.families.load import load_pipeline
+from sdft.models.loading import make_noise_scheduler, prepare_models
 from sdft.models.quantize import check_quantize
 from sdft.training.module import DreamBoothModule
 from sdft.training.noise import check_zero_terminal_snr, use_zero_terminal_snr
@@ -134,8 +135,9 @@ def kohya_file_name(cfg: DictConfig) -> str:
     return cfg.name if cfg.phase.name == "main" else f"{cfg.name}_{cfg.phase.name}"
 
 
-def kohya_metadata_fn(cfg: DictConfig, instances: list, resolved: dict):
-    """ss_* metadata for the kohya file at a given (step, epoch): base, resolution, tags, config."""
+def kohya_metadata_fn(cfg: DictConfig, instances: list, resolved: dict, base: dict | None = None):
+    """ss_* metadata for the kohya file at a given (step, epoch): base, resolution, tags, config; `base`: the
+    family's fields (`Family.kohya_metadata`: ss_v2, ss_base_model_version, ss_v_parameterization)."""
     by_folder: dict[str, list[str]] = {}
     for e in instances:
         by_folder.setdefault(e.concept.name if e.concept else e.path.parent.name, []).append(e.prompt)
@@ -143,6 +145,7 @@ def kohya_metadata_fn(cfg: DictConfig, instances: list, resolved: dict):
 
     def metadata(step: int, epoch: int) -> dict:  # ss_network_dim/alpha/module/args: from the saved tensors
         return kohya_metadata(
+            base=base,
             base_model=cfg.model.path,
             steps=step,
             epoch=epoch,
@@ -299,7 +302,7 @@ def prepare(
         pipe.tokenizer,
         pipe.scheduler,
         kohya_file_name(cfg),
-        kohya_metadata_fn(cfg, instances, resolved),
+        kohya_metadata_fn(cfg, instances, resolved, family_of(pipe).kohya_metadata(pipe.scheduler.config)),
         cfg.logger.log_lora,
     )
     grids = ValidationGrid.from_config(

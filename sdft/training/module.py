@@ -12,7 +12,7 @@ from diffusers.training_utils import compute_snr
 from sdft.config import LossConfig, OptimConfig, OptimizerName
 from sdft.errors import ConfigError, NonFiniteLossError
 from sdft.training.losses import mask_weights, per_sample_loss
-from sdft.models.conditioning import Sd1Conditioning
+from sdft.families.sd1 import Sd1Conditioning
 from sdft.models.text import text_states
 from sdft.training.noise import perturb, sample_noise, sample_timesteps, timestep_range
 from sdft.training.optimizers import build_optimizer, set_mode, split_groups
@@ -40,7 +40,7 @@ class DreamBoothModule(L.LightningModule):
         super().__init__()
         self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
         self.text_encoder_2 = text_encoder_2  # SDXL's second text tower, else None
-        self.conditioning = conditioning or Sd1Conditioning()  # the family's part of the step (models/conditioning.py)
+        self.conditioning = conditioning or Sd1Conditioning()  # the family's part of the step (sdft/families/base.py)
         self.noise_scheduler = noise_scheduler
         self.optim_cfg, self.loss_cfg = optim, loss
         self.prior_loss_weight = prior_loss_weight

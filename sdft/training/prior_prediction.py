@@ -23,6 +23,7 @@ from sdft.adapters.kinds import is_peft_kind
 from sdft.adapters.lora import ADAPTER_NAME
 from sdft.config import AdapterKind
 from sdft.errors import ConfigError
+from sdft.models.params import text_towers
 
 
 def base_prior_prompt(cfg) -> str:
@@ -171,7 +172,7 @@ class BasePrior:
             ids = self.swap(captions).to(latents.device)
         else:
             ids = self.input_ids.to(latents.device).expand(latents.shape[0], *self.input_ids.shape[1:])
-        towers = [m for m in (module.text_encoder, getattr(module, "text_encoder_2", None)) if m is not None]
+        towers = text_towers(module)
         with torch.no_grad(), trained_adapter_off(module.unet, *towers):
             target = module.predict(latents, input_noise, timesteps, ids, time_ids=time_ids)[0]
         pred = module.predict(latents, input_noise, timesteps, ids, time_ids=time_ids)[0]

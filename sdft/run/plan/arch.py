@@ -15,8 +15,9 @@ from types import SimpleNamespace
 
 import torch
 
-from sdft.config import SDXL_TINY_MODEL, TINY_MODEL, TOY_MODEL, ModelConfig, ModelFamily
+from sdft.config import TOY_MODEL, ModelConfig, ModelFamily
 from sdft.errors import ModelLoadError
+from sdft.families import BY_NAME, BY_TINY, family_of, get_family
 
 # hub ids whose architecture is the shipped SD 1.5 or SDXL base one (fine-tunes keep their base's configs)
 KNOWN_SD1 = {
@@ -26,14 +27,18 @@ KNOWN_SD1 = {
     "SG161222/Realistic_Vision_V5.1_noVAE",
 }
 KNOWN_SDXL = {"stabilityai/stable-diffusion-xl-base-1.0", "SG161222/RealVisXL_V5.0"}
+KNOWN_SD2 = {"stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2"}
+KNOWN = {**dict.fromkeys(KNOWN_SD1, ModelFamily.sd1), **dict.fromkeys(KNOWN_SDXL, ModelFamily.sdxl)}
+KNOWN.update(dict.fromkeys(KNOWN_SD2, ModelFamily.sd2))
+PRESETS = {f.preset: f for f in BY_NAME.values()}
 META = torch.device("meta")
 PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 
 @dataclass
 class Architecture:
-    """Where the configs come from: `kind` is a preset name (tiny, toy, sdxl_tiny, sd15, sdxl) or `configs`
-    (a dict of part -> config dict read from files)."""
+    """Where the configs come from: `kind` is a preset name (a family's tiny model, toy, or its shipped base configs:
+    sd15, sd21, sdxl) or `configs` (a dict of part -> config dict read from files)."""
 
     kind: str
     source: str
@@ -41,8 +46,13 @@ class Architecture:
 
     @property
     def family(self) -> ModelFamily:
-        if self.kind in ("sdxl", "sdxl_tiny") or (self.configs and "text_encoder_2" in self.configs):
-            return ModelFamily.sdxl
+        if self.kind in BY_TINY:
+            return BY_TINY[self.kind].name
+        if self.kind in PRESETS:
+            return PRESETS[self.kind].name
+        if self.configs:  # the family the U-Net config answers to
+            unet = SimpleNamespace(config=SimpleNamespace(**self.configs["unet"]))
+            return family_of(SimpleNamespace(unet=unet)).name
         return ModelFamily.sd1
 
 
@@ -67,13 +77,13 @@ def _from_hub_cache(repo: str, revision: str | None, cache_dir: str | None) -> d
 
 
 def _preset_for(family: ModelFamily | None, name: str) -> Architecture:
-    return Architecture("sdxl" if family == ModelFamily.sdxl else "sd15", f"{name} (the shipped base configs)")
+    return Architecture(get_family(family or ModelFamily.sd1).preset, f"{name} (the shipped base configs)")
 
 
 def architecture(cfg: ModelConfig) -> Architecture:
     """The architecture model.path names, from configs available offline; a clear error when none is."""
     path = cfg.path
-    if path in (TINY_MODEL, TOY_MODEL, SDXL_TINY_MODEL):
+    if path in (*BY_TINY, TOY_MODEL):
         return Architecture(path, path)
     family = ModelFamily(cfg.family) if cfg.family is not None else None
     local = Path(path).expanduser()
@@ -98,14 +108,12 @@ def architecture(cfg: ModelConfig) -> Architecture:
     configs = _from_hub_cache(path, cfg.revision, None)
     if configs is not None:
         return Architecture("configs", f"{path} (config.json files in the Hugging Face cache)", configs)
-    if path in KNOWN_SDXL or family == ModelFamily.sdxl:
-        return _preset_for(ModelFamily.sdxl, path)
-    if path in KNOWN_SD1 or family == ModelFamily.sd1:
-        return _preset_for(ModelFamily.sd1, path)
+    if family is not None or path in KNOWN:
+        return _preset_for(family or KNOWN[path], path)
     raise ModelLoadError(
         f"The architecture of {path} is not available offline. Download its config files only "
         f"(`hf download {path} --include '*/config.json'`, a few kB), pass model.path=<its diffusers folder>, or "
-        "model.family=sd1|sdxl if it has the SD 1.5 / SDXL base architecture."
+        "model.family=sd1|sd2|sdxl if it has the SD 1.5 / SD 2.1 (768-v) / SDXL base architecture."
     )
 
 
@@ -117,47 +125,31 @@ def build_models(arch: Architecture, device: str | torch.device = META) -> Simpl
 
 
 def _build(arch: Architecture, device: torch.device) -> SimpleNamespace:
-    te2 = None
-    if arch.kind == TINY_MODEL:
-        from sdft.models.tiny import build_tiny_pipeline
-
-        pipe = build_tiny_pipeline()
-        unet, vae, te = pipe.unet, pipe.vae, pipe.text_encoder
-    elif arch.kind == SDXL_TINY_MODEL:
-        from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
-
-        pipe = build_sdxl_tiny_pipeline()
-        unet, vae, te, te2 = pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2
+    models = {}
+    if arch.kind in BY_TINY:
+        pipe = BY_TINY[arch.kind].build_tiny()
+        models = {part: getattr(pipe, part, None) for part in PARTS}
     elif arch.kind == TOY_MODEL:
         from sdft.models.toy_arch import toy_text_encoder, toy_tokenizer, toy_unet, toy_vae
 
-        unet, vae, te = toy_unet(), toy_vae(), toy_text_encoder(toy_tokenizer())
-    elif arch.kind == "sd15":
-        from sdft.models.sd15_arch import build_sd15_text_encoder, build_sd15_unet, build_sd15_vae
-
-        unet, vae, te = (
-            build_sd15_unet(device=device),
-            build_sd15_vae(device=device),
-            build_sd15_text_encoder(device=device),
-        )
-    elif arch.kind == "sdxl":
-        from sdft.models.sdxl_arch import build_sdxl_text_encoders, build_sdxl_unet, build_sdxl_vae
-
-        unet, vae = build_sdxl_unet(device=device), build_sdxl_vae(device=device)
-        te, te2 = build_sdxl_text_encoders(device=device)
+        models = dict(unet=toy_unet(), vae=toy_vae(), text_encoder=toy_text_encoder(toy_tokenizer()))
+    elif arch.kind in PRESETS:
+        models = PRESETS[arch.kind].arch_models(device)
     else:
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
         c = arch.configs
-        unet = UNet2DConditionModel.from_config(c["unet"])
-        vae = AutoencoderKL.from_config(c["vae"])
-        te = CLIPTextModel(CLIPTextConfig(**c["text_encoder"]))
+        models = dict(
+            unet=UNet2DConditionModel.from_config(c["unet"]),
+            vae=AutoencoderKL.from_config(c["vae"]),
+            text_encoder=CLIPTextModel(CLIPTextConfig(**c["text_encoder"])),
+        )
         if "text_encoder_2" in c:
-            te2 = CLIPTextModelWithProjection(CLIPTextConfig(**c["text_encoder_2"]))
-    for model in filter(None, (unet, vae, te, te2)):
+            models["text_encoder_2"] = CLIPTextModelWithProjection(CLIPTextConfig(**c["text_encoder_2"]))
+    for model in filter(None, models.values()):
         model.eval()
-    return SimpleNamespace(unet=unet, vae=vae, text_encoder=te, text_encoder_2=te2)
+    return SimpleNamespace(**{part: models.get(part) for part in PARTS})
 
 
 def fake_mode():

@@ -120,7 +120,7 @@ def make_batch(cfg: DictConfig, module, size: tuple[int, int], text_cached: bool
 
 def adapted_module(cfg: DictConfig, models: SimpleNamespace):
     from sdft.adapters.lora import start_phase
-    from sdft.models.conditioning import conditioning_for
+    from sdft.families import conditioning_for
     from sdft.models.tiny import SD15_SCHEDULER_CONFIG
     from sdft.training.module import DreamBoothModule
     from diffusers import DDPMScheduler
