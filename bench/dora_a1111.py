@@ -71,7 +71,7 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from sdft.adapters.kinds import layer_adapters
-    from sdft.adapters.kohya import _kohya_name
+    from sdft.families.sd1 import kohya_name
     from sdft.config import ModelConfig
     from sdft.generation.generator import Generator
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -104,7 +104,7 @@ def main() -> None:
             merged.merge()
             peft = merged.get_base_layer().weight.detach().float()
             prefix = "lora_te_" if part == "text_encoder" else "lora_unet_"
-            stem = _kohya_name(name, part == "text_encoder")
+            stem = kohya_name(name, part == "text_encoder")
             assert stem.startswith(prefix)
             t = {k.partition(".")[2]: v for k, v in kohya.items() if k.partition(".")[0] == stem}
             a1111, comfy = a1111_merge(weight, t), comfy_merge(weight, t)
