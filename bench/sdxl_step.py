@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         attention=Attention.sdpa,
         gradient_checkpointing=args.grad_checkpointing,
     )
-    freeze_models(holder, model_cfg)  # the framework's order (sdft.run.train.prepare): dtype, adapter, speed options
+    freeze_models(holder, model_cfg)  # the framework's order (sdft.run.wiring.prepare): dtype, adapter, speed options
     setup_trainable(holder.unet, holder.text_encoder, adapter, holder.text_encoder_2)
     speed_options(holder, model_cfg)
     optim = load_group("optim", args.optim, OptimConfig)

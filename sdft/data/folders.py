@@ -18,15 +18,17 @@ from sdft.config import DataConfig
 from sdft.data.captions import CaptionOptions, normalize_extension
 from sdft.data.concepts import Concept, class_key_of, kohya_subfolders, parse_kohya_name, split_tokens
 from sdft.data.images import check_folder, list_images
-from sdft.data.kohya_toml import load_kohya_toml
+from sdft.data.kohya_toml import KohyaDataset, load_kohya_toml
 from sdft.errors import ConfigError, DataError
 
 
-def data_settings(cfg: DataConfig | DictConfig) -> DictConfig:
-    """The data config with a kohya TOML's dataset-level settings (resolution, buckets, batch size...) merged in."""
+def data_settings(cfg: DataConfig | DictConfig, kohya: KohyaDataset | None = None) -> DictConfig:
+    """The data config with a kohya TOML's dataset-level settings (resolution, buckets, batch size...) merged in.
+
+    `kohya`: the TOML already read (sdft/data/phase_data.py reads it once per phase); else it is read here."""
     base = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)
     if base.kohya_toml:
-        base = OmegaConf.merge(base, load_kohya_toml(base.kohya_toml).settings)
+        base = OmegaConf.merge(base, (kohya or load_kohya_toml(base.kohya_toml)).settings)
     return base
 
 
@@ -147,12 +149,13 @@ def _kohya_concept(
     )
 
 
-def resolve_concepts(cfg: DataConfig | DictConfig) -> list[Concept]:
+def resolve_concepts(cfg: DataConfig | DictConfig, kohya: KohyaDataset | None = None) -> list[Concept]:
     """Every image set of the data config, instance and class (is_reg) sets alike; checks that folders exist.
 
-    A kohya TOML's dataset-level settings (data_settings) do not change concepts, so `cfg` need not be resolved."""
+    A kohya TOML's dataset-level settings (data_settings) do not change concepts, so `cfg` need not be resolved.
+    `kohya`: the TOML already read (else it is read here)."""
     if cfg.kohya_toml:
-        return load_kohya_toml(cfg.kohya_toml).concepts(cfg)
+        return (kohya or load_kohya_toml(cfg.kohya_toml)).concepts(cfg)
     if cfg.concepts:
         concepts = []
         for k, c in enumerate(cfg.concepts):

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from sdft.atomic import atomic_path
 from sdft.config import DataConfig
+from sdft.data.buckets import with_native_sizes
 from sdft.data.datamodule import DatasetReport, DreamBoothDataModule, scan_dataset
 from sdft.data.folders import data_settings
 from sdft.data.images import crop_box, load_rgb
@@ -164,7 +165,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings = load_data_config(args.source, args.prompt, args.overrides)
         report = scan_dataset(settings, on_bad="report")
         good = report.examples
-        dm = DreamBoothDataModule(settings, None, good, report.reg_examples, seed=0)
+        dm = DreamBoothDataModule(with_native_sizes(settings.copy()), None, good, report.reg_examples, seed=0)
         lines = report_lines(report, dm, settings)
     except (SdftError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
