@@ -49,7 +49,7 @@ from sdft.models.params import count_params  # noqa: E402
 from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, WeightDtype  # noqa: E402
 from sdft.models.conditioning import SdxlConditioning  # noqa: E402
 from sdft.models.loading import DTYPES, freeze_models, make_noise_scheduler, speed_options  # noqa: E402
-from sdft.training.module import DreamBoothModule  # noqa: E402
+from sdft.training.module import DreamBoothModule, StepModels  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -163,17 +163,16 @@ def main(argv=None) -> int:
         name: sum(p.numel() for p in getattr(holder, name).parameters())
         for name in ("unet", "vae", "text_encoder", "text_encoder_2")
     }
-    module = DreamBoothModule(
+    models = StepModels(
         holder.unet,
         holder.text_encoder,
         holder.vae,
         make_noise_scheduler(holder),
-        optim,
-        LossConfig(),
-        1.0,
-        args.train_text_encoder,
         text_encoder_2=holder.text_encoder_2,
         conditioning=SdxlConditioning(),
+    )
+    module = DreamBoothModule(
+        models, optim, LossConfig(), prior_loss_weight=1.0, train_text_encoder=args.train_text_encoder
     )
     batches = make_batches(2, args.batch, args.resolution, holder.text_encoder.config.vocab_size, args.seed)
     build_s = time.perf_counter() - t0

@@ -33,7 +33,7 @@ from sdft.models.params import count_params  # noqa: E402
 from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, OptimizerName, WeightDtype  # noqa: E402
 from sdft.models.loading import freeze_models, make_noise_scheduler, speed_options  # noqa: E402
 from sdft.models.quantize import quantize_models  # noqa: E402
-from sdft.training.module import DreamBoothModule  # noqa: E402
+from sdft.training.module import DreamBoothModule, StepModels  # noqa: E402
 
 
 CACHE_NOTE = (
@@ -420,7 +420,8 @@ def build_setup(args, device: torch.device) -> SimpleNamespace:
         torch.cuda.empty_cache()
     build_s = time.perf_counter() - t0
 
-    module = DreamBoothModule(m.unet, m.text_encoder, m.vae, sched, optim, LossConfig(), 1.0, train_te)
+    models = StepModels(m.unet, m.text_encoder, m.vae, sched)
+    module = DreamBoothModule(models, optim, LossConfig(), prior_loss_weight=1.0, train_text_encoder=train_te)
     return SimpleNamespace(
         m=m,
         module=module,

@@ -9,7 +9,7 @@ from sdft.config import DataConfig, LossConfig, OptimConfig
 from sdft.data.cache import LatentCache, latent_key, vae_identity
 from sdft.data.datamodule import DreamBoothDataModule, class_examples, scan_dataset, training_settings
 from sdft.models.loading import make_noise_scheduler
-from sdft.training.module import DreamBoothModule
+from sdft.training.module import DreamBoothModule, StepModels
 
 
 def test_latent_key_changes_with_every_ingredient():
@@ -66,9 +66,8 @@ def dataset(tmp_path, **kw):
 
 def module_of(pipe):
     pipe.text_encoder.requires_grad_(False)
-    return DreamBoothModule(
-        pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), OptimConfig(), LossConfig(), 1.0, False
-    )
+    models = StepModels(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe))
+    return DreamBoothModule(models, OptimConfig(), LossConfig(), prior_loss_weight=1.0, train_text_encoder=False)
 
 
 def losses(dm, module, epochs=2):

@@ -8,14 +8,15 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
 from sdft.config import LossConfig, OptimConfig
-from sdft.training.module import DreamBoothModule
+from sdft.training.module import DreamBoothModule, StepModels
 from sdft.run.train import run
 from helpers.wiring import prepare_for_test
 
 
 def bare_module(pipe, prediction_type="epsilon", **loss) -> DreamBoothModule:
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
-    return DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, scheduler, OptimConfig(), LossConfig(**loss))
+    models = StepModels(pipe.unet, pipe.text_encoder, pipe.vae, scheduler)
+    return DreamBoothModule(models, OptimConfig(), LossConfig(**loss))
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])

@@ -76,6 +76,33 @@ def test_a_missing_optimizer_package_is_named_before_training(fast_config, monke
         run(fast_config("+optim.optimizer={_target_: torch.optim.SGD}"))
 
 
+def test_named_presets_take_the_target_route(fast_config, monkeypatch):
+    """optim.name is a shorthand for a `_target_` node (one route): adamw8bit without bitsandbytes is refused before
+    training, naming the pip package, like any other optimizer; AdamW gets optim.betas/eps/weight_decay."""
+    from sdft.training.optimizers import learning_rates, optimizer_node
+
+    node = optimizer_node(OptimConfig(weight_decay=0.5, eps=1e-6))
+    assert node == {
+        "_target_": "torch.optim.AdamW",
+        "_partial_": True,
+        "betas": [0.9, 0.999],
+        "eps": 1e-6,
+        "weight_decay": 0.5,
+        "fused": None,
+    }
+    assert optimizer_node(OptimConfig(name="adamw8bit"))["_target_"] == "bitsandbytes.optim.AdamW8bit"
+    assert learning_rates(OptimConfig(lr=1.0, text_encoder_lr=0.5)) == {
+        "unet": 1.0,
+        "text_encoder": 0.5,
+        "text_encoder_2": 0.5,
+        "embedding": 1.0,
+    }
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes(.optim) now raises ImportError
+    monkeypatch.setitem(sys.modules, "bitsandbytes.optim", None)
+    with pytest.raises(ConfigError, match=r"pip install bitsandbytes"):
+        run(fast_config("optim=adamw8bit"))
+
+
 def test_any_optimizer_class_by_target(fast_config):
     parts = prepare_for_test(
         fast_config("+optim.optimizer={_target_: torch.optim.SGD, _partial_: true, momentum: 0.9}", *QUIET)

@@ -18,7 +18,7 @@ from sdft.models.conditioning import PairTokenizer, SdxlConditioning
 from sdft.models.family_parts import module_pipeline
 from sdft.models.loading import make_noise_scheduler
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
-from sdft.training.module import DreamBoothModule
+from sdft.training.module import DreamBoothModule, StepModels
 from sdft.run.train import fit, run
 from helpers.wiring import prepare_for_test
 from test_resume import cut_back, same_lora
@@ -147,17 +147,20 @@ def test_time_ids_follow_each_sample_through_buckets_and_the_latent_cache(tmp_pa
         noise_image(tmp_path / "inst" / f"{k}.png", size=size, seed=k)
     pipe = build_sdxl_tiny_pipeline()
     pipe.text_encoder.requires_grad_(False)
-    module = DreamBoothModule(
+    models = StepModels(
         pipe.unet,
         pipe.text_encoder,
         pipe.vae,
         make_noise_scheduler(pipe),
-        OptimConfig(),
-        LossConfig(),
-        1.0,
-        False,
         text_encoder_2=pipe.text_encoder_2,
         conditioning=SdxlConditioning(),
+    )
+    module = DreamBoothModule(
+        models,
+        OptimConfig(),
+        LossConfig(),
+        prior_loss_weight=1.0,
+        train_text_encoder=False,
     )
     batches = {}
     for cached in (False, True):

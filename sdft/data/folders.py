@@ -83,15 +83,15 @@ def concepts_in_folder(
                 )
             concepts.append(
                 Concept(
-                    folder.name,
-                    folder,
-                    prompt,
-                    trigger,
-                    class_prompt,
-                    class_dir,
-                    class_key_of(class_prompt),
-                    repeats or cfg.repeats,
-                    loss_weight,
+                    name=folder.name,
+                    folder=folder,
+                    prompt=prompt,
+                    trigger=trigger,
+                    class_prompt=class_prompt,
+                    class_dir=class_dir,
+                    class_key=class_key_of(class_prompt),
+                    repeats=repeats or cfg.repeats,
+                    loss_weight=loss_weight,
                     **{**opts, "recursive": False},
                     is_reg=is_reg,
                 )
@@ -112,15 +112,15 @@ def concepts_in_folder(
     key = class_key_of(class_prompt if not is_reg else (class_prompt or prompt))
     return [
         Concept(
-            folder.name,
-            folder,
-            prompt,
-            trigger,
-            class_prompt,
-            class_dir,
-            key,
-            repeats or cfg.repeats,
-            loss_weight,
+            name=folder.name,
+            folder=folder,
+            prompt=prompt,
+            trigger=trigger,
+            class_prompt=class_prompt,
+            class_dir=class_dir,
+            class_key=key,
+            repeats=repeats or cfg.repeats,
+            loss_weight=loss_weight,
             **opts,
             is_reg=is_reg,
         )
@@ -133,18 +133,26 @@ def _kohya_concept(
     word, cls = split_tokens(tokens)
     if is_reg:
         return Concept(
-            folder.name, folder, tokens, None, tokens, None, class_key_of(tokens), n, loss_weight, **opts, is_reg=True
+            name=folder.name,
+            folder=folder,
+            prompt=tokens,
+            class_prompt=tokens,
+            class_key=class_key_of(tokens),
+            repeats=n,
+            loss_weight=loss_weight,
+            **opts,
+            is_reg=True,
         )
     return Concept(
-        folder.name,
-        folder,
-        tokens,
-        trigger or word,
-        class_prompt or cls,
-        class_dir,
-        class_key_of(cls),
-        n,
-        loss_weight,
+        name=folder.name,
+        folder=folder,
+        prompt=tokens,
+        trigger=trigger or word,
+        class_prompt=class_prompt or cls,
+        class_dir=class_dir,
+        class_key=class_key_of(cls),
+        repeats=n,
+        loss_weight=loss_weight,
         **opts,
     )
 

@@ -103,7 +103,7 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
     from sdft.generation.params import LoraSpec
     from sdft.models.family_parts import family_parts
     from sdft.models.loading import make_noise_scheduler
-    from sdft.training.module import DreamBoothModule
+    from sdft.training.module import DreamBoothModule, StepModels
 
     if metric is not None:
         cfg.callbacks.likeness.metric = metric
@@ -120,15 +120,17 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
     meter = LikenessCallback.from_config(cfg, phase_dir, grids, checkpoint, data.instances, data.held_out)
     module = (
         DreamBoothModule(
-            pipe.unet,
-            pipe.text_encoder,
-            pipe.vae,
-            make_noise_scheduler(pipe),
+            StepModels(
+                pipe.unet,
+                pipe.text_encoder,
+                pipe.vae,
+                make_noise_scheduler(pipe),
+                text_encoder_2=family.text_encoder_2,
+                conditioning=family.conditioning,
+                clip_skip=cfg.model.clip_skip,
+            ),
             OptimConfig(),
             LossConfig(),
-            clip_skip=cfg.model.clip_skip,
-            text_encoder_2=family.text_encoder_2,
-            conditioning=family.conditioning,
         )
         .to(gen.device)
         .eval()

@@ -37,7 +37,7 @@ from sdft.run.resume import check_same_run, find_run, phase_status, restore_weig
 from sdft.run.wiring import RunParts, output_dir, prepare
 from sdft.training.ema import check_ema_config
 from sdft.training.noise import check_zero_terminal_snr
-from sdft.training.optimizers import optimizer_class
+from sdft.training.optimizers import optimizer_class, optimizer_node
 from sdft.training.prior_prediction import check_base_prior
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,9 @@ def check_config(cfg: DictConfig, settings: DictConfig | None = None) -> None:
     check_ema_config(cfg.ema)
     check_base_prior(cfg)
     check_quantize(cfg)
-    if cfg.optim.optimizer:
-        optimizer_class(cfg.optim.optimizer)  # a missing package fails here, naming it
+    optimizer_class(
+        optimizer_node(cfg.optim)
+    )  # a missing package (bitsandbytes for adamw8bit too) fails here, naming it
 
 
 def checked_phases(cfg: DictConfig) -> tuple[list[DictConfig], list[PhaseData]]:

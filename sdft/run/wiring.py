@@ -28,7 +28,7 @@ from sdft.models.loading import load_pipeline, make_noise_scheduler, prepare_mod
 from sdft.models.params import count_params
 from sdft.run.callbacks import build_callbacks, find
 from sdft.run.loggers import make_logger
-from sdft.training.module import DreamBoothModule
+from sdft.training.module import DreamBoothModule, StepModels
 from sdft.training.noise import use_zero_terminal_snr
 from sdft.training.prior_prediction import BasePrior, base_prior_prompt, caption_swap
 
@@ -128,20 +128,23 @@ def build_module(cfg: DictConfig, pipe, family, embedding) -> DreamBoothModule:
     """The LightningModule over the adapted models (after `attach_adapters`)."""
     train_te = any(p.requires_grad for p in pipe.text_encoder.parameters()) or embedding is not None
     train_te = train_te or family.trains_text_encoder_2
-    return DreamBoothModule(
+    models = StepModels(
         pipe.unet,
         pipe.text_encoder,
         pipe.vae,
         make_noise_scheduler(pipe),
-        cfg.optim,
-        cfg.loss,
-        cfg.prior.loss_weight,
-        train_te,
-        cfg.model.clip_skip,
-        embedding,
-        base_prior=base_prior(cfg, pipe, family),
         text_encoder_2=family.text_encoder_2,
         conditioning=family.conditioning,
+        embeddings=embedding,
+        clip_skip=cfg.model.clip_skip,
+    )
+    return DreamBoothModule(
+        models,
+        cfg.optim,
+        cfg.loss,
+        prior_loss_weight=cfg.prior.loss_weight,
+        train_text_encoder=train_te,
+        base_prior=base_prior(cfg, pipe, family),
     )
 
 
