@@ -15,6 +15,7 @@ from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
 from sdft.callbacks.graceful_stop import GracefulStop
 from sdft.callbacks.likeness import LikenessCallback
 from sdft.callbacks.lora_checkpoint import LoraCheckpoint
+from sdft.callbacks.pipeline_parts import PipelineParts
 from sdft.callbacks.progress import RunProgress
 from sdft.callbacks.resident_memory import ResidentMemory
 from sdft.callbacks.train_stats import TrainStats
@@ -49,26 +50,18 @@ def build_callbacks(
     """Every callback of one phase, in order. `family`: sdft.models.family_parts (SDXL's second tower/tokenizer);
     `resume_point`: shared with the datamodule; `run_steps`: (steps before this phase, the run's) for the progress bar."""
     cb, phase_dir = cfg.callbacks, out_dir / cfg.phase.name
-    checkpoint = LoraCheckpoint.from_config(
+    parts = PipelineParts(pipe.tokenizer, pipe.scheduler, family.tokenizer_2, cfg.model.clip_skip)
+    checkpoint = LoraCheckpoint(
         phase_dir,
         cfg.adapter.kind,
         cb,
-        pipe.tokenizer,
-        pipe.scheduler,
-        kohya_file_name(cfg),
-        run_metadata(cfg, data.instances),  # the kohya file's ss_* metadata (sdft/adapters/kohya.py)
-        cfg.logger.log_lora,
+        parts,
+        kohya_name=kohya_file_name(cfg),
+        kohya_metadata=run_metadata(cfg, data.instances),  # the kohya file's ss_* metadata (sdft/adapters/kohya.py)
+        log_artifact=cfg.logger.log_lora,
     )
-    grids = ValidationGrid.from_config(
-        phase_dir,
-        expand_prompts(validation_prompts(cfg, data), embedding),
-        cb,
-        cfg.data.resolution,
-        pipe.tokenizer,
-        pipe.scheduler,
-        cfg.model.clip_skip,
-    )
-    checkpoint.tokenizer_2 = grids.tokenizer_2 = family.tokenizer_2  # SDXL: pipelines for grids and full saves
+    prompts = expand_prompts(validation_prompts(cfg, data), embedding)
+    grids = ValidationGrid(phase_dir, prompts, cb, cfg.data.resolution, parts)
     callbacks = [TrainingState(cfg.seed, resume_point)]  # first: seeds the batches
     if cfg.ema.enabled:  # before the checkpoint and grids: its update precedes their saves (sdft/training/ema.py)
         callbacks.append(EmaWeights(cfg.ema, checkpoint))
