@@ -50,7 +50,7 @@ from sdft.models.params import count_params  # noqa: E402
 from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, WeightDtype  # noqa: E402
 from sdft.families.sdxl import SdxlConditioning  # noqa: E402
 from sdft.models.loading import DTYPES, freeze_models, make_noise_scheduler, speed_options  # noqa: E402
-from sdft.training.module import DreamBoothModule  # noqa: E402
+from sdft.training.module import DreamBoothModule, StepModels  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         attention=Attention.sdpa,
         gradient_checkpointing=args.grad_checkpointing,
     )
-    freeze_models(holder, model_cfg)  # the framework's order (sdft.run.train.prepare): dtype, adapter, speed options
+    freeze_models(holder, model_cfg)  # the framework's order (sdft.run.wiring.prepare): dtype, adapter, speed options
     quantize_models(holder, args.quantize)  # model.quantize, as prepare_models does
     setup_trainable(holder.unet, holder.text_encoder, adapter, holder.text_encoder_2)
     speed_options(holder, model_cfg)
@@ -171,17 +171,16 @@ def main(argv=None) -> int:
         name: sum(p.numel() for p in getattr(holder, name).parameters())
         for name in ("unet", "vae", "text_encoder", "text_encoder_2")
     }
-    module = DreamBoothModule(
+    models = StepModels(
         holder.unet,
         holder.text_encoder,
         holder.vae,
         make_noise_scheduler(holder),
-        optim,
-        LossConfig(),
-        1.0,
-        args.train_text_encoder,
         text_encoder_2=holder.text_encoder_2,
         conditioning=SdxlConditioning(),
+    )
+    module = DreamBoothModule(
+        models, optim, LossConfig(), prior_loss_weight=1.0, train_text_encoder=args.train_text_encoder
     )
     batches = make_batches(2, args.batch, args.resolution, holder.text_encoder.config.vocab_size, args.seed)
     build_s = time.perf_counter() - t0

@@ -33,7 +33,7 @@ from sdft.models.params import count_params  # noqa: E402
 from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, OptimizerName, WeightDtype  # noqa: E402
 from sdft.models.loading import freeze_models, make_noise_scheduler, speed_options  # noqa: E402
 from sdft.models.quantize import quantize_models  # noqa: E402
-from sdft.training.module import DreamBoothModule  # noqa: E402
+from sdft.training.module import DreamBoothModule, StepModels  # noqa: E402
 
 
 CACHE_NOTE = (
@@ -350,7 +350,7 @@ def count_flops_per_image(m: SimpleNamespace, batch: dict, device: torch.device)
 # setup and figures
 # ----------------------------------------------------------------------------------------------------------------
 def build_setup(args, device: torch.device) -> SimpleNamespace:
-    """The models, set up in the framework's order (sdft.run.train.prepare: frozen dtype, then the adapter, then
+    """The models, set up in the framework's order (sdft.run.wiring.prepare: frozen dtype, then the adapter, then
     attention / checkpointing / channels_last), the module, its parameter groups and the batches. The FLOPs are
     counted before checkpointing and xformers are switched on, so that they are model FLOPs."""
     t0 = time.perf_counter()
@@ -415,12 +415,13 @@ def build_setup(args, device: torch.device) -> SimpleNamespace:
             model.to(device)
         batches = cache_batches(raw_batches, m.vae, m.text_encoder, device)
     for model in (m.unet, m.vae, m.text_encoder):
-        model.to("cpu")  # the framework round starts from CPU, as in sdft.run.train.prepare(); Lightning moves it
+        model.to("cpu")  # the framework round starts from CPU, as in sdft.run.wiring.prepare(); Lightning moves it
     if device.type == "cuda":
         torch.cuda.empty_cache()
     build_s = time.perf_counter() - t0
 
-    module = DreamBoothModule(m.unet, m.text_encoder, m.vae, sched, optim, LossConfig(), 1.0, train_te)
+    models = StepModels(m.unet, m.text_encoder, m.vae, sched)
+    module = DreamBoothModule(models, optim, LossConfig(), prior_loss_weight=1.0, train_text_encoder=train_te)
     return SimpleNamespace(
         m=m,
         module=module,

@@ -12,8 +12,8 @@ from safetensors import safe_open
 
 from sdft.adapters.kinds import is_adapter_param
 from sdft.adapters.lycoris import tensor_metadata
-from sdft.run.train import as_config, fit, prepare, run
-from sdft.run.phases import phase_configs
+from sdft.run.train import as_config, checked_phases, fit, run
+from sdft.run.wiring import prepare
 from test_resume import cut_back
 
 LORA = "pytorch_lora_weights.safetensors"
@@ -100,8 +100,8 @@ TWO_PHASES = [
 def test_loha_phase_modes(mode, fast_config):
     cfg = as_config(fast_config(*TWO_PHASES, f"phases.1.start={mode}"))
     pipe, previous = None, None
-    for phase_cfg in phase_configs(cfg):
-        parts = prepare(phase_cfg, pipe, previous)
+    for phase_cfg, data in zip(*checked_phases(cfg)):
+        parts = prepare(phase_cfg, data, pipe, previous)
         before = {n: p.detach().clone() for n, p in parts.pipe.unet.named_parameters()}
         fit(parts)
         pipe, previous = parts.pipe, phase_cfg.phase.name

@@ -10,7 +10,8 @@ import pytest
 from helpers.config import EXAMPLE_SUBJECT
 
 from sdft.errors import ConfigError
-from sdft.run.train import prepare, run
+from sdft.run.train import run
+from helpers.wiring import prepare_for_test
 
 
 @pytest.mark.parametrize(
@@ -46,12 +47,12 @@ from sdft.run.train import prepare, run
     ids=lambda v: v if "=" in str(v) else "",
 )
 def test_bad_value_is_refused_before_the_model_loads(override, says, fast_config, monkeypatch):
-    import sdft.run.train
+    import sdft.run.wiring
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the bad value was refused")
 
-    monkeypatch.setattr(sdft.run.train, "load_pipeline", no_load)
+    monkeypatch.setattr(sdft.run.wiring, "load_pipeline", no_load)
     with pytest.raises(ConfigError, match=says):
         run(fast_config(*override.split()))
 
@@ -92,7 +93,7 @@ def test_kohya_toml_resolution_reaches_every_consumer(fast_config, tmp_path, cap
     toml = tmp_path / "data.toml"
     toml.write_text(f'[general]\nresolution = 64\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = "{images}"\n')
     with caplog.at_level(logging.INFO, logger="sdft"):
-        parts = prepare(
+        parts = prepare_for_test(
             fast_config(
                 "data.resolution=512",
                 f"data.kohya_toml={toml}",
@@ -167,8 +168,8 @@ def test_every_numeric_schema_field_declares_its_range():
 
 
 def test_a_phase_override_out_of_range_is_refused_naming_the_phase(fast_config, monkeypatch):
-    import sdft.run.train
+    import sdft.run.wiring
 
-    monkeypatch.setattr(sdft.run.train, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded first"))
+    monkeypatch.setattr(sdft.run.wiring, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded first"))
     with pytest.raises(ConfigError, match=r"data\.batch_size=0 \(phase 'body'\): must be >= 1"):
         run(fast_config("phases=[{name: face}, {name: body, overrides: {data: {batch_size: 0}}}]"))

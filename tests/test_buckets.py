@@ -11,7 +11,7 @@ import torch
 from helpers.images import noise_image
 from sdft.config import DataConfig
 from sdft.data.buckets import BucketBatchSampler, assign_bucket, make_buckets, plan_buckets
-from sdft.data.datamodule import DreamBoothDataModule, class_examples, scan_dataset
+from sdft.data.datamodule import DreamBoothDataModule, class_examples, scan_dataset, training_settings
 
 
 class FakeTokenizer:
@@ -92,7 +92,9 @@ def test_datamodule_batches_mix_instance_and_class_in_one_bucket(tmp_path, caplo
     )
     instances = scan_dataset(cfg).examples
     with caplog.at_level(logging.WARNING):
-        dm = DreamBoothDataModule(cfg, FakeTokenizer(), instances, class_examples(classes, "photo of a thing"), 0)
+        dm = DreamBoothDataModule(
+            training_settings(cfg), FakeTokenizer(), instances, class_examples(classes, "photo of a thing"), 0
+        )
     assert "upscaled" in caplog.text and "3.png" in caplog.text  # 40x40 < its 64x64 bucket
     assert sorted(set(dm.buckets)) == [(32, 96), (64, 64), (96, 32)]
     dm.setup("fit")

@@ -9,7 +9,7 @@ import torch
 
 from helpers.images import noise_image
 from sdft.data.cache_policy import encodes_in_run
-from sdft.run.train import prepare
+from helpers.wiring import prepare_for_test
 
 
 class LossRecorder(L.Callback):
@@ -31,7 +31,7 @@ def two_images(tmp_path) -> list[str]:
 
 
 def fitted(fast_config, *overrides):
-    parts = prepare(fast_config(*overrides))
+    parts = prepare_for_test(fast_config(*overrides))
     recorder = LossRecorder()
     parts.trainer.callbacks.append(recorder)
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
@@ -55,7 +55,7 @@ def test_default_run_caches_and_keeps_the_losses(fast_config, tmp_path):
 
 
 def test_auto_skips_quietly_where_not_exact(fast_config, tmp_path, caplog):
-    parts = prepare(fast_config(*two_images(tmp_path), "data.center_crop=false"))  # random crops; TE trained
+    parts = prepare_for_test(fast_config(*two_images(tmp_path), "data.center_crop=false"))  # random crops; TE trained
     with caplog.at_level(logging.INFO):
         parts.datamodule.build_caches(parts.module)
     assert parts.datamodule.latents is None and parts.datamodule.texts is None
@@ -64,7 +64,7 @@ def test_auto_skips_quietly_where_not_exact(fast_config, tmp_path, caplog):
 
 
 def test_asked_for_cache_warns_when_impossible(fast_config, tmp_path, caplog):
-    parts = prepare(fast_config(*two_images(tmp_path), "data.center_crop=false", "data.cache_latents=true"))
+    parts = prepare_for_test(fast_config(*two_images(tmp_path), "data.center_crop=false", "data.cache_latents=true"))
     with caplog.at_level(logging.WARNING):
         parts.datamodule.build_caches(parts.module)
     assert parts.datamodule.latents is None and "random crops" in caplog.text
@@ -72,10 +72,10 @@ def test_asked_for_cache_warns_when_impossible(fast_config, tmp_path, caplog):
 
 def test_auto_skips_a_cache_bigger_than_the_run(fast_config, tmp_path):
     args = two_images(tmp_path)
-    short = prepare(fast_config(*args))
+    short = prepare_for_test(fast_config(*args))
     short.datamodule.build_caches(short.module, encodes=1)  # 2 images to encode for a run that encodes 1
     assert short.datamodule.latents is None
-    asked = prepare(fast_config(*args, "data.cache_latents=true"))
+    asked = prepare_for_test(fast_config(*args, "data.cache_latents=true"))
     asked.datamodule.build_caches(asked.module, encodes=1)
     assert asked.datamodule.latents is not None
 
@@ -92,7 +92,7 @@ def test_fixed_noise_loss_encodes_once_and_keeps_its_value(fast_config, tmp_path
     from sdft.callbacks.fixed_noise_loss import FixedNoiseLoss
     from sdft.training.fixed_noise import TIMESTEPS
 
-    parts = prepare(fast_config(*two_images(tmp_path)))
+    parts = prepare_for_test(fast_config(*two_images(tmp_path)))
     module, trainer = parts.module, SimpleNamespace(datamodule=parts.datamodule)
     fixed = FixedNoiseLoss(0, 64, seed=5)
     calls = {"vae": 0}

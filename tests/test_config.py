@@ -6,16 +6,13 @@ import os
 import subprocess
 import sys
 
-import lightning as L
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from helpers.config import CONF_DIR, ROOT, compose_config
-from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterKind, LoggerKind
-from sdft.run.loggers import make_logger
 
 GROUPS = ["model", "data", "adapter", "phase", "prior", "optim", "trainer", "logger", "callbacks", "eval"]
 GROUP_OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -35,26 +32,19 @@ def test_group_option_composes(group, option):
 
 
 def instantiate_parts(cfg, pipe, tmp_path) -> None:
-    """Build what the config names, as far as possible offline on CPU: adapter, optimizer, logger, trainer."""
-    from sdft.embeddings.training import attach_embedding
-    from sdft.training.module import DreamBoothModule
-    from sdft.models.loading import make_noise_scheduler
+    """Build what the config names with the run's own wiring (sdft/run/wiring.py), as far as possible offline on CPU:
+    adapter, module, optimizer, logger, trainer."""
+    from sdft.families import family_parts
+    from sdft.run.wiring import attach_adapters, build_module, build_trainer
 
-    setup_trainable(pipe.unet, pipe.text_encoder, cfg.adapter)
+    cfg.trainer.merge_with(dict(accelerator="cpu", devices=1, strategy="auto", num_nodes=1))  # GPU configs, on CPU
+    if cfg.logger.kind == LoggerKind.tensorboard:
+        cfg.logger.kind = "csv"
+    family = family_parts(pipe, cfg)
+    embedding = attach_adapters(cfg, pipe, family, previous=None)  # adapter.embedding (textual inversion)
     assert any(p.requires_grad for p in pipe.unet.parameters()) or not cfg.adapter.train_unet
-    embedding = attach_embedding(cfg, pipe.tokenizer, pipe.text_encoder)  # adapter.embedding (textual inversion)
-    module = DreamBoothModule(
-        pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss, embeddings=embedding
-    )
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, enum_to_str=True)
-    trainer_kwargs.update(accelerator="cpu", devices=1, strategy="auto", num_nodes=1)  # GPU configs, here on CPU
-    logger_cfg = cfg.logger
-    if logger_cfg.kind == LoggerKind.tensorboard:
-        logger_cfg = OmegaConf.merge(logger_cfg, {"kind": "csv"})
-    trainer = L.Trainer(
-        **trainer_kwargs, logger=make_logger(logger_cfg, tmp_path, cfg.name, "main", {}), enable_checkpointing=False
-    )
-    module.trainer = trainer
+    module = build_module(cfg, pipe, family, embedding)
+    module.trainer = build_trainer(cfg, tmp_path, callbacks=[])
     optim = module.configure_optimizers()
     assert optim["optimizer"].param_groups, "optimizer has no parameter groups"
 

@@ -140,7 +140,7 @@ def test_class_images_per_concept_and_loss_weights(tmp_path):
     from omegaconf import OmegaConf
 
     from sdft.config import ConceptConfig, SdftConfig
-    from sdft.data.datamodule import DreamBoothDataModule, scan_dataset
+    from sdft.data.datamodule import DreamBoothDataModule, scan_dataset, training_settings
     from sdft.data.prior import prior_examples
 
     for k in range(2):
@@ -182,7 +182,7 @@ def test_class_images_per_concept_and_loss_weights(tmp_path):
         def __call__(self, prompt, **kw):
             return type("T", (), {"input_ids": torch.tensor([[len(prompt)] * 4])})()
 
-    dm = DreamBoothDataModule(cfg.data, Tok(), scan_dataset(cfg.data).examples, classes, seed=0)
+    dm = DreamBoothDataModule(training_settings(cfg.data), Tok(), scan_dataset(cfg.data).examples, classes, seed=0)
     dm.setup()
     for batch in dm.train_dataloader():
         n = int((~batch["is_prior"]).sum())

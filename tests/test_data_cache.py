@@ -7,9 +7,9 @@ import torch
 from helpers.images import noise_image
 from sdft.config import DataConfig, LossConfig, OptimConfig
 from sdft.data.cache import LatentCache, latent_key, vae_identity
-from sdft.data.datamodule import DreamBoothDataModule, class_examples, scan_dataset
+from sdft.data.datamodule import DreamBoothDataModule, class_examples, scan_dataset, training_settings
 from sdft.models.loading import make_noise_scheduler
-from sdft.training.module import DreamBoothModule
+from sdft.training.module import DreamBoothModule, StepModels
 
 
 def test_latent_key_changes_with_every_ingredient():
@@ -66,9 +66,8 @@ def dataset(tmp_path, **kw):
 
 def module_of(pipe):
     pipe.text_encoder.requires_grad_(False)
-    return DreamBoothModule(
-        pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), OptimConfig(), LossConfig(), 1.0, False
-    )
+    models = StepModels(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe))
+    return DreamBoothModule(models, OptimConfig(), LossConfig(), prior_loss_weight=1.0, train_text_encoder=False)
 
 
 def losses(dm, module, epochs=2):
@@ -86,9 +85,11 @@ def losses(dm, module, epochs=2):
 def test_caching_does_not_change_losses(tiny_pipe_factory, tmp_path):
     module = module_of(tiny_pipe_factory())
     cfg, inst, cls = dataset(tmp_path, random_flip=True)
-    plain, plain_batch = losses(DreamBoothDataModule(cfg, tiny_pipe_factory().tokenizer, inst, cls, seed=3), module)
+    plain, plain_batch = losses(
+        DreamBoothDataModule(training_settings(cfg), tiny_pipe_factory().tokenizer, inst, cls, seed=3), module
+    )
     cached_cfg, _, _ = dataset(tmp_path, random_flip=True, cache_latents=True, cache_text_encoder_outputs=True)
-    dm = DreamBoothDataModule(cached_cfg, tiny_pipe_factory().tokenizer, inst, cls, seed=3)
+    dm = DreamBoothDataModule(training_settings(cached_cfg), tiny_pipe_factory().tokenizer, inst, cls, seed=3)
     dm.build_caches(module)
     cached, cached_batch = losses(dm, module)
     assert "latent_dist" in cached_batch and "encoder_hidden_states" in cached_batch
@@ -101,15 +102,15 @@ def test_disk_cache_is_reused_and_invalidated(tiny_pipe_factory, tmp_path):
     module = module_of(tiny_pipe_factory())
     cfg, inst, cls = dataset(tmp_path, cache_latents=True, cache_to_disk=True, cache_dir=str(tmp_path / "cache"))
     tok = tiny_pipe_factory().tokenizer
-    first = DreamBoothDataModule(cfg, tok, inst, cls, seed=0)
+    first = DreamBoothDataModule(training_settings(cfg), tok, inst, cls, seed=0)
     first.build_caches(module)
     n = first.latents.cache.computed
     assert n > 0 and len(list((tmp_path / "cache").glob("*.safetensors"))) == n
-    again = DreamBoothDataModule(cfg, tok, inst, cls, seed=0)
+    again = DreamBoothDataModule(training_settings(cfg), tok, inst, cls, seed=0)
     again.build_caches(module)
     assert again.latents.cache.computed == 0 and again.latents.cache.hits == n  # reused from disk
     noise_image(inst[0].path, size=inst[0].size, seed=99)  # same name and size, new content
-    changed = DreamBoothDataModule(cfg, tok, inst, cls, seed=0)
+    changed = DreamBoothDataModule(training_settings(cfg), tok, inst, cls, seed=0)
     changed.build_caches(module)
     assert changed.latents.cache.computed >= 1 and changed.latents.cache.hits == n - changed.latents.cache.computed
 
@@ -117,7 +118,7 @@ def test_disk_cache_is_reused_and_invalidated(tiny_pipe_factory, tmp_path):
 def test_text_cache_skipped_when_captions_change(tiny_pipe_factory, tmp_path, caplog):
     module = module_of(tiny_pipe_factory())
     cfg, inst, cls = dataset(tmp_path, cache_text_encoder_outputs=True, caption_dropout=0.1)
-    dm = DreamBoothDataModule(cfg, tiny_pipe_factory().tokenizer, inst, cls, seed=0)
+    dm = DreamBoothDataModule(training_settings(cfg), tiny_pipe_factory().tokenizer, inst, cls, seed=0)
     dm.build_caches(module)
     assert dm.texts is None and "captions change" in caplog.text
 

@@ -16,6 +16,7 @@ from helpers.photos import astronaut, write_photos
 from PIL import ImageOps
 
 import sdft.run.train as train_module
+import sdft.run.wiring as wiring
 from sdft.cli import main
 from sdft.errors import ConfigError, DataError
 
@@ -29,7 +30,7 @@ def no_model(monkeypatch):
     def load(cfg):
         raise ModelLoaded()
 
-    monkeypatch.setattr(train_module, "load_pipeline", load)
+    monkeypatch.setattr(wiring, "load_pipeline", load)
 
 
 def run_config(root, tmp_path, mode: str):

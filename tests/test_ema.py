@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from sdft.training.ema import EmaWeights
 from sdft.errors import ConfigError
-from sdft.run.train import prepare, run
+from sdft.run.train import run
+from helpers.wiring import prepare_for_test
 from test_resume import LORA, cut_back, same_lora, subject  # noqa: F401  (subject: the 3-image fixture)
 
 QUIET = ["callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false", "optim.lr=1e-2"]
@@ -43,7 +44,7 @@ def expected_average(history: list[dict], decay: float, start: int) -> dict:
 
 
 def fit_with_recorder(fast_config, *overrides):
-    parts = prepare(fast_config(*QUIET, "trainer.max_steps=5", "ema.enabled=true", *overrides))
+    parts = prepare_for_test(fast_config(*QUIET, "trainer.max_steps=5", "ema.enabled=true", *overrides))
     recorder = Recorder()
     parts.trainer.callbacks.insert(2, recorder)  # after EmaWeights (index 1), before the checkpoint
     assert isinstance(parts.trainer.callbacks[1], EmaWeights)
@@ -69,7 +70,7 @@ def test_the_saved_lora_is_the_average(device, fast_config, tmp_path):
 
 
 def test_ema_off_by_default_and_start_step_keeps_the_weights(fast_config, tmp_path):
-    assert not any(isinstance(c, EmaWeights) for c in prepare(fast_config(*QUIET)).trainer.callbacks)
+    assert not any(isinstance(c, EmaWeights) for c in prepare_for_test(fast_config(*QUIET)).trainer.callbacks)
     parts, recorder = fit_with_recorder(fast_config, "ema.start_step=10")  # never starts averaging in 5 steps
     final = {n: p.detach() for n, p in parts.module.named_parameters() if p.requires_grad}
     assert all(torch.allclose(final[k], recorder.after[-1][k], rtol=0, atol=1e-7) for k in final)  # s - (s - w)

@@ -15,7 +15,8 @@ from sdft.errors import ConfigError
 from sdft.generation.generator import Generator
 from sdft.cli.generate import main as generate_main
 from sdft.models.text import text_states
-from sdft.run.train import fit, prepare, run
+from sdft.run.train import fit, run
+from helpers.wiring import prepare_for_test
 from sdft.ui.session import UiSession
 
 TI = [
@@ -56,7 +57,7 @@ def encode(pipe, prompt: str) -> torch.Tensor:
 def test_textual_inversion_trains_only_the_new_token_and_its_files_load_exactly(
     num_vectors, fast_config, tiny_pipe_factory, tmp_path, capsys
 ):
-    parts = prepare(fast_config(*TI, f"adapter.embedding.num_vectors={num_vectors}"))
+    parts = prepare_for_test(fast_config(*TI, f"adapter.embedding.num_vectors={num_vectors}"))
     base = tiny_pipe_factory()
     n0 = table(base).shape[0]
     start = parts.module.embeddings.trained()
@@ -165,19 +166,21 @@ def test_expand_prompt_names_every_vector_token():
 )
 def test_bad_embedding_configs_fail_before_loading(overrides, message, fast_config):
     with pytest.raises(ConfigError, match=message):
-        prepare(fast_config(*TI, *overrides))
+        prepare_for_test(fast_config(*TI, *overrides))
 
 
 def test_a_token_already_in_the_vocabulary_is_refused(fast_config, tiny_pipe_factory):
     pipe = tiny_pipe_factory()
     word = next(t for t in sorted(pipe.tokenizer.get_vocab()) if t.isascii() and t.isalpha() and len(t) > 2)
     with pytest.raises(ConfigError, match="already a token"):
-        prepare(fast_config(*TI, f"adapter.embedding.placeholder={word}", f"data.instance_prompt='a {word} dog'"), pipe)
+        prepare_for_test(
+            fast_config(*TI, f"adapter.embedding.placeholder={word}", f"data.instance_prompt='a {word} dog'"), pipe
+        )
 
 
 def test_textual_inversion_with_captions_buckets_and_cached_latents(fast_config, tiny_pipe_factory):
     """The example subject's captions hold `sks`: the word itself becomes the trained token (as the compare variant)."""
-    parts = prepare(
+    parts = prepare_for_test(
         fast_config(
             *TI,
             "data=example_subject",
@@ -206,16 +209,16 @@ def test_a_placeholder_that_is_already_a_word_is_refused(fast_config, tiny_pipe_
     pipe = tiny_pipe_factory()
     config = [*TI, "adapter.embedding.placeholder=dog", "data.instance_prompt='a dog'", "data.class_prompt='a dog'"]
     with pytest.raises(ConfigError, match=r"placeholder='dog' is already a word .*'dog</w>'.*take_over_word=true"):
-        prepare(fast_config(*config), pipe)
+        prepare_for_test(fast_config(*config), pipe)
     assert not list((tmp_path / "out").rglob("*.safetensors"))
-    parts = prepare(fast_config(*config, "adapter.embedding.take_over_word=true"), tiny_pipe_factory())
+    parts = prepare_for_test(fast_config(*config, "adapter.embedding.take_over_word=true"), tiny_pipe_factory())
     assert parts.module.embeddings.token == "dog"
 
 
 def test_an_init_word_outside_the_vocabulary_warns_naming_its_pieces(fast_config, tiny_pipe_factory, caplog):
     """Issue 33 item 7: an init_word the vocabulary does not hold splits into pieces; the start is their mean, said."""
     with caplog.at_level(logging.WARNING, logger="sdft"):
-        prepare(fast_config(*TI, "adapter.embedding.init_word=zzqx"), tiny_pipe_factory())
+        prepare_for_test(fast_config(*TI, "adapter.embedding.init_word=zzqx"), tiny_pipe_factory())
     said = [r.getMessage() for r in caplog.records if "init_word='zzqx'" in r.getMessage()]
     assert said and "['z', 'z', 'q', 'x</w>']" in said[0], [r.getMessage() for r in caplog.records]
 

@@ -13,7 +13,8 @@ from helpers.config import ROOT
 from sdft.config import ModelConfig
 from sdft.errors import ConfigError, DataError, ModelLoadError, NonFiniteLossError
 from sdft.families.load import load_pipeline
-from sdft.run.train import prepare, run
+from sdft.run.train import run
+from helpers.wiring import prepare_for_test
 
 
 def test_prior_without_class_prompt(fast_config):
@@ -22,7 +23,7 @@ def test_prior_without_class_prompt(fast_config):
 
 
 def test_bad_instance_dir_fails_before_model_loads(fast_config, monkeypatch, tmp_path):
-    monkeypatch.setattr("sdft.run.train.load_pipeline", lambda cfg: pytest.fail("model loaded before data check"))
+    monkeypatch.setattr("sdft.run.wiring.load_pipeline", lambda cfg: pytest.fail("model loaded before data check"))
     with pytest.raises(DataError, match="does not exist"):
         run(fast_config(f"data.instance_dir={tmp_path / 'missing'}"))
 
@@ -42,7 +43,7 @@ def test_uncached_hub_id_offline_names_alternatives(monkeypatch, tmp_path):
 
 
 def test_nan_loss_stops_and_saves_nothing(fast_config, tmp_path):
-    parts = prepare(fast_config())
+    parts = prepare_for_test(fast_config())
     with torch.no_grad():
         next(p for n, p in parts.module.unet.named_parameters() if "lora_A" in n).fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="Lower optim.lr"):

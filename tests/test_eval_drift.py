@@ -10,7 +10,8 @@ from sdft.adapters.lora import setup_trainable
 from sdft.config import AdapterConfig
 from sdft.data.datamodule import instance_examples
 from sdft.evaluation import metrics
-from sdft.run.train import fit, prepare
+from sdft.run.train import fit
+from helpers.wiring import prepare_for_test
 
 PROMPTS = ["photo of a character", "a character in the snow"]
 
@@ -34,7 +35,7 @@ def test_untrained_adapter_drifts_exactly_zero(tiny_pipe_factory):
 
 
 def drift_after_training(fast_config, base, lr: str) -> float:
-    parts = prepare(
+    parts = prepare_for_test(
         fast_config(
             f"optim.lr={lr}",
             f"optim.text_encoder_lr={lr}",
@@ -56,7 +57,7 @@ def test_drift_grows_with_learning_rate(fast_config, tiny_pipe_factory):
 
 
 def test_instance_fidelity_is_the_fixed_noise_loss(fast_config, tiny_pipe_factory):
-    parts = prepare(fast_config("optim.lr=1e-2", "logger=none", "callbacks.validation_seeds=[]"))
+    parts = prepare_for_test(fast_config("optim.lr=1e-2", "logger=none", "callbacks.validation_seeds=[]"))
     summary = fit(parts)
     pipe, cfg = parts.pipe, parts.cfg
     instances = instance_examples(cfg.data)

@@ -11,7 +11,8 @@ from helpers.config import compose_config
 from sdft.config import ModelConfig
 from sdft.evaluation import metrics
 from sdft.families.load import load_pipeline
-from sdft.run.train import fit, prepare
+from sdft.run.train import fit
+from helpers.wiring import prepare_for_test
 
 
 CLASS_PROMPTS = ["a dog", "a big dog in the middle on a white background", "a small dog on the left", "a red dog"]
@@ -47,7 +48,7 @@ def drift_after(tmp_path, reference, scheduler, prior: bool, seed: int) -> float
             f"seed={seed}",
         ]
     )
-    parts = prepare(cfg)
+    parts = prepare_for_test(cfg)
     fit(parts)
     assert parts.trainer.global_step == STEPS
     return metrics.language_drift(predictions(parts.pipe, scheduler), reference)

@@ -40,7 +40,7 @@ def lora_file(pipe, path: Path, seed: int, unet_targets: list[str], text_encoder
     setup_trainable(pipe.unet, pipe.text_encoder, cfg)
     randomise_lora([pipe.unet, pipe.text_encoder], seed, 0.2)
     if kohya:
-        return save_kohya_lora(pipe.unet, pipe.text_encoder, path, kohya_metadata(rank=4, alpha=2.0, base_model="tiny"))
+        return save_kohya_lora(pipe.unet, pipe.text_encoder, path, kohya_metadata(base_model="tiny"))
     return save_lora(pipe.unet, pipe.text_encoder, path)
 
 

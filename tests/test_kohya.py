@@ -79,7 +79,7 @@ def assert_same_state(got: dict, want: dict, atol: float = 0.0) -> None:
 
 
 def metadata(**extra) -> dict[str, str]:
-    return kohya_metadata(rank=RANK, alpha=ALPHA, base_model="tiny", **extra)
+    return kohya_metadata(base_model="tiny", **extra)
 
 
 @pytest.mark.parametrize("text_encoder", [True, False], ids=["te", "no_te"])

@@ -61,7 +61,7 @@ def test_import_then_continue_training(tiny_pipe_factory, tmp_path):
     want = render(src)
     files = {
         "kohya": save_kohya_lora(
-            src.unet, src.text_encoder, tmp_path / "k.safetensors", kohya_metadata(rank=4, alpha=2.0, base_model="tiny")
+            src.unet, src.text_encoder, tmp_path / "k.safetensors", kohya_metadata(base_model="tiny")
         ),
         "diffusers": save_lora(src.unet, src.text_encoder, tmp_path / "d.safetensors"),
     }
@@ -160,7 +160,7 @@ def test_resize_keeps_most_of_the_norm_and_exact_at_same_rank(tiny_pipe_factory,
         src.unet,
         src.text_encoder,
         tmp_path / "r8.safetensors",
-        kohya_metadata(rank=8, alpha=4.0, base_model="tiny", training_comment="test"),
+        kohya_metadata(base_model="tiny", training_comment="test"),
     )
     # r -> r: a copy, exact
     same = resize_file(path, tmp_path / "r8b.safetensors", rank=8)

@@ -13,7 +13,7 @@ from sdft.config import HuberSchedule, LossConfig, LossKind, OptimConfig, Predic
 from sdft.errors import ConfigError
 from sdft.training.losses import debiased_weights, elementwise_loss, huber_threshold, per_sample_loss
 from sdft.models.loading import make_noise_scheduler
-from sdft.training.module import DreamBoothModule
+from sdft.training.module import DreamBoothModule, StepModels
 from sdft.training.noise import (
     check_zero_terminal_snr,
     perturb,
@@ -34,14 +34,8 @@ def scheduler(prediction_type="epsilon"):
 
 
 def module(pipe, **loss) -> DreamBoothModule:
-    return DreamBoothModule(
-        pipe.unet,
-        pipe.text_encoder,
-        pipe.vae,
-        DDPMScheduler.from_config(pipe.scheduler.config),
-        OptimConfig(),
-        LossConfig(**loss),
-    )
+    models = StepModels(pipe.unet, pipe.text_encoder, pipe.vae, DDPMScheduler.from_config(pipe.scheduler.config))
+    return DreamBoothModule(models, OptimConfig(), LossConfig(**loss))
 
 
 def old_step_loss(m: DreamBoothModule, batch: dict) -> torch.Tensor:

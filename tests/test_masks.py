@@ -14,7 +14,8 @@ from PIL import Image
 from sdft.config import LossConfig
 from sdft.data.images import list_images
 from sdft.training.losses import mask_weights, per_sample_loss
-from sdft.run.train import prepare, run
+from sdft.run.train import run
+from helpers.wiring import prepare_for_test
 
 W, H = 96, 64
 SQUARE = (56, 16, 80, 40)  # left, top, right, bottom: a red square, off-centre so a flip moves it
@@ -76,7 +77,7 @@ def test_the_scanner_never_takes_a_mask_for_an_image(masked_folder):
 
 
 def test_masks_follow_bucket_resize_random_crop_and_flip(fast_config, masked_folder):
-    parts = prepare(fast_config(*overrides(*masked_folder, "data.center_crop=false")))
+    parts = prepare_for_test(fast_config(*overrides(*masked_folder, "data.center_crop=false")))
     assert parts.datamodule.buckets[0] != (64, 64), "no aspect bucket: the test would not cover the bucket resize"
     lefts = set()
     for batch in batches(parts.datamodule, 6):
@@ -92,8 +93,8 @@ def test_masks_follow_bucket_resize_random_crop_and_flip(fast_config, masked_fol
 
 def test_masks_match_cached_latents_in_latent_space(fast_config, masked_folder):
     args = overrides(*masked_folder, "data.center_crop=true")
-    plain = prepare(fast_config(*args))
-    cached = prepare(fast_config(*args, "data.cache_latents=true"))
+    plain = prepare_for_test(fast_config(*args))
+    cached = prepare_for_test(fast_config(*args, "data.cache_latents=true"))
     cached.datamodule.build_caches(cached.module)
     assert cached.datamodule.latents is not None
     for a, b in zip(batches(plain.datamodule, 3), batches(cached.datamodule, 3)):

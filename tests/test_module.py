@@ -8,13 +8,15 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
 from sdft.config import LossConfig, OptimConfig
-from sdft.training.module import DreamBoothModule
-from sdft.run.train import prepare, run
+from sdft.training.module import DreamBoothModule, StepModels
+from sdft.run.train import run
+from helpers.wiring import prepare_for_test
 
 
 def bare_module(pipe, prediction_type="epsilon", **loss) -> DreamBoothModule:
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
-    return DreamBoothModule(pipe.unet, pipe.text_encoder, pipe.vae, scheduler, OptimConfig(), LossConfig(**loss))
+    models = StepModels(pipe.unet, pipe.text_encoder, pipe.vae, scheduler)
+    return DreamBoothModule(models, OptimConfig(), LossConfig(**loss))
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
@@ -87,7 +89,7 @@ def test_checkpoints_keep_last_k(fast_config, tmp_path):
 
 
 def test_frozen_parts_stay_in_eval(fast_config):
-    parts = prepare(fast_config("adapter.train_text_encoder=false"))
+    parts = prepare_for_test(fast_config("adapter.train_text_encoder=false"))
     parts.module.train()
     assert not parts.module.vae.training and not parts.module.text_encoder.training
     assert parts.module.unet.training
@@ -132,7 +134,7 @@ def test_trained_parts_are_in_train_mode_during_fit(fast_config):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             self.modes.append((module.unet.training, module.text_encoder.training, module.vae.training))
 
-    parts = prepare(fast_config("callbacks.fixed_noise_loss=false", "callbacks.validation_seeds=[]"))
+    parts = prepare_for_test(fast_config("callbacks.fixed_noise_loss=false", "callbacks.validation_seeds=[]"))
     parts.trainer.callbacks.append(Probe())
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     assert Probe.modes and all(m == (True, True, False) for m in Probe.modes)
@@ -144,8 +146,8 @@ def test_model_compile_compiles_the_unet_in_place(fast_config, monkeypatch):
 
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
-    parts = prepare(fast_config("model.compile=true"))
+    parts = prepare_for_test(fast_config("model.compile=true"))
     assert compiled == [parts.module.unet]
     assert any(".lora_A." in k for k in compiled[0].state_dict())  # compiled after LoRA injection
-    prepare(fast_config())
+    prepare_for_test(fast_config())
     assert len(compiled) == 1, "compiled without model.compile"

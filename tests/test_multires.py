@@ -11,7 +11,7 @@ import pytest
 from helpers.images import noise_image
 from sdft.config import ConceptConfig, DataConfig
 from sdft.cli.data_check import main as check_main
-from sdft.data.datamodule import DreamBoothDataModule, scan_dataset, split_validation
+from sdft.data.datamodule import DreamBoothDataModule, scan_dataset, split_validation, training_settings
 from sdft.data.folders import check_data_config, data_settings, resolve_concepts
 from sdft.errors import ConfigError
 
@@ -24,7 +24,7 @@ def images(folder, n=3, size=(96, 64), seed=0):
 
 def module(cfg: DataConfig) -> DreamBoothDataModule:
     report = scan_dataset(cfg)
-    return DreamBoothDataModule(cfg, None, report.examples, [], seed=0)
+    return DreamBoothDataModule(training_settings(cfg), None, report.examples, [], seed=0)
 
 
 def test_the_same_folder_at_several_resolutions(tmp_path):

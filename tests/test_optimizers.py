@@ -12,7 +12,8 @@ from helpers.config import CONF_DIR
 from sdft.config import BlockLrConfig, OptimConfig
 from sdft.errors import ConfigError
 from sdft.training.optimizers import block_multiplier, split_groups
-from sdft.run.train import prepare, run
+from sdft.run.train import run
+from helpers.wiring import prepare_for_test
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "optim").glob("*.yaml"))
 QUIET = ["callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false", "trainer.max_steps=2"]
@@ -34,7 +35,7 @@ def lora_values(module) -> dict:
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_trains(preset, fast_config):
     assert set(PRESETS) == set(CLASSES), "a new conf/optim preset needs an entry in CLASSES"
-    parts = prepare(fast_config(f"optim={preset}", *QUIET))
+    parts = prepare_for_test(fast_config(f"optim={preset}", *QUIET))
     before = lora_values(parts.module)
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     optimizer = parts.trainer.optimizers[0]
@@ -61,7 +62,7 @@ def test_schedulefree_steps_in_train_mode_and_rests_in_eval_mode(fast_config, mo
         "step",
         lambda self, closure=None: (calls.append("step"), real_step(self, closure))[1],
     )
-    parts = prepare(fast_config("optim=schedulefree_adamw", *QUIET, "trainer.max_steps=3"))
+    parts = prepare_for_test(fast_config("optim=schedulefree_adamw", *QUIET, "trainer.max_steps=3"))
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     assert calls == ["train", "step", "eval"] * 3
     assert not parts.trainer.optimizers[0].param_groups[0]["train_mode"]  # the saved LoRA holds the averaged weights
@@ -75,8 +76,37 @@ def test_a_missing_optimizer_package_is_named_before_training(fast_config, monke
         run(fast_config("+optim.optimizer={_target_: torch.optim.SGD}"))
 
 
+def test_named_presets_take_the_target_route(fast_config, monkeypatch):
+    """optim.name is a shorthand for a `_target_` node (one route): adamw8bit without bitsandbytes is refused before
+    training, naming the pip package, like any other optimizer; AdamW gets optim.betas/eps/weight_decay."""
+    from sdft.training.optimizers import learning_rates, optimizer_node
+
+    node = optimizer_node(OptimConfig(weight_decay=0.5, eps=1e-6))
+    assert node == {
+        "_target_": "torch.optim.AdamW",
+        "_partial_": True,
+        "betas": [0.9, 0.999],
+        "eps": 1e-6,
+        "weight_decay": 0.5,
+        "fused": None,
+    }
+    assert optimizer_node(OptimConfig(name="adamw8bit"))["_target_"] == "bitsandbytes.optim.AdamW8bit"
+    assert learning_rates(OptimConfig(lr=1.0, text_encoder_lr=0.5)) == {
+        "unet": 1.0,
+        "text_encoder": 0.5,
+        "text_encoder_2": 0.5,
+        "embedding": 1.0,
+    }
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes(.optim) now raises ImportError
+    monkeypatch.setitem(sys.modules, "bitsandbytes.optim", None)
+    with pytest.raises(ConfigError, match=r"pip install bitsandbytes"):
+        run(fast_config("optim=adamw8bit"))
+
+
 def test_any_optimizer_class_by_target(fast_config):
-    parts = prepare(fast_config("+optim.optimizer={_target_: torch.optim.SGD, _partial_: true, momentum: 0.9}", *QUIET))
+    parts = prepare_for_test(
+        fast_config("+optim.optimizer={_target_: torch.optim.SGD, _partial_: true, momentum: 0.9}", *QUIET)
+    )
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     opt = parts.trainer.optimizers[0]
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
@@ -85,7 +115,7 @@ def test_any_optimizer_class_by_target(fast_config):
 
 @pytest.fixture
 def lora_module(fast_config):
-    return prepare(fast_config()).module
+    return prepare_for_test(fast_config()).module
 
 
 def groups_of(module, **optim) -> dict[str, dict]:

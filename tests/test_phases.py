@@ -9,8 +9,8 @@ import torch
 from helpers.compare import render
 from sdft.adapters.lora import adapter_names
 from sdft.errors import ConfigError
-from sdft.run.phases import phase_configs
-from sdft.run.train import as_config, fit, prepare, run
+from sdft.run.train import as_config, checked_phases, fit, run
+from sdft.run.wiring import prepare
 
 TWO_PHASES = [
     "+experiment=dual_phase",
@@ -31,8 +31,8 @@ def train_phases(fast_config, *overrides):
     """Run the phases like run() does, but hand back the in-memory pipeline and the phase summaries."""
     cfg = as_config(fast_config(*TWO_PHASES, *overrides))
     pipe, previous, summaries = None, None, []
-    for phase_cfg in phase_configs(cfg):
-        parts = prepare(phase_cfg, pipe, previous)
+    for phase_cfg, data in zip(*checked_phases(cfg)):
+        parts = prepare(phase_cfg, data, pipe, previous)
         summaries.append(fit(parts))
         pipe, previous = parts.pipe, phase_cfg.phase.name
     return pipe, summaries

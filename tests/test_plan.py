@@ -59,7 +59,7 @@ def test_forecast_against_a_real_tiny_step(plan):
     from tests.helpers.config import compose_config  # noqa: F401  (conftest's path set-up)
     from sdft.models.tiny import build_tiny_pipeline
     from sdft.adapters.lora import start_phase
-    from sdft.training.module import DreamBoothModule
+    from sdft.training.module import DreamBoothModule, StepModels
     from sdft.models.loading import make_noise_scheduler
 
     cfg = plan.phases[0][0]
@@ -67,9 +67,8 @@ def test_forecast_against_a_real_tiny_step(plan):
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.requires_grad_(False)
     start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, "fresh", None)
-    module = DreamBoothModule(
-        pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe), cfg.optim, cfg.loss, train_text_encoder=True
-    )
+    models = StepModels(pipe.unet, pipe.text_encoder, pipe.vae, make_noise_scheduler(pipe))
+    module = DreamBoothModule(models, cfg.optim, cfg.loss, train_text_encoder=True)
     module.log = lambda *a, **k: None
     params = sum(p.numel() * p.element_size() for p in module.parameters())
     f = plan.phases[0][1]

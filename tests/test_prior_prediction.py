@@ -9,7 +9,8 @@ import torch
 from sdft.adapters.lora import ADAPTER_NAME, start_phase
 from sdft.errors import ConfigError
 from sdft.training.prior_prediction import trained_adapter_off
-from sdft.run.train import prepare, run
+from sdft.run.train import run
+from helpers.wiring import prepare_for_test
 
 CLASS = "data.class_prompt=photo of a character"
 
@@ -30,7 +31,7 @@ def randomise(model, adapter: str = ADAPTER_NAME) -> None:
 
 
 def test_zero_initialised_lora_gives_zero_prior_loss(fast_config):
-    module = prepare(fast_config("prior=base_prediction", CLASS)).module
+    module = prepare_for_test(fast_config("prior=base_prediction", CLASS)).module
     flags = {n: p.requires_grad for n, p in module.named_parameters()}
     assert float(base_loss(module)) == 0.0
     assert {n: p.requires_grad for n, p in module.named_parameters()} == flags, "requires_grad not restored"
@@ -40,7 +41,7 @@ def test_zero_initialised_lora_gives_zero_prior_loss(fast_config):
 
 
 def test_a_stacked_adapter_stays_on_in_the_target(fast_config):
-    parts = prepare(fast_config("prior=base_prediction", CLASS))
+    parts = prepare_for_test(fast_config("prior=base_prediction", CLASS))
     module, cfg = parts.module, parts.cfg
     randomise(module.unet)  # "face" phase's trained adapter ...
     start_phase(module.unet, module.text_encoder, cfg.adapter, "stack", "face")  # ... frozen; a new zero one on top
@@ -78,7 +79,7 @@ def test_every_peft_kind_switches_off_to_the_exact_base(kind, fast_config):
     """Issue 33 item 8: LoCon/LoHa/LoKr/DoRA/OFT are switched off as LoRA is (peft's set_adapter): the target is the
     bare model's prediction bit for bit, a trained adapter gives a prior loss, and requires_grad is put back."""
     extra = ["adapter.oft_block_size=8"] if kind == "oft" else ["adapter.conv_rank=2"]
-    module = prepare(fast_config("prior=base_prediction", CLASS, f"adapter.kind={kind}", *extra)).module
+    module = prepare_for_test(fast_config("prior=base_prediction", CLASS, f"adapter.kind={kind}", *extra)).module
     with torch.no_grad():  # move every trained tensor away from its (identity) start
         for p in module.unet.parameters():
             if p.requires_grad:
@@ -112,7 +113,7 @@ CAPTIONS = [
 
 
 def test_per_caption_prompts_swap_the_trigger_for_the_class_word(fast_config):
-    parts = prepare(fast_config(*CAPTIONS))
+    parts = prepare_for_test(fast_config(*CAPTIONS))
     tok, swap = parts.pipe.tokenizer, parts.module.base_prior.swap
 
     def ids(*texts):
@@ -147,6 +148,6 @@ def test_per_caption_prompts_train(fast_config):
 
 def test_per_caption_prompts_keep_token_ids_with_the_caches_auto_default(fast_config):
     """A frozen text encoder would otherwise get its outputs cached (auto) and the batches lose the captions' ids."""
-    parts = prepare(fast_config(*CAPTIONS, "adapter.train_text_encoder=false"))
+    parts = prepare_for_test(fast_config(*CAPTIONS, "adapter.train_text_encoder=false"))
     parts.datamodule.build_caches(parts.module)
     assert parts.datamodule.texts is None

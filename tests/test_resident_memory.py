@@ -95,7 +95,7 @@ def test_training_with_released_pages_equals_training_without(fast_config, monke
     from safetensors.torch import load_file
 
     import sdft.callbacks.resident_memory as resident
-    import sdft.run.train
+    import sdft.run.callbacks
     from sdft.run.train import run
 
     given_back = []
@@ -105,7 +105,7 @@ def test_training_with_released_pages_equals_training_without(fast_config, monke
     base = Path(fast_config().output_dir)
     run(fast_config(*caches, f"output_dir={base / 'with'}"))
     assert given_back and given_back[0] > 0  # the VAE's and text encoder's pages, before the first step
-    monkeypatch.setattr(sdft.run.train, "ResidentMemory", L.Callback)
+    monkeypatch.setattr(sdft.run.callbacks, "ResidentMemory", L.Callback)
     run(fast_config(*caches, f"output_dir={base / 'without'}"))
     (with_file,), (without_file,) = (
         list((base / d).rglob("pytorch_lora_weights.safetensors")) for d in ("with", "without")
@@ -147,9 +147,9 @@ def test_grid_gives_the_text_encoder_back_and_renders_the_same(fast_config, monk
     import numpy as np
 
     import sdft.callbacks.validation_grid as grid_module
-    from sdft.run.train import prepare
+    from helpers.wiring import prepare_for_test
 
-    parts = prepare(fast_config("callbacks.validation_seeds=[0,1]", "callbacks.validation_steps=3"))
+    parts = prepare_for_test(fast_config("callbacks.validation_seeds=[0,1]", "callbacks.validation_steps=3"))
     grid = next(c for c in parts.trainer.callbacks if isinstance(c, grid_module.ValidationGrid))
     monkeypatch.setattr(grid_module, "drop_resident_pages", lambda models: 0)
     kept = np.asarray(grid.render(parts.module))

@@ -14,7 +14,8 @@ import pytest
 from sdft.callbacks import controls
 from sdft.cli import build_parser
 from sdft.errors import ConfigError, TrainingStopped
-from sdft.run.train import fit, prepare
+from sdft.run.train import fit
+from helpers.wiring import prepare_for_test
 
 
 class Ask(L.Callback):
@@ -30,7 +31,7 @@ class Ask(L.Callback):
 
 def test_sample_save_and_stop_between_steps(fast_config, tmp_path):
     cfg = fast_config("trainer.max_steps=4", "trainer.accumulate_grad_batches=2", "callbacks.fixed_noise_loss=false")
-    parts = prepare(cfg)
+    parts = prepare_for_test(cfg)
     run_dir, phase_dir = parts.out_dir, parts.out_dir / "main"
     ask = Ask(run_dir, {1: ["sample", "save"], 2: ["stop"]})
     parts.trainer.callbacks.insert(0, ask)  # before RunControls: asked and read at the same step

@@ -184,9 +184,10 @@ def test_two_step_loha_run_on_sdxl_writes_a_lycoris_file_the_generator_renders(f
     import json
 
     from sdft.families import module_pipeline
-    from sdft.run.train import fit, prepare
+    from sdft.run.train import fit
+    from helpers.wiring import prepare_for_test
 
-    parts = prepare(
+    parts = prepare_for_test(
         fast_config(
             "model=sdxl_tiny",
             "adapter=loha",

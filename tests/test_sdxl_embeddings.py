@@ -17,7 +17,8 @@ from sdft.errors import ConfigError
 from sdft.generation.generator import Generator
 from sdft.families import module_pipeline
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
-from sdft.run.train import fit, prepare
+from sdft.run.train import fit
+from helpers.wiring import prepare_for_test
 
 SDXL_TI = [
     "+experiment=textual_inversion",
@@ -48,7 +49,7 @@ def tables(pipe) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def trained_run(fast_config, tmp_path, *extra):
-    parts = prepare(fast_config(*SDXL_TI, f"model.cache_dir={tmp_path / 'cache'}", *extra))
+    parts = prepare_for_test(fast_config(*SDXL_TI, f"model.cache_dir={tmp_path / 'cache'}", *extra))
     vectors = parts.module.embeddings
     start = (vectors.trained(), vectors.trained_2())
     summary = fit(parts)

@@ -17,7 +17,8 @@ from sdft.data.dataset import BucketDataset
 from sdft.families import module_pipeline
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
 from sdft.training.prior_prediction import trained_adapter_off
-from sdft.run.train import fit, prepare, run
+from sdft.run.train import fit, run
+from helpers.wiring import prepare_for_test
 from test_cache_policy import fitted, two_images
 from test_prior_prediction import randomise
 from test_sdxl_training import unet_output
@@ -54,7 +55,7 @@ def test_sdxl_text_cache_holds_both_towers_and_keeps_the_losses(sdxl_config, tmp
 
 
 def test_sdxl_text_cache_is_skipped_when_a_tower_trains(sdxl_config, tmp_path):
-    parts = prepare(sdxl_config(*two_images(tmp_path), "adapter.train_text_encoder=true"))
+    parts = prepare_for_test(sdxl_config(*two_images(tmp_path), "adapter.train_text_encoder=true"))
     parts.datamodule.build_caches(parts.module)
     assert parts.datamodule.texts is None
 
@@ -69,7 +70,7 @@ def test_encode_gives_what_the_unet_takes_for_both_families(sdxl_config, fast_co
     """Each family's conditioning encodes ids once (what the fixed-noise loss and the cache use); passing that or the
     ids to the step gives the same loss."""
     for config in (fast_config, sdxl_config):
-        parts = prepare(config(*two_images(tmp_path)))
+        parts = prepare_for_test(config(*two_images(tmp_path)))
         module = parts.module.eval()
         ids = caption_ids(parts, "photo of sks thing", "a thing")
         latents, noise, steps = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([100, 700])
@@ -84,7 +85,7 @@ def test_encode_gives_what_the_unet_takes_for_both_families(sdxl_config, fast_co
 def test_sdxl_base_prior_target_is_the_base_models_own_prediction(sdxl_config, tmp_path):
     """The target: the base SDXL (adapters off on the U-Net and both towers) under the class prompt, with the
     samples' own time ids and the pooled embedding, equal to diffusers' encode_prompt + U-Net on a fresh base."""
-    parts = prepare(
+    parts = prepare_for_test(
         sdxl_config(*two_images(tmp_path), "prior=base_prediction", CLASS, "adapter.train_text_encoder=true")
     )
     module = parts.module.eval()
@@ -117,7 +118,7 @@ def test_sdxl_per_caption_base_prior_swaps_both_towers_ids_and_trains(sdxl_confi
         "trainer.max_steps=2",
         "callbacks.validation_seeds=[]",
     ]
-    parts = prepare(sdxl_config(*captions))
+    parts = prepare_for_test(sdxl_config(*captions))
     got = parts.module.base_prior.swap(caption_ids(parts, "photo of sks character, smiling", "sks, on a beach"))
     assert got.shape == (2, 2, 77)
     assert torch.equal(got, caption_ids(parts, "photo of character, smiling", "character, on a beach"))
@@ -182,7 +183,7 @@ def first_sdxl_run(tmp_path_factory, tiny_cache):
             "optim.text_encoder_lr=1e-3",
         ]
     )
-    parts = prepare(cfg)
+    parts = prepare_for_test(cfg)
     fit(parts)
     files = {"diffusers": parts.checkpoint.final_path, "kohya": parts.checkpoint.final_kohya_path}
     files["kohya_sgm"] = sgm_kohya_file(files["kohya"], tmp / "third_party.safetensors")
@@ -197,7 +198,9 @@ def test_sdxl_init_lora_continues_from_the_files_weights(first_sdxl_run, sdxl_co
     want = lora_weights(first.module)
     assert {k.partition(".")[0] for k in want} == set(PARTS)
     assert max(float(v.abs().max()) for k, v in want.items() if ".lora_B." in k) > 0  # trained: B moved off zero
-    parts = prepare(sdxl_config(f"phase.init_lora={files[fmt]}", "phase.start=continue", "trainer.max_steps=2"))
+    parts = prepare_for_test(
+        sdxl_config(f"phase.init_lora={files[fmt]}", "phase.start=continue", "trainer.max_steps=2")
+    )
     got = lora_weights(parts.module)
     assert got.keys() == want.keys()
     assert max(float((got[k] - want[k]).abs().max()) for k in want) <= 1e-6
@@ -213,7 +216,7 @@ def test_sdxl_init_lora_stack_and_merge_start_from_the_files_model(first_sdxl_ru
     """stack: the file's adapter frozen under the name `init`, a new zero one trains on top; merge: folded into the
     weights. Either way the model at step 0 computes what the previous run's did."""
     first, files = first_sdxl_run
-    parts = prepare(sdxl_config(f"phase.init_lora={files['kohya']}", f"phase.start={start}"))
+    parts = prepare_for_test(sdxl_config(f"phase.init_lora={files['kohya']}", f"phase.start={start}"))
     want = ["default", "init"] if start == "stack" else ["default"]
     for part in PARTS:
         assert sorted(adapter_names(getattr(parts.module, part))) == want, part
@@ -226,7 +229,7 @@ def test_sdxl_init_lora_stack_and_merge_start_from_the_files_model(first_sdxl_ru
 def test_sdxl_init_lora_refuses_a_file_that_does_not_fit(sdxl_config, fast_config, tmp_path):
     sd1 = run(fast_config("trainer.max_steps=1", "callbacks.validation_seeds=[]", f"output_dir={tmp_path / 'sd1'}"))
     with pytest.raises(LoraFormatError, match="SD 1.x LoRA"):
-        prepare(sdxl_config(f"phase.init_lora={sd1['output_kohya']}", "phase.start=continue"))
+        prepare_for_test(sdxl_config(f"phase.init_lora={sd1['output_kohya']}", "phase.start=continue"))
 
 
 def test_null_resolution_trains_at_the_models_native_size(sdxl_config, fast_config, tmp_path):
@@ -234,9 +237,9 @@ def test_null_resolution_trains_at_the_models_native_size(sdxl_config, fast_conf
     tiny models: 64, limits 32..128); the grids, the fixed-noise loss and the buckets use it; a set value is kept."""
     images = [*two_images(tmp_path), "data.enable_bucket=true"]
     for config in (fast_config, sdxl_config):
-        parts = prepare(config("data=folder", *images, "data.resolution=null"))
+        parts = prepare_for_test(config("data=folder", *images, "data.resolution=null"))
         data = parts.cfg.data
         assert (data.resolution, data.min_bucket_reso, data.max_bucket_reso) == (64, 32, 128)
         assert parts.grids.resolution == 64 and parts.datamodule.buckets == [(64, 64)] * 2
-    kept = prepare(sdxl_config("data=folder", *images, "data.resolution=128"))
+    kept = prepare_for_test(sdxl_config("data=folder", *images, "data.resolution=128"))
     assert kept.cfg.data.resolution == 128 and kept.datamodule.buckets == [(128, 128)] * 2

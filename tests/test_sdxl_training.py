@@ -12,15 +12,16 @@ from safetensors import safe_open
 
 from helpers.images import noise_image
 from sdft.config import DataConfig, LossConfig, OptimConfig
-from sdft.data.datamodule import DreamBoothDataModule, scan_dataset
+from sdft.data.datamodule import DreamBoothDataModule, scan_dataset, training_settings
 from sdft.errors import UnsupportedModelError
 from sdft.families.sdxl import SdxlConditioning
 from sdft.families.sdxl_text import PairTokenizer
 from sdft.families import module_pipeline
 from sdft.models.loading import make_noise_scheduler
 from sdft.models.sdxl_tiny import build_sdxl_tiny_pipeline
-from sdft.training.module import DreamBoothModule
-from sdft.run.train import fit, prepare, run
+from sdft.training.module import DreamBoothModule, StepModels
+from sdft.run.train import fit, run
+from helpers.wiring import prepare_for_test
 from test_resume import cut_back, same_lora
 
 LORA = "pytorch_lora_weights.safetensors"
@@ -53,7 +54,7 @@ def fresh_pipe_with(path) -> StableDiffusionXLPipeline:
 
 def test_two_step_sdxl_lora_run_writes_both_files_that_load_in_diffusers(sdxl_config, tmp_path):
     """Prior preservation on (class images made by the SDXL pipeline), LoRA on U-Net and both text towers."""
-    parts = prepare(sdxl_config("prior=default", "optim.text_encoder_lr=2e-4", "optim.text_encoder_2_lr=5e-4"))
+    parts = prepare_for_test(sdxl_config("prior=default", "optim.text_encoder_lr=2e-4", "optim.text_encoder_2_lr=5e-4"))
     summary = fit(parts)
     assert summary["steps"] == 2 and "train/prior_loss" in summary["final_metrics"]
     assert summary["parameters"]["text_encoder_2"]["trainable"] > 0
@@ -147,17 +148,20 @@ def test_time_ids_follow_each_sample_through_buckets_and_the_latent_cache(tmp_pa
         noise_image(tmp_path / "inst" / f"{k}.png", size=size, seed=k)
     pipe = build_sdxl_tiny_pipeline()
     pipe.text_encoder.requires_grad_(False)
-    module = DreamBoothModule(
+    models = StepModels(
         pipe.unet,
         pipe.text_encoder,
         pipe.vae,
         make_noise_scheduler(pipe),
-        OptimConfig(),
-        LossConfig(),
-        1.0,
-        False,
         text_encoder_2=pipe.text_encoder_2,
         conditioning=SdxlConditioning(),
+    )
+    module = DreamBoothModule(
+        models,
+        OptimConfig(),
+        LossConfig(),
+        prior_loss_weight=1.0,
+        train_text_encoder=False,
     )
     batches = {}
     for cached in (False, True):
@@ -174,7 +178,12 @@ def test_time_ids_follow_each_sample_through_buckets_and_the_latent_cache(tmp_pa
             cache_text_encoder_outputs=cached,
         )
         dm = DreamBoothDataModule(
-            cfg, PairTokenizer(pipe.tokenizer, pipe.tokenizer_2), scan_dataset(cfg).examples, [], seed=0, time_ids=True
+            training_settings(cfg),
+            PairTokenizer(pipe.tokenizer, pipe.tokenizer_2),
+            scan_dataset(cfg).examples,
+            [],
+            seed=0,
+            time_ids=True,
         )
         dm.build_caches(module)
         dm.setup("fit")

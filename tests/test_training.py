@@ -13,7 +13,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from sdft.images_grid import HEADER_HEIGHT, LABEL_WIDTH, MIN_TILE
-from sdft.run.train import prepare, run
+from sdft.run.train import run
+from helpers.wiring import prepare_for_test
 
 
 def read_metrics(out_dir) -> list[dict]:
@@ -78,7 +79,7 @@ def test_full_dreambooth_run_saves_a_loadable_pipeline(fast_config, tiny_pipe_fa
 
 def test_prior_preservation_uses_class_images_and_logs_both_losses(fast_config, tmp_path):
     cfg = fast_config("prior=default", "prior.num_class_images=3", "data.batch_size=2")
-    parts = prepare(cfg)
+    parts = prepare_for_test(cfg)
     class_files = sorted((tmp_path / "class").glob("*.png"))
     assert len(class_files) == 3
     parts.datamodule.setup("fit")
@@ -135,7 +136,7 @@ def test_loss_falls_when_overfitting_one_image(fast_config, tmp_path):
     one = tmp_path / "one"
     one.mkdir()
     Image.open("datasets/example_subject/face/face_00.png").save(one / "face.png")
-    parts = prepare(
+    parts = prepare_for_test(
         fast_config(
             f"data.instance_dir={one}",
             "trainer.max_steps=30",

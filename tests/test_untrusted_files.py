@@ -128,10 +128,10 @@ def test_bad_lora_for_generate_is_one_line(which, bad_loras, tiny_cache, tmp_pat
 
 @pytest.mark.parametrize("which", BAD)
 def test_bad_init_lora_is_refused_before_the_model_loads(which, bad_loras, fast_config, monkeypatch):
-    import sdft.run.train
+    import sdft.run.wiring
     from sdft.adapters.kohya import LoraFormatError
 
-    monkeypatch.setattr(sdft.run.train, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded first"))
+    monkeypatch.setattr(sdft.run.wiring, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded first"))
     with pytest.raises(LoraFormatError, match=bad_loras[which].name):
         run(fast_config(f"phase.init_lora={bad_loras[which]}", "phase.start=continue"))
 

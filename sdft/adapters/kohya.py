@@ -13,10 +13,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import safetensors.torch
 import torch
+from omegaconf import OmegaConf
 from diffusers.utils import convert_state_dict_to_peft, convert_unet_state_dict_to_peft
 from peft.tuners.lora import LoraLayer
 from peft.utils.other import get_pattern_key
@@ -102,8 +103,6 @@ def tag_frequency(captions: list[str]) -> dict[str, int]:
 def kohya_metadata(
     *,
     base_model: str,
-    rank: int | None = None,
-    alpha: float | None = None,
     steps: int = 0,
     epoch: int = 0,
     resolution: int | tuple[int, int] = 512,
@@ -115,14 +114,12 @@ def kohya_metadata(
     """kohya-style `ss_*` metadata that A1111/ComfyUI show; `tag_frequencies` maps a dataset name to tag counts;
     `base`: the model family's fields (`Family.kohya_metadata`), default SD 1.x's.
 
-    ss_network_dim/alpha/module/args and the `sshs_*` hashes depend on the tensors: `write_kohya_file` sets them from
-    the tensors it writes (rank/alpha given here are only placeholders until then).
+    ss_network_dim/alpha/args and the `sshs_*` hashes depend on the tensors: `write_kohya_file` sets them from the
+    tensors it writes.
     """
     size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     meta = {
         "ss_network_module": "networks.lora",
-        "ss_network_dim": str(rank),
-        "ss_network_alpha": str(float(alpha) if alpha is not None else None),
         "ss_base_model_version": "sd_v1",
         "ss_v2": "False",
         "ss_sd_model_name": os.path.basename(str(base_model).rstrip("/")),
@@ -136,6 +133,36 @@ def kohya_metadata(
     if config is not None:
         meta["sdft_config"] = config_json(config)
     return meta
+
+
+def kohya_file_name(cfg) -> str:
+    """The kohya/A1111 file's name is what A1111 shows as the LoRA's name: the run name (and phase, if not main)."""
+    return cfg.name if cfg.phase.name == "main" else f"{cfg.name}_{cfg.phase.name}"
+
+
+def run_metadata(cfg, instances: list, base: Mapping[str, str] | None = None) -> Callable[[int, int], dict[str, str]]:
+    """ss_* metadata of a training phase's kohya files at a given (step, epoch): base, resolution, tags per folder
+    (concept), the phase's resolved config. `instances`: the phase's training examples (sdft/data/dataset.py);
+    `base`: the model family's fields (`Family.kohya_metadata`: ss_v2, ss_base_model_version, ss_v_parameterization)."""
+    by_folder: dict[str, list[str]] = {}
+    for e in instances:
+        by_folder.setdefault(e.concept.name if e.concept else e.path.parent.name, []).append(e.prompt)
+    tags = {name: tag_frequency(prompts) for name, prompts in by_folder.items()}
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+    def metadata(step: int, epoch: int) -> dict[str, str]:
+        return kohya_metadata(
+            base=base,
+            base_model=cfg.model.path,
+            steps=step,
+            epoch=epoch,
+            resolution=cfg.data.resolution,
+            tag_frequencies=tags,
+            training_comment=f"sdft: {cfg.data.instance_prompt}",
+            config=resolved,
+        )
+
+    return metadata
 
 
 def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: Mapping[str, str]) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from sdft.adapters.kohya import save_kohya_lora
 from sdft.adapters.lycoris import a1111_dora_note
 from sdft.adapters.sdxl_files import save_sdxl_weights, uses_sdxl_files
 from sdft.callbacks.disk_space import disk_full, folder_bytes
+from sdft.callbacks.pipeline_parts import PipelineParts
 from sdft.config import AdapterKind
 from sdft.atomic import atomic_path
 from sdft.embeddings.files import save_trained, usage_lines
@@ -41,54 +42,29 @@ class LoraCheckpoint(L.Callback):
         self,
         phase_dir: Path,
         kind: AdapterKind,
-        every_n_steps: int,
-        keep_last_k: int,
-        tokenizer,
-        scheduler,
+        cb,
+        parts: PipelineParts,
+        *,
         kohya_name: str = "lora",
         kohya_metadata: Callable[[int, int], dict] | None = None,
-        kohya_fp16: bool = False,
         log_artifact: bool = False,
     ):
+        """`cb`: the `callbacks` config section (checkpoint_every_n_steps, keep_last_k, kohya_fp16); `kohya_metadata`:
+        the ss_* metadata at (step, epoch) (sdft.adapters.kohya.run_metadata); `log_artifact`: W&B, the final LoRA
+        folder as an artifact."""
         self.phase_dir, self.kind = Path(phase_dir), kind
-        self.kohya_name, self.kohya_metadata, self.kohya_fp16 = kohya_name, kohya_metadata, kohya_fp16
-        self.every_n_steps, self.keep_last_k = every_n_steps, keep_last_k
-        self.tokenizer, self.scheduler = tokenizer, scheduler
+        self.kohya_name, self.kohya_metadata, self.kohya_fp16 = kohya_name, kohya_metadata, cb.kohya_fp16
+        self.every_n_steps, self.keep_last_k = cb.checkpoint_every_n_steps, cb.keep_last_k
+        self.tokenizer, self.scheduler = parts.tokenizer, parts.scheduler
+        self.tokenizer_2 = parts.tokenizer_2  # SDXL's second tokenizer, for saving a full SDXL pipeline
         self.final_path: Path | None = None
         self.final_kohya_path: Path | None = None
-        self.log_artifact = log_artifact  # W&B: the final LoRA folder as an artifact
+        self.log_artifact = log_artifact
         self._last_step = -1  # with gradient accumulation several batches end on one step
         self.swap = (
             None  # factory(module) -> context manager putting other weights in place to save (sdft/training/ema.py)
         )
-        self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/run/train.py), for saving a full SDXL pipeline
         self.keep: set[Path] = set()  # checkpoint folders never pruned: the likeness meter's recommended one
-
-    @classmethod
-    def from_config(
-        cls,
-        phase_dir: Path,
-        kind: AdapterKind,
-        cb,
-        tokenizer,
-        scheduler,
-        kohya_name: str,
-        kohya_metadata: Callable[[int, int], dict] | None,
-        log_artifact: bool = False,
-    ) -> LoraCheckpoint:
-        """From the whole `callbacks` config section (checkpoint_every_n_steps, keep_last_k, kohya_fp16)."""
-        return cls(
-            phase_dir,
-            kind,
-            cb.checkpoint_every_n_steps,
-            cb.keep_last_k,
-            tokenizer,
-            scheduler,
-            kohya_name,
-            kohya_metadata,
-            cb.kohya_fp16,
-            log_artifact,
-        )
 
     def save(self, module: L.LightningModule, target: Path, name: str, step: int = 0, epoch: int = 0) -> Path:
         """Save into `target` (a folder); refuses weights that are not finite. Returns the main file/folder."""

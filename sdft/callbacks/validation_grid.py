@@ -10,6 +10,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from PIL import Image
 
+from sdft.callbacks.pipeline_parts import PipelineParts
 from sdft.embeddings.tokens import collapse_prompt
 from sdft.images_grid import make_grid, tile_size
 from sdft.memory import drop_resident_pages, trim_heap
@@ -23,49 +24,19 @@ log = logging.getLogger(__name__)
 class ValidationGrid(L.Callback):
     """Renders the grid every N steps, at the end (and optionally before training); writes <phase_dir>/grids/*.png."""
 
-    def __init__(
-        self,
-        phase_dir: Path,
-        prompts: list[str],
-        seeds: list[int],
-        resolution: int,
-        steps: int,
-        guidance: float,
-        negative_prompt: str,
-        every_n_steps: int,
-        at_start: bool,
-        tokenizer,
-        scheduler,
-        clip_skip: int = 1,
-    ):
+    def __init__(self, phase_dir: Path, prompts: list[str], cb, resolution: int, parts: PipelineParts):
+        """`cb`: the `callbacks` config section (validation_*); `resolution`: data.resolution, unless
+        callbacks.validation_resolution is set."""
         self.grid_dir = Path(phase_dir) / "grids"
-        self.prompts, self.seeds, self.resolution = list(prompts), list(seeds), resolution
-        self.steps, self.guidance, self.negative_prompt = steps, guidance, negative_prompt
-        self.every_n_steps, self.at_start = every_n_steps, at_start
-        self.tokenizer, self.scheduler, self.clip_skip = tokenizer, scheduler, clip_skip
+        self.prompts, self.seeds = list(prompts), list(cb.validation_seeds)
+        self.resolution = cb.validation_resolution or resolution
+        self.steps, self.guidance = cb.validation_steps, cb.validation_guidance
+        self.negative_prompt = cb.validation_negative_prompt
+        self.every_n_steps, self.at_start = cb.validation_every_n_steps, cb.validation_at_start
+        self.tokenizer, self.scheduler, self.clip_skip = parts.tokenizer, parts.scheduler, parts.clip_skip
+        self.tokenizer_2 = parts.tokenizer_2  # SDXL's second tokenizer: grids use the SDXL pipeline
         self.written: list[Path] = []
-        self.tokenizer_2 = None  # SDXL's second tokenizer (set by sdft/run/train.py): grids use the SDXL pipeline
         self._last_step = -1
-
-    @classmethod
-    def from_config(
-        cls, phase_dir: Path, prompts: list[str], cb, resolution: int, tokenizer, scheduler, clip_skip: int = 1
-    ) -> ValidationGrid:
-        """From the whole `callbacks` config section (validation_*; resolution: data.resolution unless set there)."""
-        return cls(
-            phase_dir,
-            prompts,
-            list(cb.validation_seeds),
-            cb.validation_resolution or resolution,
-            cb.validation_steps,
-            cb.validation_guidance,
-            cb.validation_negative_prompt,
-            cb.validation_every_n_steps,
-            cb.validation_at_start,
-            tokenizer,
-            scheduler,
-            clip_skip,
-        )
 
     def render(self, module: L.LightningModule) -> Image.Image:
         """The grid for the module's current weights (models put in eval for sampling, then restored)."""

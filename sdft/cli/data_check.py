@@ -40,6 +40,7 @@ def main(argv: list[str]) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from sdft.data.buckets import with_native_sizes
     from sdft.data.datamodule import DreamBoothDataModule, scan_dataset
     from sdft.prep.check import load_data_config, report_lines, write_preview
 
@@ -48,7 +49,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings = load_data_config(args.source, args.prompt, args.overrides)
         report = scan_dataset(settings, on_bad="report")
         good = report.examples
-        dm = DreamBoothDataModule(settings, None, good, report.reg_examples, seed=0)
+        dm = DreamBoothDataModule(with_native_sizes(settings.copy()), None, good, report.reg_examples, seed=0)
         lines = report_lines(report, dm, settings)
     except (SdftError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

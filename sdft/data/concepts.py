@@ -12,9 +12,9 @@ from sdft.data.captions import CaptionOptions
 KOHYA_FOLDER = re.compile(r"^(\d+)_(.+)$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Concept:
-    """One resolved image set. `class_key` pairs instance sets with the class sets of the same class."""
+    """One resolved image set (keyword-only). `class_key` pairs instance sets with the class sets of the same class."""
 
     name: str
     folder: Path

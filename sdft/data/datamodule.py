@@ -12,12 +12,13 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from sdft.config import DataConfig
-from sdft.data.buckets import BucketBatchSampler, needs_upscale, plan_buckets, with_native_sizes
+from sdft.data.buckets import SD1_NATIVE, BucketBatchSampler, needs_upscale, plan_buckets, with_native_sizes
 from sdft.data.cache_policy import encodes_in_run, latent_cache_wanted, latent_cache_worth_it, text_cache_wanted
 from sdft.data.cache import LatentCache, default_cache_dir, fill_latent_cache, latent_key, text_cache, vae_identity
 from sdft.data.captions import CaptionReport, ensure_trigger, read_captions_report
 from sdft.data.dataset import BucketDataset, Example, ImageTransform, center_crop_of
 from sdft.data.folders import Concept, class_dir_concepts, data_settings, require_images, resolve_concepts
+from sdft.data.kohya_toml import KohyaDataset, load_kohya_toml
 from sdft.data.images import (
     check_image,
     file_digest,
@@ -95,9 +96,16 @@ def resolution_counts(examples: list[Example], default: int) -> dict[int, int]:
 
 
 def scan_dataset(cfg: DataConfig, on_bad: str | None = None) -> DatasetReport:
-    """Resolve concepts, check every image, read captions. Bad images: error (listing all) or skip (warning)."""
-    settings = data_settings(cfg)
-    concepts = resolve_concepts(settings)
+    """Resolve the settings (reading a kohya TOML once), then `scan_settings`."""
+    kohya = load_kohya_toml(cfg.kohya_toml) if cfg.kohya_toml else None
+    return scan_settings(data_settings(cfg, kohya), kohya, on_bad)
+
+
+def scan_settings(settings: DictConfig, kohya: KohyaDataset | None = None, on_bad: str | None = None) -> DatasetReport:
+    """Resolve concepts, check every image, read captions. Bad images: error (listing all) or skip (warning).
+
+    `settings`: resolved (sdft.data.folders.data_settings); `kohya`: its TOML, already read."""
+    concepts = resolve_concepts(settings, kohya)
     require_images(concepts)
     if settings.class_dir and not settings.kohya_toml and not settings.concepts:
         class_dir = Path(settings.class_dir).expanduser()
@@ -126,6 +134,12 @@ def instance_examples(cfg: DataConfig) -> list[Example]:
     return scan_dataset(cfg).examples
 
 
+def training_settings(cfg: DataConfig | DictConfig, native: int = SD1_NATIVE) -> DictConfig:
+    """Resolved settings with null sizes filled (the datamodule's input) for callers with no loaded model (tools,
+    tests); a run fills them once from the loaded model (sdft/run/wiring.py)."""
+    return with_native_sizes(data_settings(cfg), native)
+
+
 def split_validation(examples: list[Example], share: float, seed: int) -> tuple[list[Example], list[Example]]:
     """(train, held out): round(share * n) images, at least 1 when share > 0, chosen by a seeded permutation.
 
@@ -149,11 +163,6 @@ def split_validation(examples: list[Example], share: float, seed: int) -> tuple[
         if e.path in out:
             measured.setdefault(e.path, e)
     return [e for e in examples if e.path not in out], list(measured.values())
-
-
-def reg_examples(cfg: DataConfig) -> list[Example]:
-    """Class images given as image sets (kohya is_reg subsets, `<repeats>_<class>` folders under data.class_dir)."""
-    return scan_dataset(cfg).reg_examples
 
 
 def class_examples(paths: list[Path], prompt: str, concept: Concept | None = None) -> list[Example]:
@@ -187,7 +196,7 @@ class DreamBoothDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        cfg: DataConfig,
+        settings: DictConfig,
         tokenizer,
         instances: list[Example],
         classes: list[Example],
@@ -199,8 +208,9 @@ class DreamBoothDataModule(L.LightningDataModule):
         super().__init__()
         self.time_ids = time_ids  # SDXL: batches carry per-sample size/crop time ids
         self.masks = masks  # loss masks (sdft/data/masks.py MaskTransform) when loss.masked_loss
-        # sizes left null: prepare() gives the loaded model's native ones; without a model, SD 1.x's
-        self.cfg, self.tokenizer, self.seed = with_native_sizes(data_settings(cfg)), tokenizer, seed
+        if None in (settings.resolution, settings.min_bucket_reso, settings.max_bucket_reso):
+            raise ValueError("DreamBoothDataModule needs resolved sizes: PhaseData.settings or training_settings(cfg)")
+        self.cfg, self.tokenizer, self.seed = settings, tokenizer, seed  # resolved once per phase, not copied
         self.resume = resume  # ResumePoint shared with the TrainingState callback (sdft/callbacks/training_state.py)
         self.instances = [ex if ex.size else _sized(ex) for ex in instances]
         self.classes = [ex if ex.size else _sized(ex) for ex in classes]

@@ -18,15 +18,17 @@ from sdft.config import DataConfig
 from sdft.data.captions import CaptionOptions, normalize_extension
 from sdft.data.concepts import Concept, class_key_of, kohya_subfolders, parse_kohya_name, split_tokens
 from sdft.data.images import check_folder, list_images
-from sdft.data.kohya_toml import load_kohya_toml
+from sdft.data.kohya_toml import KohyaDataset, load_kohya_toml
 from sdft.errors import ConfigError, DataError
 
 
-def data_settings(cfg: DataConfig | DictConfig) -> DictConfig:
-    """The data config with a kohya TOML's dataset-level settings (resolution, buckets, batch size...) merged in."""
+def data_settings(cfg: DataConfig | DictConfig, kohya: KohyaDataset | None = None) -> DictConfig:
+    """The data config with a kohya TOML's dataset-level settings (resolution, buckets, batch size...) merged in.
+
+    `kohya`: the TOML already read (sdft/data/phase_data.py reads it once per phase); else it is read here."""
     base = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)
     if base.kohya_toml:
-        base = OmegaConf.merge(base, load_kohya_toml(base.kohya_toml).settings)
+        base = OmegaConf.merge(base, (kohya or load_kohya_toml(base.kohya_toml)).settings)
     return base
 
 
@@ -81,15 +83,15 @@ def concepts_in_folder(
                 )
             concepts.append(
                 Concept(
-                    folder.name,
-                    folder,
-                    prompt,
-                    trigger,
-                    class_prompt,
-                    class_dir,
-                    class_key_of(class_prompt),
-                    repeats or cfg.repeats,
-                    loss_weight,
+                    name=folder.name,
+                    folder=folder,
+                    prompt=prompt,
+                    trigger=trigger,
+                    class_prompt=class_prompt,
+                    class_dir=class_dir,
+                    class_key=class_key_of(class_prompt),
+                    repeats=repeats or cfg.repeats,
+                    loss_weight=loss_weight,
                     **{**opts, "recursive": False},
                     is_reg=is_reg,
                 )
@@ -110,15 +112,15 @@ def concepts_in_folder(
     key = class_key_of(class_prompt if not is_reg else (class_prompt or prompt))
     return [
         Concept(
-            folder.name,
-            folder,
-            prompt,
-            trigger,
-            class_prompt,
-            class_dir,
-            key,
-            repeats or cfg.repeats,
-            loss_weight,
+            name=folder.name,
+            folder=folder,
+            prompt=prompt,
+            trigger=trigger,
+            class_prompt=class_prompt,
+            class_dir=class_dir,
+            class_key=key,
+            repeats=repeats or cfg.repeats,
+            loss_weight=loss_weight,
             **opts,
             is_reg=is_reg,
         )
@@ -131,28 +133,37 @@ def _kohya_concept(
     word, cls = split_tokens(tokens)
     if is_reg:
         return Concept(
-            folder.name, folder, tokens, None, tokens, None, class_key_of(tokens), n, loss_weight, **opts, is_reg=True
+            name=folder.name,
+            folder=folder,
+            prompt=tokens,
+            class_prompt=tokens,
+            class_key=class_key_of(tokens),
+            repeats=n,
+            loss_weight=loss_weight,
+            **opts,
+            is_reg=True,
         )
     return Concept(
-        folder.name,
-        folder,
-        tokens,
-        trigger or word,
-        class_prompt or cls,
-        class_dir,
-        class_key_of(cls),
-        n,
-        loss_weight,
+        name=folder.name,
+        folder=folder,
+        prompt=tokens,
+        trigger=trigger or word,
+        class_prompt=class_prompt or cls,
+        class_dir=class_dir,
+        class_key=class_key_of(cls),
+        repeats=n,
+        loss_weight=loss_weight,
         **opts,
     )
 
 
-def resolve_concepts(cfg: DataConfig | DictConfig) -> list[Concept]:
+def resolve_concepts(cfg: DataConfig | DictConfig, kohya: KohyaDataset | None = None) -> list[Concept]:
     """Every image set of the data config, instance and class (is_reg) sets alike; checks that folders exist.
 
-    A kohya TOML's dataset-level settings (data_settings) do not change concepts, so `cfg` need not be resolved."""
+    A kohya TOML's dataset-level settings (data_settings) do not change concepts, so `cfg` need not be resolved.
+    `kohya`: the TOML already read (else it is read here)."""
     if cfg.kohya_toml:
-        return load_kohya_toml(cfg.kohya_toml).concepts(cfg)
+        return (kohya or load_kohya_toml(cfg.kohya_toml)).concepts(cfg)
     if cfg.concepts:
         concepts = []
         for k, c in enumerate(cfg.concepts):

@@ -46,11 +46,10 @@ def diversity(groups: list[torch.Tensor]) -> float:
 def _module(pipe, noise_scheduler, clip_skip: int):
     """The training LightningModule around a pipeline's models (eval mode), for the fixed-noise loss."""
     from sdft.config import LossConfig, OptimConfig
-    from sdft.training.module import DreamBoothModule
+    from sdft.training.module import DreamBoothModule, StepModels
 
-    module = DreamBoothModule(
-        pipe.unet, pipe.text_encoder, pipe.vae, noise_scheduler, OptimConfig(), LossConfig(), clip_skip=clip_skip
-    )
+    models = StepModels(pipe.unet, pipe.text_encoder, pipe.vae, noise_scheduler, clip_skip=clip_skip)
+    module = DreamBoothModule(models, OptimConfig(), LossConfig())
     return module.to(pipe.unet.device).eval()
 
 

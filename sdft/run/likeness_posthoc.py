@@ -96,6 +96,7 @@ def evaluate_checkpoints(
 
 def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: str | None, device):
     from sdft.callbacks.likeness import LikenessCallback
+    from sdft.callbacks.pipeline_parts import PipelineParts
     from sdft.callbacks.validation_grid import ValidationGrid
     from sdft.config import LossConfig, OptimConfig
     from sdft.data.phase_data import phase_data
@@ -103,7 +104,7 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
     from sdft.generation.params import LoraSpec
     from sdft.families import family_parts
     from sdft.models.loading import make_noise_scheduler
-    from sdft.training.module import DreamBoothModule
+    from sdft.training.module import DreamBoothModule, StepModels
 
     if metric is not None:
         cfg.callbacks.likeness.metric = metric
@@ -112,23 +113,23 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
     pipe = gen.pipe
     gen.set_loras([LoraSpec(str(saved[0][1]))])  # a LoRA that does not fit this base fails here, before scoring
     family = family_parts(pipe, cfg)
-    grids = ValidationGrid.from_config(
-        phase_dir, [], cfg.callbacks, cfg.data.resolution, pipe.tokenizer, pipe.scheduler, cfg.model.clip_skip
-    )
-    grids.tokenizer_2 = family.tokenizer_2
+    parts = PipelineParts(pipe.tokenizer, pipe.scheduler, family.tokenizer_2, cfg.model.clip_skip)
+    grids = ValidationGrid(phase_dir, [], cfg.callbacks, cfg.data.resolution, parts)
     checkpoint = SimpleNamespace(every_n_steps=0, phase_dir=phase_dir, keep=set(), final_path=None)
     meter = LikenessCallback.from_config(cfg, phase_dir, grids, checkpoint, data.instances, data.held_out)
     module = (
         DreamBoothModule(
-            pipe.unet,
-            pipe.text_encoder,
-            pipe.vae,
-            make_noise_scheduler(pipe),
+            StepModels(
+                pipe.unet,
+                pipe.text_encoder,
+                pipe.vae,
+                make_noise_scheduler(pipe),
+                text_encoder_2=family.text_encoder_2,
+                conditioning=family.conditioning,
+                clip_skip=cfg.model.clip_skip,
+            ),
             OptimConfig(),
             LossConfig(),
-            clip_skip=cfg.model.clip_skip,
-            text_encoder_2=family.text_encoder_2,
-            conditioning=family.conditioning,
         )
         .to(gen.device)
         .eval()

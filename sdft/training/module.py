@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -9,13 +12,28 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_snr
 
-from sdft.config import LossConfig, OptimConfig, OptimizerName
+from sdft.config import LossConfig, OptimConfig
 from sdft.errors import ConfigError, NonFiniteLossError
 from sdft.training.losses import mask_weights, per_sample_loss
 from sdft.families.sd1 import Sd1Conditioning
 from sdft.models.text import text_states
 from sdft.training.noise import perturb, sample_noise, sample_timesteps, timestep_range
-from sdft.training.optimizers import build_optimizer, set_mode, split_groups
+from sdft.training.optimizers import build_optimizer, learning_rates, optimizer_node, set_mode, split_groups
+
+
+@dataclass
+class StepModels:
+    """What one training step runs: the family's models and scheduler (sdft/models/family_parts.py), the trained
+    token vectors (sdft.embeddings.TokenVectors) if any, and the text encoder's clip_skip (model.clip_skip)."""
+
+    unet: Any
+    text_encoder: Any
+    vae: Any
+    noise_scheduler: Any
+    text_encoder_2: Any = None  # SDXL's second text tower
+    conditioning: Any = None  # the family's part of the step (models/conditioning.py); None: SD 1.x's
+    embeddings: Any = None
+    clip_skip: int = 1
 
 
 class DreamBoothModule(L.LightningModule):
@@ -23,31 +41,27 @@ class DreamBoothModule(L.LightningModule):
 
     def __init__(
         self,
-        unet,
-        text_encoder,
-        vae,
-        noise_scheduler,
+        models: StepModels,
         optim: OptimConfig,
         loss: LossConfig,
+        *,
         prior_loss_weight: float = 1.0,
         train_text_encoder: bool = False,
-        clip_skip: int = 1,
-        embeddings=None,
         base_prior=None,
-        text_encoder_2=None,
-        conditioning=None,
     ):
         super().__init__()
-        self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
-        self.text_encoder_2 = text_encoder_2  # SDXL's second text tower, else None
-        self.conditioning = conditioning or Sd1Conditioning()  # the family's part of the step (sdft/families/base.py)
-        self.noise_scheduler = noise_scheduler
+        self.unet, self.text_encoder, self.vae = models.unet, models.text_encoder, models.vae
+        self.text_encoder_2 = models.text_encoder_2  # SDXL's second text tower, else None
+        self.conditioning = models.conditioning or Sd1Conditioning()  # the family's step part (families/base.py)
+        self.noise_scheduler = noise_scheduler = models.noise_scheduler
         self.optim_cfg, self.loss_cfg = optim, loss
         self.prior_loss_weight = prior_loss_weight
         self.train_text_encoder = train_text_encoder
-        self.clip_skip = clip_skip
-        self.vae_scale = vae.config.scaling_factor
-        self.embeddings = embeddings  # sdft.embeddings.TokenVectors: new prompt tokens' vectors (own param group)
+        self.clip_skip = models.clip_skip
+        self.vae_scale = self.vae.config.scaling_factor
+        self.embeddings = (
+            models.embeddings
+        )  # sdft.embeddings.TokenVectors: new prompt tokens' vectors (own param group)
         self.strict_loading = False  # checkpoints hold only the trained weights (on_save_checkpoint)
         self.base_prior = base_prior  # sdft/training/prior_prediction.py: the base model's prediction as the prior
         timestep_range(loss, noise_scheduler.config.num_train_timesteps)  # a bad range fails here, not at step 1
@@ -216,49 +230,31 @@ class DreamBoothModule(L.LightningModule):
 
     # -- optimizer --
     def param_groups(self) -> list[dict]:
-        groups = []
+        groups, lrs = [], learning_rates(self.optim_cfg)
         unet_params = [p for p in self.unet.parameters() if p.requires_grad]
         te_params = [p for p in self.text_encoder.parameters() if p.requires_grad]
         if unet_params:
-            groups.append({"params": unet_params, "lr": self.optim_cfg.lr, "name": "unet"})
+            groups.append({"params": unet_params, "lr": lrs["unet"], "name": "unet"})
         if te_params:
-            lr = self.optim_cfg.text_encoder_lr if self.optim_cfg.text_encoder_lr is not None else self.optim_cfg.lr
-            groups.append({"params": te_params, "lr": lr, "name": "text_encoder"})
+            groups.append({"params": te_params, "lr": lrs["text_encoder"], "name": "text_encoder"})
         te2_params = (
             [p for p in self.text_encoder_2.parameters() if p.requires_grad] if self.text_encoder_2 is not None else []
         )
-        if te2_params:  # SDXL's second tower: its own lr, else the text encoder's
-            lr = next(
-                v
-                for v in (self.optim_cfg.text_encoder_2_lr, self.optim_cfg.text_encoder_lr, self.optim_cfg.lr)
-                if v is not None
-            )
-            groups.append({"params": te2_params, "lr": lr, "name": "text_encoder_2"})
+        if te2_params:  # SDXL's second tower
+            groups.append({"params": te2_params, "lr": lrs["text_encoder_2"], "name": "text_encoder_2"})
         if self.embeddings is not None and self.embeddings.vectors.requires_grad:
-            lr = self.optim_cfg.embedding_lr if self.optim_cfg.embedding_lr is not None else self.optim_cfg.lr
             # no weight decay: it would pull the vectors towards 0, away from where CLIP's token embeddings live
             vectors = list(self.embeddings.parameters())  # SDXL: both towers' vectors
-            groups.append({"params": vectors, "lr": lr, "weight_decay": 0.0, "name": "embedding"})
+            groups.append({"params": vectors, "lr": lrs["embedding"], "weight_decay": 0.0, "name": "embedding"})
         if not groups:
             raise ConfigError("No parameter requires grad: check the adapter config.")
         return groups
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
-        kwargs = dict(betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
         groups = split_groups(self.param_groups(), self.named_parameters(), self.unet, cfg)  # LoRA+, per-block lr
-        if cfg.optimizer:  # any class, from conf/optim/*.yaml (sdft/training/optimizers.py)
-            optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr)
-        elif cfg.name == OptimizerName.adamw8bit:
-            try:
-                import bitsandbytes as bnb
-            except ImportError as err:
-                raise ImportError("optim=adamw8bit needs bitsandbytes: pip install bitsandbytes") from err
-            optimizer = bnb.optim.AdamW8bit(groups, **kwargs)
-        else:
-            on_gpu = all(p.is_cuda for g in groups for p in g["params"])
-            fused = on_gpu if cfg.fused is None else cfg.fused  # one kernel for all parameters instead of a loop
-            optimizer = torch.optim.AdamW(groups, fused=fused or None, **kwargs)
+        on_gpu = all(p.is_cuda for g in groups for p in g["params"])
+        optimizer = build_optimizer(optimizer_node(cfg, on_gpu), groups, cfg.lr)  # sdft/training/optimizers.py
         total = max(int(self.trainer.max_steps), 1) if self.trainer else 1
         scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

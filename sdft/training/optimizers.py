@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdft.config import OptimConfig
+from sdft.config import OptimConfig, OptimizerName
 from sdft.errors import ConfigError
 
 # import name -> pip package, for the error when an optimizer's package is missing (pip install 'sdft[optimizers]')
@@ -47,6 +47,34 @@ def optimizer_class(node) -> type:
     if cls is None:
         raise ConfigError(f"optim.optimizer._target_={target}: {module_name} has no {name!r}.")
     return cls
+
+
+def learning_rates(cfg: OptimConfig) -> dict[str, float]:
+    """Each parameter group's lr, the fallback rule in one place: text_encoder_lr if set, else lr; SDXL's second tower:
+    text_encoder_2_lr, else the text encoder's; embedding_lr if set, else lr."""
+    text_encoder = cfg.lr if cfg.text_encoder_lr is None else cfg.text_encoder_lr
+    return {
+        "unet": cfg.lr,
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder if cfg.text_encoder_2_lr is None else cfg.text_encoder_2_lr,
+        "embedding": cfg.lr if cfg.embedding_lr is None else cfg.embedding_lr,
+    }
+
+
+# optim.name's presets, as the `_target_` they stand for (one route: every optimizer is built by build_optimizer)
+NAMED = {OptimizerName.adamw: "torch.optim.AdamW", OptimizerName.adamw8bit: "bitsandbytes.optim.AdamW8bit"}
+
+
+def optimizer_node(cfg: OptimConfig, on_gpu: bool = False) -> dict:
+    """The `_target_` + `_partial_` node to build: optim.optimizer if set, else optim.name's class with optim.betas,
+    eps and weight_decay (AdamW: its fused CUDA kernel when the parameters are on a GPU, unless optim.fused says)."""
+    if cfg.optimizer:
+        return cfg.optimizer
+    node = {"_target_": NAMED[OptimizerName(cfg.name)], "_partial_": True}
+    node.update(betas=list(cfg.betas), eps=float(cfg.eps), weight_decay=float(cfg.weight_decay))
+    if cfg.name == OptimizerName.adamw:  # one kernel for all parameters instead of a loop
+        node["fused"] = (on_gpu if cfg.fused is None else bool(cfg.fused)) or None
+    return node
 
 
 def build_optimizer(node, groups: list[dict], lr: float) -> torch.optim.Optimizer:

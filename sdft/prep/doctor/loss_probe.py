@@ -1,7 +1,7 @@
 """`--loss-probe N` (OneTrainer's idea): train N steps, then each image's loss at fixed noise and timesteps; images
 whose loss stands out from the set (robust z-score: distance from the median in median absolute deviations) are named.
 
-The run is the framework's own (sdft.run.train.prepare + fit, the run config's model; the tiny offline one when the dataset
+The run is the framework's own (sdft.run.wiring.prepare + fit, the run config's model; the tiny offline one when the dataset
 came without a config), written under the report folder; the loss is the module's `loss_at`, as in
 val/fixed_noise_loss (sdft/callbacks/fixed_noise_loss.py), per image instead of averaged."""
 
@@ -58,7 +58,8 @@ def outliers(losses: dict[Path, float], z: float = OUTLIER_Z) -> dict[Path, floa
 def probe(cfg, datasets, steps: int, out: Path, data_overrides: list[str] | None = None) -> list[Finding]:
     """Train `steps` steps on the first dataset and return a finding per outlier image (and one with every loss)."""
     from sdft.config import SdftConfig
-    from sdft.run.train import as_config, fit, prepare
+    from sdft.run.train import as_config, checked_phases, fit
+    from sdft.run.wiring import prepare
 
     if cfg is None:
         cfg = OmegaConf.structured(SdftConfig(name="loss_probe"))
@@ -71,7 +72,9 @@ def probe(cfg, datasets, steps: int, out: Path, data_overrides: list[str] | None
     cfg.callbacks.validation_seeds = []  # no grids
     cfg.callbacks.fixed_noise_loss = False
     cfg.logger.kind = "none"
-    parts = prepare(cfg)
+    cfg.phases = []  # the run config's main phase, on its data
+    (phase,), (data,) = checked_phases(cfg)
+    parts = prepare(phase, data)
     fit(parts)
     examples = parts.datamodule.instances
     values = per_image_loss(parts.module, parts.datamodule.tokenizer, examples, parts.cfg.data.resolution)

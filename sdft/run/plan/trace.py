@@ -122,7 +122,7 @@ def adapted_module(cfg: DictConfig, models: SimpleNamespace):
     from sdft.adapters.lora import start_phase
     from sdft.families import conditioning_for
     from sdft.models.tiny import SD15_SCHEDULER_CONFIG
-    from sdft.training.module import DreamBoothModule
+    from sdft.training.module import DreamBoothModule, StepModels
     from diffusers import DDPMScheduler
 
     start_phase(models.unet, models.text_encoder, cfg.adapter, "fresh", None, models.text_encoder_2)
@@ -133,18 +133,17 @@ def adapted_module(cfg: DictConfig, models: SimpleNamespace):
         scheduler = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)
     loss = cfg.loss.copy()
     loss.finite_check_every_n_steps = 2**31 - 1  # the loss check reads a value; fake tensors hold none (no memory)
-    module = DreamBoothModule(
+    parts = StepModels(
         models.unet,
         models.text_encoder,
         models.vae,
         scheduler,
-        cfg.optim,
-        loss,
-        cfg.prior.loss_weight,
-        train_te,
-        cfg.model.clip_skip,
         text_encoder_2=models.text_encoder_2,
         conditioning=conditioning_for(family),
+        clip_skip=cfg.model.clip_skip,
+    )
+    module = DreamBoothModule(
+        parts, cfg.optim, loss, prior_loss_weight=cfg.prior.loss_weight, train_text_encoder=train_te
     )
     # outside a Trainer: what the step reads of it (global step 1: the finite check is off) and logging that does
     # nothing
