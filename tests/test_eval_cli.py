@@ -169,3 +169,10 @@ def test_sdft_eval_needs_a_run_or_a_model(tmp_path, capsys):
     assert "--instance-dir" in capsys.readouterr().err
     assert sdft_main(["eval", "--model", "tiny", "--instance-dir", ".", "--lora", str(tmp_path / "x.safetensors")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_eval_compare_reruns_the_comparison_report_from_the_command_line(tmp_path, capsys):
+    """`sdft eval compare SWEEP` (the +experiment=compare report again; was `python -m sdft.evaluation.compare`):
+    a folder without finished jobs is one line."""
+    assert sdft_main(["eval", "compare", str(tmp_path)]) == 2
+    assert "no finished job" in capsys.readouterr().err

@@ -88,7 +88,14 @@ def test_no_module_imports_a_private_name():
 
 
 def test_argparse_lives_only_in_the_command_line_package():
-    """Every command line is in sdft/cli/ (issue 27): library modules take values, not argv."""
+    """Every command line is in sdft/cli/ (issue 27): library modules take values, not argv (no argparse, no
+    `if __name__ == "__main__":` entry point)."""
+    mains = sorted(
+        module_name(path)
+        for path in (ROOT / "sdft").rglob("*.py")
+        if path.relative_to(ROOT / "sdft").parts[0] != "cli" and '__name__ == "__main__"' in path.read_text()
+    )
+    assert mains == []
     outside = sorted(
         module_name(path)
         for path in (ROOT / "sdft").rglob("*.py")

@@ -36,6 +36,18 @@ def test_summary_ranks_jobs_and_plots_a_grid(tmp_path):
     assert Image.open(paths[2]).size[0] > 300
 
 
+def test_sdft_sweep_writes_the_summary_by_hand(tmp_path, capsys):
+    """`sdft sweep SWEEP_DIR` (was `python -m sdft.sweep`): the same files; a folder without finished jobs says so."""
+    from sdft.cli import main
+
+    fake_job(tmp_path / "s", 0, 4, 1e-4, 0.5)
+    assert main(["sweep", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "sweep_summary.md").is_file() and "sweep_summary.csv" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["sweep", str(tmp_path / "empty")]) == 1
+    assert "no finished job" in capsys.readouterr().out
+
+
 def two_by_two(tiny_cache, sweep) -> list[str]:
     """`-m` over adapter.rank x optim.lr, 1 step each."""
     return tiny_multirun(tiny_cache, sweep, "optim.lr=1e-3,1e-4")

@@ -15,7 +15,10 @@ import sys
 
 # group (None: top level) -> (help, modules with register(subparsers))
 COMMANDS: dict[str | None, tuple[str, list[str]]] = {
-    None: ("", ["sdft.cli.generate", "sdft.cli.export", "sdft.cli.ui", "sdft.cli.eval", "sdft.cli.plan"]),
+    None: (
+        "",
+        ["sdft.cli.generate", "sdft.cli.export", "sdft.cli.ui", "sdft.cli.eval", "sdft.cli.plan", "sdft.cli.sweep"],
+    ),
     "lora": ("LoRA file tools: resize, extract", ["sdft.cli.lora"]),
     "data": ("Dataset tools: check, doctor, prepare, caption", ["sdft.cli.data"]),
     "hub": ("Hugging Face Hub: push a run's files and model card", ["sdft.cli.hub"]),

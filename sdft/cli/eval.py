@@ -22,9 +22,10 @@ def register(subparsers) -> None:
         nargs="?",
         default=None,
         help="a finished run's output folder (holds config.yaml and summary.json); or `checkpoints RUN`: the likeness "
-        "meter over the run's saved checkpoints, and the recommended one (docs/eval.md)",
+        "meter over the run's saved checkpoints, and the recommended one; or `compare SWEEP`: the LoRA / DreamBooth "
+        "comparison report of a +experiment=compare sweep (docs/eval.md)",
     )
-    add("run_dir", nargs="?", default=None, help=argparse.SUPPRESS)  # the RUN of `sdft eval checkpoints RUN`
+    add("run_dir", nargs="?", default=None, help=argparse.SUPPRESS)  # the RUN / SWEEP of `checkpoints` / `compare`
     add("--metric", default=None, choices=["auto", "face", "image", "toy"], help="checkpoints: the likeness metric")
     add("--phase", default=None, help="evaluate this phase (default: the last)")
     add("--all-phases", action="store_true", help="evaluate every phase")
@@ -92,6 +93,19 @@ def checkpoints_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_from_args(args: argparse.Namespace) -> int:
+    """`sdft eval compare SWEEP [--out DIR]`: the +experiment=compare report, again (its Hydra callback writes it when
+    the sweep ends)."""
+    from sdft.errors import ConfigError
+    from sdft.evaluation.compare import write_compare_report
+
+    if args.run_dir is None:
+        raise ConfigError("sdft eval compare needs the sweep folder: sdft eval compare multirun/<date>/<time>.")
+    for path in write_compare_report(args.run_dir, args.out):
+        print(path)
+    return 0
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     from sdft.errors import ConfigError
     from sdft.evaluation.evaluate import evaluate_targets
@@ -102,8 +116,13 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     if args.run == "checkpoints" and not Path("checkpoints", "summary.json").is_file():
         return checkpoints_from_args(args)
+    if args.run == "compare" and not Path("compare", "summary.json").is_file():
+        return compare_from_args(args)
     if args.run_dir is not None:
-        raise ConfigError(f"unexpected argument {args.run_dir!r} (only `sdft eval checkpoints RUN` takes two).")
+        raise ConfigError(
+            f"unexpected argument {args.run_dir!r} (only `sdft eval checkpoints RUN` and `sdft eval compare SWEEP` "
+            "take two)."
+        )
     if args.run is None and args.model is None:
         raise ConfigError("give a run folder (sdft eval outputs/<name>/<run>) or --model with --instance-dir.")
     if args.run is not None and args.model is not None:

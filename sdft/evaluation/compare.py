@@ -7,7 +7,6 @@ Runs as a Hydra callback at the end of the multirun; by hand: `python -m sdft.ev
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -58,9 +57,3 @@ class CompareReport(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         paths = write_compare_report(config.hydra.sweep.dir)
         print(f"Compare report: {paths[0]}")
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    for p in write_compare_report(sys.argv[1], *(sys.argv[2:3] or [])):
-        print(p)

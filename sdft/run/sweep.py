@@ -1,7 +1,7 @@
 """Sweep summary: after a Hydra multirun, one CSV, one markdown table and one PNG of the final metrics.
 
 A Hydra callback (conf/config.yaml: hydra.callbacks.sweep_summary) calls `write_sweep_summary` at the end of every
-multirun; it can also be run by hand: `python -m sdft.run.sweep multirun/<name>/<date_time>`. It reads the jobs' folders,
+multirun; it can also be run by hand: `sdft sweep multirun/<name>/<date_time>`. It reads the jobs' folders,
 so it collects jobs that ran anywhere (another process, another node) as long as they share the sweep folder.
 
 Also here: the resolvers of conf/hydra/launcher/local_gpus.yaml (one job per local GPU), registered on import (the
@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 
 import yaml
@@ -206,8 +205,3 @@ def claim_gpu(lock_dir: str) -> str:
 
 OmegaConf.register_new_resolver("sdft_gpus", gpu_count, replace=True)
 OmegaConf.register_new_resolver("sdft_job_gpu", claim_gpu, replace=True, use_cache=False)
-
-
-if __name__ == "__main__":
-    for p in write_sweep_summary(sys.argv[1], *(sys.argv[2:3] or [])):
-        print(p)
