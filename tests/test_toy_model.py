@@ -67,6 +67,6 @@ def test_model_card_facts_exist():
     assert facts["steps"] > 0 and facts["prompt_control_rate_n96"] >= ALL_MIN
     assert min(facts["detector_accuracy_n1000"].values()) >= 0.95
     card = (TOY_MODEL_DIR.parent / "MODEL_CARD.md").read_text()
-    for needed in ("loss_curve.png", "samples.png", "+experiment=pretrain_toy", "sdft.toy.train_vae"):
+    for needed in ("loss_curve.png", "samples.png", "+experiment=pretrain_toy", "sdft toy vae"):  # step 1: the VAE
         assert needed in card, needed
     assert (TOY_MODEL_DIR.parent / "loss_curve.png").is_file() and (TOY_MODEL_DIR.parent / "samples.png").is_file()
