@@ -162,7 +162,7 @@ def test_train_headline_and_cuda_warning(monkeypatch, caplog):
     less free memory than the forecast, a warning naming `sdft plan --fit`."""
     import logging
 
-    from sdft.run.plan.compose import checked_phases
+    from sdft.run.train import checked_phases
     from sdft.run.plan import headline
     from sdft.run.plan.headline import announce
 
@@ -181,7 +181,7 @@ def test_train_headline_and_cuda_warning(monkeypatch, caplog):
 def test_train_headline_skips_the_tiny_test_model(caplog):
     import logging
 
-    from sdft.run.plan.compose import checked_phases
+    from sdft.run.train import checked_phases
     from sdft.run.plan.headline import announce
 
     cfg = compose_run(BASE)

@@ -30,21 +30,9 @@ def compose_run(overrides: list[str], config_name: str = "config", config_dir: P
         raise ConfigError(str(err).splitlines()[0]) from None
 
 
-def checked_phases(cfg: DictConfig) -> tuple[list[DictConfig], list]:
-    """Every phase's config checked (sdft/run/phases.py, sdft/run/train.py's check_config), then every phase's data scanned
-    (sdft/data/phase_data.py): train.py's order and messages."""
-    from sdft.data.phase_data import phase_data
-    from sdft.run.phases import phase_configs
-    from sdft.run.train import check_config
-
-    phases = phase_configs(cfg)
-    for phase in phases:
-        check_config(phase)
-    return phases, [phase_data(phase) for phase in phases]
-
-
 def plan_run(cfg: DictConfig, device):
     """The plan of a composed run: its phases checked (train.py's checks and messages), then forecast."""
     from sdft.run.plan.plan import make_plan
+    from sdft.run.train import checked_phases  # train.py's own checks, order and messages (settings resolved once)
 
     return make_plan(cfg, device, checked_phases(cfg))

@@ -33,7 +33,7 @@ class Plan:
 
 def make_plan(cfg: DictConfig, device: Device, checked: tuple) -> Plan:
     """`cfg`: the typed run config; `checked`: its (phases, datas), checked as train.py checks them
-    (compose.checked_phases; compose.plan_run does both)."""
+    (sdft.run.train.checked_phases; compose.plan_run does both)."""
     arch = architecture(cfg.model)  # a config not available offline fails before any tracing
     phases, datas = checked
     return Plan(cfg, arch, device, [(p, forecast_phase(p, d, arch, device)) for p, d in zip(phases, datas)])
