@@ -75,12 +75,17 @@ def evaluate(run_dir: Path, pipe, subject, reference, n: int) -> dict:
 
 
 def pick(result: dict, which: str) -> dict:
+    """`recommended`: the meter's rule as it is now, applied to the meter's stored rows (the rule is a function of
+    them alone, every checkpoint kept), so runs made before a rule change are scored by today's rule; the
+    recommendation the run itself made is `result["recommended"]`."""
+    from sdft.evaluation.likeness_rule import Rule
+
     rows = result["rows"]
     if which == "last":
         return rows[-1]
     if which == "hindsight":
         return max(rows, key=lambda r: r["fidelity"] - r["leakage"])
-    return next(r for r in rows if r["step"] == result["recommended"])
+    return rows[Rule().recommend([{"step": r["step"], **r["meter"]} for r in rows])]
 
 
 def summary(lines: list[dict]) -> str:
@@ -89,11 +94,13 @@ def summary(lines: list[dict]) -> str:
         out.append(overtrain_table([x for x in lines if x["recipe"] == recipe], recipe))
     quick = [x for x in lines if x["recipe"] == "quickstart"]
     if quick:
-        final = sum(x["recommended"] == x["rows"][-1]["step"] for x in quick)
+        final = sum(pick(x, "recommended")["step"] == x["rows"][-1]["step"] for x in quick)
         out.append(f"\nquickstart recipe: the recommendation is the final checkpoint in {final} of {len(quick)} seeds")
         for x in quick:
             steps = ", ".join(f"{r['step']}: {r['fidelity']:.2f}/{r['leakage']:.2f}" for r in x["rows"])
-            out.append(f"- seed {x['seed']}: recommended {x['recommended']} (step: fidelity/leakage {steps})")
+            out.append(
+                f"- seed {x['seed']}: recommended {pick(x, 'recommended')['step']} (step: fidelity/leakage {steps})"
+            )
     return "\n".join(out)
 
 

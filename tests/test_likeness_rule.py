@@ -27,6 +27,16 @@ def test_leakage_and_flexibility_bounds_exclude_overtrained_checkpoints():
     assert Rule(tolerance=0.05).recommend(rows) == 1  # 150 leaks (0.7 > 0.5 x 1.0), 200 only for its caption
 
 
+def test_a_checkpoint_without_likeness_is_never_preferred_to_one_with_it():
+    """Found by the overtraining study (bench/likeness_study.py, seed 0 at 2x lr): the LoRA learned by step 100
+    (likeness 0.25, flexibility 0) and had wrecked the base by 200 (all 0); 0 <= 0.5 x 0 made step 200 the only
+    "eligible" checkpoint, so the rule recommended a checkpoint that had forgotten the subject."""
+    rows = [row(50, 0.25, flexibility=0.0, leakage=0.25), row(100, 0.25, flexibility=0.0), row(200, 0.0), row(800, 0.0)]
+    assert Rule().recommend(rows) == 0  # none eligible: the earliest of the best likeness
+    rows = [row(100, 0.5, flexibility=0.4), row(200, 0.0)]
+    assert Rule().recommend(rows) == 0
+
+
 def test_none_eligible_falls_back_to_all_and_never_a_pruned_one():
     rows = [row(50, 0.4, leakage=0.4), row(100, 0.9, leakage=0.9, available=False), row(150, 0.8, leakage=0.8)]
     assert Rule(tolerance=0.05).recommend(rows) == 2  # 100 is gone; none is within bounds: best likeness of the rest

@@ -1,8 +1,9 @@
 """The recommended checkpoint: which of a run's measured checkpoints to keep.
 
 The rule (docs/eval.md): among the checkpoints whose files still exist,
-1. eligible: leakage <= max_leakage_ratio x likeness (the class prompt does not draw the subject) and
-   flexibility >= min_flex_ratio x likeness (the identity survives other prompts); none eligible: all are;
+1. eligible: likeness > 0, leakage <= max_leakage_ratio x likeness (the class prompt does not draw the subject) and
+   flexibility >= min_flex_ratio x likeness (the identity survives other prompts); none eligible: all are
+   (a checkpoint that shows no likeness at all passes both ratio bounds trivially, 0 <= 0: it is never eligible);
 2. the best likeness among the eligible; recommended: the earliest eligible checkpoint within `tolerance` of it
    (earlier = less overtrained at about the same likeness).
 Likeness, flexibility and leakage are on one scale per metric (shares 0..1 for face and toy, similarities for image).
@@ -27,7 +28,7 @@ class Rule:
 
     def eligible(self, row: dict) -> bool:
         like = row["likeness"]
-        return row["leakage"] <= self.max_leakage_ratio * like and row["flexibility"] >= self.min_flex_ratio * like
+        return like > 0 and row["leakage"] <= self.max_leakage_ratio * like and row["flexibility"] >= self.min_flex_ratio * like
 
     def recommend(self, rows: list[dict]) -> int | None:
         """Index into `rows` (ordered by step) of the recommended checkpoint; None when no row is available.
