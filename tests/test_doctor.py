@@ -228,3 +228,22 @@ def test_move_list_is_severe_image_findings_only(defects):
     stems = {p.stem for p in to_move(result.findings)}
     assert {"broken", "blurry", "bright", "small", "wide", "grace"} <= stems
     assert "notrigger" not in stems and "face" not in stems  # a caption finding, a good image
+
+
+@pytest.mark.parametrize(
+    "model, native",
+    [
+        ({"path": "tiny"}, 64),
+        ({"path": "sd2_tiny", "family": "sd2"}, 64),
+        ({"path": "runwayml/stable-diffusion-v1-5"}, 512),
+        ({"path": "stabilityai/stable-diffusion-2-1", "family": "sd2"}, 768),
+        ({"path": "stabilityai/stable-diffusion-2-1-base", "family": "sd2"}, 512),
+        ({"path": "/models/my_base.safetensors", "family": "sdxl"}, 1024),
+        ({"path": "SG161222/RealVisXL_V4.0"}, 1024),
+    ],
+)
+def test_the_native_size_guessed_before_loading_is_the_familys(model, native):
+    """Null data sizes follow the base's native size; before any load the doctor asks the family (sd21_base: 512)."""
+    from sdft.prep.doctor.inputs import native_size
+
+    assert native_size(model) == native

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from helpers.compare import max_diff, render
+from sdft.adapters.export import merge_loras
 from sdft.adapters.kinds import layer_adapters
 from sdft.adapters.lora import setup_trainable
 from sdft.adapters.sdxl_files import (
@@ -165,6 +166,10 @@ def test_sdxl_generator_loads_every_kind_and_renders_the_merged_weights(kind, tm
         ):  # weight 0: the base (DoRA's magnitudes rescale W at scale 0; OFT has no weight)
             gen.set_loras([f"{path}:0"])
             assert max_diff(render(gen.pipe), base) <= TOL, fmt
+        merged = build_sdxl_tiny_pipeline()  # `sdft export`'s merge: fused into U-Net and both towers
+        merge_loras(merged, [(path, 1.0)])
+        assert not any(n for n, _ in merged.text_encoder_2.named_parameters() if "lora" in n or "hada" in n), fmt
+        assert max_diff(render(merged), want) <= TOL, (fmt, "export merge")
 
 
 def test_an_sd1_loha_file_is_refused_by_an_sdxl_base(tiny_pipe_factory, tmp_path):

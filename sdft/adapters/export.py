@@ -6,9 +6,9 @@
 --base takes anything model.path takes (tiny, hub id, diffusers folder, single .safetensors file) and run folders:
 a full-DreamBooth run (or its phase folder) exports its trained `model/`. --lora takes kohya or diffusers LoRA
 files (ours or third-party) or LoRA run folders, each optionally weighted (`path:0.7`). Merging is diffusers':
-load_lora_weights per LoRA, set_adapters with the weights, fuse_lora, unload_lora_weights. SD 1.x and SDXL bases
-(the single file is written in the family's original layout, sdft/models/original_layout.py); with an SDXL base
-only plain LoRA files merge (no LoHa/LoKr/DoRA/OFT), each checked against the base before loading.
+load_lora_weights per LoRA (LoHa/LoKr/DoRA/OFT: injected with peft), set_adapters with the weights, fuse_lora,
+unload_lora_weights. SD 1.x, SD 2.x and SDXL bases (the single file is written in the family's original layout,
+sdft/families/single_file.py); each LoRA file is checked against the base before loading (sdft/adapters/fit.py).
 """
 
 from __future__ import annotations
@@ -107,48 +107,29 @@ def load_base(
 
 def merge_loras(pipe, loras: list[tuple[Path, float]]) -> None:
     """Fuse each LoRA times its weight into the pipeline's U-Net / text encoder weights (then drop the adapters)."""
-    from sdft.adapters.kohya import load_kohya_lora
+    from sdft.adapters.fit import lora_fit
+    from sdft.adapters.lora_file import read_lora_file
     from sdft.adapters.peft_files import inject_path
-
-    from sdft.adapters.sdxl_files import uses_sdxl_files
+    from sdft.families import family_of
 
     if not loras:
         return
-    sdxl = uses_sdxl_files(pipe)  # a family test (docs/families.md): SDXL's LoRA files go through diffusers' loader
     names, weights = [], []
     for i, (path, weight) in enumerate(loras):
         name = f"lora{i}"
         with warnings.catch_warnings():  # peft warns that a second adapter is a second adapter: that is the point
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-            if sdxl:
-                check_sdxl_lora_file(path, pipe)
-                pipe.load_lora_weights(str(path), adapter_name=name)
-            elif inject_path(path, pipe, name) is None:  # LoHa/LoKr/DoRA/OFT: injected with peft; LoRA: diffusers
-                load_kohya_lora(path, pipe.unet, pipe.text_encoder)  # fit check with a clear error, before loading
+            if inject_path(path, pipe, name) is None:  # LoHa/LoKr/DoRA/OFT: injected with peft; LoRA: diffusers
+                state, metadata = read_lora_file(path)
+                lora_fit(state, pipe, metadata, str(path))  # a clear error before loading (as `sdft generate`)
                 pipe.load_lora_weights(str(path), adapter_name=name)
         names.append(name)
         weights.append(weight)
         log.info("LoRA %s (weight %g) loaded", path, weight)
     pipe.set_adapters(names, adapter_weights=weights)
-    components = ["unet", "text_encoder", *(["text_encoder_2"] if sdxl else [])]
+    components = ["unet", *family_of(pipe).text_parts]
     pipe.fuse_lora(components=components, lora_scale=1.0, adapter_names=names)
     pipe.unload_lora_weights()
-
-
-def check_sdxl_lora_file(path: Path, pipe) -> None:
-    """An SDXL base merges plain LoRA files (diffusers or kohya keys) that fit it; anything else is one clear error
-    before loading (the same check `sdft generate` makes)."""
-    from sdft.adapters.lora_file import read_lora_file
-    from sdft.adapters.lycoris import file_kind
-    from sdft.adapters.sdxl_check import check_sdxl_lora_fits
-
-    state, _ = read_lora_file(path)
-    kind = file_kind(list(state))
-    if kind is not None:
-        raise _error(
-            f"--lora {path}: a {kind} file; with an SDXL base only plain LoRA files merge so far (docs/sdxl.md)."
-        )
-    check_sdxl_lora_fits(state, pipe, str(path))
 
 
 def write_ckpt(pipe, path: Path, dtype) -> Path:

@@ -231,5 +231,7 @@ def inject_path(path, pipe, name: str) -> tuple[str, ...] | None:
     if kind is None:
         return None
     state, metadata = read_lora_file(path)
-    models = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
+    from sdft.families import family_of
+
+    models = {part: getattr(pipe, part) for part in ("unet", *family_of(pipe).text_parts)}
     return inject_file(models, state, metadata, kind, name, str(path))

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from diffusers import StableDiffusionXLPipeline
 from PIL import Image
 
 from sdft.callbacks.pipeline_parts import PipelineParts
 from sdft.embeddings.tokens import collapse_prompt
 from sdft.images_grid import make_grid, tile_size
 from sdft.memory import drop_resident_pages, trim_heap
-from sdft.families import module_pipeline
+from sdft.families import family_of, module_pipeline
 from sdft.models.text import prompt_embeds
 from sdft.models.params import text_towers
 
@@ -75,8 +74,7 @@ class ValidationGrid(L.Callback):
         """One image per (prompt, seed) pair in one pipeline call."""
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         n = len(seeds)
-        if isinstance(pipe, StableDiffusionXLPipeline):  # SDXL: the pipeline encodes both towers (clip skip 1 only)
-            # and expands a multi-vector embedding's token itself: hand it the prompt as written (sdft/embeddings)
+        if family_of(pipe).pipeline_encodes_prompts:  # SDXL: hand it the prompt as written (sdft/embeddings)
             vocab = pipe.tokenizer.get_added_vocab()
             embeds = {
                 "prompt": [collapse_prompt(p, vocab) for p in prompts],

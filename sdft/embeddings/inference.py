@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from sdft.embeddings.files import DIFFUSERS_NAME, load_embedding_file
+from sdft.embeddings.files import DIFFUSERS_NAME, SDXL_KEYS, load_embedding_file
 from sdft.errors import ConfigError
+from sdft.models.params import named_text_towers
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +32,22 @@ class PipelineEmbeddings:
                 f"embedding {token!r} from {source}: an embedding of that name is already loaded (from "
                 f"{self.sources[token]}). Rename one of the files."
             )
-        towers = [("clip_l", self.pipe.text_encoder, self.pipe.tokenizer)]
-        if getattr(self.pipe, "text_encoder_2", None) is not None:  # SDXL
-            towers.append(("clip_g", self.pipe.text_encoder_2, self.pipe.tokenizer_2))
-        if isinstance(vectors, dict) != (len(towers) == 2):
+        # each text tower with its key in the file (A1111 / ComfyUI: one tensor for one tower, clip_l + clip_g for two)
+        towers = [
+            (key, model, getattr(self.pipe, name.replace("text_encoder", "tokenizer")))
+            for key, (name, model) in zip(SDXL_KEYS, named_text_towers(self.pipe))
+        ]
+        parts = vectors if isinstance(vectors, dict) else {SDXL_KEYS[0]: vectors}
+        if len(parts) != len(towers):
             raise ConfigError(
-                f"embedding {token!r} from {source} is an "
-                f"{'SDXL (clip_l + clip_g)' if isinstance(vectors, dict) else 'SD 1.x (one tensor)'} embedding, "
-                f"this base is {'SDXL' if len(towers) == 2 else 'SD 1.x'}: use it with a base of its family."
+                f"embedding {token!r} from {source} is an {_file_kind(len(parts))} embedding, this base is "
+                f"{_file_kind(len(towers)).split(' (')[0]}: use it with a base of its family."
             )
         if token in self.pipe.tokenizer.get_vocab():
             raise ConfigError(
                 f"embedding {token!r} from {source}: {token!r} is already a token of this model's "
                 "tokenizer; rename the file (A1111 names an embedding by its file name)."
             )
-        parts = vectors if isinstance(vectors, dict) else {"clip_l": vectors}
         for key, model, _ in towers:
             width = model.get_input_embeddings().weight.shape[1]
             if parts[key].shape[-1] != width:
@@ -53,16 +55,13 @@ class PipelineEmbeddings:
                     f"embedding {token!r} from {source} has width {parts[key].shape[-1]} ({key}), this model's "
                     f"text encoder {width}: it was trained for another base (SD 1.x is 768; SDXL 768 + 1280)."
                 )
-        if len(towers) == 1:
-            self.pipe.load_textual_inversion(vectors, token=token)
-        else:
-            for key, model, tokenizer in towers:
-                self.pipe.load_textual_inversion(parts[key], token=token, text_encoder=model, tokenizer=tokenizer)
+        for key, model, tokenizer in towers:
+            self.pipe.load_textual_inversion(parts[key], token=token, text_encoder=model, tokenizer=tokenizer)
         self.sources[token] = source
         log.info(
             "Loaded embedding %s (%d vector(s)) from %s: write %s in the prompt",
             token,
-            len(parts["clip_l"]),
+            len(parts[SDXL_KEYS[0]]),
             source,
             token,
         )
@@ -84,3 +83,8 @@ class PipelineEmbeddings:
     def describe(self) -> str:
         """One line per embedding: which token to write."""
         return "\n".join(f"- embedding: write `{t}` in the prompt ({s})" for t, s in self.sources.items())
+
+
+def _file_kind(towers: int) -> str:
+    """An embedding file's kind by how many text towers it holds vectors for (in messages)."""
+    return "SDXL (clip_l + clip_g)" if towers == 2 else "SD 1.x (one tensor)"

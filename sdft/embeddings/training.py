@@ -32,20 +32,17 @@ class TokenVectors(nn.Module):
     SDXL: the token is in both towers, each with its own vectors (`vectors_2`, [n, dim_2], ids `ids_2` in the second
     tokenizer), as A1111 / ComfyUI SDXL embeddings hold `clip_l` and `clip_g`."""
 
-    def __init__(
-        self,
-        token: str,
-        ids: list[int],
-        start: torch.Tensor,
-        init_word: str,
-        ids_2: list[int] | None = None,
-        start_2: torch.Tensor | None = None,
-    ):
+    def __init__(self, token: str, init_word: str, towers: list[tuple[list[int], torch.Tensor]]):
+        """`towers`: (token ids, starting vectors) in each text tower, in the towers' order (one or two)."""
         super().__init__()
+        if not 1 <= len(towers) <= 2:
+            raise ValueError(f"an embedding spans one or two text towers, not {len(towers)}")
+        (ids, start), *second = towers
         self.token, self.ids, self.init_word = token, list(ids), init_word
         self.vectors = nn.Parameter(start.detach().float().clone())
-        self.ids_2 = list(ids_2) if ids_2 is not None else None
-        self.vectors_2 = nn.Parameter(start_2.detach().float().clone()) if start_2 is not None else None
+        self.ids_2 = self.vectors_2 = None  # attribute names kept: they are the checkpoints' state-dict keys
+        for ids_2, start_2 in second:
+            self.ids_2, self.vectors_2 = list(ids_2), nn.Parameter(start_2.detach().float().clone())
         self.frozen = False
 
     @property
@@ -143,14 +140,13 @@ def check_embedding_config(cfg: DictConfig) -> None:
         )
 
 
-def attach_embedding(
-    cfg: DictConfig, tokenizer, text_encoder: nn.Module, tokenizer_2=None, text_encoder_2: nn.Module | None = None
-) -> TokenVectors | None:
+def attach_embedding(cfg: DictConfig, towers: list[tuple[object, nn.Module]]) -> TokenVectors | None:
     """The phase's trained embedding, or None. The first phase naming a token adds it; a later phase naming the same
     token trains it on; an embedding from an earlier phase stays in the prompt vocabulary, frozen, otherwise.
-    SDXL (`text_encoder_2` given): the token is added to both tokenizers and towers, each with its own vectors."""
+    `towers`: (tokenizer, text encoder) of each text tower (`FamilyParts.text_towers`); the token is added to every
+    one, each with its own vectors (SDXL: both)."""
     emb = cfg.adapter.embedding
-    existing: TokenVectors | None = getattr(text_encoder, HOOK_ATTR, None)
+    existing: TokenVectors | None = getattr(towers[0][1], HOOK_ATTR, None)
     if existing is not None and existing.token != emb.placeholder:
         existing.set_trainable(False)
         existing.frozen = True
@@ -172,17 +168,16 @@ def attach_embedding(
         )
     word = init_word_of(cfg)
     take = emb.take_over_word
-    ids = add_tokens(tokenizer, text_encoder, emb.placeholder, emb.num_vectors, word, take)
-    start = text_encoder.get_input_embeddings().weight[ids]
-    ids_2 = start_2 = None
-    if text_encoder_2 is not None:  # SDXL: the same tokens in the second tokenizer / tower
-        ids_2 = add_tokens(tokenizer_2, text_encoder_2, emb.placeholder, emb.num_vectors, word, take)
-        start_2 = text_encoder_2.get_input_embeddings().weight[ids_2]
-    vectors = TokenVectors(emb.placeholder, ids, start, word, ids_2, start_2)
-    _attach(text_encoder, vectors)
-    if text_encoder_2 is not None:
-        _attach(text_encoder_2, vectors, tower=2)
-    log.info("Embedding %s: %d vector(s) (tokens %s) start from %r", emb.placeholder, len(ids), vectors.tokens, word)
+    added = []
+    for tokenizer, text_encoder in towers:
+        ids = add_tokens(tokenizer, text_encoder, emb.placeholder, emb.num_vectors, word, take)
+        added.append((ids, text_encoder.get_input_embeddings().weight[ids]))
+    vectors = TokenVectors(emb.placeholder, word, added)
+    for tower, (_, text_encoder) in enumerate(towers, 1):
+        _attach(text_encoder, vectors, tower)
+    log.info(
+        "Embedding %s: %d vector(s) (tokens %s) start from %r", emb.placeholder, len(added[0][0]), vectors.tokens, word
+    )
     return vectors
 
 

@@ -37,6 +37,14 @@ class Conditioning:
         """`text` encoded: token ids go through the text encoder(s), encoded text is returned as it is."""
         return text if isinstance(text, dict) else self.encode(module, text)
 
+    def placeholder_ids(self, n: int) -> torch.Tensor:
+        """Token ids shaped as a batch of `n` carries them (plan's fake batches): (n, 77)."""
+        return torch.zeros(n, 77, dtype=torch.long)
+
+    def placeholder_extras(self, n: int, height: int, width: int) -> dict[str, torch.Tensor]:
+        """The batch's added per-sample conditioning for `n` images of `height` x `width` (none here)."""
+        return {}
+
     def batch_text(self, batch: dict) -> Text:
         """The batch's encoded text when the text cache filled it, else its token ids."""
         if self.keys[0] in batch:
@@ -54,6 +62,11 @@ class FamilyParts:
     text_encoder_2: object = None
     tokenizer_2: object = None
     time_ids: bool = False  # batches carry per-sample size/crop time ids (SDXL)
+
+    def text_towers(self, pipe) -> list[tuple[object, nn.Module]]:
+        """(tokenizer, text encoder) of each text tower, in order: the pipeline's, then a second tower's (SDXL)."""
+        second = [] if self.text_encoder_2 is None else [(self.tokenizer_2, self.text_encoder_2)]
+        return [(pipe.tokenizer, pipe.text_encoder), *second]
 
     def param_counts(self) -> dict:
         """{"text_encoder_2": {"trainable", "total"}} for a second text tower (the run summary's counts), else {}."""
@@ -82,6 +95,14 @@ class Family:
     kohya_version: str  # kohya's ss_base_model_version
     kohya_prefixes: str  # the kohya file's key prefixes, for messages
     text_parts: tuple[str, ...] = ("text_encoder",)  # the adapter file's text parts (kohya prefixes: adapters/)
+    # the pipeline takes prompts as written and encodes them itself (SDXL: both towers, clip skip 1); False: callers
+    # hand it prompt embeddings (sdft.models.text.prompt_embeds: clip skip and long prompts as A1111 does)
+    pipeline_encodes_prompts: bool = False
+
+    def native_size_of(self, path: str) -> int:
+        """The native size a base of this family named `path` most likely has, before it is loaded (the doctor's
+        guess; a run takes the loaded model's)."""
+        return self.native_resolution
 
     # -- which family --------------------------------------------------------------------------------------------
     def matches_unet(self, unet_config) -> bool:

@@ -27,6 +27,9 @@ class Sd2Family(Sd1Family):
     preset = "sd21"
     kohya_version = "sd_v2"
 
+    def native_size_of(self, path: str) -> int:
+        return 512 if "base" in path.lower() else self.native_resolution  # stable-diffusion-2-1-base: 512
+
     def matches_unet(self, unet_config) -> bool:
         return bool(getattr(unet_config, "use_linear_projection", False)) and not getattr(
             unet_config, "addition_embed_type", None

@@ -69,6 +69,12 @@ class SdxlConditioning(Conditioning):
             )
         return {"encoder_hidden_states": embeds, "text_embeds": pooled}
 
+    def placeholder_ids(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, 2, 77, dtype=torch.long)  # both tokenizers' ids (PairTokenizer)
+
+    def placeholder_extras(self, n: int, height: int, width: int) -> dict[str, torch.Tensor]:
+        return {"time_ids": torch.tensor([[height, width, 0, 0, height, width]] * n, dtype=torch.float32)}
+
     def unet_inputs(
         self, module, text: Text, latents: torch.Tensor, time_ids: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict]:
@@ -104,6 +110,7 @@ class SdxlFamily(Family):
     hub_id = "stabilityai/stable-diffusion-xl-base-1.0"
     tiny_model = "sdxl_tiny"
     native_resolution = 1024
+    pipeline_encodes_prompts = True  # and expands a multi-vector embedding's token itself
     vae_example = "madebyollin/sdxl-vae-fp16-fix"
     config_example = "any SDXL base 1.0 diffusers folder for SDXL fine-tunes such as RealVisXL or Pony"
     layout = "model.diffusion_model.*, first_stage_model.*, conditioner.embedders.0/1.*"

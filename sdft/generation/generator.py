@@ -65,10 +65,7 @@ class Generator:
         self.pipe = load_pipeline(cfg)
         from sdft.families import family_of
 
-        from sdft.adapters.sdxl_files import uses_sdxl_files
-
         self.family = family_of(self.pipe)
-        self.sdxl = uses_sdxl_files(self.pipe)  # a family test (docs/families.md): SDXL's LoRA files and loader
         self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self.base_scheduler_config = self.pipe.scheduler.config
@@ -89,7 +86,8 @@ class Generator:
         file = resolve_lora_file(path)
         if file in self._loras:
             return self._loras[file]
-        from sdft.adapters.kohya import LoraFormatError, check_lora_fits
+        from sdft.adapters.fit import lora_fit
+        from sdft.adapters.kohya import LoraFormatError
         from sdft.adapters.lora_file import read_lora_file
 
         state, metadata = read_lora_file(file)
@@ -98,18 +96,7 @@ class Generator:
 
         if file_kind(state) is not None:  # LoHa / LoKr / DoRA / OFT: injected with peft (sdft/adapters/peft_files.py)
             return self._load_other_kind(file, state, metadata, file_kind(state), bundled)
-        if self.sdxl:  # U-Net and both towers, mapped with diffusers' own SDXL key conversion
-            from sdft.adapters.sdxl_check import check_sdxl_lora_fits
-
-            expected = check_sdxl_lora_fits(state, self.pipe, str(file))
-        else:
-            unet_sd, te_sd, _ = check_lora_fits(
-                state, self.pipe.unet, self.pipe.text_encoder, metadata, source=str(file)
-            )
-            expected = {
-                "unet": {k.removesuffix(".lora_A.weight") for k in unet_sd if k.endswith(".lora_A.weight")},
-                "text_encoder": {k.removesuffix(".lora_A.weight") for k in te_sd if k.endswith(".lora_A.weight")},
-            }
+        expected = lora_fit(state, self.pipe, metadata, str(file))  # every part's modules, checked first
         name = lora_display_name(file)
         adapter = self._adapter_name(name)
         try:

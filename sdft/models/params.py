@@ -12,6 +12,15 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+TEXT_PARTS = ("text_encoder", "text_encoder_2")  # the attribute names a pipeline gives its text towers, in order
+
+
+def named_text_towers(obj) -> list[tuple[str, nn.Module]]:
+    """(part name, text encoder) for each text tower `obj` (a pipeline, a training module, plan's models) holds, in
+    order: callers loop over the towers instead of asking which family has how many."""
+    return [(name, m) for name in TEXT_PARTS if (m := getattr(obj, name, None)) is not None]
+
+
 def text_towers(obj) -> list[nn.Module]:
-    """The text encoders `obj` (a pipeline, a training module, plan's models) holds: one, or SDXL's two."""
-    return [m for m in (getattr(obj, "text_encoder", None), getattr(obj, "text_encoder_2", None)) if m is not None]
+    """The text encoders `obj` holds: one, or SDXL's two."""
+    return [m for _, m in named_text_towers(obj)]

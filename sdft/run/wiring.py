@@ -104,9 +104,7 @@ def attach_adapters(cfg: DictConfig, pipe, family, previous: str | None):
     start_phase(pipe.unet, pipe.text_encoder, cfg.adapter, cfg.phase.start.value, previous, family.text_encoder_2)
     if cfg.model.compile:  # nn.Module.compile: in place, so state-dict keys (and saved LoRAs) keep their names
         pipe.unet.compile()
-    return attach_embedding(  # textual inversion / pivotal tuning (SDXL: both towers)
-        cfg, pipe.tokenizer, pipe.text_encoder, family.tokenizer_2, family.text_encoder_2
-    )
+    return attach_embedding(cfg, family.text_towers(pipe))  # textual inversion / pivotal tuning (every tower)
 
 
 def base_prior(cfg: DictConfig, pipe, family) -> BasePrior | None:

@@ -16,6 +16,7 @@ from sdft.config import LossConfig, OptimConfig
 from sdft.errors import ConfigError, NonFiniteLossError
 from sdft.training.losses import mask_weights, per_sample_loss
 from sdft.families.sd1 import Sd1Conditioning
+from sdft.models.params import named_text_towers, text_towers
 from sdft.models.text import text_states
 from sdft.training.noise import perturb, sample_noise, sample_timesteps, timestep_range
 from sdft.training.optimizers import build_optimizer, learning_rates, optimizer_node, set_mode, split_groups
@@ -83,9 +84,8 @@ class DreamBoothModule(L.LightningModule):
     def train(self, mode: bool = True):
         super().train(mode)
         self.vae.eval()
-        self.text_encoder.train(mode and self.train_text_encoder)
-        if self.text_encoder_2 is not None:
-            self.text_encoder_2.train(mode and self.train_text_encoder)
+        for tower in text_towers(self):
+            tower.train(mode and self.train_text_encoder)
         return self
 
     # -- the step --
@@ -231,17 +231,10 @@ class DreamBoothModule(L.LightningModule):
     # -- optimizer --
     def param_groups(self) -> list[dict]:
         groups, lrs = [], learning_rates(self.optim_cfg)
-        unet_params = [p for p in self.unet.parameters() if p.requires_grad]
-        te_params = [p for p in self.text_encoder.parameters() if p.requires_grad]
-        if unet_params:
-            groups.append({"params": unet_params, "lr": lrs["unet"], "name": "unet"})
-        if te_params:
-            groups.append({"params": te_params, "lr": lrs["text_encoder"], "name": "text_encoder"})
-        te2_params = (
-            [p for p in self.text_encoder_2.parameters() if p.requires_grad] if self.text_encoder_2 is not None else []
-        )
-        if te2_params:  # SDXL's second tower
-            groups.append({"params": te2_params, "lr": lrs["text_encoder_2"], "name": "text_encoder_2"})
+        for name, model in [("unet", self.unet), *named_text_towers(self)]:  # each text tower its own group
+            params = [p for p in model.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": lrs[name], "name": name})
         if self.embeddings is not None and self.embeddings.vectors.requires_grad:
             # no weight decay: it would pull the vectors towards 0, away from where CLIP's token embeddings live
             vectors = list(self.embeddings.parameters())  # SDXL: both towers' vectors

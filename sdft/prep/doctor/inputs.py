@@ -10,26 +10,33 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from sdft.config import ModelFamily
 from sdft.data.buckets import SD1_NATIVE, plan_buckets, with_native_sizes
 from sdft.data.captions import caption_path, read_caption
 from sdft.data.datamodule import DatasetReport, scan_dataset
+from sdft.families import get_family
 from sdft.prep.doctor.findings import Item
 
-NATIVE_BY_MODEL = {"tiny": 64, "sdxl_tiny": 64, "toy": 32}  # the offline models' own sizes (sdft/models, sdft/toy)
+NATIVE_BY_MODEL = {
+    "tiny": 64,
+    "sdxl_tiny": 64,
+    "sd2_tiny": 64,
+    "toy": 32,
+}  # the offline models' own sizes (sdft/models, sdft/toy)
 
 
 def native_size(model_cfg) -> int:
-    """The base's native size without loading it (null data sizes follow it): the offline models' own, 1024 for an
-    SDXL family or an SDXL-named base, else SD 1.x's 512. A run replaces the guess with the loaded model's value."""
+    """The base's native size without loading it (null data sizes follow it): the offline models' own, the family's (model.family)
+    or 1024 for an SDXL-named base, else SD 1.x's 512. A run replaces the guess with the loaded model's value."""
     if model_cfg is None:
         return SD1_NATIVE
     path = str(model_cfg.get("path") or "")
     if path in NATIVE_BY_MODEL:
         return NATIVE_BY_MODEL[path]
     family = model_cfg.get("family")
-    if (family is not None and str(getattr(family, "value", family)) == "sdxl") or "xl" in path.lower():
-        return 1024
-    return SD1_NATIVE
+    if family is not None:
+        return get_family(family).native_size_of(path)
+    return get_family(ModelFamily.sdxl).native_resolution if "xl" in path.lower() else SD1_NATIVE
 
 
 @dataclass

@@ -140,16 +140,12 @@ def _build(arch: Architecture, device: torch.device) -> SimpleNamespace:
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
         c = arch.configs
-        models = dict(
-            unet=UNet2DConditionModel.from_config(c["unet"]),
-            vae=AutoencoderKL.from_config(c["vae"]),
-            text_encoder=CLIPTextModel(CLIPTextConfig(**c["text_encoder"])),
-        )
-        if "text_encoder_2" in c:
-            models["text_encoder_2"] = CLIPTextModelWithProjection(CLIPTextConfig(**c["text_encoder_2"]))
+        towers = {"text_encoder": CLIPTextModel, "text_encoder_2": CLIPTextModelWithProjection}  # as diffusers loads
+        models = dict(unet=UNet2DConditionModel.from_config(c["unet"]), vae=AutoencoderKL.from_config(c["vae"]))
+        models.update({part: cls(CLIPTextConfig(**c[part])) for part, cls in towers.items() if part in c})
     for model in filter(None, models.values()):
         model.eval()
-    return SimpleNamespace(**{part: models.get(part) for part in PARTS})
+    return SimpleNamespace(**{part: models.get(part) for part in PARTS}, family=arch.family)
 
 
 def fake_mode():

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from sdft.config import Attention, OptimizerName
 from sdft.models.loading import DTYPES
+from sdft.models.params import text_towers
 from sdft.run.plan.arch import Architecture, build_models, fake_mode
 from sdft.run.plan.tracker import LiveBytes
 
@@ -84,15 +85,14 @@ def fakeify(model: torch.nn.Module) -> None:
 def freeze(models: SimpleNamespace, cfg: DictConfig) -> None:
     """As sdft.models.loading.freeze_models + speed_options (its page-dropping dtype cast needs real storage)."""
     dtype = DTYPES[cfg.model.weight_dtype]
-    for m in filter(None, (models.unet, models.vae, models.text_encoder, models.text_encoder_2)):
+    for m in (models.unet, models.vae, *text_towers(models)):
         m.to(dtype=dtype)
         m.requires_grad_(False)
         m.eval()
     if cfg.model.gradient_checkpointing:
         models.unet.enable_gradient_checkpointing()
-        models.text_encoder.gradient_checkpointing_enable()
-        if models.text_encoder_2 is not None:
-            models.text_encoder_2.gradient_checkpointing_enable()
+        for tower in text_towers(models):
+            tower.gradient_checkpointing_enable()
 
 
 def make_batch(cfg: DictConfig, module, size: tuple[int, int], text_cached: bool, latents_cached: bool) -> dict:
@@ -106,15 +106,13 @@ def make_batch(cfg: DictConfig, module, size: tuple[int, int], text_cached: bool
         batch["latent_dist"] = torch.randn(n, 2 * module.vae.config.latent_channels, h // f, w // f)
     else:
         batch["pixel_values"] = torch.randn(n, 3, h, w)
-    sdxl = module.text_encoder_2 is not None
+    ids = module.conditioning.placeholder_ids(n)
     if text_cached:
         with torch.no_grad():
-            ids = torch.zeros(n, 2, 77, dtype=torch.long) if sdxl else torch.zeros(n, 77, dtype=torch.long)
             batch.update(module.conditioning.encode(module, ids))
     else:
-        batch["input_ids"] = torch.zeros(n, 2, 77, dtype=torch.long) if sdxl else torch.zeros(n, 77, dtype=torch.long)
-    if sdxl:
-        batch["time_ids"] = torch.tensor([[h, w, 0, 0, h, w]] * n, dtype=torch.float32)
+        batch["input_ids"] = ids
+    batch.update(module.conditioning.placeholder_extras(n, h, w))
     return batch
 
 
@@ -126,9 +124,7 @@ def adapted_module(cfg: DictConfig, models: SimpleNamespace):
     from diffusers import DDPMScheduler
 
     start_phase(models.unet, models.text_encoder, cfg.adapter, "fresh", None, models.text_encoder_2)
-    towers = filter(None, (models.text_encoder, models.text_encoder_2))
-    train_te = any(p.requires_grad for m in towers for p in m.parameters())
-    family = "sdxl" if models.text_encoder_2 is not None else "sd1"
+    train_te = any(p.requires_grad for m in text_towers(models) for p in m.parameters())
     with torch.device("cpu"):  # real tensors (betas, alphas) whether the models are on meta or not
         scheduler = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)
     loss = cfg.loss.copy()
@@ -139,7 +135,7 @@ def adapted_module(cfg: DictConfig, models: SimpleNamespace):
         models.vae,
         scheduler,
         text_encoder_2=models.text_encoder_2,
-        conditioning=conditioning_for(family),
+        conditioning=conditioning_for(models.family),
         clip_skip=cfg.model.clip_skip,
     )
     module = DreamBoothModule(
@@ -263,7 +259,6 @@ def _trace_generation(module, opt, size: tuple[int, int], resident_trainable: in
 
     module.eval()
     w, h = size
-    sdxl = module.text_encoder_2 is not None
     dtype = module.unet.dtype
     live = LiveBytes()
     live.track_module(module)
@@ -272,8 +267,7 @@ def _trace_generation(module, opt, size: tuple[int, int], resident_trainable: in
     live.live["trainable"] = max(live.live["trainable"], resident_trainable)
     live.peak = sum(live.live.values())
     with live, torch.no_grad():
-        ids = torch.zeros(2, 2, 77, dtype=torch.long) if sdxl else torch.zeros(2, 77, dtype=torch.long)
-        text = module.conditioning.encode(module, ids)
+        text = module.conditioning.encode(module, module.conditioning.placeholder_ids(2))
         f = vae_factor(module)
         latents = torch.randn(2, module.vae.config.latent_channels, h // f, w // f)
         with FlopCounterMode(display=False) as unet_count:
