@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from sdft.adapters.sdxl_files import uses_sdxl_files
 from sdft.config import ModelConfig, ModelFamily, PredictionType
 from sdft.families import family_of
 from sdft.families.load import load_pipeline
@@ -128,7 +129,7 @@ def test_generator_renders_an_sd2_kohya_lora(sd2_cache, tmp_path):
     meta = kohya_metadata(base_model="sd2_tiny", base=get_family("sd2").kohya_metadata(pipe.scheduler.config))
     kohya = save_kohya_lora(pipe.unet, None, tmp_path / "sd2_lora.safetensors", meta)
     generator = Generator(cfg, device="cpu")
-    assert generator.family.name == ModelFamily.sd2 and not generator.sdxl
+    assert generator.family.name == ModelFamily.sd2 and not uses_sdxl_files(generator.pipe)  # SD 1 layout files
     params = dict(prompt="a photo", steps=2, width=64, height=64, seed=0, scheduler="euler")
     base = np.asarray(generator.generate(GenerationParams(**params))[0].image, dtype=float)
     with_lora = generator.generate(GenerationParams(**params, loras=[LoraSpec(str(kohya))]))[0].image
