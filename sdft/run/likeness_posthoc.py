@@ -42,10 +42,12 @@ def same_base(run_model: str, given: str) -> bool:
 
 
 def full_config(phase_cfg):
-    """The phase's saved config on today's schema (a run from before the meter gets the meter's defaults)."""
-    from sdft.config import SdftConfig
+    """The phase's saved config on today's schema (a run from before the meter gets the meter's defaults; keys that
+    have moved since, such as optim.weight_decay, are left out)."""
+    from sdft.config import SdftConfig, without_moved_keys
 
-    return OmegaConf.merge(OmegaConf.structured(SdftConfig), phase_cfg)
+    saved = OmegaConf.to_container(phase_cfg, resolve=False) if OmegaConf.is_config(phase_cfg) else phase_cfg
+    return OmegaConf.merge(OmegaConf.structured(SdftConfig), without_moved_keys(saved))
 
 
 def evaluate_checkpoints(

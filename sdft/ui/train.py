@@ -120,7 +120,10 @@ def compose_form(overrides: list[str]):
     from sdft.errors import SdftError
     from sdft.run.train import as_config
 
+    from sdft.run.checks import check_overrides
+
     plain = [o for o in overrides if not o.startswith("hydra.")]
+    check_overrides(plain)  # a key that is gone: named with its new key, before Hydra's own error
     try:
         with _hydra, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return as_config(compose(config_name="config", overrides=plain))
