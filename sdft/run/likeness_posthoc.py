@@ -101,7 +101,7 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
     from sdft.callbacks.pipeline_parts import PipelineParts
     from sdft.callbacks.validation_grid import ValidationGrid
     from sdft.config import LossConfig, OptimConfig
-    from sdft.data.phase_data import phase_data
+    from sdft.data.phase_data import phase_data, phase_settings
     from sdft.generation.generator import Generator
     from sdft.generation.params import LoraSpec
     from sdft.families import family_parts
@@ -110,7 +110,7 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
 
     if metric is not None:
         cfg.callbacks.likeness.metric = metric
-    data = phase_data(cfg)  # the run's instance images and held-out split, checked
+    data = phase_data(cfg, phase_settings(cfg))  # the run's instance images and held-out split, checked
     gen = Generator(OmegaConf.to_object(cfg.model), device=device)
     pipe = gen.pipe
     gen.set_loras([LoraSpec(str(saved[0][1]))])  # a LoRA that does not fit this base fails here, before scoring

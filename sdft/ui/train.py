@@ -138,17 +138,12 @@ def inspect_form(overrides: list[str]) -> Checked:
     and data); raises ConfigError with the command line's message."""
     from omegaconf import OmegaConf
 
-    from sdft.data.phase_data import phase_data
     from sdft.errors import SdftError
-    from sdft.run.phases import phase_configs
-    from sdft.run.train import check_config
+    from sdft.run.train import checked_phases
 
     cfg = compose_form(overrides)
     try:
-        phases = phase_configs(cfg)
-        for phase in phases:
-            check_config(phase)
-        datas = [phase_data(phase) for phase in phases]
+        phases, datas = checked_phases(cfg)  # train.py's own checks and scan, each phase's settings resolved once
     except SdftError:
         raise
     except Exception as err:  # OmegaConf: a phase override of the wrong type
