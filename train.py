@@ -25,4 +25,11 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from sdft.run.checks import check_overrides
+
+    try:  # a key that is gone stops here naming its new key (Hydra's own error would only call it unknown)
+        check_overrides(sys.argv[1:])
+    except SdftError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(1)
     main()

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from sdft.adapters.lora import setup_trainable  # noqa: E402
 
 from sdft.models.params import count_params  # noqa: E402
-from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, OptimizerName, WeightDtype  # noqa: E402
+from sdft.config import AdapterConfig, Attention, LossConfig, ModelConfig, OptimConfig, WeightDtype  # noqa: E402
 from sdft.models.loading import freeze_models, make_noise_scheduler, speed_options  # noqa: E402
 from sdft.models.quantize import quantize_models  # noqa: E402
 from sdft.training.module import DreamBoothModule, StepModels  # noqa: E402
@@ -218,14 +218,11 @@ def bare_loss(m: SimpleNamespace, batch: dict, device: torch.device) -> torch.Te
 def make_optimizer(param_groups: list[dict], optim: OptimConfig, max_steps: int):
     from diffusers.optimization import get_scheduler
 
-    kwargs = dict(betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay)
-    if optim.name == OptimizerName.adamw8bit:
-        import bitsandbytes as bnb
+    from sdft.training.optimizers import build_optimizer, optimizer_node
 
-        opt = bnb.optim.AdamW8bit(param_groups, **kwargs)
-    else:  # the framework's rule (DreamBoothModule.configure_optimizers): fused when the parameters are on a GPU
-        fused = all(p.is_cuda for g in param_groups for p in g["params"]) if optim.fused is None else optim.fused
-        opt = torch.optim.AdamW(param_groups, fused=fused or None, **kwargs)
+    # the framework's route (DreamBoothModule.configure_optimizers): AdamW fused when the parameters are on a GPU
+    on_gpu = all(p.is_cuda for g in param_groups for p in g["params"])
+    opt = build_optimizer(optimizer_node(optim, on_gpu), param_groups, optim.lr)
     return opt, get_scheduler(optim.scheduler, opt, num_warmup_steps=optim.warmup_steps, num_training_steps=max_steps)
 
 
@@ -381,7 +378,7 @@ def build_setup(args, device: torch.device) -> SimpleNamespace:
     setup_trainable(holder.unet, holder.text_encoder, adapter)
     optim = load_group("optim", args.optim, OptimConfig)
     if args.no_fused:
-        optim.fused = False
+        optim.optimizer["fused"] = False
     train_te = any(p.requires_grad for p in holder.text_encoder.parameters())
     trainable = {name: count_params(m)[0] for name, m in (("unet", holder.unet), ("text_encoder", holder.text_encoder))}
 

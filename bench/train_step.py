@@ -106,7 +106,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net (nn.Module.compile, in place)")
     p.add_argument("--channels-last", action="store_true", help="U-Net and VAE in channels_last (model.channels_last)")
-    p.add_argument("--no-fused", action="store_true", help="AdamW without the fused CUDA kernel (optim.fused=false)")
+    p.add_argument(
+        "--no-fused", action="store_true", help="AdamW without the fused CUDA kernel (optim.optimizer.fused=false)"
+    )
     p.add_argument(
         "--cache-latents",
         action="store_true",

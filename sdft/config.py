@@ -106,11 +106,6 @@ class AdapterKind(str, Enum):
     embedding = "embedding"  # textual inversion: only new prompt tokens' embeddings train (adapter.embedding)
 
 
-class OptimizerName(str, Enum):
-    adamw = "adamw"
-    adamw8bit = "adamw8bit"
-
-
 class LossKind(str, Enum):
     l2 = "l2"
     l1 = "l1"
@@ -369,7 +364,6 @@ class BlockLrConfig:
 class OptimConfig:
     """Optimizer and learning-rate schedule."""
 
-    name: OptimizerName = OptimizerName.adamw  # adamw8bit needs bitsandbytes
     lr: float = ranged(1e-4, gt=0, why="0 leaves the untrained model")
     # default: lr
     text_encoder_lr: Optional[float] = ranged(
@@ -381,20 +375,46 @@ class OptimConfig:
     )
     # trained token embeddings (adapter.embedding); default: lr
     embedding_lr: Optional[float] = ranged(None, gt=0, why="0 trains no embedding; unset: optim.lr")
-    weight_decay: float = ranged(1e-2, ge=0)
-    betas: List[float] = ranged(factory=lambda: [0.9, 0.999], ge=0, lt=1, why="Adam's moment decays")
-    eps: float = ranged(1e-8, gt=0)
     scheduler: str = "constant"  # any name diffusers.optimization.get_scheduler knows: constant, linear, cosine, ...
     warmup_steps: int = ranged(0, ge=0)
-    fused: Optional[bool] = None  # AdamW's fused CUDA kernel; None: on when the trained parameters are on a GPU
-    # any optimizer class: {_target_: prodigyopt.Prodigy, _partial_: true, ...its arguments}; replaces name/betas/eps/
-    # weight_decay/fused when set (presets in conf/optim/; a missing package fails with its pip name)
-    optimizer: Dict[str, Any] = field(default_factory=dict)  # {}: use optim.name
+    # the optimizer class and its own arguments: {_target_: torch.optim.AdamW, _partial_: true, weight_decay: 0.01, ...}
+    # (presets in conf/optim/; a missing package fails with its pip name). {}: AdamW as conf/optim/adamw.yaml sets it
+    # (sdft/training/optimizers.py ADAMW_NODE); torch.optim.AdamW's `fused: null` means on when training on a GPU
+    optimizer: Dict[str, Any] = field(default_factory=dict)
     # LoRA+: lr × ratio for the LoRA B (up) matrices, e.g. 16
     loraplus_ratio: Optional[float] = ranged(
         None, gt=0, why="LoRA+ multiplies the B matrices' lr by it; typical 16; unset: no LoRA+"
     )
     unet_block_lr: BlockLrConfig = field(default_factory=BlockLrConfig)
+
+
+# the valid values of optimizer arguments many classes share, checked in optim.optimizer when present (each element,
+# for a list: Adam's betas, CAME's eps pair) before anything loads
+OPTIMIZER_ARG_RANGES = {
+    "betas": Range(ge=0, lt=1, why="Adam's moment decays"),
+    "eps": Range(gt=0),
+    "weight_decay": Range(ge=0),
+}
+
+# keys that are gone -> what to write instead; given one, a run stops at start naming the new key (sdft/run/checks.py)
+MOVED_KEYS = {
+    "optim.name": "the optimizer's preset, optim=adamw8bit (conf/optim/), or optim.optimizer._target_",
+    "optim.betas": "optim.optimizer.betas",
+    "optim.eps": "optim.optimizer.eps",
+    "optim.weight_decay": "optim.optimizer.weight_decay",
+    "optim.fused": "optim.optimizer.fused",
+}
+
+
+def without_moved_keys(saved: dict) -> dict:
+    """A run's saved config (a plain dict) without the MOVED_KEYS it may hold from before they moved, for reading a
+    finished run on today's schema (what it trained with stays in its config.yaml)."""
+    out = {**saved}
+    for key in MOVED_KEYS:
+        section, _, name = key.partition(".")
+        if isinstance(out.get(section), dict) and name in out[section]:
+            out[section] = {k: v for k, v in out[section].items() if k != name}
+    return out
 
 
 @dataclass

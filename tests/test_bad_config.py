@@ -34,7 +34,11 @@ from helpers.wiring import prepare_for_test
         ("adapter.kind=oft adapter.oft_block_size=0", r"adapter\.oft_block_size=0: must be >= 1"),
         ("adapter.embedding.placeholder=sks_token optim.embedding_lr=0", r"optim\.embedding_lr=0\.0: must be > 0"),
         ("callbacks.checkpoint_every_n_steps=-5", r"callbacks\.checkpoint_every_n_steps=-5: must be >= 0"),
-        ("optim.betas=[0.9,1.5]", r"optim\.betas=\[0\.9, 1\.5\]: must be in \[0, 1\) for each value"),
+        (
+            "optim.optimizer.betas=[0.9,1.5]",
+            r"optim\.optimizer\.betas=\[0\.9, 1\.5\]: must be in \[0, 1\) for each value",
+        ),
+        ("optim.optimizer.weight_decay=-1", r"optim\.optimizer\.weight_decay=-1(\.0)?: must be >= 0"),
         ("loss.noise_offset=nan", r"loss\.noise_offset=nan: must be >= 0"),
         # checks once hand-written beside the schema, now its ranges
         ("trainer.max_steps=0", r"trainer\.max_steps=0: must be >= 1"),

@@ -3,10 +3,13 @@ right parameter groups, a missing package names itself, schedule-free optimizers
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
 import torch
+import yaml
+from omegaconf import OmegaConf
 
 from helpers.config import CONF_DIR
 from sdft.config import BlockLrConfig, OptimConfig
@@ -20,6 +23,7 @@ QUIET = ["callbacks.validation_seeds=[]", "callbacks.fixed_noise_loss=false", "t
 CLASSES = {
     "adamw": "AdamW",
     "adamw8bit": "AdamW8bit",
+    "custom": "AdamW",  # no node of its own: AdamW unless optim.optimizer is given
     "prodigy": "Prodigy",
     "adafactor": "Adafactor",
     "lion": "Lion",
@@ -77,11 +81,13 @@ def test_a_missing_optimizer_package_is_named_before_training(fast_config, monke
 
 
 def test_named_presets_take_the_target_route(fast_config, monkeypatch):
-    """optim.name is a shorthand for a `_target_` node (one route): adamw8bit without bitsandbytes is refused before
-    training, naming the pip package, like any other optimizer; AdamW gets optim.betas/eps/weight_decay."""
+    """adamw and adamw8bit are `_target_` nodes like every preset (one route): adamw8bit without bitsandbytes is refused
+    before training, naming the pip package, like any other optimizer; AdamW gets the preset's betas/eps/weight_decay
+    (overridden as optim.optimizer.*), and the schema's default (optim.optimizer unset) is that same AdamW."""
+    from sdft.run.train import as_config
     from sdft.training.optimizers import learning_rates, optimizer_node
 
-    node = optimizer_node(OptimConfig(weight_decay=0.5, eps=1e-6))
+    node = optimizer_node(as_config(fast_config("optim.optimizer.weight_decay=0.5", "optim.optimizer.eps=1e-6")).optim)
     assert node == {
         "_target_": "torch.optim.AdamW",
         "_partial_": True,
@@ -90,7 +96,12 @@ def test_named_presets_take_the_target_route(fast_config, monkeypatch):
         "weight_decay": 0.5,
         "fused": None,
     }
-    assert optimizer_node(OptimConfig(name="adamw8bit"))["_target_"] == "bitsandbytes.optim.AdamW8bit"
+    assert optimizer_node(OptimConfig()) == optimizer_node(as_config(fast_config()).optim)
+    assert optimizer_node(fast_config("optim=adamw8bit").optim)["_target_"] == "bitsandbytes.optim.AdamW8bit"
+    # AdamW's fused kernel: on for parameters on a GPU unless the node says false; never on CPU unless it says true
+    assert optimizer_node(OptimConfig(), on_gpu=True)["fused"] is True
+    assert optimizer_node(OptimConfig(optimizer={**node, "fused": False}), on_gpu=True)["fused"] is None
+    assert optimizer_node(OptimConfig(optimizer={**node, "fused": True}))["fused"] is True
     assert learning_rates(OptimConfig(lr=1.0, text_encoder_lr=0.5)) == {
         "unet": 1.0,
         "text_encoder": 0.5,
@@ -104,13 +115,69 @@ def test_named_presets_take_the_target_route(fast_config, monkeypatch):
 
 
 def test_any_optimizer_class_by_target(fast_config):
-    parts = prepare_for_test(
-        fast_config("+optim.optimizer={_target_: torch.optim.SGD, _partial_: true, momentum: 0.9}", *QUIET)
-    )
+    sgd = "+optim.optimizer={_target_: torch.optim.SGD, _partial_: true, momentum: 0.9}"
+    parts = prepare_for_test(fast_config("optim=custom", sgd, *QUIET))
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     opt = parts.trainer.optimizers[0]
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
-    assert [g["lr"] for g in opt.param_groups] == [1e-4, 5e-5]  # optim.lr, optim.text_encoder_lr (conf/optim/adamw)
+    assert [g["lr"] for g in opt.param_groups] == [1e-4, 5e-5]  # optim.lr, optim.text_encoder_lr (conf/optim/custom)
+    # on a preset with a node, the dict merges into it: AdamW's betas/eps would reach SGD; refused at the start
+    with pytest.raises(ConfigError, match=r"torch\.optim\.SGD takes no \['betas', 'eps'\].*optim=custom"):
+        run(fast_config(sgd))
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("optim.weight_decay=0.05", "optim.optimizer.weight_decay"),
+        ("optim.betas=[0.9,0.99]", "optim.optimizer.betas"),
+        ("optim.eps=1e-6", "optim.optimizer.eps"),
+        ("optim.fused=false", "optim.optimizer.fused"),
+        ("optim.name=adamw8bit", "optim=adamw8bit"),
+    ],
+)
+def test_a_moved_optimizer_key_names_its_new_key(old, new):
+    """The keys that fed the old AdamW shorthand are gone; given one, the run stops at start naming the new key (never
+    silently dropped): on the command line (plan, UI), as `+key`, in a phase's overrides or a dict config."""
+    from sdft.run.checks import check_overrides, typed_config
+    from sdft.run.phases import phase_configs
+    from sdft.run.plan.compose import compose_run
+
+    said = re.escape(f"{old.split('=')[0]} is gone: write ") + f".*{re.escape(new)}"
+    for overrides in ([old], [f"+{old}"]):
+        with pytest.raises(ConfigError, match=said):
+            compose_run(overrides)  # sdft plan's, the UI's and the doctor's composition
+    key, value = old.split("=")
+    section = {key.split(".")[1]: yaml.safe_load(value)}
+    with pytest.raises(ConfigError, match=said):
+        typed_config({"optim": section})  # a dict config, Hydra's `+key` check (sdft/run/checks.py)
+    phased = typed_config({"phases": [{"name": "face", "overrides": {"optim": section}}]})
+    with pytest.raises(ConfigError, match="phase 'face': " + said):
+        phase_configs(phased)
+    check_overrides(["optim.optimizer.weight_decay=0.05", "optim=adamw8bit", "+optim.lr=1e-5"])  # the new keys pass
+
+
+def test_train_py_names_the_new_key_of_a_moved_one():
+    """`python train.py optim.weight_decay=0.05`: one line naming optim.optimizer.weight_decay, exit code 1."""
+    import subprocess
+
+    from helpers.config import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "train.py", "optim.weight_decay=0.05"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "write optim.optimizer.weight_decay instead" in said, said[-2000:]
+    assert "Traceback" not in said
+
+
+def test_a_run_saved_before_the_move_reads_on_todays_schema():
+    """`sdft eval checkpoints` reads old runs: their optim.name/betas/eps/weight_decay/fused are left out."""
+    from sdft.run.likeness_posthoc import full_config
+
+    old = {"optim": {"name": "adamw", "lr": 2e-4, "weight_decay": 0.01, "betas": [0.9, 0.999], "eps": 1e-8}}
+    cfg = full_config(OmegaConf.create({**old, "optim": {**old["optim"], "fused": None, "optimizer": {}}}))
+    assert cfg.optim.lr == 2e-4 and "name" not in cfg.optim and "weight_decay" not in cfg.optim
 
 
 @pytest.fixture

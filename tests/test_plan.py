@@ -97,7 +97,7 @@ def test_forecast_against_a_real_tiny_step(plan):
 def test_fit_gives_overrides_that_fit():
     from sdft.run.plan.fit import fit
 
-    base = BASE + ["optim.name=adamw8bit"]  # the first candidate left is gradient checkpointing
+    base = BASE + ["optim=adamw8bit"]  # the first candidate left is gradient checkpointing
     plan = plan_run(compose_run(base), device("cpu"))
     f = plan.phases[0][1]
     # a budget that gradient checkpointing meets with room: two traces of one config can differ by ~1.6 % (the first
@@ -115,7 +115,7 @@ def test_fit_nothing_fits(plan):
 
     cfg = plan.phases[0][0]
     left = [c for c in candidates(cfg, device("cpu")) if not c[0].startswith("data.resolution")]
-    assert left and left[0] == ["optim.name=adamw8bit"]
+    assert left and left[0] == ["optim=adamw8bit"]
     with pytest.raises(ConfigError, match="Nothing fits in 0.001 GiB"):
         fit(BASE, "config", _without_candidates(plan), 0.001, device("cpu"))
 
@@ -126,7 +126,7 @@ def _without_candidates(plan):
 
     cfg = copy.deepcopy(plan.phases[0][0])
     cfg.model.gradient_checkpointing = True
-    cfg.optim.name = "adamw8bit"
+    cfg.optim.optimizer._target_ = "bitsandbytes.optim.AdamW8bit"
     cfg.model.weight_dtype = "bf16"
     cfg.data.batch_size = 1
     cfg.data.resolution = 64
@@ -193,7 +193,7 @@ def test_train_headline_skips_the_tiny_test_model(caplog):
 def test_fit_report_prints_the_overrides():
     from sdft.run.plan.fit import FitResult, fit_report
 
-    result = FitResult(["model.gradient_checkpointing=true"], 3 * 2**30, 4.0, [("optim.name=adamw8bit", 5 * 2**30)])
+    result = FitResult(["model.gradient_checkpointing=true"], 3 * 2**30, 4.0, [("optim=adamw8bit", 5 * 2**30)])
     text = fit_report(result, "4GB")
-    assert "+ optim.name=adamw8bit: 5.00 GiB" in text
+    assert "+ optim=adamw8bit: 5.00 GiB" in text
     assert "add: model.gradient_checkpointing=true  -> 3.00 GiB" in text

@@ -27,13 +27,25 @@ def count_calls(monkeypatch, counts: Counter, module, name: str, within: str = "
             monkeypatch.setattr(mod, name, counted)
 
 
-def test_two_phase_run_resolves_each_phase_once(fast_config, tmp_path, monkeypatch):
+def two_kohya_phases(tmp_path) -> list[str]:
+    """Overrides of a two-phase run on a kohya TOML dataset (its resolution from the TOML)."""
     images = tmp_path / "img" / "3_sks character"
     images.mkdir(parents=True)
     for p in sorted((EXAMPLE_SUBJECT / "face").glob("*.png"))[:2]:
         shutil.copy(p, images)
     toml = tmp_path / "data.toml"
     toml.write_text(f'[general]\nresolution = 64\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = "{images}"\n')
+    return [
+        f"data.kohya_toml={toml}",
+        "data.instance_dir=null",
+        "data.resolution=null",
+        "prior=none",
+        "phases=[{name: face}, {name: body, start: stack}]",
+    ]
+
+
+def counting(monkeypatch) -> Counter:
+    """Counts of data_settings, load_kohya_toml and with_native_sizes calls and of every TOML parse from now on."""
     counts = Counter()
     count_calls(monkeypatch, counts, folders, "data_settings")
     count_calls(monkeypatch, counts, kohya_toml, "load_kohya_toml")
@@ -46,17 +58,25 @@ def test_two_phase_run_resolves_each_phase_once(fast_config, tmp_path, monkeypat
         return real_loads(text, *args, **kwargs)
 
     monkeypatch.setattr(tomllib, "loads", loads)
-    summary = run(
-        fast_config(
-            f"data.kohya_toml={toml}",
-            "data.instance_dir=null",
-            "data.resolution=null",
-            "prior=none",
-            "logger=none",
-            "callbacks.validation_seeds=[]",
-            "trainer.max_steps=1",
-            "phases=[{name: face}, {name: body, start: stack}]",
-        )
-    )
+    return counts
+
+
+def test_two_phase_run_resolves_each_phase_once(fast_config, tmp_path, monkeypatch):
+    overrides = two_kohya_phases(tmp_path)
+    counts = counting(monkeypatch)
+    summary = run(fast_config(*overrides, "logger=none", "callbacks.validation_seeds=[]", "trainer.max_steps=1"))
     assert [p["steps"] for p in summary["phases"]] == [1, 1]
     assert counts == {"data_settings": 2, "load_kohya_toml": 2, "toml parses": 2, "with_native_sizes": 2}, counts
+
+
+def test_the_ui_check_resolves_each_phase_once(tmp_path, monkeypatch):
+    """The Train tab's check (sdft/ui/train.py inspect_form) is the run's checked_phases: each phase's settings
+    resolved and its TOML parsed once (it resolved them twice per phase with check_config's own fallback)."""
+    from sdft.ui.train import inspect_form
+
+    overrides = two_kohya_phases(tmp_path)
+    counts = counting(monkeypatch)
+    checked = inspect_form(overrides)
+    assert [p.phase.name for p in checked.phases] == ["face", "body"] and len(checked.datas) == 2
+    assert all(d.settings.resolution == 64 for d in checked.datas)  # the TOML's resolution
+    assert counts == {"data_settings": 2, "load_kohya_toml": 2, "toml parses": 2}, counts

@@ -32,7 +32,7 @@ SETTINGS = (  # (label, config key) shown in the card's settings table
     ("alpha", "adapter.alpha"),
     ("U-Net targets", "adapter.unet_targets"),
     ("text encoder trained", "adapter.train_text_encoder"),
-    ("optimizer", "optim.name"),
+    ("optimizer", "optim.optimizer._target_"),
     ("learning rate", "optim.lr"),
     ("resolution", "data.resolution"),
     ("batch size", "data.batch_size"),

@@ -10,6 +10,7 @@ live in sdft/data/concepts.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -53,85 +54,87 @@ def _options(cfg, concept_cfg=None) -> dict:
     )
 
 
-def concepts_in_folder(
-    folder: Path,
-    cfg,
-    prompt: str | None,
-    class_prompt: str | None,
-    repeats: int | None,
-    loss_weight: float = 1.0,
-    trigger: str | None = None,
-    class_dir: Path | None = None,
-    is_reg: bool = False,
-    what: str = "data.instance_dir",
-    concept_cfg=None,
-) -> list[Concept]:
+@dataclass(frozen=True)
+class FolderSettings:
+    """What the config gives a dataset folder's concepts (a kohya `<n>_<tokens>` name supplies repeats, prompt and
+    class where the config leaves them unset). Built by `folder_settings`."""
+
+    what: str  # the config key that named the folder, for messages
+    options: dict  # Concept's caption / flip / recursive / resolution fields (_options)
+    default_repeats: int  # data.repeats: a plain folder's repeats when `repeats` is unset
+    prompt: str | None = None
+    class_prompt: str | None = None
+    repeats: int | None = None
+    loss_weight: float = 1.0
+    trigger: str | None = None
+    class_dir: Path | None = None
+    is_reg: bool = False
+
+
+def folder_settings(cfg, what: str, concept_cfg=None, **fields) -> FolderSettings:
+    """FolderSettings of data config `cfg` (and of one data.concepts entry, whose set options win)."""
+    return FolderSettings(what, _options(cfg, concept_cfg), int(cfg.repeats), **fields)
+
+
+def concepts_in_folder(folder: Path, settings: FolderSettings) -> list[Concept]:
     """A folder named `<n>_<tokens>`, a folder of such folders (plus loose images), or a plain folder."""
-    opts = _options(cfg, concept_cfg)
+    s = settings
     own = parse_kohya_name(folder.name)
     subs = kohya_subfolders(folder) if not own else []
     if subs:
-        concepts = [
-            _kohya_concept(sub, n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt)
-            for sub, n, tokens in subs
-        ]
+        concepts = [_kohya_concept(sub, n, tokens, s) for sub, n, tokens in subs]
         if list_images(folder, recursive=False):  # loose images next to the kohya folders
-            if not prompt:
+            if not s.prompt:
                 raise ConfigError(
-                    f"{what}: {folder} holds images outside its `<repeats>_<tokens>` folders; set a "
+                    f"{s.what}: {folder} holds images outside its `<repeats>_<tokens>` folders; set a "
                     "prompt for them (data.instance_prompt) or move them into such a folder."
                 )
             concepts.append(
                 Concept(
                     name=folder.name,
                     folder=folder,
-                    prompt=prompt,
-                    trigger=trigger,
-                    class_prompt=class_prompt,
-                    class_dir=class_dir,
-                    class_key=class_key_of(class_prompt),
-                    repeats=repeats or cfg.repeats,
-                    loss_weight=loss_weight,
-                    **{**opts, "recursive": False},
-                    is_reg=is_reg,
+                    prompt=s.prompt,
+                    trigger=s.trigger,
+                    class_prompt=s.class_prompt,
+                    class_dir=s.class_dir,
+                    class_key=class_key_of(s.class_prompt),
+                    repeats=s.repeats or s.default_repeats,
+                    loss_weight=s.loss_weight,
+                    **{**s.options, "recursive": False},
+                    is_reg=s.is_reg,
                 )
             )
         return concepts
     if own:
         n, tokens = own
-        return [
-            _kohya_concept(
-                folder, repeats or n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt, trigger
-            )
-        ]
-    if not prompt:
+        return [_kohya_concept(folder, s.repeats or n, tokens, s, s.trigger)]
+    if not s.prompt:
         raise ConfigError(
-            f"{what}: {folder} is a plain folder; set its prompt (data.instance_prompt, or the concept's "
+            f"{s.what}: {folder} is a plain folder; set its prompt (data.instance_prompt, or the concept's "
             "instance_prompt), or name it kohya-style `<repeats>_<trigger> <class>`."
         )
-    key = class_key_of(class_prompt if not is_reg else (class_prompt or prompt))
+    key = class_key_of(s.class_prompt if not s.is_reg else (s.class_prompt or s.prompt))
     return [
         Concept(
             name=folder.name,
             folder=folder,
-            prompt=prompt,
-            trigger=trigger,
-            class_prompt=class_prompt,
-            class_dir=class_dir,
+            prompt=s.prompt,
+            trigger=s.trigger,
+            class_prompt=s.class_prompt,
+            class_dir=s.class_dir,
             class_key=key,
-            repeats=repeats or cfg.repeats,
-            loss_weight=loss_weight,
-            **opts,
-            is_reg=is_reg,
+            repeats=s.repeats or s.default_repeats,
+            loss_weight=s.loss_weight,
+            **s.options,
+            is_reg=s.is_reg,
         )
     ]
 
 
-def _kohya_concept(
-    folder, n, tokens, cfg, opts, is_reg, loss_weight, class_dir, prompt, class_prompt, trigger=None
-) -> Concept:
+def _kohya_concept(folder: Path, n: int, tokens: str, s: FolderSettings, trigger: str | None = None) -> Concept:
+    """A `<n>_<tokens>` folder's concept: a reg set of class `tokens`, or trigger + class split from `tokens`."""
     word, cls = split_tokens(tokens)
-    if is_reg:
+    if s.is_reg:
         return Concept(
             name=folder.name,
             folder=folder,
@@ -139,8 +142,8 @@ def _kohya_concept(
             class_prompt=tokens,
             class_key=class_key_of(tokens),
             repeats=n,
-            loss_weight=loss_weight,
-            **opts,
+            loss_weight=s.loss_weight,
+            **s.options,
             is_reg=True,
         )
     return Concept(
@@ -148,12 +151,12 @@ def _kohya_concept(
         folder=folder,
         prompt=tokens,
         trigger=trigger or word,
-        class_prompt=class_prompt or cls,
-        class_dir=class_dir,
+        class_prompt=s.class_prompt or cls,
+        class_dir=s.class_dir,
         class_key=class_key_of(cls),
         repeats=n,
-        loss_weight=loss_weight,
-        **opts,
+        loss_weight=s.loss_weight,
+        **s.options,
     )
 
 
@@ -170,34 +173,39 @@ def resolve_concepts(cfg: DataConfig | DictConfig, kohya: KohyaDataset | None = 
             what = f"data.concepts[{k}].instance_dir"
             folder = check_folder(c.instance_dir, what)
             class_dir = Path(c.class_dir).expanduser() if c.class_dir else None
-            concepts += concepts_in_folder(
-                folder,
+            settings = folder_settings(
                 cfg,
-                c.instance_prompt,
-                c.class_prompt,
-                c.repeats,
-                c.loss_weight,
-                c.trigger or cfg.trigger,
-                class_dir,
-                c.is_reg,
                 what,
                 c,
+                prompt=c.instance_prompt,
+                class_prompt=c.class_prompt,
+                repeats=c.repeats,
+                loss_weight=c.loss_weight,
+                trigger=c.trigger or cfg.trigger,
+                class_dir=class_dir,
+                is_reg=c.is_reg,
             )
+            concepts += concepts_in_folder(folder, settings)
         return concepts
     if not cfg.instance_dir:
         raise ConfigError("No data: set data.instance_dir (a folder of images), data.concepts, or data.kohya_toml.")
     folder = check_folder(cfg.instance_dir, "data.instance_dir")
     class_dir = Path(cfg.class_dir).expanduser() if cfg.class_dir else None
-    return concepts_in_folder(folder, cfg, cfg.instance_prompt, cfg.class_prompt, None, 1.0, cfg.trigger, class_dir)
+    settings = folder_settings(
+        cfg,
+        "data.instance_dir",
+        prompt=cfg.instance_prompt,
+        class_prompt=cfg.class_prompt,
+        trigger=cfg.trigger,
+        class_dir=class_dir,
+    )
+    return concepts_in_folder(folder, settings)
 
 
 def class_dir_concepts(class_dir: Path, cfg) -> list[Concept]:
     """A class folder holding kohya `<repeats>_<class>` folders: its sets as reg concepts (else [])."""
-    opts = _options(cfg)
-    return [
-        _kohya_concept(sub, n, tokens, cfg, opts, True, 1.0, None, None, None)
-        for sub, n, tokens in kohya_subfolders(class_dir)
-    ]
+    settings = folder_settings(cfg, "data.class_dir", is_reg=True)
+    return [_kohya_concept(sub, n, tokens, settings) for sub, n, tokens in kohya_subfolders(class_dir)]
 
 
 def data_source(cfg: DataConfig | DictConfig) -> str:

@@ -39,10 +39,9 @@ def phase_settings(cfg: DictConfig) -> PhaseSettings:
     return PhaseSettings(data_settings(cfg.data, kohya), kohya)
 
 
-def phase_data(cfg: DictConfig, resolved: PhaseSettings | None = None) -> PhaseData:
+def phase_data(cfg: DictConfig, resolved: PhaseSettings) -> PhaseData:
     """Scan (bad folders and images fail here, before any model loads) and split one phase's data; `resolved`: its
-    `phase_settings` when the caller already has them (the run does: it checks the config against them first)."""
-    resolved = resolved if resolved is not None else phase_settings(cfg)
+    `phase_settings` (the run checks the config against them first: sdft.run.train.checked_phases)."""
     report = scan_settings(resolved.settings, resolved.kohya)
     instances, held_out = split_validation(report.examples, report.settings.validation_split, cfg.seed)
     return PhaseData(report.settings, report, instances, held_out)

@@ -20,6 +20,7 @@ def check_values(cfg: DictConfig, data: DictConfig) -> None:
     where = f" (phase {cfg.phase.name!r})" if cfg.phase.name != "main" else ""
     check_ranges(cfg, SdftConfig, "", where)
     check_ranges(data, DataConfig, "data.", where)  # a kohya TOML's values, under the keys they stand for
+    check_optimizer_args(cfg.optim.optimizer, where)
     for key, value in (
         ("data.resolution", data.resolution),
         ("callbacks.validation_resolution", cfg.callbacks.validation_resolution),
@@ -70,6 +71,46 @@ def check_ranges(cfg: DictConfig, schema: type, prefix: str = "", where: str = "
                 )
 
 
+def check_optimizer_args(node, where: str = "") -> None:
+    """optim.optimizer's common arguments (betas, eps, weight_decay) against sdft.config.OPTIMIZER_ARG_RANGES: the
+    first value outside is a ConfigError naming the key, as check_ranges does for the schema's fields."""
+    from sdft.config import OPTIMIZER_ARG_RANGES
+
+    for name, valid in OPTIMIZER_ARG_RANGES.items():
+        value = node.get(name) if node else None
+        if value is None:
+            continue
+        many = not isinstance(value, (int, float))
+        if any(not isinstance(v, (int, float)) or v not in valid for v in (value if many else [value])):
+            key = f"optim.optimizer.{name}"
+            raise ConfigError(
+                f"{key}={list(value) if many else value}{where}: must be {valid.text()}"
+                f"{' for each value' if many else ''}{f' ({valid.why})' if valid.why else ''}. Set {key} in that "
+                "range in the config or on the command line."
+            )
+
+
+def moved_key_error(key: str) -> ConfigError | None:
+    """The error for a key that is gone (sdft.config.MOVED_KEYS), naming what to write instead; None for others."""
+    from sdft.config import MOVED_KEYS
+
+    if key not in MOVED_KEYS:
+        return None
+    return ConfigError(
+        f"{key} is gone: write {MOVED_KEYS[key]} instead (the optimizer's own arguments are under optim.optimizer, "
+        "every preset in conf/optim/ lists them; docs/techniques.md)."
+    )
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Command-line overrides of a key that is gone fail naming the new key: Hydra's own error would only say the key
+    is not in the schema. Hydra's grammar puts the key before the first `=`, after `+`, `++` or `~`."""
+    for override in overrides:
+        err = moved_key_error(override.lstrip("~+").split("=", 1)[0].strip())
+        if err is not None:
+            raise err
+
+
 def typed_config(cfg: dict) -> DictConfig:
     """A plain container merged onto the schema; an unknown key (Hydra's `+key=` can add one) or a wrong type is a
     ConfigError naming the key. The message never repeats the value (it could be a secret)."""
@@ -81,6 +122,9 @@ def typed_config(cfg: dict) -> DictConfig:
     try:
         return OmegaConf.merge(OmegaConf.structured(SdftConfig), cfg)
     except ConfigKeyError as err:
+        moved = moved_key_error(err.full_key)
+        if moved is not None:
+            raise moved from None
         raise ConfigError(
             f"Unknown config key {err.full_key}: sdft's config has no such field (sdft/config.py, "
             "docs in README.md). Check the spelling; `+key=value` cannot add keys."

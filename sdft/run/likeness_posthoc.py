@@ -42,10 +42,12 @@ def same_base(run_model: str, given: str) -> bool:
 
 
 def full_config(phase_cfg):
-    """The phase's saved config on today's schema (a run from before the meter gets the meter's defaults)."""
-    from sdft.config import SdftConfig
+    """The phase's saved config on today's schema (a run from before the meter gets the meter's defaults; keys that
+    have moved since, such as optim.weight_decay, are left out)."""
+    from sdft.config import SdftConfig, without_moved_keys
 
-    return OmegaConf.merge(OmegaConf.structured(SdftConfig), phase_cfg)
+    saved = OmegaConf.to_container(phase_cfg, resolve=False) if OmegaConf.is_config(phase_cfg) else phase_cfg
+    return OmegaConf.merge(OmegaConf.structured(SdftConfig), without_moved_keys(saved))
 
 
 def evaluate_checkpoints(
@@ -99,7 +101,7 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
     from sdft.callbacks.pipeline_parts import PipelineParts
     from sdft.callbacks.validation_grid import ValidationGrid
     from sdft.config import LossConfig, OptimConfig
-    from sdft.data.phase_data import phase_data
+    from sdft.data.phase_data import phase_data, phase_settings
     from sdft.generation.generator import Generator
     from sdft.generation.params import LoraSpec
     from sdft.families import family_parts
@@ -108,7 +110,7 @@ def measure_phase(cfg, phase_dir: Path, saved: list[tuple[int, Path]], metric: s
 
     if metric is not None:
         cfg.callbacks.likeness.metric = metric
-    data = phase_data(cfg)  # the run's instance images and held-out split, checked
+    data = phase_data(cfg, phase_settings(cfg))  # the run's instance images and held-out split, checked
     gen = Generator(OmegaConf.to_object(cfg.model), device=device)
     pipe = gen.pipe
     gen.set_loras([LoraSpec(str(saved[0][1]))])  # a LoRA that does not fit this base fails here, before scoring

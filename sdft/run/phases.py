@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
 
 from sdft.config import PHASE_SECTIONS
 from sdft.errors import ConfigError
@@ -34,7 +35,15 @@ def phase_configs(cfg: DictConfig) -> list[DictConfig]:
             raise ConfigError(
                 f"phase {phase.name!r}: init_lora needs start=continue, stack or merge (fresh would drop it)."
             )
-        merged = OmegaConf.merge(cfg, OmegaConf.to_container(phase.overrides))
+        try:
+            merged = OmegaConf.merge(cfg, OmegaConf.to_container(phase.overrides))
+        except ConfigKeyError as err:
+            from sdft.run.checks import moved_key_error
+
+            moved = moved_key_error(err.full_key)
+            if moved is None:
+                raise
+            raise ConfigError(f"phase {phase.name!r}: {moved}") from None
         merged.phase = OmegaConf.merge(
             merged.phase, {"name": phase.name, "start": phase.start, "init_lora": phase.init_lora, "overrides": {}}
         )

@@ -22,7 +22,7 @@ from sdft.callbacks.graceful_stop import stop_before_training
 from sdft.callbacks.likeness import LikenessCallback
 from sdft.callbacks.progress import quiet_library_bars
 from sdft.config import SdftConfig
-from sdft.data.folders import check_data_config, data_settings
+from sdft.data.folders import check_data_config
 from sdft.data.phase_data import PhaseData, phase_data, phase_settings
 from sdft.embeddings.training import check_embedding_config
 from sdft.errors import ConfigError
@@ -57,11 +57,11 @@ def as_config(cfg: DictConfig | dict | SdftConfig) -> DictConfig:
     return typed_config(cfg)
 
 
-def check_config(cfg: DictConfig, settings: DictConfig | None = None) -> None:
+def check_config(cfg: DictConfig, settings: DictConfig) -> None:
     """Checks that need no model or data: fail before any long work. `settings`: the phase's resolved data settings
-    (sdft.data.phase_data.phase_settings; resolved here when not given)."""
+    (sdft.data.phase_data.phase_settings, as checked_phases resolves them)."""
     check_data_config(cfg.data, cfg.prior.enabled)
-    check_values(cfg, settings if settings is not None else data_settings(cfg.data))
+    check_values(cfg, settings)
     if is_peft_kind(cfg.adapter.kind):
         check_target_names(cfg.adapter.unet_targets, UNET_TARGETS, "adapter.unet_targets")
         check_target_names(cfg.adapter.text_encoder_targets, TEXT_ENCODER_TARGETS, "adapter.text_encoder_targets")

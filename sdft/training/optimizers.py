@@ -4,6 +4,7 @@ LoRA+ and per-block U-Net learning rates, and schedule-free optimizers' train/ev
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from typing import Iterable
 
@@ -11,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdft.config import OptimConfig, OptimizerName
+from sdft.config import OptimConfig
 from sdft.errors import ConfigError
 
 # import name -> pip package, for the error when an optimizer's package is missing (pip install 'sdft[optimizers]')
@@ -26,7 +27,8 @@ PIP_PACKAGES = {
 
 
 def optimizer_class(node) -> type:
-    """The class `optim.optimizer._target_` names, or a ConfigError naming the pip package that provides it."""
+    """The class `optim.optimizer._target_` names, checked to take every argument the node gives; else a ConfigError
+    (naming the pip package when the class's package is missing)."""
     node = OmegaConf.to_container(node) if isinstance(node, DictConfig) else dict(node)
     target = node.get("_target_")
     if not target or "." not in target:
@@ -46,7 +48,23 @@ def optimizer_class(node) -> type:
     cls = getattr(module, name, None)
     if cls is None:
         raise ConfigError(f"optim.optimizer._target_={target}: {module_name} has no {name!r}.")
+    check_arguments(cls, target, node)
     return cls
+
+
+def check_arguments(cls: type, target: str, node: dict) -> None:
+    """Every argument of the node is one the class takes (a dict override merges into the preset's node, so another
+    class's leftovers, e.g. AdamW's betas under SGD, would otherwise fail only when training starts)."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in node if not k.startswith("_") and k not in params]
+    if unknown:
+        raise ConfigError(
+            f"optim.optimizer: {target} takes no {unknown} (it takes {[k for k in params if k != 'params']}). A "
+            "dict override merges into the preset's node: pick the class's preset (conf/optim/), or give the class "
+            "whole on the preset without a node: optim=custom '+optim.optimizer={_target_: ..., _partial_: true}'."
+        )
 
 
 def learning_rates(cfg: OptimConfig) -> dict[str, float]:
@@ -61,19 +79,26 @@ def learning_rates(cfg: OptimConfig) -> dict[str, float]:
     }
 
 
-# optim.name's presets, as the `_target_` they stand for (one route: every optimizer is built by build_optimizer)
-NAMED = {OptimizerName.adamw: "torch.optim.AdamW", OptimizerName.adamw8bit: "bitsandbytes.optim.AdamW8bit"}
+ADAMW = "torch.optim.AdamW"
+ADAMW_8BIT = "bitsandbytes.optim.AdamW8bit"
+# the default optimizer (optim.optimizer unset), as conf/optim/adamw.yaml writes it
+ADAMW_NODE = {
+    "_target_": ADAMW,
+    "_partial_": True,
+    "betas": [0.9, 0.999],
+    "eps": 1e-8,
+    "weight_decay": 1e-2,
+    "fused": None,
+}
 
 
 def optimizer_node(cfg: OptimConfig, on_gpu: bool = False) -> dict:
-    """The `_target_` + `_partial_` node to build: optim.optimizer if set, else optim.name's class with optim.betas,
-    eps and weight_decay (AdamW: its fused CUDA kernel when the parameters are on a GPU, unless optim.fused says)."""
-    if cfg.optimizer:
-        return cfg.optimizer
-    node = {"_target_": NAMED[OptimizerName(cfg.name)], "_partial_": True}
-    node.update(betas=list(cfg.betas), eps=float(cfg.eps), weight_decay=float(cfg.weight_decay))
-    if cfg.name == OptimizerName.adamw:  # one kernel for all parameters instead of a loop
-        node["fused"] = (on_gpu if cfg.fused is None else bool(cfg.fused)) or None
+    """The `_target_` + `_partial_` node to build: optim.optimizer (ADAMW_NODE when unset), with torch's AdamW on its
+    fused CUDA kernel (one kernel for all parameters instead of a loop) when the parameters are on a GPU, unless the
+    node's `fused` says otherwise."""
+    node = OmegaConf.to_container(OmegaConf.create(cfg.optimizer or ADAMW_NODE), resolve=True)  # a copy, plain
+    if node.get("_target_") == ADAMW:
+        node["fused"] = (on_gpu if node.get("fused") is None else bool(node["fused"])) or None
     return node
 
 

@@ -120,7 +120,10 @@ def compose_form(overrides: list[str]):
     from sdft.errors import SdftError
     from sdft.run.train import as_config
 
+    from sdft.run.checks import check_overrides
+
     plain = [o for o in overrides if not o.startswith("hydra.")]
+    check_overrides(plain)  # a key that is gone: named with its new key, before Hydra's own error
     try:
         with _hydra, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return as_config(compose(config_name="config", overrides=plain))
@@ -135,17 +138,12 @@ def inspect_form(overrides: list[str]) -> Checked:
     and data); raises ConfigError with the command line's message."""
     from omegaconf import OmegaConf
 
-    from sdft.data.phase_data import phase_data
     from sdft.errors import SdftError
-    from sdft.run.phases import phase_configs
-    from sdft.run.train import check_config
+    from sdft.run.train import checked_phases
 
     cfg = compose_form(overrides)
     try:
-        phases = phase_configs(cfg)
-        for phase in phases:
-            check_config(phase)
-        datas = [phase_data(phase) for phase in phases]
+        phases, datas = checked_phases(cfg)  # train.py's own checks and scan, each phase's settings resolved once
     except SdftError:
         raise
     except Exception as err:  # OmegaConf: a phase override of the wrong type

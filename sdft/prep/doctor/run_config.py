@@ -17,7 +17,9 @@ def compose_run_config(config_name: str, overrides: list[str], config_dir: str |
 
     import sdft.config  # noqa: F401  (registers the schema)
     from sdft.errors import ConfigError
+    from sdft.run.checks import check_overrides
 
+    check_overrides(list(overrides))  # a key that is gone: named with its new key, before Hydra's own error
     folder = Path(config_dir or "conf").expanduser().resolve()
     if not (folder / f"{config_name}.yaml").is_file():
         raise ConfigError(f"--config-name {config_name}: no {folder / (config_name + '.yaml')} (set --config-dir).")

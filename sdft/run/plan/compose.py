@@ -20,8 +20,9 @@ def compose_run(overrides: list[str], config_name: str = "config", config_dir: P
     from omegaconf.errors import OmegaConfBaseException
 
     import sdft.config  # noqa: F401  (registers the schema)
-    from sdft.run.checks import typed_config
+    from sdft.run.checks import check_overrides, typed_config
 
+    check_overrides(list(overrides))  # a key that is gone: named with its new key, before Hydra's own error
     try:
         with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=list(overrides))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sdft.config import AdapterKind, OptimizerName, WeightDtype
+from sdft.config import AdapterKind, WeightDtype
 from sdft.errors import ConfigError
 from sdft.run.plan.devices import Device
 from sdft.run.plan.trace import GiB
+from sdft.training.optimizers import ADAMW, optimizer_node
 
 
 @dataclass
@@ -35,8 +36,8 @@ def candidates(cfg, device: Device) -> list[list[str]]:
         caches.append("data.cache_text_encoder_outputs=true")
     if caches:
         out.append(caches)
-    if not cfg.optim.optimizer and cfg.optim.name == OptimizerName.adamw:
-        out.append(["optim.name=adamw8bit"])
+    if optimizer_node(cfg.optim)["_target_"] == ADAMW:
+        out.append(["optim=adamw8bit"])  # its preset (conf/optim/adamw8bit.yaml): the same arguments, 8-bit state
     if not m.gradient_checkpointing:
         out.append(["model.gradient_checkpointing=true"])
     if m.weight_dtype == WeightDtype.fp32 and cfg.adapter.kind != AdapterKind.full:

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import torch
 from omegaconf import DictConfig
 
-from sdft.config import Attention, OptimizerName
+from sdft.config import Attention
 from sdft.models.loading import DTYPES
 from sdft.models.params import text_towers
 from sdft.run.plan.arch import Architecture, build_models, fake_mode
@@ -150,9 +150,12 @@ def adapted_module(cfg: DictConfig, models: SimpleNamespace):
 
 def make_optimizer(cfg: DictConfig, module, notes: list[str]):
     """The configured optimizer with its state made (one step on zero gradients), or None for 8-bit Adam."""
-    if not cfg.optim.optimizer and cfg.optim.name == OptimizerName.adamw8bit:
+    from sdft.training.optimizers import ADAMW, ADAMW_8BIT, optimizer_node
+
+    target = optimizer_node(cfg.optim)["_target_"]
+    if target == ADAMW_8BIT:
         return None
-    if cfg.optim.optimizer:
+    if target != ADAMW:
         notes.append("optimizer state of optim.optimizer traced as its class makes it")
     opt = module.configure_optimizers()["optimizer"]
     params = [p for g in opt.param_groups for p in g["params"]]
