@@ -28,7 +28,11 @@ class Rule:
 
     def eligible(self, row: dict) -> bool:
         like = row["likeness"]
-        return like > 0 and row["leakage"] <= self.max_leakage_ratio * like and row["flexibility"] >= self.min_flex_ratio * like
+        return (
+            like > 0
+            and row["leakage"] <= self.max_leakage_ratio * like
+            and row["flexibility"] >= self.min_flex_ratio * like
+        )
 
     def recommend(self, rows: list[dict]) -> int | None:
         """Index into `rows` (ordered by step) of the recommended checkpoint; None when no row is available.
