@@ -40,15 +40,29 @@ def measured(run_dirs: list[Path]) -> list[dict]:
 
 
 def sd15_share(
-    steps: int, every: int, images: int, sample_steps: int, sample_step_s: float, train_step_s: float, budget: float
+    steps: int,
+    every: int,
+    images: int,
+    sample_steps: int,
+    sample_step_s: float,
+    train_step_s: float,
+    budget: float,
+    images_per_step: int = 1,
 ):
     """(measured steps, meter seconds, training seconds, share of the run) under callbacks.likeness.max_share=budget
-    (0: every checkpoint), following LikenessCallback.within_budget: the first checkpoint and the final one always."""
+    (0: every checkpoint), following LikenessCallback.within_budget: a step checkpoint only if it and the final one fit
+    in max_share of the whole run's training (the first one's cost estimated from the training step with
+    SAMPLING_STEP_PER_TRAINING_IMAGE, later ones as timed); the final always.
+    `train_step_s`: one training step of `images_per_step` images (prior preservation: instance + class = 2)."""
+    from sdft.callbacks.likeness import SAMPLING_STEP_PER_TRAINING_IMAGE
+
     per = images * sample_steps * sample_step_s
+    estimate = images * sample_steps * SAMPLING_STEP_PER_TRAINING_IMAGE * train_step_s / images_per_step
     checkpoints = list(range(every, steps, every)) if every else []
     done: list[int] = []
     for step in checkpoints:
-        if not budget or not done or (len(done) + 1) * per <= budget * step * train_step_s:
+        cost = len(done) * per + (per if done else estimate) + (per if done else estimate)  # this one + the final
+        if not budget or cost <= budget * steps * train_step_s:
             done.append(step)
     done.append(steps)
     meter, train = len(done) * per, steps * train_step_s
@@ -99,34 +113,43 @@ def main(argv=None) -> None:
     p.add_argument("--sample-step-s", type=float, default=2.0, help="relative cost of one CFG sampling step")
     p.add_argument("--train-step-s", type=float, default=3.0, help="relative cost of one LoRA training step")
     p.add_argument("--max-share", type=float, default=0.1, help="callbacks.likeness.max_share")
+    p.add_argument(
+        "--train-image-s", type=float, default=None, help="one training image's U-Net work (default: --train-step-s)"
+    )
     p.add_argument("--measure-sd15", type=int, default=None, metavar="RES", help="measure both speeds here (fp32 CPU)")
     args = p.parse_args(argv)
     if args.measure_sd15:
-        args.sample_step_s, args.train_step_s = measure_sd15(args.measure_sd15)
+        args.sample_step_s, args.train_image_s = measure_sd15(args.measure_sd15)
         print(
             f"measured at {args.measure_sd15} px: sampling step {args.sample_step_s:.2f} s, training step's U-Net "
-            f"{args.train_step_s:.2f} s"
+            f"{args.train_image_s:.2f} s per image"
         )
+    image_s = args.train_image_s or args.train_step_s
     for r in measured(list(args.runs)):
         print(
             f"{r['run']}: meter {r['meter_s']:.1f} s of {r['train_s']:.1f} s training "
             f"({100 * r['share']:.1f} %), {r['measurements']} measurements"
         )
     print(
-        f"\nSD 1.5 at 512 px, {args.images} images x {args.sample_steps} sampling steps per measurement, "
-        f"sampling step : training step = {args.sample_step_s} : {args.train_step_s}"
+        f"\n{args.images} images x {args.sample_steps} sampling steps per measurement, sampling step : one training "
+        f"image = {args.sample_step_s} : {image_s}"
     )
-    print("| steps | checkpoint every | max_share | measured steps | meter / training (step-equivalents) | share |")
-    print("|---|---|---|---|---|---|")
-    for steps, every in [(1000, 250), (2000, 250), (2000, 500), (3000, 500), (4000, 500)]:
-        for budget in (0.0, args.max_share):
-            done, meter, train, share = sd15_share(
-                steps, every, args.images, args.sample_steps, args.sample_step_s, args.train_step_s, budget
-            )
-            print(
-                f"| {steps} | {every} | {budget} | {', '.join(map(str, done))} | "
-                f"{meter / args.train_step_s:.0f} / {steps} | {100 * share:.1f} % |"
-            )
+    print(
+        "| training images per step | steps | checkpoint every | max_share | measured steps | "
+        "meter / training (step-equivalents) | share |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for per_step in (1, 2):  # batch 1 without / with prior preservation (the default: an instance and a class image)
+        step_s = image_s * per_step
+        for steps, every in [(500, 100), (800, 0), (1000, 250), (1500, 250), (2000, 500), (3000, 500)]:
+            for budget in (0.0, args.max_share):
+                done, meter, train, share = sd15_share(
+                    steps, every, args.images, args.sample_steps, args.sample_step_s, step_s, budget, per_step
+                )
+                print(
+                    f"| {per_step} | {steps} | {every} | {budget} | {', '.join(map(str, done))} | "
+                    f"{meter / step_s:.0f} / {steps} | {100 * share:.1f} % |"
+                )
 
 
 if __name__ == "__main__":

@@ -516,7 +516,8 @@ class LikenessConfig:
     # samples per pipeline call (all 10 of the defaults in one; lower it on a small GPU / CPU)
     batch_size: int = ranged(10, ge=1, why="samples per pipeline call")
     # a step checkpoint is skipped when measuring it would take the meter over this share of the training time so far
-    # (the final checkpoint is always measured); 0: measure every checkpoint
+    # (the first one's cost estimated from the training step's time; the final checkpoint is always measured);
+    # 0: measure every checkpoint
     max_share: float = ranged(0.1, ge=0, why="a share of the training time; 0: measure every checkpoint")
     # recommended: the earliest checkpoint within this of the best likeness (same scale)
     tolerance: float = ranged(0.1, ge=0, why="likeness difference")

@@ -72,3 +72,31 @@ def test_face_metric_without_dlib_names_the_extra(monkeypatch):
             FaceScorer([Image.new("RGB", (64, 64))])
     finally:
         face_identity.cache_clear()
+
+
+def test_a_step_checkpoint_is_measured_only_if_it_and_the_final_one_fit_the_budget():
+    """Before any measurement its cost is estimated from the training step's time (sampling step = 2/3 of a training
+    image's U-Net work): 10 images x 20 steps after 100 s of training is ~67 s at step 100, ~7 s at step 1000; the
+    final measurement (always taken) is reserved within max_share of the whole run (projected to max_steps). Before
+    this, the first step checkpoint was always measured, so short SD 1.5 runs spent ~20 % on the meter."""
+    import time
+    from types import SimpleNamespace
+
+    from sdft.callbacks.likeness import LikenessCallback
+
+    record = SimpleNamespace(rows=[])
+    meter = SimpleNamespace(images_per_measurement=lambda: 10)
+    callback = LikenessCallback(meter, record, grids=None, checkpoint=None, val_loss=None)
+    callback.max_share, callback.images_per_step, callback.sampling_steps = 0.1, 2, 20
+    callback._started = time.perf_counter() - 100.0
+    assert not callback.within_budget(step=100, max_steps=200)  # 2 x 67 s > 10 % of 200 s
+    assert callback.within_budget(step=100, max_steps=2000)  # 2 x 67 s <= 10 % of 2000 s
+    assert not callback.within_budget(step=1000, max_steps=1000)  # 2 x 6.7 s > 10 % of 100 s
+    assert callback.within_budget(step=1000, max_steps=1500)  # 2 x 6.7 s <= 10 % of 150 s
+    callback.max_share = 0  # 0: every checkpoint
+    assert callback.within_budget(step=100, max_steps=200)
+    callback.max_share, callback.seconds = 0.1, 4.0  # after one measurement of 4 s: timed, not estimated
+    record.rows = [{"step": 100}]
+    callback._started = time.perf_counter() - 104.0
+    assert callback.within_budget(step=100, max_steps=120)  # 4 + 2 x 4 <= 10 % of 120 s
+    assert not callback.within_budget(step=100, max_steps=100)  # 12 > 10

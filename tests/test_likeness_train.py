@@ -105,6 +105,7 @@ def test_image_metric_on_the_tiny_base(fast_config, tmp_path):
             "callbacks.likeness.enabled=true",
             "callbacks.likeness.seeds=[0]",
             "callbacks.likeness.num_flex_prompts=1",
+            "callbacks.likeness.max_share=0",  # both checkpoints (the budget would skip step 1: its test is elsewhere)
         )
     )
     doc = json.loads((tmp_path / "out" / "main" / "likeness" / "likeness.json").read_text())

@@ -19,6 +19,10 @@ from sdft.evaluation.likeness_rule import Rule
 from sdft.memory import trim_heap
 
 log = logging.getLogger(__name__)
+# A sampling step with classifier-free guidance runs the U-Net forward twice per image; a training step runs forward
+# and backward (about two more forwards) per image: 2:3 in U-Net work. Measured on the SD 1.5 U-Net (fp32 CPU, 256 px:
+# bench/likeness_cost.py --measure-sd15): 0.61. Only the first measurement's cost is estimated so; later ones are timed.
+SAMPLING_STEP_PER_TRAINING_IMAGE = 2 / 3
 
 
 class LikenessCallback(L.Callback):
@@ -31,6 +35,8 @@ class LikenessCallback(L.Callback):
         self.best: Path | None = None
         self.max_share = 0.0  # callbacks.likeness.max_share (set by from_config)
         self.skipped: list[int] = []  # checkpoints not measured to keep within max_share
+        self.images_per_step = 1  # training images per optimizer step (instances + class samples)
+        self.sampling_steps = 20  # the run's sampler steps (callbacks.validation_steps)
         self._started: float | None = None
 
     @classmethod
@@ -69,17 +75,29 @@ class LikenessCallback(L.Callback):
         log.info("Likeness meter: metric %s, %d images per checkpoint", metric, meter.images_per_measurement())
         callback = cls(meter, record, grids, checkpoint, val_loss)
         callback.max_share = lk.max_share
+        accumulate = cfg.trainer.get("accumulate_grad_batches", 1) or 1
+        callback.images_per_step = cfg.data.batch_size * (2 if cfg.prior.enabled else 1) * accumulate
+        callback.sampling_steps = cfg.callbacks.validation_steps
         return callback
 
-    def within_budget(self) -> bool:
-        """Whether one more measurement (as long as the last one) keeps the meter within max_share of the time
-        trained so far; the first one is always taken (its time is not known yet)."""
-        if not self.max_share or not self.record.rows or self._started is None:
+    def within_budget(self, step: int, max_steps: int) -> bool:
+        """Whether measuring this step checkpoint keeps the meter within max_share of the run's training time
+        (projected from the steps so far to max_steps) with the final measurement, which is always taken, reserved.
+        A measurement lasts as long as those so far on average, or, before the first, as estimated from the training
+        step's time (images it renders x sampling steps x SAMPLING_STEP_PER_TRAINING_IMAGE x time per training
+        image)."""
+        if not self.max_share or self._started is None or step <= 0:
             return True
         import time
 
-        per = self.seconds / len(self.record.rows)
-        return self.seconds + per <= self.max_share * (time.perf_counter() - self._started - self.seconds)
+        trained = time.perf_counter() - self._started - self.seconds
+        if self.record.rows:
+            per = self.seconds / len(self.record.rows)
+        else:
+            per_image = trained / (step * self.images_per_step)
+            images = self.meter.images_per_measurement()
+            per = images * self.sampling_steps * SAMPLING_STEP_PER_TRAINING_IMAGE * per_image
+        return self.seconds + 2 * per <= self.max_share * trained * max(max_steps, step) / step
 
     def on_train_start(self, trainer: L.Trainer, module) -> None:
         import time
@@ -114,7 +132,7 @@ class LikenessCallback(L.Callback):
             return
         if any(r["step"] == step for r in self.record.rows) or step in self.skipped:
             return  # gradient accumulation: several batches end on one step
-        if not self.within_budget():
+        if not self.within_budget(step, trainer.max_steps):
             self.skipped.append(step)
             log.info("Likeness: step %d not measured (callbacks.likeness.max_share=%s)", step, self.max_share)
             return
