@@ -37,6 +37,12 @@ RECIPES = {
         "callbacks.checkpoint_every_n_steps=50",
         "callbacks.keep_last_k=1000",
     ],
+    # overtrained by steps alone: the quickstart's learning rate, 4x its steps (the usual way a run goes too far)
+    "overtrain_steps": [
+        f"trainer.max_steps={4 * QUICKSTART_STEPS}",
+        "callbacks.checkpoint_every_n_steps=50",
+        "callbacks.keep_last_k=1000",
+    ],
     "quickstart": ["callbacks.keep_last_k=1000"],
 }
 QUIET = [  # no grids or loggers; the meter (every checkpoint measured) and the fixed-noise loss stay on
