@@ -11,6 +11,21 @@ import torch
 from helpers.config import FAST, compose_config
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject's addopts): one worker per core this process may use, at most 4 (each worker holds its own
+    torch, tiny models and session fixtures: ~1.5 GB). Every test runs one torch thread (`one_thread`), so on 2 cores
+    the second worker doubles what the suite gets done instead of idling."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Files holding a slow test first (stable otherwise): with `--dist loadfile` a worker takes whole files in this
+    order, so the longest files start at once instead of being the last ones left running on one worker while the
+    other idles (alphabetical order put test_toy_learning and the UI browser test last)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """Tiny models are dominated by per-op overhead: one thread is as fast and never stalls under CPU contention."""
