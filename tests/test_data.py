@@ -166,14 +166,14 @@ def test_class_images_per_concept_and_loss_weights(tmp_path):
         ),
     ]
     pipe = FakePipe()
-    classes = prior_examples(cfg, pipe)
+    classes = prior_examples(cfg, pipe, scan_dataset(cfg.data))
     assert pipe.generated == 4 and len(classes) == 4
     assert {(ex.path.parent.name, ex.prompt) for ex in classes} == {
         ("cls_dog", "photo of a dog"),
         ("cls_cat", "photo of a cat"),
     }
     assert "photo of a cat" in Image.open(tmp_path / "cls_cat" / "class_00000.png").text["parameters"]
-    prior_examples(cfg, pipe)
+    prior_examples(cfg, pipe, scan_dataset(cfg.data))
     assert pipe.generated == 4  # reused across runs
 
     class Tok:

@@ -8,21 +8,20 @@ from pathlib import Path
 
 from sdft.data.class_images import default_class_dir, ensure_class_images
 from sdft.data.concepts import kohya_subfolders, parse_kohya_name
-from sdft.data.datamodule import DatasetReport, class_examples, scan_dataset
+from sdft.data.datamodule import DatasetReport, class_examples
 
 log = logging.getLogger(__name__)
 
 
-def prior_examples(cfg, pipe, report: DatasetReport | None = None) -> list:
+def prior_examples(cfg, pipe, report: DatasetReport) -> list:
     """The run's class examples, for every concept (`cfg` is the whole run config; `report` the phase's scan,
-    sdft/data/phase_data.py, scanned here only when not given).
+    sdft/data/phase_data.py).
 
     Class sets given as images (kohya is_reg subsets, `<repeats>_<class>` folders in data.class_dir) are always
     used, as kohya does. With prior.enabled, each instance concept with a class prompt and no such set gets
     prior.num_class_images generated (resumable, reused, topped up) in its class_dir
     (default: datasets/class_images/<model>/<class prompt>_<resolution>).
     """
-    report = report if report is not None else scan_dataset(cfg.data)
     settings = report.settings
     examples = list(report.reg_examples)
     if not cfg.prior.enabled:
