@@ -157,26 +157,21 @@ def start_phase(
     merge: merge the previous adapter into the base weights, train a new one.
     SDXL's `text_encoder_2` (when given) follows the text encoder's settings.
     """
+    towers = (text_encoder, text_encoder_2)  # every text tower the model has follows the text encoder's settings
     models = (
         (unet, cfg.train_unet, cfg.unet_targets, UNET_TARGETS, "adapter.unet_targets"),
-        (
-            text_encoder,
-            cfg.train_text_encoder,
-            cfg.text_encoder_targets,
-            TEXT_ENCODER_TARGETS,
-            "adapter.text_encoder_targets",
-        ),
-    )
-    if text_encoder_2 is not None:
-        models += (
+        *(
             (
-                text_encoder_2,
+                tower,
                 cfg.train_text_encoder,
                 cfg.text_encoder_targets,
                 TEXT_ENCODER_TARGETS,
                 "adapter.text_encoder_targets",
-            ),
-        )
+            )
+            for tower in towers
+            if tower is not None
+        ),
+    )
     has_previous = previous is not None and any(ADAPTER_NAME in adapter_names(m) for m, *_ in models)
     if mode == "fresh" or not has_previous:
         for model, *_ in models:
