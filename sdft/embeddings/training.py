@@ -41,7 +41,8 @@ class TokenVectors(nn.Module):
         self.token, self.ids, self.init_word = token, list(ids), init_word
         self.vectors = nn.Parameter(start.detach().float().clone())
         self.ids_2 = self.vectors_2 = None  # attribute names kept: they are the checkpoints' state-dict keys
-        for ids_2, start_2 in second:
+        if second:  # SDXL's second tower
+            ids_2, start_2 = second[0]
             self.ids_2, self.vectors_2 = list(ids_2), nn.Parameter(start_2.detach().float().clone())
         self.frozen = False
 
