@@ -35,3 +35,11 @@ class TrainingStopped(SdftError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def command_moved(module: str, command: str) -> None:
+    """Stop `python -m <module>` (a command line this module had before issue 27 moved every one to sdft/cli/) with
+    the command that replaced it, instead of exiting silently with nothing done."""
+    raise SystemExit(
+        f"`python -m {module}` is no longer a command: run `{command}` (the same options; `{command} --help`)."
+    )

@@ -1,7 +1,7 @@
 """The compare report: after `+experiment=compare` (a multirun of conf/variant/ jobs), evaluate every job's outputs
 (each phase of a multi-phase job is one row), the untouched base and the real images, into <sweep dir>/report/.
 
-Runs as a Hydra callback at the end of the multirun; by hand: `python -m sdft.evaluation.compare <sweep dir>`.
+Runs as a Hydra callback at the end of the multirun; by hand: `sdft eval compare <sweep dir>`.
 """
 
 from __future__ import annotations
@@ -57,3 +57,9 @@ class CompareReport(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         paths = write_compare_report(config.hydra.sweep.dir)
         print(f"Compare report: {paths[0]}")
+
+
+if __name__ == "__main__":  # the command line moved to sdft/cli/ (issue 27)
+    from sdft.errors import command_moved
+
+    command_moved("sdft.evaluation.compare", "sdft eval compare")

@@ -126,3 +126,9 @@ def write_preview(dm: DreamBoothDataModule, out: Path, background, limit: int = 
     with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")
     return out
+
+
+if __name__ == "__main__":  # the command line moved to sdft/cli/ (issue 27)
+    from sdft.errors import command_moved
+
+    command_moved("sdft.prep.check", "sdft data check")

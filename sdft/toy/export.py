@@ -139,3 +139,9 @@ def export(run_dir: Path, out: Path = TOY_MODEL_DIR) -> dict:
     }
     (out / "training.json").write_text(json.dumps(facts, indent=2) + "\n")
     return facts
+
+
+if __name__ == "__main__":  # the command line moved to sdft/cli/ (issue 27)
+    from sdft.errors import command_moved
+
+    command_moved("sdft.toy.export", "sdft toy export")

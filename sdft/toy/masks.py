@@ -100,3 +100,9 @@ def is_busy(image) -> bool:
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
     far = np.linalg.norm(border - np.array(BACKGROUNDS[name], dtype=np.float32), axis=-1) > OFF_BACKGROUND
     return bool(far.mean() > BUSY_SHARE)
+
+
+if __name__ == "__main__":  # the command line moved to sdft/cli/ (issue 27)
+    from sdft.errors import command_moved
+
+    command_moved("sdft.toy.masks", "sdft toy masks")

@@ -104,3 +104,9 @@ def run_study(seeds: list[int], out: Path, overrides: list[str], baseline: bool,
         f"{summary.table()}"
         for prior, summary in results.items()
     )
+
+
+if __name__ == "__main__":  # the command line moved to sdft/cli/ (issue 27)
+    from sdft.errors import command_moved
+
+    command_moved("sdft.toy.study", "sdft toy study")

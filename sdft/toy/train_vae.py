@@ -85,3 +85,9 @@ def pretrain_vae(
         seconds = time.time() - start
     (out / "vae_history.json").write_text(json.dumps({"reconstruction_loss": history, "seconds": round(seconds, 1)}))
     return history, time.time() - start
+
+
+if __name__ == "__main__":  # the command line moved to sdft/cli/ (issue 27)
+    from sdft.errors import command_moved
+
+    command_moved("sdft.toy.train_vae", "sdft toy vae")

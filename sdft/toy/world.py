@@ -224,3 +224,9 @@ def write_dataset(out: Path | str, count: int, seed: int = 0, omit_prob: float =
         path.with_suffix(".txt").write_text(scene.caption(omit) + "\n", encoding="utf-8")
         paths.append(path)
     return paths
+
+
+if __name__ == "__main__":  # the command line moved to sdft/cli/ (issue 27)
+    from sdft.errors import command_moved
+
+    command_moved("sdft.toy.world", "sdft toy world")
