@@ -1,4 +1,4 @@
-"""`sdft toy world|vae|export|study|masks`: the toy world's tools (sdft/toy/, sdft/toy/MODEL_CARD.md): its dataset,
+"""`sdft toy world|vae|decoder|export|study|masks`: the toy world's tools (sdft/toy/, sdft/toy/MODEL_CARD.md): its dataset,
 the toy base's pretraining steps, the quickstart's multi-seed study and generated masks."""
 
 from __future__ import annotations
@@ -24,6 +24,20 @@ def register(subparsers) -> None:
     vae.add_argument("--seed", type=int, default=0)
     vae.add_argument("--threads", type=int, default=1)
     vae.set_defaults(func=run_vae)
+
+    decoder = subparsers.add_parser(
+        "decoder", help="pretraining step 4: sharpen the VAE decoder (spots stay spots); encoder and latents unchanged"
+    )
+    decoder.add_argument("--model", type=Path, default=None, help="pipeline folder; default: the shipped toy model")
+    decoder.add_argument("--out", type=Path, default=None, help="default: the --model folder, rewritten in place")
+    decoder.add_argument("--steps", type=int, default=1500)
+    decoder.add_argument("--batch-size", type=int, default=32)
+    decoder.add_argument("--lr", type=float, default=5e-4)
+    decoder.add_argument("--detail-weight", type=float, default=4.0)
+    decoder.add_argument("--spotted-share", type=float, default=0.5)
+    decoder.add_argument("--seed", type=int, default=0)
+    decoder.add_argument("--threads", type=int, default=1)
+    decoder.set_defaults(func=run_decoder)
 
     export = subparsers.add_parser(
         "export", help="pretraining step 3: a pretrain_toy run as the shipped model=toy base"
@@ -65,6 +79,36 @@ def run_vae(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     history, seconds = pretrain_vae(args.out, args.steps, args.batch_size, args.lr, args.init, args.seed)
     print(f"VAE trained in {seconds:.0f} s (final loss {history[-1]:.4f}); start pipeline in {args.out}")
+    return 0
+
+
+def run_decoder(args: argparse.Namespace) -> int:
+    import shutil
+
+    import torch
+
+    from sdft.models.toy_weights import TOY_MODEL_DIR
+    from sdft.toy.measure import CONF_DIR
+    from sdft.toy.refine_decoder import refine_decoder
+
+    torch.set_num_threads(args.threads)
+    model = args.model or TOY_MODEL_DIR
+    out = args.out or model
+    if out != model:
+        shutil.copytree(model, out, dirs_exist_ok=True)
+    facts = refine_decoder(
+        model,
+        out,
+        CONF_DIR.parent / "datasets" / "toy_subject",
+        args.steps,
+        card_dir=out.parent if out == TOY_MODEL_DIR else None,  # the shipped model: its card's figures too
+        batch_size=args.batch_size,
+        lr=args.lr,
+        detail_weight=args.detail_weight,
+        spotted_share=args.spotted_share,
+        seed=args.seed,
+    )
+    print(json.dumps(facts, indent=2))
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,14 @@ from sdft.models.toy_arch import TOY_WORDS, init_pipeline, toy_vae
 from sdft.toy.world import random_scene, render
 
 
-def batch(rng: random.Random, size: int) -> torch.Tensor:
-    """`size` fresh toy scenes in [-1, 1], (B, 3, 32, 32)."""
-    arrays = [np.asarray(render(random_scene(rng), seed=rng.randrange(1 << 30)), dtype=np.float32) for _ in range(size)]
+def batch(rng: random.Random, size: int, spotted_share: float = 0.0) -> torch.Tensor:
+    """`size` fresh toy scenes in [-1, 1], (B, 3, 32, 32); with `spotted_share`, that share of them (drawn) spotted."""
+    arrays = []
+    for _ in range(size):
+        scene = random_scene(rng)
+        if spotted_share and rng.random() < spotted_share:
+            scene = replace(scene, pattern="spots")
+        arrays.append(np.asarray(render(scene, seed=rng.randrange(1 << 30)), dtype=np.float32))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
