@@ -37,6 +37,20 @@ def test_flops_as_flop_counter_mode_counts_them():
     assert reference.get_total_flops() > 0 and live.flops == reference.get_total_flops()
 
 
+def test_attention_on_the_cpu_is_counted():
+    """SDPA on CPU tensors (what every trace runs) dispatches to the CPU flash kernel, which torch's FLOP table lacks:
+    counted with the formulas of the CUDA kernels (2 matmuls forward; 5 backward, the scores recomputed)."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    q, k, v = (torch.randn(2, 4, 64, 16, requires_grad=True) for _ in range(3))
+    live = LiveBytes()
+    with live:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward()
+    shape = (2, 4, 64, 16)
+    assert live.flops == sdpa_flop_count(shape, shape, shape) + sdpa_backward_flop_count(shape, shape, shape, shape)
+    assert live.flops == (2 + 5) * 2 * (2 * 4 * 64 * 64 * 16)
+
+
 def _traced_step(opt, params) -> tuple[int, int]:
     """(state bytes, peak bytes over what is live before the step) of a step traced on fake tensors."""
     for p in params:

@@ -24,7 +24,15 @@ from torch.utils.flop_counter import flop_registry
 
 KINDS = ("weights", "trainable", "activations", "workspace")
 _DEVICE = torch.ops.prim.device.default  # asked on every operator's way in; returns no tensor
-FLOPS = dict(flop_registry)
+aten = torch.ops.aten
+FLOPS = {
+    **flop_registry,
+    # the CPU flash-attention kernels take (and return) what the CUDA ones do, in the same layout (b, heads, seq, dim)
+    aten._scaled_dot_product_flash_attention_for_cpu: flop_registry[aten._scaled_dot_product_flash_attention],
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: flop_registry[
+        aten._scaled_dot_product_flash_attention_backward
+    ],
+}
 
 
 def rounded(nbytes: int) -> int:
