@@ -197,3 +197,21 @@ def test_fit_report_prints_the_overrides():
     text = fit_report(result, "4GB")
     assert "+ optim=adamw8bit: 5.00 GiB" in text
     assert "add: model.gradient_checkpointing=true  -> 3.00 GiB" in text
+
+
+def test_cpu_forecast_adds_the_c_heap(plan, monkeypatch):
+    """On the `cpu` device the peak includes what glibc's heap keeps resident (a measured share of the step's memory
+    above the resident state, devices.py); none on a GPU, none with MALLOC_MMAP_THRESHOLD_ set."""
+    import dataclasses
+
+    from sdft.run.plan.report import as_json, report
+
+    f = plan.phases[0][1]
+    heap = int(f.device.heap_share * (f.step.peak - f.step.resident))
+    assert f.device.heap_share > 0 and heap > 0 and f.step_peak == f.step.peak + heap
+    assert plan.peak == max(f.step_peak, f.grid_peak)
+    assert "the C heap keeps resident" in report(plan) and as_json(plan)["phases"][0]["memory"]["step_heap"] == heap
+    on_gpu = dataclasses.replace(f, device=device("t4"))
+    assert on_gpu.step_peak == f.step.peak and on_gpu.grid_peak == f.generation.peak
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert device("cpu").heap_share == 0

@@ -26,6 +26,9 @@ class Device:
     efficiency: float  # share of the peak a training step reaches
     measured: str | None = None  # the benchmark that measured `efficiency`; None: assumed
     bf16: bool = True
+    # host memory a step's freed tensors keep resident in the C heap, as a share of the step's tensor memory above
+    # what is resident before it (cpu only; a GPU's figure is its caching allocator's, which the trace models)
+    heap_share: float = 0.0
 
     def peak_flops(self, precision: str) -> float:
         half = precision.startswith(("bf16", "16"))
@@ -50,6 +53,14 @@ GPUS = {
 # measured share (put it here, with CPU_MEASURED naming the run, once measured on an idle machine)
 CPU_EFFICIENCY = 0.25
 CPU_MEASURED: str | None = None
+# glibc's malloc keeps a step's freed tensors resident: after the first large free its mmap threshold rises (up to
+# 32 MiB), so the step's tensors come from the heap, whose freed blocks stay in the process, fragmented, reused only
+# where they fit. Measured (bench/plan_accuracy.py --explain, one thread; docs/benchmarks.md): the RSS growth of a
+# step over PyTorch's allocator peak for the same step is 1.72x (SD 1.5 LoRA 256), 1.53x (SD 1.5 LoRA 384), 1.33x
+# (SDXL LoRA 128, bf16 weights): this is their mean excess, an average over two architectures, not a model of the
+# heap (the share varies with the model: 0.33-0.72). With MALLOC_MMAP_THRESHOLD_=131072 (every tensor mmapped and
+# returned on free) the RSS growth is the allocator peak (1.00x, 1.00x, 1.08x) and the term is 0.
+CPU_HEAP_SHARE = 0.52
 
 
 def _cpuinfo() -> str:
@@ -83,7 +94,13 @@ def cpu_device() -> Device:
         CPU_EFFICIENCY,
         CPU_MEASURED,
         bf16="avx512_bf16" in flags or "amx_bf16" in flags,
+        heap_share=0.0 if _mmap_threshold_fixed() else CPU_HEAP_SHARE,
     )
+
+
+def _mmap_threshold_fixed() -> bool:
+    """MALLOC_MMAP_THRESHOLD_ set (glibc's dynamic threshold off): freed tensors go back to the system at once."""
+    return bool(os.environ.get("MALLOC_MMAP_THRESHOLD_"))
 
 
 def device(name: str) -> Device:

@@ -29,9 +29,21 @@ class PhaseForecast:
     files: dict[str, int] = field(default_factory=dict)  # what the phase writes -> bytes
     caches: tuple[bool, bool] = (False, False)  # (latents, text) cached in the traced step
 
+    def heap(self, tensors_peak: int) -> int:
+        """What the host's C heap keeps resident on top of a peak of `tensors_peak` (devices.py: cpu only)."""
+        return int(self.device.heap_share * max(tensors_peak - self.step.resident, 0))
+
+    @property
+    def step_peak(self) -> int:
+        return self.step.peak + self.heap(self.step.peak)
+
+    @property
+    def grid_peak(self) -> int:
+        return self.generation.peak + self.heap(self.generation.peak)
+
     @property
     def peak(self) -> int:
-        return max(self.step.peak, self.generation.peak)
+        return max(self.step_peak, self.grid_peak)
 
     def seconds(self, flops: float) -> float:
         return flops / (self.device.peak_flops(self.precision) * self.device.efficiency)
