@@ -124,7 +124,7 @@ def measure(case: str, precision: str, threads: int | None, explain: bool, mkldn
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    times, rss = [], {}
+    times, cpu, rss = [], [], {}
     for i in range(2):
         if i == 1:
             import ctypes
@@ -134,9 +134,10 @@ def measure(case: str, precision: str, threads: int | None, explain: bool, mkldn
             ctypes.CDLL("libc.so.6").malloc_trim(0)
             Path("/proc/self/clear_refs").write_text("5")
             rss["before"] = _kb("VmRSS")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
     rss["peak"] = _kb("VmHWM")
     measured = rss["peak"] - rss["before"]
     forecast = f.step.peak - f.step.resident
@@ -177,6 +178,10 @@ def measure(case: str, precision: str, threads: int | None, explain: bool, mkldn
         "rss_before_gib": rss["before"] / 2**30,
         "gflop_per_step": f.step.flops / 1e9,
         "step_seconds": times[1],
+        # CPU seconds the step's threads ran: under contention the fair figure (what the step got of the cores)
+        "step_cpu_seconds": cpu[1],
+        "achieved_gflops_per_cpu_second": f.step.flops / cpu[1] / 1e9,
+        "share_of_core_peak_per_cpu_second": f.step.flops / cpu[1] / (peak / cores),
         "forecast_step_seconds": f.step_seconds,
         "time_error": f.step_seconds / times[1] - 1,
         "achieved_gflops": f.step.flops / times[1] / 1e9,
@@ -221,7 +226,9 @@ def main() -> None:
             f"{result['forecast_rss_step_gib']:.2f} GiB, {result['rss_error']:+.0%}); step {result['step_seconds']:.1f} s, "
             f"forecast {result['forecast_step_seconds']:.1f} s ({result['time_error']:+.0%}); "
             f"{result['achieved_gflops']:.0f} GFLOP/s = {result['share_of_peak']:.0%} of {result['cpu_peak_gflops']:.0f} "
-            f"({result['share_of_threads_peak']:.0%} of {result['torch_threads']} of {result['cores']} cores' peak)"
+            f"({result['share_of_threads_peak']:.0%} of {result['torch_threads']} of {result['cores']} cores' peak); "
+            f"{result['step_cpu_seconds']:.1f} CPU s: {result['achieved_gflops_per_cpu_second']:.0f} GFLOP per CPU "
+            f"second = {result['share_of_core_peak_per_cpu_second']:.0%} of one core's peak"
         )
         if "tracker_real_step_gib" in result:
             print(

@@ -3,8 +3,8 @@
 GPU entries are the vendors' dense peaks (no sparsity) and an ASSUMED efficiency, until bench/run_gpu_suite.sh
 measures one (then `measured` names the benchmark). The `cpu` entry is this machine's, worked out when asked:
 cores x clock x FP32 FLOP per cycle per core (2 FMA units x SIMD lanes x 2: AVX-512 64, AVX2+FMA 32, else 8; AMX
-bf16 1024), read from /proc/cpuinfo; its efficiency is ASSUMED too until bench/plan_accuracy.py measures it on an
-idle machine (the only run so far shared 2 cores with a load of ~20: docs/benchmarks.md).
+bf16 1024), read from /proc/cpuinfo; its efficiency is measured by bench/plan_accuracy.py (one thread, per CPU second:
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -49,10 +49,14 @@ GPUS = {
     "t4": Device("t4", 8.1, 65.0, 15, ASSUMED_GPU_EFFICIENCY, bf16=False),
 }
 
-# ASSUMED: a fp32 eager U-Net step on a CPU reaches a fifth to a third of the FMA peak; bench/plan_accuracy.py gives the
-# measured share (put it here, with CPU_MEASURED naming the run, once measured on an idle machine)
-CPU_EFFICIENCY = 0.25
-CPU_MEASURED: str | None = None
+# Measured (bench/plan_accuracy.py --threads 1, docs/benchmarks.md): SD 1.5 LoRA fp32 eager steps ran 97 and 126
+# GFLOP per CPU second on one thread at 256² and 384², 58 % and 76 % of one core's FMA peak; this is their mean.
+# Per CPU second, because other agents' work shared the cores; the second core was busy, so the entry's 2-core peak
+# assumes the cores scale (not measured). model.compile=true was slower on this CPU (49 % at 256²).
+CPU_EFFICIENCY = 0.67
+CPU_MEASURED: str | None = (
+    "bench/plan_accuracy.py, SD 1.5 LoRA fp32 256-384, one thread per CPU second; cores assumed to scale"
+)
 # glibc's malloc keeps a step's freed tensors resident: after the first large free its mmap threshold rises (up to
 # 32 MiB), so the step's tensors come from the heap, whose freed blocks stay in the process, fragmented, reused only
 # where they fit. Measured (bench/plan_accuracy.py --explain, one thread; docs/benchmarks.md): the RSS growth of a
