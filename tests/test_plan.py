@@ -200,14 +200,14 @@ def test_fit_report_prints_the_overrides():
 
 
 def test_cpu_forecast_adds_the_c_heap(plan, monkeypatch):
-    """On the `cpu` device the peak includes what glibc's heap keeps resident (a measured share of the step's memory
-    above the resident state, devices.py); none on a GPU, none with MALLOC_MMAP_THRESHOLD_ set."""
+    """On the `cpu` device the peak includes what glibc's heap keeps resident (a measured share of the step's
+    activations and workspace, devices.py); none on a GPU, none with MALLOC_MMAP_THRESHOLD_ set."""
     import dataclasses
 
     from sdft.run.plan.report import as_json, report
 
     f = plan.phases[0][1]
-    heap = int(f.device.heap_share * (f.step.peak - f.step.resident))
+    heap = int(f.device.heap_share * (f.step.activations + f.step.workspace))
     assert f.device.heap_share > 0 and heap > 0 and f.step_peak == f.step.peak + heap
     assert plan.peak == max(f.step_peak, f.grid_peak)
     assert "the C heap keeps resident" in report(plan) and as_json(plan)["phases"][0]["memory"]["step_heap"] == heap

@@ -97,3 +97,18 @@ def test_other_optimizers_are_traced():
     params = [torch.nn.Parameter(torch.zeros(4))]
     assert not countable(torch.optim.SGD(params, lr=0.1))
     assert not countable(torch.optim.AdamW(params, lr=0.1, foreach=True))
+
+
+def test_autocast_weight_copies_count_as_weights():
+    """Autocast's half-precision copy of a frozen weight lives through the step: weights, not activations (the C-heap
+    term of the cpu forecast applies to activations and workspace only)."""
+    from sdft.run.plan.tracker import rounded
+
+    lin = torch.nn.Linear(64, 32).requires_grad_(False)
+    live, x = LiveBytes(), torch.randn(4, 64)
+    live.track_module(lin)
+    with live, torch.autocast("cpu", dtype=torch.bfloat16):
+        lin(x)
+    fp32, bf16 = (rounded(64 * 32 * n) + rounded(32 * n) for n in (4, 2))
+    assert live.at_peak["weights"] == fp32 + bf16
+    assert live.at_peak["activations"] == rounded(4 * 64 * 2) + rounded(4 * 32 * 2)  # the input's copy, the output

@@ -26,8 +26,8 @@ class Device:
     efficiency: float  # share of the peak a training step reaches
     measured: str | None = None  # the benchmark that measured `efficiency`; None: assumed
     bf16: bool = True
-    # host memory a step's freed tensors keep resident in the C heap, as a share of the step's tensor memory above
-    # what is resident before it (cpu only; a GPU's figure is its caching allocator's, which the trace models)
+    # host memory a step's freed tensors keep resident in the C heap, as a share of the step's transient tensors
+    # (activations + workspace; cpu only: a GPU's figure is its caching allocator's, which the trace models)
     heap_share: float = 0.0
 
     def peak_flops(self, precision: str) -> float:
@@ -60,10 +60,11 @@ CPU_MEASURED: str | None = (
 # glibc's malloc keeps a step's freed tensors resident: after the first large free its mmap threshold rises (up to
 # 32 MiB), so the step's tensors come from the heap, whose freed blocks stay in the process, fragmented, reused only
 # where they fit. Measured (bench/plan_accuracy.py --explain, one thread; docs/benchmarks.md): the RSS growth of a
-# step over PyTorch's allocator peak for the same step is 1.72x (SD 1.5 LoRA 256), 1.53x (SD 1.5 LoRA 384), 1.33x
-# (SDXL LoRA 128, bf16 weights): this is their mean excess, an average over two architectures, not a model of the
-# heap (the share varies with the model: 0.33-0.72). With MALLOC_MMAP_THRESHOLD_=131072 (every tensor mmapped and
-# returned on free) the RSS growth is the allocator peak (1.00x, 1.00x, 1.08x) and the term is 0.
+# step over PyTorch's allocator peak, as a share of the step's transient tensors (activations + workspace), is 0.72
+# (SD 1.5 LoRA 256), 0.53 (SD 1.5 LoRA 384), 0.33 (SDXL LoRA 128, bf16 weights); 0.54 for SD 1.5 256 bf16-mixed
+# (checked after this rule was set). This is the fp32 cases' mean, an average over two architectures, not a model of
+# the heap. With MALLOC_MMAP_THRESHOLD_=131072 (every tensor mmapped and returned on free) the RSS growth is the
+# allocator peak (1.00x, 1.00x, 1.08x) and the term is 0.
 CPU_HEAP_SHARE = 0.52
 
 

@@ -64,8 +64,8 @@ def phase_lines(cfg, f: PhaseForecast) -> list[str]:
     )
     if f.device.heap_share:
         lines.append(
-            f"    + freed tensors the C heap keeps resident (x{f.device.heap_share:.2f} of the step's, measured on "
-            f"this CPU): {_gb(f.heap(s.peak))} -> {_gb(f.step_peak)} of RSS"
+            f"    + freed tensors the C heap keeps resident (x{f.device.heap_share:.2f} of the activations and "
+            f"workspace, measured on this CPU): {_gb(f.step_heap)} -> {_gb(f.step_peak)} of RSS"
         )
     lines.append(f"  peak memory of a validation-grid image: {_gb(f.grid_peak)}")
     lines.append(
@@ -112,7 +112,7 @@ def as_json(plan: Plan) -> dict:
                     "activations": s.activations,
                     "workspace": s.workspace,
                     "step_peak": s.peak,
-                    "step_heap": f.heap(s.peak),  # the host's C heap on top (cpu)
+                    "step_heap": f.step_heap,  # the host's C heap on top (cpu)
                     "grid_peak": f.grid_peak,
                 },
                 "flops_per_step": s.flops,

@@ -97,8 +97,9 @@ def freeze(models: SimpleNamespace, cfg: DictConfig) -> None:
             tower.gradient_checkpointing_enable()
 
 
-def make_batch(cfg: DictConfig, module, size: tuple[int, int], text_cached: bool, latents_cached: bool) -> dict:
-    """A batch shaped as the DataModule yields it (instances + as many class samples with prior preservation)."""
+def make_batch(cfg: DictConfig, module, size: tuple[int, int], *, text_cached: bool, latents_cached: bool) -> dict:
+    """A batch shaped as the DataModule yields it (instances + as many class samples with prior preservation). The
+    cache flags are keyword-only: passed positionally in the wrong order, they once made a different step."""
     n = cfg.data.batch_size * (2 if cfg.prior.enabled else 1)
     w, h = size
     batch: dict = {"is_prior": torch.zeros(n, dtype=torch.bool), "n_instance": cfg.data.batch_size}
@@ -243,7 +244,7 @@ def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached,
         trained = [p for p in module.parameters() if p.requires_grad]
         trained_bytes = sum(p.numel() * p.element_size() for p in trained)
         opt, counted = plan_optimizer(cfg, module, notes)
-        batch = make_batch(cfg, module, size, text_cached, latents_cached)
+        batch = make_batch(cfg, module, size, text_cached=text_cached, latents_cached=latents_cached)
         live = LiveBytes()
         live.track_module(module)
         if counted is None:

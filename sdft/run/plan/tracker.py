@@ -24,6 +24,7 @@ from torch.utils.flop_counter import flop_registry
 
 KINDS = ("weights", "trainable", "activations", "workspace")
 _DEVICE = torch.ops.prim.device.default  # asked on every operator's way in; returns no tensor
+_CAST = torch.ops.aten._to_copy.default
 aten = torch.ops.aten
 FLOPS = {
     **flop_registry,
@@ -42,7 +43,8 @@ def rounded(nbytes: int) -> int:
 class LiveBytes(TorchDispatchMode):
     """`track(tensor, kind)` registers tensors made outside (weights, trained parameters, optimizer state); inside
     the mode, new storages count as `self.phase` ("activations" in the forward pass, "workspace" after), gradients of
-    trained parameters as "trainable". `peak` is the highest total, `at_peak` its split by kind; `flops` the FLOPs of
+    trained parameters as "trainable", copies of weights in another dtype (autocast's, kept for the step) as
+    "weights". `peak` is the highest total, `at_peak` its split by kind; `flops` the FLOPs of
     the operators run inside the mode."""
 
     def __init__(self):
@@ -103,7 +105,14 @@ class LiveBytes(TorchDispatchMode):
         count = FLOPS.get(func._overloadpacket)
         if count is not None:
             self.flops += count(*args, **kwargs, out_val=out)
+        kind = self.phase
+        if func is _CAST and self._kind_of(args[0]) == "weights":  # autocast's half-precision copy of a weight
+            kind = "weights"
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                self.track(t, self.phase)
+                self.track(t, kind)
         return out
+
+    def _kind_of(self, tensor) -> str | None:
+        entry = self._refs.get(tensor.untyped_storage()._cdata) if isinstance(tensor, torch.Tensor) else None
+        return entry and entry[1]
