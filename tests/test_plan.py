@@ -149,6 +149,12 @@ def test_bad_input(capsys, args, message):
     assert message in err and "Traceback" not in err
 
 
+def test_half_precision_has_its_own_efficiency_where_measured():
+    cpu, t4 = device("cpu"), device("t4")
+    assert cpu.efficiency_for("bf16-mixed") == cpu.half_efficiency != cpu.efficiency_for("32-true") == cpu.efficiency
+    assert t4.half_efficiency is None and t4.efficiency_for("16-mixed") == t4.efficiency
+
+
 def test_cpu_peak_from_flags():
     assert cpu_flops_per_cycle({"avx512f", "amx_bf16"}) == (64, 1024)
     assert cpu_flops_per_cycle({"avx2", "fma"}) == (32, 32)

@@ -29,10 +29,15 @@ class Device:
     # host memory a step's freed tensors keep resident in the C heap, as a share of the step's transient tensors
     # (activations + workspace; cpu only: a GPU's figure is its caching allocator's, which the trace models)
     heap_share: float = 0.0
+    half_efficiency: float | None = None  # share of the half-precision peak, where measured apart (None: `efficiency`)
 
     def peak_flops(self, precision: str) -> float:
         half = precision.startswith(("bf16", "16"))
         return (self.half_tflops if half else self.fp32_tflops) * 1e12
+
+    def efficiency_for(self, precision: str) -> float:
+        half = precision.startswith(("bf16", "16"))
+        return self.half_efficiency if half and self.half_efficiency is not None else self.efficiency
 
 
 ASSUMED_GPU_EFFICIENCY = 0.35  # typical of a U-Net step in eager PyTorch; replaced by measured values
@@ -54,8 +59,11 @@ GPUS = {
 # Per CPU second, because other agents' work shared the cores; the second core was busy, so the entry's 2-core peak
 # assumes the cores scale (not measured). model.compile=true was slower on this CPU (49 % at 256²).
 CPU_EFFICIENCY = 0.67
+# bf16-mixed (autocast) SD 1.5 LoRA 256², one thread: 156 GFLOP per CPU second, 5.9 % of one core's AMX bf16 peak
+# (2.6 GHz x 1024); one case, measured the same way
+CPU_HALF_EFFICIENCY = 0.059
 CPU_MEASURED: str | None = (
-    "bench/plan_accuracy.py, SD 1.5 LoRA fp32 256-384, one thread per CPU second; cores assumed to scale"
+    "bench/plan_accuracy.py, SD 1.5 LoRA fp32 256-384 / bf16 256, one thread per CPU second; cores assumed to scale"
 )
 # glibc's malloc keeps a step's freed tensors resident: after the first large free its mmap threshold rises (up to
 # 32 MiB), so the step's tensors come from the heap, whose freed blocks stay in the process, fragmented, reused only
@@ -100,6 +108,7 @@ def cpu_device() -> Device:
         CPU_MEASURED,
         bf16="avx512_bf16" in flags or "amx_bf16" in flags,
         heap_share=0.0 if _mmap_threshold_fixed() else CPU_HEAP_SHARE,
+        half_efficiency=CPU_HALF_EFFICIENCY,
     )
 
 

@@ -51,7 +51,7 @@ class PhaseForecast:
         return max(self.step_peak, self.grid_peak)
 
     def seconds(self, flops: float) -> float:
-        return flops / (self.device.peak_flops(self.precision) * self.device.efficiency)
+        return flops / (self.device.peak_flops(self.precision) * self.device.efficiency_for(self.precision))
 
     @property
     def step_seconds(self) -> float:

@@ -70,7 +70,7 @@ def phase_lines(cfg, f: PhaseForecast) -> list[str]:
     lines.append(f"  peak memory of a validation-grid image: {_gb(f.grid_peak)}")
     lines.append(
         f"  time on {f.device.name} ({f.device.peak_flops(f.precision) / 1e12:.2f} TFLOP/s peak x "
-        f"{f.device.efficiency:.0%} {'measured: ' + f.device.measured if f.device.measured else 'ASSUMED'}):"
+        f"{f.device.efficiency_for(f.precision):.0%} {'measured: ' + f.device.measured if f.device.measured else 'ASSUMED'}):"
     )
     lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step -> {duration(f.step_seconds)} a step")
     lines.append(
