@@ -5,9 +5,18 @@ Each case runs in its own process: the forecast (sdft/run/plan, fake tensors), t
 configured optimizer with its state made): memory = peak RSS during the second step minus the RSS before it (VmHWM
 reset through /proc/self/clear_refs), compared with the forecast peak minus what the forecast has resident before a
 step (weights, trained parameters, optimizer state). Time: the second step's wall time against the forecast FLOPs /
-(the CPU entry's peak x efficiency); the achieved FLOP/s as a share of the peak is printed too.
+(the CPU entry's peak x efficiency); the achieved FLOP/s as a share of the peak is printed too (and of the peak of
+the cores the step's threads use: `--threads 1` against one core's peak, the fair figure when other work holds the
+other cores).
 
-    python bench/plan_accuracy.py --case sd15-lora-256 [--case ...] [--precision fp32|bf16] [--json out.json]
+Where a gap between forecast and RSS comes from (`--explain`, two more steps): the same step on real tensors under the
+forecast's own tracker (sdft/run/plan/tracker.py: operator outputs, as the fake trace counts them), and under
+torch.profiler's memory profile (every allocation through PyTorch's CPU allocator, kernels' internal buffers too).
+Tracker = forecast: the trace is right about the tensors; profiler > tracker: kernel-internal buffers; RSS > profiler:
+memory outside PyTorch's allocator (oneDNN's own buffers, the C heap's high-water mark).
+
+    python bench/plan_accuracy.py --case sd15-lora-256 [--case ...] [--precision fp32|bf16] [--threads N]
+        [--explain] [--no-mkldnn] [--compile] [--json out.json]
 """
 
 from __future__ import annotations
@@ -41,8 +50,41 @@ def _kb(field: str) -> int:
     return -1
 
 
-def measure(case: str, precision: str) -> dict:
+def tracked_step(step, module, opt) -> tuple[int, dict]:
+    """The step on real tensors under the forecast's tracker: its peak over what was resident, and the split."""
+    from sdft.run.plan.tracker import LiveBytes
+
+    live = LiveBytes()
+    live.track_module(module)
+    if opt is not None:
+        live.track_optimizer(opt)
+    resident = sum(live.live.values())
+    with live:
+        step()
+    return live.peak - resident, live.at_peak
+
+
+def profiled_step(step) -> int:
+    """Peak bytes allocated through PyTorch's CPU allocator during the step, over what was allocated at its start
+    (torch.profiler's memory records: every allocation and free, in time order)."""
+    import itertools
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    records = sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+    )
+    return max(itertools.accumulate((n for _, n in records), initial=0))
+
+
+def measure(case: str, precision: str, threads: int | None, explain: bool, mkldnn: bool, compile: bool) -> dict:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = mkldnn
 
     from sdft.run.plan.arch import build_models
     from sdft.run.plan.compose import compose_run, plan_run
@@ -50,6 +92,7 @@ def measure(case: str, precision: str) -> dict:
     from sdft.run.plan.trace import adapted_module, freeze, make_batch, make_optimizer, precision_context
 
     overrides = CASES[case] + COMMON + (["trainer.precision=bf16-mixed"] if precision == "bf16" else [])
+    overrides += ["model.compile=true"] if compile else []
     t0 = time.perf_counter()
     plan = plan_run(compose_run(overrides), cpu_device())
     forecast_s = time.perf_counter() - t0
@@ -67,9 +110,21 @@ def measure(case: str, precision: str) -> dict:
             if name.endswith("position_ids"):  # CLIP's token positions: the one integer buffer
                 b.copy_(torch.arange(b.shape[-1]).expand_as(b))
     module.train()
+    if cfg.model.compile:  # as sdft/run/wiring.py: in place, after the adapters; the first step compiles
+        module.unet.compile()
     opt = make_optimizer(cfg, module, [])
-    batch = make_batch(cfg, module, f.data.largest, *f.caches)
-    times, rss = [], {}
+    latents_cached, text_cached = f.caches
+    batch = make_batch(cfg, module, f.data.largest, text_cached=text_cached, latents_cached=latents_cached)
+
+    def step():
+        with precision_context(cfg.trainer.precision):
+            loss = module.training_step(batch, 0)
+        loss.backward()
+        if opt is not None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    times, cpu, rss = [], [], {}
     for i in range(2):
         if i == 1:
             import ctypes
@@ -79,21 +134,36 @@ def measure(case: str, precision: str) -> dict:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
             Path("/proc/self/clear_refs").write_text("5")
             rss["before"] = _kb("VmRSS")
-        start = time.perf_counter()
-        with precision_context(cfg.trainer.precision):
-            loss = module.training_step(batch, 0)
-        loss.backward()
-        if opt is not None:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        del loss
+        start, cpu_start = time.perf_counter(), time.process_time()
+        step()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
     rss["peak"] = _kb("VmHWM")
     measured = rss["peak"] - rss["before"]
     forecast = f.step.peak - f.step.resident
+    extra = {}
+    if explain:
+        tracked, split = tracked_step(step, module, opt)
+        extra = {
+            "tracker_real_step_gib": tracked / 2**30,
+            "tracker_real_split_gib": {k: v / 2**30 for k, v in split.items()},
+            "forecast_split_gib": {
+                "weights": f.step.weights / 2**30,
+                "trainable": f.step.trainable / 2**30,
+                "activations": f.step.activations / 2**30,
+                "workspace": f.step.workspace / 2**30,
+            },
+            "allocator_step_gib": profiled_step(step) / 2**30,
+        }
     dev = cpu_device()
     peak = dev.peak_flops(cfg.trainer.precision)
+    used = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
     return {
+        **extra,
+        "mkldnn": mkldnn,
+        "compile": bool(cfg.model.compile),
+        "first_step_seconds": times[0],
         "case": case,
         "precision": precision,
         "overrides": overrides,
@@ -101,17 +171,26 @@ def measure(case: str, precision: str) -> dict:
         "forecast_step_gib": forecast / 2**30,
         "measured_step_gib": measured / 2**30,
         "memory_error": forecast / measured - 1,
+        # with the `cpu` entry's C-heap term (devices.py; 0 when MALLOC_MMAP_THRESHOLD_ is set)
+        "forecast_rss_step_gib": (f.step_peak - f.step.resident) / 2**30,
+        "rss_error": (f.step_peak - f.step.resident) / measured - 1,
         "forecast_peak_gib": f.step.peak / 2**30,
         "rss_before_gib": rss["before"] / 2**30,
         "gflop_per_step": f.step.flops / 1e9,
         "step_seconds": times[1],
+        # CPU seconds the step's threads ran: under contention the fair figure (what the step got of the cores)
+        "step_cpu_seconds": cpu[1],
+        "achieved_gflops_per_cpu_second": f.step.flops / cpu[1] / 1e9,
+        "share_of_core_peak_per_cpu_second": f.step.flops / cpu[1] / (peak / cores),
         "forecast_step_seconds": f.step_seconds,
         "time_error": f.step_seconds / times[1] - 1,
         "achieved_gflops": f.step.flops / times[1] / 1e9,
         "cpu_peak_gflops": peak / 1e9,
         "share_of_peak": f.step.flops / times[1] / peak,
+        "share_of_threads_peak": f.step.flops / times[1] / (peak * min(used, cores) / cores),
         "forecast_seconds": forecast_s,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": used,
+        "cores": cores,
     }
 
 
@@ -119,14 +198,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", action="append", choices=sorted(CASES), required=True)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--threads", type=int, help="torch threads of the step (default: torch's, one per core)")
+    ap.add_argument("--explain", action="store_true", help="two more steps: real-tensor tracker, allocator profile")
+    ap.add_argument("--no-mkldnn", action="store_true", help="torch.backends.mkldnn.enabled = False")
+    ap.add_argument("--compile", action="store_true", help="model.compile=true (the first step compiles)")
     ap.add_argument("--json", help="append the results (one JSON object a line) to this file")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = ap.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(measure(args.case[0], args.precision)))
+        result = measure(args.case[0], args.precision, args.threads, args.explain, not args.no_mkldnn, args.compile)
+        print("RESULT " + json.dumps(result))
         return
     for case in args.case:  # one process each: RSS figures of one case never include another's
         cmd = [sys.executable, __file__, "--one", "--case", case, "--precision", args.precision]
+        cmd += [f"--threads={args.threads}"] if args.threads else []
+        cmd += [flag for flag, on in (("--explain", args.explain), ("--no-mkldnn", args.no_mkldnn)) if on]
+        cmd += ["--compile"] if args.compile else []
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
@@ -135,10 +222,19 @@ def main() -> None:
         result = json.loads(line[7:])
         print(
             f"{case} {args.precision}: step memory forecast {result['forecast_step_gib']:.2f} GiB, measured "
-            f"{result['measured_step_gib']:.2f} GiB ({result['memory_error']:+.0%}); step {result['step_seconds']:.1f} s, "
+            f"{result['measured_step_gib']:.2f} GiB ({result['memory_error']:+.0%}; with the C heap term "
+            f"{result['forecast_rss_step_gib']:.2f} GiB, {result['rss_error']:+.0%}); step {result['step_seconds']:.1f} s, "
             f"forecast {result['forecast_step_seconds']:.1f} s ({result['time_error']:+.0%}); "
-            f"{result['achieved_gflops']:.0f} GFLOP/s = {result['share_of_peak']:.0%} of {result['cpu_peak_gflops']:.0f}"
+            f"{result['achieved_gflops']:.0f} GFLOP/s = {result['share_of_peak']:.0%} of {result['cpu_peak_gflops']:.0f} "
+            f"({result['share_of_threads_peak']:.0%} of {result['torch_threads']} of {result['cores']} cores' peak); "
+            f"{result['step_cpu_seconds']:.1f} CPU s: {result['achieved_gflops_per_cpu_second']:.0f} GFLOP per CPU "
+            f"second = {result['share_of_core_peak_per_cpu_second']:.0%} of one core's peak"
         )
+        if "tracker_real_step_gib" in result:
+            print(
+                f"  real-tensor tracker {result['tracker_real_step_gib']:.3f} GiB, PyTorch allocator "
+                f"{result['allocator_step_gib']:.3f} GiB, RSS {result['measured_step_gib']:.3f} GiB"
+            )
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps(result) + "\n")

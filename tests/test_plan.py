@@ -149,6 +149,12 @@ def test_bad_input(capsys, args, message):
     assert message in err and "Traceback" not in err
 
 
+def test_half_precision_has_its_own_efficiency_where_measured():
+    cpu, t4 = device("cpu"), device("t4")
+    assert cpu.efficiency_for("bf16-mixed") == cpu.half_efficiency != cpu.efficiency_for("32-true") == cpu.efficiency
+    assert t4.half_efficiency is None and t4.efficiency_for("16-mixed") == t4.efficiency
+
+
 def test_cpu_peak_from_flags():
     assert cpu_flops_per_cycle({"avx512f", "amx_bf16"}) == (64, 1024)
     assert cpu_flops_per_cycle({"avx2", "fma"}) == (32, 32)
@@ -197,3 +203,21 @@ def test_fit_report_prints_the_overrides():
     text = fit_report(result, "4GB")
     assert "+ optim=adamw8bit: 5.00 GiB" in text
     assert "add: model.gradient_checkpointing=true  -> 3.00 GiB" in text
+
+
+def test_cpu_forecast_adds_the_c_heap(plan, monkeypatch):
+    """On the `cpu` device the peak includes what glibc's heap keeps resident (a measured share of the step's
+    activations and workspace, devices.py); none on a GPU, none with MALLOC_MMAP_THRESHOLD_ set."""
+    import dataclasses
+
+    from sdft.run.plan.report import as_json, report
+
+    f = plan.phases[0][1]
+    heap = int(f.device.heap_share * (f.step.activations + f.step.workspace))
+    assert f.device.heap_share > 0 and heap > 0 and f.step_peak == f.step.peak + heap
+    assert plan.peak == max(f.step_peak, f.grid_peak)
+    assert "the C heap keeps resident" in report(plan) and as_json(plan)["phases"][0]["memory"]["step_heap"] == heap
+    on_gpu = dataclasses.replace(f, device=device("t4"))
+    assert on_gpu.step_peak == f.step.peak and on_gpu.grid_peak == f.generation.peak
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert device("cpu").heap_share == 0

@@ -3,8 +3,8 @@
 GPU entries are the vendors' dense peaks (no sparsity) and an ASSUMED efficiency, until bench/run_gpu_suite.sh
 measures one (then `measured` names the benchmark). The `cpu` entry is this machine's, worked out when asked:
 cores x clock x FP32 FLOP per cycle per core (2 FMA units x SIMD lanes x 2: AVX-512 64, AVX2+FMA 32, else 8; AMX
-bf16 1024), read from /proc/cpuinfo; its efficiency is ASSUMED too until bench/plan_accuracy.py measures it on an
-idle machine (the only run so far shared 2 cores with a load of ~20: docs/benchmarks.md).
+bf16 1024), read from /proc/cpuinfo; its efficiency is measured by bench/plan_accuracy.py (one thread, per CPU second:
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -26,10 +26,18 @@ class Device:
     efficiency: float  # share of the peak a training step reaches
     measured: str | None = None  # the benchmark that measured `efficiency`; None: assumed
     bf16: bool = True
+    # host memory a step's freed tensors keep resident in the C heap, as a share of the step's transient tensors
+    # (activations + workspace; cpu only: a GPU's figure is its caching allocator's, which the trace models)
+    heap_share: float = 0.0
+    half_efficiency: float | None = None  # share of the half-precision peak, where measured apart (None: `efficiency`)
 
     def peak_flops(self, precision: str) -> float:
         half = precision.startswith(("bf16", "16"))
         return (self.half_tflops if half else self.fp32_tflops) * 1e12
+
+    def efficiency_for(self, precision: str) -> float:
+        half = precision.startswith(("bf16", "16"))
+        return self.half_efficiency if half and self.half_efficiency is not None else self.efficiency
 
 
 ASSUMED_GPU_EFFICIENCY = 0.35  # typical of a U-Net step in eager PyTorch; replaced by measured values
@@ -46,10 +54,26 @@ GPUS = {
     "t4": Device("t4", 8.1, 65.0, 15, ASSUMED_GPU_EFFICIENCY, bf16=False),
 }
 
-# ASSUMED: a fp32 eager U-Net step on a CPU reaches a fifth to a third of the FMA peak; bench/plan_accuracy.py gives the
-# measured share (put it here, with CPU_MEASURED naming the run, once measured on an idle machine)
-CPU_EFFICIENCY = 0.25
-CPU_MEASURED: str | None = None
+# Measured (bench/plan_accuracy.py --threads 1, docs/benchmarks.md): SD 1.5 LoRA fp32 eager steps ran 97 and 126
+# GFLOP per CPU second on one thread at 256² and 384², 58 % and 76 % of one core's FMA peak; this is their mean.
+# Per CPU second, because other agents' work shared the cores; the second core was busy, so the entry's 2-core peak
+# assumes the cores scale (not measured). model.compile=true was slower on this CPU (49 % at 256²).
+CPU_EFFICIENCY = 0.67
+# bf16-mixed (autocast) SD 1.5 LoRA 256², one thread: 156 GFLOP per CPU second, 5.9 % of one core's AMX bf16 peak
+# (2.6 GHz x 1024); one case, measured the same way
+CPU_HALF_EFFICIENCY = 0.059
+CPU_MEASURED: str | None = (
+    "bench/plan_accuracy.py, SD 1.5 LoRA fp32 256-384 / bf16 256, one thread per CPU second; cores assumed to scale"
+)
+# glibc's malloc keeps a step's freed tensors resident: after the first large free its mmap threshold rises (up to
+# 32 MiB), so the step's tensors come from the heap, whose freed blocks stay in the process, fragmented, reused only
+# where they fit. Measured (bench/plan_accuracy.py --explain, one thread; docs/benchmarks.md): the RSS growth of a
+# step over PyTorch's allocator peak, as a share of the step's transient tensors (activations + workspace), is 0.72
+# (SD 1.5 LoRA 256), 0.53 (SD 1.5 LoRA 384), 0.33 (SDXL LoRA 128, bf16 weights); 0.54 for SD 1.5 256 bf16-mixed
+# (checked after this rule was set). This is the fp32 cases' mean, an average over two architectures, not a model of
+# the heap. With MALLOC_MMAP_THRESHOLD_=131072 (every tensor mmapped and returned on free) the RSS growth is the
+# allocator peak (1.00x, 1.00x, 1.08x) and the term is 0.
+CPU_HEAP_SHARE = 0.52
 
 
 def _cpuinfo() -> str:
@@ -83,7 +107,14 @@ def cpu_device() -> Device:
         CPU_EFFICIENCY,
         CPU_MEASURED,
         bf16="avx512_bf16" in flags or "amx_bf16" in flags,
+        heap_share=0.0 if _mmap_threshold_fixed() else CPU_HEAP_SHARE,
+        half_efficiency=CPU_HALF_EFFICIENCY,
     )
+
+
+def _mmap_threshold_fixed() -> bool:
+    """MALLOC_MMAP_THRESHOLD_ set (glibc's dynamic threshold off): freed tensors go back to the system at once."""
+    return bool(os.environ.get("MALLOC_MMAP_THRESHOLD_"))
 
 
 def device(name: str) -> Device:

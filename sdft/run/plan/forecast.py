@@ -29,12 +29,29 @@ class PhaseForecast:
     files: dict[str, int] = field(default_factory=dict)  # what the phase writes -> bytes
     caches: tuple[bool, bool] = (False, False)  # (latents, text) cached in the traced step
 
+    def heap(self, transient: int) -> int:
+        """What the host's C heap keeps resident on top of a peak with `transient` bytes of tensors made and freed
+        within the step (devices.py: cpu only)."""
+        return int(self.device.heap_share * max(transient, 0))
+
+    @property
+    def step_heap(self) -> int:
+        return self.heap(self.step.activations + self.step.workspace)
+
+    @property
+    def step_peak(self) -> int:
+        return self.step.peak + self.step_heap
+
+    @property
+    def grid_peak(self) -> int:
+        return self.generation.peak + self.heap(self.generation.peak - self.step.resident)
+
     @property
     def peak(self) -> int:
-        return max(self.step.peak, self.generation.peak)
+        return max(self.step_peak, self.grid_peak)
 
     def seconds(self, flops: float) -> float:
-        return flops / (self.device.peak_flops(self.precision) * self.device.efficiency)
+        return flops / (self.device.peak_flops(self.precision) * self.device.efficiency_for(self.precision))
 
     @property
     def step_seconds(self) -> float:

@@ -35,7 +35,7 @@ def headline(plan: Plan) -> str:
 
 
 def phase_lines(cfg, f: PhaseForecast) -> list[str]:
-    d, s, g = f.data, f.step, f.generation
+    d, s = f.data, f.step
     t = f.total_seconds(cfg)
     lines = [f"phase {f.name!r}"]
     lines.append("  data:")
@@ -62,10 +62,15 @@ def phase_lines(cfg, f: PhaseForecast) -> list[str]:
         f"    weights {_gb(s.weights)} | trainable + optimizer state {_gb(s.trainable)} | "
         f"activations {_gb(s.activations)} | workspace {_gb(s.workspace)}"
     )
-    lines.append(f"  peak memory of a validation-grid image: {_gb(g.peak)}")
+    if f.device.heap_share:
+        lines.append(
+            f"    + freed tensors the C heap keeps resident (x{f.device.heap_share:.2f} of the activations and "
+            f"workspace, measured on this CPU): {_gb(f.step_heap)} -> {_gb(f.step_peak)} of RSS"
+        )
+    lines.append(f"  peak memory of a validation-grid image: {_gb(f.grid_peak)}")
     lines.append(
         f"  time on {f.device.name} ({f.device.peak_flops(f.precision) / 1e12:.2f} TFLOP/s peak x "
-        f"{f.device.efficiency:.0%} {'measured: ' + f.device.measured if f.device.measured else 'ASSUMED'}):"
+        f"{f.device.efficiency_for(f.precision):.0%} {'measured: ' + f.device.measured if f.device.measured else 'ASSUMED'}):"
     )
     lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step -> {duration(f.step_seconds)} a step")
     lines.append(
@@ -107,7 +112,8 @@ def as_json(plan: Plan) -> dict:
                     "activations": s.activations,
                     "workspace": s.workspace,
                     "step_peak": s.peak,
-                    "grid_peak": f.generation.peak,
+                    "step_heap": f.step_heap,  # the host's C heap on top (cpu)
+                    "grid_peak": f.grid_peak,
                 },
                 "flops_per_step": s.flops,
                 "seconds": f.total_seconds(cfg),

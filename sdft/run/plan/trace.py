@@ -2,8 +2,9 @@
 
 The real module graph (diffusers U-Net, peft adapters, the framework's DreamBoothModule step, the configured torch
 optimizer) runs under torch's `FakeTensorMode`: shapes, dtypes and devices only, no memory, no arithmetic. Live bytes
-by kind come from `LiveBytes` (tracker.py: why not torch's MemTracker is said there), FLOPs from torch's
-`FlopCounterMode` on the same pass. Counted, not traced: bitsandbytes' 8-bit Adam (a C kernel that fake tensors cannot
+by kind and FLOPs (torch's FLOP formulas) come from `LiveBytes` (tracker.py: why not torch's MemTracker and
+FlopCounterMode is said there). Counted, not traced: torch's Adam / AdamW state and step (optim_count.py: exact, and
+~10 operators per trained tensor less to trace), bitsandbytes' 8-bit Adam (a C kernel that fake tensors cannot
 enter; its state is 2 bytes a parameter plus block scales).
 """
 
@@ -22,6 +23,7 @@ from sdft.config import Attention
 from sdft.models.loading import DTYPES
 from sdft.models.params import text_towers
 from sdft.run.plan.arch import Architecture, build_models, fake_mode
+from sdft.run.plan.optim_count import CountedOptimizer, count, countable
 from sdft.run.plan.tracker import LiveBytes
 
 log = logging.getLogger(__name__)
@@ -95,8 +97,9 @@ def freeze(models: SimpleNamespace, cfg: DictConfig) -> None:
             tower.gradient_checkpointing_enable()
 
 
-def make_batch(cfg: DictConfig, module, size: tuple[int, int], text_cached: bool, latents_cached: bool) -> dict:
-    """A batch shaped as the DataModule yields it (instances + as many class samples with prior preservation)."""
+def make_batch(cfg: DictConfig, module, size: tuple[int, int], *, text_cached: bool, latents_cached: bool) -> dict:
+    """A batch shaped as the DataModule yields it (instances + as many class samples with prior preservation). The
+    cache flags are keyword-only: passed positionally in the wrong order, they once made a different step."""
     n = cfg.data.batch_size * (2 if cfg.prior.enabled else 1)
     w, h = size
     batch: dict = {"is_prior": torch.zeros(n, dtype=torch.bool), "n_instance": cfg.data.batch_size}
@@ -158,12 +161,35 @@ def make_optimizer(cfg: DictConfig, module, notes: list[str]):
     if target != ADAMW:
         notes.append("optimizer state of optim.optimizer traced as its class makes it")
     opt = module.configure_optimizers()["optimizer"]
+    warm_up(opt)
+    return opt
+
+
+def warm_up(opt) -> None:
+    """One step on zero gradients: the state exists from the second step on (the steady-state peak includes it)."""
     params = [p for g in opt.param_groups for p in g["params"]]
     for p in params:
         p.grad = torch.zeros_like(p)
-    opt.step()  # the state exists from the second step on: the steady-state peak includes it
+    opt.step()
     opt.zero_grad(set_to_none=True)
-    return opt
+
+
+def plan_optimizer(cfg: DictConfig, module, notes: list[str]) -> tuple[object, CountedOptimizer | None]:
+    """(optimizer, counted) for the trace: torch's Adam / AdamW counted from the parameter list (optim_count.py: no
+    state made, the step not traced), 8-bit Adam counted (no optimizer), any other class made with its state, to be
+    traced."""
+    from sdft.training.optimizers import ADAMW_8BIT, optimizer_node
+
+    if optimizer_node(cfg.optim)["_target_"] == ADAMW_8BIT:
+        notes.append("8-bit Adam state counted as 2 bytes a parameter (+ block scales), not traced")
+        n = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        return None, CountedOptimizer(int(n * ADAM8BIT_BYTES_PER_PARAM), 0)
+    opt = module.configure_optimizers()["optimizer"]
+    if countable(opt):
+        return opt, count(opt)
+    notes.append("optimizer state of optim.optimizer traced as its class makes it")
+    warm_up(opt)
+    return opt, None
 
 
 def meta_models(arch: Architecture) -> SimpleNamespace:
@@ -204,8 +230,6 @@ def trace(
 
 
 def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid_size, notes):
-    from torch.utils.flop_counter import FlopCounterMode
-
     with fake_mode():
         fakeify(module)
         module.train()
@@ -219,25 +243,25 @@ def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached,
                 }
         trained = [p for p in module.parameters() if p.requires_grad]
         trained_bytes = sum(p.numel() * p.element_size() for p in trained)
-        opt = make_optimizer(cfg, module, notes)
-        batch = make_batch(cfg, module, size, text_cached, latents_cached)
+        opt, counted = plan_optimizer(cfg, module, notes)
+        batch = make_batch(cfg, module, size, text_cached=text_cached, latents_cached=latents_cached)
         live = LiveBytes()
         live.track_module(module)
-        if opt is not None:
+        if counted is None:
             live.track_optimizer(opt)
         else:
-            live.live["trainable"] += int(sum(p.numel() for p in trained) * ADAM8BIT_BYTES_PER_PARAM)
-            notes.append("8-bit Adam state counted as 2 bytes a parameter (+ block scales), not traced")
+            live.live["trainable"] += counted.state
         resident = sum(live.live.values())  # weights, trained parameters, optimizer state: before the step
-        counter = FlopCounterMode(display=False)
-        with counter, live:
+        with live:
             with precision_context(cfg.trainer.precision):
                 loss = module.training_step(batch, 0)
             live.phase = "workspace"
             loss.backward()
-            if opt is not None:
+            if counted is None:
                 opt.step()
-                opt.zero_grad(set_to_none=True)
+            else:  # the step's temporaries on top of what is live after backward (optim_count.py)
+                live.observe(counted.step_peak)
+            module.zero_grad(set_to_none=True)
         del loss
         at = live.at_peak
         step = StepTrace(
@@ -245,7 +269,7 @@ def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached,
             at["trainable"],
             at["activations"],
             at["workspace"],
-            counter.get_total_flops(),
+            live.flops,
             params,
             trained_bytes,
             notes,
@@ -258,8 +282,6 @@ def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached,
 def _trace_generation(module, opt, size: tuple[int, int], resident_trainable: int) -> GenerationTrace:
     """A grid image with classifier-free guidance: text encoding, one U-Net step on a batch of 2, the VAE decode,
     with the training state (weights, trained parameters, optimizer state) resident."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     module.eval()
     w, h = size
     dtype = module.unet.dtype
@@ -273,11 +295,13 @@ def _trace_generation(module, opt, size: tuple[int, int], resident_trainable: in
         text = module.conditioning.encode(module, module.conditioning.placeholder_ids(2))
         f = vae_factor(module)
         latents = torch.randn(2, module.vae.config.latent_channels, h // f, w // f)
-        with FlopCounterMode(display=False) as unet_count:
-            text_in, added = module.conditioning.unet_inputs(module, text, latents)
-            kwargs = {} if added is None else {"added_cond_kwargs": {k: v.to(dtype) for k, v in added.items()}}
-            module.unet(latents.to(dtype), torch.tensor([999, 999]), text_in.to(dtype), **kwargs)
+        start = live.flops
+        text_in, added = module.conditioning.unet_inputs(module, text, latents)
+        kwargs = {} if added is None else {"added_cond_kwargs": {k: v.to(dtype) for k, v in added.items()}}
+        module.unet(latents.to(dtype), torch.tensor([999, 999]), text_in.to(dtype), **kwargs)
+        unet_flops = live.flops - start
         del text, text_in, added, kwargs
-        with FlopCounterMode(display=False) as decode_count:
-            module.vae.decode(latents[:1].to(module.vae.dtype))
-    return GenerationTrace(live.peak, unet_count.get_total_flops(), decode_count.get_total_flops())
+        start = live.flops
+        module.vae.decode(latents[:1].to(module.vae.dtype))
+        decode_flops = live.flops - start
+    return GenerationTrace(live.peak, unet_flops, decode_flops)

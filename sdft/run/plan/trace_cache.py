@@ -1,5 +1,6 @@
 """A disk cache of traced steps: the fake-tensor trace of a training step (and a grid step) is the plan's only slow
-part (~7 s for the toy model, ~17 s for SD 1.5, ~50 s for SDXL on one CPU core), and it depends only on the config,
+part (a whole plan is ~10 s for the tiny model, ~11 s for SD 1.5, ~17 s for SDXL on one CPU core, imports
+included; reading the entry saves the trace), and it depends only on the config,
 the architecture, the traced size and the code. train.py's start-up headline traces the same run again and again
 (a quickstart run, a resume, a sweep's jobs): from the second time on it reads the result here.
 

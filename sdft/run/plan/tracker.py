@@ -1,9 +1,16 @@
-"""Live bytes by kind while a step runs on fake tensors, and their split at the peak.
+"""Live bytes by kind while a step runs on fake tensors, their split at the peak, and the step's FLOPs.
 
-Hand-written because torch's MemTracker (torch.distributed._tools.mem_tracker), which does this, rescans every live
-tensor on every operator (O(ops x tensors): 4 minutes for the tiny model's step, hours for SD 1.5) and refuses frozen
-parameters (it hooks every one). This keeps one running total per kind instead: a storage is counted when an operator
-first returns it and uncounted when it is freed (a weak reference's callback), rounded to 512 bytes as allocators do.
+Hand-written because torch's MemTracker (torch.distributed._tools.mem_tracker), which does the byte accounting,
+rescans every live tensor on every operator (O(ops x tensors): 4 minutes for the tiny model's step, hours for SD 1.5)
+and refuses frozen parameters (it hooks every one). This keeps one running total per kind instead: a storage is
+counted when an operator first returns it and uncounted when it is freed (a weak reference's callback), rounded to
+512 bytes as allocators do.
+
+FLOPs: torch's own formulas (`torch.utils.flop_counter.flop_registry`, what `FlopCounterMode` reads), applied in this
+same mode. FlopCounterMode as a second mode cost a third of the trace (its module tracker hooks every module call and
+every backward node to attribute FLOPs per module, which the plan does not print); the totals are the same (tests/
+test_plan_tracker.py). Added to torch's table: the CPU flash-attention kernels, which a trace on fake CPU tensors
+dispatches SDPA to and which torch's table lacks (its attention formulas are for the CUDA kernels).
 """
 
 from __future__ import annotations
@@ -13,18 +20,32 @@ import weakref
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
 
 KINDS = ("weights", "trainable", "activations", "workspace")
+_DEVICE = torch.ops.prim.device.default  # asked on every operator's way in; returns no tensor
+_CAST = torch.ops.aten._to_copy.default
+aten = torch.ops.aten
+FLOPS = {
+    **flop_registry,
+    # the CPU flash-attention kernels take (and return) what the CUDA ones do, in the same layout (b, heads, seq, dim)
+    aten._scaled_dot_product_flash_attention_for_cpu: flop_registry[aten._scaled_dot_product_flash_attention],
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: flop_registry[
+        aten._scaled_dot_product_flash_attention_backward
+    ],
+}
 
 
-def _rounded(nbytes: int) -> int:
+def rounded(nbytes: int) -> int:
     return (nbytes + 511) // 512 * 512
 
 
 class LiveBytes(TorchDispatchMode):
     """`track(tensor, kind)` registers tensors made outside (weights, trained parameters, optimizer state); inside
     the mode, new storages count as `self.phase` ("activations" in the forward pass, "workspace" after), gradients of
-    trained parameters as "trainable". `peak` is the highest total, `at_peak` its split by kind."""
+    trained parameters as "trainable", copies of weights in another dtype (autocast's, kept for the step) as
+    "weights". `peak` is the highest total, `at_peak` its split by kind; `flops` the FLOPs of
+    the operators run inside the mode."""
 
     def __init__(self):
         super().__init__()
@@ -32,6 +53,7 @@ class LiveBytes(TorchDispatchMode):
         self.peak = 0
         self.at_peak = dict(self.live)
         self.phase = "activations"
+        self.flops = 0
         self._refs: dict[int, tuple] = {}
 
     def track(self, tensor: torch.Tensor, kind: str) -> None:
@@ -44,12 +66,17 @@ class LiveBytes(TorchDispatchMode):
                 self.live[kind] += size
                 self._refs[key] = (self._refs[key][0], kind, size)
             return
-        size = _rounded(st.nbytes())
+        size = rounded(st.nbytes())
         self.live[kind] += size
         self._refs[key] = (weakref.ref(st, lambda _, k=key: self._free(k)), kind, size)
-        total = sum(self.live.values())
+        self.observe()
+
+    def observe(self, extra: int = 0, kind: str = "workspace") -> None:
+        """Take the current total (plus `extra` bytes of `kind` that exist only for a moment) as a peak candidate."""
+        total = sum(self.live.values()) + extra
         if total > self.peak:
             self.peak, self.at_peak = total, dict(self.live)
+            self.at_peak[kind] += extra
 
     def _free(self, key: int) -> None:
         entry = self._refs.pop(key, None)
@@ -71,8 +98,21 @@ class LiveBytes(TorchDispatchMode):
                     self.track(value, "trainable")
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if func is _DEVICE:
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        count = FLOPS.get(func._overloadpacket)
+        if count is not None:
+            self.flops += count(*args, **kwargs, out_val=out)
+        kind = self.phase
+        if func is _CAST and self._kind_of(args[0]) == "weights":  # autocast's half-precision copy of a weight
+            kind = "weights"
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                self.track(t, self.phase)
+                self.track(t, kind)
         return out
+
+    def _kind_of(self, tensor) -> str | None:
+        entry = self._refs.get(tensor.untyped_storage()._cdata) if isinstance(tensor, torch.Tensor) else None
+        return entry and entry[1]
