@@ -45,6 +45,12 @@ from helpers.wiring import prepare_for_test
         ("data.caption_dropout=1.0", r"data\.caption_dropout=1\.0: must be in \[0, 1\) \(a probability\)"),
         ("ema.enabled=true ema.decay=1.5", r"ema\.decay=1\.5: must be in \[0, 1\)"),
         ("ema.enabled=true ema.start_step=-1", r"ema\.start_step=-1: must be >= 0"),
+        # issue 34: the class-image loss weight without class images was ignored without a word
+        (
+            "prior.enabled=false prior.base_prediction=true prior.loss_weight=0.5",
+            r"prior\.loss_weight=0\.5 weighs the class images' loss.*prior\.base_prediction_weight \(now 1\.0\)",
+        ),
+        ("prior.enabled=false prior.loss_weight=2", r"prior\.loss_weight=2\.0 .*prior\.enabled=true"),
         # an optional field's error says what unset means
         ("optim.text_encoder_lr=-1", r"optim\.text_encoder_lr=-1\.0: must be >= 0 \(unset: optim\.lr;"),
     ],

@@ -31,10 +31,26 @@ def check_values(cfg: DictConfig, data: DictConfig) -> None:
                 f"{key}={value}{where}: must be a positive multiple of 8 (the VAE downsamples by 8), "
                 f"e.g. {max(8, value // 8 * 8)}."
             )
+    check_prior_weights(cfg.prior, where)
     if cfg.phase.init_lora and Path(cfg.phase.init_lora).expanduser().is_file():
         from sdft.adapters.lora_file import read_lora_file
 
         read_lora_file(Path(cfg.phase.init_lora).expanduser())  # a damaged or NaN file fails now, not after loading
+
+
+def check_prior_weights(prior: DictConfig, where: str = "") -> None:
+    """prior.loss_weight weighs the class images' loss only: set without class images (prior=base_prediction) it would
+    be ignored without a word (issue 34's recipe screen lost a run to it)."""
+    if prior.loss_weight != 1.0 and not prior.enabled:
+        hint = (
+            f"the base model's prediction is weighted by prior.base_prediction_weight (now {prior.base_prediction_weight})"
+            if prior.base_prediction
+            else "turn class images on with prior.enabled=true (prior=default)"
+        )
+        raise ConfigError(
+            f"prior.loss_weight={prior.loss_weight}{where} weighs the class images' loss, but this run has none "
+            f"(prior.enabled=false): {hint}."
+        )
 
 
 def check_ranges(cfg: DictConfig, schema: type, prefix: str = "", where: str = "") -> None:
