@@ -54,6 +54,14 @@ def register(subparsers) -> None:
     study.add_argument("-o", "--override", action="append", default=[], help="a Hydra override for the quickstart")
     study.add_argument("--guidance", type=float, default=None, help="guidance scale of the measured generations")
     study.add_argument("--no-baseline", action="store_true", help="skip the runs without prior preservation")
+    study.add_argument(
+        "--samples", type=int, default=None, help="generations per prompt (default 32; 160 narrows each seed's figure)"
+    )
+    study.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure runs already under --out (same seed and overrides), train the rest",
+    )
     study.set_defaults(func=run_study)
 
     masks = subparsers.add_parser("masks", help="generated masks (<stem>.mask.png) for toy-world images")
@@ -126,7 +134,12 @@ def run_study(args: argparse.Namespace) -> int:
 
     seeds = study.parse_seeds(args.seeds)  # bad seeds fail here, before any training
     guidance = GUIDANCE if args.guidance is None else args.guidance
-    print(study.run_study(seeds, args.out, args.override, not args.no_baseline, guidance))
+    samples = study.SAMPLES if args.samples is None else args.samples
+    if samples < 1:
+        from sdft.errors import ConfigError
+
+        raise ConfigError(f"--samples {samples}: give at least 1 generation per prompt (the measure's default is 32).")
+    print(study.run_study(seeds, args.out, args.override, not args.no_baseline, guidance, samples, args.reuse))
     return 0
 
 

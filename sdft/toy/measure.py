@@ -20,6 +20,7 @@ and as mean ± spread, so that techniques (prior preservation, EMA, masked loss,
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,9 +168,10 @@ QUIET = [  # no grids, checkpoints, loggers or progress bar inside a measured (o
 ]
 
 
-def quickstart_lora(seed: int, out_dir: str | Path, overrides: Sequence[str] = ()) -> Path:
+def quickstart_lora(seed: int, out_dir: str | Path, overrides: Sequence[str] = (), reuse: bool = False) -> Path:
     """Train `+experiment=quickstart` (plus `overrides`) with `seed`, quietly, under `out_dir`; the final LoRA file.
-    Class images go to `<out_dir>/class` (shared by every run under `out_dir`) unless an override says otherwise."""
+    Class images go to `<out_dir>/class` (shared by every run under `out_dir`) unless an override says otherwise.
+    `reuse`: when that run's folder already holds its final LoRA (summary.json's output), return it untrained."""
     from hydra import compose, initialize_config_dir
 
     import sdft.config  # noqa: F401  (registers the config schema)
@@ -177,6 +179,10 @@ def quickstart_lora(seed: int, out_dir: str | Path, overrides: Sequence[str] = (
 
     out_dir = Path(out_dir)
     run_dir = out_dir / f"seed{seed}-{hashlib.sha1(repr(list(overrides)).encode()).hexdigest()[:8]}"
+    if reuse and (run_dir / "summary.json").is_file():
+        done = json.loads((run_dir / "summary.json").read_text()).get("output")
+        if done and Path(done).is_file():
+            return Path(done)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             config_name="config",
