@@ -4,8 +4,8 @@ The quickstart (`+experiment=quickstart`: prior from the base model's own predic
 seeds with that prior and one without any prior, and each LoRA is measured by sdft.toy.measure at fixed generation
 seeds: fidelity (share of `a sks dog` generations matching the subject on class, body colour, head colour and
 pattern), leakage (the same share for `a dog`) and drift (mean total-variation distance of the `a dog` attribute
-distributions from the base's). The five-seed study behind the bounds is bench/techniques.py's prior rows
-(docs/techniques.md; `sdft toy study` runs the quickstart itself the same way).
+distributions from the base's), and spots (identifier generations with three separate spots, not a band). The
+twenty-seed study behind the bounds is `sdft toy study --seeds 0-19 --no-baseline` (sdft/toy/MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ from sdft.models.toy_weights import load_toy_pipeline
 
 TRAIN_SEEDS = (0, 1)  # the study's first seeds, not chosen for their figures
 BASELINE_SEEDS = (0,)  # without prior preservation (a prefix of TRAIN_SEEDS: compared seed by seed)
-# The five-seed study (docs/techniques.md, prior rows; the quickstart's recipe): with the base-model prior fidelity
-# 0.806 +- 0.102, leakage 0.025 +- 0.026 (seeds 0 and 1: fidelity 0.844 / 0.875, leakage 0.062 / 0.031); without a
-# prior fidelity 0.581, leakage 0.631, drift 0.371. The bounds are the five-seed mean minus / plus about two standard
-# deviations of a two-seed mean (fidelity), and the issue's leakage target 0.1. Class images instead of the base
-# model's prediction (0.425 fidelity) fail the fidelity bound.
-FIDELITY_MIN = 0.65
+# The twenty-seed study of the quickstart's recipe (issue 34: lr 4e-3, 300 steps, base-model prior; sdft/toy/MODEL_CARD.md,
+# bench/results/toy_recipe_screen/quickstart_seeds0-19.jsonl): fidelity 0.858 +- 0.068, spots 0.409 +- 0.156,
+# leakage 0.016 +- 0.030 (seeds 0 and 1: fidelity 0.719 / 0.844, spots 0.219 / 0.594, leakage 0 / 0). The fidelity
+# bound is the twenty-seed mean minus about three standard deviations of a two-seed mean (0.048); class images instead
+# of the base model's prediction (0.43 over five seeds) or no prior (0.58) fail it. The spots bound, mean minus about
+# two and a half of its two-seed deviations (0.11), fails a decoder that draws the spots as a band (spots 0 on every
+# seed before the decoder refinement); the leakage bound is the issue's target.
+FIDELITY_MIN = 0.70
+SPOTS_MIN = 0.15
 LEAKAGE_MAX = 0.1
 
 # The baseline's study, in a second process: it needs nothing from the runs with a prior, so it trains and measures
@@ -78,6 +81,7 @@ def test_quickstart_learns_the_subject_and_prior_preservation_limits_leakage_and
     print(f"\nbase: {before.row()}\n{with_prior.table('prior, seed')}\n{without.table('no prior, seed')}")
 
     assert with_prior.mean["fidelity"] >= FIDELITY_MIN, with_prior.table()
+    assert with_prior.mean["spots"] >= SPOTS_MIN, with_prior.table()  # three spots, not one band
     assert with_prior.mean["leakage"] <= LEAKAGE_MAX, with_prior.table()
     for metric in ("leakage", "drift"):  # prior preservation lowers both (same training seed)
         for seed, p, n in zip(BASELINE_SEEDS, with_prior.per_seed, without.per_seed):
