@@ -221,3 +221,22 @@ def test_cpu_forecast_adds_the_c_heap(plan, monkeypatch):
     assert on_gpu.step_peak == f.step.peak and on_gpu.grid_peak == f.generation.peak
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert device("cpu").heap_share == 0
+
+
+def test_step_time_adds_the_optimizer_step_where_the_device_counts_it(plan):
+    """The optimizer step is element-wise (no FLOPs) and bound by memory traffic: on the cpu entry its measured cost
+    per trained tensor and element is added to the step (a full fine-tune's is seconds; bench/optimizer_step_cost.py)."""
+    import dataclasses
+
+    f = plan.phases[0][1]
+    assert f.step.trained_elements == sum(p["trainable"] for p in f.step.params.values()) > 0
+    assert f.step.trained_tensors > 0
+    flop_seconds = f.seconds(f.step.flops * f.data.accumulate)
+    cpu = f.device
+    assert cpu.optimizer_s_per_element > 0 and cpu.optimizer_s_per_tensor > 0
+    expected = (
+        f.step.trained_tensors * cpu.optimizer_s_per_tensor + f.step.trained_elements * cpu.optimizer_s_per_element
+    )
+    assert f.step_seconds == pytest.approx(flop_seconds + expected)
+    gpu = dataclasses.replace(f, device=device("4090"))  # not counted on a GPU: the FLOPs alone
+    assert gpu.step_seconds == pytest.approx(gpu.seconds(f.step.flops * f.data.accumulate))

@@ -30,6 +30,13 @@ class Device:
     # (activations + workspace; cpu only: a GPU's figure is its caching allocator's, which the trace models)
     heap_share: float = 0.0
     half_efficiency: float | None = None  # share of the half-precision peak, where measured apart (None: `efficiency`)
+    # the optimizer step's time, which FLOPs do not show (element-wise, bound by memory traffic): seconds per trained
+    # element and per trained tensor (cpu only, measured; on a GPU the fused step is a few ms: not counted)
+    optimizer_s_per_element: float = 0.0
+    optimizer_s_per_tensor: float = 0.0
+
+    def optimizer_seconds(self, tensors: int, elements: int) -> float:
+        return tensors * self.optimizer_s_per_tensor + elements * self.optimizer_s_per_element
 
     def peak_flops(self, precision: str) -> float:
         half = precision.startswith(("bf16", "16"))
@@ -74,6 +81,13 @@ CPU_MEASURED: str | None = (
 # the heap. With MALLOC_MMAP_THRESHOLD_=131072 (every tensor mmapped and returned on free) the RSS growth is the
 # allocator peak (1.00x, 1.00x, 1.08x) and the term is 0.
 CPU_HEAP_SHARE = 0.52
+# torch AdamW's step (the single-tensor path the CPU takes), one thread, CPU seconds (bench/optimizer_step_cost.py,
+# docs/benchmarks.md): per trained element over 20 tensors of 4.9 M elements 5.43 and 4.11 ns in two runs (memory
+# traffic, so the load beside it moves it), per tensor over 2000 LoRA-sized ones 18.3 and 19.8 us; their means. A full
+# fine-tune of SD 1.5's U-Net (860 M elements) spends ~4 s of a core on it, FLOPs ~0. Per core: the entry divides by
+# the cores, as its FLOP peak assumes they scale (not measured).
+CPU_OPTIMIZER_S_PER_ELEMENT = 4.77e-9
+CPU_OPTIMIZER_S_PER_TENSOR = 19.1e-6
 
 
 def _cpuinfo() -> str:
@@ -109,6 +123,8 @@ def cpu_device() -> Device:
         bf16="avx512_bf16" in flags or "amx_bf16" in flags,
         heap_share=0.0 if _mmap_threshold_fixed() else CPU_HEAP_SHARE,
         half_efficiency=CPU_HALF_EFFICIENCY,
+        optimizer_s_per_element=CPU_OPTIMIZER_S_PER_ELEMENT / cores,
+        optimizer_s_per_tensor=CPU_OPTIMIZER_S_PER_TENSOR / cores,
     )
 
 

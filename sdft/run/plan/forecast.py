@@ -54,8 +54,13 @@ class PhaseForecast:
         return flops / (self.device.peak_flops(self.precision) * self.device.efficiency_for(self.precision))
 
     @property
+    def optimizer_seconds(self) -> float:
+        """The optimizer step's own time, once per (accumulated) step: element-wise work FLOPs do not count."""
+        return self.device.optimizer_seconds(self.step.trained_tensors, self.step.trained_elements)
+
+    @property
     def step_seconds(self) -> float:
-        return self.seconds(self.step.flops * self.data.accumulate)
+        return self.seconds(self.step.flops * self.data.accumulate) + self.optimizer_seconds
 
     @property
     def image_flops(self) -> tuple[int, int]:

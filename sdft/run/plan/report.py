@@ -72,7 +72,12 @@ def phase_lines(cfg, f: PhaseForecast) -> list[str]:
         f"  time on {f.device.name} ({f.device.peak_flops(f.precision) / 1e12:.2f} TFLOP/s peak x "
         f"{f.device.efficiency_for(f.precision):.0%} {'measured: ' + f.device.measured if f.device.measured else 'ASSUMED'}):"
     )
-    lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step -> {duration(f.step_seconds)} a step")
+    optimizer = (
+        f" + the optimizer step over {s.trained_elements / 1e6:,.1f} M trained values {duration(f.optimizer_seconds)}"
+        if f.optimizer_seconds
+        else ""
+    )
+    lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step{optimizer} -> {duration(f.step_seconds)} a step")
     lines.append(
         f"    training {duration(t['train'])}, class images {duration(t['class_images'])}, "
         f"grids {duration(t['grids'])} ({f.grids} x {f.grid_images // max(f.grids, 1)} images): total {duration(t['total'])}"

@@ -44,6 +44,8 @@ class StepTrace:
     trained_bytes: int = 0  # the trained parameters alone (the adapter file's size, fp32)
     notes: list[str] = field(default_factory=list)
     resident: int = 0  # what is resident before a step (weights, trained parameters, optimizer state)
+    trained_tensors: int = 0  # the tensors the optimizer updates (its step's cost on a CPU: devices.py)
+    trained_elements: int = 0  # their elements
 
     @property
     def peak(self) -> int:
@@ -274,6 +276,8 @@ def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached,
             trained_bytes,
             notes,
             resident,
+            len(trained),
+            sum(p.numel() for p in trained),
         )
         gen = _trace_generation(module, opt, grid_size or size, live.live["trainable"])
     return step, gen
