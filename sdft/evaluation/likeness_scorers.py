@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from sdft.errors import DataError
+from sdft.toy.world import RESOLUTION as TOY_SIZE  # the toy world's images, what the toy metric's detector reads
 
 log = logging.getLogger(__name__)
 FACES_IN_MOST = 0.5  # auto picks the face metric when faces are found in more than this share of training images
@@ -30,6 +31,13 @@ class ToyScorer:
     def __init__(self, subject_images: list[Image.Image]):
         from sdft.toy.subject import subject_attributes
 
+        sizes = sorted({im.size for im in subject_images if im.size != (TOY_SIZE, TOY_SIZE)})
+        if sizes:
+            raise DataError(
+                f"callbacks.likeness.metric=toy reads toy-world subjects (32x32 images drawn by sdft.toy.world); this "
+                f"subject has images of {', '.join(f'{w}x{h}' for w, h in sizes)}: use callbacks.likeness.metric=image "
+                "(or auto)."
+            )
         self.subject = subject_attributes(subject_images)
 
     def likeness(self, images: list[Image.Image]) -> float:
@@ -140,7 +148,10 @@ def choose_metric(spec: str, base_model: str | None, subject_images: list[Image.
     if spec != "auto":
         return spec
     if base_model == "toy":
-        return "toy"
+        if all(im.size == (TOY_SIZE, TOY_SIZE) for im in subject_images):
+            return "toy"
+        log.info("Likeness metric auto: the subject's images are not 32 px toy-world images; using the image metric")
+        return "image"
     if base_model in ("tiny", "sdxl_tiny"):  # the offline test bases draw no faces: no face detector to load
         return "image"
     share = face_share(subject_images)

@@ -70,8 +70,16 @@ class Detection:
 
 
 def as_array(image) -> np.ndarray:
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+    """The image as a float (32, 32, 3) array: other sizes (a toy generation at 64 px, an instance photo) are
+    box-filtered to the world's 32 px, where the templates are; the detector's part maps assume that size."""
+    if not isinstance(image, Image.Image):
+        image = np.asarray(image)
+        if image.shape[:2] == (RESOLUTION, RESOLUTION):
+            return image.astype(np.float32)
+        image = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    image = image.convert("RGB")
+    if image.size != (RESOLUTION, RESOLUTION):
+        image = image.resize((RESOLUTION, RESOLUTION), Image.BOX)
     return np.asarray(image, dtype=np.float32)
 
 
