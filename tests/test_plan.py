@@ -240,3 +240,17 @@ def test_step_time_adds_the_optimizer_step_where_the_device_counts_it(plan):
     assert f.step_seconds == pytest.approx(flop_seconds + expected)
     gpu = dataclasses.replace(f, device=device("4090"))  # not counted on a GPU: the FLOPs alone
     assert gpu.step_seconds == pytest.approx(gpu.seconds(f.step.flops * f.data.accumulate))
+
+
+def test_half_precision_weights_at_full_precision_run_at_the_half_rate(plan):
+    """A base with bf16 frozen weights trained at 32-true: its matmuls take bf16 inputs and run at the bf16 rate
+    (AMX, tensor cores), which the forecast now times apart (SDXL 128² on this CPU: +26 % -> -10 % per CPU second)."""
+    assert plan.phases[0][1].step.half_flops == 0  # fp32 weights: nothing at the half rate
+    half = plan_run(compose_run([*BASE, "model.weight_dtype=bf16"]), device("4090"))
+    f = half.phases[0][1]
+    assert 0 < f.step.half_flops <= f.step.flops
+    d = f.device
+    expected = (f.step.flops - f.step.half_flops) / (d.peak_flops("32-true") * d.efficiency_for("32-true")) + (
+        f.step.half_flops / (d.peak_flops("bf16-mixed") * d.efficiency_for("bf16-mixed"))
+    )
+    assert f.precision == "32-true" and f.step_seconds == pytest.approx(expected)

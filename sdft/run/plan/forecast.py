@@ -60,7 +60,18 @@ class PhaseForecast:
 
     @property
     def step_seconds(self) -> float:
-        return self.seconds(self.step.flops * self.data.accumulate) + self.optimizer_seconds
+        return self.flop_seconds + self.optimizer_seconds
+
+    @property
+    def flop_seconds(self) -> float:
+        """The step's FLOPs over the device's rate for the precision; at full precision, the FLOPs of operators on
+        16-bit inputs (a base whose frozen weights are bf16, model.weight_dtype) at the half-precision rate."""
+        flops, half = self.step.flops * self.data.accumulate, self.step.half_flops * self.data.accumulate
+        if self.precision.startswith(("bf16", "16")) or not half:
+            return self.seconds(flops)
+        d = self.device
+        at_half = d.peak_flops("bf16-mixed") * d.efficiency_for("bf16-mixed")
+        return self.seconds(flops - half) + half / at_half
 
     @property
     def image_flops(self) -> tuple[int, int]:

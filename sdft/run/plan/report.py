@@ -77,7 +77,12 @@ def phase_lines(cfg, f: PhaseForecast) -> list[str]:
         if f.optimizer_seconds
         else ""
     )
-    lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step{optimizer} -> {duration(f.step_seconds)} a step")
+    half = (
+        f" ({s.half_flops / 1e9:.1f} of them on 16-bit inputs, at the half-precision rate)"
+        if s.half_flops and not f.precision.startswith(("bf16", "16"))
+        else ""
+    )
+    lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step{half}{optimizer} -> {duration(f.step_seconds)} a step")
     lines.append(
         f"    training {duration(t['train'])}, class images {duration(t['class_images'])}, "
         f"grids {duration(t['grids'])} ({f.grids} x {f.grid_images // max(f.grids, 1)} images): total {duration(t['total'])}"
@@ -121,6 +126,7 @@ def as_json(plan: Plan) -> dict:
                     "grid_peak": f.grid_peak,
                 },
                 "flops_per_step": s.flops,
+                "half_flops_per_step": s.half_flops,
                 "seconds": f.total_seconds(cfg),
                 "notes": s.notes,
             }

@@ -46,6 +46,7 @@ class StepTrace:
     resident: int = 0  # what is resident before a step (weights, trained parameters, optimizer state)
     trained_tensors: int = 0  # the tensors the optimizer updates (its step's cost on a CPU: devices.py)
     trained_elements: int = 0  # their elements
+    half_flops: int = 0  # of `flops`, those on bf16 / fp16 inputs (frozen half-precision weights under 32-true)
 
     @property
     def peak(self) -> int:
@@ -278,6 +279,7 @@ def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached,
             resident,
             len(trained),
             sum(p.numel() for p in trained),
+            live.half_flops,
         )
         gen = _trace_generation(module, opt, grid_size or size, live.live["trainable"])
     return step, gen

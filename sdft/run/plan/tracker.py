@@ -23,6 +23,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
 KINDS = ("weights", "trainable", "activations", "workspace")
+HALF = (torch.bfloat16, torch.float16)
 _DEVICE = torch.ops.prim.device.default  # asked on every operator's way in; returns no tensor
 _CAST = torch.ops.aten._to_copy.default
 aten = torch.ops.aten
@@ -45,7 +46,7 @@ class LiveBytes(TorchDispatchMode):
     the mode, new storages count as `self.phase` ("activations" in the forward pass, "workspace" after), gradients of
     trained parameters as "trainable", copies of weights in another dtype (autocast's, kept for the step) as
     "weights". `peak` is the highest total, `at_peak` its split by kind; `flops` the FLOPs of
-    the operators run inside the mode."""
+    the operators run inside the mode, `half_flops` those of them on 16-bit float inputs."""
 
     def __init__(self):
         super().__init__()
@@ -54,6 +55,7 @@ class LiveBytes(TorchDispatchMode):
         self.at_peak = dict(self.live)
         self.phase = "activations"
         self.flops = 0
+        self.half_flops = 0  # of `flops`, those of operators on bf16 / fp16 inputs
         self._refs: dict[int, tuple] = {}
 
     def track(self, tensor: torch.Tensor, kind: str) -> None:
@@ -104,7 +106,11 @@ class LiveBytes(TorchDispatchMode):
         out = func(*args, **kwargs)
         count = FLOPS.get(func._overloadpacket)
         if count is not None:
-            self.flops += count(*args, **kwargs, out_val=out)
+            flops = count(*args, **kwargs, out_val=out)
+            self.flops += flops
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            if first is not None and first.dtype in HALF:  # runs at the half-precision rate (AMX, tensor cores)
+                self.half_flops += flops
         kind = self.phase
         if func is _CAST and self._kind_of(args[0]) == "weights":  # autocast's half-precision copy of a weight
             kind = "weights"
