@@ -247,3 +247,18 @@ def test_the_native_size_guessed_before_loading_is_the_familys(model, native):
     from sdft.prep.doctor.inputs import native_size
 
     assert native_size(model) == native
+
+
+def test_an_image_enlarged_only_because_the_training_size_is_above_the_bases_names_the_resolution(tmp_path):
+    """The toy base (32 px) with a 64 px training size (a data preset's): the toy subject's 32 px images are enlarged
+    x2, and the first fix is data.resolution, not a larger original (the UI's Train tab blocked on these)."""
+    from helpers.config import ROOT
+
+    from sdft.prep.doctor.run import cheap
+
+    settings = load_data_config(str(ROOT / "datasets" / "toy_subject"), "a sks dog", ["resolution=64"])
+    found = [f for f in cheap(from_data_settings(settings, "set", native=32)) if f.check == "resolution"]
+    assert found and all(f.severity == Severity.severe for f in found)
+    assert all("data.resolution=32" in f.advice for f in found)
+    at_sd = [f for f in cheap(from_data_settings(settings, "set", native=512)) if f.check == "resolution"]
+    assert at_sd and not any("data.resolution=" in f.advice for f in at_sd)  # an SD 1.5 base: the image is too small

@@ -47,6 +47,7 @@ class DoctorData:
     settings: DictConfig
     report: DatasetReport
     items: list[Item]
+    native: int = SD1_NATIVE  # the base model's native size (what a null data.resolution trains at)
 
     @property
     def instances(self) -> list[Item]:
@@ -70,7 +71,7 @@ def from_report(report: DatasetReport, label: str, native: int = SD1_NATIVE) -> 
         ext = e.concept.caption_extension if e.concept else settings.caption_extension
         caption = caption_text(e.path, ext, settings.use_captions)
         items.append(Item(e.path, e.concept, e.prompt, caption, e.size, tuple(bucket), is_reg))
-    return DoctorData(label, settings, report, items)
+    return DoctorData(label, settings, report, items, native)
 
 
 def from_data_settings(settings: DictConfig, label: str, native: int = SD1_NATIVE) -> DoctorData:

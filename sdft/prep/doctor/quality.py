@@ -86,6 +86,14 @@ def pixel_findings(data: DoctorData, pixels: dict) -> list[Finding]:
     return out
 
 
+def native_hint(item, native: int) -> str:
+    """When the training size is above the base's native size and the image would not be enlarged at that size
+    (e.g. the toy base's 32 px images trained at 64): the first fix is the resolution, not the image."""
+    if max(item.bucket) > native and min(item.size) >= native:
+        return f"train at the base model's native size (data.resolution={native}, or null: the base's own), or "
+    return ""
+
+
 def size_findings(data: DoctorData) -> list[Finding]:
     """Upscaled (with the factor) and hard-cropped images, from sizes and buckets alone."""
     out = []
@@ -99,7 +107,8 @@ def size_findings(data: DoctorData) -> list[Finding]:
                     Severity.severe if severe else Severity.warn,
                     f"{item.path.name} is {item.size[0]}x{item.size[1]}, below its training size "
                     f"{item.bucket[0]}x{item.bucket[1]}: enlarged x{scale:.2f}",
-                    "use a larger original (or upscale it with a super-resolution model first): enlarged images "
+                    native_hint(item, data.native)
+                    + "use a larger original (or upscale it with a super-resolution model first): enlarged images "
                     "teach softness",
                     [item.path],
                     {"upscale": round(scale, 3), "bucket": list(item.bucket)},
