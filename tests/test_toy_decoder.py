@@ -54,3 +54,4 @@ def test_refine_decoder_writes_the_vae_in_the_dtype_it_was_stored_in(tmp_path):
     assert stored_dtype(tmp_path / "out" / "vae") == torch.float16
     assert facts["steps"] == 1 and set(facts["reconstruction_after"]) == {"random_spotted", "subject"}
     assert 0.0 <= facts["reconstruction_after"]["random_spotted"]["spots"] <= 1.0
+    assert facts["reconstruction_after"]["subject"] == {"spots": None, "attributes": None}  # no subject images

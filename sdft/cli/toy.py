@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     vae.set_defaults(func=run_vae)
 
     decoder = subparsers.add_parser(
-        "decoder", help="pretraining step 4: sharpen the VAE decoder (spots stay spots); encoder and latents unchanged"
+        "decoder", help="pretraining step 5: sharpen the VAE decoder (spots stay spots); encoder and latents unchanged"
     )
     decoder.add_argument("--model", type=Path, default=None, help="pipeline folder; default: the shipped toy model")
     decoder.add_argument("--out", type=Path, default=None, help="default: the --model folder, rewritten in place")

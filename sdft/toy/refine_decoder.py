@@ -1,6 +1,6 @@
-"""Step 4 of the toy pretraining (issue 34): sharpen the toy VAE's decoder so that three spots stay three spots.
+"""Step 5 of the toy pretraining (issue 34; sdft/toy/MODEL_CARD.md, Recipe): sharpen the toy VAE's decoder so that three spots stay three spots.
 
-The VAE of steps 1-3 (train_vae.py) decodes the subject's three yellow spots, 2 px wide and 1-2 px apart at 32 px, as
+The VAE of steps 1-4 (train_vae.py) decodes the subject's three yellow spots, 2 px wide and 1-2 px apart at 32 px, as
 one yellow band: its loss (MSE + L1 over the whole image) barely sees them, so no LoRA recipe could learn spots. This
 step trains the decoder alone on a loss weighted towards detail (pixels that differ from their 3x3 neighbourhood mean)
 with half of the scenes drawn spotted. The encoder is frozen, so the latents the U-Net was pretrained on, and every
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from PIL import Image
 
 from sdft.toy.detector import detect, separate_spots
 from sdft.toy.train_vae import batch
-from sdft.toy.world import Scene, random_scene, render
+from sdft.toy.world import random_scene, render
 
 DECODER_PREFIXES = ("decoder.", "post_quant_conv.")  # what the step trains; the encoder and quant_conv stay frozen
 EVAL_SEED = 123  # the spotted scenes reconstruction_spots measures
@@ -84,7 +85,7 @@ def _roundtrip(vae: AutoencoderKL, image: Image.Image) -> Image.Image:
     return Image.fromarray(((y[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8))
 
 
-def reconstruction_spots(vae: AutoencoderKL, images=None, n: int = 96) -> dict[str, float]:
+def reconstruction_spots(vae: AutoencoderKL, images=None, n: int = 96) -> dict[str, float | None]:
     """Of `images` (default: `n` random spotted scenes, seed EVAL_SEED) encoded and decoded by `vae`: the share whose
     reconstruction shows three separate spots (`spots`), and whose detected attributes equal the original's
     (`attributes`)."""
@@ -92,8 +93,9 @@ def reconstruction_spots(vae: AutoencoderKL, images=None, n: int = 96) -> dict[s
         rng = random.Random(EVAL_SEED)
         images = []
         for i in range(n):
-            s = random_scene(rng)
-            images.append(render(Scene(s.cls, s.colour, s.second, "spots", s.background, s.flip), seed=i))
+            images.append(render(replace(random_scene(rng), pattern="spots"), seed=i))
+    if not images:  # a model folder without a subject: nothing to measure (not nan)
+        return {"spots": None, "attributes": None}
     spots, same = [], []
     for image in images:
         found = detect(_roundtrip(vae, image))
