@@ -37,6 +37,7 @@ CASES = {
     "sd15-lora-256": ["model=sd15", "data.resolution=256"],
     "sd15-lora-384": ["model=sd15", "data.resolution=384"],
     "sd15-full-256": ["model=sd15", "data.resolution=256", "adapter=full"],
+    "sd15-full-320": ["model=sd15", "data.resolution=320", "adapter=full"],
     # SDXL's frozen weights in bf16 (7 GB instead of 14 GB in fp32: this machine is shared); trained LoRA in fp32
     "sdxl-lora-128": ["model=sdxl", "data.resolution=128", "model.weight_dtype=bf16"],
 }
@@ -79,7 +80,42 @@ def profiled_step(step) -> int:
     return max(itertools.accumulate((n for _, n in records), initial=0))
 
 
-def measure(case: str, precision: str, threads: int | None, explain: bool, mkldnn: bool, compile: bool) -> dict:
+OP_GROUPS = (  # operator name prefix -> the group the per-operator CPU times are summed into (--op-times)
+    ("aten::convolution_backward", "convolution backward (input and weight gradients)"),
+    ("aten::mkldnn_convolution", "convolution forward"),
+    ("aten::_convolution", "convolution forward"),
+    ("aten::addmm", "matmul"),
+    ("aten::mm", "matmul"),
+    ("aten::bmm", "matmul"),
+    ("aten::_scaled_dot_product", "attention"),
+)
+
+
+def op_times(step) -> dict:
+    """Self CPU seconds of the step's operators under torch.profiler, summed by OP_GROUPS (the rest: "other", which
+    includes the optimizer's element-wise operators), the optimizer step's total apart, and the ten largest
+    operators: where a step's time goes, which the FLOP count alone does not say."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = prof.key_averages()
+    groups: dict[str, float] = {}
+    for e in events:
+        group = next((g for prefix, g in OP_GROUPS if e.key.startswith(prefix)), "other")
+        groups[group] = groups.get(group, 0.0) + e.self_cpu_time_total / 1e6
+    optimizer = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step")) / 1e6
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
+    return {
+        "op_groups_cpu_s": {k: round(v, 3) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+        "optimizer_step_cpu_s": round(optimizer, 3),
+        "op_top_self_cpu_s": {e.key: round(e.self_cpu_time_total / 1e6, 3) for e in top},
+    }
+
+
+def measure(
+    case: str, precision: str, threads: int | None, explain: bool, mkldnn: bool, compile: bool, ops: bool = False
+) -> dict:
     import torch
 
     if threads:
@@ -155,6 +191,8 @@ def measure(case: str, precision: str, threads: int | None, explain: bool, mkldn
             },
             "allocator_step_gib": profiled_step(step) / 2**30,
         }
+    if ops:
+        extra.update(op_times(step))
     dev = cpu_device()
     peak = dev.peak_flops(cfg.trainer.precision)
     used = torch.get_num_threads()
@@ -200,13 +238,16 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--threads", type=int, help="torch threads of the step (default: torch's, one per core)")
     ap.add_argument("--explain", action="store_true", help="two more steps: real-tensor tracker, allocator profile")
+    ap.add_argument("--op-times", action="store_true", help="one more step under torch.profiler: CPU s by operator")
     ap.add_argument("--no-mkldnn", action="store_true", help="torch.backends.mkldnn.enabled = False")
     ap.add_argument("--compile", action="store_true", help="model.compile=true (the first step compiles)")
     ap.add_argument("--json", help="append the results (one JSON object a line) to this file")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = ap.parse_args()
     if args.one:
-        result = measure(args.case[0], args.precision, args.threads, args.explain, not args.no_mkldnn, args.compile)
+        result = measure(
+            args.case[0], args.precision, args.threads, args.explain, not args.no_mkldnn, args.compile, args.op_times
+        )
         print("RESULT " + json.dumps(result))
         return
     for case in args.case:  # one process each: RSS figures of one case never include another's
@@ -214,6 +255,7 @@ def main() -> None:
         cmd += [f"--threads={args.threads}"] if args.threads else []
         cmd += [flag for flag, on in (("--explain", args.explain), ("--no-mkldnn", args.no_mkldnn)) if on]
         cmd += ["--compile"] if args.compile else []
+        cmd += ["--op-times"] if args.op_times else []
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
@@ -235,6 +277,8 @@ def main() -> None:
                 f"  real-tensor tracker {result['tracker_real_step_gib']:.3f} GiB, PyTorch allocator "
                 f"{result['allocator_step_gib']:.3f} GiB, RSS {result['measured_step_gib']:.3f} GiB"
             )
+        if "op_groups_cpu_s" in result:
+            print("  CPU s by operator group: " + json.dumps(result["op_groups_cpu_s"]))
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps(result) + "\n")

@@ -37,6 +37,38 @@ def test_flops_as_flop_counter_mode_counts_them():
     assert reference.get_total_flops() > 0 and live.flops == reference.get_total_flops()
 
 
+def test_convolution_weight_gradients_are_counted_apart():
+    """A trained convolution's backward computes its weight gradient, a forward's FLOPs, which a CPU runs at about
+    a third of the rate of the rest (devices.py): counted apart, and only when the weight trains."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    net, x = Net(), torch.randn(2, 3, 4, 4, requires_grad=True)
+    forward = conv_flop_count([2, 3, 4, 4], [8, 3, 3, 3], [2, 8, 4, 4])
+    live = LiveBytes()
+    with live:
+        net(x).backward()
+    assert live.weight_grad_flops == forward and live.weight_grad_flops < live.flops
+    net.conv.weight.requires_grad_(False)
+    frozen = LiveBytes()
+    with frozen:
+        net(x).backward()  # the input gradient only
+    assert frozen.weight_grad_flops == 0 and frozen.flops == live.flops - forward
+
+
+def test_transient_peak_outlives_the_peak():
+    """A step that peaks after its activations are freed (a full fine-tune at its optimizer step) still made them:
+    `transient_peak` keeps their most, which the C heap term is taken from (forecast.step_heap)."""
+    live = LiveBytes()
+    with live:
+        act = torch.empty(1 << 20)  # 4 MiB of activations, freed before the peak
+        del act
+    grads = [torch.empty(1 << 20) for _ in range(2)]
+    for g in grads:
+        live.track(g, "trainable")  # 8 MiB of gradients (made outside the mode, so never workspace): the peak
+    assert live.peak == 8 << 20 and live.at_peak["activations"] + live.at_peak["workspace"] == 0
+    assert live.transient_peak == 4 << 20
+
+
 def test_attention_on_the_cpu_is_counted():
     """SDPA on CPU tensors (what every trace runs) dispatches to the CPU flash kernel, which torch's FLOP table lacks:
     counted with the formulas of the CUDA kernels (2 matmuls forward; 5 backward, the scores recomputed)."""

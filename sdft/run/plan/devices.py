@@ -34,6 +34,9 @@ class Device:
     # element and per trained tensor (cpu only, measured; on a GPU the fused step is a few ms: not counted)
     optimizer_s_per_element: float = 0.0
     optimizer_s_per_tensor: float = 0.0
+    # share of the peak that convolutions' weight gradients reach, where measured apart (None: `efficiency`, which
+    # LoRA steps measure: their convolutions are frozen, so they never run that kernel; a full fine-tune does)
+    weight_grad_efficiency: float | None = None
 
     def optimizer_seconds(self, tensors: int, elements: int) -> float:
         return tensors * self.optimizer_s_per_tensor + elements * self.optimizer_s_per_element
@@ -88,6 +91,12 @@ CPU_HEAP_SHARE = 0.52
 # the cores, as its FLOP peak assumes they scale (not measured).
 CPU_OPTIMIZER_S_PER_ELEMENT = 4.77e-9
 CPU_OPTIMIZER_S_PER_TENSOR = 19.1e-6
+# Convolution weight gradients, fp32, one thread (bench/plan_accuracy.py --op-times, docs/benchmarks.md): the SD 1.5
+# full fine-tune at 256² spent 7.19 CPU s in convolution_backward (input and weight gradients), the LoRA step of the
+# same shape 2.07 s (input gradients only), so the weight gradients' 222 GFLOP took 5.12 s: 43 GFLOP/s, 0.26 of a
+# core's peak, against 0.67 for the rest of the step. (Alone, outside a step, bench/conv_grad_cost.py times that
+# kernel at 0.375 and the forward at 0.62; the figure used is the one inside the step.) One case, 2 CPU cores shared.
+CPU_WEIGHT_GRAD_EFFICIENCY = 0.26
 
 
 def _cpuinfo() -> str:
@@ -125,6 +134,7 @@ def cpu_device() -> Device:
         half_efficiency=CPU_HALF_EFFICIENCY,
         optimizer_s_per_element=CPU_OPTIMIZER_S_PER_ELEMENT / cores,
         optimizer_s_per_tensor=CPU_OPTIMIZER_S_PER_TENSOR / cores,
+        weight_grad_efficiency=CPU_WEIGHT_GRAD_EFFICIENCY,
     )
 
 

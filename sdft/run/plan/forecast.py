@@ -36,7 +36,9 @@ class PhaseForecast:
 
     @property
     def step_heap(self) -> int:
-        return self.heap(self.step.activations + self.step.workspace)
+        """The heap term of the most transient memory the step ever holds: freed blocks stay resident after it, also
+        when the step peaks later (a full fine-tune at its optimizer step, its activations long freed)."""
+        return self.heap(max(self.step.transient_peak, self.step.activations + self.step.workspace))
 
     @property
     def step_peak(self) -> int:
@@ -65,13 +67,19 @@ class PhaseForecast:
     @property
     def flop_seconds(self) -> float:
         """The step's FLOPs over the device's rate for the precision; at full precision, the FLOPs of operators on
-        16-bit inputs (a base whose frozen weights are bf16, model.weight_dtype) at the half-precision rate."""
-        flops, half = self.step.flops * self.data.accumulate, self.step.half_flops * self.data.accumulate
-        if self.precision.startswith(("bf16", "16")) or not half:
-            return self.seconds(flops)
+        16-bit inputs (a base whose frozen weights are bf16, model.weight_dtype) at the half-precision rate, and the
+        convolutions' weight gradients (trained convolutions: a full fine-tune) at the device's rate for them."""
+        n = self.data.accumulate
+        flops, half, wgrad = self.step.flops * n, self.step.half_flops * n, self.step.weight_grad_flops * n
         d = self.device
-        at_half = d.peak_flops("bf16-mixed") * d.efficiency_for("bf16-mixed")
-        return self.seconds(flops - half) + half / at_half
+        if self.precision.startswith(("bf16", "16")):
+            return self.seconds(flops)
+        seconds = self.seconds(flops - half - wgrad)
+        if half:
+            seconds += half / (d.peak_flops("bf16-mixed") * d.efficiency_for("bf16-mixed"))
+        if wgrad:
+            seconds += wgrad / (d.peak_flops(self.precision) * (d.weight_grad_efficiency or d.efficiency))
+        return seconds
 
     @property
     def image_flops(self) -> tuple[int, int]:

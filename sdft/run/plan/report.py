@@ -82,6 +82,9 @@ def phase_lines(cfg, f: PhaseForecast) -> list[str]:
         if s.half_flops and not f.precision.startswith(("bf16", "16"))
         else ""
     )
+    wgrad = f.device.weight_grad_efficiency
+    if s.weight_grad_flops and wgrad and not f.precision.startswith(("bf16", "16")):
+        half += f" ({s.weight_grad_flops / 1e9:.1f} of them convolution weight gradients, at {wgrad:.0%} of the peak)"
     lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step{half}{optimizer} -> {duration(f.step_seconds)} a step")
     lines.append(
         f"    training {duration(t['train'])}, class images {duration(t['class_images'])}, "
@@ -127,6 +130,7 @@ def as_json(plan: Plan) -> dict:
                 },
                 "flops_per_step": s.flops,
                 "half_flops_per_step": s.half_flops,
+                "weight_grad_flops_per_step": s.weight_grad_flops,
                 "seconds": f.total_seconds(cfg),
                 "notes": s.notes,
             }

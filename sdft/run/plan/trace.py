@@ -47,6 +47,8 @@ class StepTrace:
     trained_tensors: int = 0  # the tensors the optimizer updates (its step's cost on a CPU: devices.py)
     trained_elements: int = 0  # their elements
     half_flops: int = 0  # of `flops`, those on bf16 / fp16 inputs (frozen half-precision weights under 32-true)
+    weight_grad_flops: int = 0  # of `flops`, full-precision convolution weight gradients (a full fine-tune's)
+    transient_peak: int = 0  # the most activations + workspace live at once in the step (>= their part of the peak)
 
     @property
     def peak(self) -> int:
@@ -280,6 +282,8 @@ def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached,
             len(trained),
             sum(p.numel() for p in trained),
             live.half_flops,
+            live.weight_grad_flops,
+            live.transient_peak,
         )
         gen = _trace_generation(module, opt, grid_size or size, live.live["trainable"])
     return step, gen

@@ -20,9 +20,10 @@ import weakref
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import flop_registry
+from torch.utils.flop_counter import conv_flop_count, flop_registry
 
 KINDS = ("weights", "trainable", "activations", "workspace")
+TRANSIENT = ("activations", "workspace")  # made and freed within a step
 HALF = (torch.bfloat16, torch.float16)
 _DEVICE = torch.ops.prim.device.default  # asked on every operator's way in; returns no tensor
 _CAST = torch.ops.aten._to_copy.default
@@ -37,6 +38,20 @@ FLOPS = {
 }
 
 
+_CONV_BACKWARD = aten.convolution_backward
+
+
+def conv_weight_grad_flops(args, kwargs) -> int:
+    """The weight gradient's share of a convolution_backward call (a forward's FLOPs when its output mask asks for
+    it, else 0): a kernel that runs slower than the rest on a CPU (devices.py `weight_grad_efficiency`)."""
+    grad_out, x, w = args[:3]
+    transposed = kwargs.get("transposed", args[7] if len(args) > 7 else False)
+    mask = kwargs.get("output_mask", args[10] if len(args) > 10 else (True, True, True))
+    if not mask[1]:
+        return 0
+    return conv_flop_count(list(x.shape), list(w.shape), list(grad_out.shape), transposed=transposed)
+
+
 def rounded(nbytes: int) -> int:
     return (nbytes + 511) // 512 * 512
 
@@ -46,7 +61,9 @@ class LiveBytes(TorchDispatchMode):
     the mode, new storages count as `self.phase` ("activations" in the forward pass, "workspace" after), gradients of
     trained parameters as "trainable", copies of weights in another dtype (autocast's, kept for the step) as
     "weights". `peak` is the highest total, `at_peak` its split by kind; `flops` the FLOPs of
-    the operators run inside the mode, `half_flops` those of them on 16-bit float inputs."""
+    the operators run inside the mode, `half_flops` those of them on 16-bit float inputs, `weight_grad_flops` the
+    full-precision convolutions' weight gradients among them; `transient_peak` the most activations + workspace live
+    at any one time (a full fine-tune peaks at its optimizer step, after the activations are freed)."""
 
     def __init__(self):
         super().__init__()
@@ -56,6 +73,8 @@ class LiveBytes(TorchDispatchMode):
         self.phase = "activations"
         self.flops = 0
         self.half_flops = 0  # of `flops`, those of operators on bf16 / fp16 inputs
+        self.weight_grad_flops = 0  # of `flops` (full precision), those of convolutions' weight gradients
+        self.transient_peak = 0  # the most activations + workspace live at once (not necessarily at `peak`)
         self._refs: dict[int, tuple] = {}
 
     def track(self, tensor: torch.Tensor, kind: str) -> None:
@@ -76,6 +95,8 @@ class LiveBytes(TorchDispatchMode):
     def observe(self, extra: int = 0, kind: str = "workspace") -> None:
         """Take the current total (plus `extra` bytes of `kind` that exist only for a moment) as a peak candidate."""
         total = sum(self.live.values()) + extra
+        transient = self.live["activations"] + self.live["workspace"] + (extra if kind in TRANSIENT else 0)
+        self.transient_peak = max(self.transient_peak, transient)
         if total > self.peak:
             self.peak, self.at_peak = total, dict(self.live)
             self.at_peak[kind] += extra
@@ -111,6 +132,8 @@ class LiveBytes(TorchDispatchMode):
             first = next((a for a in args if isinstance(a, torch.Tensor)), None)
             if first is not None and first.dtype in HALF:  # runs at the half-precision rate (AMX, tensor cores)
                 self.half_flops += flops
+            elif func._overloadpacket is _CONV_BACKWARD:
+                self.weight_grad_flops += conv_weight_grad_flops(args, kwargs)
         kind = self.phase
         if func is _CAST and self._kind_of(args[0]) == "weights":  # autocast's half-precision copy of a weight
             kind = "weights"
