@@ -70,3 +70,6 @@ def test_model_card_facts_exist():
     for needed in ("loss_curve.png", "samples.png", "+experiment=pretrain_toy", "sdft toy vae"):  # step 1: the VAE
         assert needed in card, needed
     assert (TOY_MODEL_DIR.parent / "loss_curve.png").is_file() and (TOY_MODEL_DIR.parent / "samples.png").is_file()
+    for i, _ in enumerate(facts.get("continued", []), 1):  # pretraining step 6 (pretrain_toy_more) and any later
+        assert "+experiment=pretrain_toy_more" in card and f"loss_curve_continued_{i}.png" in card
+        assert (TOY_MODEL_DIR.parent / f"loss_curve_continued_{i}.png").is_file()

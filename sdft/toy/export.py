@@ -96,9 +96,14 @@ def boost_identifiers(pipe, norm: float = IDENTIFIER_NORM) -> None:
 
 
 def export(run_dir: Path, out: Path = TOY_MODEL_DIR) -> dict:
+    """Write a pretraining run as the toy model (fp16, identifiers boosted) into `out`, with the card's figures
+    beside it. A run that continued from an exported toy model (model.path=toy or such a folder: pretraining step 6,
+    conf/experiment/pretrain_toy_more.yaml) keeps that model's facts and adds its own under "continued"."""
     run_dir, card_dir = Path(run_dir), Path(out).parent  # the card and its figures sit beside the model folder
     summary = json.loads((run_dir / "summary.json").read_text())
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    start = TOY_MODEL_DIR if cfg["model"]["path"] == "toy" else Path(cfg["model"]["path"])
+    previous = json.loads((start / "training.json").read_text()) if (start / "training.json").is_file() else None
     pipe = StableDiffusionPipeline.from_pretrained(
         summary["output"], local_files_only=True, safety_checker=None, requires_safety_checker=False
     )
@@ -109,34 +114,49 @@ def export(run_dir: Path, out: Path = TOY_MODEL_DIR) -> dict:
     write_vocab_files(out / "tokenizer", TOY_WORDS)
 
     losses = read_losses(run_dir / "logs" / "main" / "metrics.csv")
-    vae_history = json.loads((Path(cfg["model"]["path"]) / "vae_history.json").read_text())
-    vae_curve = list(enumerate(vae_history["reconstruction_loss"]))
-    plot_curves(
-        [
+    last = [v for _, v in losses[-20:]]
+    if previous is None:
+        vae_history = json.loads((start / "vae_history.json").read_text())
+        vae_curve = list(enumerate(vae_history["reconstruction_loss"]))
+        curves = [
             ("U-Net + text encoder: train/loss (min-SNR weighted eps MSE)", losses),
             ("VAE: reconstruction loss (MSE + 0.5 L1)", vae_curve),
-        ],
-        card_dir / "loss_curve.png",
-    )
+        ]
+        plot_curves(curves, card_dir / "loss_curve.png")
+    else:
+        curve = card_dir / f"loss_curve_continued_{len(previous.get('continued', [])) + 1}.png"
+        plot_curves([("continued pretraining: train/loss (min-SNR weighted eps MSE)", losses)], curve)
 
     pipe = load_toy_pipeline(out)
     sample_grid(pipe, card_dir / "samples.png")
     rate, rows = prompt_control_rate(pipe, n=96)
-    last = [v for _, v in losses[-20:]]
-    facts = {
-        "steps": summary["steps"],
-        "train_seconds": summary["train_seconds"],
-        "vae_steps": len(vae_history["reconstruction_loss"]),
-        "vae_seconds": vae_history["seconds"],
-        "final_loss_mean_last_20_logged": round(float(np.mean(last)), 4),
-        "vae_final_reconstruction_loss": round(vae_history["reconstruction_loss"][-1], 4),
-        "instance_images": summary["instance_images"],
+    control = {
         "prompt_control_rate_n96": round(rate, 3),
         "prompt_control_per_attribute_n96": {k: round(v, 3) for k, v in attribute_rates(rows).items()},
-        "detector_accuracy_n1000": {k: round(v, 4) for k, v in accuracy(1000).items()},
         "weights_bytes": sum(p.stat().st_size for p in out.rglob("*.safetensors")),
         "exported": time.strftime("%Y-%m-%d"),
     }
+    if previous is None:
+        facts = {
+            "steps": summary["steps"],
+            "train_seconds": summary["train_seconds"],
+            "vae_steps": len(vae_history["reconstruction_loss"]),
+            "vae_seconds": vae_history["seconds"],
+            "final_loss_mean_last_20_logged": round(float(np.mean(last)), 4),
+            "vae_final_reconstruction_loss": round(vae_history["reconstruction_loss"][-1], 4),
+            "instance_images": summary["instance_images"],
+            **control,
+            "detector_accuracy_n1000": {k: round(v, 4) for k, v in accuracy(1000).items()},
+        }
+    else:
+        step = {
+            "steps": summary["steps"],
+            "train_seconds": summary["train_seconds"],
+            "lr": cfg["optim"]["lr"],
+            "final_loss_mean_last_20_logged": round(float(np.mean(last)), 4),
+            "before": {k: previous[k] for k in ("prompt_control_rate_n96", "prompt_control_per_attribute_n96")},
+        }
+        facts = {**previous, **control, "continued": [*previous.get("continued", []), step]}
     (out / "training.json").write_text(json.dumps(facts, indent=2) + "\n")
     return facts
 
