@@ -40,6 +40,7 @@ CASES = {
     "sd15-full-320": ["model=sd15", "data.resolution=320", "adapter=full"],
     # SDXL's frozen weights in bf16 (7 GB instead of 14 GB in fp32: this machine is shared); trained LoRA in fp32
     "sdxl-lora-128": ["model=sdxl", "data.resolution=128", "model.weight_dtype=bf16"],
+    "sdxl-lora-128-fp32": ["model=sdxl", "data.resolution=128"],  # 14 GB of fp32 weights: a machine with ~20 GB free
 }
 COMMON = ["trainer.max_steps=10", "callbacks.validation_seeds=[0]"]
 
