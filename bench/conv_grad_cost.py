@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections import Counter
 
@@ -79,7 +80,7 @@ def main() -> None:
     ap.add_argument("--json", help="append the result line here")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    core_peak = cpu_device().fp32_tflops * 1e12 / len(__import__("os").sched_getaffinity(0))
+    core_peak = cpu_device().fp32_tflops * 1e12 / len(os.sched_getaffinity(0))
     totals = dict.fromkeys(("forward", "input_grad", "weight_grad", "both_grads"), 0.0)
     flops = 0
     shapes = conv_shapes(args.resolution, args.batch)
