@@ -67,13 +67,15 @@ GPUS = {
 # Measured (bench/plan_accuracy.py --threads 1, docs/benchmarks.md): SD 1.5 LoRA fp32 eager steps ran 97 and 126
 # GFLOP per CPU second on one thread at 256² and 384², 58 % and 76 % of one core's FMA peak; this is their mean.
 # Per CPU second, because other agents' work shared the cores; the second core was busy, so the entry's 2-core peak
-# assumes the cores scale (not measured). model.compile=true was slower on this CPU (49 % at 256²).
+# assumes the cores scale: measured on the idle machine (bench/results/plan_accuracy_two_cores_idle.jsonl), two
+# threads ran the steps 1.81x (256²) and 1.86x (384²) faster than one, and the 2-core forecast of the wall time was
+# -17 % and +0 %. model.compile=true was slower on this CPU (49 % at 256²).
 CPU_EFFICIENCY = 0.67
 # bf16-mixed (autocast) SD 1.5 LoRA 256², one thread: 156 GFLOP per CPU second, 5.9 % of one core's AMX bf16 peak
 # (2.6 GHz x 1024); one case, measured the same way
 CPU_HALF_EFFICIENCY = 0.059
 CPU_MEASURED: str | None = (
-    "bench/plan_accuracy.py, SD 1.5 LoRA fp32 256-384 / bf16 256, one thread per CPU second; cores assumed to scale"
+    "bench/plan_accuracy.py, SD 1.5 LoRA fp32 256-384 / bf16 256, one thread per CPU second; two cores scale 1.8x (measured idle)"
 )
 # glibc's malloc keeps a step's freed tensors resident: after the first large free its mmap threshold rises (up to
 # 32 MiB), so the step's tensors come from the heap, whose freed blocks stay in the process, fragmented, reused only
@@ -88,7 +90,7 @@ CPU_HEAP_SHARE = 0.52
 # docs/benchmarks.md): per trained element over 20 tensors of 4.9 M elements 5.43 and 4.11 ns in two runs (memory
 # traffic, so the load beside it moves it), per tensor over 2000 LoRA-sized ones 18.3 and 19.8 us; their means. A full
 # fine-tune of SD 1.5's U-Net (860 M elements) spends ~4 s of a core on it, FLOPs ~0. Per core: the entry divides by
-# the cores, as its FLOP peak assumes they scale (not measured).
+# the cores, as its FLOP peak assumes they scale (1.8x on two, measured for the FLOPs, not for this step).
 CPU_OPTIMIZER_S_PER_ELEMENT = 4.77e-9
 CPU_OPTIMIZER_S_PER_TENSOR = 19.1e-6
 # Convolution weight gradients, fp32, one thread (bench/plan_accuracy.py --op-times, docs/benchmarks.md): the SD 1.5
