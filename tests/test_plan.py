@@ -267,8 +267,14 @@ def test_full_fine_tune_times_convolution_weight_gradients_at_their_rate():
     rest, wgrad = full.step.flops - full.step.weight_grad_flops, full.step.weight_grad_flops
     expected = rest / (d.peak_flops("32-true") * d.efficiency) + wgrad / (d.peak_flops("32-true") * 0.26)
     assert full.flop_seconds == pytest.approx(expected)
-    gpu = plan_run(compose_run([*BASE, "adapter=full"]), device("4090")).phases[0][1]  # no figure of its own
+    gpu_plan = plan_run(compose_run([*BASE, "adapter=full"]), device("4090"))  # no figure of its own
+    gpu = gpu_plan.phases[0][1]
     assert gpu.flop_seconds == pytest.approx(gpu.seconds(gpu.step.flops))
+    from sdft.run.plan.report import report
+
+    shown = f"{full.step.weight_grad_flops / 1e9:.1f} of them convolution weight gradients, at 26% of the peak"
+    assert shown in report(plan_run(compose_run([*BASE, "adapter=full"]), device("cpu")))
+    assert "weight gradients" not in report(gpu_plan)
 
 
 def test_full_fine_tune_heap_term_counts_the_activations_it_freed():

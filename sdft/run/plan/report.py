@@ -82,10 +82,13 @@ def phase_lines(cfg, f: PhaseForecast) -> list[str]:
         if s.half_flops and not f.precision.startswith(("bf16", "16"))
         else ""
     )
-    wgrad = f.device.weight_grad_efficiency
-    if s.weight_grad_flops and wgrad and not f.precision.startswith(("bf16", "16")):
-        half += f" ({s.weight_grad_flops / 1e9:.1f} of them convolution weight gradients, at {wgrad:.0%} of the peak)"
-    lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step{half}{optimizer} -> {duration(f.step_seconds)} a step")
+    rate = f.device.weight_grad_efficiency
+    wgrad = (
+        f" ({s.weight_grad_flops / 1e9:.1f} of them convolution weight gradients, at {rate:.0%} of the peak)"
+        if s.weight_grad_flops and rate and not f.precision.startswith(("bf16", "16"))
+        else ""
+    )
+    lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step{half}{wgrad}{optimizer} -> {duration(f.step_seconds)} a step")
     lines.append(
         f"    training {duration(t['train'])}, class images {duration(t['class_images'])}, "
         f"grids {duration(t['grids'])} ({f.grids} x {f.grid_images // max(f.grids, 1)} images): total {duration(t['total'])}"
