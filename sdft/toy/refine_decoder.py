@@ -25,7 +25,7 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from sdft.toy.detector import detect, separate_spots
-from sdft.toy.train_vae import batch
+from sdft.toy.train_vae import batch, one_cycle_loop
 from sdft.toy.world import random_scene, render
 
 DECODER_PREFIXES = ("decoder.", "post_quant_conv.")  # what the step trains; the encoder and quant_conv stay frozen
@@ -56,24 +56,18 @@ def finetune_decoder(
     for name, p in vae.named_parameters():
         p.requires_grad_(name.startswith(DECODER_PREFIXES))
     params = [p for p in vae.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     vae.train()
-    history = []
-    for step in range(steps):
+
+    def step_loss():
         x = batch(rng, batch_size, spotted_share)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
             w = detail_weights(x, detail_weight)
         recon = vae.decode(z).sample
         loss = (w * ((recon - x).pow(2) + 0.5 * (recon - x).abs())).mean() / w.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        history.append(loss.item())
-        if step % 100 == 0 or step == steps - 1:
-            print(f"decoder step {step}: detail-weighted loss {history[-1]:.4f}", flush=True)
+        return loss, loss.detach()
+
+    history = one_cycle_loop(params, steps, lr, step_loss, "decoder step {}: detail-weighted loss {:.4f}", 100)
     vae.eval().requires_grad_(False)
     return history
 

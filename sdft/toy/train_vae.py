@@ -38,6 +38,26 @@ def batch(rng: random.Random, size: int, spotted_share: float = 0.0) -> torch.Te
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
+def one_cycle_loop(params, steps: int, lr: float, step_loss, log: str, log_every: int) -> list[float]:
+    """The toy VAE's training loops (steps 2 and 5; the project's trainer has no autoencoder objective): AdamW
+    without weight decay on a one-cycle schedule (5 % warm-up) over `steps` calls of `step_loss()`, which returns
+    (the loss to minimise, the figure to record); `log` formats (step, figure) every `log_every` steps and at the end.
+    Returns the recorded figures."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    history = []
+    for step in range(steps):
+        loss, figure = step_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append(float(figure))
+        if step % log_every == 0 or step == steps - 1:
+            print(log.format(step, history[-1]), flush=True)
+    return history
+
+
 def train_vae(
     steps: int,
     batch_size: int = 32,
@@ -51,22 +71,17 @@ def train_vae(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     vae = (AutoencoderKL.from_pretrained(init, torch_dtype=torch.float32) if init else toy_vae()).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    history = []
-    for step in range(steps):
+
+    def step_loss():
         x = batch(rng, batch_size)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
         rec = (recon - x).pow(2).mean() + 0.5 * (recon - x).abs().mean()
-        loss = rec + kl_weight * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        history.append(rec.item())
-        if step % 50 == 0 or step == steps - 1:
-            print(f"vae step {step}: reconstruction loss {float(rec):.4f}", flush=True)
+        return rec + kl_weight * posterior.kl().mean(), rec
+
+    history = one_cycle_loop(
+        list(vae.parameters()), steps, lr, step_loss, "vae step {}: reconstruction loss {:.4f}", 50
+    )
     vae.eval()
     with torch.no_grad():
         z = torch.cat([vae.encode(batch(rng, 64)).latent_dist.mode() for _ in range(4)])
