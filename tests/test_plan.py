@@ -36,7 +36,7 @@ def test_report_fields(plan):
         "trainable + optimizer state",
         "activations",
         "workspace",
-        "peak memory of a validation-grid image",
+        "peak memory while sampling",
         "GFLOP a step",
         "plan: 5 steps",
     ):
@@ -97,7 +97,8 @@ def test_forecast_against_a_real_tiny_step(plan):
 def test_fit_gives_overrides_that_fit():
     from sdft.run.plan.fit import fit
 
-    base = BASE + ["optim=adamw8bit"]  # the first candidate left is gradient checkpointing
+    # the first candidate left is gradient checkpointing; the meter off, so that the step, not sampling, is the peak
+    base = BASE + ["optim=adamw8bit", "callbacks.likeness.enabled=false"]
     plan = plan_run(compose_run(base), device("cpu"))
     f = plan.phases[0][1]
     # a budget that gradient checkpointing meets with room: two traces of one config can differ by ~1.6 % (the first
@@ -284,3 +285,47 @@ def test_full_fine_tune_heap_term_counts_the_activations_it_freed():
     s = full.step
     assert s.transient_peak > s.activations + s.workspace
     assert full.step_heap == int(full.device.heap_share * s.transient_peak) > 0
+
+
+def test_sampling_peak_and_time_follow_the_largest_sampling_call():
+    """The generation-time peak is traced at the most images one sampling call renders: a grid row renders one image
+    per validation seed, the likeness meter (on by default) up to likeness.batch_size of its 10 samples in one call;
+    the meter's final measurement is counted in the run's time (a bug: the plan traced one image and left the meter
+    out, while the default meter samples 10 images a call)."""
+    from sdft.run.plan.forecast import likeness_images, sampling_batch
+
+    def phase(*overrides):
+        cfg, f = plan_run(compose_run([*BASE, *overrides]), device("cpu")).phases[0]
+        return cfg, f
+
+    one_cfg, one = phase("callbacks.likeness.enabled=false")
+    assert sampling_batch(one_cfg) == 1 and one.generation.images == 1
+    assert one.total_seconds(one_cfg)["likeness"] == 0
+    seeds_cfg, seeds = phase("callbacks.likeness.enabled=false", "callbacks.validation_seeds=[0,1,2]")
+    assert seeds.generation.images == 3 and seeds.generation.peak > one.generation.peak
+    assert seeds.generation.step_flops == one.generation.step_flops  # per image
+    meter_cfg, meter = phase("callbacks.likeness.batch_size=4", "callbacks.checkpoint_every_n_steps=0")
+    assert likeness_images(meter_cfg) == 10 and meter.generation.images == 4
+    assert meter.generation.peak > seeds.generation.peak
+    t = meter.total_seconds(meter_cfg)
+    assert t["likeness"] == pytest.approx(meter.generation_seconds(10, meter_cfg.callbacks.validation_steps))
+    assert t["total"] == pytest.approx(t["train"] + t["class_images"] + t["grids"] + t["likeness"])
+    every_cfg, every = phase("callbacks.likeness.max_share=0", "callbacks.checkpoint_every_n_steps=2")
+    one = every.generation_seconds(10, every_cfg.callbacks.validation_steps)
+    assert every.total_seconds(every_cfg)["likeness"] == pytest.approx(3 * one)  # 2 checkpoints (steps 2, 4), final
+
+
+def test_fit_lowers_the_likeness_batch_where_sampling_is_the_peak():
+    """Grids at 128 px after 64 px steps: the meter's 10-image sampling call outweighs the training step, so the
+    first override offered is a smaller meter batch (nothing else changes), and the run then fits."""
+    from sdft.run.plan.fit import fit
+
+    base = BASE + ["callbacks.validation_resolution=128"]
+    plan = plan_run(compose_run(base), device("cpu"))
+    f = plan.phases[0][1]
+    assert f.grid_peak > f.step_peak and f.generation.images == 10
+    budget = max(f.step_peak * 1.02, f.grid_peak * 0.98) / 2**30
+    result = fit(base, "config", plan, budget, device("cpu"))
+    assert result.overrides[0] == "callbacks.likeness.batch_size=1"
+    again = plan_run(compose_run(base + result.overrides), device("cpu"))
+    assert again.phases[0][1].generation.images == 1 and again.peak <= budget * 2**30

@@ -1,6 +1,7 @@
 """`--fit BUDGET`: the cheapest overrides that bring the forecast peak under a memory budget.
 
 Tried in order of what they cost in speed or quality, each kept (cumulatively) only when it lowers the peak:
+where sampling sets the peak, a smaller likeness-meter batch (its samples in more calls; nothing else changes),
 caches (none), 8-bit Adam (little), gradient checkpointing (~20-90 % slower steps), half-precision frozen weights,
 a smaller batch made up by gradient accumulation (slower steps, same effective batch), then a lower resolution
 (changes what is learnt). Attention slicing is not offered: training has no such option (diffusers' slicing is for
@@ -26,7 +27,15 @@ class FitResult:
     tried: list[tuple[str, int]]  # (overrides added, peak after)
 
 
+def meter_candidate(cfg) -> list[str] | None:
+    """A likeness-meter batch no larger than a grid row, where the meter's batch is larger: tried whenever sampling,
+    not a training step, sets the peak (its samples then take more calls; nothing else changes)."""
+    lk, row = cfg.callbacks.likeness, max(1, len(cfg.callbacks.validation_seeds))
+    return [f"callbacks.likeness.batch_size={row}"] if lk.enabled and lk.batch_size > row else None
+
+
 def candidates(cfg, device: Device) -> list[list[str]]:
+    """The changes to a training step to try, cheapest first."""
     d, m = cfg.data, cfg.model
     out: list[list[str]] = []
     caches = []
@@ -66,12 +75,19 @@ def fit(overrides: list[str], config_name: str, plan, budget_gib: float, device:
     if peak <= limit:
         return FitResult([], peak, budget_gib, tried)
     phase_cfg = plan.phases[-1][0]
-    for added in candidates(phase_cfg, device):
-        trial = _merge(overrides, kept + added)
-        new = plan_run(compose_run(trial, config_name), device).peak
-        tried.append((" ".join(added), new))
-        if new < peak:
-            kept, peak = kept + added, new
+    queue, meter = candidates(phase_cfg, device), meter_candidate(phase_cfg)
+    while queue or meter:
+        f = plan.phases[-1][1]
+        if meter and f.grid_peak > f.step_peak:
+            added, meter = meter, None
+        elif queue:
+            added = queue.pop(0)
+        else:
+            break
+        trial = plan_run(compose_run(_merge(overrides, kept + added), config_name), device)
+        tried.append((" ".join(added), trial.peak))
+        if trial.peak < peak:
+            kept, peak, plan = kept + added, trial.peak, trial
         if peak <= limit:
             return FitResult(kept, peak, budget_gib, tried)
     raise ConfigError(

@@ -91,13 +91,41 @@ class PhaseForecast:
         return self.seconds(images * (steps * unet + decode))
 
     def total_seconds(self, cfg: DictConfig) -> dict[str, float]:
+        steps = cfg.callbacks.validation_steps
         out = {
             "train": self.data.steps * self.step_seconds,
             "class_images": self.generation_seconds(self.data.class_to_generate, cfg.prior.generation_steps),
-            "grids": self.generation_seconds(self.grid_images, cfg.callbacks.validation_steps),
+            "grids": self.generation_seconds(self.grid_images, steps),
         }
+        out["likeness"] = likeness_seconds(cfg, self.generation_seconds(likeness_images(cfg), steps), out["train"])
         out["total"] = sum(out.values())
         return out
+
+
+def likeness_images(cfg: DictConfig) -> int:
+    """Images of one likeness measurement (sdft/evaluation/likeness.py: the instance and the class prompt at each
+    seed, each varied prompt at each flex seed); 0 with the meter off."""
+    lk = cfg.callbacks.likeness
+    if not lk.enabled:
+        return 0
+    varied = len(lk.flex_prompts) or lk.num_flex_prompts
+    return 2 * len(lk.seeds) + varied * len(lk.flex_seeds)
+
+
+def likeness_seconds(cfg: DictConfig, one: float, train: float) -> float:
+    """The meter's time: the final measurement, always taken, and one per step checkpoint while they stay within
+    likeness.max_share of the training time (sdft/callbacks/likeness.py `within_budget`)."""
+    every = cfg.callbacks.checkpoint_every_n_steps
+    checkpoints = (cfg.trainer.max_steps - 1) // every if every else 0
+    share = cfg.callbacks.likeness.max_share
+    return one + (min(checkpoints * one, share * train) if share else checkpoints * one)
+
+
+def sampling_batch(cfg: DictConfig) -> int:
+    """The most images one sampling call renders during training: a grid row (one image per validation seed) or a
+    likeness-meter batch (likeness.batch_size of its samples): the generation-time peak's batch."""
+    lk = cfg.callbacks.likeness
+    return max(len(cfg.callbacks.validation_seeds), min(lk.batch_size, likeness_images(cfg)), 1)
 
 
 def caches_used(cfg: DictConfig, trains_text: bool) -> tuple[bool, bool]:
@@ -155,7 +183,7 @@ def forecast_phase(cfg: DictConfig, data, arch: Architecture, device: Device) ->
     key = trace_cache.trace_key(cfg, arch, summary.largest, caches[0], caches[1], (grid_res, grid_res))
     traced = trace_cache.load(key)
     if traced is None:
-        traced = trace(cfg, models, summary.largest, caches[0], caches[1], (grid_res, grid_res))
+        traced = trace(cfg, models, summary.largest, caches[0], caches[1], (grid_res, grid_res), sampling_batch(cfg))
         trace_cache.store(key, *traced)
     step, gen = traced
     from sdft.data.folders import default_validation_prompts

@@ -67,7 +67,10 @@ def phase_lines(cfg, f: PhaseForecast) -> list[str]:
             f"    + freed tensors the C heap keeps resident (x{f.device.heap_share:.2f} of the activations and "
             f"workspace, measured on this CPU): {_gb(f.step_heap)} -> {_gb(f.step_peak)} of RSS"
         )
-    lines.append(f"  peak memory of a validation-grid image: {_gb(f.grid_peak)}")
+    n = f.generation.images
+    lines.append(
+        f"  peak memory while sampling ({n} image{'s' if n > 1 else ''} a call: grid rows, likeness meter): {_gb(f.grid_peak)}"
+    )
     lines.append(
         f"  time on {f.device.name} ({f.device.peak_flops(f.precision) / 1e12:.2f} TFLOP/s peak x "
         f"{f.device.efficiency_for(f.precision):.0%} {'measured: ' + f.device.measured if f.device.measured else 'ASSUMED'}):"
@@ -91,7 +94,8 @@ def phase_lines(cfg, f: PhaseForecast) -> list[str]:
     lines.append(f"    {s.flops / 1e9:.1f} GFLOP a step{half}{wgrad}{optimizer} -> {duration(f.step_seconds)} a step")
     lines.append(
         f"    training {duration(t['train'])}, class images {duration(t['class_images'])}, "
-        f"grids {duration(t['grids'])} ({f.grids} x {f.grid_images // max(f.grids, 1)} images): total {duration(t['total'])}"
+        f"grids {duration(t['grids'])} ({f.grids} x {f.grid_images // max(f.grids, 1)} images), "
+        f"likeness meter {duration(t['likeness'])}: total {duration(t['total'])}"
     )
     lines += [f"  note: {n}" for n in s.notes]
     return lines

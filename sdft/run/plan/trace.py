@@ -57,13 +57,15 @@ class StepTrace:
 
 @dataclass
 class GenerationTrace:
-    """A validation-grid image: peak bytes (with the training state resident) and FLOPs per denoising step and per
-    VAE decode."""
+    """A sampling call of `images` images (the grid renders a prompt's seeds in one call, the likeness meter up to
+    its batch_size): peak bytes (with the training state resident), FLOPs per image per denoising step and per VAE
+    decode."""
 
     peak: int
     step_flops: int
     decode_flops: int
     encode_flops: int = 0
+    images: int = 1
 
 
 def precision_context(precision: str):
@@ -220,9 +222,10 @@ def trace(
     latents_cached: bool,
     text_cached: bool,
     grid_size: tuple[int, int] | None = None,
+    grid_images: int = 1,
 ) -> tuple[StepTrace, GenerationTrace]:
     """Trace one training step of `cfg` on `models` (from meta_models; adapted in place) at `size` (w, h), and one
-    grid step at `grid_size`."""
+    sampling step of `grid_images` images at `grid_size`."""
     notes: list[str] = []
     if cfg.model.attention == Attention.xformers:
         notes.append("attention=xformers traced as PyTorch SDPA (memory-efficient on both)")
@@ -231,10 +234,12 @@ def trace(
         with torch.device("meta"):
             freeze(models, cfg)
             module, _ = adapted_module(cfg, models)
-        return _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid_size, notes)
+        grid = (grid_size or size, grid_images)
+        return _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid, notes)
 
 
-def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid_size, notes):
+def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid, notes):
+    """The step and the sampling call, in one fake mode (the module's fake tensors belong to it)."""
     with fake_mode():
         fakeify(module)
         module.train()
@@ -285,13 +290,15 @@ def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached,
             live.weight_grad_flops,
             live.transient_peak,
         )
-        gen = _trace_generation(module, opt, grid_size or size, live.live["trainable"])
+        gen = _trace_generation(module, opt, grid[0], live.live["trainable"], grid[1])
     return step, gen
 
 
-def _trace_generation(module, opt, size: tuple[int, int], resident_trainable: int) -> GenerationTrace:
-    """A grid image with classifier-free guidance: text encoding, one U-Net step on a batch of 2, the VAE decode,
-    with the training state (weights, trained parameters, optimizer state) resident."""
+def _trace_generation(module, opt, size: tuple[int, int], resident_trainable: int, images: int) -> GenerationTrace:
+    """A sampling call of `images` images with classifier-free guidance, as the pipelines run it: text encoding and
+    one U-Net step on a batch of 2 x images, the VAE decode of one (the grid and the meter decode one at a time:
+    sdft/callbacks/validation_grid.py), with the training state (weights, trained parameters, optimizer state)
+    resident."""
     module.eval()
     w, h = size
     dtype = module.unet.dtype
@@ -302,16 +309,17 @@ def _trace_generation(module, opt, size: tuple[int, int], resident_trainable: in
     live.live["trainable"] = max(live.live["trainable"], resident_trainable)
     live.peak = sum(live.live.values())
     with live, torch.no_grad():
-        text = module.conditioning.encode(module, module.conditioning.placeholder_ids(2))
+        text = module.conditioning.encode(module, module.conditioning.placeholder_ids(2 * images))
         f = vae_factor(module)
-        latents = torch.randn(2, module.vae.config.latent_channels, h // f, w // f)
+        latents = torch.randn(images, module.vae.config.latent_channels, h // f, w // f)
         start = live.flops
-        text_in, added = module.conditioning.unet_inputs(module, text, latents)
+        doubled = torch.cat([latents] * 2)  # the pipeline's guided batch: unconditional and conditional
+        text_in, added = module.conditioning.unet_inputs(module, text, doubled)
         kwargs = {} if added is None else {"added_cond_kwargs": {k: v.to(dtype) for k, v in added.items()}}
-        module.unet(latents.to(dtype), torch.tensor([999, 999]), text_in.to(dtype), **kwargs)
-        unet_flops = live.flops - start
-        del text, text_in, added, kwargs
+        module.unet(doubled.to(dtype), torch.tensor([999] * 2 * images), text_in.to(dtype), **kwargs)
+        unet_flops = (live.flops - start) // images
+        del text, text_in, added, kwargs, doubled
         start = live.flops
         module.vae.decode(latents[:1].to(module.vae.dtype))
         decode_flops = live.flops - start
-    return GenerationTrace(live.peak, unet_flops, decode_flops)
+    return GenerationTrace(live.peak, unet_flops, decode_flops, images=images)
