@@ -13,10 +13,15 @@ Where a gap between forecast and RSS comes from (`--explain`, two more steps): t
 forecast's own tracker (sdft/run/plan/tracker.py: operator outputs, as the fake trace counts them), and under
 torch.profiler's memory profile (every allocation through PyTorch's CPU allocator, kernels' internal buffers too).
 Tracker = forecast: the trace is right about the tensors; profiler > tracker: kernel-internal buffers; RSS > profiler:
-memory outside PyTorch's allocator (oneDNN's own buffers, the C heap's high-water mark).
+memory outside PyTorch's allocator (oneDNN's own buffers, the C heap's high-water mark). The step's CPU seconds in
+the kernel and its page faults are reported beside its time (fresh blocks over 32 MiB faulted in: docs/benchmarks.md).
+
+`--grid`: after the steps, the run's largest sampling call as the forecast traces it (the likeness meter's batch or a
+grid row), twice: RSS growth against the forecast's sampling peak. `--set KEY=VALUE` adds an override to every case
+(`--set callbacks.validation_steps=3`: the sampling memory does not depend on the steps).
 
     python bench/plan_accuracy.py --case sd15-lora-256 [--case ...] [--precision fp32|bf16] [--threads N]
-        [--explain] [--no-mkldnn] [--compile] [--json out.json]
+        [--explain] [--op-times] [--grid] [--set KEY=VALUE] [--no-mkldnn] [--compile] [--json out.json]
 """
 
 from __future__ import annotations
@@ -114,8 +119,68 @@ def op_times(step) -> dict:
     }
 
 
+def grid_memory(cfg, f, module) -> dict:
+    """The run's largest sampling call, as the forecast traces it (f.generation.images images: the likeness meter's
+    batch by default, else a grid row), rendered by the ValidationGrid callback's sampler (its pipeline over the
+    trained module, classifier-free guidance, one decode at a time) after the training steps, their state resident:
+    peak RSS over the RSS before it, against the forecast's sampling peak over what it has resident. A placeholder
+    tokenizer (no files offline; the token ids do not change the memory), the config's sampler steps."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from diffusers import DDIMScheduler
+
+    from sdft.callbacks.pipeline_parts import PipelineParts
+    from sdft.callbacks.validation_grid import ValidationGrid
+    from sdft.memory import trim_heap
+    from sdft.models.tokenizer_vocab import build_clip_tokenizer
+
+    module.to("cpu")  # already there (to_empty); Lightning's `module.device`, which the grid reads, was still meta
+    tokenizer = build_clip_tokenizer()
+    two = tokenizer if getattr(module, "text_encoder_2", None) is not None else None
+    parts = PipelineParts(tokenizer, DDIMScheduler(), two, cfg.model.clip_skip)
+    cb = SimpleNamespace(**cfg.callbacks)
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = ValidationGrid(Path(tmp), [], cb, cfg.data.resolution, parts)
+        images = f.generation.images
+        growth, seconds = [], []
+        for _ in range(2):  # a run samples again and again: the first call after the steps and the next one
+            trim_heap()  # as ValidationGrid.write does before rendering
+            Path("/proc/self/clear_refs").write_text("5")
+            before = _kb("VmRSS")
+            start = time.process_time()
+            grid.sample_pairs(module, ["a photo of a dog"] * images, list(range(images)))
+            seconds.append(time.process_time() - start)
+            growth.append(_kb("VmHWM") - before)
+    measured = max(growth)
+    forecast_tensors = f.generation.peak - f.step.resident
+    forecast = f.grid_peak - f.step.resident  # with the cpu entry's heap term
+    return {
+        "grid_size": cb.validation_resolution or cfg.data.resolution,
+        "grid_images_per_call": images,
+        "grid_rss_before_gib": before / 2**30,
+        "grid_measured_gib": measured / 2**30,
+        "grid_measured_each_gib": [g / 2**30 for g in growth],
+        "grid_forecast_tensors_gib": forecast_tensors / 2**30,
+        "grid_forecast_gib": forecast / 2**30,
+        "grid_error": forecast / measured - 1,
+        "grid_steps": cb.validation_steps,
+        "grid_cpu_seconds": seconds,
+        # the forecast on the cpu entry's cores, as one core's seconds (the call ran on one thread)
+        "grid_forecast_cpu_seconds": f.generation_seconds(images, cb.validation_steps) * len(os.sched_getaffinity(0)),
+    }
+
+
 def measure(
-    case: str, precision: str, threads: int | None, explain: bool, mkldnn: bool, compile: bool, ops: bool = False
+    case: str,
+    precision: str,
+    threads: int | None,
+    explain: bool,
+    mkldnn: bool,
+    compile: bool,
+    ops: bool = False,
+    grid: bool = False,
+    extra_overrides: list[str] | None = None,
 ) -> dict:
     import torch
 
@@ -129,6 +194,7 @@ def measure(
     from sdft.run.plan.trace import adapted_module, freeze, make_batch, make_optimizer, precision_context
 
     overrides = CASES[case] + COMMON + (["trainer.precision=bf16-mixed"] if precision == "bf16" else [])
+    overrides += extra_overrides or []
     overrides += ["model.compile=true"] if compile else []
     t0 = time.perf_counter()
     plan = plan_run(compose_run(overrides), cpu_device())
@@ -161,7 +227,9 @@ def measure(
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    times, cpu, rss = [], [], {}
+    import resource
+
+    times, cpu, sys_s, faults, rss = [], [], [], [], {}
     for i in range(2):
         if i == 1:
             import ctypes
@@ -171,10 +239,13 @@ def measure(
             ctypes.CDLL("libc.so.6").malloc_trim(0)
             Path("/proc/self/clear_refs").write_text("5")
             rss["before"] = _kb("VmRSS")
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start, cpu_start, sys_start = time.perf_counter(), time.process_time(), os.times().system
+        faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         step()
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - cpu_start)
+        sys_s.append(os.times().system - sys_start)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_start)
     rss["peak"] = _kb("VmHWM")
     measured = rss["peak"] - rss["before"]
     forecast = f.step.peak - f.step.resident
@@ -194,6 +265,8 @@ def measure(
         }
     if ops:
         extra.update(op_times(step))
+    if grid:
+        extra.update(grid_memory(cfg, f, module))
     dev = cpu_device()
     peak = dev.peak_flops(cfg.trainer.precision)
     used = torch.get_num_threads()
@@ -219,6 +292,9 @@ def measure(
         "step_seconds": times[1],
         # CPU seconds the step's threads ran: under contention the fair figure (what the step got of the cores)
         "step_cpu_seconds": cpu[1],
+        # of them in the kernel (page faults of fresh allocations, mostly: the heap handing memory back and taking it)
+        "step_sys_seconds": sys_s[1],
+        "step_minor_faults": faults[1],
         "achieved_gflops_per_cpu_second": f.step.flops / cpu[1] / 1e9,
         "share_of_core_peak_per_cpu_second": f.step.flops / cpu[1] / (peak / cores),
         "forecast_step_seconds": f.step_seconds,
@@ -240,6 +316,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch threads of the step (default: torch's, one per core)")
     ap.add_argument("--explain", action="store_true", help="two more steps: real-tensor tracker, allocator profile")
     ap.add_argument("--op-times", action="store_true", help="one more step under torch.profiler: CPU s by operator")
+    ap.add_argument(
+        "--grid", action="store_true", help="then one validation-grid image: its memory against the forecast"
+    )
+    ap.add_argument("--set", action="append", default=[], help="another override for every case (KEY=VALUE)")
     ap.add_argument("--no-mkldnn", action="store_true", help="torch.backends.mkldnn.enabled = False")
     ap.add_argument("--compile", action="store_true", help="model.compile=true (the first step compiles)")
     ap.add_argument("--json", help="append the results (one JSON object a line) to this file")
@@ -247,7 +327,15 @@ def main() -> None:
     args = ap.parse_args()
     if args.one:
         result = measure(
-            args.case[0], args.precision, args.threads, args.explain, not args.no_mkldnn, args.compile, args.op_times
+            args.case[0],
+            args.precision,
+            args.threads,
+            args.explain,
+            not args.no_mkldnn,
+            args.compile,
+            args.op_times,
+            args.grid,
+            args.set,
         )
         print("RESULT " + json.dumps(result))
         return
@@ -257,6 +345,8 @@ def main() -> None:
         cmd += [flag for flag, on in (("--explain", args.explain), ("--no-mkldnn", args.no_mkldnn)) if on]
         cmd += ["--compile"] if args.compile else []
         cmd += ["--op-times"] if args.op_times else []
+        cmd += ["--grid"] if args.grid else []
+        cmd += [f"--set={o}" for o in args.set]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
@@ -270,7 +360,7 @@ def main() -> None:
             f"forecast {result['forecast_step_seconds']:.1f} s ({result['time_error']:+.0%}); "
             f"{result['achieved_gflops']:.0f} GFLOP/s = {result['share_of_peak']:.0%} of {result['cpu_peak_gflops']:.0f} "
             f"({result['share_of_threads_peak']:.0%} of {result['torch_threads']} of {result['cores']} cores' peak); "
-            f"{result['step_cpu_seconds']:.1f} CPU s: {result['achieved_gflops_per_cpu_second']:.0f} GFLOP per CPU "
+            f"{result['step_cpu_seconds']:.1f} CPU s ({result['step_sys_seconds']:.1f} in the kernel, {result['step_minor_faults']} page faults): {result['achieved_gflops_per_cpu_second']:.0f} GFLOP per CPU "
             f"second = {result['share_of_core_peak_per_cpu_second']:.0%} of one core's peak"
         )
         if "tracker_real_step_gib" in result:
@@ -280,6 +370,12 @@ def main() -> None:
             )
         if "op_groups_cpu_s" in result:
             print("  CPU s by operator group: " + json.dumps(result["op_groups_cpu_s"]))
+        if "grid_measured_gib" in result:
+            print(
+                f"  sampling {result['grid_images_per_call']} images at {result['grid_size']}²: RSS growth {result['grid_measured_gib']:.3f} GiB, forecast "
+                f"{result['grid_forecast_gib']:.3f} GiB ({result['grid_error']:+.0%}; tensors alone "
+                f"{result['grid_forecast_tensors_gib']:.3f} GiB)"
+            )
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps(result) + "\n")

@@ -329,3 +329,21 @@ def test_fit_lowers_the_likeness_batch_where_sampling_is_the_peak():
     assert result.overrides[0] == "callbacks.likeness.batch_size=1"
     again = plan_run(compose_run(base + result.overrides), device("cpu"))
     assert again.phases[0][1].generation.images == 1 and again.peak <= budget * 2**30
+
+
+def test_plan_accuracy_bench_runs_on_the_tiny_model(tmp_path):
+    """bench/plan_accuracy.py end to end on the tiny model (its own process per case, as it runs the real ones): the
+    step's memory, time, kernel time and page faults, and the sampling call's memory against the forecast's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, str(repo / "bench/plan_accuracy.py"), "--case", "tiny-lora-64", "--threads", "1", "--grid"]
+    cmd += ["--set", "callbacks.validation_steps=2", "--json", str(out)]
+    subprocess.run(cmd, check=True, cwd=repo, capture_output=True, timeout=600)
+    r = json.loads(out.read_text())
+    assert r["measured_step_gib"] > 0 and r["step_cpu_seconds"] > 0 and r["step_minor_faults"] >= 0
+    assert r["grid_images_per_call"] == 10 and r["grid_steps"] == 2  # the meter's default batch; the override
+    assert r["grid_measured_gib"] > 0 and r["grid_forecast_tensors_gib"] > 0
