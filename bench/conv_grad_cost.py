@@ -16,12 +16,12 @@ inflate them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections import Counter
 
 import torch
+from jsonl import emit  # bench/jsonl.py: the script's own folder is on sys.path
 from torch.utils.flop_counter import conv_flop_count
 
 from sdft.models.sd15_arch import build_sd15_unet
@@ -103,10 +103,7 @@ def main() -> None:
         "weight_grad_in_both_share": round(flops / (totals["both_grads"] - totals["input_grad"]) / core_peak, 3),
         "core_peak_gflops": round(core_peak / 1e9, 1),
     }
-    print(json.dumps(result))
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(result) + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

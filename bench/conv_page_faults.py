@@ -12,11 +12,11 @@ them at 128-256 px) in fp32 and bf16 and prints user / kernel milliseconds and p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 
 import torch
+from jsonl import emit  # bench/jsonl.py: the script's own folder is on sys.path
 
 aten = torch.ops.aten
 SHAPES = ((1280, 4), (640, 8), (320, 16))  # channels, spatial side
@@ -61,10 +61,7 @@ def main() -> None:
                     args.calls,
                 ),
             }
-            print(json.dumps(row))
-            if args.json:
-                with open(args.json, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+            emit(row, args.json)
 
 
 if __name__ == "__main__":

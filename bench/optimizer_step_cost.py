@@ -13,10 +13,10 @@ single-tensor path on the CPU). CPU seconds of the process, so a shared core doe
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+from jsonl import emit  # bench/jsonl.py: the script's own folder is on sys.path
 
 
 def step_cpu_seconds(params: list[torch.Tensor], steps: int = 3) -> float:
@@ -56,10 +56,7 @@ def main() -> None:
         "ns_per_element": round(per_element * 1e9, 3),
         "us_per_tensor": round(per_tensor * 1e6, 2),
     }
-    print(json.dumps(result))
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(result) + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":
