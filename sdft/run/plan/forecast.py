@@ -103,13 +103,21 @@ class PhaseForecast:
 
 
 def likeness_images(cfg: DictConfig) -> int:
-    """Images of one likeness measurement (sdft/evaluation/likeness.py: the instance and the class prompt at each
-    seed, each varied prompt at each flex seed); 0 with the meter off."""
+    """Images of one likeness measurement, as the meter counts them (the instance and the class prompt at each seed,
+    each varied prompt at each flex seed); 0 with the meter off or, as in training, when the prompts do not name the
+    subject's identifier and class (the scorer's availability is not checked: that needs its model)."""
+    from sdft.errors import ConfigError
+    from sdft.evaluation.likeness import LikenessMeter
+    from sdft.evaluation.likeness_prompts import meter_prompts
+
     lk = cfg.callbacks.likeness
     if not lk.enabled:
         return 0
-    varied = len(lk.flex_prompts) or lk.num_flex_prompts
-    return 2 * len(lk.seeds) + varied * len(lk.flex_seeds)
+    try:
+        prompts = meter_prompts(cfg.data, lk, toy=cfg.model.path == "toy", eval_cfg=cfg.eval)
+    except ConfigError:
+        return 0
+    return LikenessMeter(None, prompts, list(lk.seeds), list(lk.flex_seeds), lk.batch_size).images_per_measurement()
 
 
 def likeness_seconds(cfg: DictConfig, one: float, train: float) -> float:
