@@ -234,11 +234,11 @@ def trace(
         with torch.device("meta"):
             freeze(models, cfg)
             module, _ = adapted_module(cfg, models)
-        grid = (grid_size or size, grid_images)
-        return _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid, notes)
+        grid = grid_size or size
+        return _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid, grid_images, notes)
 
 
-def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid, notes):
+def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached, grid_size, grid_images, notes):
     """The step and the sampling call, in one fake mode (the module's fake tensors belong to it)."""
     with fake_mode():
         fakeify(module)
@@ -290,7 +290,7 @@ def _traceadapted_module(cfg, module, models, size, latents_cached, text_cached,
             live.weight_grad_flops,
             live.transient_peak,
         )
-        gen = _trace_generation(module, opt, grid[0], live.live["trainable"], grid[1])
+        gen = _trace_generation(module, opt, grid_size, live.live["trainable"], grid_images)
     return step, gen
 
 
