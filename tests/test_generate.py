@@ -261,3 +261,13 @@ def test_a_zero_snr_lora_is_sampled_with_the_zero_snr_ddim(tmp_path, tiny_dir, c
     assert "zero terminal SNR" in caplog.text
     out = gen.generate(GenerationParams(**params, loras=[str(plain)]))
     assert type(gen.pipe.scheduler).__name__ == "EulerDiscreteScheduler" and "Sampler: Euler" in out[0].infotext
+
+
+def test_without_guidance_the_model_picks_it(tiny_cache, tmp_path):
+    """No --guidance: SD's 7.5, but the toy's 3 (its model card's; at 7.5 its 32 px images come out garbled)."""
+    for model, expected in (("toy", "CFG scale: 3.0"), ("tiny", "CFG scale: 7.5")):
+        out = tmp_path / model
+        argv = ["--model", model, "--prompt", "a sks dog", "--steps", "2", "--seed", "1", "--out", str(out)]
+        assert main([*argv, "--device", "cpu"]) == 0
+        assert f"{expected}," in read_parameters(next(out.glob("*.png")))
+    assert Generator(ModelConfig(path="toy"), device="cpu").default_guidance() == 3.0

@@ -130,3 +130,10 @@ def test_sdft_ui_command_is_registered():
     args = build_parser().parse_args(["ui", "--lora", "a.safetensors:0.5", "--port", "7861", "--out", "o"])
     assert args.func.__module__ == "sdft.cli.ui" and args.lora == ["a.safetensors:0.5"]
     assert (args.host, args.port, args.out, args.model) == ("127.0.0.1", 7861, "o", "tiny")
+
+
+def test_the_cfg_slider_starts_at_the_models_guidance(tmp_path):
+    """The toy base's page starts at its guidance (3), not SD's 7.5, which garbles its images."""
+    app = build_app(UiSession(Generator(ModelConfig(path="toy"), device="cpu"), tmp_path))
+    sliders = [b for b in app.blocks.values() if isinstance(b, gr.Slider) and b.label == "CFG scale"]
+    assert sliders and all(s.value == 3.0 for s in sliders)

@@ -60,7 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="a textual-inversion embedding (A1111 <name>.safetensors, diffusers learned_embeds.safetensors or a "
         "run's embedding/ folder); its token is printed; repeat for several",
     )
-    add("--guidance", "--cfg", default="7.5", metavar="G[,G2,...]", help="CFG scale; a comma list sweeps")
+    add(
+        "--guidance",
+        "--cfg",
+        metavar="G[,G2,...]",
+        help="CFG scale; a comma list sweeps (default: the model's, 7.5; the toy's 3)",
+    )
     add("--steps", type=int, default=20)
     add("--scheduler", "--sampler", default=DEFAULT_SCHEDULER, choices=list(SCHEDULERS))
     add("--seed", type=int, default=-1, help="image i uses seed + i; -1: random")
@@ -109,7 +114,7 @@ def run_from_args(args: argparse.Namespace, generator: Generator | None = None) 
     from sdft.generation.params import GenerationParams, LoraSpec, parse_floats
     from sdft.generation.run import run_generation
 
-    guidance = parse_floats(args.guidance, "--guidance")
+    guidance = parse_floats(args.guidance, "--guidance") if args.guidance is not None else None
     strength = parse_floats(args.strength, "--strength")
     sweep = parse_floats(args.lora_weight_sweep, "--lora-weight-sweep") if args.lora_weight_sweep else None
     init = None
@@ -126,6 +131,7 @@ def run_from_args(args: argparse.Namespace, generator: Generator | None = None) 
         generator = generator_from_args(args)
     for path in args.embedding:
         print(f"embedding {path}: write {generator.load_embedding(path)} in the prompt", file=sys.stderr)
+    guidance = guidance or [generator.default_guidance()]
     params = GenerationParams(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,

@@ -206,6 +206,15 @@ class Generator:
             self._img2img = img2img_pipeline(self.pipe)
         return self._img2img
 
+    def default_guidance(self) -> float:
+        """The CFG scale to sample this base at when none is given: SD's 7.5 (A1111's default), the toy's 3.0 (its
+        model card's; at 7.5 its 32 px images come out garbled)."""
+        if str(self.model_config.path) == "toy":
+            from sdft.toy.control import GUIDANCE
+
+            return GUIDANCE
+        return GenerationParams.guidance
+
     def default_size(self) -> tuple[int, int]:
         side = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
         return side, side

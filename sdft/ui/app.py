@@ -164,7 +164,9 @@ def build_app(
                             scheduler = gr.Dropdown(schedulers, value=DEFAULT_SCHEDULER, label="Scheduler")
                             with gr.Row():
                                 steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps")
-                                guidance = gr.Slider(1.0, 30.0, value=7.5, step=0.5, label="CFG scale")
+                                guidance = gr.Slider(
+                                    1.0, 30.0, value=gen.default_guidance(), step=0.5, label="CFG scale"
+                                )
                             with gr.Row():
                                 w = gr.Slider(smallest, largest, value=width, step=size_step, label="Width")
                                 h = gr.Slider(smallest, largest, value=height, step=size_step, label="Height")
