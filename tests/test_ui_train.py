@@ -259,3 +259,28 @@ def test_phases_table_becomes_the_per_phase_overrides_train_py_takes():
     rows[0][1] = None
     with pytest.raises(ConfigError, match="row 1, steps: empty"):
         phase_overrides(rows, preset)
+
+
+def test_the_page_starts_on_the_toy_bases_own_run(tmp_path):
+    """The Train tab starts on model "toy" with the quickstart preset: its data at the base's 32 px. Without a preset
+    the default data (the example subject, 64 px) would train the 32 px toy subject enlarged x2, which the doctor
+    calls severe (8 findings on the toy subject); with it, none is."""
+    import gradio as gr
+
+    from sdft.config import ModelConfig
+    from sdft.generation.generator import Generator
+    from sdft.ui.app import build_app
+    from sdft.ui.session import UiSession
+
+    session = UiSession(Generator(ModelConfig(path="toy"), device="cpu"), tmp_path)
+    app = build_app(session, train_queue=TrainQueue(root=tmp_path), runs_root=str(tmp_path))
+    boxes = [b for b in app.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Experiment preset"]
+    assert [b.value for b in boxes] == ["quickstart"]
+    toy = str(ROOT / "datasets" / "toy_subject")
+
+    def severe(experiment: str) -> list:
+        found = doctor_findings(inspect_form(TrainForm(experiment=experiment, dataset=toy).overrides()))
+        return [f.finding.check for f in found if f.finding.severity == Severity.severe]
+
+    assert severe("quickstart") == []
+    assert severe("") and set(severe("")) == {"resolution"}

@@ -22,6 +22,7 @@ from sdft.ui.run_files import likeness, recommended, resume_overrides
 from sdft.ui.train_checks import DEVICES, doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
 THUMBNAILS = 12
+DEFAULT_EXPERIMENT = "quickstart"  # the page starts on the toy base (model "toy"): its preset, data and 32 px
 PRIOR = {"preset's": None, "on": True, "off": False}
 
 
@@ -206,7 +207,12 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
             model = gr.Dropdown(
                 presets("model"), value="toy", allow_custom_value=True, label="Base model (preset or path)"
             )
-            experiment = gr.Dropdown(["", *presets("experiment")], value="", label="Experiment preset")
+            experiments = presets("experiment")
+            experiment = gr.Dropdown(  # the toy base's own run (the README's quickstart), not its data at 64 px
+                ["", *experiments],
+                value=DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT in experiments else "",
+                label="Experiment preset",
+            )
         with gr.Row():
             dataset = gr.Textbox(label="Dataset folder (empty: the preset's)", scale=2, elem_id="train-dataset")
             thumbs = gr.Gallery(label="Dataset", columns=6, height=120, scale=3, elem_id="train-thumbs")
