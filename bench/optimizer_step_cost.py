@@ -37,10 +37,12 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=2000, help="tensors in the small-tensor case (LoRA-like, 4x320)")
     ap.add_argument("--json", help="append the result here")
     args = ap.parse_args()
+    if args.elements < 1 or args.small < 1:
+        ap.error("--elements and --small must be at least 1")
     torch.set_num_threads(1)
-    side = 1280 * 1280 * 3  # a U-Net conv's 4.9 M elements
+    side = min(1280 * 1280 * 3, int(args.elements))  # a U-Net conv's 4.9 M elements (fewer: one tensor of them)
     large = [torch.nn.Parameter(torch.randn(side)) for _ in range(int(args.elements // side))]
-    n_large = sum(p.numel() for p in large)
+    n_large, n_tensors = sum(p.numel() for p in large), len(large)
     t_large = step_cpu_seconds(large)
     del large
     small = [torch.nn.Parameter(torch.randn(4, 320)) for _ in range(args.small)]
@@ -51,7 +53,7 @@ def main() -> None:
     result = {
         "torch": torch.__version__,
         "threads": 1,
-        "large": {"tensors": n_large // side, "elements": n_large, "step_cpu_s": round(t_large, 4)},
+        "large": {"tensors": n_tensors, "elements": n_large, "step_cpu_s": round(t_large, 4)},
         "small": {"tensors": args.small, "elements": n_small, "step_cpu_s": round(t_small, 4)},
         "ns_per_element": round(per_element * 1e9, 3),
         "us_per_tensor": round(per_tensor * 1e6, 2),
