@@ -113,3 +113,12 @@ def test_cli_reports_unknown_key_without_traceback():
     )
     assert proc.returncode != 0
     assert "instance_dirr" in proc.stderr
+
+
+def test_the_quickstart_samples_the_toy_at_its_guidance_everywhere():
+    """Grids, class images and `sdft eval` of the toy quickstart all sample at the toy base's CFG scale (its model
+    card's 3.0): SD's 7.5 garbles its 32 px images."""
+    from sdft.toy.control import GUIDANCE
+
+    cfg = compose_config(["+experiment=quickstart"])
+    assert cfg.callbacks.validation_guidance == cfg.prior.generation_guidance == cfg.eval.guidance == GUIDANCE
