@@ -17,7 +17,7 @@ from sdft.prep.doctor.findings import Severity
 from sdft.ui.train import LOG_NAME, TrainForm, TrainQueue, check_form, command_line, inspect_form, run_overrides
 from sdft.ui.phases import phase_overrides, preset_rows
 from sdft.ui.run_files import Likeness, likeness, recommended, resume_overrides
-from sdft.ui.train import compose_form, runs, watch
+from sdft.ui.train import compose_form, model_preset_for, runs, watch
 from sdft.ui.train_checks import doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
 
@@ -261,8 +261,9 @@ def test_phases_table_becomes_the_per_phase_overrides_train_py_takes():
         phase_overrides(rows, preset)
 
 
-def test_the_page_starts_on_the_toy_bases_own_run(tmp_path):
-    """The Train tab starts on model "toy" with the quickstart preset: its data at the base's 32 px. Without a preset
+def test_the_page_starts_on_the_toy_bases_own_run(tmp_path, tiny_cache):
+    """The Train tab starts on the base the page loaded; on the toy with the quickstart preset: its data at the
+    base's 32 px. Without a preset
     the default data (the example subject, 64 px) would train the 32 px toy subject enlarged x2, which the doctor
     calls severe (8 findings on the toy subject); with it, none is."""
     import gradio as gr
@@ -272,10 +273,20 @@ def test_the_page_starts_on_the_toy_bases_own_run(tmp_path):
     from sdft.ui.app import build_app
     from sdft.ui.session import UiSession
 
-    session = UiSession(Generator(ModelConfig(path="toy"), device="cpu"), tmp_path)
-    app = build_app(session, train_queue=TrainQueue(root=tmp_path), runs_root=str(tmp_path))
-    boxes = [b for b in app.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Experiment preset"]
-    assert [b.value for b in boxes] == ["quickstart"]
+    def start(model: ModelConfig) -> tuple[str, str]:
+        """(base model, experiment) the Train tab starts on, for a page over `model`."""
+        app = build_app(
+            UiSession(Generator(model, device="cpu"), tmp_path),
+            train_queue=TrainQueue(root=tmp_path),
+            runs_root=str(tmp_path),
+        )
+        values = {b.label: b.value for b in app.blocks.values() if isinstance(b, gr.Dropdown)}
+        return values["Base model (preset or path)"], values["Experiment preset"]
+
+    assert start(ModelConfig(path="toy")) == ("toy", "quickstart")
+    assert start(ModelConfig(path="tiny", cache_dir=str(tiny_cache))) == ("tiny", "")  # the base the page loaded
+    assert model_preset_for("stable-diffusion-v1-5/stable-diffusion-v1-5") == "sd15"
+    assert model_preset_for("/models/rv51.safetensors") == "/models/rv51.safetensors"  # no preset: model.path
     toy = str(ROOT / "datasets" / "toy_subject")
 
     def severe(experiment: str) -> list:

@@ -238,7 +238,7 @@ def build_app(
             from sdft.ui.train_tabs import train_tabs
 
             with tabs:
-                train_tabs(gr, train_queue, runs_root, lora_text, tabs, for_people)
+                train_tabs(gr, train_queue, runs_root, lora_text, tabs, for_people, str(gen.model_config.path))
     return app
 
 

@@ -36,6 +36,17 @@ def presets(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+def model_preset_for(path: str) -> str:
+    """The conf/model preset whose model.path is `path` (the Train tab starts on the base the page loaded), else the
+    path itself (the form then sets model.path)."""
+    from omegaconf import OmegaConf
+
+    for name in presets("model"):
+        if str(OmegaConf.load(CONF / "model" / f"{name}.yaml").get("path")) == str(path):
+            return name
+    return str(path)
+
+
 def quote_value(value: str) -> str:
     """A Hydra override value: quoted when it holds anything but plain word characters."""
     if re.fullmatch(r"[\w./\-]+", value):

@@ -16,13 +16,13 @@ from pathlib import Path
 from sdft.callbacks.controls import request
 from sdft.errors import SdftError
 from sdft.ui.train import TrainForm, TrainQueue, command_line, inspect_form, presets, run_overrides, runs, watch
-from sdft.ui.train import new_run_dir
+from sdft.ui.train import model_preset_for, new_run_dir
 from sdft.ui.phases import COLUMNS, phase_overrides, preset_rows
 from sdft.ui.run_files import likeness, recommended, resume_overrides
 from sdft.ui.train_checks import DEVICES, doctor_findings, doctor_gate, doctor_markdown, plan_headline
 
 THUMBNAILS = 12
-DEFAULT_EXPERIMENT = "quickstart"  # the page starts on the toy base (model "toy"): its preset, data and 32 px
+DEFAULT_EXPERIMENT = "quickstart"  # on the toy base the page starts on its preset: its subject at 32 px
 PRIOR = {"preset's": None, "on": True, "off": False}
 
 
@@ -57,8 +57,9 @@ def _loss_chart(points, path: Path):
         return image.copy()  # shown as an image, not a file the server must be allowed to read
 
 
-def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_people) -> None:
-    """Add the Train and Runs tabs inside the open gr.Tabs `tabs`; `lora_text` is the Generate tab's LoRA box."""
+def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_people, base: str = "toy") -> None:
+    """Add the Train and Runs tabs inside the open gr.Tabs `tabs`; `lora_text` is the Generate tab's LoRA box; the
+    form starts on `base`, the model path the page loaded (the toy: with its quickstart preset)."""
     chart_dir = Path(tempfile.mkdtemp(prefix="sdft-ui-"))
 
     def form(
@@ -204,13 +205,14 @@ def train_tabs(gr, queue: TrainQueue, runs_root: str, lora_text, tabs, for_peopl
     with gr.Tab("Train", id="train"):
         with gr.Row():
             name = gr.Textbox(value="ui", label="Run name", elem_id="train-name")
+            start_model = model_preset_for(base)
             model = gr.Dropdown(
-                presets("model"), value="toy", allow_custom_value=True, label="Base model (preset or path)"
+                presets("model"), value=start_model, allow_custom_value=True, label="Base model (preset or path)"
             )
             experiments = presets("experiment")
             experiment = gr.Dropdown(  # the toy base's own run (the README's quickstart), not its data at 64 px
                 ["", *experiments],
-                value=DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT in experiments else "",
+                value=DEFAULT_EXPERIMENT if start_model == "toy" and DEFAULT_EXPERIMENT in experiments else "",
                 label="Experiment preset",
             )
         with gr.Row():
