@@ -38,12 +38,13 @@ def kind_of(name: str) -> str:
 
 
 def counting_mode():
-    """The plan's tracker (sdft/run/plan/tracker.py) with the costs counted on every operator."""
+    """The plan's tracker (sdft/run/plan/tracker.py) with the costs counted on every operator: each operator's FLOPs
+    are what the tracker itself added (its FLOPs, 16-bit share, weight gradients), split by kind."""
     import torch
     from torch.utils._pytree import tree_flatten
 
     from sdft.run.plan import tracker
-    from sdft.run.plan.tracker import FLOPS, HALF, LiveBytes, conv_weight_grad_flops
+    from sdft.run.plan.tracker import LiveBytes
 
     def nbytes(t) -> int:
         return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
@@ -54,31 +55,29 @@ def counting_mode():
             self.costs = {"flops": {}, "bytes": 0, "ops": 0, "fresh_bytes": 0}
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            before = self.flops, self.half_flops, self.weight_grad_flops
             out = super().__torch_dispatch__(func, types, args, kwargs)
             if func is tracker._DEVICE:
                 return out
-            kwargs = kwargs or {}
             c = self.costs
             c["ops"] += 1
             if func.is_view:
                 return out
             written = [nbytes(t) for t in tree_flatten(out)[0]]
-            c["bytes"] += sum(written) + sum(nbytes(t) for t in tree_flatten((args, kwargs))[0])
+            c["bytes"] += sum(written) + sum(nbytes(t) for t in tree_flatten((args, kwargs or {}))[0])
             c["fresh_bytes"] += sum(n for n in written if n > MMAP_CEILING)
             name = func._overloadpacket.__name__
             if name in KINDS:
                 weight = args[1] if name == "convolution" else args[2]
                 if weight.dtype == torch.float32 and nbytes(weight) > MMAP_CEILING:
                     c["fresh_bytes"] += nbytes(weight)
-            count = FLOPS.get(func._overloadpacket)
-            if count is not None:
-                flops = count(*args, **kwargs, out_val=out)
-                first = next((a for a in args if isinstance(a, torch.Tensor)), None)
-                half = "_half" if first is not None and first.dtype in HALF else ""
-                wgrad = conv_weight_grad_flops(args, kwargs) if name == "convolution_backward" else 0
-                for key, n in ((kind_of(name) + half, flops - wgrad), ("conv_wgrad" + half, wgrad)):
-                    if n:
-                        c["flops"][key] = c["flops"].get(key, 0) + n
+            flops, half, wgrad = (
+                now - then for now, then in zip((self.flops, self.half_flops, self.weight_grad_flops), before)
+            )
+            suffix = "_half" if half else ""
+            for key, n in ((kind_of(name) + suffix, flops - wgrad), ("conv_wgrad", wgrad)):
+                if n:
+                    c["flops"][key] = c["flops"].get(key, 0) + n
             return out
 
     return Counting
@@ -86,7 +85,6 @@ def counting_mode():
 
 def step_costs(overrides: list[str], threads: int = 1):
     """(costs of one traced training step, the plan's forecast of the phase) for plan_accuracy-style overrides."""
-    os.environ["SDFT_PLAN_CACHE"] = "off"
     from sdft.run.plan import trace as trace_mod
     from sdft.run.plan.compose import compose_run, plan_run
     from sdft.run.plan.devices import cpu_device
@@ -101,10 +99,16 @@ def step_costs(overrides: list[str], threads: int = 1):
         return mode
 
     trace_mod.LiveBytes = make  # the step's mode is the first made; the sampling call's the second
+    cache = os.environ.get("SDFT_PLAN_CACHE")
+    os.environ["SDFT_PLAN_CACHE"] = "off"  # a cached trace would run no mode: traced, for this call only
     try:
         plan = plan_run(compose_run(overrides), cpu_device(threads))
     finally:
         trace_mod.LiveBytes = original
+        if cache is None:
+            os.environ.pop("SDFT_PLAN_CACHE")
+        else:
+            os.environ["SDFT_PLAN_CACHE"] = cache
     forecast = plan.phases[0][1]
     return modes[0].costs, forecast  # the optimizer (counted, not traced) is the plan's own term
 

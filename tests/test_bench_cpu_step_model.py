@@ -4,6 +4,7 @@ count what they say they count: a bench that silently breaks leaves docs/benchma
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,9 @@ def test_step_costs_split_the_flops_by_kind():
     from cpu_step_model import model_seconds, step_costs
     from plan_accuracy import CASES, COMMON
 
+    cache = os.environ.get("SDFT_PLAN_CACHE")
     costs, forecast = step_costs(CASES["tiny-lora-64"] + COMMON)
+    assert os.environ.get("SDFT_PLAN_CACHE") == cache  # the bench turns the cache off for its own trace only
     assert sum(costs["flops"].values()) == forecast.step.flops > 0
     assert "conv_wgrad" not in costs["flops"] and {"gemm", "conv", "attention"} <= set(costs["flops"])
     assert costs["bytes"] > 0 and costs["ops"] > 1000 and costs["fresh_bytes"] == 0
