@@ -19,22 +19,13 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+from timing import median_seconds  # noqa: E402  (bench/ on the path first)
 
 
 def counted_flops(fn) -> int:
@@ -134,7 +125,7 @@ def main() -> None:
     import torch
 
     from jsonl import emit
-    from sdft.run.plan.devices import _cpuinfo, cpu_flops_per_cycle
+    from sdft.run.plan.devices import cpu_core, cpu_flops_per_cycle
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (a smoke test, not a figure)")
@@ -143,12 +134,7 @@ def main() -> None:
     torch.set_num_threads(1)
     scale, repeats = (8, 2) if args.quick else (1, 5)
     rates = kind_rates(scale, repeats)
-    info = _cpuinfo()
-    import re
-
-    flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split()) if "flags" in info else set()
-    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
-    ghz = float(mhz.group(1)) / 1000 if mhz else 2.5
+    flags, ghz = cpu_core()  # the plan's own reading of this CPU (sdft/run/plan/devices.py)
     fp32, bf16 = cpu_flops_per_cycle(flags)
     shares = {k: v / (ghz * (bf16 if k.endswith("_half") else fp32)) for k, v in rates.items()}
     op_s, ops, tiny_cpu_s = dispatch_seconds()

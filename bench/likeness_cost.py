@@ -74,10 +74,12 @@ def measure_sd15(resolution: int, rounds: int = 2) -> tuple[float, float]:
     and of one training step's U-Net work (forward + backward of one image, LoRA-like: frozen weights, gradients
     through the activations) of the SD 1.5 U-Net (random weights, sdft/models/sd15_arch.py) at `resolution`, fp32 CPU,
     in one process so that both see the same machine load; the median of `rounds` after a warm-up."""
-    import statistics
-    import time
+    import sys
 
     import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from timing import median_seconds
 
     from sdft.models.sd15_arch import build_sd15_unet
 
@@ -93,16 +95,7 @@ def measure_sd15(resolution: int, rounds: int = 2) -> tuple[float, float]:
         x = torch.randn(1, 4, side, side, requires_grad=True)  # stands in for the LoRA parameters' gradient path
         unet(x, torch.tensor([500]), text[:1]).sample.square().mean().backward()
 
-    times = {}
-    for name, fn in (("sample", sample_step), ("train", train_step)):
-        fn()
-        runs = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            fn()
-            runs.append(time.perf_counter() - start)
-        times[name] = statistics.median(runs)
-    return times["sample"], times["train"]
+    return median_seconds(sample_step, rounds), median_seconds(train_step, rounds)
 
 
 def main(argv=None) -> None:

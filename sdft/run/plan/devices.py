@@ -115,12 +115,17 @@ def cpu_flops_per_cycle(flags: set[str]) -> tuple[int, int]:
     return fp32, bf16
 
 
-def cpu_device(cores: int | None = None) -> Device:
-    """This machine's CPU: the cores this process may use (or `cores`) x clock x FLOP per cycle, and its RAM."""
+def cpu_core() -> tuple[set[str], float]:
+    """(flags, nominal GHz) of this machine's cores, from /proc/cpuinfo (2.5 GHz where it does not say)."""
     info = _cpuinfo()
     flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split()) if "flags" in info else set()
     mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
-    ghz = float(mhz.group(1)) / 1000 if mhz else 2.5
+    return flags, float(mhz.group(1)) / 1000 if mhz else 2.5
+
+
+def cpu_device(cores: int | None = None) -> Device:
+    """This machine's CPU: the cores this process may use (or `cores`) x clock x FLOP per cycle, and its RAM."""
+    flags, ghz = cpu_core()
     cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     fp32, bf16 = cpu_flops_per_cycle(flags)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 16
